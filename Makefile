@@ -1,0 +1,55 @@
+# blocklist-proxy: `make test` and `make run` set everything up on a fresh machine.
+#
+# The project needs Python >= 3.12 (mitmproxy 12 requires it). We try, in order:
+# $(PYTHON) if given, python3.13, python3.12, pyenv's installed 3.12/3.13, python3.
+# Each candidate must actually run and report >= 3.12 (a pyenv shim that is not
+# selected fails to run and is skipped).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+PYTHON_CANDIDATES := $(PYTHON) python3.13 python3.12 \
+	$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) \
+	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) \
+	$(wildcard /root/.pyenv/versions/3.13*/bin/python3) \
+	$(wildcard /root/.pyenv/versions/3.12*/bin/python3) \
+	$(wildcard /usr/local/bin/python3.1[2-9]) python3
+
+.PHONY: test lint format run bench clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@set -e; found=""; \
+	for c in $(PYTHON_CANDIDATES); do \
+	  if "$$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then \
+	    found="$$c"; break; fi; \
+	done; \
+	if [ -z "$$found" ]; then \
+	  echo "error: no Python >= 3.12 found (tried: $(PYTHON_CANDIDATES))." >&2; \
+	  echo "Install one (Debian: apt-get install python3.12 python3.12-venv; or pyenv install 3.12)" >&2; \
+	  echo "or point to it with: make PYTHON=/path/to/python3.12 test" >&2; \
+	  exit 1; fi; \
+	echo "using $$found ($$("$$found" --version))"; \
+	if [ ! -x "$(PY)" ]; then "$$found" -m venv "$(VENV)"; fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/matcher.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""blocklist-proxy: enforce a licensed URL blocklist at the network edge."""
