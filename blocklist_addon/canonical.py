@@ -1,0 +1,336 @@
+"""URL canonicalization and host-suffix / path-prefix expressions, as Google Safe Browsing
+defines them ("URLs and Hashing").
+
+Everything here is a pure function of its input and never raises on any string: an input
+that is not a web URL at all gives ``None`` (or no expressions), never an exception.
+
+Internally a URL is handled as a *byte string held in a str*: every character is one
+byte (latin-1), so percent-unescaping may produce any byte, valid UTF-8 or not, and the
+re-escaping step writes each byte back as ``%XX`` exactly as the spec's vectors expect.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import NamedTuple
+
+import idna
+
+__all__ = [
+    "Canonical",
+    "canonical_host",
+    "canonicalize",
+    "expressions",
+    "host_suffixes",
+    "parse",
+    "path_prefixes",
+    "unescape",
+]
+
+#: Safe Browsing: at most 5 host variants (the exact host and 4 suffixes) ...
+MAX_SB_HOSTS = 5
+#: ... and at most 6 path variants (exact with query, exact, and 4 prefixes from the root).
+MAX_SB_PREFIXES = 4
+
+# Schemes whose URLs browsers parse leniently ("http:host", "http:\\host", "http:/host").
+_SPECIAL_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})
+
+_HEX_PAIRS = {
+    f"{a}{b}": chr(int(a + b, 16))
+    for a in "0123456789abcdefABCDEF"
+    for b in "0123456789abcdefABCDEF"
+}
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_PORT_AFTER_COLON = re.compile(r"[0-9]+(?:[/\\?#]|$)")
+_STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space, trimmed at both ends
+_DROP_TAB_CR_LF = str.maketrans("", "", "\t\r\n")
+_NEEDS_ESCAPE = re.compile(r"[\x00-\x20\x7f-\xff#%]")
+_DOTS = re.compile(r"\.{2,}")
+_DIGITS = re.compile(r"[0-9]+")
+_OCTAL = re.compile(r"0[0-7]*")
+_HEX = re.compile(r"0[xX][0-9A-Fa-f]*")
+# A host that needs none of the slow steps: ASCII labels, single dots, and a last label
+# that cannot be read as a number (so it is not an IPv4 address in any encoding).
+_PLAIN_HOST = re.compile(r"(?:[a-z0-9_\-]+\.)*(?![0-9]*$)(?!0x)[a-z0-9_\-]+")
+
+
+class Canonical(NamedTuple):
+    """A canonicalized URL, split where the expressions need it. All fields are escaped."""
+
+    scheme: str
+    host: str
+    path: str
+    query: str | None  # without the "?"; None when the URL had no "?" at all
+    is_ip: bool
+
+    @property
+    def url(self) -> str:
+        query = "" if self.query is None else "?" + self.query
+        return f"{self.scheme}://{self.host}{self.path}{query}"
+
+
+# -- percent-unescaping ------------------------------------------------------------------
+
+
+def _unescape_once(s: str) -> str:
+    parts = s.split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        char = _HEX_PAIRS.get(part[:2])
+        if char is None:
+            out.append("%")
+            out.append(part)
+        else:
+            out.append(char)
+            out.append(part[2:])
+    return "".join(out)
+
+
+def _unescape_linear(s: str) -> str:
+    """Fixpoint of repeated unescaping in one pass: a decoded byte may complete an escape
+    with the characters before it, so reduce on a stack. Linear however deep the nesting."""
+    out: list[str] = []
+    pairs = _HEX_PAIRS
+    for ch in s:
+        out.append(ch)
+        while len(out) >= 3 and out[-3] == "%":
+            char = pairs.get(out[-2] + out[-1])
+            if char is None:
+                break
+            del out[-3:]
+            out.append(char)
+    return "".join(out)
+
+
+def unescape(s: str) -> str:
+    """Percent-unescape until no escape is left (the spec's "repeatedly").
+
+    A few whole-string passes settle ordinary input quickly; deeper nesting such as
+    ``%252525...`` switches to the linear stack reduction so that work stays O(len(s)).
+    """
+    for _ in range(3):
+        if "%" not in s:
+            return s
+        t = _unescape_once(s)
+        if t == s:
+            return s
+        s = t
+    return _unescape_linear(s) if "%" in s else s
+
+
+def _escape(s: str) -> str:
+    if _NEEDS_ESCAPE.search(s) is None:
+        return s
+    return _NEEDS_ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", s)
+
+
+# -- host --------------------------------------------------------------------------------
+
+
+def _ipv4(host: str) -> str | None:
+    """Dotted-decimal form of a host in any legal IPv4 encoding (octal, hex, 1-4 parts)."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        if _HEX.fullmatch(part):
+            numbers.append(int(part[2:] or "0", 16))
+        elif _OCTAL.fullmatch(part):
+            numbers.append(int(part, 8))
+        elif _DIGITS.fullmatch(part):
+            numbers.append(int(part, 10))
+        else:
+            return None
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ".".join(str((value >> shift) & 0xFF) for shift in (24, 16, 8, 0))
+
+
+def _ipv6(host: str) -> str | None:
+    inner = host[1:-1].split("%", 1)[0]  # a zone id never reaches another host
+    try:
+        address = ipaddress.IPv6Address(inner)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return f"[{address.compressed}]"
+
+
+def _idna(host: str) -> str:
+    """Punycode for a host whose bytes are UTF-8 with non-ASCII characters; UTS 46 mapping
+    (as browsers do) folds case, full-width letters and ideographic dots first."""
+    try:
+        text = host.encode("latin-1").decode("utf-8")
+        text = idna.uts46_remap(text, std3_rules=False, transitional=False)
+    except (UnicodeError, idna.IDNAError, ValueError):
+        return host.encode("latin-1").lower().decode("latin-1")
+    labels = []
+    for label in text.split("."):
+        if label.isascii():
+            labels.append(label.lower())
+            continue
+        try:
+            labels.append(idna.alabel(label).decode("ascii"))
+        except (UnicodeError, idna.IDNAError, ValueError):
+            labels.append(label.encode("utf-8").decode("latin-1"))
+    return ".".join(labels)
+
+
+def canonical_host(raw: str) -> tuple[str, bool] | None:
+    """The canonical, escaped form of a URL's host (userinfo and port already removed) and
+    whether it is an IP address; None for an empty host."""
+    if _PLAIN_HOST.fullmatch(raw):
+        return raw, False
+    host = unescape(raw)
+    if host.startswith("[") and host.endswith("]"):
+        v6 = _ipv6(host)
+        if v6 is not None:
+            return v6, True
+    host = host.lower() if host.isascii() else _idna(host)
+    host = _DOTS.sub(".", host.strip("."))
+    if not host:
+        return None
+    v4 = _ipv4(host)
+    if v4 is not None:
+        return v4, True
+    return _escape(host), False
+
+
+# -- path --------------------------------------------------------------------------------
+
+
+def _normalize_path(path: str) -> str:
+    """Resolve ``.`` and ``..`` segments and collapse runs of slashes."""
+    if "/." not in path and "//" not in path:
+        return path
+    stack: list[str] = []
+    segments = path.split("/")
+    for segment in segments:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(segment)
+    trailing = segments[-1] in ("", ".", "..")
+    if not stack:
+        return "/"
+    return "/" + "/".join(stack) + ("/" if trailing else "")
+
+
+# -- whole URL ---------------------------------------------------------------------------
+
+
+def _as_bytes_str(url: str | bytes) -> str:
+    if isinstance(url, bytes):
+        return url.decode("latin-1")
+    if url.isascii():
+        return url
+    return url.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+def parse(url: str | bytes) -> Canonical | None:
+    """Canonicalize ``url``; None when it has no host or is not a hierarchical web URL
+    (``mailto:``, ``data:``, ``javascript:`` ...)."""
+    if not isinstance(url, (str, bytes)):
+        return None
+    s = _as_bytes_str(url).translate(_DROP_TAB_CR_LF).strip(_STRIP)
+    s = s.split("#", 1)[0]
+
+    scheme = "http"
+    special = True
+    m = _SCHEME.match(s)
+    if m is not None and not _PORT_AFTER_COLON.match(s, m.end()):
+        scheme = m.group(1).lower()
+        s = s[m.end() :]
+        special = scheme in _SPECIAL_SCHEMES
+        if not special:
+            if not s.startswith("//"):
+                return None
+            s = s[2:]
+    if special:
+        s = s.lstrip("/\\")
+
+    query: str | None = None
+    if "?" in s:
+        s, query = s.split("?", 1)
+    if special and "\\" in s:
+        s = s.replace("\\", "/")
+    authority, slash, path = s.partition("/")
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):
+        authority = authority[: authority.find("]") + 1] or authority
+    else:
+        authority = authority.partition(":")[0]
+
+    host = canonical_host(authority)
+    if host is None:
+        return None
+    path = _escape(_normalize_path("/" + unescape(path) if slash else "/"))
+    if query is not None:
+        query = _escape(unescape(query))
+    return Canonical(scheme, host[0], path, query, host[1])
+
+
+def canonicalize(url: str | bytes) -> str | None:
+    """The canonical URL exactly as Safe Browsing defines it, or None when ``url`` cannot be
+    read as a web URL with a host."""
+    c = parse(url)
+    return None if c is None else c.url
+
+
+def host_suffixes(host: str, is_ip: bool, limit: int | None = MAX_SB_HOSTS) -> list[str]:
+    """The exact host, then its suffixes of at least two labels, longest first.
+
+    With the default ``limit`` this is the spec's list (the exact host plus at most four
+    suffixes built from the last five labels); ``limit=None`` gives every suffix.
+    """
+    if is_ip:
+        return [host]
+    labels = host.split(".")
+    n = len(labels)
+    first = 1 if limit is None else max(1, n - limit)
+    return [host] + [".".join(labels[k:]) for k in range(first, n - 1)]
+
+
+def path_prefixes(path: str, query: str | None, limit: int | None = MAX_SB_PREFIXES) -> list[str]:
+    """The exact path with its query, the exact path, then the directory prefixes from the
+    root ("/", "/a/", "/a/b/" ...), without duplicates.
+
+    With the default ``limit`` at most four prefixes are made, as the spec says;
+    ``limit=None`` gives every directory above the path.
+    """
+    out = []
+    if query is not None:
+        out.append(f"{path}?{query}")
+    out.append(path)
+    segments = path.split("/")[1:-1]  # directories above the last segment
+    if limit is not None:
+        segments = segments[: limit - 1]
+    prefix = "/"
+    if prefix != path:
+        out.append(prefix)
+    for segment in segments:
+        prefix = f"{prefix}{segment}/"
+        if prefix != path:
+            out.append(prefix)
+    return out
+
+
+def expressions(url: str | bytes) -> list[str]:
+    """The Safe Browsing host-suffix / path-prefix expressions of ``url`` (at most 5 x 6),
+    most specific first; empty when the URL cannot be canonicalized."""
+    c = parse(url)
+    if c is None:
+        return []
+    paths = path_prefixes(c.path, c.query)
+    return [h + p for h in host_suffixes(c.host, c.is_ip) for p in paths]
