@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import idna
 
@@ -46,6 +46,9 @@ _PORT_AFTER_COLON = re.compile(r"[0-9]+(?:[/\\?#]|$)")
 _STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space, trimmed at both ends
 _DROP_TAB_CR_LF = str.maketrans("", "", "\t\r\n")
 _NEEDS_ESCAPE = re.compile(r"[\x00-\x20\x7f-\xff#%]")
+# In a host, also the characters that would end the host when the canonical URL is read
+# again ("http://a%2Fb/" must not become host "a", path "/b/"). No real host holds them.
+_HOST_NEEDS_ESCAPE = re.compile(r"[\x00-\x20\x7f-\xff#%/:?@\[\\\]]")
 _DOTS = re.compile(r"\.{2,}")
 _DIGITS = re.compile(r"[0-9]+")
 _OCTAL = re.compile(r"0[0-7]*")
@@ -103,12 +106,23 @@ def _unescape_linear(s: str) -> str:
     return "".join(out)
 
 
-def unescape(s: str) -> str:
-    """Percent-unescape until no escape is left (the spec's "repeatedly").
+@overload
+def unescape(s: str) -> str: ...
+@overload
+def unescape(s: bytes) -> bytes: ...
+def unescape(s: str | bytes) -> str | bytes:
+    """Percent-unescape until no escape is left (the spec's "repeatedly"); bytes in, bytes
+    out.
 
     A few whole-string passes settle ordinary input quickly; deeper nesting such as
     ``%252525...`` switches to the linear stack reduction so that work stays O(len(s)).
     """
+    if isinstance(s, bytes):
+        return _unescape(s.decode("latin-1")).encode("latin-1")
+    return _unescape(s)
+
+
+def _unescape(s: str) -> str:
     for _ in range(3):
         if "%" not in s:
             return s
@@ -119,10 +133,10 @@ def unescape(s: str) -> str:
     return _unescape_linear(s) if "%" in s else s
 
 
-def _escape(s: str) -> str:
-    if _NEEDS_ESCAPE.search(s) is None:
+def _escape(s: str, needs_escape: re.Pattern[str] = _NEEDS_ESCAPE) -> str:
+    if needs_escape.search(s) is None:
         return s
-    return _NEEDS_ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", s)
+    return needs_escape.sub(lambda m: f"%{ord(m.group()):02X}", s)
 
 
 # -- host --------------------------------------------------------------------------------
@@ -136,13 +150,19 @@ def _ipv4(host: str) -> str | None:
     numbers = []
     for part in parts:
         if _HEX.fullmatch(part):
-            numbers.append(int(part[2:] or "0", 16))
+            digits, base = part[2:], 16
         elif _OCTAL.fullmatch(part):
-            numbers.append(int(part, 8))
+            digits, base = part, 8
         elif _DIGITS.fullmatch(part):
-            numbers.append(int(part, 10))
+            digits, base = part, 10
         else:
             return None
+        digits = digits.lstrip("0")
+        if len(digits) > 11:
+            # Over 2**32 in any of the bases, so no address; and int() of a long decimal
+            # string is quadratic, and refused (ValueError) beyond 4300 digits.
+            return None
+        numbers.append(int(digits or "0", base))
     *head, last = numbers
     if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
         return None
@@ -171,6 +191,11 @@ def _idna(host: str) -> str:
         text = host.encode("latin-1").decode("utf-8")
         text = idna.uts46_remap(text, std3_rules=False, transitional=False)
     except (UnicodeError, idna.IDNAError, ValueError):
+        text = None
+    if text is None or "%" in text:
+        # Undecodable, or a "%" mapped from a full-width or small percent sign: that "%"
+        # would be unescaped together with what follows when the canonical URL is read
+        # again, so keep the bytes as they are (browsers refuse such a host anyway).
         return host.encode("latin-1").lower().decode("latin-1")
     labels = []
     for label in text.split("."):
@@ -184,12 +209,20 @@ def _idna(host: str) -> str:
     return ".".join(labels)
 
 
-def canonical_host(raw: str) -> tuple[str, bool] | None:
+def canonical_host(raw: str | bytes) -> tuple[str, bool] | None:
     """The canonical, escaped form of a URL's host (userinfo and port already removed) and
-    whether it is an IP address; None for an empty host."""
+    whether it is an IP address; None for an empty host. A str is text (encoded as UTF-8),
+    bytes are bytes, as for ``parse``; the result is the host ``parse`` gives."""
+    if not isinstance(raw, (str, bytes)):
+        return None
+    return _canonical_host(_as_bytes_str(raw))
+
+
+def _canonical_host(raw: str) -> tuple[str, bool] | None:
+    """``canonical_host`` of a host held as bytes in a str."""
     if _PLAIN_HOST.fullmatch(raw):
         return raw, False
-    host = unescape(raw)
+    host = _unescape(raw)
     if host.startswith("[") and host.endswith("]"):
         v6 = _ipv6(host)
         if v6 is not None:
@@ -201,7 +234,7 @@ def canonical_host(raw: str) -> tuple[str, bool] | None:
     v4 = _ipv4(host)
     if v4 is not None:
         return v4, True
-    return _escape(host), False
+    return _escape(host, _HOST_NEEDS_ESCAPE), False
 
 
 # -- path --------------------------------------------------------------------------------
@@ -265,19 +298,31 @@ def parse(url: str | bytes) -> Canonical | None:
         s, query = s.split("?", 1)
     if special and "\\" in s:
         s = s.replace("\\", "/")
-    authority, slash, path = s.partition("/")
+    authority, _, path = s.partition("/")
     authority = authority.rpartition("@")[2]
     if authority.startswith("["):
         authority = authority[: authority.find("]") + 1] or authority
     else:
         authority = authority.partition(":")[0]
 
-    host = canonical_host(authority)
+    host = _canonical_host(authority)
     if host is None:
         return None
-    path = _escape(_normalize_path("/" + unescape(path) if slash else "/"))
+    # The path is read from its unescaped form, so that an escaped "?" starts the query (as
+    # in Google's reference implementation, which unescapes the whole URL first) and, on a
+    # special scheme, an escaped backslash is a slash like an escaped "/". The canonical URL
+    # then reads back as itself: it never holds a "?" in its path nor a backslash.
+    path = _unescape(path)
     if query is not None:
-        query = _escape(unescape(query))
+        query = _unescape(query)
+    if "?" in path:
+        path, rest = path.split("?", 1)
+        query = rest if query is None else f"{rest}?{query}"
+    if special and "\\" in path:
+        path = path.replace("\\", "/")
+    path = _escape(_normalize_path("/" + path))
+    if query is not None:
+        query = _escape(query)
     return Canonical(scheme, host[0], path, query, host[1])
 
 
