@@ -19,6 +19,7 @@ import idna
 
 __all__ = [
     "Canonical",
+    "as_byte_string",
     "canonical_host",
     "canonicalize",
     "expressions",
@@ -214,7 +215,7 @@ def canonical_host(raw: str | bytes) -> tuple[str, bool] | None:
     bytes are bytes, as for ``parse``; the result is the host ``parse`` gives."""
     if not isinstance(raw, (str, bytes)):
         return None
-    return _canonical_host(_as_bytes_str(raw))
+    return _canonical_host(as_byte_string(raw))
 
 
 def _canonical_host(raw: str) -> tuple[str, bool] | None:
@@ -262,12 +263,18 @@ def _normalize_path(path: str) -> str:
 # -- whole URL ---------------------------------------------------------------------------
 
 
-def _as_bytes_str(url: str | bytes) -> str:
+def as_byte_string(url: str | bytes) -> str:
+    """The bytes of ``url`` held one per character (latin-1): text is encoded as UTF-8."""
     if isinstance(url, bytes):
         return url.decode("latin-1")
     if url.isascii():
         return url
-    return url.encode("utf-8", "surrogatepass").decode("latin-1")
+    try:
+        # mitmproxy (like os.fsdecode) carries undecodable request bytes as lone surrogates
+        # U+DC80..U+DCFF: turn them back into the bytes the client sent.
+        return url.encode("utf-8", "surrogateescape").decode("latin-1")
+    except UnicodeEncodeError:
+        return url.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 def parse(url: str | bytes) -> Canonical | None:
@@ -275,7 +282,7 @@ def parse(url: str | bytes) -> Canonical | None:
     (``mailto:``, ``data:``, ``javascript:`` ...)."""
     if not isinstance(url, (str, bytes)):
         return None
-    s = _as_bytes_str(url)
+    s = as_byte_string(url)
     if "\t" in s or "\r" in s or "\n" in s:  # str.translate would cost more than the rest
         s = s.replace("\t", "").replace("\r", "").replace("\n", "")
     s = s.strip(_STRIP)

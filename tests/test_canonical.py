@@ -755,3 +755,10 @@ def test_long_url_results() -> None:
     assert canonicalize("http://0x" + "0" * KIB64 + "1/") == "http://0.0.0.1/"
     long_host = "a." * (KIB64 // 2) + "example.com"
     assert len(expressions("http://" + long_host + "/")) == MAX_SB_HOSTS
+
+
+def test_undecodable_request_bytes_as_mitmproxy_carries_them() -> None:
+    # mitmproxy decodes a request path with surrogateescape: raw 0xFF arrives as U+DCFF.
+    raw = b"http://listed.test/\xff.html".decode("utf-8", "surrogateescape")
+    assert canonicalize(raw) == "http://listed.test/%FF.html"
+    assert canonicalize(raw) == canonicalize("http://listed.test/%ff.html")

@@ -1,0 +1,176 @@
+"""Matching URLs, and the URLs embedded in them, against a compiled list.
+
+The rule is Safe Browsing's host-suffix / path-prefix expressions, applied without the
+spec's 5 x 6 cap (every suffix of the host and every directory above the path), so that an
+entry blocks exactly what DESIGN promises: a page on its host and subdomains, a directory
+and everything below it, or a whole host, and never a parent or a sibling.
+
+Most URLs are decided by the host index alone: the host and its suffixes are looked up as
+4-byte keys, and only a URL on a listed host pays for full canonicalization and the
+expression digests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from blocklist_addon.canonical import (
+    MAX_SB_HOSTS,
+    MAX_SB_PREFIXES,
+    Canonical,
+    canonical_host,
+    host_suffixes,
+    parse,
+    path_prefixes,
+)
+from blocklist_addon.embedded import embedded_urls
+from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
+
+__all__ = ["Blocklist", "Entry", "Match", "compile_entry"]
+
+DEFAULT_LIST = "default"
+
+# An ordinary absolute URL whose host is plain ASCII (no userinfo, IPv6 literal, escapes,
+# whitespace or backslash), so the host can be read without the full parser and gives the
+# same result. Anything else takes the full parser.
+_SIMPLE_AUTHORITY = re.compile(r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9._\-]+)(?::[0-9]*)?(?=[/?#]|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Why a URL is blocked. Carries no listed text: only names, the opaque entry id and
+    the digest of the expression that matched."""
+
+    list_name: str
+    entry_id: str
+    digest: str  # hex of the matched expression's truncated SHA-256
+    embedded: bool  # True when a URL embedded in the requested one matched
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One list entry as a feed gives it: a URL or host/path expression."""
+
+    url: str
+    id: str | None = None
+    list_name: str = DEFAULT_LIST
+
+
+def compile_entry(url: str) -> Canonical | None:
+    """Canonicalize a feed entry exactly as requests are (None when it is not a URL)."""
+    return parse(url.strip())
+
+
+def _expression(c: Canonical) -> str:
+    query = "" if c.query is None else "?" + c.query
+    return f"{c.host}{c.path}{query}"
+
+
+class Blocklist:
+    """An immutable, compiled list; ``match`` is safe to call from any thread."""
+
+    __slots__ = ("_find", "_has_host", "snapshot")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._has_host = snapshot.has_host
+        self._find = snapshot.find
+
+    @classmethod
+    def from_entries(
+        cls,
+        entries: Iterable[str | Entry],
+        list_name: str = DEFAULT_LIST,
+        meta: Mapping[str, object] | None = None,
+    ) -> Blocklist:
+        """Compile URLs (or ``Entry`` objects) into a list. An entry that is not a URL is
+        an error naming its position, never its text (the list is confidential)."""
+
+        def compiled() -> Iterable[tuple[bytes, bytes, str, str | None]]:
+            for n, item in enumerate(entries, 1):
+                entry = Entry(item, list_name=list_name) if isinstance(item, str) else item
+                c = compile_entry(entry.url)
+                if c is None:
+                    raise ValueError(f"entry {n} is not a URL or host/path expression")
+                yield (
+                    expression_digest(_expression(c)),
+                    host_key(c.host),
+                    entry.list_name,
+                    entry.id,
+                )
+
+        return cls(Snapshot.build(compiled(), meta))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Blocklist:
+        return cls(Snapshot.from_bytes(data))
+
+    def to_bytes(self) -> bytes:
+        return self.snapshot.to_bytes()
+
+    def __len__(self) -> int:
+        return len(self.snapshot)
+
+    def match(self, url: str) -> Match | None:
+        """The entry that blocks ``url`` or a URL embedded in it, or None."""
+        found = self._match_url(url)
+        if found is not None:
+            return found
+        for inner in embedded_urls(url):
+            found = self._match_url(inner, embedded=True)
+            if found is not None:
+                return found
+        return None
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _listed_hosts(self, host: str, is_ip: bool) -> list[str]:
+        has_host = self._has_host
+        return [h for h in host_suffixes(host, is_ip, limit=None) if has_host(host_key(h))]
+
+    def _match_url(self, url: str, embedded: bool = False) -> Match | None:
+        hosts: list[str] | None = None
+        m = _SIMPLE_AUTHORITY.match(url)
+        if m is not None and self.snapshot.hostless == 0:
+            host = canonical_host(m.group(1).lower())
+            if host is None:
+                return None
+            hosts = self._listed_hosts(*host)
+            if not hosts:
+                return None
+        c = parse(url)
+        if c is None:
+            return None
+        if hosts is None:
+            hosts = self._listed_hosts(c.host, c.is_ip)
+        if hosts:
+            paths = path_prefixes(c.path, c.query, limit=None)
+            if len(c.path) > 1 and c.path.endswith("/"):
+                # "/page/" is the same resource as the listed page "/page" on most servers.
+                paths.append(c.path[:-1])
+                if c.query is not None:
+                    paths.append(f"{c.path[:-1]}?{c.query}")
+            found = self._find_any(hosts, paths, embedded)
+            if found is not None:
+                return found
+        if self.snapshot.hostless:
+            # Entries known only by digest: check the spec's 5 x 6 expressions of the URL.
+            return self._find_any(
+                host_suffixes(c.host, c.is_ip, MAX_SB_HOSTS),
+                path_prefixes(c.path, c.query, MAX_SB_PREFIXES),
+                embedded,
+            )
+        return None
+
+    def _find_any(self, hosts: list[str], paths: list[str], embedded: bool) -> Match | None:
+        find = self._find
+        for h in hosts:
+            for p in paths:
+                digest = expression_digest(h + p)
+                index = find(digest)
+                if index is not None:
+                    list_name, entry_id = self.snapshot.entry(index)
+                    return Match(list_name, entry_id, digest.hex(), embedded)
+        return None

@@ -1,0 +1,291 @@
+"""Embedded URLs: vectors in the style of the Safe Browsing test vectors, then properties."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blocklist_addon.canonical import as_byte_string, canonicalize, unescape
+from blocklist_addon.embedded import (
+    _MARKER,
+    _PLAIN,
+    _SKIP_OUTER,
+    MARKER_WINDOW,
+    MAX_CANDIDATE_CHARS,
+    embedded_urls,
+)
+
+PAGE = "http://listed.test/page.html"
+
+
+def canonicals(url: str) -> set[str | None]:
+    return {canonicalize(c) for c in embedded_urls(url)}
+
+
+def wrap(inner: str, times: int, prefix: str = "http://redirect.example.net/?u=") -> str:
+    for _ in range(times):
+        inner = prefix + quote(inner, safe="")
+    return inner
+
+
+# input -> exactly these candidates, in this order
+EXACT = [
+    # no marker: ordinary URLs give nothing
+    ("http://www.example.com/a/b.html?q=cats&page=2", []),
+    ("https://example.com/", []),
+    ("https://example.com", []),
+    ("http://www.example.com/search?q=cats+and+dogs&hl=en&start=10#results", []),
+    ("http://www.example.com/images/2020/photo.jpg?w=640&h=480&fit=crop", []),
+    ("http://www.example.com/a%20b/c%C3%A9.html?x=%E2%9C%93&y=%2541", []),
+    ("http://www.example.com/app.js?v=1.2.3", []),
+    ("http://www.example.com/time?at=12:30&tz=utc", []),
+    ("http://www.example.com/path;jsessionid=ABC123?x=1", []),
+    ("http://user:pw@www.example.com:8080/wiki/Main_Page?action=view", []),
+    ("http://192.0.2.1/a?b=c", []),
+    ("http://[2001:db8::1]/a?b=c", []),
+    ("http://example.com/?empty=&flag&x=", []),
+    ("http://www.awwwards.example.com/wow", []),
+    # the URL itself is not embedded in itself
+    (PAGE, []),
+    ("http://www.listed.test/page.html", []),
+    ("listed.test/page.html", []),
+    # archive: embedded in the path; the outer "?" may belong to it or not
+    ("http://archive.example.org/web/2020/http://listed.test/page.html", [PAGE]),
+    (
+        "http://archive.example.org/web/2020/http://listed.test/view.php?id=5",
+        ["http://listed.test/view.php?id=5", "http://listed.test/view.php"],
+    ),
+    # the "&" ambiguity: both readings
+    (
+        "http://r.example.net/?u=http://listed.test/p.html?id=5&x=1",
+        ["http://listed.test/p.html?id=5&x=1", "http://listed.test/p.html?id=5"],
+    ),
+    # encoded once: its own "&" was %26, the outer one was not
+    (
+        "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fp.php%3Fid%3D5%26x%3D1&utm=2",
+        [
+            "http://listed.test/p.php?id=5&x=1&utm=2",
+            "http://listed.test/p.php?id=5",
+            "http://listed.test/p.php?id=5&x=1",
+        ],
+    ),
+    # a www. right after the scheme is part of the scheme marker, not a second candidate
+    ("http://r.example.net/?u=http://www.listed.test/p", ["http://www.listed.test/p"]),
+    ("http://r.example.net/?u=www.listed.test/p", ["www.listed.test/p"]),
+    ("http://r.example.net/?url=listed.test/page.html", ["listed.test/page.html"]),
+    ("http://r.example.net/?url=//listed.test/page.html", ["//listed.test/page.html"]),
+    # decided: a file name that looks like host.tld is a candidate (.zip is a real TLD);
+    # a file name elsewhere in the path is not
+    ("http://www.example.com/get?file=report.pdf", ["report.pdf"]),
+    ("http://www.example.com/get?file=archive.zip&x=1", ["archive.zip&x=1", "archive.zip"]),
+    ("http://www.example.com/files/report.pdf", []),
+    # unescaped bytes >= 0x80 go back as %XX, so parse() reads the same bytes
+    (
+        "http://r.example.net/?u=http%3A%2F%2Flisted.test%2F%C3%A9t%C3%A9.html",
+        ["http://listed.test/%C3%A9t%C3%A9.html"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), EXACT)
+def test_exact(url: str, expected: list[str]) -> None:
+    assert embedded_urls(url) == expected
+
+
+# input -> some candidate canonicalizes to this
+CONTAINS = [
+    ("http://archive.example.org/web/2020/http://listed.test/page.html", PAGE),
+    ("http://archive.example.org/web/20200101000000/www.listed.test/page.html", None),
+    ("http://translate.example.com/translate?sl=auto&tl=en&u=http://listed.test/page.html", PAGE),
+    ("http://redirect.example.net/out?url=http%3A%2F%2Flisted.test%2Fpage.html", PAGE),
+    ("http://search.example.com/search?q=http%3A%2F%2Flisted.test%2Fpage.html", PAGE),
+    (
+        "https://login.example.com/?next=https://listed.test/page.html",
+        "https://listed.test/page.html",
+    ),
+    ("http://app.example.com/#/go?url=http://listed.test/page.html", PAGE),
+    ("http://app.example.com/page#u=listed.test/page.html", PAGE),
+    ("http://r.example.net/go?to=listed.test/page.html&from=home", PAGE),
+    ("http://r.example.net/go?site=listed.test", "http://listed.test/"),
+    ("http://r.example.net/go?site=listed.test.", "http://listed.test/"),
+    ("http://r.example.net/go?url=listed.test:8080/page.html", PAGE),
+    ("http://r.example.net/go?url=192.0.2.7/page.html", "http://192.0.2.7/page.html"),
+    ("http://r.example.net/go?u=//listed.test/page.html", PAGE),
+    ("http://r.example.net/go?u=\\\\listed.test\\page.html", PAGE),
+    ("http://r.example.net/go?u=/\\listed.test/page.html", PAGE),
+    ("http://r.example.net/go?u=http:\\\\listed.test\\page.html", PAGE),
+    ("http://r.example.net/go?u=http:/listed.test/page.html", PAGE),
+    ("http://r.example.net/go?u=https:///listed.test/page.html", "https://listed.test/page.html"),
+    ("http://r.example.net/go?u=HtTp://LISTED.test/page.html", PAGE),
+    ("http://r.example.net/go?u=HTTP%3a%2f%2flisted.test%2fpage.html", PAGE),
+    ("http://r.example.net/go?u=WWW.Listed.Test/page.html", "http://www.listed.test/page.html"),
+    ("http://r.example.net/go?u=www2.listed.test/page.html", "http://www2.listed.test/page.html"),
+    ("http://r.example.net/go/http%3A%2F%2Flisted.test%2Fpage.html", PAGE),
+    ("http://r.example.net%2Fgo%3Fu%3Dhttp%3A%2F%2Flisted.test%2Fpage.html", PAGE),
+    ("http://r.example.net/go?u=http%3A%2F%2F%C3%A9xample.test%2F", "http://xn--xample-9ua.test/"),
+    (
+        "http://r.example.net/go?u=http://listed.test/été.html",
+        "http://listed.test/%C3%A9t%C3%A9.html",
+    ),
+    ("http://r.example.net/go?u=http%" + "25" * 50 + "3A%2F%2Flisted.test%2Fpage.html", PAGE),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), CONTAINS)
+def test_contains(url: str, expected: str | None) -> None:
+    expected = expected or "http://www.listed.test/page.html"
+    assert expected in canonicals(url)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "inner",
+    [PAGE, "http://listed.test/view.php?id=5", "http://listed.test/view.php?id=5&size=big"],
+)
+def test_nested_each_level_encoded_once_more(inner: str, levels: int) -> None:
+    url = wrap(inner, levels)
+    assert url.count("%25") >= (levels - 1) * 4  # really nested
+    assert canonicalize(inner) in canonicals(url)
+    # with a parameter after it at the outermost level the exact query is still there
+    assert canonicalize(inner) in canonicals(url + "&utm_source=mail")
+
+
+def test_nested_mixed_wrappers() -> None:
+    translated = "http://translate.example.com/?sl=auto&u=" + quote(PAGE, safe="")
+    archived = "http://archive.example.org/web/2020/" + translated
+    url = "http://redirect.example.net/out?to=" + quote(archived, safe="") + "&ref=mail"
+    found = canonicals(url)
+    assert {canonicalize(PAGE), canonicalize(translated), canonicalize(archived)} <= found
+
+
+def test_page_found_when_every_level_adds_parameters() -> None:
+    inner = PAGE
+    for level in range(4):
+        inner = f"http://r{level}.example.net/?u={quote(inner, safe='')}&level={level}"
+    assert canonicalize(PAGE) in canonicals(inner)
+
+
+def test_not_a_string_gives_nothing() -> None:
+    assert embedded_urls(None) == []  # type: ignore[arg-type]
+    assert embedded_urls(b"http://r.example.net/?u=http://listed.test/") == ["http://listed.test/"]
+
+
+# -- bounds: every marker is looked at, output stays linear -------------------------------
+
+N = 64 * 1024
+
+
+def assert_bounded(url: str, out: list[str]) -> None:
+    n = len(as_byte_string(url))
+    assert len(out) <= 4 * n // 3
+    assert all(len(c) <= 3 * MAX_CANDIDATE_CHARS for c in out)
+    assert sum(map(len, out)) <= 3 * 4 * MARKER_WINDOW * n
+    assert len(set(out)) == len(out)
+
+
+ADVERSARIAL = {
+    "schemes": "http://r.example.net/?u=" + "http://" * (N // 7),
+    "distinct hosts": "http://r.example.net/?u="
+    + "".join(f"http://h{i}.test/" for i in range(N // 16)),
+    "www": "http://r.example.net/" + "".join(f"www.h{i}.test/" for i in range(N // 14)),
+    "bare values": "http://r.example.net/?" + "".join(f"a=h{i}.test&" for i in range(N // 12)),
+    "protocol-relative": "http://r.example.net/?" + "=//" * (N // 3),
+    "params": "http://r.example.net/?" + "".join(f"k{i}=v{i}&" for i in range(N // 10)),
+    "nested %25": "http://r.example.net/?u=http%" + "25" * (N // 2) + "3A//listed.test/",
+    "many %25": "http://r.example.net/?u=" + "%25" * (N // 3),
+    "high bytes": "http://r.example.net/?u="
+    + "".join(f"http://h{i}.test/%C3%A9%FF" for i in range(N // 24)),
+    "long path": "http://r.example.net/?u=http://listed.test/" + "a" * N,
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_adversarial_64k_is_bounded(name: str) -> None:
+    url = ADVERSARIAL[name]
+    assert_bounded(url, embedded_urls(url))
+
+
+def test_listed_url_after_thousands_of_markers_is_found() -> None:
+    decoys = "".join(f"a{i}=http://h{i}.test/x&b{i}=www.w{i}.test&" for i in range(1500))
+    url = f"http://r.example.net/?{decoys}u={quote(PAGE, safe='')}&{decoys}"
+    assert len(url) > N
+    assert canonicalize(PAGE) in canonicals(url)
+
+
+def test_candidate_is_cut_at_max_length_but_keeps_host_and_path() -> None:
+    out = embedded_urls(ADVERSARIAL["long path"])
+    assert [len(c) for c in out] == [MAX_CANDIDATE_CHARS]
+    assert out[0].startswith("http://listed.test/aaaa")
+
+
+def test_candidate_is_cut_at_the_marker_window() -> None:
+    hosts = [f"http://h{i}.test/" for i in range(MARKER_WINDOW + 2)]
+    out = embedded_urls("http://r.example.net/?u=" + "".join(hosts))
+    assert out[0] == "".join(hosts[:MARKER_WINDOW])
+    assert out[-1] == hosts[-1]
+
+
+# -- properties ----------------------------------------------------------------------------
+
+URLISH = st.text(alphabet="%253aAfF/\\:?&=#.wWhHtTpPsS x0é\x00", max_size=60)
+ANY_INPUT = st.one_of(st.text(), st.binary().map(lambda b: b.decode("latin-1")), URLISH)
+
+
+@given(ANY_INPUT)
+def test_total_and_candidates_are_unescaped_substrings(url: str) -> None:
+    out = embedded_urls(url)
+    assert isinstance(out, list)
+    text = unescape(as_byte_string(url))
+    for candidate in out:
+        assert isinstance(candidate, str)
+        assert candidate.isascii()
+        assert unescape(candidate) in text
+        canonicalize(candidate)  # accepted: never raises
+    assert_bounded(url, out)
+
+
+@given(st.text(alphabet="253aAfF/\\:?&=#.wWhHtTpPsSlL x0", max_size=60))
+def test_plain_means_no_marker(url: str) -> None:
+    """The fast path returns [] only where the full search finds nothing."""
+    if _PLAIN.fullmatch(url):
+        assert _MARKER.search(url, _SKIP_OUTER.match(url).end()) is None
+
+
+@given(st.sampled_from(["http://", "https://", "HTTP://", "http:/", "http:\\\\", "//", "www."]))
+def test_plain_rejects_every_marker_kind(marker: str) -> None:
+    assert not _PLAIN.fullmatch(f"http://r.example.net/?u={marker}listed.test/")
+
+
+LABEL = st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True)
+INNER = st.builds(
+    "{}://{}{}.{}/{}{}".format,
+    st.sampled_from(["http", "https", "HTTP"]),
+    st.sampled_from(["", "www."]),
+    LABEL,
+    st.sampled_from(["test", "example.com", "example.net", "example.org"]),
+    st.lists(LABEL, max_size=3).map(lambda parts: "".join(p + "/" for p in parts)),
+    st.one_of(
+        st.just(""),
+        LABEL.map(lambda name: name + ".html"),
+        st.lists(st.tuples(LABEL, LABEL), min_size=1, max_size=3).map(
+            lambda kv: "view.php?" + "&".join(f"{k}={v}" for k, v in kv)
+        ),
+    ),
+)
+WRAPPER = st.sampled_from(
+    [
+        "http://redirect.example.net/?u=",
+        "https://translate.example.com/translate?sl=auto&tl=en&u=",
+        "http://search.example.org/search?q=",
+        "http://archive.example.org/web/2020/",
+    ]
+)
+
+
+@given(INNER, st.integers(1, 5), WRAPPER, st.booleans())
+def test_nested_wrapping_is_found(inner: str, times: int, prefix: str, trailing: bool) -> None:
+    url = wrap(inner, times, prefix) + ("&utm=1" if trailing else "")
+    assert canonicalize(inner) in canonicals(url)
