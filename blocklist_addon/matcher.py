@@ -28,7 +28,7 @@ from blocklist_addon.canonical import (
 from blocklist_addon.embedded import embedded_urls
 from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
 
-__all__ = ["Blocklist", "Entry", "Match", "compile_entry"]
+__all__ = ["Blocklist", "Entry", "Match", "compile_entry", "expression_of"]
 
 DEFAULT_LIST = "default"
 
@@ -63,7 +63,9 @@ def compile_entry(url: str) -> Canonical | None:
     return parse(url.strip())
 
 
-def _expression(c: Canonical) -> str:
+def expression_of(c: Canonical) -> str:
+    """The expression a compiled entry is listed under (host, path and query, no scheme):
+    the text whose digest the list stores; the sync worker digests feed entries with it."""
     query = "" if c.query is None else "?" + c.query
     return f"{c.host}{c.path}{query}"
 
@@ -95,7 +97,7 @@ class Blocklist:
                 if c is None:
                     raise ValueError(f"entry {n} is not a URL or host/path expression")
                 yield (
-                    expression_digest(_expression(c)),
+                    expression_digest(expression_of(c)),
                     host_key(c.host),
                     entry.list_name,
                     entry.id,

@@ -1,0 +1,122 @@
+"""The sync worker's TOML configuration: a store, validation limits and named feeds.
+
+    store = "redis://127.0.0.1:6379/0"     # or "file:///var/lib/blocklist"; default: data dir
+    keep_versions = 5
+    max_shrink = 0.5          # refuse a feed that lost more than half its entries
+    max_invalid_ratio = 0.01  # refuse a feed with more than 1% invalid records
+    min_entries = 1
+    lock_wait = 0             # seconds a second sync waits for the first; 0: skip at once
+
+    [feeds.iwf]
+    url = "https://feed.example.net/urllist.csv"
+    format = "csv"            # text | csv | json | sha256
+    list = "iwf"              # list name in logs and on the splash page (default: feed name)
+    token_file = "/etc/blocklist-proxy/iwf.token"
+    # basic_auth_env = "IWF"  # $IWF_USERNAME / $IWF_PASSWORD
+    # client_cert = "/etc/blocklist-proxy/client.pem"
+    # checksum_url = "https://feed.example.net/urllist.csv.sha256"
+
+Secrets are never in this file's values themselves: only the names of files and
+environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sync.feeds import FORMATS
+from sync.fetch import FeedSource
+
+DEFAULT_CONFIG = Path("/etc/blocklist-proxy/sync.toml")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_PATH_FIELDS = {"token_file", "client_cert", "client_key", "ca_file"}
+_SOURCE_FIELDS = {f.name for f in fields(FeedSource)} - {"name"}
+
+
+class ConfigError(Exception):
+    """A usage or configuration mistake: the command exits 2 with this one line."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    source: FeedSource
+    list_name: str
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    feeds: tuple[Feed, ...]
+    store: str | None = None
+    keep_versions: int = 5
+    min_entries: int = 1
+    max_invalid_ratio: float = 0.01
+    max_shrink: float = 0.5
+    lock_wait: float = 0.0
+
+
+def check_name(name: str, what: str = "feed name") -> str:
+    """Names become store keys and log fields: keep them short and plain."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
+    return name
+
+
+def make_feed(name: str, table: dict[str, Any], base: Path | None = None) -> Feed:
+    check_name(name)
+    table = dict(table)
+    list_name = check_name(str(table.pop("list", name)), "list name")
+    unknown = set(table) - _SOURCE_FIELDS
+    if unknown:
+        raise ConfigError(f"feed {name}: unknown setting(s) {', '.join(sorted(unknown))}")
+    if "url" not in table:
+        raise ConfigError(f"feed {name}: 'url' is required")
+    fmt = table.setdefault("format", "text")
+    if fmt not in FORMATS:
+        raise ConfigError(f"feed {name}: format {fmt!r} is not one of {', '.join(FORMATS)}")
+    for key in _PATH_FIELDS & set(table):
+        path = Path(os.path.expanduser(str(table[key])))
+        table[key] = path if path.is_absolute() or base is None else base / path
+    try:
+        return Feed(FeedSource(name=name, **table), list_name)
+    except TypeError as e:
+        raise ConfigError(f"feed {name}: {e}") from None
+
+
+def load_config(path: Path) -> SyncConfig:
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    feeds_table = raw.pop("feeds", {})
+    if not isinstance(feeds_table, dict) or not all(
+        isinstance(t, dict) for t in feeds_table.values()
+    ):
+        raise ConfigError(f"config {path}: [feeds.NAME] tables expected")
+    feeds = tuple(make_feed(n, t, path.parent) for n, t in feeds_table.items())
+    known = {f.name for f in fields(SyncConfig)} - {"feeds"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"config {path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    try:
+        config = SyncConfig(feeds=feeds, **raw)
+    except TypeError as e:
+        raise ConfigError(f"config {path}: {e}") from None
+    validate_limits(config)
+    return config
+
+
+def validate_limits(config: SyncConfig) -> None:
+    if not 0 <= config.max_shrink <= 1 or not 0 <= config.max_invalid_ratio <= 1:
+        raise ConfigError("max_shrink and max_invalid_ratio are fractions between 0 and 1")
+    if config.keep_versions < 2:
+        raise ConfigError("keep_versions must be at least 2 (rollback needs the previous one)")
+    if len({f.list_name for f in config.feeds}) > 255:
+        raise ConfigError("at most 255 list names")

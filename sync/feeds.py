@@ -1,0 +1,370 @@
+"""Reading a downloaded feed into digests, and deciding whether it may replace the list.
+
+Pure functions of the bytes: no I/O, no logging. The list is licensed and confidential,
+so nothing here ever puts feed text into an exception or a message: errors name positions
+(line numbers, array indexes) and counts only, which is all an operator needs to find the
+problem in their own copy of the feed.
+
+Every entry is canonicalized exactly as requests are (``matcher.compile_entry``), so a
+listed URL written differently in the feed still gives the digest a request computes.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import gc
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from blocklist_addon.matcher import compile_entry, expression_of
+from blocklist_addon.snapshot import DIGEST_SIZE, expression_digest, host_key
+
+__all__ = ["FORMATS", "FeedEntry", "FeedError", "ParsedFeed", "parse_feed", "validate"]
+
+FORMATS = ("text", "csv", "json", "sha256")
+
+#: How many invalid positions a ParsedFeed keeps for the error message.
+MAX_INVALID_SHOWN = 20
+#: Entry ids are short opaque tokens; anything longer is a sign of a wrong column.
+MAX_ID_LENGTH = 256
+
+# Control bytes no text list contains (tab, LF, VT, FF and CR are allowed).
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+# A 200 OK error page is the most common "feed" that is not a feed; look near the start.
+_HTML_SNIFF = 1024
+_HTML_MARKERS = ("<!doctype html", "<html", "<head", "<body")
+# Requests are canonicalized leniently (any string with a host matches what it can), but a
+# listed entry must name a real host: an IP address, or a DNS name of two labels or more
+# (IDNs are punycode by now). Otherwise a CSV or JSON feed read as "text" would give a
+# "valid" list of garbage ("id,url,category" is host "id,url,category") that blocks nothing.
+_HOSTNAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)+[a-z][a-z0-9-]{0,62}")
+_SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
+_CSV_DELIMITERS = (",", "\t", ";", "|")
+_PLURAL = {"line": "lines", "entry": "entries"}
+# Lists hold many pages per host: remember recent host keys (bounded, so that a list of a
+# million distinct hosts costs little memory).
+_host_key = functools.lru_cache(maxsize=4096)(host_key)
+
+
+class FeedError(Exception):
+    """Why a feed cannot be used, in one line for cron mail.
+
+    Never holds feed content (the list is confidential): positions and counts only.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One valid entry as the snapshot stores it: digests, never text."""
+
+    digest: bytes  # expression_digest of the canonical expression (DIGEST_SIZE bytes)
+    host_key: bytes | None  # host_key of the canonical host; None for sha256 feeds
+    entry_id: str | None  # the feed's id column or field, else None
+
+
+@dataclass
+class ParsedFeed:
+    """A feed read record by record; invalid records are counted, not fatal here, so that
+    ``validate`` can apply the operator's tolerance to them."""
+
+    entries: list[FeedEntry]
+    records: int  # data records seen (not blank lines, comments or a CSV header)
+    invalid: list[int]  # positions of the first MAX_INVALID_SHOWN invalid records
+    invalid_count: int
+    #: What ``invalid`` counts: "line" (text, sha256, csv) or "entry" (json, 1-based index).
+    position: str = "line"
+
+
+def parse_feed(data: bytes, fmt: str) -> ParsedFeed:
+    """Read ``data`` as a feed of format ``fmt`` (one of FORMATS).
+
+    Raises FeedError when the body is not a list at all (empty, an HTML page, binary,
+    broken JSON, a CSV without a url column); records that are merely invalid are
+    counted in the result instead.
+    """
+    if fmt not in FORMATS:
+        raise FeedError(f"unknown feed format {fmt!r} (one of {', '.join(FORMATS)})")
+    text = _decode(data)
+    if not text.strip():
+        raise FeedError("feed is empty")
+    head = text[:_HTML_SNIFF].lower()
+    if any(marker in head for marker in _HTML_MARKERS):
+        raise FeedError("feed looks like an HTML page, not a text list")
+    if head.lstrip().startswith("<?xml"):  # an object store's or proxy's error document
+        raise FeedError("feed looks like an XML document, not a list")
+    with _gc_paused():
+        feed = _PARSERS[fmt](text)
+    if feed.records == 0:
+        raise FeedError("feed is empty")
+    return feed
+
+
+def validate(
+    feed: ParsedFeed,
+    *,
+    min_entries: int = 1,
+    max_invalid_ratio: float = 0.01,
+    previous_entries: int | None = None,
+    max_shrink: float = 0.5,
+    force: bool = False,
+) -> None:
+    """Raise FeedError unless ``feed`` may replace the active list.
+
+    Entries are counted once per distinct digest, as the snapshot stores them. ``force``
+    only overrides the shrink check: a feed that is mostly invalid is never forced in.
+    """
+    entries = len({entry.digest for entry in feed.entries})
+    if entries < min_entries:
+        raise FeedError(
+            f"only {entries} valid entries in {feed.records} records, "
+            f"under the minimum of {min_entries}"
+        )
+    if feed.records and feed.invalid_count / feed.records > max_invalid_ratio:
+        shown = ", ".join(map(str, feed.invalid))
+        if feed.invalid_count > len(feed.invalid):
+            shown += ", ..."
+        raise FeedError(
+            f"{feed.invalid_count} of {feed.records} records invalid "
+            f"({_PLURAL.get(feed.position, feed.position)} {shown}), "
+            f"over the {_percent(max_invalid_ratio)} limit"
+        )
+    if previous_entries and not force:
+        shrink = (previous_entries - entries) / previous_entries
+        if shrink > max_shrink:
+            raise FeedError(
+                f"shrank from {previous_entries} to {entries} entries ({shrink:.0%}), "
+                f"over the {_percent(max_shrink)} limit; use --force if intended"
+            )
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 text without a BOM, or FeedError saying why the body is not text."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise FeedError("not text: UTF-16 (the feed must be UTF-8)")
+    if data.startswith(b"\x1f\x8b"):
+        raise FeedError("not text: gzip-compressed data")
+    binary = _BINARY.search(data)
+    if binary is not None:
+        what = "a NUL byte" if binary.group() == b"\0" else "a binary control byte"
+        raise FeedError(f"not text: {what} at line {data.count(b'\n', 0, binary.start()) + 1}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FeedError(
+            f"not text: invalid UTF-8 at line {data.count(b'\n', 0, e.start) + 1}"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a million entries are created.
+
+    Entries form no cycles, but each allocation of a tracked object counts towards the
+    next collection, and the full collections that follow rescan every entry made so far:
+    about a quarter of the parse time at 1,000,000 entries. The pause is process-wide,
+    which suits the one-shot sync worker; nothing here creates cycles to collect later.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A record that cannot become an entry (raised and caught within this module)."""
+
+
+def _collect(records: Iterable[tuple[int, FeedEntry | None]], position: str) -> ParsedFeed:
+    """Count (position, entry or None for an invalid record) pairs into a ParsedFeed."""
+    entries: list[FeedEntry] = []
+    invalid: list[int] = []
+    count = invalid_count = 0
+    append = entries.append
+    for number, entry in records:
+        count += 1
+        if entry is not None:
+            append(entry)
+        else:
+            invalid_count += 1
+            if len(invalid) < MAX_INVALID_SHOWN:
+                invalid.append(number)
+    return ParsedFeed(entries, count, invalid, invalid_count, position)
+
+
+def _url_entry(url: object, entry_id: str | None = None) -> FeedEntry | None:
+    if not isinstance(url, str):
+        return None
+    c = compile_entry(url)
+    if c is None or not (c.is_ip or _HOSTNAME.fullmatch(c.host)):
+        return None
+    return FeedEntry(expression_digest(expression_of(c)), _host_key(c.host), entry_id)
+
+
+def _entry_id(value: object) -> str | None:
+    """An id as the snapshot stores it: a non-empty string, or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _Invalid
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid
+        return str(int(value)) if value.is_integer() else str(value)
+    if not isinstance(value, str):
+        raise _Invalid
+    value = value.strip()
+    if len(value) > MAX_ID_LENGTH:
+        raise _Invalid
+    try:
+        value.encode("utf-8")  # a JSON string may hold a lone surrogate
+    except UnicodeEncodeError:
+        raise _Invalid from None
+    return value or None
+
+
+# -- line formats (text, sha256) ---------------------------------------------------------
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of every data line: blank lines and comments skipped.
+
+    Lines end at LF only (a CR before it is stripped), so that the numbers match what an
+    editor shows even when a line holds a stray form feed or Unicode line separator.
+    """
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if line and line[0] != "#":
+            yield number, line
+
+
+def _parse_text(text: str) -> ParsedFeed:
+    url_entry = _url_entry
+    return _collect(((n, url_entry(line)) for n, line in _lines(text)), "line")
+
+
+def _parse_sha256(text: str) -> ParsedFeed:
+    """One hex SHA-256 of a canonical expression per line; the snapshot keeps its first
+    DIGEST_SIZE bytes, the same truncation ``expression_digest`` makes."""
+    fullmatch = _SHA256.fullmatch
+    return _collect(
+        (
+            (n, FeedEntry(bytes.fromhex(line[: 2 * DIGEST_SIZE]), None, None))
+            if fullmatch(line)
+            else (n, None)
+            for n, line in _lines(text)
+        ),
+        "line",
+    )
+
+
+# -- csv ---------------------------------------------------------------------------------
+
+
+def _parse_csv(text: str) -> ParsedFeed:
+    """A header row naming a ``url`` column (optionally ``id`` and ``category``; others
+    are ignored), then one record per row.
+
+    The delimiter is whichever of , TAB ; | gives the header a url column, because
+    spreadsheet exports in some locales use ; or TAB. Rows whose first cell starts with
+    ``#`` are comments, as in the line formats.
+    """
+    stream = io.StringIO(text, newline="")
+    header_line = 0
+    for line in stream:
+        header_line += 1
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+    else:
+        raise FeedError("feed is empty")
+    for delimiter in _CSV_DELIMITERS:
+        try:
+            names = [cell.strip().lower() for cell in next(csv.reader([line], delimiter=delimiter))]
+        except (csv.Error, StopIteration):
+            continue
+        if "url" in names:
+            break
+    else:
+        raise FeedError(f"CSV header (line {header_line}) has no url column")
+    url_column = names.index("url")
+    id_column = names.index("id") if "id" in names else None
+    reader = csv.reader(stream, delimiter=delimiter)
+
+    def records() -> Iterator[tuple[int, FeedEntry | None]]:
+        start = header_line + 1  # where the next row starts, for rows spanning lines
+        try:
+            for row in reader:
+                number, start = start, header_line + reader.line_num + 1
+                if not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                try:
+                    url = row[url_column] if url_column < len(row) else None
+                    cell = (
+                        row[id_column] if id_column is not None and id_column < len(row) else None
+                    )
+                    yield number, _url_entry(url, _entry_id(cell))
+                except _Invalid:
+                    yield number, None
+        except csv.Error:
+            raise FeedError(f"malformed CSV at line {start}") from None
+
+    return _collect(records(), "line")
+
+
+# -- json --------------------------------------------------------------------------------
+
+
+def _parse_json(text: str) -> ParsedFeed:
+    """An array of objects with ``url`` and optional ``id`` and ``category``, or an object
+    holding that array as ``entries``. Positions are 1-based array indexes."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        # e.msg is one of the decoder's fixed phrases; e.doc (the feed) is never shown.
+        raise FeedError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except (ValueError, RecursionError):
+        raise FeedError("not valid JSON: a number too long or nesting too deep") from None
+    if isinstance(document, dict) and "entries" in document:
+        document = document["entries"]
+    if not isinstance(document, list):
+        raise FeedError('JSON feed is not an array of entries (nor {"entries": [...]})')
+
+    def records() -> Iterator[tuple[int, FeedEntry | None]]:
+        for number, item in enumerate(document, 1):
+            try:
+                if not isinstance(item, dict):
+                    raise _Invalid
+                yield number, _url_entry(item.get("url"), _entry_id(item.get("id")))
+            except _Invalid:
+                yield number, None
+
+    return _collect(records(), "entry")
+
+
+_PARSERS: dict[str, Callable[[str], ParsedFeed]] = {
+    "text": _parse_text,
+    "csv": _parse_csv,
+    "json": _parse_json,
+    "sha256": _parse_sha256,
+}

