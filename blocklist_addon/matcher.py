@@ -12,6 +12,7 @@ expression digests.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -108,6 +109,25 @@ class Blocklist:
     @classmethod
     def from_bytes(cls, data: bytes) -> Blocklist:
         return cls(Snapshot.from_bytes(data))
+
+    @classmethod
+    def load(cls, store_url: str | None = None) -> Blocklist:
+        """The active list of a store (the data dir's embedded store by default). From
+        async code, ``await Blocklist.aload(store_url)`` instead."""
+        return asyncio.run(cls.aload(store_url))
+
+    @classmethod
+    async def aload(cls, store_url: str | None = None) -> Blocklist:
+        from blocklist_addon.store import StoreError, open_store
+
+        store = open_store(store_url)
+        try:
+            pair = await store.load_active()
+        finally:
+            await store.close()
+        if pair is None:
+            raise StoreError(f"no list is active in {store.url}: run blocklist-sync first")
+        return cls.from_bytes(pair[1])
 
     def to_bytes(self) -> bytes:
         return self.snapshot.to_bytes()
