@@ -23,6 +23,7 @@ from sync.fetch import FetchError, FetchState, fetch_feed
 
 SUPPRESSED = "suppressed"
 ROLLED_BACK = "rolled-back"
+BUILT = "built"
 
 
 def feed_key(name: str) -> str:
@@ -139,19 +140,38 @@ async def activate(
     """Publish the rebuilt list when it differs from the active one. Content an operator
     rolled back is not activated again until it changes (or ``force``)."""
     feeds = list(feeds)
+    active = await store.active()
+    inputs = await _inputs(store, feeds)
+    built = await store.get_state(BUILT) or {}
+    if not force and active and built == {"inputs": inputs, "version": active.version}:
+        return None  # nothing it is built from changed: skip reading a million entries
     snapshot = await build(store, feeds)
     if snapshot is None:
         return None
-    active = await store.active()
-    if active is not None and active.checksum == snapshot.checksum:
-        return None
     rejected = (await store.get_state(ROLLED_BACK) or {}).get("checksums", [])
-    if snapshot.checksum in rejected and not force:
-        return None
-    source = "feeds: " + ", ".join(sorted(f.source.name for f in feeds))
-    return await store.publish(
-        snapshot.to_bytes(), checksum=snapshot.checksum, entries=len(snapshot), source=source
-    )
+    published = None
+    if active is None or active.checksum != snapshot.checksum:
+        if snapshot.checksum in rejected and not force:
+            await store.set_state(BUILT, {"inputs": inputs, "version": active and active.version})
+            return None
+        source = "feeds: " + ", ".join(sorted(f.source.name for f in feeds))
+        published = await store.publish(
+            snapshot.to_bytes(), checksum=snapshot.checksum, entries=len(snapshot), source=source
+        )
+        active = await store.active()
+    await store.set_state(BUILT, {"inputs": inputs, "version": active and active.version})
+    return published
+
+
+async def _inputs(store: Store, feeds: list[Feed]) -> dict[str, object]:
+    """What the active list is built from, without reading any entries: when each feed's
+    kept entries last changed, the list names, and the suppressed ids."""
+    changed = {}
+    for feed in feeds:
+        state = await store.get_state(feed_key(feed.source.name)) or {}
+        changed[feed.source.name] = [feed.list_name, state.get("last_changed")]
+    suppressed = sorted((await store.get_state(SUPPRESSED) or {}).get("ids", {}))
+    return {"feeds": changed, "suppressed": suppressed}
 
 
 async def rollback(store: Store) -> VersionInfo:

@@ -205,6 +205,11 @@ async def test_suppress_rollback_and_status(
     assert Blocklist.from_bytes(rolled[1]).match("http://blocked-new.example.net/x.html") is None
     assert await sync("--config", str(config)) == 0
     assert await active(store_url) == rolled
+    # --force brings it back on purpose.
+    assert await sync("--config", str(config), "--force") == 0
+    again = await active(store_url)
+    assert again is not None and again[0] > rolled[0]
+    assert Blocklist.from_bytes(again[1]).match("http://blocked-new.example.net/x.html")
 
 
 async def test_store_down_exits_1_with_a_clear_message(
