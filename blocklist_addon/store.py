@@ -772,27 +772,24 @@ class FileStore(Store):
     async def _prune(self) -> None:
         await self._run(self._prune_sync)
 
-    def _load_active_sync(self) -> tuple[VersionInfo, bytes] | None:
+    def _read_active[T](self, read: Callable[[int], T | None]) -> T | None:
+        """``read`` the active version; a pruner may remove it between the pointer read and
+        ours, so retry while the pointer moves, and fail only if it stays on a missing one."""
         for _ in range(_READ_ATTEMPTS):
             number = self._read_pointer()
             if number is None:
                 return None
-            if (found := self._read_version(number)) is not None:
+            if (found := read(number)) is not None:
                 return found
             if self._read_pointer() == number:
                 raise StoreError(f"{self.url}: the active version {number} is missing")
         raise StoreError(f"{self.url}: the active version kept changing while being read")
 
+    def _load_active_sync(self) -> tuple[VersionInfo, bytes] | None:
+        return self._read_active(self._read_version)
+
     def _active_sync(self) -> VersionInfo | None:
-        for _ in range(_READ_ATTEMPTS):
-            number = self._read_pointer()
-            if number is None:
-                return None
-            if (info := self._read_info(number)) is not None:
-                return info
-            if self._read_pointer() == number:
-                raise StoreError(f"{self.url}: the active version {number} is missing")
-        raise StoreError(f"{self.url}: the active version kept changing while being read")
+        return self._read_active(self._read_info)
 
     async def active(self) -> VersionInfo | None:
         return await self._run(self._active_sync)
