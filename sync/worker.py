@@ -116,9 +116,8 @@ async def sync_feed(store: Store, config: SyncConfig, feed: Feed, *, force: bool
     return FeedOutcome(name, "updated", entries, invalid)
 
 
-async def build(store: Store, feeds: Iterable[Feed]) -> Snapshot | None:
+async def build(store: Store, feeds: Iterable[Feed], suppressed: set[str]) -> Snapshot | None:
     """The union of every feed's kept entries, less suppressed ids; None with no feed kept."""
-    suppressed = set((await store.get_state(SUPPRESSED) or {}).get("ids", {}))
     entries: list[tuple[bytes, bytes | None, str, str | None]] = []
     names = []
     for feed in feeds:
@@ -141,11 +140,12 @@ async def activate(
     rolled back is not activated again until it changes (or ``force``)."""
     feeds = list(feeds)
     active = await store.active()
-    inputs = await _inputs(store, feeds)
+    suppressed = set((await store.get_state(SUPPRESSED) or {}).get("ids", {}))
+    inputs = await _inputs(store, feeds, suppressed)
     built = await store.get_state(BUILT) or {}
     if not force and active and built == {"inputs": inputs, "version": active.version}:
         return None  # nothing it is built from changed: skip reading a million entries
-    snapshot = await build(store, feeds)
+    snapshot = await build(store, feeds, suppressed)
     if snapshot is None:
         return None
     rejected = (await store.get_state(ROLLED_BACK) or {}).get("checksums", [])
@@ -163,15 +163,14 @@ async def activate(
     return published
 
 
-async def _inputs(store: Store, feeds: list[Feed]) -> dict[str, object]:
+async def _inputs(store: Store, feeds: list[Feed], suppressed: set[str]) -> dict[str, object]:
     """What the active list is built from, without reading any entries: when each feed's
     kept entries last changed, the list names, and the suppressed ids."""
     changed = {}
     for feed in feeds:
         state = await store.get_state(feed_key(feed.source.name)) or {}
         changed[feed.source.name] = [feed.list_name, state.get("last_changed")]
-    suppressed = sorted((await store.get_state(SUPPRESSED) or {}).get("ids", {}))
-    return {"feeds": changed, "suppressed": suppressed}
+    return {"feeds": changed, "suppressed": sorted(suppressed)}
 
 
 async def rollback(store: Store) -> VersionInfo:
