@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist, Entry, Match
 from blocklist_addon.canonical import host_suffixes, parse, path_prefixes
+from blocklist_addon.matcher import expression_of
 from blocklist_addon.snapshot import expression_digest
 
 PAGE = "http://listed.example/gallery/page.html"
@@ -251,8 +252,7 @@ def reference_match(entries: list[str], url: str) -> bool:
     for e in entries:
         ec = parse(e)
         assert ec is not None
-        expr = ec.host + ec.path + ("" if ec.query is None else "?" + ec.query)
-        if expr in wanted:
+        if expression_of(ec) in wanted:
             return True
     return False
 
