@@ -29,7 +29,7 @@ from blocklist_addon.canonical import (
 from blocklist_addon.embedded import embedded_urls
 from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
 
-__all__ = ["Blocklist", "Entry", "Match", "compile_entry", "expression_of"]
+__all__ = ["Blocklist", "Entry", "HostListing", "Match", "compile_entry", "expression_of"]
 
 DEFAULT_LIST = "default"
 
@@ -48,6 +48,22 @@ class Match:
     entry_id: str
     digest: str  # hex of the matched expression's truncated SHA-256
     embedded: bool  # True when a URL embedded in the requested one matched
+
+
+@dataclass(frozen=True, slots=True)
+class HostListing:
+    """What the list holds for a host before any URL is known (a CONNECT, a TLS client
+    hello): whether a request there could match, and whether the host is listed whole."""
+
+    entries: bool  # some entry is on this host or a parent domain: the URL decides
+    whole: Match | None  # the host or a parent domain is listed as a whole
+
+    @property
+    def listed(self) -> bool:
+        return self.entries or self.whole is not None
+
+
+NOT_LISTED = HostListing(False, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +161,22 @@ class Blocklist:
             if found is not None:
                 return found
         return None
+
+    def host_listing(self, host: str) -> HostListing:
+        """What the list holds for ``host`` (a name, an IPv4 address in any spelling, or an
+        IPv6 address with or without brackets). Entries known only by digest (sha256 feeds)
+        are found here only when they list a whole host: their pages need the URL."""
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        found = canonical_host(host.lower())
+        if found is None:
+            return NOT_LISTED
+        listed = self._listed_hosts(*found)
+        candidates = listed
+        if self.snapshot.hostless:
+            candidates = list(dict.fromkeys([*listed, *host_suffixes(*found, MAX_SB_HOSTS)]))
+        whole = self._find_any(candidates, ["/"], embedded=False) if candidates else None
+        return HostListing(bool(listed), whole) if listed or whole else NOT_LISTED
 
     # -- internals -----------------------------------------------------------------------
 

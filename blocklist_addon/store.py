@@ -50,6 +50,7 @@ __all__ = [
     "VersionInfo",
     "default_data_dir",
     "open_store",
+    "write_atomic",
 ]
 
 SCHEMES = ("redis://", "rediss://", "unix://", "file://")
@@ -720,7 +721,7 @@ class FileStore(Store):
             except (FileNotFoundError, ValueError):
                 seq = 0
             number = max(seq, self._read_pointer() or 0, *self._on_disk(), 0) + 1
-            _write_file(seq_path, b"%d\n" % number)
+            write_atomic(seq_path, b"%d\n" % number)
             return number
 
     async def _next_version(self) -> int:
@@ -730,9 +731,9 @@ class FileStore(Store):
         self._dirs()
         # The bytes stay locked until the JSON that commits them is in place, so a pruner
         # can tell this writer's not-yet-committed file from a killed writer's.
-        fd = _write_file(self._version_path(info.version, "snap"), data, hold=True)
+        fd = write_atomic(self._version_path(info.version, "snap"), data, hold=True)
         try:
-            _write_file(self._version_path(info.version, "json"), info.to_json(len(data)))
+            write_atomic(self._version_path(info.version, "json"), info.to_json(len(data)))
         finally:
             os.close(fd)
 
@@ -746,7 +747,7 @@ class FileStore(Store):
                 return False
             if version not in self._kept():
                 raise StoreError(f"cannot activate version {version}: it is not in {self.url}")
-            _write_file(self.path / "active", b"%d\n" % version)
+            write_atomic(self.path / "active", b"%d\n" % version)
             return True
 
     async def _activate(self, version: int) -> bool:
@@ -854,7 +855,7 @@ class FileStore(Store):
 
     def _write(self, path: pathlib.Path, data: bytes) -> None:
         self._dirs()
-        _write_file(path, data)
+        write_atomic(path, data)
 
     async def watch(self, *, poll_interval: float = 1.0) -> AsyncIterator[int]:
         # Polling the pointer is the notice: an atomic rename is all a reader can observe.
@@ -877,7 +878,7 @@ def _read_or_none(path: pathlib.Path) -> bytes | None:
         return None
 
 
-def _write_file(path: pathlib.Path, data: bytes, *, hold: bool = False) -> int | None:
+def write_atomic(path: pathlib.Path, data: bytes, *, hold: bool = False) -> int | None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     The temporary file is flock'ed while it is written so that a cleaner never removes a

@@ -1,0 +1,299 @@
+"""The list in force: loaded at start, replaced when the store announces a new version.
+
+DESIGN "Failure behaviour" drives every branch here:
+
+- at start, the store's active version; if the store is unreachable (or empty), the
+  last-known-good copy on local disk; with neither, refuse to start (an error logged during
+  startup makes mitmproxy exit) unless ``blocklist_allow_empty`` says otherwise;
+- while running, follow the store (its announcements, and a poll of the pointer in case a
+  notice is lost) and swap the whole list in one assignment, so no request ever sees half
+  of one; each new version is also written to the last-known-good copy;
+- when the store goes away, keep enforcing what is in memory, retry with backoff, and say
+  so on the health endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pathlib
+import random
+import time
+from typing import Literal
+
+from mitmproxy import ctx
+
+from blocklist_addon import lastgood
+from blocklist_addon.matcher import Blocklist
+from blocklist_addon.metrics import Gauge, Metrics
+from blocklist_addon.snapshot import SnapshotError
+from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
+
+__all__ = ["ActiveList"]
+
+log = logging.getLogger(__name__)
+
+#: Written by the sync worker after each run: when its feeds were last confirmed current.
+SYNCED_STATE = "synced"
+#: Longest wait between reconnection attempts while the store is unreachable.
+MAX_BACKOFF = 30.0
+
+Origin = Literal["store", "last-good"]
+
+
+class ActiveList:
+    """Holds the list in force; every other addon reads ``blocklist`` from here."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.blocklist: Blocklist | None = None
+        self.info: VersionInfo | None = None
+        self.origin: Origin | None = None
+        self.fresh_at: float | None = None  # when a sync last confirmed the list current
+        self.started = False  # the start-up load has finished (successfully or not)
+        self.store_up = False
+        self._store: Store | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_store",
+            str,
+            "",
+            "Store to enforce the list from: redis://[user:password@]host[:port][/db], "
+            "rediss://..., unix:///path/to/redis.sock or file:///path/to/dir. Empty: the "
+            "embedded store in $BLOCKLIST_DATA_DIR (else the XDG data directory). A Redis "
+            "password can also come from $BLOCKLIST_REDIS_PASSWORD or "
+            "$BLOCKLIST_REDIS_PASSWORD_FILE.",
+        )
+        loader.add_option(
+            "blocklist_lastgood",
+            str,
+            "",
+            "Where to keep the last-known-good copy of the list, used when the store is "
+            "unreachable at start. Empty: a file per store under the data directory's proxy/.",
+        )
+        loader.add_option(
+            "blocklist_allow_empty",
+            bool,
+            False,
+            "Start even when there is no list at all (no active version in the store and no "
+            "last-known-good copy). Nothing is blocked until a list is published, and "
+            "/healthz answers 503 meanwhile.",
+        )
+        loader.add_option(
+            "blocklist_poll",
+            int,
+            1,
+            "Seconds between checks of the store's active version, in addition to its "
+            "announcements (Redis pub/sub).",
+        )
+        loader.add_option(
+            "blocklist_max_age",
+            int,
+            48 * 3600,
+            "Seconds after which a list not confirmed by a sync counts as stale: it is still "
+            "enforced, but /healthz answers 503 and the metrics say stale. 0: never stale.",
+        )
+        loader.add_option(
+            "blocklist_start_timeout",
+            int,
+            10,
+            "Seconds to wait for the store at start before falling back to the "
+            "last-known-good copy.",
+        )
+
+    async def running(self) -> None:
+        self._store = open_store(ctx.options.blocklist_store or None)
+        await self._start()
+        self.started = True
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="blocklist follow store"),
+            asyncio.create_task(self._freshness(), name="blocklist freshness"),
+        ]
+
+    async def done(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._store is not None:
+            await self._store.close()
+
+    # -- state for the other addons ------------------------------------------------------
+
+    # Methods, not properties: mitmproxy reads every attribute of an addon when it registers.
+
+    def age(self) -> float | None:
+        """Seconds since a sync last confirmed the list current (None without a list)."""
+        if self.fresh_at is None:
+            return None
+        return max(0.0, time.time() - self.fresh_at)
+
+    def stale(self) -> bool:
+        max_age = ctx.options.blocklist_max_age
+        age = self.age()
+        return age is not None and max_age > 0 and age > max_age
+
+    def gauges(self) -> list[Gauge]:
+        info = self.info
+        return [
+            Gauge("blocklist_list_loaded", "1 when a list is enforced.", int(info is not None)),
+            Gauge("blocklist_list_version", "Store version of the list in force.", _v(info)),
+            Gauge(
+                "blocklist_list_entries",
+                "Entries of the list in force.",
+                0 if info is None else info.entries,
+            ),
+            Gauge(
+                "blocklist_list_age_seconds",
+                "Seconds since a sync last confirmed the list current.",
+                self.age() or 0,
+            ),
+            Gauge("blocklist_list_stale", "1 when the list is older than max age.", self.stale()),
+            Gauge("blocklist_store_up", "1 when the store answered the last check.", self.store_up),
+            Gauge(
+                "blocklist_list_from_lastgood",
+                "1 when the list in force came from the local last-known-good copy.",
+                self.origin == "last-good",
+            ),
+        ]
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _lastgood_path(self) -> pathlib.Path:
+        configured = ctx.options.blocklist_lastgood
+        assert self._store is not None
+        return pathlib.Path(configured) if configured else lastgood.default_path(self._store.url)
+
+    async def _start(self) -> None:
+        assert self._store is not None
+        store = self._store
+        try:
+            async with asyncio.timeout(ctx.options.blocklist_start_timeout):
+                pair = await store.load_active()
+            self.store_up = True
+        except (StoreError, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {ctx.options.blocklist_start_timeout} s"
+            log.warning(f"blocklist: store {store.url} unavailable at start: {reason}")
+            self.metrics.inc("blocklist_store_errors_total")
+            pair = None
+        if pair is not None:
+            try:
+                await self._install(*pair, origin="store")
+                return
+            except SnapshotError as exc:
+                log.warning(f"blocklist: the store's active version is unusable: {exc}")
+        path = self._lastgood_path()
+        try:
+            copy = await asyncio.to_thread(lastgood.read, path)
+        except lastgood.LastGoodError as exc:
+            log.warning(f"blocklist: {exc}")
+            copy = None
+        if copy is not None:
+            info, snapshot = copy
+            self._set(Blocklist(snapshot), info, "last-good")
+            log.warning(
+                f"blocklist: enforcing the last-known-good copy {path} (version {info.version}, "
+                f"{info.entries:,} entries) until the store {store.url} answers"
+            )
+            return
+        if ctx.options.blocklist_allow_empty:
+            log.warning(
+                "blocklist: starting with NO list (blocklist_allow_empty): nothing is blocked "
+                f"until a version is published to {store.url}"
+            )
+            return
+        log.error(
+            f"blocklist: no list to enforce: the store {store.url} has no usable active version "
+            f"and there is no last-known-good copy at {path}. Run blocklist-sync first (or fix "
+            "the store), or set blocklist_allow_empty=true to start without a list."
+        )
+
+    async def _install(self, info: VersionInfo, data: bytes, *, origin: Origin) -> None:
+        """Load ``data`` off the event loop, swap it in, then save the local copy."""
+        blocklist = await asyncio.to_thread(Blocklist.from_bytes, data)
+        self._set(blocklist, info, origin)
+        log.info(
+            f"blocklist: enforcing version {info.version} ({info.entries:,} entries, "
+            f"{info.source}) from {origin}"
+        )
+        try:
+            await asyncio.to_thread(lastgood.write, self._lastgood_path(), info, data)
+        except OSError as exc:
+            self.metrics.inc("blocklist_lastgood_errors_total")
+            log.warning(
+                f"blocklist: cannot write the last-known-good copy {self._lastgood_path()}: "
+                f"{exc.strerror or exc}; enforcing continues"
+            )
+
+    def _set(self, blocklist: Blocklist, info: VersionInfo, origin: Origin) -> None:
+        # One assignment each: a request reads self.blocklist once and sees one whole list.
+        self.blocklist = blocklist
+        self.info = info
+        self.origin = origin
+        if self.fresh_at is None or origin == "store":
+            self.fresh_at = max(self.fresh_at or 0.0, info.created_at)
+
+    # -- following the store ---------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        assert self._store is not None
+        store, backoff = self._store, 1.0
+        while True:
+            try:
+                async for number in store.watch(poll_interval=ctx.options.blocklist_poll):
+                    if not self.store_up:
+                        log.info(f"blocklist: store {store.url} reachable again")
+                    self.store_up, backoff = True, 1.0
+                    if self.info is None or number != self.info.version or self.origin != "store":
+                        await self._reload(store)
+            except StoreError as exc:
+                self.metrics.inc("blocklist_store_errors_total")
+                if self.store_up or backoff == 1.0:
+                    version = "no list" if self.info is None else f"version {self.info.version}"
+                    log.warning(
+                        f"blocklist: {exc}; still enforcing {version}, retrying in the background"
+                    )
+                self.store_up = False
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _reload(self, store: Store) -> None:
+        pair = await store.load_active()
+        if pair is None:
+            return
+        info, data = pair
+        if self.info is not None and info.checksum == self.info.checksum:
+            self._set(self.blocklist, info, "store")  # type: ignore[arg-type]
+            return
+        try:
+            await self._install(info, data, origin="store")
+        except SnapshotError as exc:
+            self.metrics.inc("blocklist_store_errors_total")
+            log.error(f"blocklist: version {info.version} is unusable ({exc}); keeping the old")
+            return
+        self.metrics.inc("blocklist_reloads_total")
+
+    async def _freshness(self) -> None:
+        """Follow when the sync last confirmed the list: an unchanged feed makes no version."""
+        assert self._store is not None
+        while True:
+            try:
+                state = await self._store.get_state(SYNCED_STATE) or {}
+                confirmed = state.get("fresh_at")
+                if (
+                    isinstance(confirmed, (int, float))
+                    and self.info is not None
+                    and state.get("version") == self.info.version
+                ):
+                    self.fresh_at = max(self.fresh_at or 0.0, float(confirmed))
+            except StoreError:
+                pass  # _follow reports the store's health
+            await asyncio.sleep(max(ctx.options.blocklist_poll, 5))
+
+
+def _v(info: VersionInfo | None) -> int:
+    return 0 if info is None else info.version

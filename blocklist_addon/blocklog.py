@@ -1,0 +1,141 @@
+"""One JSON line per block, for the operator's records and appeals.
+
+A line names the time, the client (whole, truncated to its network, or omitted), the list,
+the entry's opaque id, where the block happened and the reference shown on the splash page.
+It never holds the requested URL unless ``blocklist_log_url`` asks for it: logs travel
+further than the list may.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from mitmproxy import ctx
+from mitmproxy.exceptions import OptionsError
+
+from blocklist_addon.matcher import Match
+
+__all__ = ["BlockEvent", "BlockLog", "client_field"]
+
+log = logging.getLogger("blocklist.block")
+
+ClientMode = Literal["full", "truncated", "omit"]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEvent:
+    match: Match
+    where: Literal["request", "connect", "tls"]
+    action: Literal["splash", "refuse"]
+    client: str | None  # the client's IP address
+    reference: str
+    url: str | None = None  # logged only when blocklist_log_url is on
+    method: str | None = None
+
+
+def client_field(address: str | None, mode: ClientMode) -> str | None:
+    """The client as logged: the address, its /24 (IPv4) or /48 (IPv6) network, or None."""
+    if address is None or mode == "omit":
+        return None
+    if mode == "full":
+        return address
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def record(event: BlockEvent, *, client_mode: ClientMode, with_url: bool) -> str:
+    """The JSON line for one block (without the newline)."""
+    doc: dict[str, object] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "event": "block",
+        "action": event.action,
+        "where": event.where,
+        "list": event.match.list_name,
+        "entry": event.match.entry_id,
+        "embedded": event.match.embedded,
+        "reference": event.reference,
+    }
+    client = client_field(event.client, client_mode)
+    if client is not None:
+        doc["client"] = client
+    if event.method:
+        doc["method"] = event.method
+    if with_url and event.url is not None:
+        doc["url"] = event.url
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+
+
+class BlockLog:
+    """Writes block events to a file of JSON lines, or to the proxy's own log."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_log_file",
+            str,
+            "",
+            "File to append one JSON line per block to. Empty: the proxy's own log.",
+        )
+        loader.add_option(
+            "blocklist_log_client",
+            str,
+            "truncated",
+            "How block lines name the client: full (its address), truncated (its /24 or /48 "
+            "network) or omit.",
+            choices=["full", "truncated", "omit"],
+        )
+        loader.add_option(
+            "blocklist_log_url",
+            bool,
+            False,
+            "Also write the requested URL into block lines. Off by default: logs must not "
+            "become a plaintext copy of the confidential list.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "blocklist_log_file" in updated:
+            self._close()
+            if path := ctx.options.blocklist_log_file:
+                # O_APPEND: whole lines from several proxy processes never interleave.
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                try:
+                    self._fd = os.open(path, flags, 0o640)
+                except OSError as exc:
+                    reason = exc.strerror or str(exc)
+                    raise OptionsError(f"cannot open blocklist_log_file {path}: {reason}") from None
+
+    def done(self) -> None:
+        self._close()
+
+    def write(self, event: BlockEvent) -> None:
+        line = record(
+            event,
+            client_mode=ctx.options.blocklist_log_client,  # type: ignore[arg-type]
+            with_url=ctx.options.blocklist_log_url,
+        )
+        if self._fd is None:
+            log.info(line)
+            return
+        try:
+            os.write(self._fd, line.encode() + b"\n")
+        except OSError as exc:
+            log.warning(f"blocklist: cannot write the block log: {exc.strerror or exc}")
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,168 @@
+"""Checks every request at its headers and answers a listed one with the 451 splash page.
+
+The check runs at ``requestheaders``, before any body is forwarded, against the URL as
+requested and as the Host header names it (they differ in transparent and reverse mode).
+The answer is made by the proxy itself; with mitmproxy's lazy connection strategy, which
+this addon insists on, a blocked request never opens a connection to the listed origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from mitmproxy import ctx, http
+from mitmproxy.exceptions import OptionsError
+
+from blocklist_addon import splash
+from blocklist_addon.active import ActiveList
+from blocklist_addon.blocklog import BlockEvent, BlockLog
+from blocklist_addon.matcher import Blocklist, Match
+from blocklist_addon.metrics import Metrics
+
+__all__ = ["Enforcer"]
+
+log = logging.getLogger(__name__)
+
+_SPLASH_OPTIONS = {
+    "blocklist_about_url": "about_url",
+    "blocklist_operator": "operator",
+    "blocklist_contact": "contact",
+    "blocklist_hotline": "hotline",
+    "blocklist_appeal_url": "appeal_url",
+    "blocklist_help_url": "help_url",
+}
+
+
+class Enforcer:
+    def __init__(self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog) -> None:
+        self.lists = lists
+        self.metrics = metrics
+        self.blocklog = blocklog
+        self.splash = splash.SplashConfig()
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_about_url",
+            str,
+            splash.DEFAULT_ABOUT_URL,
+            'The operator\'s page about blocking, sent as Link: <URL>; rel="blocked-by" '
+            "(RFC 7725) and linked from the splash page.",
+        )
+        loader.add_option(
+            "blocklist_operator",
+            str,
+            splash.DEFAULT_OPERATOR,
+            "Who denied access, as the splash page names it (e.g. 'Example School IT').",
+        )
+        loader.add_option(
+            "blocklist_contact",
+            str,
+            "",
+            "Where users report a wrongly blocked page: an e-mail address or an http(s) URL.",
+        )
+        loader.add_option(
+            "blocklist_hotline",
+            str,
+            splash.DEFAULT_HOTLINE,
+            "The hotline whose list is enforced, as the splash page names it.",
+        )
+        loader.add_option(
+            "blocklist_appeal_url",
+            str,
+            splash.DEFAULT_APPEAL_URL,
+            "The hotline's content assessment appeal page.",
+        )
+        loader.add_option(
+            "blocklist_help_url",
+            str,
+            splash.DEFAULT_HELP_URL,
+            "Where to get confidential help, shown on the splash page.",
+        )
+        loader.add_option(
+            "blocklist_splash_template",
+            str,
+            "",
+            "HTML template of the splash page (paste your licence's exact wording there). "
+            "Placeholders: " + ", ".join(f"${name}" for name in sorted(splash.PLACEHOLDERS)) + ". "
+            "Every value is HTML-escaped. Empty: the bundled page.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & {*_SPLASH_OPTIONS, "blocklist_splash_template"}:
+            try:
+                path = ctx.options.blocklist_splash_template
+                wording = {
+                    field: getattr(ctx.options, opt) for opt, field in _SPLASH_OPTIONS.items()
+                }
+                self.splash = splash.SplashConfig(
+                    **wording,
+                    template=splash.load_template(path) if path else None,
+                )
+            except splash.SplashError as exc:
+                raise OptionsError(str(exc)) from None
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager connects upstream before the request is seen (at CONNECT in regular mode,
+            # at once in transparent and socks5 mode): the listed origin would see the client.
+            log.info("blocklist: connection_strategy=lazy, so blocked origins are never contacted")
+            ctx.options.update(connection_strategy="lazy")
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return
+        blocklist = self.lists.blocklist
+        if blocklist is None:
+            if not self.lists.started:
+                # Fail closed while the list is loading at start (a few ms to a few s).
+                flow.response = http.Response.make(
+                    503, b"The blocklist is loading; try again in a moment.\n"
+                )
+            return
+        match = self._match(blocklist, flow.request)
+        if match is not None:
+            self.block(flow, match, where="request")
+
+    def block(self, flow: http.HTTPFlow, match: Match, *, where: str) -> None:
+        """Answer ``flow`` with the splash page (a CONNECT gets the tiny body) and log it."""
+        request = flow.request
+        reference = secrets.token_hex(6)
+        is_connect = request.method.upper() == "CONNECT"
+        page = not is_connect and splash.wants_page(request.method, request.headers)
+        answer = splash.render(
+            self.splash,
+            url=request.pretty_url,
+            list_name=match.list_name,
+            reference=reference,
+            page=page,
+            method=request.method,
+        )
+        request.stream = False  # a streamed upload and a response cannot both be set
+        flow.response = http.Response.make(
+            answer.status, answer.body, [(k.encode(), v.encode()) for k, v in answer.headers]
+        )
+        self.metrics.inc("blocklist_blocks_total", list=match.list_name, where=where)
+        peer = flow.client_conn.peername
+        self.blocklog.write(
+            BlockEvent(
+                match=match,
+                where=where,  # type: ignore[arg-type]
+                action="refuse" if is_connect else "splash",
+                client=str(peer[0]) if peer else None,
+                reference=reference,
+                url=request.pretty_url,
+                method=request.method,
+            )
+        )
+
+    def _match(self, blocklist: Blocklist, request: http.Request) -> Match | None:
+        self.metrics.inc("blocklist_lookups_total")
+        try:
+            url = request.url
+            found = blocklist.match(url)
+            if found is None and (named := request.pretty_url) != url:
+                found = blocklist.match(named)
+            return found
+        except Exception as exc:  # never let one odd request take the proxy down
+            self.metrics.inc("blocklist_lookup_errors_total")
+            log.warning(f"blocklist: could not check a request ({type(exc).__name__}); passed")
+            return None

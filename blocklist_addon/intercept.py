@@ -1,0 +1,117 @@
+"""Which HTTPS connections to decrypt, and which to refuse before any byte reaches the origin.
+
+``blocklist_intercept``:
+
+- ``listed`` (default): decrypt only connections whose SNI (or CONNECT host, or address)
+  has a listed entry on it or on a parent domain; everything else passes through untouched,
+  with the origin's own certificate. Clients must trust the proxy's CA for listed hosts.
+- ``never``: decrypt nothing (ISPs: no CA on customer devices). Hosts listed as a whole are
+  refused at the CONNECT (a 451 to the CONNECT request) or, in transparent mode, by closing
+  the connection instead of opening one upstream; page entries cannot be seen and pass.
+- ``all``: decrypt everything (the splash page for every listed HTTPS page).
+
+Whatever the setting, a server connection to a host listed as a whole is never opened: the
+``server_connect`` guard is the last line behind the URL check.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from mitmproxy import ctx, http, tls
+from mitmproxy.connection import Address
+from mitmproxy.proxy import mode_specs, server_hooks
+
+from blocklist_addon.active import ActiveList
+from blocklist_addon.blocklog import BlockEvent, BlockLog
+from blocklist_addon.enforce import Enforcer
+from blocklist_addon.matcher import Match
+from blocklist_addon.metrics import Metrics
+
+__all__ = ["InterceptPolicy"]
+
+log = logging.getLogger(__name__)
+
+INTERCEPT_CHOICES = ["listed", "never", "all"]
+#: What mitmproxy's log says about a refused server connection (no host in it).
+REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
+
+
+def _hosts(sni: str | None, address: Address | None) -> list[str]:
+    hosts = [sni] if sni else []
+    if address and address[0] and str(address[0]) not in hosts:
+        hosts.append(str(address[0]))
+    return hosts
+
+
+class InterceptPolicy:
+    def __init__(
+        self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog, enforcer: Enforcer
+    ) -> None:
+        self.lists = lists
+        self.metrics = metrics
+        self.blocklog = blocklog
+        self.enforcer = enforcer
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_intercept",
+            str,
+            "listed",
+            "Which HTTPS connections to decrypt: listed (only hosts with a listed entry; the "
+            "rest pass untouched), never (decrypt nothing; hosts listed whole are refused at "
+            "CONNECT or TLS) or all.",
+            choices=INTERCEPT_CHOICES,
+        )
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Regular mode: refuse a CONNECT to a host listed whole when nothing is decrypted."""
+        blocklist = self.lists.blocklist
+        if ctx.options.blocklist_intercept != "never" or blocklist is None or flow.response:
+            return
+        whole = blocklist.host_listing(flow.request.host).whole
+        if whole is not None:
+            self.enforcer.block(flow, whole, where="connect")
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        mode = ctx.options.blocklist_intercept
+        if mode == "all" or data.ignore_connection:
+            return
+        if isinstance(data.context.client.proxy_mode, mode_specs.ReverseMode):
+            return  # we are the site's TLS endpoint: always decrypt
+        blocklist = self.lists.blocklist
+        if blocklist is None:
+            # Still loading at start: decrypt, so the request gets the 503. Running with no
+            # list (allowed explicitly): nothing can be listed, pass.
+            data.ignore_connection = self.lists.started
+        elif mode == "never":
+            data.ignore_connection = True  # whole hosts are refused at server_connect
+        else:
+            hosts = _hosts(data.client_hello.sni, data.context.server.address)
+            data.ignore_connection = not any(blocklist.host_listing(h).listed for h in hosts)
+        decision = "pass" if data.ignore_connection else "intercept"
+        self.metrics.inc("blocklist_tls_total", decision=decision)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        blocklist = self.lists.blocklist
+        if blocklist is None or data.server.error:
+            return
+        for host in _hosts(data.server.sni, data.server.address):
+            whole = blocklist.host_listing(host).whole
+            if whole is not None:
+                data.server.error = REFUSED
+                self._log_refusal(whole, data.client.peername)
+                return
+
+    def _log_refusal(self, match: Match, peer: Address | None) -> None:
+        self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="tls")
+        self.blocklog.write(
+            BlockEvent(
+                match=match,
+                where="tls",
+                action="refuse",
+                client=str(peer[0]) if peer else None,
+                reference=secrets.token_hex(6),
+            )
+        )

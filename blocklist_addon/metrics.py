@@ -1,0 +1,82 @@
+"""Counters the addons bump, rendered in Prometheus' text format for ``/metrics``.
+
+Kept deliberately tiny (no client library): a dictionary of labelled counters, and gauges
+computed at scrape time by whoever owns the value. Label values never carry list content:
+only list names and fixed words.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["COUNTERS", "Gauge", "Metrics"]
+
+#: Every counter, with its help text. Bumping an unknown name is a programming error.
+COUNTERS = {
+    "blocklist_lookups_total": "Requests checked against the list.",
+    "blocklist_blocks_total": (
+        "Requests and connections blocked, by list and by where (request, connect, tls)."
+    ),
+    "blocklist_lookup_errors_total": (
+        "Requests the matcher failed on; they are passed as they would be without the addon."
+    ),
+    "blocklist_tls_total": "TLS client hellos by decision (intercept, pass).",
+    "blocklist_reloads_total": "List versions loaded from the store after start.",
+    "blocklist_store_errors_total": "Failed store operations; the list in memory stays in force.",
+    "blocklist_lastgood_errors_total": "Failed writes of the last-known-good copy.",
+}
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    name: str
+    help: str
+    value: float
+    labels: Labels = ()
+
+
+class Metrics:
+    """Monotonic counters, safe to bump from the event loop without locks."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        if name not in COUNTERS:
+            raise KeyError(f"unknown counter {name}")
+        series = self._counters[name]
+        key = tuple(sorted(labels.items()))
+        series[key] = series.get(key, 0) + amount
+
+    def value(self, name: str, **labels: str) -> float:
+        """One series' value (0 when never bumped); for tests and the health document."""
+        return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
+
+    def render(self, gauges: Iterable[Gauge] = ()) -> str:
+        lines: list[str] = []
+        for gauge in gauges:
+            lines += [f"# HELP {gauge.name} {gauge.help}", f"# TYPE {gauge.name} gauge"]
+            lines.append(f"{gauge.name}{_labels(gauge.labels)} {_number(gauge.value)}")
+        for name, help_text in COUNTERS.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            series = self._counters.get(name) or {(): 0}
+            lines += [f"{name}{_labels(k)} {_number(v)}" for k, v in sorted(series.items())]
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

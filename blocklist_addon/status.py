@@ -1,0 +1,112 @@
+"""``/metrics`` (Prometheus) and ``/healthz`` on their own port, beside the proxy.
+
+Health is what a load balancer or a monitoring check acts on: 200 while a list is enforced
+and fresh (``degraded`` in the body when the store is unreachable: the list in memory is
+still enforced), 503 with no list or a list older than ``blocklist_max_age``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from mitmproxy import ctx
+from mitmproxy.exceptions import OptionsError
+
+from blocklist_addon.active import ActiveList
+from blocklist_addon.metrics import Metrics
+
+__all__ = ["StatusServer", "health", "parse_listen"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into its parts; OptionsError when malformed."""
+    host, sep, port = spec.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OptionsError(
+            f"blocklist_status_listen must be HOST:PORT (e.g. 127.0.0.1:9451), not {spec!r}"
+        )
+    return host, int(port)
+
+
+def health(lists: ActiveList) -> tuple[int, dict[str, Any]]:
+    """The health status code and document."""
+    info = lists.info
+    if info is None:
+        status = "starting" if not lists.started else "no-list"
+    elif lists.stale():
+        status = "stale"
+    elif not lists.store_up:
+        status = "degraded"
+    else:
+        status = "ok"
+    doc: dict[str, Any] = {"status": status, "store": "up" if lists.store_up else "down"}
+    if info is not None:
+        age = lists.age()
+        doc.update(
+            version=info.version,
+            entries=info.entries,
+            age_seconds=None if age is None else round(age),
+            max_age_seconds=ctx.options.blocklist_max_age or None,
+            source=lists.origin,
+        )
+    return (200 if status in ("ok", "degraded") else 503), doc
+
+
+class StatusServer:
+    def __init__(self, lists: ActiveList, metrics: Metrics) -> None:
+        self.lists = lists
+        self.metrics = metrics
+        self._runner: web.AppRunner | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_status_listen",
+            str,
+            "127.0.0.1:9451",
+            "Where to serve /metrics (Prometheus) and /healthz, as HOST:PORT. Empty: off. "
+            "Give each proxy process on one box its own port.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "blocklist_status_listen" in updated and ctx.options.blocklist_status_listen:
+            parse_listen(ctx.options.blocklist_status_listen)
+
+    async def running(self) -> None:
+        spec = ctx.options.blocklist_status_listen
+        if not spec:
+            return
+        host, port = parse_listen(spec)
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            log.error(
+                f"blocklist: cannot serve /metrics and /healthz on {spec}: "
+                f"{exc.strerror or exc}; set blocklist_status_listen to a free HOST:PORT"
+            )
+            return
+        self._runner = runner
+        log.info(f"blocklist: /metrics and /healthz on http://{spec}/")
+
+    async def done(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = self.metrics.render(self.lists.gauges())
+        return web.Response(text=body, content_type="text/plain", charset="utf-8")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        status, doc = health(self.lists)
+        return web.json_response(doc, status=status, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,455 @@
+"""Real processes and servers for the proxy's end-to-end tests, all on 127.0.0.1.
+
+- ``TestCA``: a throwaway CA and one leaf certificate for the reserved test names, so the
+  origins speak real TLS and a client can tell the origin's certificate from mitmproxy's.
+- ``Origins``: aiohttp origin servers in a background thread (the tests' clients are plain
+  blocking ``http.client``), each counting the TCP connections it accepted, so a test can
+  assert that a listed origin was never contacted.
+- ``Proxy``: ``blocklist-proxy`` (mitmdump with the addon) as a subprocess, with
+  ``tests/loopback_addon.py`` routing every upstream connection to the origins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import pathlib
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+TESTS = pathlib.Path(__file__).resolve().parent
+VENV_BIN = pathlib.Path(sys.executable).parent
+#: Names the test origin's certificate covers.
+TEST_NAMES = [
+    "blocked.example.com",
+    "*.blocked.example.com",
+    "whole-site.blocked.test",
+    "*.whole-site.blocked.test",
+    "www.example.org",
+    "unlisted.example.org",
+    "*.example.net",
+    "localhost",
+]
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)  # poll interval; the condition is what synchronizes
+
+
+# -- certificates ------------------------------------------------------------------------
+
+
+class TestCA:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "blocklist-proxy test CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test origin")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in TEST_NAMES]), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_pem = directory / "test-ca.pem"
+        self.cert_pem = directory / "origin.pem"
+        self.key_pem = directory / "origin.key"
+        self.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_pem.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        self.key_pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self.origin_der = leaf.public_bytes(serialization.Encoding.DER)
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_pem, self.key_pem)
+        return context
+
+
+# -- origins -------------------------------------------------------------------------------
+
+
+@dataclass
+class Origin:
+    """One origin server: every request is answered with what it asked for."""
+
+    name: str
+    port: int = 0
+    connections: int = 0  # TCP connections accepted, counted before any byte is read
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, host, path
+
+
+class Origins:
+    """Origin servers on their own event loop in a background thread."""
+
+    def __init__(self, ca: TestCA) -> None:
+        self.ca = ca
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._servers: list[asyncio.Server] = []
+        self._runners: list[web.AppRunner] = []
+
+    def start(self, name: str, *, tls: bool = False) -> Origin:
+        origin = Origin(name)
+        future = asyncio.run_coroutine_threadsafe(self._start(origin, tls), self.loop)
+        future.result(timeout=10)
+        return origin
+
+    async def _start(self, origin: Origin, tls: bool) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            origin.requests.append((request.method, request.host, request.path_qs))
+            body = await request.read()
+            text = f"origin {origin.name}: {request.method} {request.path_qs} ({len(body)} bytes)"
+            return web.Response(text=text, headers={"X-Origin": origin.name})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        assert runner.server is not None
+        factory = runner.server
+
+        def protocol() -> asyncio.Protocol:
+            origin.connections += 1
+            return factory()
+
+        server = await asyncio.get_running_loop().create_server(
+            protocol, "127.0.0.1", 0, ssl=self.ca.server_context() if tls else None
+        )
+        self._servers.append(server)
+        origin.port = server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for server in self._servers:
+                server.close()
+            for runner in self._runners:
+                await runner.cleanup()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+
+# -- the proxy -------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class Proxy:
+    """``blocklist-proxy`` in a subprocess, on free ports, with its own data directory."""
+
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        store: str,
+        routes: dict[str, int],
+        confdir: pathlib.Path,
+        ca: TestCA,
+        options: dict[str, str] | None = None,
+        mode: str = "regular",
+    ) -> None:
+        self.workdir = workdir
+        self.store = store
+        self.routes = routes
+        self.confdir = confdir
+        self.ca = ca
+        self.options = options or {}
+        self.mode = mode
+        self.port = free_port()
+        self.status_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "proxy.log"
+        self.blocks_path = workdir / "blocks.jsonl"
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def mitm_ca(self) -> pathlib.Path:
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def command(self) -> list[str]:
+        options = {
+            "blocklist_status_listen": f"127.0.0.1:{self.status_port}",
+            "blocklist_lastgood": str(self.workdir / "lastgood.bin"),
+            "blocklist_log_file": str(self.blocks_path),
+            "confdir": str(self.confdir),
+            "ssl_verify_upstream_trusted_ca": str(self.ca.ca_pem),
+            "loopback_map": json.dumps(self.routes),
+            **self.options,
+        }
+        command = [
+            str(VENV_BIN / "blocklist-proxy"),
+            "--store",
+            self.store,
+            "--listen-port",
+            str(self.port),
+            "--mode",
+            self.mode,
+            "-s",
+            str(TESTS / "loopback_addon.py"),
+        ]
+        for key, value in options.items():
+            command += ["--set", f"{key}={value}"]
+        return command
+
+    def start(self, *, wait: bool = True) -> Proxy:
+        env = {**os.environ, "BLOCKLIST_DATA_DIR": str(self.workdir / "data")}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+            )
+        if wait:
+            wait_for(self._ready, START_TIMEOUT, f"the proxy to start (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"the proxy exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            status, _ = self.health()
+        except OSError:
+            return False
+        return status in (200, 503) and self._accepts()
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(15)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def blocks(self) -> list[dict[str, object]]:
+        if not self.blocks_path.exists():
+            return []
+        return [json.loads(line) for line in self.blocks_path.read_text().splitlines()]
+
+    # -- status endpoint --------------------------------------------------------------------
+
+    def _status(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.status_port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def health(self) -> tuple[int, dict[str, object]]:
+        status, body = self._status("/healthz")
+        return status, json.loads(body)
+
+    def metrics(self) -> str:
+        return self._status("/metrics")[1].decode()
+
+    def metric(self, name: str) -> float:
+        """The sum of every series of ``name`` (0 when absent)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def get(self, url: str, headers: dict[str, str] | None = None, method: str = "GET") -> Response:
+        """A plain-HTTP request through the proxy with ``url`` sent exactly as given."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        try:
+            conn.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
+            host = url.split("/")[2] if "://" in url else "unknown.invalid"
+            for key, value in {"Host": host, **(headers or {})}.items():
+                conn.putheader(key, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+
+    def client_context(self, *, trust_mitm: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca.ca_pem))
+        if trust_mitm:
+            context.load_verify_locations(cafile=str(self.mitm_ca))
+        return context
+
+    def https_get(
+        self,
+        host: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        trust_mitm: bool = True,
+    ) -> tuple[Response, bytes]:
+        """GET https://host/path through a CONNECT tunnel; returns the response and the DER
+        certificate the client saw (the origin's own one when the proxy did not decrypt)."""
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=15, context=self.client_context(trust_mitm=trust_mitm)
+        )
+        conn.set_tunnel(host, 443)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            assert conn.sock is not None
+            seen = conn.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+            response = conn.getresponse()
+            return Response(response.status, response.headers, response.read()), seen
+        finally:
+            conn.close()
+
+    def connect(self, host: str, port: int = 443) -> int:
+        """Send a bare CONNECT and return the proxy's status code."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=15) as sock:
+            sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            return int(head.split(b" ", 2)[1]) if head else 0
+
+    def raw(self, data: bytes, *, timeout: float = 5.0) -> bytes:
+        """Send raw bytes, return whatever comes back until the proxy closes or goes quiet."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            received = b""
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                while chunk := sock.recv(65536):
+                    received += chunk
+                    if b"\r\n\r\n" in received and len(received) > 65536:
+                        break
+            return received
+
+
+def sync(store: str, feed: pathlib.Path, *, name: str = "sample", data_dir: pathlib.Path) -> None:
+    """Run the real ``blocklist-sync`` on a text feed file."""
+    command = [
+        str(VENV_BIN / "blocklist-sync"),
+        "--store",
+        store,
+        "--feed-url",
+        feed.as_uri(),
+        "--format",
+        "text",
+        "--name",
+        name,
+        "--force",
+    ]
+    env = {**os.environ, "BLOCKLIST_DATA_DIR": str(data_dir)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@contextlib.contextmanager
+def running(proxy: Proxy) -> Iterator[Proxy]:
+    try:
+        yield proxy.start()
+    finally:
+        proxy.stop()

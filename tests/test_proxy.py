@@ -1,0 +1,307 @@
+"""End to end: a real blocklist-proxy (mitmdump + addon) between real clients and real origins.
+
+One proxy per module serves the read-only checks (regular mode, ``blocklist_intercept``
+left at ``listed``, the embedded store synced from the sample feed by the real
+``blocklist-sync``); tests that stop things start their own. Every upstream connection is
+routed to local origins by ``tests/loopback_addon.py``; each origin counts the TCP
+connections it accepted, which is how "the listed origin saw no connection" is checked.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from collections.abc import Iterator
+
+import pytest
+from harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLE_FEED = ROOT / "samples" / "sample-feed.txt"
+
+LISTED = [
+    "http://blocked.example.com/page.html",
+    "http://blocked.example.com/gallery/photo/1.jpg",
+    "http://whole-site.blocked.test/anything",
+    "http://192.0.2.44/img/photo.jpg",
+    "http://www.example.org/listed/page?id=42",
+]
+
+EVASIONS = [
+    "http://BLOCKED.EXAMPLE.COM/page.html",
+    "http://blocked.example.com./page.html",
+    "http://blocked.example.com:80/page.html",
+    "http://blocked.example.com/./page.html",
+    "http://blocked.example.com/gallery/../page.html",
+    "http://blocked.example.com//page.html",
+    "http://blocked.example.com/%70age.html",
+    "http://blocked.example.com/%2570age.html",
+    "http://blocked.example.com/page.html?utm_source=x",
+    "http://blocked.example.com/page.html#frag",
+    "http://www.blocked.example.com/page.html",
+    "http://3221226028/img/photo.jpg",
+    "http://0xC0.0.2.44/img/photo.jpg",
+    "http://0300.0.02.054/img/photo.jpg",
+    "http://sub.whole-site.blocked.test/",
+    "http://redirect.example.net/?u=http%3A%2F%2Fblocked.example.com%2Fpage.html",
+    "http://redirect.example.net/go?to=blocked.example.com/page.html",
+    "http://archive.example.net/web/2020/http://blocked.example.com/page.html",
+]
+
+UNLISTED = [
+    "http://blocked.example.com/other.html",
+    "http://blocked.example.com/page.html2",
+    "http://blocked.example.com/",
+    "http://blocked.example.com/galleryx/",
+    "http://example.com/page.html",
+    "http://unlisted.example.org/page.html",
+    "http://www.example.org/listed/page?id=43",
+    "http://192.0.2.45/img/photo.jpg",
+]
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def confdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """mitmproxy's confdir (its CA), shared so the CA is generated once."""
+    return tmp_path_factory.mktemp("mitmproxy-conf")
+
+
+class World:
+    """Origins and the routes that point the test names at them."""
+
+    def __init__(self, origins: Origins) -> None:
+        self.listed_http = origins.start("listed-http")
+        self.listed_tls = origins.start("listed-tls", tls=True)
+        self.open_http = origins.start("open-http")
+        self.open_tls = origins.start("open-tls", tls=True)
+        self.routes = {
+            "blocked.example.com:80": self.listed_http.port,
+            "blocked.example.com:443": self.listed_tls.port,
+            "whole-site.blocked.test:80": self.listed_http.port,
+            "whole-site.blocked.test:443": self.listed_tls.port,
+            "192.0.2.44:80": self.listed_http.port,
+            "*:80": self.open_http.port,
+            "*:443": self.open_tls.port,
+        }
+
+    @property
+    def all(self) -> list[Origin]:
+        return [self.listed_http, self.listed_tls, self.open_http, self.open_tls]
+
+    def connections(self) -> int:
+        return sum(o.connections for o in self.all)
+
+
+@pytest.fixture(scope="module")
+def world(ca: TestCA) -> Iterator[World]:
+    origins = Origins(ca)
+    try:
+        yield World(origins)
+    finally:
+        origins.close()
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = tmp_path_factory.mktemp("proxy-store")
+    url = (directory / "store").as_uri()
+    sync(url, SAMPLE_FEED, data_dir=directory / "data")
+    return url
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    store_url: str,
+    world: World,
+    confdir: pathlib.Path,
+    ca: TestCA,
+) -> Iterator[Proxy]:
+    workdir = tmp_path_factory.mktemp("proxy")
+    with running(Proxy(workdir, store=store_url, routes=world.routes, confdir=confdir, ca=ca)) as p:
+        yield p
+
+
+def assert_splash(response, *, page: bool) -> None:
+    assert response.status == 451, response.text
+    assert response.headers["Link"].endswith('; rel="blocked-by"')
+    assert response.headers["Cache-Control"] == "no-store"
+    if page:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "Access denied" in response.text
+    else:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert len(response.body) < 200
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", LISTED + EVASIONS)
+def test_listed_urls_get_the_splash_and_no_origin_sees_a_connection(
+    proxy: Proxy, world: World, url: str
+) -> None:
+    before = world.connections()
+    response = proxy.get(url, headers={"Accept": "text/html"})
+    assert_splash(response, page=True)
+    assert world.connections() == before
+
+
+@pytest.mark.parametrize(
+    "url", ["http://%62locked.example.com/page.html", "http://blocked.example.com:99999/page.html"]
+)
+def test_requests_mitmproxy_refuses_itself_reach_no_origin(
+    proxy: Proxy, world: World, url: str
+) -> None:
+    """mitmproxy answers 400 to an escaped host or a bad port before any hook runs."""
+    before = world.connections()
+    assert proxy.get(url).status == 400
+    assert world.connections() == before
+
+
+@pytest.mark.parametrize("url", UNLISTED)
+def test_unlisted_urls_are_served_unchanged(proxy: Proxy, world: World, url: str) -> None:
+    response = proxy.get(url)
+    assert response.status == 200, response.text
+    path = url.split("/", 3)[3]
+    assert response.text.startswith("origin ")
+    assert response.text.endswith(f"GET /{path} (0 bytes)")
+
+
+def test_the_listed_origin_is_reachable_for_unlisted_pages(proxy: Proxy, world: World) -> None:
+    """The connection counter works: the same host's unlisted page does reach it."""
+    before = world.listed_http.connections
+    assert proxy.get("http://blocked.example.com/other.html").status == 200
+    assert world.listed_http.connections > before
+
+
+def test_images_and_api_calls_get_a_tiny_body(proxy: Proxy) -> None:
+    image = proxy.get("http://blocked.example.com/page.html", headers={"Sec-Fetch-Dest": "image"})
+    assert_splash(image, page=False)
+    api = proxy.get("http://blocked.example.com/page.html", headers={"Accept": "application/json"})
+    assert_splash(api, page=False)
+
+
+def test_a_blocked_upload_never_reaches_the_origin(proxy: Proxy, world: World) -> None:
+    before = world.connections()
+    body = b"x" * 200_000
+    response = proxy.raw(
+        b"POST http://blocked.example.com/page.html HTTP/1.1\r\n"
+        b"Host: blocked.example.com\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % len(body)
+        + body
+    )
+    assert response.startswith(b"HTTP/1.1 451 ")
+    assert world.connections() == before
+
+
+def test_the_splash_page_never_reflects_markup(proxy: Proxy) -> None:
+    markup = "<script>alert(1)</script>"
+    for url in [
+        'http://blocked.example.com/page.html?q="><script>alert(1)</script>',
+        "http://blocked.example.com/page.html?q=%3Cscript%3Ealert(1)%3C/script%3E",
+        "http://blocked.example.com/page.html?q=</title><img/src=x/onerror=alert(1)>",
+        "http://blocked.example.com/page.html?q='onmouseover='alert(1)",
+    ]:
+        response = proxy.get(url, headers={"Accept": "text/html"})
+        assert response.status == 451
+        assert markup not in response.text
+        assert "<img/src=x" not in response.text
+        assert "'onmouseover='" not in response.text
+
+
+def test_each_block_is_one_json_line_without_the_url(proxy: Proxy) -> None:
+    response = proxy.get("http://blocked.example.com/page.html?id=secret-marker")
+    reference = re.search(r"Reference: ([0-9a-f]+)", response.text)
+    assert reference is not None
+    lines = wait_for(
+        lambda: [b for b in proxy.blocks() if b.get("reference") == reference.group(1)],
+        10,
+        "the block log line",
+    )
+    (line,) = lines  # type: ignore[misc]
+    assert line["list"] == "sample"
+    assert line["action"] == "splash"
+    assert line["where"] == "request"
+    assert line["client"] == "127.0.0.0/24"
+    assert line["entry"]
+    assert "url" not in line
+    assert "secret-marker" not in proxy.blocks_path.read_text()
+    assert "blocked.example.com" not in proxy.blocks_path.read_text()
+
+
+def test_malformed_requests_do_not_hurt_the_proxy(proxy: Proxy) -> None:
+    for garbage in [
+        b"\x00\x01\x02\x03\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET http://[::1/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://blocked.example.com/\xff\xfe%%%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://%zz%00/ HTTP/1.1\r\nHost: %zz\r\n\r\n",
+        b"GET http://" + b"a." * 5000 + b"example.com/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://blocked.example.com/page.html HTTP/1.1\r\nHost: \xff\r\n\r\n",
+        b"CONNECT :0 HTTP/1.1\r\n\r\n",
+    ]:
+        proxy.raw(garbage, timeout=2)
+    assert proxy.process is not None and proxy.process.poll() is None
+    assert proxy.get("http://blocked.example.com/page.html").status == 451
+    assert proxy.get("http://unlisted.example.org/").status == 200
+    assert proxy.metric("blocklist_lookup_errors_total") == 0
+
+
+# -- HTTPS -----------------------------------------------------------------------------------
+
+
+def test_https_to_a_listed_page_gets_the_splash(proxy: Proxy, world: World, ca: TestCA) -> None:
+    before = world.connections()
+    response, seen = proxy.https_get(
+        "blocked.example.com", "/page.html", headers={"Accept": "text/html"}
+    )
+    assert_splash(response, page=True)
+    assert seen != ca.origin_der  # decrypted: mitmproxy's certificate
+    assert world.connections() == before
+
+
+def test_https_to_a_whole_listed_host_gets_the_splash(proxy: Proxy, world: World) -> None:
+    before = world.connections()
+    response, _ = proxy.https_get("sub.whole-site.blocked.test", "/x.jpg")
+    assert_splash(response, page=False)
+    assert world.connections() == before
+
+
+def test_https_to_an_unlisted_host_is_not_decrypted(proxy: Proxy, world: World, ca: TestCA) -> None:
+    before = world.open_tls.connections
+    response, seen = proxy.https_get("unlisted.example.org", "/hello", trust_mitm=False)
+    assert response.status == 200
+    assert response.text == "origin open-tls: GET /hello (0 bytes)"
+    assert seen == ca.origin_der  # the origin's own certificate: passed through untouched
+    assert world.open_tls.connections == before + 1
+
+
+def test_https_unlisted_page_on_a_listed_host_is_fetched(
+    proxy: Proxy, world: World, ca: TestCA
+) -> None:
+    response, seen = proxy.https_get("blocked.example.com", "/other.html")
+    assert response.status == 200
+    assert response.text == "origin listed-tls: GET /other.html (0 bytes)"
+    assert seen != ca.origin_der
+
+
+# -- health and metrics ------------------------------------------------------------------------
+
+
+def test_health_and_metrics(proxy: Proxy) -> None:
+    status, doc = proxy.health()
+    assert status == 200
+    assert doc["status"] == "ok"
+    assert doc["entries"] == 5
+    assert doc["source"] == "store"
+    proxy.get("http://blocked.example.com/page.html")
+    metrics = proxy.metrics()
+    assert "blocklist_list_entries 5" in metrics
+    assert re.search(r'blocklist_blocks_total\{list="sample",where="request"\} [1-9]', metrics)
+    assert proxy.metric("blocklist_lookups_total") >= 1
