@@ -2,7 +2,8 @@
 
 Exit status: 0 the active list is current (updated or unchanged); 1 a feed could not be
 fetched or failed validation, or the store is unreachable (the previous list stays active);
-2 usage or configuration error. Output is one line per feed, for cron mail.
+2 usage or configuration error. Output is one line per feed, for cron mail; on a terminal
+(stderr a TTY, no --quiet) long phases also show a progress line, erased before the results.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sync.config import (
     validate_limits,
 )
 from sync.feeds import FORMATS
+from sync.progress import NO_PROGRESS, Progress, terminal_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -129,15 +131,22 @@ def describe(v: VersionInfo) -> str:
     return f"version {v.version}, {v.entries:,} entries, {v.source}, published {ago(v.created_at)}"
 
 
-async def cmd_sync(store: Store, config: SyncConfig, args: argparse.Namespace) -> int:
+async def cmd_sync(
+    store: Store, config: SyncConfig, args: argparse.Namespace, *, progress: Progress | None = None
+) -> int:
+    """``progress`` None: a progress line on stderr if it is a terminal. --quiet: none."""
     if not config.feeds:
         raise ConfigError(
             "no feeds configured: give --config FILE with [feeds.NAME] tables, "
             "or --feed-url URL --format FMT"
         )
     fetch = config.feeds[-1:] if args.feed_url else config.feeds
-    result = await worker.run_sync(store, config, fetch, force=args.force)
     quiet = getattr(args, "quiet", False)
+    if quiet:
+        progress = NO_PROGRESS
+    elif progress is None:
+        progress = terminal_progress(sys.stderr)
+    result = await worker.run_sync(store, config, fetch, force=args.force, progress=progress)
     if result.skipped:
         if not quiet:
             print("skipped: another blocklist-sync holds the lock")
@@ -228,13 +237,16 @@ COMMANDS = {
 }
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, *, progress: Progress | None = None) -> int:
+    """Run the command in ``args``; ``progress`` replaces the sync's terminal line (tests)."""
     config = resolve_config(args)
     try:
         store = open_store(getattr(args, "store", None) or config.store, keep=config.keep_versions)
     except StoreError as e:
         raise ConfigError(str(e)) from None
     try:
+        if args.command is None:
+            return await cmd_sync(store, config, args, progress=progress)
         return await COMMANDS[args.command](store, config, args)
     finally:
         await store.close()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from blocklist_addon.matcher import compile_entry, expression_of
 from blocklist_addon.snapshot import DIGEST_SIZE, expression_digest, host_key
+from sync.progress import NO_PROGRESS, Progress
 
 __all__ = ["FORMATS", "FeedEntry", "FeedError", "ParsedFeed", "parse_feed", "validate"]
 
@@ -47,6 +48,8 @@ _HOSTNAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)+[a-z][a-z0-9-]{0,62}")
 _SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
 _CSV_DELIMITERS = (",", "\t", ";", "|")
 _PLURAL = {"line": "lines", "entry": "entries"}
+#: Parsing reports progress every this many records.
+PROGRESS_EVERY = 16_384
 # Lists hold many pages per host: remember recent host keys (bounded, so that a list of a
 # million distinct hosts costs little memory).
 _host_key = functools.lru_cache(maxsize=4096)(host_key)
@@ -81,15 +84,17 @@ class ParsedFeed:
     position: str = "line"
 
 
-def parse_feed(data: bytes, fmt: str) -> ParsedFeed:
+def parse_feed(data: bytes, fmt: str, *, progress: Progress = NO_PROGRESS) -> ParsedFeed:
     """Read ``data`` as a feed of format ``fmt`` (one of FORMATS).
 
     Raises FeedError when the body is not a list at all (empty, an HTML page, binary,
     broken JSON, a CSV without a url column); records that are merely invalid are
-    counted in the result instead.
+    counted in the result instead. ``progress`` gets a "parsing" phase counting lines
+    (JSON: entries), advanced every PROGRESS_EVERY records.
     """
     if fmt not in FORMATS:
         raise FeedError(f"unknown feed format {fmt!r} (one of {', '.join(FORMATS)})")
+    progress.phase("parsing")
     text = _decode(data)
     if not text.strip():
         raise FeedError("feed is empty")
@@ -99,7 +104,7 @@ def parse_feed(data: bytes, fmt: str) -> ParsedFeed:
     if head.lstrip().startswith("<?xml"):  # an object store's or proxy's error document
         raise FeedError("feed looks like an XML document, not a list")
     with _gc_paused():
-        feed = _PARSERS[fmt](text)
+        feed = _PARSERS[fmt](text, progress)
     if feed.records == 0:
         raise FeedError("feed is empty")
     return feed
@@ -194,12 +199,19 @@ class _Invalid(Exception):
     """A record that cannot become an entry (raised and caught within this module)."""
 
 
-def _collect(records: Iterable[tuple[int, FeedEntry | None]], position: str) -> ParsedFeed:
-    """Count (position, entry or None for an invalid record) pairs into a ParsedFeed."""
+def _collect(
+    records: Iterable[tuple[int, FeedEntry | None]],
+    position: str,
+    progress: Progress,
+    total: int,
+) -> ParsedFeed:
+    """Count (position, entry or None for an invalid record) pairs into a ParsedFeed,
+    reporting the position out of ``total`` lines (or entries) to ``progress``."""
     entries: list[FeedEntry] = []
     invalid: list[int] = []
-    count = invalid_count = 0
+    count = invalid_count = reported = 0
     append = entries.append
+    progress.phase("parsing", total=total, unit=_PLURAL[position])
     for number, entry in records:
         count += 1
         if entry is not None:
@@ -208,7 +220,15 @@ def _collect(records: Iterable[tuple[int, FeedEntry | None]], position: str) -> 
             invalid_count += 1
             if len(invalid) < MAX_INVALID_SHOWN:
                 invalid.append(number)
+        if not count % PROGRESS_EVERY:
+            progress.advance(number - reported)
+            reported = number
+    progress.advance(max(total - reported, 0))
     return ParsedFeed(entries, count, invalid, invalid_count, position)
+
+
+def _line_count(text: str) -> int:
+    return text.count("\n") + (not text.endswith("\n"))
 
 
 def _url_entry(url: object, entry_id: str | None = None) -> FeedEntry | None:
@@ -259,12 +279,13 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
-def _parse_text(text: str) -> ParsedFeed:
+def _parse_text(text: str, progress: Progress) -> ParsedFeed:
     url_entry = _url_entry
-    return _collect(((n, url_entry(line)) for n, line in _lines(text)), "line")
+    records = ((n, url_entry(line)) for n, line in _lines(text))
+    return _collect(records, "line", progress, _line_count(text))
 
 
-def _parse_sha256(text: str) -> ParsedFeed:
+def _parse_sha256(text: str, progress: Progress) -> ParsedFeed:
     """One hex SHA-256 of a canonical expression per line; the snapshot keeps its first
     DIGEST_SIZE bytes, the same truncation ``expression_digest`` makes."""
     fullmatch = _SHA256.fullmatch
@@ -276,13 +297,15 @@ def _parse_sha256(text: str) -> ParsedFeed:
             for n, line in _lines(text)
         ),
         "line",
+        progress,
+        _line_count(text),
     )
 
 
 # -- csv ---------------------------------------------------------------------------------
 
 
-def _parse_csv(text: str) -> ParsedFeed:
+def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
     """A header row naming a ``url`` column (optionally ``id`` and ``category``; others
     are ignored), then one record per row.
 
@@ -329,13 +352,13 @@ def _parse_csv(text: str) -> ParsedFeed:
         except csv.Error:
             raise FeedError(f"malformed CSV at line {start}") from None
 
-    return _collect(records(), "line")
+    return _collect(records(), "line", progress, _line_count(text))
 
 
 # -- json --------------------------------------------------------------------------------
 
 
-def _parse_json(text: str) -> ParsedFeed:
+def _parse_json(text: str, progress: Progress) -> ParsedFeed:
     """An array of objects with ``url`` and optional ``id`` and ``category``, or an object
     holding that array as ``entries``. Positions are 1-based array indexes."""
     try:
@@ -359,10 +382,10 @@ def _parse_json(text: str) -> ParsedFeed:
             except _Invalid:
                 yield number, None
 
-    return _collect(records(), "entry")
+    return _collect(records(), "entry", progress, len(document))
 
 
-_PARSERS: dict[str, Callable[[str], ParsedFeed]] = {
+_PARSERS: dict[str, Callable[[str, Progress], ParsedFeed]] = {
     "text": _parse_text,
     "csv": _parse_csv,
     "json": _parse_json,

@@ -30,6 +30,8 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 import yarl
 
+from sync.progress import NO_PROGRESS, Progress
+
 __all__ = ["FeedSource", "FetchError", "FetchResult", "FetchState", "fetch_feed"]
 
 log = logging.getLogger("blocklist.sync")
@@ -115,25 +117,27 @@ async def fetch_feed(
     state: FetchState,
     *,
     session: aiohttp.ClientSession | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> FetchResult:
     """Download ``source`` unless it is unchanged since ``state``.
 
     Raises FetchError for every failure, after the configured retries for transient ones.
+    ``progress`` gets a "downloading" (file://: "reading") phase counting bytes.
     """
     scheme = urlsplit(source.url).scheme.lower()
     if scheme == "file":
         if source.checksum_header:
             raise FetchError(f"feed {source.name}: checksum_header needs an http(s) feed URL")
-        return await asyncio.to_thread(_fetch_file, source, state)
+        return await asyncio.to_thread(_fetch_file, source, state, progress)
     if scheme not in ("http", "https"):
         raise FetchError(
             f"feed {source.name}: unsupported URL scheme {scheme or '(none)'!r} "
             "(https://, http:// or file:///)"
         )
     if session is not None:
-        return await _fetch_http(source, state, session)
+        return await _fetch_http(source, state, session, progress)
     async with aiohttp.ClientSession() as own:
-        return await _fetch_http(source, state, own)
+        return await _fetch_http(source, state, own, progress)
 
 
 # -- file:// -----------------------------------------------------------------------------
@@ -146,7 +150,7 @@ def _file_path(url: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def _fetch_file(source: FeedSource, state: FetchState) -> FetchResult:
+def _fetch_file(source: FeedSource, state: FetchState, progress: Progress) -> FetchResult:
     """A local feed (the bundled sample, or one copied in by other means). Its (mtime,
     size) stands in for an ETag so that an unchanged file costs one stat."""
     path = _file_path(source.url)
@@ -159,7 +163,9 @@ def _fetch_file(source: FeedSource, state: FetchState) -> FetchResult:
                 return FetchResult(True, None, state, None)
             if st.st_size > source.max_bytes:
                 raise FetchError(_too_big(path, source.max_bytes))
+            progress.phase("reading", total=st.st_size, unit="bytes")
             data = f.read(source.max_bytes + 1)
+            progress.advance(len(data))
     except OSError as e:
         raise FetchError(f"cannot read feed file {path}: {_reason(e)}") from None
     if len(data) > source.max_bytes:
@@ -198,7 +204,7 @@ class _Client:
 
 
 async def _fetch_http(
-    source: FeedSource, state: FetchState, session: aiohttp.ClientSession
+    source: FeedSource, state: FetchState, session: aiohttp.ClientSession, progress: Progress
 ) -> FetchResult:
     client = _client(source, session)
     conditional: dict[str, str] = {}
@@ -206,7 +212,9 @@ async def _fetch_http(
         conditional["If-None-Match"] = state.etag
     if state.last_modified:
         conditional["If-Modified-Since"] = state.last_modified
-    status, headers, data = await _get(client, source.url, conditional, source.max_bytes)
+    status, headers, data = await _get(
+        client, source.url, conditional, source.max_bytes, progress=progress
+    )
     url = shown_url(source.url)
     if status == 304:
         if not conditional:
@@ -225,6 +233,7 @@ async def _fetch_http(
         where = f"{source.checksum_header} header"
         _verify(data, _header_digest(value, where), where)
     if source.checksum_url:
+        progress.clear()  # the body is in; a retry warning may follow
         _, _, body = await _get(client, source.checksum_url, {}, MAX_CHECKSUM_BYTES)
         where = f"checksum file {shown_url(source.checksum_url)}"
         if body is None:  # a 304 to a request that was not conditional
@@ -308,19 +317,25 @@ def _ssl_context(source: FeedSource) -> ssl.SSLContext:
 
 
 async def _get(
-    client: _Client, url: str, extra: dict[str, str], max_bytes: int
+    client: _Client,
+    url: str,
+    extra: dict[str, str],
+    max_bytes: int,
+    *,
+    progress: Progress = NO_PROGRESS,
 ) -> tuple[int, Mapping[str, str], bytes | None]:
     """GET ``url`` with retries: (status, headers, body or None for 304)."""
     source = client.source
     attempts = max(0, source.retries) + 1
     for attempt in range(1, attempts + 1):
         try:
-            return await _attempt(client, url, extra, max_bytes)
+            return await _attempt(client, url, extra, max_bytes, progress)
         except _Transient as e:
             if attempt == attempts:
                 suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
                 raise FetchError(f"{e}{suffix}") from None
             delay = random.uniform(0, min(MAX_BACKOFF, source.backoff * 2 ** (attempt - 1)))
+            progress.clear()  # the warning goes to stderr too
             log.warning(
                 "feed %s: attempt %d of %d failed: %s; retrying in %.1fs",
                 source.name,
@@ -334,7 +349,7 @@ async def _get(
 
 
 async def _attempt(
-    client: _Client, url: str, extra: dict[str, str], max_bytes: int
+    client: _Client, url: str, extra: dict[str, str], max_bytes: int, progress: Progress
 ) -> tuple[int, Mapping[str, str], bytes | None]:
     shown = shown_url(url)
     same_origin = _origin(url) == _origin(client.source.url)
@@ -352,7 +367,7 @@ async def _attempt(
                 return status, resp.headers, None
             if not 200 <= status < 300 or status == 206:
                 raise _status_error(client.source, status, shown)
-            return status, resp.headers, await _read_body(resp, shown, max_bytes)
+            return status, resp.headers, await _read_body(resp, shown, max_bytes, progress)
     except FetchError:
         raise
     except aiohttp.ClientConnectorCertificateError:
@@ -381,7 +396,9 @@ async def _attempt(
         raise _Transient(f"request to {shown} failed: {type(e).__name__}") from None
 
 
-async def _read_body(resp: aiohttp.ClientResponse, shown: str, max_bytes: int) -> bytes:
+async def _read_body(
+    resp: aiohttp.ClientResponse, shown: str, max_bytes: int, progress: Progress
+) -> bytes:
     """The body, refusing more than ``max_bytes`` (decoded: a compressed bomb is cut off
     too) and anything shorter than its Content-Length."""
     encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
@@ -390,12 +407,14 @@ async def _read_body(resp: aiohttp.ClientResponse, shown: str, max_bytes: int) -
         raise FetchError(_too_big(shown, max_bytes, f" (Content-Length {expected})"))
     chunks: list[bytes] = []
     received = 0
+    progress.phase("downloading", total=expected, unit="bytes")
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
             received += len(chunk)
             if received > max_bytes:
                 raise FetchError(_too_big(shown, max_bytes))
             chunks.append(chunk)
+            progress.advance(len(chunk))
     except TimeoutError:
         raise  # reported by the caller, like a timeout before the headers
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):

@@ -20,6 +20,7 @@ from sync import compiled
 from sync.config import Feed, SyncConfig
 from sync.feeds import FeedError, parse_feed, validate
 from sync.fetch import FetchError, FetchState, fetch_feed
+from sync.progress import NO_PROGRESS, Progress
 
 SUPPRESSED = "suppressed"
 ROLLED_BACK = "rolled-back"
@@ -58,19 +59,38 @@ class SyncResult:
 
 
 async def run_sync(
-    store: Store, config: SyncConfig, fetch: Iterable[Feed], *, force: bool = False
+    store: Store,
+    config: SyncConfig,
+    fetch: Iterable[Feed],
+    *,
+    force: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> SyncResult:
     """Fetch ``fetch`` (some or all of the configured feeds), then activate the union of
-    every configured feed's last good entries."""
+    every configured feed's last good entries. ``progress`` gets one job per feed (titled
+    by its name) and one for the active list; each job's line is erased when it ends."""
     async with store.lock("sync", wait=config.lock_wait) as acquired:
         if not acquired:
             return SyncResult([], None, await store.active(), skipped=True)
-        outcomes = [await sync_feed(store, config, feed, force=force) for feed in fetch]
-        activated = await activate(store, config.feeds, force=force)
+        outcomes: list[FeedOutcome] = []
+        for feed in fetch:
+            with progress.job(feed.source.name):
+                outcomes.append(
+                    await sync_feed(store, config, feed, force=force, progress=progress)
+                )
+        with progress.job("active list"):
+            activated = await activate(store, config.feeds, force=force, progress=progress)
         return SyncResult(outcomes, activated, await store.active())
 
 
-async def sync_feed(store: Store, config: SyncConfig, feed: Feed, *, force: bool) -> FeedOutcome:
+async def sync_feed(
+    store: Store,
+    config: SyncConfig,
+    feed: Feed,
+    *,
+    force: bool,
+    progress: Progress = NO_PROGRESS,
+) -> FeedOutcome:
     name = feed.source.name
     key = feed_key(name)
     state = await store.get_state(key) or {}
@@ -80,14 +100,17 @@ async def sync_feed(store: Store, config: SyncConfig, feed: Feed, *, force: bool
     fetch_state = FetchState.from_dict(state.get("fetch")) if previous is not None else FetchState()
     state["last_attempt"] = now
     try:
-        result = await fetch_feed(feed.source, fetch_state)
+        result = await fetch_feed(feed.source, fetch_state, progress=progress)
         if result.not_modified:
             state["last_ok"] = now
             state.pop("last_error", None)
             await store.set_state(key, state)
             return FeedOutcome(name, "unchanged", previous, "not modified")
         assert result.data is not None
-        parsed = await asyncio.to_thread(parse_feed, result.data, feed.source.format)
+        parsed = await asyncio.to_thread(
+            parse_feed, result.data, feed.source.format, progress=progress
+        )
+        progress.phase("validating")
         validate(
             parsed,
             min_entries=config.min_entries,
@@ -101,6 +124,7 @@ async def sync_feed(store: Store, config: SyncConfig, feed: Feed, *, force: bool
         await store.set_state(key, state)
         return FeedOutcome(name, "failed", previous, str(e))
 
+    progress.phase("saving")
     await store.set_blob(key, compiled.pack(parsed.entries))
     entries = len({e.digest for e in parsed.entries})  # as validate() and the snapshot count
     state.update(
@@ -134,7 +158,7 @@ async def build(store: Store, feeds: Iterable[Feed], suppressed: set[str]) -> Sn
 
 
 async def activate(
-    store: Store, feeds: Iterable[Feed], *, force: bool = False
+    store: Store, feeds: Iterable[Feed], *, force: bool = False, progress: Progress = NO_PROGRESS
 ) -> VersionInfo | None:
     """Publish the rebuilt list when it differs from the active one. Content an operator
     rolled back is not activated again until it changes (or ``force``)."""
@@ -145,6 +169,7 @@ async def activate(
     built = await store.get_state(BUILT) or {}
     if not force and active and built == {"inputs": inputs, "version": active.version}:
         return None  # nothing it is built from changed: skip reading a million entries
+    progress.phase("building")
     snapshot = await build(store, feeds, suppressed)
     if snapshot is None:
         return None
@@ -155,6 +180,7 @@ async def activate(
             await store.set_state(BUILT, {"inputs": inputs, "version": active and active.version})
             return None
         source = "feeds: " + ", ".join(sorted(f.source.name for f in feeds))
+        progress.phase("publishing")
         published = await store.publish(
             snapshot.to_bytes(), checksum=snapshot.checksum, entries=len(snapshot), source=source
         )
