@@ -12,6 +12,8 @@ MULTI/EXEC and pub/sub behaving exactly as Redis does.
   store; ``store`` is its first client. ``file_store`` and ``redis_store`` are one backend
   each.
 - ``make_snapshot`` builds small, valid compiled lists from reserved names.
+- ``ca`` and ``confdir`` (session): the test CA and mitmproxy's confdir, made once;
+  ``world`` (module): the origins of the proxy tests (``harness.World``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Self
 
 import pytest
 import redis.asyncio as aioredis
+from harness import Origins, TestCA, World
 
 from blocklist_addon import Blocklist
 from blocklist_addon.snapshot import Snapshot
@@ -292,3 +295,23 @@ def build_snapshot(tag: str, count: int = 3) -> SnapshotData:
 def make_snapshot() -> Callable[..., SnapshotData]:
     """``make_snapshot("a")`` -> SnapshotData of a small valid list; tags must be DNS labels."""
     return build_snapshot
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def confdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """mitmproxy's confdir (its CA), shared so the CA is generated once."""
+    return tmp_path_factory.mktemp("mitmproxy-conf")
+
+
+@pytest.fixture(scope="module")
+def world(ca: TestCA) -> Iterator[World]:
+    origins = Origins(ca)
+    try:
+        yield World(origins)
+    finally:
+        origins.close()

@@ -5,6 +5,8 @@
 - ``Origins``: aiohttp origin servers in a background thread (the tests' clients are plain
   blocking ``http.client``), each counting the TCP connections it accepted, so a test can
   assert that a listed origin was never contacted.
+- ``World``: the four origins the proxy tests use and the routes that point the sample
+  feed's names at them.
 - ``Proxy``: ``blocklist-proxy`` (mitmdump with the addon) as a subprocess, with
   ``tests/loopback_addon.py`` routing every upstream connection to the origins.
 """
@@ -34,7 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 TESTS = pathlib.Path(__file__).resolve().parent
+ROOT = TESTS.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
+SAMPLE_FEED = ROOT / "samples" / "sample-feed.txt"
 #: Names the test origin's certificate covers.
 TEST_NAMES = [
     "blocked.example.com",
@@ -240,6 +244,7 @@ class Proxy:
         ca: TestCA,
         options: dict[str, str] | None = None,
         mode: str = "regular",
+        plain: bool = False,
     ) -> None:
         self.workdir = workdir
         self.store = store
@@ -248,6 +253,7 @@ class Proxy:
         self.ca = ca
         self.options = options or {}
         self.mode = mode
+        self.plain = plain  # plain mitmdump -s addon.py instead of blocklist-proxy
         self.port = free_port()
         self.status_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -269,17 +275,13 @@ class Proxy:
             "loopback_map": json.dumps(self.routes),
             **self.options,
         }
-        command = [
-            str(VENV_BIN / "blocklist-proxy"),
-            "--store",
-            self.store,
-            "--listen-port",
-            str(self.port),
-            "--mode",
-            self.mode,
-            "-s",
-            str(TESTS / "loopback_addon.py"),
-        ]
+        if self.plain:
+            command = [str(VENV_BIN / "mitmdump"), "-s", str(ROOT / "blocklist_addon" / "addon.py")]
+            options["blocklist_store"] = self.store
+        else:
+            command = [str(VENV_BIN / "blocklist-proxy"), "--store", self.store]
+        command += ["--listen-port", str(self.port), "--mode", self.mode]
+        command += ["-s", str(TESTS / "loopback_addon.py")]
         for key, value in options.items():
             command += ["--set", f"{key}={value}"]
         return command
@@ -445,6 +447,45 @@ def sync(store: str, feed: pathlib.Path, *, name: str = "sample", data_dir: path
     env = {**os.environ, "BLOCKLIST_DATA_DIR": str(data_dir)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class World:
+    """Origins and the routes that point the sample feed's names at them."""
+
+    def __init__(self, origins: Origins) -> None:
+        self.listed_http = origins.start("listed-http")
+        self.listed_tls = origins.start("listed-tls", tls=True)
+        self.open_http = origins.start("open-http")
+        self.open_tls = origins.start("open-tls", tls=True)
+        self.routes = {
+            "blocked.example.com:80": self.listed_http.port,
+            "blocked.example.com:443": self.listed_tls.port,
+            "whole-site.blocked.test:80": self.listed_http.port,
+            "whole-site.blocked.test:443": self.listed_tls.port,
+            "192.0.2.44:80": self.listed_http.port,
+            "*:80": self.open_http.port,
+            "*:443": self.open_tls.port,
+        }
+
+    @property
+    def all(self) -> list[Origin]:
+        return [self.listed_http, self.listed_tls, self.open_http, self.open_tls]
+
+    def connections(self) -> int:
+        return sum(o.connections for o in self.all)
+
+
+def assert_splash(response: Response, *, page: bool) -> None:
+    """The 451 contract: headers always; the HTML page or the tiny plain body."""
+    assert response.status == 451, response.text
+    assert response.headers["Link"].endswith('; rel="blocked-by"')
+    assert response.headers["Cache-Control"] == "no-store"
+    if page:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "Access denied" in response.text
+    else:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert len(response.body) < 200
 
 
 @contextlib.contextmanager

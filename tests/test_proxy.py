@@ -14,10 +14,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SAMPLE_FEED = ROOT / "samples" / "sample-feed.txt"
+from harness import SAMPLE_FEED, Proxy, TestCA, World, assert_splash, running, sync, wait_for
 
 LISTED = [
     "http://blocked.example.com/page.html",
@@ -60,52 +57,6 @@ UNLISTED = [
 ]
 
 
-@pytest.fixture(scope="session")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="session")
-def confdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """mitmproxy's confdir (its CA), shared so the CA is generated once."""
-    return tmp_path_factory.mktemp("mitmproxy-conf")
-
-
-class World:
-    """Origins and the routes that point the test names at them."""
-
-    def __init__(self, origins: Origins) -> None:
-        self.listed_http = origins.start("listed-http")
-        self.listed_tls = origins.start("listed-tls", tls=True)
-        self.open_http = origins.start("open-http")
-        self.open_tls = origins.start("open-tls", tls=True)
-        self.routes = {
-            "blocked.example.com:80": self.listed_http.port,
-            "blocked.example.com:443": self.listed_tls.port,
-            "whole-site.blocked.test:80": self.listed_http.port,
-            "whole-site.blocked.test:443": self.listed_tls.port,
-            "192.0.2.44:80": self.listed_http.port,
-            "*:80": self.open_http.port,
-            "*:443": self.open_tls.port,
-        }
-
-    @property
-    def all(self) -> list[Origin]:
-        return [self.listed_http, self.listed_tls, self.open_http, self.open_tls]
-
-    def connections(self) -> int:
-        return sum(o.connections for o in self.all)
-
-
-@pytest.fixture(scope="module")
-def world(ca: TestCA) -> Iterator[World]:
-    origins = Origins(ca)
-    try:
-        yield World(origins)
-    finally:
-        origins.close()
-
-
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     directory = tmp_path_factory.mktemp("proxy-store")
@@ -125,18 +76,6 @@ def proxy(
     workdir = tmp_path_factory.mktemp("proxy")
     with running(Proxy(workdir, store=store_url, routes=world.routes, confdir=confdir, ca=ca)) as p:
         yield p
-
-
-def assert_splash(response, *, page: bool) -> None:
-    assert response.status == 451, response.text
-    assert response.headers["Link"].endswith('; rel="blocked-by"')
-    assert response.headers["Cache-Control"] == "no-store"
-    if page:
-        assert response.headers["Content-Type"].startswith("text/html")
-        assert "Access denied" in response.text
-    else:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        assert len(response.body) < 200
 
 
 # -- HTTP ------------------------------------------------------------------------------------
