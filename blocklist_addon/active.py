@@ -245,10 +245,19 @@ class ActiveList:
         while True:
             try:
                 async for number in store.watch(poll_interval=ctx.options.blocklist_poll):
-                    if not self.store_up:
+                    # A store that was away may have lost its data (Redis without
+                    # persistence) and numbered a new list like the old one: after an
+                    # outage, compare contents, not numbers.
+                    returned = not self.store_up
+                    if returned:
                         log.info(f"blocklist: store {store.url} reachable again")
                     self.store_up, backoff = True, 1.0
-                    if self.info is None or number != self.info.version or self.origin != "store":
+                    if (
+                        returned
+                        or self.info is None
+                        or number != self.info.version
+                        or self.origin != "store"
+                    ):
                         await self._reload(store)
             except StoreError as exc:
                 self.metrics.inc("blocklist_store_errors_total")
