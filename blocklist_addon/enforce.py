@@ -1,7 +1,9 @@
 """Checks every request at its headers and answers a listed one with the 451 splash page.
 
 The check runs at ``requestheaders``, before any body is forwarded, against the URL as
-requested and as the Host header names it (they differ in transparent and reverse mode).
+requested and as the Host header names it (they differ in transparent and reverse mode;
+in reverse mode the addon keeps the client's Host header, which mitmproxy would otherwise
+replace with the backend's address before any hook runs).
 The answer is made by the proxy itself; with mitmproxy's lazy connection strategy, which
 this addon insists on, a blocked request never opens a connection to the listed origin.
 """
@@ -13,6 +15,7 @@ import secrets
 
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
+from mitmproxy.proxy import mode_specs
 
 from blocklist_addon import splash
 from blocklist_addon.active import ActiveList
@@ -106,6 +109,15 @@ class Enforcer:
             # at once in transparent and socks5 mode): the listed origin would see the client.
             log.info("blocklist: connection_strategy=lazy, so blocked origins are never contacted")
             ctx.options.update(connection_strategy="lazy")
+        if (
+            updated & {"mode", "keep_host_header"}
+            and not ctx.options.keep_host_header
+            and any(_is_reverse(spec) for spec in ctx.options.mode)
+        ):
+            # Reverse mode rewrites Host to the backend's address before any hook sees the
+            # request: the host the client asked for (the listed site) would be lost.
+            log.info("blocklist: keep_host_header=true, so reverse-mode requests are checked")
+            ctx.options.update(keep_host_header=True)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -166,3 +178,10 @@ class Enforcer:
             self.metrics.inc("blocklist_lookup_errors_total")
             log.warning(f"blocklist: could not check a request ({type(exc).__name__}); passed")
             return None
+
+
+def _is_reverse(spec: str) -> bool:
+    try:
+        return isinstance(mode_specs.ProxyMode.parse(spec), mode_specs.ReverseMode)
+    except ValueError:  # mitmproxy itself reports a bad mode
+        return False

@@ -38,8 +38,8 @@ INTERCEPT_CHOICES = ["listed", "never", "all"]
 REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
 
 
-def _hosts(sni: str | None, address: Address | None) -> list[str]:
-    hosts = [sni] if sni else []
+def _hosts(*snis: str | None, address: Address | None) -> list[str]:
+    hosts = list(dict.fromkeys(sni for sni in snis if sni))
     if address and address[0] and str(address[0]) not in hosts:
         hosts.append(str(address[0]))
     return hosts
@@ -88,7 +88,7 @@ class InterceptPolicy:
         elif mode == "never":
             data.ignore_connection = True  # whole hosts are refused at server_connect
         else:
-            hosts = _hosts(data.client_hello.sni, data.context.server.address)
+            hosts = _hosts(data.client_hello.sni, address=data.context.server.address)
             data.ignore_connection = not any(blocklist.host_listing(h).listed for h in hosts)
         decision = "pass" if data.ignore_connection else "intercept"
         self.metrics.inc("blocklist_tls_total", decision=decision)
@@ -97,7 +97,9 @@ class InterceptPolicy:
         blocklist = self.lists.blocklist
         if blocklist is None or data.server.error:
             return
-        for host in _hosts(data.server.sni, data.server.address):
+        # A passed-through TLS connection (transparent mode, or a CONNECT to an address)
+        # names its host only in the client's SNI: the server connection has none.
+        for host in _hosts(data.server.sni, data.client.sni, address=data.server.address):
             whole = blocklist.host_listing(host).whole
             if whole is not None:
                 data.server.error = REFUSED
