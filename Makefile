@@ -16,6 +16,15 @@ PYTHON_CANDIDATES := $(PYTHON) python3.13 python3.12 \
 	$(wildcard /root/.pyenv/versions/3.12*/bin/python3) \
 	$(wildcard /usr/local/bin/python3.1[2-9]) python3
 
+# `make run`: the proxy on the embedded store with the bundled sample list (reserved test
+# names only). Everything it writes (the store, the last-known-good copy, mitmproxy's CA)
+# stays under RUN_DIR.
+RUN_HOST ?= 127.0.0.1
+RUN_PORT ?= 8080
+RUN_STATUS ?= 127.0.0.1:9451
+RUN_DIR ?= $(CURDIR)/var
+SAMPLE_FEED := $(CURDIR)/samples/sample-feed.txt
+
 .PHONY: test lint format run bench clean venv
 
 venv: $(VENV)/.installed
@@ -47,6 +56,24 @@ format: venv
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: venv
+	@BLOCKLIST_DATA_DIR="$(RUN_DIR)/blocklist" $(VENV)/bin/blocklist-sync \
+	  --feed-url "file://$(SAMPLE_FEED)" --format text --name sample
+	@echo
+	@echo "blocklist-proxy: listening on http://$(RUN_HOST):$(RUN_PORT), enforcing the sample list"
+	@echo "($(SAMPLE_FEED): reserved test names only). In another terminal:"
+	@echo
+	@echo "  curl -i -x http://$(RUN_HOST):$(RUN_PORT) -H 'Accept: text/html' http://blocked.example.com/page.html"
+	@echo "  curl -i -x http://$(RUN_HOST):$(RUN_PORT) --cacert $(RUN_DIR)/mitmproxy/mitmproxy-ca-cert.pem https://blocked.example.com/page.html"
+	@echo "  curl http://$(RUN_STATUS)/healthz ; curl http://$(RUN_STATUS)/metrics"
+	@echo
+	@echo "The first shows the 451 splash page; the second the same over HTTPS (the proxy's CA,"
+	@echo "made on first start, is trusted for that one command). Stop with Ctrl-C."
+	@echo
+	@BLOCKLIST_DATA_DIR="$(RUN_DIR)/blocklist" exec $(VENV)/bin/blocklist-proxy \
+	  --listen-host $(RUN_HOST) --listen-port $(RUN_PORT) \
+	  --set confdir="$(RUN_DIR)/mitmproxy" --set blocklist_status_listen=$(RUN_STATUS)
 
 bench: venv
 	$(PY) bench/matcher.py
