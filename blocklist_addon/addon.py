@@ -1,13 +1,23 @@
 """The blocklist addon for mitmproxy: ``mitmdump -s blocklist_addon/addon.py --set blocklist_...``.
 
-``blocklist-proxy`` loads this same module. One small addon per concern, wired here:
+``blocklist-proxy`` loads this same module. One small class per concern:
 
 - ``ActiveList``: the list in force (store, reloads, last-known-good copy);
 - ``BlockLog``: one JSON line per block;
 - ``Enforcer``: the URL check at request headers and the 451 splash page;
 - ``InterceptPolicy``: which TLS connections to decrypt, which to refuse;
 - ``StatusServer``: /metrics and /healthz.
+
+mitmproxy sees them as one addon, ``BlocklistAddon``, which hands each event to the
+concerns that handle it. mitmproxy dispatches every event to every addon, twice per flow
+event (the event, then "update"), at about 3.5 us an addon each time: five addons cost a
+request more than the URL check itself does (``bench/proxy.py``), one costs a fifth of it.
 """
+
+from __future__ import annotations
+
+from mitmproxy import http, tls
+from mitmproxy.proxy import server_hooks
 
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockLog
@@ -16,19 +26,50 @@ from blocklist_addon.intercept import InterceptPolicy
 from blocklist_addon.metrics import Metrics
 from blocklist_addon.status import StatusServer
 
-
-def make_addons() -> list[object]:
-    metrics = Metrics()
-    lists = ActiveList(metrics)
-    blocklog = BlockLog()
-    enforcer = Enforcer(lists, metrics, blocklog)
-    return [
-        lists,
-        blocklog,
-        enforcer,
-        InterceptPolicy(lists, metrics, blocklog, enforcer),
-        StatusServer(lists, metrics),
-    ]
+__all__ = ["BlocklistAddon"]
 
 
-addons = make_addons()
+class BlocklistAddon:
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.lists = ActiveList(self.metrics)
+        self.blocklog = BlockLog()
+        self.enforcer = Enforcer(self.lists, self.metrics, self.blocklog)
+        self.policy = InterceptPolicy(self.lists, self.metrics, self.blocklog, self.enforcer)
+        self.status = StatusServer(self.lists, self.metrics)
+
+    # -- lifecycle: every concern, in this order ---------------------------------------------
+
+    def load(self, loader) -> None:
+        for part in (self.lists, self.blocklog, self.enforcer, self.policy, self.status):
+            part.load(loader)
+
+    def configure(self, updated: set[str]) -> None:
+        for part in (self.blocklog, self.enforcer, self.status):
+            part.configure(updated)
+
+    async def running(self) -> None:
+        await self.lists.running()  # the list first: no status is served before it loads
+        await self.status.running()
+
+    async def done(self) -> None:
+        await self.status.done()
+        await self.lists.done()
+        self.blocklog.done()
+
+    # -- traffic: the one concern that handles each event ------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.enforcer.requestheaders(flow)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self.policy.http_connect(flow)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        self.policy.tls_clienthello(data)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.policy.server_connect(data)
+
+
+addons = [BlocklistAddon()]
