@@ -13,7 +13,8 @@ MULTI/EXEC and pub/sub behaving exactly as Redis does.
   each.
 - ``make_snapshot`` builds small, valid compiled lists from reserved names.
 - ``ca`` and ``confdir`` (session): the test CA and mitmproxy's confdir, made once;
-  ``world`` (module): the origins of the proxy tests (``harness.World``).
+  ``world`` (module): the origins of the proxy tests (``harness.World``);
+  ``make_proxy`` makes ``harness.Proxy`` objects routed to them, stopped after the test.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Self
 
 import pytest
 import redis.asyncio as aioredis
-from harness import Origins, TestCA, World
+from harness import Origins, Proxy, TestCA, World
 
 from blocklist_addon import Blocklist
 from blocklist_addon.snapshot import Snapshot
@@ -315,3 +316,21 @@ def world(ca: TestCA) -> Iterator[World]:
         yield World(origins)
     finally:
         origins.close()
+
+
+@pytest.fixture
+def make_proxy(
+    tmp_path: pathlib.Path, world: World, confdir: pathlib.Path, ca: TestCA
+) -> Iterator[Callable[..., Proxy]]:
+    made: list[Proxy] = []
+
+    def make(store: str, *, workdir: pathlib.Path | None = None, **kwargs) -> Proxy:
+        routes = {**world.routes, **kwargs.pop("routes", {})}
+        workdir = workdir or tmp_path / f"proxy{len(made)}"
+        proxy = Proxy(workdir, store=store, routes=routes, confdir=confdir, ca=ca, **kwargs)
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.stop()

@@ -488,6 +488,13 @@ def assert_splash(response: Response, *, page: bool) -> None:
         assert len(response.body) < 200
 
 
+def feed_with(directory: pathlib.Path, *extra: str) -> pathlib.Path:
+    """A text feed file: the sample feed plus ``extra`` lines."""
+    path = directory / "feed.txt"
+    path.write_text(SAMPLE_FEED.read_text() + "".join(f"{line}\n" for line in extra))
+    return path
+
+
 @contextlib.contextmanager
 def running(proxy: Proxy) -> Iterator[Proxy]:
     try:

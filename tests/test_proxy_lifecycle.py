@@ -12,7 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from harness import (
@@ -23,6 +23,7 @@ from harness import (
     TestCA,
     World,
     assert_splash,
+    feed_with,
     running,
     sync,
     wait_for,
@@ -31,30 +32,6 @@ from harness import (
 #: DESIGN: every proxy enforces a new version within seconds; the issue says 5.
 RELOAD_DEADLINE = 5.0
 FRESH_URL = "http://fresh.example.net/new.html"
-
-
-@pytest.fixture
-def make_proxy(
-    tmp_path: pathlib.Path, world: World, confdir: pathlib.Path, ca: TestCA
-) -> Iterator[Callable[..., Proxy]]:
-    made: list[Proxy] = []
-
-    def make(store: str, *, workdir: pathlib.Path | None = None, **kwargs) -> Proxy:
-        routes = {**world.routes, **kwargs.pop("routes", {})}
-        workdir = workdir or tmp_path / f"proxy{len(made)}"
-        proxy = Proxy(workdir, store=store, routes=routes, confdir=confdir, ca=ca, **kwargs)
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        proxy.stop()
-
-
-def feed_with(tmp_path: pathlib.Path, *extra: str) -> pathlib.Path:
-    path = tmp_path / "feed.txt"
-    path.write_text(SAMPLE_FEED.read_text() + "".join(f"{line}\n" for line in extra))
-    return path
 
 
 @pytest.fixture(params=["file", "redis"])
