@@ -84,10 +84,18 @@ class RedisServer:
     same port and socket (empty, as nothing is persisted), so clients can reconnect.
     """
 
-    def __init__(self, binary: pathlib.Path, directory: pathlib.Path, args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        binary: pathlib.Path,
+        directory: pathlib.Path,
+        args: tuple[str, ...] = (),
+        config: pathlib.Path | None = None,
+    ):
+        """``config``: a redis.conf to start from; the test's own settings override it."""
         self.binary = binary
         self.directory = directory
         self.args = args
+        self.config = config
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -117,7 +125,7 @@ class RedisServer:
                 "unixsocketperm": "700",
                 "logfile": str(self.log),
             }
-            command = [str(self.binary)]
+            command = [str(self.binary), *([str(self.config)] if self.config else [])]
             for name, value in options.items():
                 command += [f"--{name}", value]
             self.process = subprocess.Popen(
@@ -178,13 +186,14 @@ def redis_url(redis_server: RedisServer) -> str:
 def redis_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., RedisServer]]:
-    """Start extra servers (``redis_factory("--requirepass", pw)``) that a test may stop,
-    kill and start again; all are stopped when the test ends."""
+    """Start extra servers (``redis_factory("--requirepass", pw)``, or from a redis.conf with
+    ``config=``) that a test may stop, kill and start again; all are stopped when the test
+    ends."""
     binary = _require_redis_server()
     started: list[RedisServer] = []
 
-    def start(*args: str) -> RedisServer:
-        server = RedisServer(binary, tmp_path_factory.mktemp("redis-extra"), args)
+    def start(*args: str, config: pathlib.Path | None = None) -> RedisServer:
+        server = RedisServer(binary, tmp_path_factory.mktemp("redis-extra"), args, config)
         started.append(server)
         return server.start()
 

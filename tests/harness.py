@@ -245,6 +245,7 @@ class Proxy:
         options: dict[str, str] | None = None,
         mode: str = "regular",
         plain: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.store = store
@@ -254,6 +255,7 @@ class Proxy:
         self.options = options or {}
         self.mode = mode
         self.plain = plain  # plain mitmdump -s addon.py instead of blocklist-proxy
+        self.env = env or {}  # extra environment variables
         self.port = free_port()
         self.status_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -287,7 +289,7 @@ class Proxy:
         return command
 
     def start(self, *, wait: bool = True) -> Proxy:
-        env = {**os.environ, "BLOCKLIST_DATA_DIR": str(self.workdir / "data")}
+        env = {**os.environ, "BLOCKLIST_DATA_DIR": str(self.workdir / "data"), **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
@@ -430,8 +432,15 @@ class Proxy:
             return received
 
 
-def sync(store: str, feed: pathlib.Path, *, name: str = "sample", data_dir: pathlib.Path) -> None:
-    """Run the real ``blocklist-sync`` on a text feed file."""
+def sync(
+    store: str,
+    feed: pathlib.Path,
+    *,
+    name: str = "sample",
+    data_dir: pathlib.Path,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run the real ``blocklist-sync`` on a text feed file (``env``: extra variables)."""
     command = [
         str(VENV_BIN / "blocklist-sync"),
         "--store",
@@ -444,7 +453,7 @@ def sync(store: str, feed: pathlib.Path, *, name: str = "sample", data_dir: path
         name,
         "--force",
     ]
-    env = {**os.environ, "BLOCKLIST_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "BLOCKLIST_DATA_DIR": str(data_dir), **(env or {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
