@@ -12,21 +12,28 @@
 // trusted where blocklist_intercept=listed, so that listed HTTPS pages show the splash page.
 //
 // Adapt PROXIES (one entry per blocklist-proxy instance; several give failover) and LOCAL.
+// tests/test_browser.py runs this file in Chromium with PROXIES pointed at a test proxy.
 
 var PROXIES = "PROXY proxy.school.example:8081; PROXY proxy.school.example:8082";
 
 function FindProxyForURL(url, host) {
   host = host.toLowerCase();
 
-  // Local names and private or link-local addresses never go through the proxy.
+  // Local names never go through the proxy. Name tests only: no DNS lookup per request.
   if (isPlainHostName(host) ||
       dnsDomainIs(host, ".local") ||
-      dnsDomainIs(host, ".school.example") ||      // LOCAL: your own domain(s)
-      isInNet(host, "10.0.0.0", "255.0.0.0") ||
-      isInNet(host, "172.16.0.0", "255.240.0.0") ||
-      isInNet(host, "192.168.0.0", "255.255.0.0") ||
-      isInNet(host, "169.254.0.0", "255.255.0.0") ||
-      isInNet(host, "127.0.0.0", "255.0.0.0")) {
+      dnsDomainIs(host, ".school.example")) {      // LOCAL: your own domain(s)
+    return "DIRECT";
+  }
+
+  // Neither do private, loopback or link-local addresses written as such. isInNet only for
+  // an address literal: on a name it would resolve it first, on every request.
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(host) &&
+      (isInNet(host, "10.0.0.0", "255.0.0.0") ||
+       isInNet(host, "172.16.0.0", "255.240.0.0") ||
+       isInNet(host, "192.168.0.0", "255.255.0.0") ||
+       isInNet(host, "169.254.0.0", "255.255.0.0") ||
+       isInNet(host, "127.0.0.0", "255.0.0.0"))) {
     return "DIRECT";
   }
 
