@@ -128,7 +128,10 @@ def ago(t: float | None) -> str:
 
 
 def describe(v: VersionInfo) -> str:
-    return f"version {v.version}, {v.entries:,} entries, {v.source}, published {ago(v.created_at)}"
+    return (
+        f"version {v.version}, {worker.entries_text(v.entries)}, {v.source}, "
+        f"published {ago(v.created_at)}"
+    )
 
 
 async def cmd_sync(
@@ -194,7 +197,9 @@ async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace)
         print("kept versions: " + ", ".join(str(v.version) for v in versions))
     for name, s in feeds.items():
         entries = s.get("entries")
-        line = f"feed {name}: " + ("no entries kept" if entries is None else f"{entries:,} entries")
+        line = f"feed {name}: " + (
+            "no entries kept" if entries is None else worker.entries_text(entries)
+        )
         line += f", last ok {ago(s.get('last_ok'))}, last changed {ago(s.get('last_changed'))}"
         if s.get("last_error"):
             line += f", last error: {s['last_error']}"

@@ -41,9 +41,14 @@ class FeedOutcome:
     def line(self) -> str:
         if self.status == "failed":
             return f"{self.name}: FAILED: {self.detail}; its last good entries stay in force"
-        count = "" if self.entries is None else f", {self.entries:,} entries"
+        count = "" if self.entries is None else f", {entries_text(self.entries)}"
         detail = f" ({self.detail})" if self.detail else ""
         return f"{self.name}: {self.status}{count}{detail}"
+
+
+def entries_text(n: int) -> str:
+    """ "1 entry", "5,747 entries": the count as the result lines print it."""
+    return f"{n:,} {'entry' if n == 1 else 'entries'}"
 
 
 @dataclass(frozen=True)

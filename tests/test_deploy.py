@@ -82,3 +82,18 @@ def test_hardened_redis_serves_each_role_and_nothing_more(
         as_sync_user.set("other:key", b"x")  # only its own prefix
     for client in (anonymous, as_proxy, as_sync_user):
         client.close()
+
+
+def test_the_self_test_entry_of_the_operators_guide(
+    make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """docs/operators-guide.md's check: the self-test feed blocks blocklist-check.invalid,
+    over HTTP (the splash page) and at the CONNECT when nothing is decrypted."""
+    store = (tmp_path / "store").as_uri()
+    sync(store, ROOT / "samples" / "selftest-feed.txt", name="selftest", data_dir=tmp_path)
+    with running(make_proxy(store, options={"blocklist_intercept": "never"})) as proxy:
+        assert_splash(proxy.get("http://blocklist-check.invalid/"), page=False)
+        assert_splash(proxy.get("http://blocklist-check.invalid/any/page.html"), page=False)
+        assert proxy.connect("blocklist-check.invalid") == 451
+        assert proxy.get("http://blocked.example.com/page.html").status == 200  # not listed here
+        assert proxy.blocks()[0]["list"] == "selftest"
