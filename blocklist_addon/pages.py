@@ -1,0 +1,317 @@
+"""Links to listed URLs inside HTML and CSS, found and neutralized without touching the rest.
+
+A page that embeds or links a listed page hands it to the browser as surely as a typed URL:
+the proxy rewrites such links before the page reaches the user (DESIGN "Matching semantics":
+embedded URLs in HTML and CSS bodies). Links and frames (``a``, ``area``, ``iframe``,
+``frame``, ``form action``, ``formaction``, meta refresh) are pointed at the proxy's splash
+page; resources (``img``, ``script``, ``link``, ``source``, ``video``, ``audio``, ``track``,
+``embed``, ``object``, ``input type=image``, ``srcset``, ``poster``, CSS ``url()`` and
+``@import``, in ``<style>`` and ``style=""``) are replaced by ``about:invalid#blocked``,
+which no browser fetches. Every other byte of the page is kept as it was.
+
+Pure functions, no I/O: ``neutralize(body, content_type, page_url, check, splash_url)``.
+The scanner is a small tokenizer, not a full HTML parser: it knows tags, quoted and unquoted
+attribute values, comments, and the raw-text elements (``script``, ``style``, ``textarea``,
+``title``) whose contents are not markup, which is what decides where a URL is. Work is
+linear in the page: every regex is possessive or bounded, and an unterminated quote or
+comment ends the scan as a browser would end the document.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urljoin
+
+from blocklist_addon.matcher import Match
+
+__all__ = ["BLOCKED_RESOURCE", "Found", "charset_of", "find_links", "neutralize"]
+
+#: What a listed resource URL becomes: a URL no browser fetches.
+BLOCKED_RESOURCE = "about:invalid#blocked"
+
+Kind = Literal["navigate", "resource"]
+
+# (tag, attribute) -> kind; "srcset" attributes hold several URLs.
+_URL_ATTRIBUTES: dict[tuple[str, str], Kind] = {
+    ("a", "href"): "navigate",
+    ("area", "href"): "navigate",
+    ("iframe", "src"): "navigate",
+    ("frame", "src"): "navigate",
+    ("form", "action"): "navigate",
+    ("button", "formaction"): "navigate",
+    ("input", "formaction"): "navigate",
+    ("img", "src"): "resource",
+    ("img", "srcset"): "resource",
+    ("script", "src"): "resource",
+    ("link", "href"): "resource",
+    ("source", "src"): "resource",
+    ("source", "srcset"): "resource",
+    ("video", "src"): "resource",
+    ("video", "poster"): "resource",
+    ("audio", "src"): "resource",
+    ("track", "src"): "resource",
+    ("embed", "src"): "resource",
+    ("object", "data"): "resource",
+    ("input", "src"): "resource",
+}
+_RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "noembed", "noframes"}
+
+_MARKUP = re.compile(r"<(?:(!--)|([!?/])|([a-zA-Z][a-zA-Z0-9:_-]*+))")
+# One attribute (or the tag's end). As in a browser, any character but space, "/" and ">"
+# can start a name, so the scan never stops inside a tag: an unterminated quoted value
+# leaves only attribute-looking text behind it, which is scanned too (more than the browser
+# sees, never less).
+_ATTRIBUTE = re.compile(
+    r"""[\s/]*+(?:(>)|([^\s/>][^\s"'>/=]*+)"""
+    r"""(?:\s*+=\s*+(?:"([^"]*+)"|'([^']*+)'|([^\s"'>][^\s>]*+)))?)""",
+)
+_CSS_URL = re.compile(
+    r"""url\(\s*+(?:"([^"]*+)"|'([^']*+)'|((?:\\[0-9a-fA-F]{1,6}\s?|\\.|[^\s"')\\])++))\s*+\)"""
+    r"""|@import\s++(?:"([^"]*+)"|'([^']*+)')""",
+    re.IGNORECASE,
+)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})\s?|(.))", re.DOTALL)
+_SRCSET_URL = re.compile(r"[\s,]*+(\S+)[^,]*+")
+_REFRESH = re.compile(
+    r"""\s*+[0-9.]*+\s*+[;,]?\s*+(?:url\s*+=\s*+)?(["']?)(.*?)\1\s*+$""", re.I | re.S
+)
+_BASE = re.compile(
+    r"""<base\s[^>]*?href\s*+=\s*+(?:"([^"]*+)"|'([^']*+)'|([^\s>]++))""", re.IGNORECASE
+)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
+_CSS_CHARSET = re.compile(rb'@charset\s+"([a-zA-Z0-9_.:-]+)"')
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A URL in the page: where its text is (``start``/``end``, in the scanned text), what it
+    is, and the URL as the browser would resolve it."""
+
+    start: int
+    end: int
+    kind: Kind
+    url: str
+
+
+# -- charsets ----------------------------------------------------------------------------------
+
+
+def charset_of(content_type: str | None, body: bytes, *, css: bool = False) -> str:
+    """The body's charset as a browser decides it: a byte order mark, then the Content-Type
+    header, then ``<meta charset>`` (HTML) or ``@charset`` (CSS) near the start; else UTF-8."""
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (b"\xff\xfe", "utf-16-le"),
+        (b"\xfe\xff", "utf-16-be"),
+    ):
+        if body.startswith(bom):
+            return name
+    for found in (
+        _HEADER_CHARSET.search(content_type or ""),
+        (_CSS_CHARSET if css else _META_CHARSET).search(body[:1024]),
+    ):
+        if found:
+            name = found.group(1)
+            name = name if isinstance(name, str) else name.decode("ascii")
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                continue
+    return "utf-8"
+
+
+def _ascii_compatible(charset: str) -> bool:
+    try:
+        return "<a href='/'>".encode(charset) == b"<a href='/'>" and "utf-7" not in charset
+    except (LookupError, UnicodeError):
+        return False
+
+
+# -- finding -----------------------------------------------------------------------------------
+
+
+def find_links(text: str, page_url: str, *, css: bool = False) -> Iterator[Found]:
+    """Every URL a browser would fetch or follow in ``text`` (HTML, or CSS with ``css``),
+    resolved against ``page_url`` and the first ``<base href>``."""
+    if css:
+        yield from _css_links(text, 0, len(text), page_url)
+        return
+    base = page_url
+    if (found := _BASE.search(text)) is not None:
+        base = _resolve(page_url, html.unescape(_first(found.groups()) or ""))
+    yield from _html_links(text, base)
+
+
+def _html_links(text: str, base: str) -> Iterator[Found]:
+    pos = 0
+    while (tag := _MARKUP.search(text, pos)) is not None:
+        pos = tag.end()
+        if tag.group(1):  # a comment: to its end, or the end of the document
+            close = text.find("-->", pos)
+            if close == -1:
+                return
+            pos = close + 3
+            continue
+        if tag.group(2):  # </end>, <!DOCTYPE>, <?...>: nothing to see up to the ">"
+            close = text.find(">", pos)
+            if close == -1:
+                return
+            pos = close + 1
+            continue
+        name = tag.group(3).lower()
+        attributes: dict[str, tuple[int, int]] = {}
+        while (attribute := _ATTRIBUTE.match(text, pos)) is not None:
+            pos = attribute.end()
+            if attribute.group(1):
+                break
+            key = attribute.group(2).lower()
+            for group in (3, 4, 5):
+                if attribute.group(group) is not None:
+                    attributes.setdefault(key, attribute.span(group))
+                    break
+        yield from _tag_links(text, name, attributes, base)
+        if attribute is None:  # the document ended inside the tag
+            return
+        if name in _RAW_TEXT:
+            close = _find_end_tag(text, name, pos)
+            if name == "style":
+                yield from _css_links(text, pos, close, base)
+            pos = close
+
+
+def _tag_links(
+    text: str, name: str, attributes: dict[str, tuple[int, int]], base: str
+) -> Iterator[Found]:
+    for key, (start, end) in attributes.items():
+        kind = _URL_ATTRIBUTES.get((name, key))
+        if kind is not None:
+            if key == "srcset":
+                for candidate in _SRCSET_URL.finditer(text, start, end):
+                    url_start, url_end = candidate.span(1)
+                    while url_end > url_start and text[url_end - 1] == ",":
+                        url_end -= 1
+                    yield from _found(text, url_start, url_end, kind, base)
+            else:
+                yield from _found(text, start, end, kind, base)
+        elif key == "style":
+            yield from _css_links(text, start, end, base, entities=True)
+    if name == "meta" and "content" in attributes and "http-equiv" in attributes:
+        start, end = attributes["http-equiv"]
+        if text[start:end].strip().lower() == "refresh":
+            start, end = attributes["content"]
+            refresh = _REFRESH.match(text, start, end)
+            if refresh is not None and refresh.group(2):
+                yield from _found(text, *refresh.span(2), "navigate", base)
+
+
+def _css_links(
+    text: str, start: int, end: int, base: str, *, entities: bool = False
+) -> Iterator[Found]:
+    """CSS URLs in ``text[start:end]``. With ``entities`` (a style attribute) character
+    references are undone first; a URL found only then is reported as the whole attribute
+    value (whose declarations a browser then ignores)."""
+    if entities and "&" in text[start:end]:
+        value = html.unescape(text[start:end])
+        for found in _css_links(value, 0, len(value), base):
+            yield Found(start, end, found.kind, found.url)
+        return
+    for found in _CSS_URL.finditer(text, start, end):
+        group = next(g for g in range(1, 6) if found.group(g) is not None)
+        url_start, url_end = found.span(group)
+        url = _CSS_ESCAPE.sub(_css_unescape, text[url_start:url_end])
+        if (resolved := _resolve(base, url)) is not None:
+            yield Found(url_start, url_end, "resource", resolved)
+
+
+def _found(text: str, start: int, end: int, kind: Kind, base: str) -> Iterator[Found]:
+    if (resolved := _resolve(base, html.unescape(text[start:end]))) is not None:
+        yield Found(start, end, kind, resolved)
+
+
+def _resolve(base: str, url: str) -> str | None:
+    url = url.strip()
+    if not url or url.startswith("#") or url[:5].lower() == "data:":
+        return None
+    try:
+        return urljoin(base, url)
+    except ValueError:  # an invalid IPv6 literal and the like: check it as written
+        return url
+
+
+def _find_end_tag(text: str, name: str, pos: int) -> int:
+    """Where the raw text of ``<name>`` ends: its end tag, else the end of the document."""
+    found = re.compile(r"</" + re.escape(name) + r"[\s/>]", re.IGNORECASE).search(text, pos)
+    return len(text) if found is None else found.start()
+
+
+def _css_unescape(m: re.Match[str]) -> str:
+    if m.group(1) is None:
+        return m.group(2)
+    code = int(m.group(1), 16)
+    return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+
+
+def _first(groups: tuple[str | None, ...]) -> str | None:
+    return next((g for g in groups if g is not None), None)
+
+
+# -- neutralizing ------------------------------------------------------------------------------
+
+
+def neutralize(
+    body: bytes,
+    content_type: str | None,
+    page_url: str,
+    check: Callable[[str], Match | None],
+    splash_url: Callable[[Match], str],
+) -> tuple[bytes, list[tuple[Found, Match]]]:
+    """``body`` with every listed link neutralized, and what was found listed.
+
+    ``check`` is the matcher (``Blocklist.match``); ``splash_url`` says where a neutralized
+    link or frame points. A body that cannot be decoded exactly is returned unchanged.
+    """
+    css = "css" in (content_type or "").lower()
+    charset = charset_of(content_type, body, css=css)
+    if _ascii_compatible(charset):
+        # Latin-1 maps each byte to one character: positions are byte offsets, and bytes
+        # outside what the tokenizer looks at come back out exactly as they went in.
+        text = body.decode("latin-1")
+
+        def decoded(url: str) -> str:
+            return url.encode("latin-1").decode(charset, "replace")
+    else:
+        try:
+            text = body.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            return body, []
+
+        def decoded(url: str) -> str:
+            return url
+
+    edits: list[tuple[Found, Match]] = []
+    for found in find_links(text, page_url, css=css):
+        match = check(decoded(found.url) if not found.url.isascii() else found.url)
+        if match is not None:
+            edits.append((found, match))
+    if not edits:
+        return body, []
+    edits.sort(key=lambda edit: edit[0].start)
+    parts: list[str] = []
+    last = 0
+    for found, match in edits:
+        if found.start < last:  # the same text found twice (an attribute given twice)
+            continue
+        parts.append(text[last : found.start])
+        parts.append(splash_url(match) if found.kind == "navigate" else BLOCKED_RESOURCE)
+        last = found.end
+    parts.append(text[last:])
+    result = "".join(parts)
+    return (
+        result.encode("latin-1") if _ascii_compatible(charset) else result.encode(charset)
+    ), edits
