@@ -1,0 +1,110 @@
+"""Listed URLs carried in what clients upload: form posts, multipart text fields, JSON, text.
+
+A platform that accepts a post linking a listed page publishes that link to everyone who
+reads it; in reverse mode the proxy refuses such posts before they reach the platform.
+Pure functions: ``listed_in_body(body, content_type, check)`` returns the first match.
+
+The text of every field is cut into tokens at whitespace, quotes, angle brackets,
+parentheses and the like (so ``<a href="...">``, ``[url=...]`` and Markdown links give up
+their URLs), and every token that could hold a URL (a dot, ``://`` or a percent-escape) is
+checked by the matcher, which also finds URLs embedded in it, written in any of the ways it
+understands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from urllib.parse import unquote_plus
+
+from blocklist_addon.matcher import Match
+
+__all__ = ["listed_in_body", "listed_in_text", "texts"]
+
+_BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.IGNORECASE)
+_PART_TYPE = re.compile(rb"^content-type:\s*([^\s;]+)", re.IGNORECASE | re.MULTILINE)
+_TOKEN = re.compile(r"""[^\s"'<>()\[\]{}|^`,;*]++""")
+#: Nested JSON deeper than this is not walked (a real form never nests this far).
+MAX_JSON_DEPTH = 64
+
+
+def listed_in_body(
+    body: bytes, content_type: str | None, check: Callable[[str], Match | None]
+) -> Match | None:
+    """The first listed URL in the body's text, or None."""
+    for text in texts(body, content_type or ""):
+        if (match := listed_in_text(text, check)) is not None:
+            return match
+    return None
+
+
+def listed_in_text(text: str, check: Callable[[str], Match | None]) -> Match | None:
+    for token in _TOKEN.findall(text):
+        if not ("." in token or "://" in token or "%" in token):
+            continue
+        if match := check(token):
+            return match
+        # "url=http://..." (BBCode, a pasted field): the value on its own as well.
+        _, equals, value = token.partition("=")
+        if equals and value and (match := check(value)):
+            return match
+    return None
+
+
+def texts(body: bytes, content_type: str) -> Iterator[str]:
+    """The pieces of text a client sent: field names and values, JSON strings, or the body."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        for pair in body.decode("utf-8", "replace").split("&"):
+            name, _, value = pair.partition("=")
+            yield unquote_plus(name)
+            yield unquote_plus(value)
+    elif kind == "multipart/form-data":
+        for headers, value in _multipart(content_type, body):
+            yield headers.decode("utf-8", "replace")  # the field's name and file name
+            if not _binary(headers):
+                yield value.decode("utf-8", "replace")
+    elif kind == "application/json" or kind.endswith("+json"):
+        try:
+            yield from _json_strings(json.loads(body), 0)
+        except (ValueError, RecursionError):
+            yield body.decode("utf-8", "replace")  # not JSON after all: check it as text
+    elif kind.startswith("text/") or not kind:
+        yield body.decode("utf-8", "replace")
+
+
+def _json_strings(value: object, depth: int) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif depth < MAX_JSON_DEPTH and isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_strings(item, depth + 1)
+    elif depth < MAX_JSON_DEPTH and isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item, depth + 1)
+
+
+def _multipart(content_type: str, body: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(headers, value) of each part; anything before the first boundary is ignored."""
+    found = _BOUNDARY.search(content_type)
+    if found is None:
+        return
+    delimiter = b"--" + (found.group(1) or found.group(2)).encode("latin-1")
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):  # the closing delimiter
+            break
+        headers, blank, value = part.partition(b"\r\n\r\n")
+        if not blank:
+            headers, blank, value = part.partition(b"\n\n")
+        yield headers, value.removesuffix(b"\r\n")
+
+
+def _binary(headers: bytes) -> bool:
+    """A part with a content type that is not text: an image, an archive (not read)."""
+    found = _PART_TYPE.search(headers)
+    if found is None:
+        return False
+    kind = found.group(1).lower()
+    return not (kind.startswith(b"text/") or kind in (b"application/json", b"application/xml"))

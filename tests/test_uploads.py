@@ -1,0 +1,108 @@
+"""Listed URLs in posted bodies (blocklist_addon/uploads.py)."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote, urlencode
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blocklist_addon import Blocklist
+from blocklist_addon.uploads import listed_in_body, texts
+
+BL = Blocklist.from_entries(["http://blocked.example.com/page.html", "whole-site.blocked.test/"])
+
+WRITTEN = [
+    "http://blocked.example.com/page.html",
+    "see blocked.example.com/page.html now",
+    "HTTPS://WWW.BLOCKED.EXAMPLE.COM./page.html",
+    '<a href="http://blocked.example.com/page.html">here</a>',
+    "[url=http://blocked.example.com/page.html]x[/url]",
+    "[here](https://blocked.example.com/page.html)",
+    "//blocked.example.com/%70age.html",
+    "http://r.example.net/?u=http%3A%2F%2Fblocked.example.com%2Fpage.html",
+    "line one\nsub.whole-site.blocked.test/anything\nline three",
+]
+CLEAN = [
+    "http://blocked.example.com/other.html",
+    "blocked.example.com is mentioned, no page",
+    "whole-site.blocked.testing/",
+    "nothing at all",
+]
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = "----blocklistBoundary7"
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        )
+    body = "".join(parts).encode()
+    for name, (filename, data) in files.items():
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def bodies(text: str) -> list[tuple[bytes, str]]:
+    return [
+        (
+            urlencode({"subject": "hi", "message": text}).encode(),
+            "application/x-www-form-urlencoded",
+        ),
+        (quote(text, safe="").encode(), "application/x-www-form-urlencoded"),
+        multipart({"subject": "hi", "message": text}, {}),
+        (json.dumps({"post": {"title": "hi", "body": [1, text]}}).encode(), "application/json"),
+        (text.encode(), "text/plain; charset=utf-8"),
+    ]
+
+
+@pytest.mark.parametrize("text", WRITTEN)
+def test_listed_urls_are_found_in_every_kind_of_body(text: str) -> None:
+    for body, content_type in bodies(text):
+        assert listed_in_body(body, content_type, BL.match) is not None, content_type
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_unlisted_text_passes(text: str) -> None:
+    for body, content_type in bodies(text):
+        assert listed_in_body(body, content_type, BL.match) is None, content_type
+
+
+def test_binary_file_parts_are_not_read_but_their_names_are() -> None:
+    body, content_type = multipart({}, {"f": ("a.bin", b"http://blocked.example.com/page.html")})
+    assert listed_in_body(body, content_type, BL.match) is None
+    body, content_type = multipart({}, {"f": ("blocked.example.com/page.html", b"\x00")})
+    assert listed_in_body(body, content_type, BL.match) is not None
+
+
+def test_other_bodies() -> None:
+    assert list(texts(b"\x89PNG...", "image/png")) == []
+    assert list(texts(b'{"a": broken', "application/json")) == ['{"a": broken']
+    deep = "[" * 10_000 + "]" * 10_000
+    assert listed_in_body(deep.encode(), "application/json", BL.match) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=500),
+    st.sampled_from(
+        [
+            "application/json",
+            "text/plain",
+            "multipart/form-data; boundary=x",
+            "application/x-www-form-urlencoded",
+        ]
+    ),
+)
+def test_never_raises(body: bytes, content_type: str) -> None:
+    listed_in_body(body, content_type, BL.match)
