@@ -6,6 +6,8 @@
 - ``BlockLog``: one JSON line per block;
 - ``Enforcer``: the URL check at request headers and the 451 splash page;
 - ``InterceptPolicy``: which TLS connections to decrypt, which to refuse;
+- ``PageScanner``: listed links in HTML and CSS responses, neutralized;
+- ``UploadGuard``: posts carrying listed URLs, refused (reverse mode);
 - ``StatusServer``: /metrics and /healthz.
 
 mitmproxy sees them as one addon, ``BlocklistAddon``, which hands each event to the
@@ -21,6 +23,7 @@ from mitmproxy.proxy import server_hooks
 
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockLog
+from blocklist_addon.content import PageScanner, UploadGuard
 from blocklist_addon.enforce import Enforcer
 from blocklist_addon.intercept import InterceptPolicy
 from blocklist_addon.metrics import Metrics
@@ -36,12 +39,22 @@ class BlocklistAddon:
         self.blocklog = BlockLog()
         self.enforcer = Enforcer(self.lists, self.metrics, self.blocklog)
         self.policy = InterceptPolicy(self.lists, self.metrics, self.blocklog, self.enforcer)
+        self.pages = PageScanner(self.lists, self.metrics, self.blocklog, self.enforcer)
+        self.uploads = UploadGuard(self.lists, self.metrics, self.blocklog, self.enforcer)
         self.status = StatusServer(self.lists, self.metrics)
 
     # -- lifecycle: every concern, in this order ---------------------------------------------
 
     def load(self, loader) -> None:
-        for part in (self.lists, self.blocklog, self.enforcer, self.policy, self.status):
+        for part in (
+            self.lists,
+            self.blocklog,
+            self.enforcer,
+            self.policy,
+            self.pages,
+            self.uploads,
+            self.status,
+        ):
             part.load(loader)
 
     def configure(self, updated: set[str]) -> None:
@@ -57,10 +70,21 @@ class BlocklistAddon:
         await self.lists.done()
         self.blocklog.done()
 
-    # -- traffic: the one concern that handles each event ------------------------------------
+    # -- traffic: the concerns that handle each event, in this order ------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        self.enforcer.requestheaders(flow)
+        self.enforcer.requestheaders(flow)  # the URL itself first
+        self.pages.requestheaders(flow)
+        self.uploads.requestheaders(flow)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.uploads.request(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.pages.responseheaders(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.pages.response(flow)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self.policy.http_connect(flow)

@@ -31,8 +31,8 @@ ClientMode = Literal["full", "truncated", "omit"]
 @dataclass(frozen=True, slots=True)
 class BlockEvent:
     match: Match
-    where: Literal["request", "connect", "tls"]
-    action: Literal["splash", "refuse"]
+    where: Literal["request", "connect", "tls", "page", "upload"]
+    action: Literal["splash", "refuse", "neutralize", "report"]
     client: str | None  # the client's IP address
     reference: str
     url: str | None = None  # logged only when blocklist_log_url is on

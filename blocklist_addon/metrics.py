@@ -23,6 +23,14 @@ COUNTERS = {
         "Requests the matcher failed on; they are passed as they would be without the addon."
     ),
     "blocklist_tls_total": "TLS client hellos by decision (intercept, pass).",
+    "blocklist_links_total": (
+        "Listed links found in pages, by list, kind (navigate, resource) and action "
+        "(neutralize, report)."
+    ),
+    "blocklist_pages_scanned_total": "HTML and CSS responses scanned for listed links.",
+    "blocklist_pages_unscanned_total": (
+        "HTML and CSS responses passed without a scan, by reason (too-large, undecodable)."
+    ),
     "blocklist_reloads_total": "List versions loaded from the store after start.",
     "blocklist_store_errors_total": "Failed store operations; the list in memory stays in force.",
     "blocklist_lastgood_errors_total": "Failed writes of the last-known-good copy.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import re
 import string
 import unicodedata
@@ -225,18 +226,7 @@ def render(
     text: it is the user's request, and the proxy must answer it whatever it holds."""
     ref = _REFERENCE_DROP.sub("", reference)[:REFERENCE_MAX] or "unknown"
     content_type = "text/html; charset=utf-8" if page else "text/plain; charset=utf-8"
-    headers = [
-        ("Content-Type", content_type),
-        ("Cache-Control", "no-store"),
-        ("Link", f'<{config.about_url}>; rel="blocked-by"'),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
-    ]
-    if page:
-        headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-    # Validation already keeps these clean; this holds even for a config built around it.
-    headers = [(name, _HEADER_UNSAFE.sub("", value)) for name, value in headers]
-
+    headers = _headers(config, content_type)
     if method.upper() == "HEAD":
         body = b""
     elif page:
@@ -244,6 +234,53 @@ def render(
     else:
         body = f"Blocked (451 Unavailable For Legal Reasons). Reference: {ref}\n".encode("ascii")
     return SplashResponse(STATUS, headers, body)
+
+
+def refused_upload(
+    config: SplashConfig, *, list_name: str, reference: str, as_json: bool
+) -> SplashResponse:
+    """The 451 answer to a post or upload that carries a listed URL: it never reached the
+    site. JSON for API clients, a short HTML page for forms; nothing of the post is shown."""
+    ref = _REFERENCE_DROP.sub("", reference)[:REFERENCE_MAX] or "unknown"
+    reason = (
+        "The submission was not accepted: it contains a link to a page that "
+        f"{config.operator} blocks because it may contain indecent images of children "
+        f"as identified by {config.hotline}."
+    )
+    if as_json:
+        doc = {
+            "error": "unavailable_for_legal_reasons",
+            "message": reason,
+            "list": _showable(list_name),
+            "reference": ref,
+            "about": config.about_url,
+        }
+        body = (json.dumps(doc, ensure_ascii=True) + "\n").encode("ascii")
+        return SplashResponse(STATUS, _headers(config, "application/json"), body)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Submission not accepted</title></head><body>"
+        f"<h1>Submission not accepted</h1><p>{html.escape(reason)}</p>"
+        "<p>Remove the link and submit again. If you think this is a mistake, quote "
+        f"reference <code>{html.escape(ref)}</code> (list {html.escape(_showable(list_name))})."
+        f' More: <a href="{html.escape(config.about_url)}">{html.escape(config.about_url)}</a>'
+        "</p></body></html>\n"
+    )
+    return SplashResponse(STATUS, _headers(config, "text/html; charset=utf-8"), page.encode())
+
+
+def _headers(config: SplashConfig, content_type: str) -> list[tuple[str, str]]:
+    headers = [
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-store"),
+        ("Link", f'<{config.about_url}>; rel="blocked-by"'),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+    ]
+    if content_type.startswith("text/html"):
+        headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+    # Validation already keeps these clean; this holds even for a config built around it.
+    return [(name, _HEADER_UNSAFE.sub("", value)) for name, value in headers]
 
 
 def _page(

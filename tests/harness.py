@@ -173,21 +173,23 @@ class Origins:
         self._servers: list[asyncio.Server] = []
         self._runners: list[web.AppRunner] = []
 
-    def start(self, name: str, *, tls: bool = False) -> Origin:
+    def start(self, name: str, *, tls: bool = False, app: web.Application | None = None) -> Origin:
+        """An origin that echoes each request, or serves ``app`` (a test's own site)."""
         origin = Origin(name)
-        future = asyncio.run_coroutine_threadsafe(self._start(origin, tls), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self._start(origin, tls, app), self.loop)
         future.result(timeout=10)
         return origin
 
-    async def _start(self, origin: Origin, tls: bool) -> None:
+    async def _start(self, origin: Origin, tls: bool, app: web.Application | None) -> None:
         async def handle(request: web.Request) -> web.Response:
             origin.requests.append((request.method, request.host, request.path_qs))
             body = await request.read()
             text = f"origin {origin.name}: {request.method} {request.path_qs} ({len(body)} bytes)"
             return web.Response(text=text, headers={"X-Origin": origin.name})
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
+        if app is None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runners.append(runner)

@@ -1,0 +1,305 @@
+"""Listed links inside what passes through: pages going to users, posts going to a platform.
+
+- ``PageScanner``: HTML and CSS responses have their listed links neutralized
+  (``pages.neutralize``): links and frames point to the splash page, which the proxy serves
+  itself at ``SPLASH_PATH`` on the page's own origin; resources are made unfetchable. A body
+  is scanned up to ``blocklist_scan_max_bytes``; a larger one passes as it is, streamed, so
+  a 50 MiB download never sits in memory. Bodies of other types are streamed too.
+- ``UploadGuard``: in reverse mode (the proxy in front of a platform), a post whose fields
+  carry a listed URL (``uploads.listed_in_body``) is refused with 451 before any of it
+  reaches the platform.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import secrets
+from collections.abc import Callable
+from urllib.parse import parse_qs, quote, urlsplit
+
+from mitmproxy import ctx, http
+from mitmproxy.net import encoding
+from mitmproxy.proxy import mode_specs
+
+from blocklist_addon import pages, splash, uploads
+from blocklist_addon.active import ActiveList
+from blocklist_addon.blocklog import BlockEvent, BlockLog
+from blocklist_addon.enforce import Enforcer
+from blocklist_addon.matcher import Match
+from blocklist_addon.metrics import Metrics
+
+__all__ = ["SPLASH_PATH", "PageScanner", "UploadGuard"]
+
+log = logging.getLogger(__name__)
+
+#: Where neutralized links point, on the page's own origin; the proxy answers it.
+SPLASH_PATH = "/.well-known/blocklist-proxy/blocked"
+_SCANNED_TYPES = ("text/html", "application/xhtml+xml", "text/css")
+_UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _scannable(response: http.Response) -> bool:
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind in _SCANNED_TYPES
+
+
+def _client(flow: http.HTTPFlow) -> str | None:
+    peer = flow.client_conn.peername
+    return str(peer[0]) if peer else None
+
+
+class PageScanner:
+    def __init__(
+        self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog, enforcer: Enforcer
+    ) -> None:
+        self.lists = lists
+        self.metrics = metrics
+        self.blocklog = blocklog
+        self.enforcer = enforcer
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_scan_pages",
+            str,
+            "neutralize",
+            "Listed links in HTML and CSS responses: neutralize (links and frames point to "
+            "the splash page, resources are removed), report (log and count only) or off.",
+            choices=["neutralize", "report", "off"],
+        )
+        loader.add_option(
+            "blocklist_scan_max_bytes",
+            int,
+            4 * 1024 * 1024,
+            "Largest HTML or CSS body scanned, decoded; larger ones pass unscanned.",
+        )
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Answer the splash page a neutralized link points to."""
+        if flow.response is None and flow.request.path.startswith(SPLASH_PATH + "?"):
+            query = parse_qs(urlsplit(flow.request.path).query)
+            list_name = query.get("list", ["unknown"])[0]
+            request = flow.request
+            answer = splash.render(
+                self.enforcer.splash,
+                url="a link on the previous page, removed by the proxy",
+                list_name=list_name,
+                reference=secrets.token_hex(6),
+                page=splash.wants_page(request.method, request.headers),
+                method=request.method,
+            )
+            headers = [(k.encode(), v.encode()) for k, v in answer.headers]
+            flow.response = http.Response.make(answer.status, answer.body, headers)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or ctx.options.blocklist_scan_pages == "off":
+            return
+        if not _scannable(response) or self.lists.blocklist is None:
+            response.stream = True  # nothing to look at: never hold it in memory
+            return
+        length = response.headers.get("content-length", "")
+        limit = ctx.options.blocklist_scan_max_bytes
+        if length.isdigit() and int(length) > limit:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
+            response.stream = True
+        elif not length.isdigit():
+            # Length unknown (chunked, HTTP/2): collect up to the limit as it streams.
+            response.stream = _Collector(limit, lambda body: self._scan_encoded(flow, body))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if (
+            response is None
+            or response.stream  # streamed: passed, or scanned by the collector
+            or ctx.options.blocklist_scan_pages == "off"
+            or not _scannable(response)
+            or response.raw_content is None
+        ):
+            return
+        try:
+            body = response.get_content()
+        except ValueError:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
+            return
+        if body is None or len(body) > ctx.options.blocklist_scan_max_bytes:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
+            return
+        scanned = self._scan(flow, body)
+        if scanned is not body:
+            response.set_content(scanned)
+
+    def _scan_encoded(self, flow: http.HTTPFlow, raw: bytes) -> bytes:
+        """A collected body, still content-encoded as it came from the origin."""
+        assert flow.response is not None
+        coding = flow.response.headers.get("content-encoding", "")
+        try:
+            body = encoding.decode(raw, coding) if coding else raw
+        except ValueError:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
+            return raw
+        if body is None or len(body) > ctx.options.blocklist_scan_max_bytes:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
+            return raw
+        scanned = self._scan(flow, body)
+        if scanned is body:
+            return raw
+        return encoding.encode(scanned, coding) if coding else scanned
+
+    def _scan(self, flow: http.HTTPFlow, body: bytes) -> bytes:
+        """``body`` with its listed links neutralized (or the same object if none are)."""
+        blocklist = self.lists.blocklist
+        if blocklist is None:
+            return body
+        assert flow.response is not None
+        page_url = flow.request.pretty_url
+        parts = urlsplit(page_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+
+        def splash_url(match: Match) -> str:
+            return f"{origin}{SPLASH_PATH}?list={quote(match.list_name)}"
+
+        self.metrics.inc("blocklist_pages_scanned_total")
+        try:
+            scanned, found = pages.neutralize(
+                body,
+                flow.response.headers.get("content-type"),
+                page_url,
+                blocklist.match,
+                splash_url,
+            )
+        except Exception as exc:  # never let one odd page take the proxy down
+            self.metrics.inc("blocklist_lookup_errors_total")
+            log.warning(f"blocklist: could not scan a page ({type(exc).__name__}); passed")
+            return body
+        if not found:
+            return body
+        action = ctx.options.blocklist_scan_pages
+        action_word = "neutralize" if action == "neutralize" else "report"
+        for link, match in found:
+            self.metrics.inc(
+                "blocklist_links_total", list=match.list_name, kind=link.kind, action=action_word
+            )
+            self.blocklog.write(
+                BlockEvent(
+                    match=match,
+                    where="page",
+                    action=action_word,  # type: ignore[arg-type]
+                    client=_client(flow),
+                    reference=secrets.token_hex(6),
+                    url=page_url,
+                    method=flow.request.method,
+                )
+            )
+        return scanned if action == "neutralize" else body
+
+
+class _Collector:
+    """A response ``stream`` callable: holds chunks until the end (then ``finish`` the whole
+    body) unless they pass ``limit`` bytes, after which everything passes unchanged."""
+
+    def __init__(self, limit: int, finish: Callable[[bytes], bytes]) -> None:
+        self.limit = limit
+        self.finish = finish
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.passing = False
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        # Holding back is [], not b"": an empty chunk would end a chunked body at once.
+        if self.passing:
+            return data
+        if not data:  # the end of the body
+            body, self.chunks = b"".join(self.chunks), []
+            return self.finish(body)
+        self.size += len(data)
+        self.chunks.append(data)
+        if self.size > self.limit:
+            self.passing = True
+            held, self.chunks = b"".join(self.chunks), []
+            return held
+        return []
+
+
+class UploadGuard:
+    def __init__(
+        self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog, enforcer: Enforcer
+    ) -> None:
+        self.lists = lists
+        self.metrics = metrics
+        self.blocklog = blocklog
+        self.enforcer = enforcer
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_upload_paths",
+            str,
+            "*",
+            "In reverse mode, the request paths whose posts (form fields, multipart text "
+            "fields, JSON strings, text) are refused with 451 when they carry a listed URL: "
+            "comma-separated shell patterns such as /forum/*,/api/posts. Empty: off.",
+        )
+        loader.add_option(
+            "blocklist_upload_max_bytes",
+            int,
+            1024 * 1024,
+            "Largest post body checked for listed URLs; larger ones pass unchecked.",
+        )
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or not self._guarded(flow):
+            return
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > ctx.options.blocklist_upload_max_bytes:
+            flow.request.stream = True  # passes unchecked, without sitting in memory
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        if flow.response is not None or request.stream or not self._guarded(flow):
+            return
+        blocklist = self.lists.blocklist
+        body = request.raw_content
+        if blocklist is None or not body or len(body) > ctx.options.blocklist_upload_max_bytes:
+            return
+        try:
+            content = request.get_content() or b""
+            match = uploads.listed_in_body(
+                content, request.headers.get("content-type"), blocklist.match
+            )
+        except Exception as exc:  # an odd body is passed, as it would be without the addon
+            self.metrics.inc("blocklist_lookup_errors_total")
+            log.warning(f"blocklist: could not check a post ({type(exc).__name__}); passed")
+            return
+        if match is None:
+            return
+        reference = secrets.token_hex(6)
+        as_json = "json" in request.headers.get("content-type", "").lower() or (
+            "json" in request.headers.get("accept", "").lower()
+        )
+        answer = splash.refused_upload(
+            self.enforcer.splash, list_name=match.list_name, reference=reference, as_json=as_json
+        )
+        flow.response = http.Response.make(
+            answer.status, answer.body, [(k.encode(), v.encode()) for k, v in answer.headers]
+        )
+        self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="upload")
+        self.blocklog.write(
+            BlockEvent(
+                match=match,
+                where="upload",
+                action="refuse",
+                client=_client(flow),
+                reference=reference,
+                url=request.pretty_url,
+                method=request.method,
+            )
+        )
+
+    def _guarded(self, flow: http.HTTPFlow) -> bool:
+        patterns = ctx.options.blocklist_upload_paths
+        if not patterns or flow.request.method.upper() not in _UPLOAD_METHODS:
+            return False
+        if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+            return False
+        path = flow.request.path.split("?", 1)[0]
+        return any(fnmatch.fnmatchcase(path, p.strip()) for p in patterns.split(",") if p.strip())
