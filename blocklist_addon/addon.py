@@ -58,7 +58,7 @@ class BlocklistAddon:
             part.load(loader)
 
     def configure(self, updated: set[str]) -> None:
-        for part in (self.blocklog, self.enforcer, self.status):
+        for part in (self.blocklog, self.enforcer, self.pages, self.uploads, self.status):
             part.configure(updated)
 
     async def running(self) -> None:

@@ -4,7 +4,8 @@
   (``pages.neutralize``): links and frames point to the splash page, which the proxy serves
   itself at ``SPLASH_PATH`` on the page's own origin; resources are made unfetchable. A body
   is scanned up to ``blocklist_scan_max_bytes``; a larger one passes as it is, streamed, so
-  a 50 MiB download never sits in memory. Bodies of other types are streamed too.
+  a 50 MiB download never sits in memory. Bodies of other types are streamed too when they
+  are as large, or of unknown length.
 - ``UploadGuard``: in reverse mode (the proxy in front of a platform), a post whose fields
   carry a listed URL (``uploads.listed_in_body``) is refused with 451 before any of it
   reaches the platform.
@@ -74,6 +75,11 @@ class PageScanner:
             "Largest HTML or CSS body scanned, decoded; larger ones pass unscanned.",
         )
 
+    def configure(self, updated: set[str]) -> None:
+        # Read once here, not per response: option lookups cost more than the checks.
+        self.action = ctx.options.blocklist_scan_pages
+        self.limit = ctx.options.blocklist_scan_max_bytes
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Answer the splash page a neutralized link points to."""
         if flow.response is None and flow.request.path.startswith(SPLASH_PATH + "?"):
@@ -93,13 +99,16 @@ class PageScanner:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or ctx.options.blocklist_scan_pages == "off":
-            return
-        if not _scannable(response) or self.lists.blocklist is None:
-            response.stream = True  # nothing to look at: never hold it in memory
+        if response is None or self.action == "off":
             return
         length = response.headers.get("content-length", "")
-        limit = ctx.options.blocklist_scan_max_bytes
+        limit = self.limit
+        if not _scannable(response) or self.lists.blocklist is None:
+            # Nothing to look at. Small bodies are buffered as mitmproxy does by default
+            # (cheaper per request than streaming); large or unknown ones never sit in memory.
+            if not length.isdigit() or int(length) > limit:
+                response.stream = True
+            return
         if length.isdigit() and int(length) > limit:
             self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
             response.stream = True
@@ -112,7 +121,7 @@ class PageScanner:
         if (
             response is None
             or response.stream  # streamed: passed, or scanned by the collector
-            or ctx.options.blocklist_scan_pages == "off"
+            or self.action == "off"
             or not _scannable(response)
             or response.raw_content is None
         ):
@@ -122,7 +131,7 @@ class PageScanner:
         except ValueError:
             self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
             return
-        if body is None or len(body) > ctx.options.blocklist_scan_max_bytes:
+        if body is None or len(body) > self.limit:
             self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
             return
         scanned = self._scan(flow, body)
@@ -138,7 +147,7 @@ class PageScanner:
         except ValueError:
             self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
             return raw
-        if body is None or len(body) > ctx.options.blocklist_scan_max_bytes:
+        if body is None or len(body) > self.limit:
             self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
             return raw
         scanned = self._scan(flow, body)
@@ -174,8 +183,7 @@ class PageScanner:
             return body
         if not found:
             return body
-        action = ctx.options.blocklist_scan_pages
-        action_word = "neutralize" if action == "neutralize" else "report"
+        action_word = "neutralize" if self.action == "neutralize" else "report"
         for link, match in found:
             self.metrics.inc(
                 "blocklist_links_total", list=match.list_name, kind=link.kind, action=action_word
@@ -191,7 +199,7 @@ class PageScanner:
                     method=flow.request.method,
                 )
             )
-        return scanned if action == "neutralize" else body
+        return scanned if self.action == "neutralize" else body
 
 
 class _Collector:
@@ -246,20 +254,25 @@ class UploadGuard:
             "Largest post body checked for listed URLs; larger ones pass unchecked.",
         )
 
+    def configure(self, updated: set[str]) -> None:
+        paths = ctx.options.blocklist_upload_paths
+        self.patterns = [p.strip() for p in paths.split(",") if p.strip()]
+        self.limit = ctx.options.blocklist_upload_max_bytes
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not self._guarded(flow):
             return
         length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > ctx.options.blocklist_upload_max_bytes:
+        if length.isdigit() and int(length) > self.limit:
             flow.request.stream = True  # passes unchecked, without sitting in memory
 
     def request(self, flow: http.HTTPFlow) -> None:
         request = flow.request
-        if flow.response is not None or request.stream or not self._guarded(flow):
+        if request.stream or flow.response is not None or not self._guarded(flow):
             return
         blocklist = self.lists.blocklist
         body = request.raw_content
-        if blocklist is None or not body or len(body) > ctx.options.blocklist_upload_max_bytes:
+        if blocklist is None or not body or len(body) > self.limit:
             return
         try:
             content = request.get_content() or b""
@@ -296,10 +309,9 @@ class UploadGuard:
         )
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
-        patterns = ctx.options.blocklist_upload_paths
-        if not patterns or flow.request.method.upper() not in _UPLOAD_METHODS:
+        if flow.request.method.upper() not in _UPLOAD_METHODS or not self.patterns:
             return False
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             return False
         path = flow.request.path.split("?", 1)[0]
-        return any(fnmatch.fnmatchcase(path, p.strip()) for p in patterns.split(",") if p.strip())
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.patterns)

@@ -20,12 +20,12 @@ comment ends the scan as a browser would end the document.
 from __future__ import annotations
 
 import codecs
+import functools
 import html
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import urljoin
+from typing import Literal, NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 from blocklist_addon.matcher import Match
 
@@ -61,20 +61,37 @@ _URL_ATTRIBUTES: dict[tuple[str, str], Kind] = {
 }
 _RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "noembed", "noframes"}
 
-_MARKUP = re.compile(r"<(?:(!--)|([!?/])|([a-zA-Z][a-zA-Z0-9:_-]*+))")
-# One attribute (or the tag's end). As in a browser, any character but space, "/" and ">"
-# can start a name, so the scan never stops inside a tag: an unterminated quoted value
-# leaves only attribute-looking text behind it, which is scanned too (more than the browser
-# sees, never less).
-_ATTRIBUTE = re.compile(
-    r"""[\s/]*+(?:(>)|([^\s/>][^\s"'>/=]*+)"""
-    r"""(?:\s*+=\s*+(?:"([^"]*+)"|'([^']*+)'|([^\s"'>][^\s>]*+)))?)""",
+# The tokenizer is one regex: it skips, inside the regex engine, everything that holds no
+# URL (text, comments, end tags, declarations, and start tags of other elements that have
+# no style attribute) and stops at the next start tag that may hold one. As in a browser,
+# any character but space, "/" and ">" can start an attribute name, so a tag never ends
+# inside a quoted value, and an unterminated quote leaves only attribute-looking text behind
+# it, which is scanned too (more than the browser sees, never less). Unterminated comments
+# run to the end of the document.
+_NAME = r"""[^\s/>][^\s"'>/=]*+"""
+_VALUE = r"""(?:"[^"]*+"|'[^']*+'|[^\s"'>][^\s>]*+)"""
+_VALUE_PARTS = r"""(?:"([^"]*+)"|'([^']*+)'|([^\s"'>][^\s>]*+))"""  # the value in a group
+_ANY_ATTRIBUTE = r"[\s/]*+" + _NAME + r"(?:\s*+=\s*+" + _VALUE + r")?"
+_OTHER_ATTRIBUTE = r"[\s/]*+(?!style[\s/>=])" + _NAME + r"(?:\s*+=\s*+" + _VALUE + r")?"
+_WANTED = sorted({tag for tag, _ in _URL_ATTRIBUTES} | {"meta"} | _RAW_TEXT, key=len, reverse=True)
+_NEXT_TAG = re.compile(
+    r"(?:[^<]++"  # text
+    r"|<!--(?:.*?-->|.*+)"  # a comment
+    r"|<[!?/][^>]*+>"  # an end tag, <!DOCTYPE>, <?...>
+    r"|<(?!(?:" + "|".join(_WANTED) + r")[\s/>])[a-zA-Z][a-zA-Z0-9:_-]*+"
+    r"(?:" + _OTHER_ATTRIBUTE + r")*+[\s/]*+>"  # another element, without a style
+    r"|<(?![a-zA-Z!?/])"  # a "<" that starts nothing ("a < b")
+    r")*+"
+    r"<([a-zA-Z][a-zA-Z0-9:_-]*+)((?:" + _ANY_ATTRIBUTE + r")*+)[\s/]*+>?",
+    re.DOTALL | re.IGNORECASE,
 )
+_ATTRIBUTE = re.compile(r"[\s/]*+(" + _NAME + r")(?:\s*+=\s*+" + _VALUE_PARTS + r")?")
 _CSS_URL = re.compile(
     r"""url\(\s*+(?:"([^"]*+)"|'([^']*+)'|((?:\\[0-9a-fA-F]{1,6}\s?|\\.|[^\s"')\\])++))\s*+\)"""
     r"""|@import\s++(?:"([^"]*+)"|'([^']*+)')""",
     re.IGNORECASE,
 )
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*+:")
 _CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})\s?|(.))", re.DOTALL)
 _SRCSET_URL = re.compile(r"[\s,]*+(\S+)[^,]*+")
 _REFRESH = re.compile(
@@ -88,8 +105,7 @@ _CSS_CHARSET = re.compile(rb'@charset\s+"([a-zA-Z0-9_.:-]+)"')
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
     """A URL in the page: where its text is (``start``/``end``, in the scanned text), what it
     is, and the URL as the browser would resolve it."""
 
@@ -150,34 +166,16 @@ def find_links(text: str, page_url: str, *, css: bool = False) -> Iterator[Found
 
 def _html_links(text: str, base: str) -> Iterator[Found]:
     pos = 0
-    while (tag := _MARKUP.search(text, pos)) is not None:
+    while (tag := _NEXT_TAG.match(text, pos)) is not None:
         pos = tag.end()
-        if tag.group(1):  # a comment: to its end, or the end of the document
-            close = text.find("-->", pos)
-            if close == -1:
-                return
-            pos = close + 3
-            continue
-        if tag.group(2):  # </end>, <!DOCTYPE>, <?...>: nothing to see up to the ">"
-            close = text.find(">", pos)
-            if close == -1:
-                return
-            pos = close + 1
-            continue
-        name = tag.group(3).lower()
+        name = tag.group(1).lower()
         attributes: dict[str, tuple[int, int]] = {}
-        while (attribute := _ATTRIBUTE.match(text, pos)) is not None:
-            pos = attribute.end()
-            if attribute.group(1):
-                break
-            key = attribute.group(2).lower()
-            for group in (3, 4, 5):
+        for attribute in _ATTRIBUTE.finditer(text, *tag.span(2)):
+            for group in (2, 3, 4):
                 if attribute.group(group) is not None:
-                    attributes.setdefault(key, attribute.span(group))
+                    attributes.setdefault(attribute.group(1).lower(), attribute.span(group))
                     break
         yield from _tag_links(text, name, attributes, base)
-        if attribute is None:  # the document ended inside the tag
-            return
         if name in _RAW_TEXT:
             close = _find_end_tag(text, name, pos)
             if name == "style":
@@ -235,13 +233,29 @@ def _found(text: str, start: int, end: int, kind: Kind, base: str) -> Iterator[F
 
 
 def _resolve(base: str, url: str) -> str | None:
+    """``url`` as the browser resolves it against ``base``, or None for nothing to check.
+    Most links are absolute or root-relative: those skip urljoin (a few microseconds each);
+    the matcher canonicalizes whatever spelling comes out."""
     url = url.strip()
-    if not url or url.startswith("#") or url[:5].lower() == "data:":
+    if not url or url[0] == "#":
         return None
+    if _SCHEME.match(url):
+        return None if url[:5].lower() == "data:" else url
+    if url[:2] in ("//", "\\\\", "/\\", "\\/"):
+        return _base_parts(base)[0] + ":" + url
+    if url[0] in "/\\":
+        scheme, netloc = _base_parts(base)
+        return f"{scheme}://{netloc}{url}"
     try:
         return urljoin(base, url)
     except ValueError:  # an invalid IPv6 literal and the like: check it as written
         return url
+
+
+@functools.lru_cache(maxsize=64)
+def _base_parts(base: str) -> tuple[str, str]:
+    parts = urlsplit(base)
+    return parts.scheme or "http", parts.netloc
 
 
 def _find_end_tag(text: str, name: str, pos: int) -> int:
