@@ -287,3 +287,29 @@ def test_posts_with_unlisted_links_pass_untouched(proxy: Proxy, site: Site) -> N
         status, _, _ = request(proxy, "POST", path, body, {"Content-Type": kind})
         assert status == 200
         assert site.posts[-1] == (path, body)  # byte for byte; /elsewhere is not guarded
+
+
+@pytest.mark.parametrize("action", ["report", "off"])
+def test_report_only_and_off_leave_pages_as_served(
+    make_proxy, site: Site, tmp_path: pathlib.Path, action: str
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    target = f"127.0.0.1:{site.origin.port}"
+    proxy = make_proxy(
+        store,
+        mode=f"reverse:http://{target}",
+        routes={target: site.origin.port},
+        options={"blocklist_scan_pages": action},
+    )
+    with running(proxy):
+        status, _, body = request(proxy, "GET", "/page.html")
+        assert status == 200
+        assert body == TEMPLATE.format(**slots()[0]).encode("utf-8")  # as the site served it
+        reported = [b for b in proxy.blocks() if b["where"] == "page"]
+        if action == "report":
+            assert len(reported) == 16 and all(b["action"] == "report" for b in reported)
+            assert proxy.metric("blocklist_links_total") == 16
+        else:
+            assert reported == []
+            assert proxy.metric("blocklist_pages_scanned_total") == 0
