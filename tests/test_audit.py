@@ -1,0 +1,110 @@
+"""Confidentiality audit: after a sync and traffic that hits listed URLs, nothing the product
+wrote holds a listed URL, host or path in plaintext: every Redis key and value, every file
+of the data directories (store, last-known-good copy), the proxy's log and the block log.
+
+The traffic covers every way a listed URL reaches the proxy: plain HTTP and its evasion
+spellings, embedded in a redirector URL, HTTPS to a listed page (decrypted), CONNECT and
+TLS to a host listed whole (refused), a suppressed entry, and a reload.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+
+import redis
+from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync
+
+#: What must never appear: the sample feed's hosts and paths, in any case.
+NEEDLES = [
+    b"blocked.example.com",
+    b"whole-site.blocked.test",
+    b"192.0.2.44",
+    b"www.example.org",
+    b"fresh.example.net",
+    b"page.html",
+    b"gallery/",
+    b"img/photo",
+    b"listed/page",
+    b"new.html",
+]
+
+
+def redis_contents(port: int) -> Iterator[bytes]:
+    client = redis.Redis(port=port)
+    try:
+        for key in client.scan_iter(count=1000):
+            yield key
+            kind = client.type(key)
+            if kind == b"string":
+                yield client.get(key) or b""
+            elif kind == b"zset":
+                yield from client.zrange(key, 0, -1)
+            elif kind == b"hash":
+                for field, value in client.hgetall(key).items():
+                    yield field
+                    yield value
+            elif kind in (b"list", b"set"):
+                members = client.lrange(key, 0, -1) if kind == b"list" else client.smembers(key)
+                yield from members
+            else:
+                raise AssertionError(f"unexpected Redis type {kind!r} for {key!r}")
+    finally:
+        client.close()
+
+
+def files(*roots: pathlib.Path) -> Iterator[tuple[pathlib.Path, bytes]]:
+    for root in roots:
+        for path in root.rglob("*"):
+            yield path, str(path.relative_to(root)).encode()
+            if path.is_file():
+                yield path, path.read_bytes()
+
+
+def test_no_listed_url_anywhere_after_sync_and_traffic(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    server = redis_factory()
+    data = tmp_path / "sync-data"
+    sync(server.url, SAMPLE_FEED, data_dir=data)
+    proxy = make_proxy(server.url, workdir=tmp_path / "proxy")
+    with running(proxy):
+        for url in [
+            "http://blocked.example.com/page.html",
+            "http://BLOCKED.EXAMPLE.COM./gallery/../page.html?x=1",
+            "http://3221226028/img/photo.jpg",
+            "http://www.example.org/listed/page?id=42",
+            "http://redirect.example.net/?u=http%3A%2F%2Fblocked.example.com%2Fpage.html",
+            "http://whole-site.blocked.test/any",
+        ]:
+            assert proxy.get(url, headers={"Accept": "text/html"}).status == 451
+        response, _ = proxy.https_get("blocked.example.com", "/gallery/photo/2.jpg")
+        assert response.status == 451
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(b"CONNECT whole-site.blocked.test:443 HTTP/1.1\r\n\r\n")
+            sock.recv(4096)
+
+        # An operator suppresses one entry (by the id in the block log), and a new version
+        # (one more entry) is synced and loaded.
+        entry = str(proxy.blocks()[0]["entry"])
+        env = {"BLOCKLIST_DATA_DIR": str(data)}
+        suppress = subprocess.run(
+            [str(VENV_BIN / "blocklist-sync"), "--store", server.url, "suppress", entry],
+            capture_output=True, text=True, timeout=60, env={**env, "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert suppress.returncode == 0, suppress.stderr
+        sync(server.url, feed_with(tmp_path, "http://fresh.example.net/new.html"), data_dir=data)
+        assert proxy.get("http://fresh.example.net/new.html").status in (200, 451)
+        assert len(proxy.blocks()) >= 8
+
+    written = list(redis_contents(server.port))
+    written += [blob for _, blob in files(data, tmp_path / "proxy")]
+    assert len(written) > 10
+    assert (tmp_path / "proxy" / "lastgood.bin").exists()
+    assert proxy.blocks_path.exists() and proxy.log_path.exists()
+    for blob in written:
+        lowered = blob.lower()
+        for needle in NEEDLES:
+            assert needle not in lowered, (needle, blob[:200])
