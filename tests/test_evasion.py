@@ -1,0 +1,200 @@
+"""No evasion, as a property: a URL built from a listed entry by any combination of the
+rewrites a browser or server still reads as the same page is blocked, and the same rewrites
+applied to a near miss (a sibling, the parent, a lookalike host) never are.
+
+Each rewrite takes a URL and returns one that every browser resolves to the same resource;
+hypothesis draws a chain of them, in any order, for every kind of entry (page, directory,
+whole host, exact query, IPv4 page).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blocklist_addon import Blocklist
+
+ENTRIES = {
+    "page": "http://listed.example.com/gallery/page.html",
+    "directory": "http://dir.example.net/photos/",
+    "host": "whole-site.test/",
+    "query": "http://q.example.org/view.php?id=42",
+    "ip": "http://192.0.2.7/img/a.jpg",
+}
+BL = Blocklist.from_entries(list(ENTRIES.values()))
+#: URLs the listed entries must block, and near misses they must not.
+TARGETS = {
+    "page": "http://listed.example.com/gallery/page.html",
+    "directory": "http://dir.example.net/photos/2024/x.jpg",
+    "host": "http://whole-site.test/any/thing",
+    "query": "http://q.example.org/view.php?id=42",
+    "ip": "http://192.0.2.7/img/a.jpg",
+}
+NEAR_MISSES = [
+    "http://listed.example.com/gallery/page2.html",
+    "http://listed.example.com/gallery/",
+    "http://listed.example.com/Gallery/page.html",
+    "http://listed.example.com.evil.test/gallery/page.html",
+    "http://dir.example.net/photos",
+    "http://dir.example.net/photosx/a.jpg",
+    "http://whole-site.testx/",
+    "http://site.test/",
+    "http://q.example.org/view.php?id=43",
+    "http://q.example.org/view.php",
+    "http://192.0.2.8/img/a.jpg",
+]
+
+Rewrite = Callable[[str, st.DataObject], str]
+
+
+def _parts(url: str):
+    return urlsplit(url)
+
+
+def upper_scheme_and_host(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    return urlunsplit((p.scheme.upper(), p.netloc.upper(), p.path, p.query, p.fragment))
+
+
+def _is_ip(host: str) -> bool:
+    """Any IP spelling (dotted, decimal, hex, octal, bracketed IPv6): no DNS name rewrites."""
+    return host.startswith("[") or re.fullmatch(r"[0-9a-fA-FxX.]+", host) is not None
+
+
+def trailing_dot(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    host, _, port = p.netloc.partition(":")
+    if _is_ip(p.netloc) or host.endswith("."):
+        return url
+    return urlunsplit((p.scheme, host + "." + (":" + port if port else ""), p.path, p.query, ""))
+
+
+def default_port(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    if ":" in p.netloc:
+        return url
+    return urlunsplit((p.scheme, p.netloc + ":80", p.path, p.query, p.fragment))
+
+
+def dot_segments(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    segments = p.path.split("/")
+    at = data.draw(st.integers(1, max(1, len(segments) - 1)))
+    extra = data.draw(st.sampled_from(["./", "x/../", "./y/../", ""]))
+    path = "/".join(segments[:at]) + "/" + extra + "/".join(segments[at:])
+    return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
+
+
+def double_slashes(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    return urlunsplit((p.scheme, p.netloc, p.path.replace("/", "//", 1), p.query, p.fragment))
+
+
+def percent_encode_path(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    chars = [f"%{ord(c):02X}" if c.isalnum() and data.draw(st.booleans()) else c for c in p.path]
+    return urlunsplit((p.scheme, p.netloc, "".join(chars), p.query, p.fragment))
+
+
+def fragment(url: str, data: st.DataObject) -> str:
+    return url.split("#", 1)[0] + "#" + data.draw(st.sampled_from(["top", "", "a/b?c"]))
+
+
+def subdomain(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    if _is_ip(p.netloc.rpartition("@")[2].split(":")[0] if "[" not in p.netloc else p.netloc):
+        return url
+    label = data.draw(st.sampled_from(["www", "m", "cdn1", "a.b"]))
+    return urlunsplit((p.scheme, f"{label}.{p.netloc}", p.path, p.query, p.fragment))
+
+
+def ip_spelling(url: str, data: st.DataObject) -> str:
+    p = _parts(url)
+    try:
+        ip = ipaddress.IPv4Address(p.hostname or "")
+    except ValueError:
+        return url
+    n = int(ip)
+    octets = [int(o) for o in str(ip).split(".")]
+    host = data.draw(
+        st.sampled_from(
+            [
+                str(n),
+                hex(n),
+                ".".join(f"0{o:o}" for o in octets),
+                ".".join(hex(o) for o in octets),
+                f"{octets[0]}.{octets[1]}.{(octets[2] << 8) + octets[3]}",
+                f"[::ffff:{ip}]",
+            ]
+        )
+    )
+    return urlunsplit((p.scheme, host, p.path, p.query, p.fragment))
+
+
+def https(url: str, data: st.DataObject) -> str:
+    return "https" + url[4:] if url.startswith("http:") else url
+
+
+def embed(url: str, data: st.DataObject) -> str:
+    """Inside a redirector, translator or archive URL, encoded once or more."""
+    times = data.draw(st.integers(1, 3))
+    inner = url
+    for _ in range(times):
+        inner = quote(inner, safe="")
+    return data.draw(
+        st.sampled_from(
+            [
+                f"http://redirect.example/?u={inner}",
+                f"http://t.example/translate?sl=auto&u={inner}&hl=en",
+                f"http://archive.example/web/2020/{url}",
+                f"http://r.example/go?to={inner}&ref=mail",
+            ]
+        )
+    )
+
+
+REWRITES: list[Rewrite] = [
+    upper_scheme_and_host,
+    trailing_dot,
+    default_port,
+    dot_segments,
+    double_slashes,
+    percent_encode_path,
+    fragment,
+    subdomain,
+    ip_spelling,
+    https,
+]
+
+
+def rewritten(url: str, data: st.DataObject) -> str:
+    for rewrite in data.draw(st.lists(st.sampled_from(REWRITES), max_size=6)):
+        url = rewrite(url, data)
+    if data.draw(st.booleans()):
+        url = embed(url, data)  # last: an embedded URL keeps its own spelling
+    return url
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(sorted(TARGETS)), st.data())
+def test_any_chain_of_rewrites_of_a_listed_url_is_blocked(kind: str, data: st.DataObject) -> None:
+    url = rewritten(TARGETS[kind], data)
+    assert BL.match(url) is not None, url
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(NEAR_MISSES), st.data())
+def test_the_same_rewrites_of_a_near_miss_are_never_blocked(url: str, data: st.DataObject) -> None:
+    url = rewritten(url, data)
+    assert BL.match(url) is None, url
+
+
+@pytest.mark.parametrize("url", list(TARGETS.values()))
+def test_the_targets_themselves(url: str) -> None:
+    assert BL.match(url) is not None
