@@ -5,6 +5,10 @@ addon, loaded after the blocklist addon, rewrites the server address just before
 connects, so nothing ever leaves 127.0.0.1 and no name is ever resolved. The blocklist's own
 ``server_connect`` guard has already seen the original address by then.
 
+A limit of this trick: mitmproxy reuses a server connection for a keep-alive client only
+when its address is the one asked for, so after the rewrite it opens a new one per request
+(and stalls after a few). Tests that send many requests give each its own connection.
+
 ``--set loopback_map='{"blocked.example.com:80": 40001, "*:443": 40002, "*": 40003}'``:
 keys are ``host:port``, ``*:port`` or ``*``; values are ports on 127.0.0.1.
 """
