@@ -96,8 +96,11 @@ async def _exchange(
     return status
 
 
-async def load(port: int, requests: list[bytes], connections: int, seconds: float) -> Run:
-    """``connections`` keep-alive clients sending ``requests`` in turn for ``seconds``."""
+async def load(
+    port: int, requests: list[tuple[bytes, int]], connections: int, seconds: float
+) -> Run:
+    """``connections`` keep-alive clients sending ``requests`` in turn for ``seconds``; a
+    request is an error unless it gets the status paired with it."""
     run = Run()
     position = 0
     deadline = time.monotonic() + seconds
@@ -107,7 +110,7 @@ async def load(port: int, requests: list[bytes], connections: int, seconds: floa
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.monotonic() < deadline:
-                request = requests[position % len(requests)]
+                request, expected = requests[position % len(requests)]
                 position += 1
                 start = time.perf_counter()
                 try:
@@ -116,7 +119,7 @@ async def load(port: int, requests: list[bytes], connections: int, seconds: floa
                 except TimeoutError:
                     raise SystemExit(f"no answer in {REQUEST_TIMEOUT} s to {request!r}") from None
                 run.latencies.append(time.perf_counter() - start)
-                if status == 200:
+                if status == expected:
                     run.requests += 1
                 else:
                     run.errors += 1
@@ -230,12 +233,12 @@ async def sync_list(tmp: Path, n: int) -> tuple[str, list[str]]:
     return store, listed[:: max(1, n // 50)]
 
 
-def workload(n: int, k: int) -> list[bytes]:
+def workload(n: int, k: int) -> list[tuple[bytes, int]]:
     """Unlisted URLs over plain HTTP; one in ten an unlisted page on a listed host."""
     everyday = [u.replace("https://", "http://", 1) for u in unlisted_urls(k, 1)]
     on_host = [f"http://{entry_host((j * 7919) % n)}/gallery/other/p{j}.html" for j in range(k)]
     urls = [on_host[j] if j % 10 == 0 else everyday[j] for j in range(k)]
-    return [request_bytes(u) for u in urls]
+    return [(request_bytes(u), 200) for u in urls]
 
 
 async def main(args: argparse.Namespace) -> None:

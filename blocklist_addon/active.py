@@ -20,6 +20,7 @@ import logging
 import pathlib
 import random
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from mitmproxy import ctx
@@ -45,8 +46,10 @@ Origin = Literal["store", "last-good"]
 class ActiveList:
     """Holds the list in force; every other addon reads ``blocklist`` from here."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: the wall clock list ages are measured on (tests move it)."""
         self.metrics = metrics
+        self.clock = clock
         self.blocklist: Blocklist | None = None
         self.info: VersionInfo | None = None
         self.origin: Origin | None = None
@@ -130,7 +133,9 @@ class ActiveList:
         """Seconds since a sync last confirmed the list current (None without a list)."""
         if self.fresh_at is None:
             return None
-        return max(0.0, time.time() - self.fresh_at)
+        # A clock that jumped back (or a sync host's clock ahead of ours) reads as fresh, not
+        # as a negative age.
+        return max(0.0, self.clock() - self.fresh_at)
 
     def stale(self) -> bool:
         max_age = ctx.options.blocklist_max_age

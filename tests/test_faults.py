@@ -6,14 +6,16 @@ true at each moment."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import http.client
 import pathlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 from harness import (
     SAMPLE_FEED,
@@ -173,3 +175,61 @@ def test_proxy_restarted_during_a_sync(
                 syncing.wait(10)
     finally:
         origins.close()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A 64 KiB filesystem of its own (tmpfs; root only), unmounted afterwards."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mountpoint)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
+
+
+def fill(directory: pathlib.Path) -> None:
+    """Write until the filesystem says it is full."""
+    with open(directory / "filler", "wb") as f:
+        try:
+            for _ in range(1024):  # bounded: 4 MiB at most, the disk is 64 KiB
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+            return
+    raise AssertionError("the small filesystem never filled up")
+
+
+def test_a_full_disk_for_the_last_known_good_copy(
+    make_proxy: Callable[..., Proxy], tiny_disk: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    data = tmp_path / "data"
+    sync(store, SAMPLE_FEED, data_dir=data)
+    copy = tiny_disk / "lastgood.bin"
+    with running(make_proxy(store, options={"blocklist_lastgood": str(copy)})) as proxy:
+        wait_for(copy.exists, 10, "the first last-known-good copy")
+        first = copy.read_bytes()
+        fill(tiny_disk)
+
+        fresh = "http://fresh.example.net/new.html"
+        sync(store, feed_with(tmp_path, fresh), data_dir=data)
+        wait_for(lambda: proxy.get(fresh).status == 451, 5, "the new version, disk full or not")
+        wait_for(lambda: proxy.metric("blocklist_lastgood_errors_total") >= 1, 10, "the error")
+        assert "cannot write the last-known-good copy" in proxy.log()
+        assert proxy.health()[0] == 200
+        assert copy.read_bytes() == first  # the old copy, whole: never a torn one
+        assert [p.name for p in tiny_disk.iterdir()] == sorted(["filler", "lastgood.bin"])
+
+        (tiny_disk / "filler").unlink()  # space again: the next version is kept
+        later = "http://later.example.net/page.html"
+        sync(store, feed_with(tmp_path, fresh, later), data_dir=data)
+        wait_for(lambda: proxy.get(later).status == 451, 5, "the next version")
+        wait_for(lambda: copy.read_bytes() != first, 10, "the copy to be replaced")
