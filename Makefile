@@ -30,7 +30,11 @@ SAMPLE_FEED := $(CURDIR)/samples/sample-feed.txt
 # BROWSER=0 skips the install.
 BROWSER ?= 1
 
-.PHONY: test lint format run bench clean venv browser
+# `make fuzz`: each atheris target for FUZZ_SECONDS (crash-* files name any failing input).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := canonical embedded matcher pages uploads feeds
+
+.PHONY: test lint format run bench clean venv browser fuzz
 
 venv: $(VENV)/.installed
 
@@ -90,6 +94,17 @@ run: venv
 
 bench: venv
 	$(PY) bench/matcher.py
+
+fuzz: venv
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet -e '.[fuzz]'
+	@mkdir -p var/fuzz
+	@cd var/fuzz && for t in $(FUZZ_TARGETS); do \
+	  if $(abspath $(PY)) $(CURDIR)/fuzz/fuzz.py $$t -max_total_time=$(FUZZ_SECONDS) \
+	      -print_final_stats=1 > $$t.log 2>&1; then \
+	    echo "$$t: $$(grep -E '^Done [0-9]+ runs' $$t.log || tail -1 $$t.log)"; \
+	  else echo "$$t: FAILED (input saved as var/fuzz/crash-*); see var/fuzz/$$t.log"; \
+	    tail -25 $$t.log; exit 1; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from mitmproxy import ctx
+from mitmproxy import connection, ctx
 from mitmproxy.exceptions import OptionsError
 
 from blocklist_addon.matcher import Match
 
-__all__ = ["BlockEvent", "BlockLog", "client_field"]
+__all__ = ["BlockEvent", "BlockLog", "client_address", "client_field"]
 
 log = logging.getLogger("blocklist.block")
 
@@ -37,6 +37,12 @@ class BlockEvent:
     reference: str
     url: str | None = None  # logged only when blocklist_log_url is on
     method: str | None = None
+
+
+def client_address(client: connection.Client) -> str | None:
+    """The client's IP address as a BlockEvent takes it."""
+    peer = client.peername
+    return str(peer[0]) if peer else None
 
 
 def client_field(address: str | None, mode: ClientMode) -> str | None:

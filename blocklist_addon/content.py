@@ -17,6 +17,7 @@ import fnmatch
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mitmproxy import ctx, http
@@ -25,8 +26,8 @@ from mitmproxy.proxy import mode_specs
 
 from blocklist_addon import pages, splash, uploads
 from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockEvent, BlockLog
-from blocklist_addon.enforce import Enforcer
+from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
+from blocklist_addon.enforce import Enforcer, respond
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
 
@@ -45,19 +46,12 @@ def _scannable(response: http.Response) -> bool:
     return kind in _SCANNED_TYPES
 
 
-def _client(flow: http.HTTPFlow) -> str | None:
-    peer = flow.client_conn.peername
-    return str(peer[0]) if peer else None
-
-
+@dataclass(eq=False)
 class PageScanner:
-    def __init__(
-        self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog, enforcer: Enforcer
-    ) -> None:
-        self.lists = lists
-        self.metrics = metrics
-        self.blocklog = blocklog
-        self.enforcer = enforcer
+    lists: ActiveList
+    metrics: Metrics
+    blocklog: BlockLog
+    enforcer: Enforcer
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -94,8 +88,7 @@ class PageScanner:
                 page=splash.wants_page(request.method, request.headers),
                 method=request.method,
             )
-            headers = [(k.encode(), v.encode()) for k, v in answer.headers]
-            flow.response = http.Response.make(answer.status, answer.body, headers)
+            respond(flow, answer)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
@@ -193,7 +186,7 @@ class PageScanner:
                     match=match,
                     where="page",
                     action=action_word,  # type: ignore[arg-type]
-                    client=_client(flow),
+                    client=client_address(flow.client_conn),
                     reference=secrets.token_hex(6),
                     url=page_url,
                     method=flow.request.method,
@@ -229,14 +222,12 @@ class _Collector:
         return []
 
 
+@dataclass(eq=False)
 class UploadGuard:
-    def __init__(
-        self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog, enforcer: Enforcer
-    ) -> None:
-        self.lists = lists
-        self.metrics = metrics
-        self.blocklog = blocklog
-        self.enforcer = enforcer
+    lists: ActiveList
+    metrics: Metrics
+    blocklog: BlockLog
+    enforcer: Enforcer
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -292,16 +283,14 @@ class UploadGuard:
         answer = splash.refused_upload(
             self.enforcer.splash, list_name=match.list_name, reference=reference, as_json=as_json
         )
-        flow.response = http.Response.make(
-            answer.status, answer.body, [(k.encode(), v.encode()) for k, v in answer.headers]
-        )
+        respond(flow, answer)
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="upload")
         self.blocklog.write(
             BlockEvent(
                 match=match,
                 where="upload",
                 action="refuse",
-                client=_client(flow),
+                client=client_address(flow.client_conn),
                 reference=reference,
                 url=request.pretty_url,
                 method=request.method,

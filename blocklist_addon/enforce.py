@@ -19,11 +19,11 @@ from mitmproxy.proxy import mode_specs
 
 from blocklist_addon import splash
 from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockEvent, BlockLog
+from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.matcher import Blocklist, Match
 from blocklist_addon.metrics import Metrics
 
-__all__ = ["Enforcer"]
+__all__ = ["Enforcer", "respond"]
 
 log = logging.getLogger(__name__)
 
@@ -148,18 +148,14 @@ class Enforcer:
             page=page,
             method=request.method,
         )
-        request.stream = False  # a streamed upload and a response cannot both be set
-        flow.response = http.Response.make(
-            answer.status, answer.body, [(k.encode(), v.encode()) for k, v in answer.headers]
-        )
+        respond(flow, answer)
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where=where)
-        peer = flow.client_conn.peername
         self.blocklog.write(
             BlockEvent(
                 match=match,
                 where=where,  # type: ignore[arg-type]
                 action="refuse" if is_connect else "splash",
-                client=str(peer[0]) if peer else None,
+                client=client_address(flow.client_conn),
                 reference=reference,
                 url=request.pretty_url,
                 method=request.method,
@@ -178,6 +174,14 @@ class Enforcer:
             self.metrics.inc("blocklist_lookup_errors_total")
             log.warning(f"blocklist: could not check a request ({type(exc).__name__}); passed")
             return None
+
+
+def respond(flow: http.HTTPFlow, answer: splash.SplashResponse) -> None:
+    """Answer ``flow`` with ``answer`` from the proxy itself; nothing goes upstream."""
+    flow.request.stream = False  # a streamed upload and a response cannot both be set
+    flow.response = http.Response.make(
+        answer.status, answer.body, [(k.encode(), v.encode()) for k, v in answer.headers]
+    )
 
 
 def _is_reverse(spec: str) -> bool:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 
 from mitmproxy import ctx, http, tls
 from mitmproxy.connection import Address
 from mitmproxy.proxy import mode_specs, server_hooks
 
 from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockEvent, BlockLog
+from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.enforce import Enforcer
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
@@ -45,14 +46,12 @@ def _hosts(*snis: str | None, address: Address | None) -> list[str]:
     return hosts
 
 
+@dataclass(eq=False)
 class InterceptPolicy:
-    def __init__(
-        self, lists: ActiveList, metrics: Metrics, blocklog: BlockLog, enforcer: Enforcer
-    ) -> None:
-        self.lists = lists
-        self.metrics = metrics
-        self.blocklog = blocklog
-        self.enforcer = enforcer
+    lists: ActiveList
+    metrics: Metrics
+    blocklog: BlockLog
+    enforcer: Enforcer
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -103,17 +102,17 @@ class InterceptPolicy:
             whole = blocklist.host_listing(host).whole
             if whole is not None:
                 data.server.error = REFUSED
-                self._log_refusal(whole, data.client.peername)
+                self._log_refusal(whole, client_address(data.client))
                 return
 
-    def _log_refusal(self, match: Match, peer: Address | None) -> None:
+    def _log_refusal(self, match: Match, client: str | None) -> None:
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="tls")
         self.blocklog.write(
             BlockEvent(
                 match=match,
                 where="tls",
                 action="refuse",
-                client=str(peer[0]) if peer else None,
+                client=client,
                 reference=secrets.token_hex(6),
             )
         )
