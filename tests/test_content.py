@@ -207,6 +207,15 @@ def test_neutralized_links_lead_to_the_splash_page(proxy: Proxy) -> None:
     assert status == 451
     assert headers["Link"].endswith('rel="blocked-by"')
     assert b"Access denied" in body
+    # Anyone can send this path: what it reflects is escaped.
+    status, _, body = request(
+        proxy,
+        "GET",
+        "/.well-known/blocklist-proxy/blocked?list=%3Cscript%3Ealert(1)%3C/script%3E",
+        headers={"Accept": "text/html"},
+    )
+    assert status == 451
+    assert b"<script>" not in body
 
 
 def test_links_are_counted_and_logged(proxy: Proxy) -> None:
