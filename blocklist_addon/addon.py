@@ -18,6 +18,8 @@ request more than the URL check itself does (``bench/proxy.py``), one costs a fi
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+
 from mitmproxy import http, tls
 from mitmproxy.proxy import server_hooks
 
@@ -83,8 +85,8 @@ class BlocklistAddon:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.pages.responseheaders(flow)
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self.pages.response(flow)
+    def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        return self.pages.response(flow)  # a coroutine when a big page is scanned off-loop
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self.policy.http_connect(flow)

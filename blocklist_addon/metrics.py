@@ -7,6 +7,7 @@ only list names and fixed words.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,21 +49,24 @@ class Gauge:
 
 
 class Metrics:
-    """Monotonic counters, safe to bump from the event loop without locks."""
+    """Monotonic counters, bumped from the event loop and from the page-scan thread."""
 
     def __init__(self) -> None:
         self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self._lock = threading.Lock()
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         if name not in COUNTERS:
             raise KeyError(f"unknown counter {name}")
-        series = self._counters[name]
         key = tuple(sorted(labels.items()))
-        series[key] = series.get(key, 0) + amount
+        with self._lock:  # a read-modify-write: two threads must not lose a count
+            series = self._counters[name]
+            series[key] = series.get(key, 0) + amount
 
     def value(self, name: str, **labels: str) -> float:
         """One series' value (0 when never bumped); for tests and the health document."""
-        return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
+        with self._lock:
+            return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
 
     def render(self, gauges: Iterable[Gauge] = ()) -> str:
         lines: list[str] = []
@@ -71,7 +75,8 @@ class Metrics:
             lines.append(f"{gauge.name}{_labels(gauge.labels)} {_number(gauge.value)}")
         for name, help_text in COUNTERS.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-            series = self._counters.get(name) or {(): 0}
+            with self._lock:
+                series = dict(self._counters.get(name) or {(): 0})
             lines += [f"{name}{_labels(k)} {_number(v)}" for k, v in sorted(series.items())]
         return "\n".join(lines) + "\n"
 
