@@ -165,15 +165,24 @@ class Enforcer:
     def _match(self, blocklist: Blocklist, request: http.Request) -> Match | None:
         self.metrics.inc("blocklist_lookups_total")
         try:
-            url = request.url
-            found = blocklist.match(url)
-            if found is None and (named := request.pretty_url) != url:
-                found = blocklist.match(named)
+            found = blocklist.match(request.url)
+            if found is None and _names_another_host(request):
+                found = blocklist.match(request.pretty_url)
             return found
         except Exception as exc:  # never let one odd request take the proxy down
             self.metrics.inc("blocklist_lookup_errors_total")
             log.warning(f"blocklist: could not check a request ({type(exc).__name__}); passed")
             return None
+
+
+def _names_another_host(request: http.Request) -> bool:
+    """Whether the Host header names a host other than the URL's (transparent and reverse
+    mode): only then can ``pretty_url`` differ in what matching reads (ports do not count)."""
+    header = request.host_header
+    if not header:
+        return False
+    host = header.rpartition(":")[0] if header.rsplit(":", 1)[-1].isdigit() else header
+    return host.lower() != request.host.lower()
 
 
 def respond(flow: http.HTTPFlow, answer: splash.SplashResponse) -> None:
