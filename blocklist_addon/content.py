@@ -18,7 +18,7 @@ import fnmatch
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mitmproxy import ctx, http
@@ -55,6 +55,9 @@ class PageScanner:
     metrics: Metrics
     blocklog: BlockLog
     enforcer: Enforcer
+    # Options, read in configure (these defaults are the options' own).
+    action: str = field(default="neutralize", init=False)
+    limit: int = field(default=4 * 1024 * 1024, init=False)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -242,6 +245,9 @@ class UploadGuard:
     metrics: Metrics
     blocklog: BlockLog
     enforcer: Enforcer
+    # Options, read in configure (these defaults are the options' own).
+    patterns: list[str] = field(default_factory=lambda: ["*"], init=False)
+    limit: int = field(default=1024 * 1024, init=False)
 
     def load(self, loader) -> None:
         loader.add_option(

@@ -178,7 +178,16 @@ class Enforcer:
 def _names_another_host(request: http.Request) -> bool:
     """Whether the Host header names a host other than the URL's (transparent and reverse
     mode): only then can ``pretty_url`` differ in what matching reads (ports do not count)."""
-    header = request.host_header
+    # request.host_header, without its multidict lookup (a few us a request): the first
+    # Host field, else the HTTP/2 and HTTP/3 authority.
+    header = next(
+        (
+            value.decode("latin-1")
+            for name, value in request.headers.fields
+            if name.lower() == b"host"
+        ),
+        request.authority,
+    )
     if not header:
         return False
     host = header.rpartition(":")[0] if header.rsplit(":", 1)[-1].isdigit() else header
