@@ -128,13 +128,8 @@ class PageScanner:
             or response.raw_content is None
         ):
             return None
-        try:
-            body = response.get_content()
-        except ValueError:
-            self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
-            return None
-        if body is None or len(body) > self.limit:
-            self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
+        body = self._scannable_body(response.get_content)
+        if body is None:
             return None
         if len(body) > THREAD_BYTES:
             return self._scan_in_thread(flow, body)
@@ -152,18 +147,25 @@ class PageScanner:
         """A collected body, still content-encoded as it came from the origin."""
         assert flow.response is not None
         coding = flow.response.headers.get("content-encoding", "")
-        try:
-            body = encoding.decode(raw, coding) if coding else raw
-        except ValueError:
-            self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
-            return raw
-        if body is None or len(body) > self.limit:
-            self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
+        body = self._scannable_body(lambda: encoding.decode(raw, coding) if coding else raw)
+        if body is None:
             return raw
         scanned = self._scan(flow, body)
         if scanned is body:
             return raw
         return encoding.encode(scanned, coding) if coding else scanned
+
+    def _scannable_body(self, decode: Callable[[], bytes | None]) -> bytes | None:
+        """The decoded body, or None (counted, by reason) when it cannot be scanned."""
+        try:
+            body = decode()
+        except ValueError:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="undecodable")
+            return None
+        if body is None or len(body) > self.limit:
+            self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
+            return None
+        return body
 
     def _scan(self, flow: http.HTTPFlow, body: bytes) -> bytes:
         """``body`` with its listed links neutralized (or the same object if none are)."""
