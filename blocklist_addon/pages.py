@@ -292,26 +292,21 @@ def neutralize(
     """
     css = "css" in (content_type or "").lower()
     charset = charset_of(content_type, body, css=css)
-    if _ascii_compatible(charset):
-        # Latin-1 maps each byte to one character: positions are byte offsets, and bytes
-        # outside what the tokenizer looks at come back out exactly as they went in.
-        text = body.decode("latin-1")
-
-        def decoded(url: str) -> str:
-            return url.encode("latin-1").decode(charset, "replace")
-    else:
-        try:
-            text = body.decode(charset)
-        except (UnicodeDecodeError, LookupError):
-            return body, []
-
-        def decoded(url: str) -> str:
-            return url
+    # Latin-1 maps each byte to one character: positions are byte offsets, and bytes outside
+    # what the tokenizer looks at come back out exactly as they went in. A URL with bytes
+    # >= 0x80 is then decoded in the page's own charset before it is checked.
+    as_bytes = _ascii_compatible(charset)
+    try:
+        text = body.decode("latin-1" if as_bytes else charset)
+    except (UnicodeDecodeError, LookupError):
+        return body, []
 
     edits: list[tuple[Found, Match]] = []
     for found in find_links(text, page_url, css=css):
-        match = check(decoded(found.url) if not found.url.isascii() else found.url)
-        if match is not None:
+        url = found.url
+        if as_bytes and not url.isascii():
+            url = url.encode("latin-1").decode(charset, "replace")
+        if (match := check(url)) is not None:
             edits.append((found, match))
     if not edits:
         return body, []
@@ -325,7 +320,4 @@ def neutralize(
         parts.append(splash_url(match) if found.kind == "navigate" else BLOCKED_RESOURCE)
         last = found.end
     parts.append(text[last:])
-    result = "".join(parts)
-    return (
-        result.encode("latin-1") if _ascii_compatible(charset) else result.encode(charset)
-    ), edits
+    return "".join(parts).encode("latin-1" if as_bytes else charset), edits
