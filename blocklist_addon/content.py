@@ -101,19 +101,19 @@ class PageScanner:
         if response is None or self.action == "off":
             return
         length = response.headers.get("content-length", "")
-        limit = self.limit
+        known = length.isdigit()
+        too_large = known and int(length) > self.limit
         if not _scannable(response) or self.lists.blocklist is None:
             # Nothing to look at. Small bodies are buffered as mitmproxy does by default
             # (cheaper per request than streaming); large or unknown ones never sit in memory.
-            if not length.isdigit() or int(length) > limit:
+            if too_large or not known:
                 response.stream = True
-            return
-        if length.isdigit() and int(length) > limit:
+        elif too_large:
             self.metrics.inc("blocklist_pages_unscanned_total", reason="too-large")
             response.stream = True
-        elif not length.isdigit():
+        elif not known:
             # Length unknown (chunked, HTTP/2): collect up to the limit as it streams.
-            response.stream = _Collector(limit, lambda body: self._scan_encoded(flow, body))
+            response.stream = _Collector(self.limit, lambda body: self._scan_encoded(flow, body))
 
     def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         """Scan a buffered page. One larger than THREAD_BYTES is scanned off the event loop

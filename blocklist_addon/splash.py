@@ -224,7 +224,7 @@ def render(
 ) -> SplashResponse:
     """The 451 response for one blocked request. Never raises on odd ``url``/``list_name``
     text: it is the user's request, and the proxy must answer it whatever it holds."""
-    ref = _REFERENCE_DROP.sub("", reference)[:REFERENCE_MAX] or "unknown"
+    ref = _reference(reference)
     content_type = "text/html; charset=utf-8" if page else "text/plain; charset=utf-8"
     headers = _headers(config, content_type)
     if method.upper() == "HEAD":
@@ -241,7 +241,7 @@ def refused_upload(
 ) -> SplashResponse:
     """The 451 answer to a post or upload that carries a listed URL: it never reached the
     site. JSON for API clients, a short HTML page for forms; nothing of the post is shown."""
-    ref = _REFERENCE_DROP.sub("", reference)[:REFERENCE_MAX] or "unknown"
+    ref = _reference(reference)
     reason = (
         "The submission was not accepted: it contains a link to a page that "
         f"{config.operator} blocks because it may contain indecent images of children "
@@ -267,6 +267,11 @@ def refused_upload(
         "</p></body></html>\n"
     )
     return SplashResponse(STATUS, _headers(config, "text/html; charset=utf-8"), page.encode())
+
+
+def _reference(reference: str) -> str:
+    """The reference as shown: letters, digits and dashes only, bounded."""
+    return _REFERENCE_DROP.sub("", reference)[:REFERENCE_MAX] or "unknown"
 
 
 def _headers(config: SplashConfig, content_type: str) -> list[tuple[str, str]]:
