@@ -499,6 +499,13 @@ def assert_splash(response: Response, *, page: bool) -> None:
         assert len(response.body) < 200
 
 
+def synced_store(directory: pathlib.Path) -> str:
+    """A file store in ``directory`` with the sample feed synced into it (by the real sync)."""
+    store = (directory / "store").as_uri()
+    sync(store, SAMPLE_FEED, data_dir=directory / "data")
+    return store
+
+
 def feed_with(directory: pathlib.Path, *extra: str) -> pathlib.Path:
     """A text feed file: the sample feed plus ``extra`` lines."""
     path = directory / "feed.txt"

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from harness import ROOT, SAMPLE_FEED, Proxy, TestCA, World, running, sync
+from harness import ROOT, Proxy, TestCA, World, running, synced_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -45,8 +45,7 @@ def proxy(
     tmp_path_factory: pytest.TempPathFactory, world: World, confdir: pathlib.Path, ca: TestCA
 ) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("browser")
-    store = (directory / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=directory / "data")
+    store = synced_store(directory)
     with running(Proxy(directory, store=store, routes=world.routes, confdir=confdir, ca=ca)) as p:
         yield p
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from harness import SAMPLE_FEED, Origin, Origins, Proxy, TestCA, running, sync
+from harness import Origin, Origins, Proxy, TestCA, running, synced_store
 
 HOST = "forum.example.net"
 SPLASH = f"http://{HOST}/.well-known/blocklist-proxy/blocked?list=sample"
@@ -148,8 +148,7 @@ def proxy(
     tmp_path_factory: pytest.TempPathFactory, site: Site, confdir: pathlib.Path, ca: TestCA
 ) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("reverse")
-    store = (directory / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=directory / "data")
+    store = synced_store(directory)
     target = f"127.0.0.1:{site.origin.port}"
     proxy = Proxy(
         directory,
@@ -302,8 +301,7 @@ def test_posts_with_unlisted_links_pass_untouched(proxy: Proxy, site: Site) -> N
 def test_report_only_and_off_leave_pages_as_served(
     make_proxy, site: Site, tmp_path: pathlib.Path, action: str
 ) -> None:
-    store = (tmp_path / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    store = synced_store(tmp_path)
     target = f"127.0.0.1:{site.origin.port}"
     proxy = make_proxy(
         store,

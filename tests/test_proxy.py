@@ -14,7 +14,15 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from harness import SAMPLE_FEED, Proxy, TestCA, World, assert_splash, running, sync, wait_for
+from harness import (
+    Proxy,
+    TestCA,
+    World,
+    assert_splash,
+    running,
+    synced_store,
+    wait_for,
+)
 
 LISTED = [
     "http://blocked.example.com/page.html",
@@ -59,10 +67,7 @@ UNLISTED = [
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    directory = tmp_path_factory.mktemp("proxy-store")
-    url = (directory / "store").as_uri()
-    sync(url, SAMPLE_FEED, data_dir=directory / "data")
-    return url
+    return synced_store(tmp_path_factory.mktemp("proxy-store"))
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from harness import (
     feed_with,
     running,
     sync,
+    synced_store,
     wait_for,
 )
 
@@ -124,8 +125,7 @@ def test_allow_empty_starts_unhealthy_and_picks_up_the_first_list(
 def test_a_stale_list_is_still_enforced_and_reported(
     make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
 ) -> None:
-    store = (tmp_path / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    store = synced_store(tmp_path)
     # An age limit of 1 s: the version published above is older than that once loaded.
     with running(make_proxy(store, options={"blocklist_max_age": "1"})) as proxy:
         wait_for(lambda: proxy.health()[0] == 503, 30, "the list to count as stale")
@@ -140,8 +140,7 @@ def test_a_stale_list_is_still_enforced_and_reported(
 def test_never_mode_refuses_whole_hosts_and_decrypts_nothing(
     make_proxy: Callable[..., Proxy], world: World, ca: TestCA, tmp_path: pathlib.Path
 ) -> None:
-    store = (tmp_path / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    store = synced_store(tmp_path)
     with running(make_proxy(store, options={"blocklist_intercept": "never"})) as proxy:
         before = world.connections()
         assert proxy.connect("whole-site.blocked.test") == 451
@@ -161,8 +160,7 @@ def test_transparent_style_tls_to_a_whole_host_is_closed_without_an_upstream_con
 ) -> None:
     """Without a CONNECT to refuse (as in transparent mode), the server_connect guard
     closes the connection: here a CONNECT to the IP with the listed name only in the SNI."""
-    store = (tmp_path / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    store = synced_store(tmp_path)
     routes = {"198.51.100.7:443": world.listed_tls.port}
     with running(
         make_proxy(store, options={"blocklist_intercept": "never"}, routes=routes)
@@ -188,8 +186,7 @@ def test_transparent_style_tls_to_a_whole_host_is_closed_without_an_upstream_con
 def test_reverse_mode(
     make_proxy: Callable[..., Proxy], world: World, tmp_path: pathlib.Path
 ) -> None:
-    store = (tmp_path / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    store = synced_store(tmp_path)
     site = world.open_http
     target = f"127.0.0.1:{site.port}"
     proxy = make_proxy(store, mode=f"reverse:http://{target}", routes={target: site.port})
@@ -225,8 +222,7 @@ def test_plain_mitmdump_loads_the_addon(
     assert options.returncode == 0, options.stderr
     for name in ["blocklist_store", "blocklist_intercept", "blocklist_status_listen"]:
         assert f"{name}:" in options.stdout
-    store = (tmp_path / "store").as_uri()
-    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+    store = synced_store(tmp_path)
     with running(make_proxy(store, plain=True)) as proxy:
         assert_splash(proxy.get("http://blocked.example.com/page.html"), page=False)
         assert proxy.get("http://unlisted.example.org/").status == 200
