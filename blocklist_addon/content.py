@@ -28,7 +28,7 @@ from mitmproxy.proxy import mode_specs
 from blocklist_addon import pages, splash, uploads
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.enforce import Enforcer, respond
+from blocklist_addon.enforce import Enforcer, request_url, respond
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
 
@@ -173,7 +173,7 @@ class PageScanner:
         if blocklist is None:
             return body
         assert flow.response is not None
-        page_url = flow.request.pretty_url
+        page_url = request_url(flow.request, by_host_header=True)
         parts = urlsplit(page_url)
         origin = f"{parts.scheme}://{parts.netloc}"
 
@@ -314,7 +314,7 @@ class UploadGuard:
                 action="refuse",
                 client=client_address(flow.client_conn),
                 reference=reference,
-                url=request.pretty_url,
+                url=request_url(request, by_host_header=True),
                 method=request.method,
             )
         )

@@ -15,6 +15,7 @@ import secrets
 
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
+from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 
 from blocklist_addon import splash
@@ -23,7 +24,7 @@ from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.matcher import Blocklist, Match
 from blocklist_addon.metrics import Metrics
 
-__all__ = ["Enforcer", "respond"]
+__all__ = ["Enforcer", "request_url", "respond"]
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,13 @@ class Enforcer:
     def block(self, flow: http.HTTPFlow, match: Match, *, where: str) -> None:
         """Answer ``flow`` with the splash page (a CONNECT gets the tiny body) and log it."""
         request = flow.request
+        shown = request_url(request, by_host_header=True)
         reference = secrets.token_hex(6)
         is_connect = request.method.upper() == "CONNECT"
         page = not is_connect and splash.wants_page(request.method, request.headers)
         answer = splash.render(
             self.splash,
-            url=request.pretty_url,
+            url=shown,
             list_name=match.list_name,
             reference=reference,
             page=page,
@@ -157,7 +159,7 @@ class Enforcer:
                 action="refuse" if is_connect else "splash",
                 client=client_address(flow.client_conn),
                 reference=reference,
-                url=request.pretty_url,
+                url=shown,
                 method=request.method,
             )
         )
@@ -165,9 +167,9 @@ class Enforcer:
     def _match(self, blocklist: Blocklist, request: http.Request) -> Match | None:
         self.metrics.inc("blocklist_lookups_total")
         try:
-            found = blocklist.match(request.url)
+            found = blocklist.match(request_url(request))
             if found is None and _names_another_host(request):
-                found = blocklist.match(request.pretty_url)
+                found = blocklist.match(request_url(request, by_host_header=True))
             return found
         except Exception as exc:  # never let one odd request take the proxy down
             self.metrics.inc("blocklist_lookup_errors_total")
@@ -175,9 +177,33 @@ class Enforcer:
             return None
 
 
+def request_url(request: http.Request, *, by_host_header: bool = False) -> str:
+    """The URL the client asked for, as the matcher (and a log or a page's base) must read it.
+
+    mitmproxy keeps an IPv6 host without its brackets, so ``request.url`` and
+    ``pretty_url`` give ``http://2001:db8::7/x``, which every URL parser reads as host
+    ``2001``: a listed IPv6 address, and any IPv4 address written IPv4-mapped
+    (``[::ffff:192.0.2.44]``), would pass. Build the URL here with the brackets put back;
+    every URL taken from a request goes through this function. ``by_host_header``: the
+    host the Host header (or HTTP/2 authority) names instead (transparent, reverse mode).
+    """
+    host, port = request.host, request.port
+    if by_host_header and (header := request.host_header):
+        host, header_port = url.parse_authority(header, check=False)
+        port = header_port or url.default_port(request.scheme) or port
+    elif ":" not in host:
+        return request.url  # no IPv6 literal: mitmproxy's own URL is right (and cheaper)
+    if ":" in host:
+        host = f"[{host}]"
+    if request.first_line_format == "authority":  # CONNECT host:port
+        return f"{host}:{port}"
+    path = request.path if request.path != "*" else ""
+    return url.unparse(request.scheme, host, port, path)
+
+
 def _names_another_host(request: http.Request) -> bool:
     """Whether the Host header names a host other than the URL's (transparent and reverse
-    mode): only then can ``pretty_url`` differ in what matching reads (ports do not count)."""
+    mode): only then can the URL by Host differ in what matching reads (ports do not count)."""
     # request.host_header, without its multidict lookup (a few us a request): the first
     # Host field, else the HTTP/2 and HTTP/3 authority.
     header = next(
@@ -191,7 +217,7 @@ def _names_another_host(request: http.Request) -> bool:
     if not header:
         return False
     host = header.rpartition(":")[0] if header.rsplit(":", 1)[-1].isdigit() else header
-    return host.lower() != request.host.lower()
+    return host.removeprefix("[").removesuffix("]").lower() != request.host.lower()
 
 
 def respond(flow: http.HTTPFlow, answer: splash.SplashResponse) -> None:
