@@ -595,6 +595,52 @@ async def test_redis_that_never_answers_times_out() -> None:
             await store.close()
 
 
+# -- namespaces ------------------------------------------------------------------------------
+
+
+async def test_namespaces_are_separate_stores(
+    store_factory: StoreFactory, make_snapshot: MakeSnapshot
+) -> None:
+    """A hash list or the diversion set lives beside the URL list without touching it:
+    its own versions, pointer, announcements, state, blobs and locks."""
+    main = store_factory()
+    other = open_store(store_factory.url, prefix=store_factory.prefix, namespace="hashes")
+    store_factory.opened.append(other)
+    a = await publish(main, make_snapshot("a"))
+    assert await other.active() is None
+    b = await publish(other, make_snapshot("b"))
+    assert b.version == 1
+    assert (await main.active()) == a
+    assert (await other.load_active())[1] == make_snapshot("b").data
+    await other.set_state("feed:x", {"n": 1})
+    await other.set_blob("feed:x", b"bytes")
+    assert await main.get_state("feed:x") is None
+    assert await main.get_blob("feed:x") is None
+    async with main.lock("sync") as first, other.lock("sync") as second:
+        assert first and second
+    watched = other.watch(poll_interval=0.05)
+    assert await asyncio.wait_for(anext(watched), DEADLINE) == b.version
+    await publish(main, make_snapshot("c"))  # the main list's notices are not the other's
+    c = await publish(main, make_snapshot("e"))
+    d = await publish(other, make_snapshot("d"))
+    assert (c.version, d.version) == (3, 2)
+    assert await asyncio.wait_for(anext(watched), DEADLINE) == d.version
+    await watched.aclose()
+
+
+@pytest.mark.parametrize("name", ["", "Hashes", "a/b", "..", "versions", "lock", "x" * 33])
+def test_namespace_names_are_checked(name: str, tmp_path: pathlib.Path) -> None:
+    with pytest.raises(StoreError, match="invalid store namespace"):
+        open_store(tmp_path.as_uri(), namespace=name)
+
+
+def test_namespace_locations(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert open_store(tmp_path.as_uri(), namespace="divert").path == tmp_path / "divert"
+    assert open_store("redis://127.0.0.1/0", namespace="divert").prefix == "blocklist:divert:"
+    monkeypatch.setenv("BLOCKLIST_DATA_DIR", str(tmp_path / "data"))
+    assert open_store(namespace="hashes").path == tmp_path / "data" / "hashes"
+
+
 # -- store URLs --------------------------------------------------------------------------------
 
 

@@ -1,0 +1,376 @@
+"""The embedded store: one local directory, for one box with no server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import pathlib
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from blocklist_addon.store.base import (
+    LOCK_POLL,
+    READ_ATTEMPTS,
+    Store,
+    StoreError,
+    VersionInfo,
+    check_key,
+    dump_state,
+    load_state,
+    prune_victims,
+)
+
+_VERSION_FILE = re.compile(r"(\d+)\.(snap|json)")
+_TMP_FILE = re.compile(r"\..+\.tmp")
+#: A temporary file this old and not locked by a writer is a killed writer's leftover. The
+#: grace only covers the instant between a writer creating its file and locking it.
+_TMP_GRACE = 10.0
+_CHUNK = 1 << 20
+
+
+class FileStore(Store):
+    """A store in one local directory: one box, no server.
+
+    Layout: ``versions/<n>.snap`` and ``versions/<n>.json`` (a version exists once both
+    do: the JSON is written last), ``active`` (the pointer: the number as text), ``seq``,
+    ``state/<key>.json``, ``blob/<key>``, ``lock/<name>``. Every write is a temporary file,
+    fsync, ``os.replace`` and an fsync of the directory, so a reader or a crash sees the old
+    file or the new one. Short critical sections (allocating a number, the flip, pruning)
+    are serialized across processes by ``flock`` on ``lock/.store``. Directories are 0700
+    and files 0600: the store holds a licensed list's digests.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str, *, keep: int = 5) -> None:
+        super().__init__(keep=keep)
+        self.path = pathlib.Path(path).absolute()
+        self.url = self.path.as_uri()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            reason = exc.strerror or str(exc)
+            raise StoreError(f"file store {self.path}: {reason}{where}") from None
+
+    async def _run[T](self, func: Callable[..., T], *args: Any) -> T:
+        """Run blocking file work off the event loop, with OS errors as StoreError."""
+        with self._errors():
+            return await asyncio.to_thread(func, *args)
+
+    def _dirs(self) -> None:
+        # The store directory itself is created 0700 too (its parents get the default mode).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for directory in (
+            self.path,
+            *(self.path / sub for sub in ("versions", "state", "blob", "lock")),
+        ):
+            directory.mkdir(mode=0o700, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialize a short critical section with every process using this directory."""
+        self._dirs()
+        fd = os.open(self.path / "lock" / ".store", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock
+
+    def _read_pointer(self) -> int | None:
+        try:
+            raw = (self.path / "active").read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise StoreError(f"{self.url}: the active pointer is corrupt: {raw[:20]!r}") from None
+
+    def _version_path(self, version: int, suffix: str) -> pathlib.Path:
+        return self.path / "versions" / f"{int(version)}.{suffix}"
+
+    def _read_version(self, version: int) -> tuple[VersionInfo, bytes] | None:
+        try:
+            info, size = VersionInfo.from_json(self._version_path(version, "json").read_bytes())
+            data = self._version_path(version, "snap").read_bytes()
+        except FileNotFoundError:
+            return None
+        if size is not None and size != len(data):
+            raise StoreError(f"{self.url}: version {version} is truncated")
+        return info, data
+
+    def _read_info(self, version: int) -> VersionInfo | None:
+        try:
+            raw = self._version_path(version, "json").read_bytes()
+        except FileNotFoundError:
+            return None
+        return VersionInfo.from_json(raw)[0]
+
+    def _on_disk(self) -> dict[int, set[str]]:
+        """Version numbers found in ``versions/``, with the suffixes present for each."""
+        found: dict[int, set[str]] = {}
+        try:
+            names = os.listdir(self.path / "versions")
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if m := _VERSION_FILE.fullmatch(name):
+                found.setdefault(int(m.group(1)), set()).add(m.group(2))
+        return found
+
+    def _kept(self) -> list[int]:
+        return sorted(
+            (n for n, suffixes in self._on_disk().items() if suffixes == {"snap", "json"}),
+            reverse=True,
+        )
+
+    # -- versions ------------------------------------------------------------------------
+
+    def _next_version_sync(self) -> int:
+        with self._exclusive():
+            seq_path = self.path / "seq"
+            try:
+                seq = int(seq_path.read_bytes())
+            except (FileNotFoundError, ValueError):
+                seq = 0
+            number = max(seq, self._read_pointer() or 0, *self._on_disk(), 0) + 1
+            write_atomic(seq_path, b"%d\n" % number)
+            return number
+
+    async def _next_version(self) -> int:
+        return await self._run(self._next_version_sync)
+
+    def _write_version_sync(self, info: VersionInfo, data: bytes) -> None:
+        self._dirs()
+        # The bytes stay locked until the JSON that commits them is in place, so a pruner
+        # can tell this writer's not-yet-committed file from a killed writer's.
+        fd = write_atomic(self._version_path(info.version, "snap"), data, hold=True)
+        try:
+            write_atomic(self._version_path(info.version, "json"), info.to_json(len(data)))
+        finally:
+            os.close(fd)
+
+    async def _write_version(self, info: VersionInfo, data: bytes) -> None:
+        await self._run(self._write_version_sync, info, data)
+
+    def _activate_sync(self, version: int) -> bool:
+        with self._exclusive():
+            current = self._read_pointer()
+            if current is not None and version <= current:
+                return False
+            if version not in self._kept():
+                raise StoreError(f"cannot activate version {version}: it is not in {self.url}")
+            write_atomic(self.path / "active", b"%d\n" % version)
+            return True
+
+    async def _activate(self, version: int) -> bool:
+        return await self._run(self._activate_sync, version)
+
+    def _prune_sync(self) -> None:
+        with self._exclusive():
+            active = self._read_pointer()
+            kept = self._kept()
+            for n in prune_victims(kept, self.keep, active):
+                # JSON first: the version disappears from listings before its bytes go.
+                for suffix in ("json", "snap"):
+                    with contextlib.suppress(FileNotFoundError):
+                        self._version_path(n, suffix).unlink()
+            for n, suffixes in self._on_disk().items():
+                if suffixes == {"json"}:  # its bytes are gone: not loadable, not a version
+                    self._version_path(n, "json").unlink(missing_ok=True)
+                elif suffixes == {"snap"}:  # uncommitted: a live writer holds it locked
+                    _remove_unlocked(self._version_path(n, "snap"), self._version_path(n, "json"))
+            for sub in ("", "versions", "state", "blob"):
+                _remove_stray_tmp(self.path / sub)
+
+    async def _prune(self) -> None:
+        await self._run(self._prune_sync)
+
+    def _read_active[T](self, read: Callable[[int], T | None]) -> T | None:
+        """``read`` the active version; a pruner may remove it between the pointer read and
+        ours, so retry while the pointer moves, and fail only if it stays on a missing one."""
+        for _ in range(READ_ATTEMPTS):
+            number = self._read_pointer()
+            if number is None:
+                return None
+            if (found := read(number)) is not None:
+                return found
+            if self._read_pointer() == number:
+                raise StoreError(f"{self.url}: the active version {number} is missing")
+        raise StoreError(f"{self.url}: the active version kept changing while being read")
+
+    def _load_active_sync(self) -> tuple[VersionInfo, bytes] | None:
+        return self._read_active(self._read_version)
+
+    def _active_sync(self) -> VersionInfo | None:
+        return self._read_active(self._read_info)
+
+    async def active(self) -> VersionInfo | None:
+        return await self._run(self._active_sync)
+
+    async def load_active(self) -> tuple[VersionInfo, bytes] | None:
+        return await self._run(self._load_active_sync)
+
+    async def load(self, version: int) -> bytes:
+        found = await self._run(self._read_version, version)
+        if found is None:
+            raise StoreError(f"version {version} is not kept in {self.url}")
+        return found[1]
+
+    def _versions_sync(self) -> list[VersionInfo]:
+        return [info for n in self._kept() if (info := self._read_info(n)) is not None]
+
+    async def versions(self) -> list[VersionInfo]:
+        return await self._run(self._versions_sync)
+
+    # -- coordination and sync state -------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(
+        self, name: str = "sync", *, ttl: float = 900.0, wait: float = 0.0
+    ) -> AsyncIterator[bool]:
+        # ttl is not needed: the kernel drops a flock when its holder dies.
+        path = self.path / "lock" / check_key(name, "lock name")
+        with self._errors():
+            await asyncio.to_thread(self._dirs)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    acquired = True
+                    break
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        acquired = False
+                        break
+                    await asyncio.sleep(min(LOCK_POLL, remaining))
+            yield acquired
+        finally:
+            os.close(fd)  # releases the lock, if held
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        path = self.path / "state" / f"{check_key(key)}.json"
+        raw = await self._run(_read_or_none, path)
+        return None if raw is None else load_state(raw, key)
+
+    async def set_state(self, key: str, value: dict[str, Any]) -> None:
+        path = self.path / "state" / f"{check_key(key)}.json"
+        await self._run(self._write, path, dump_state(value))
+
+    async def get_blob(self, key: str) -> bytes | None:
+        return await self._run(_read_or_none, self.path / "blob" / check_key(key))
+
+    async def set_blob(self, key: str, data: bytes) -> None:
+        await self._run(self._write, self.path / "blob" / check_key(key), data)
+
+    def _write(self, path: pathlib.Path, data: bytes) -> None:
+        self._dirs()
+        write_atomic(path, data)
+
+    async def watch(self, *, poll_interval: float = 1.0) -> AsyncIterator[int]:
+        # Polling the pointer is the notice: an atomic rename is all a reader can observe.
+        last = None
+        while True:
+            number = await self._run(self._read_pointer)
+            if number is not None and number != last:
+                last = number
+                yield number
+            await asyncio.sleep(poll_interval)
+
+    async def close(self) -> None:
+        """Nothing to release: every operation opens and closes its own files."""
+
+
+def _read_or_none(path: pathlib.Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: pathlib.Path, data: bytes, *, hold: bool = False) -> int | None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    The temporary file is flock'ed while it is written so that a cleaner never removes a
+    live writer's file. With ``hold`` the still-locked descriptor is returned (the caller
+    closes it); otherwise it is closed.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(data).cast("B")
+        while view:
+            written = os.write(fd, view[:_CHUNK])
+            view = view[written:]
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    if hold:
+        return fd
+    os.close(fd)
+    return None
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_unlocked(path: pathlib.Path, unless: pathlib.Path | None = None) -> bool:
+    """Remove ``path`` if no writer holds its flock (and ``unless`` did not appear)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer
+        if unless is not None and unless.exists():
+            return False  # committed after all
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
+def _remove_stray_tmp(directory: pathlib.Path) -> None:
+    """Remove temporary files left by killed writers; readers never look at them."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    now = time.time()
+    for name in names:
+        if not _TMP_FILE.fullmatch(name):
+            continue
+        path = directory / name
+        try:
+            if now - path.stat().st_mtime < _TMP_GRACE:
+                continue
+        except FileNotFoundError:
+            continue
+        _remove_unlocked(path)

@@ -1,0 +1,349 @@
+"""The shared store: one Redis (or Valkey) database that many proxy nodes read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
+
+from blocklist_addon.store.base import (
+    LOCK_POLL,
+    PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
+    READ_ATTEMPTS,
+    Store,
+    StoreError,
+    VersionInfo,
+    check_key,
+    dump_state,
+    load_state,
+    prune_victims,
+)
+
+# Allocate a version number: INCR, but never at or below a number already stored or active
+# (a lost or reset `seq` key must not make two versions share a number).
+_NEXT_VERSION = """
+local n = redis.call('INCR', KEYS[1])
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0)
+local highest = tonumber(redis.call('GET', KEYS[3]) or '0')
+if top[1] and tonumber(top[1]) > highest then highest = tonumber(top[1]) end
+if n <= highest then
+  n = highest + 1
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"""
+
+# The one atomic flip: only forward, only to a stored version, announced in the same step.
+_ACTIVATE = """
+local n = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n <= current then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"""
+
+# Prune the given versions, re-checking the pointer in the same step: a version chosen as a
+# victim may have been activated meanwhile by a slow publisher.
+_PRUNE = """
+local active = tonumber(redis.call('GET', KEYS[1]) or '0')
+local removed = 0
+for i, n in ipairs(ARGV) do
+  if tonumber(n) ~= active then
+    redis.call('DEL', KEYS[1 + 2 * i], KEYS[2 + 2 * i])
+    redis.call('ZREM', KEYS[2], n)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+# Release a lock only if it still holds our token (it may have expired and been re-taken).
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore(Store):
+    """A store in one Redis (6.2+) or Valkey database, shared by many proxy nodes.
+
+    Layout under ``prefix``: ``version:<n>`` (bytes) and ``version:<n>:info`` (JSON), both
+    written in one MULTI/EXEC; ``versions`` (sorted set of kept numbers); ``seq``;
+    ``active`` (flipped by a Lua script that also PUBLISHes on ``announce``);
+    ``state:<key>``, ``blob:<key>``, ``lock:<name>``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        keep: int = 5,
+        prefix: str = "blocklist:",
+        password: str | None = None,
+        connect_timeout: float = 3.0,
+        timeout: float = 5.0,
+    ) -> None:
+        """``connect_timeout`` and ``timeout`` (per socket operation) keep a dead Redis
+        from hanging the caller; ``socket_connect_timeout`` and ``socket_timeout`` in the
+        URL's query override them."""
+        super().__init__(keep=keep)
+        parts = urlsplit(url)
+        self._secrets = [s for s in (password, parts.password) if s]
+        self._secrets += [unquote(s) for s in self._secrets]
+        self.url = _redact(url)
+        self.prefix = prefix
+        try:
+            self._redis: aioredis.Redis = aioredis.from_url(
+                url,
+                password=password,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+                # One quick retry: a pooled connection may be stale after a Redis restart.
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+            )
+        except (ValueError, RedisError) as exc:
+            raise StoreError(self._scrub(f"invalid redis URL {self.url}: {exc}")) from None
+        kwargs = self._redis.connection_pool.connection_kwargs
+        self._where = (
+            kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        )
+        self._channel = f"{prefix}announce"
+        self._next_script = self._redis.register_script(_NEXT_VERSION)
+        self._activate_script = self._redis.register_script(_ACTIVATE)
+        self._prune_script = self._redis.register_script(_PRUNE)
+        self._unlock_script = self._redis.register_script(_UNLOCK)
+
+    def _key(self, *parts: object) -> str:
+        return self.prefix + ":".join(map(str, parts))
+
+    def _scrub(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return " ".join(message.split())
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn whatever redis-py or the socket raises into a one-line StoreError."""
+        try:
+            yield
+        except (AuthenticationError, AuthorizationError) as exc:
+            raise StoreError(
+                self._scrub(
+                    f"redis at {self._where} rejected authentication: {exc} "
+                    f"(the password comes from the URL, ${PASSWORD_ENV} or ${PASSWORD_FILE_ENV})"
+                )
+            ) from None
+        except (ConnectionError, TimeoutError, OSError, RedisError) as exc:
+            raise StoreError(self._scrub(f"redis at {self._where} {_redis_reason(exc)}")) from None
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def _next_version(self) -> int:
+        with self._errors():
+            keys = [self._key("seq"), self._key("versions"), self._key("active")]
+            return int(await self._next_script(keys=keys))
+
+    async def _write_version(self, info: VersionInfo, data: bytes) -> None:
+        n = info.version
+        with self._errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("version", n), data)
+                pipe.set(self._key("version", n, "info"), info.to_json(len(data)))
+                pipe.zadd(self._key("versions"), {str(n): n})
+                await pipe.execute()
+
+    async def _activate(self, version: int) -> bool:
+        with self._errors():
+            keys = [self._key("active"), self._key("version", version, "info")]
+            result = int(await self._activate_script(keys=keys, args=[version, self._channel]))
+        if result < 0:
+            raise StoreError(f"cannot activate version {version}: it is not in {self.url}")
+        return result == 1
+
+    async def _prune(self) -> None:
+        with self._errors():
+            kept = [int(n) for n in await self._redis.zrange(self._key("versions"), 0, -1)]
+            victims = prune_victims(kept, self.keep, await self._active_number())
+            if victims:
+                keys = [self._key("active"), self._key("versions")]
+                for n in victims:
+                    keys += [self._key("version", n), self._key("version", n, "info")]
+                await self._prune_script(keys=keys, args=victims)
+
+    async def _active_number(self) -> int | None:
+        with self._errors():
+            raw = await self._redis.get(self._key("active"))
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise StoreError(f"{self.url}: the active pointer is corrupt: {raw[:20]!r}") from None
+
+    async def active(self) -> VersionInfo | None:
+        for _ in range(READ_ATTEMPTS):
+            number = await self._active_number()
+            if number is None:
+                return None
+            with self._errors():
+                raw = await self._redis.get(self._key("version", number, "info"))
+            if raw is not None:
+                return VersionInfo.from_json(raw)[0]
+            if await self._active_number() == number:
+                raise StoreError(f"{self.url}: the active version {number} is missing")
+        raise StoreError(f"{self.url}: the active version kept changing while being read")
+
+    async def load_active(self) -> tuple[VersionInfo, bytes] | None:
+        for _ in range(READ_ATTEMPTS):
+            number = await self._active_number()
+            if number is None:
+                return None
+            with self._errors():
+                raw, data = await self._redis.mget(
+                    self._key("version", number, "info"), self._key("version", number)
+                )
+            if raw is not None and data is not None:
+                return self._checked(raw, data)
+            if await self._active_number() == number:
+                raise StoreError(f"{self.url}: the active version {number} is missing")
+        raise StoreError(f"{self.url}: the active version kept changing while being read")
+
+    def _checked(self, raw: bytes, data: bytes) -> tuple[VersionInfo, bytes]:
+        info, size = VersionInfo.from_json(raw)
+        if size is not None and size != len(data):
+            raise StoreError(f"{self.url}: version {info.version} is truncated")
+        return info, data
+
+    async def load(self, version: int) -> bytes:
+        with self._errors():
+            raw, data = await self._redis.mget(
+                self._key("version", version, "info"), self._key("version", version)
+            )
+        if raw is None or data is None:
+            raise StoreError(f"version {version} is not kept in {self.url}")
+        return self._checked(raw, data)[1]
+
+    async def versions(self) -> list[VersionInfo]:
+        with self._errors():
+            numbers = await self._redis.zrevrange(self._key("versions"), 0, -1)
+            if not numbers:
+                return []
+            raws = await self._redis.mget([self._key("version", int(n), "info") for n in numbers])
+        return [VersionInfo.from_json(raw)[0] for raw in raws if raw is not None]
+
+    # -- coordination and sync state -------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(
+        self, name: str = "sync", *, ttl: float = 900.0, wait: float = 0.0
+    ) -> AsyncIterator[bool]:
+        key = self._key("lock", check_key(name, "lock name"))
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + wait
+        while True:
+            with self._errors():
+                acquired = bool(
+                    await self._redis.set(key, token, nx=True, px=max(1, int(ttl * 1000)))
+                )
+            remaining = deadline - time.monotonic()
+            if acquired or remaining <= 0:
+                break
+            await asyncio.sleep(min(LOCK_POLL, remaining))
+        try:
+            yield acquired
+        except BaseException:
+            if acquired:
+                with contextlib.suppress(StoreError):  # the TTL frees it; keep the first error
+                    await self._release(key, token)
+            raise
+        if acquired:
+            await self._release(key, token)
+
+    async def _release(self, key: str, token: str) -> bool:
+        """Delete the lock only if ``token`` still holds it."""
+        with self._errors():
+            return bool(await self._unlock_script(keys=[key], args=[token]))
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        with self._errors():
+            raw = await self._redis.get(self._key("state", check_key(key)))
+        return None if raw is None else load_state(raw, key)
+
+    async def set_state(self, key: str, value: dict[str, Any]) -> None:
+        raw = dump_state(value)
+        with self._errors():
+            await self._redis.set(self._key("state", check_key(key)), raw)
+
+    async def get_blob(self, key: str) -> bytes | None:
+        with self._errors():
+            return await self._redis.get(self._key("blob", check_key(key)))
+
+    async def set_blob(self, key: str, data: bytes) -> None:
+        with self._errors():
+            await self._redis.set(self._key("blob", check_key(key)), data)
+
+    async def watch(self, *, poll_interval: float = 1.0) -> AsyncIterator[int]:
+        # Subscribe before the first read so that no flip falls between the two; the notice
+        # only wakes us early, the pointer itself is always what we report.
+        pubsub = self._redis.pubsub()
+        try:
+            with self._errors():
+                await pubsub.subscribe(self._channel)
+            last = None
+            while True:
+                number = await self._active_number()
+                if number is not None and number != last:
+                    last = number
+                    yield number
+                with self._errors():
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+
+def _redis_reason(exc: BaseException) -> str:
+    """'unreachable: Connection refused' rather than redis-py's multi-part message."""
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return f"unreachable: timed out ({exc})"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return f"unreachable: {os.strerror(seen.errno)}"
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, ConnectionError | OSError) or "Connection" in type(exc).__name__:
+        return f"unreachable: {exc}"
+    return f"error: {exc}"
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (in the userinfo or a ``password`` query parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}@{hostport}" if user else hostport
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    )
+    # Built by hand: urlunsplit drops the "//" of unix:///path, whose netloc is empty.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
