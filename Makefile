@@ -25,16 +25,18 @@ RUN_STATUS ?= 127.0.0.1:9451
 RUN_DIR ?= $(CURDIR)/var
 SAMPLE_FEED := $(CURDIR)/samples/sample-feed.txt
 
-# The browser test (tests/test_browser.py) needs Debian's chromium. As root on Debian (CI, a
-# fresh machine) `make test` installs it; anywhere else that test is skipped, saying why.
-# BROWSER=0 skips the install.
-BROWSER ?= 1
+# Debian packages the tests use (tests/debian-packages.txt: chromium for the browser test,
+# and what the network tests need). As root on Debian (CI, a fresh machine) `make test`
+# installs the missing ones; anywhere else the tests that need them skip, saying why.
+# SYSTEM=0 skips the install.
+SYSTEM ?= 1
+DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' tests/debian-packages.txt)
 
 # `make fuzz`: each atheris target for FUZZ_SECONDS (crash-* files name any failing input).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := canonical embedded matcher pages uploads feeds
 
-.PHONY: test lint format run bench clean venv browser fuzz
+.PHONY: test lint format run bench clean venv system fuzz
 
 venv: $(VENV)/.installed
 
@@ -63,15 +65,19 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-browser:
-	@if [ "$(BROWSER)" = 1 ] && ! command -v chromium >/dev/null \
-	    && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's chromium for the browser test"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	    >/dev/null || echo "warning: chromium not installed; the browser test is skipped" >&2; \
+system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$(SYSTEM)" = 1 ] && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages for the tests:$$missing"; \
+	  (flock 9; apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq $$missing) 9>/tmp/blocklist-proxy-apt.lock \
+	    >/dev/null || echo "warning: not installed:$$missing; the tests that need them skip" >&2; \
 	fi
 
-test: lint browser
+test: lint system
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: venv
