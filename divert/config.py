@@ -1,0 +1,204 @@
+"""``blocklist-divert``'s TOML configuration (``/etc/blocklist-proxy/divert.toml``).
+
+    store = "redis://127.0.0.1:6379/0"   # the sync's store; the set lives in namespace "divert"
+    key_file = "/etc/blocklist-proxy/divert.key"   # `blocklist-divert keygen` writes it
+    resolvers = ["192.0.2.53", "[2001:db8::53]:53"]   # default: /etc/resolv.conf
+    protect = ["198.51.100.0/24"]        # never diverted, beside the built-in prefixes
+    protect_file = "/etc/blocklist-proxy/protect.txt"   # one prefix a line, # comments
+    max_per_host = 16        # a host answering with more addresses is refused
+    max_total = 50000        # a set with more addresses is refused (exit 1)
+    max_growth = 2.0         # a set growing beyond 2x the previous is refused (--force)
+    growth_allowance = 32    # ... unless it grew by at most this many addresses
+    max_failed = 0.5         # over half the hosts failing: the resolvers are broken (exit 1)
+    grace = 21600            # seconds a failing or vanished host keeps its last addresses
+    timeout = 3.0            # per DNS query
+    deadline = 120.0         # for the whole resolution
+    concurrency = 100        # hosts resolved at once
+
+    # blocklist-divert run
+    interval = 300           # resolve every 5 minutes
+    health_url = "http://127.0.0.1:9451/healthz"   # the transparent proxy's health
+    withdraw_after = 30      # seconds of ill health before the sets are emptied
+    nft_table = "blocklist"
+    next_hop = ["198.51.100.1", "2001:db8::1"]     # bird/exabgp: one address per family
+
+Every key has a safe default; unknown keys are an error (a typo must not silently leave a
+gate at its default). Secrets are never values here: the key is in ``key_file``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sync.config import ConfigError
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "KEY_FILE_ENV",
+    "ConfigError",
+    "DivertConfig",
+    "load_config",
+    "parse_resolver",
+]
+
+DEFAULT_CONFIG = Path("/etc/blocklist-proxy/divert.toml")
+CONFIG_ENV = "BLOCKLIST_DIVERT_CONFIG"
+#: Shared with blocklist-sync, which stores the hostnames with the same key.
+KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
+_PATHS = {"key_file", "protect_file"}
+_ADDRESS_LISTS = {"resolvers", "protect", "next_hop"}
+
+
+@dataclass(frozen=True)
+class DivertConfig:
+    store: str | None = None
+    key_file: Path | None = None
+    resolvers: tuple[str, ...] = ()
+    protect: tuple[str, ...] = ()
+    protect_file: Path | None = None
+    max_per_host: int = 16
+    max_total: int = 50_000
+    max_growth: float = 2.0
+    growth_allowance: int = 32
+    max_failed: float = 0.5
+    grace: float = 6 * 3600.0
+    timeout: float = 3.0
+    deadline: float = 120.0
+    concurrency: int = 100
+    keep_versions: int = 5
+    lock_wait: float = 0.0
+    interval: float = 300.0
+    health_url: str = "http://127.0.0.1:9451/healthz"
+    withdraw_after: float = 30.0
+    nft_table: str = "blocklist"
+    next_hop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def load_config(path: Path) -> DivertConfig:
+    """Read and check the TOML file; ConfigError (exit 2) names the file and the key."""
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    return from_mapping(raw, base=path.parent, where=f"config {path}")
+
+
+def from_mapping(
+    raw: dict[str, Any], *, base: Path | None = None, where: str = "config"
+) -> DivertConfig:
+    """A config from TOML-like values: relative paths are relative to ``base``."""
+    known = {f.name: f for f in fields(DivertConfig)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _PATHS:
+            if not isinstance(value, str | os.PathLike):
+                raise ConfigError(f"{where}: {name} must be a path")
+            path = Path(os.path.expanduser(str(value)))
+            values[name] = path if path.is_absolute() or base is None else base / path
+        elif name in _ADDRESS_LISTS:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {name} must be a list of strings")
+            values[name] = tuple(value)
+        else:
+            values[name] = value
+    try:
+        return DivertConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def validate(config: DivertConfig) -> None:
+    """Refuse values that would disable a gate by accident (a negative cap, a zero deadline)."""
+    for name in ("max_per_host", "max_total", "concurrency", "keep_versions"):
+        value = getattr(config, name)
+        if type(value) is not int or value < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if type(config.growth_allowance) is not int or config.growth_allowance < 0:
+        raise ConfigError(
+            f"growth_allowance must be a whole number >= 0, not {config.growth_allowance!r}"
+        )
+    positive = ("timeout", "deadline", "interval", "withdraw_after")
+    for name in (*positive, "max_growth", "grace", "lock_wait", "max_failed"):
+        value = getattr(config, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(f"{name} must be a number, not {value!r}")
+        if value < 0 or (name in positive and value == 0):
+            raise ConfigError(
+                f"{name} must be {'> 0' if name in positive else '>= 0'}, not {value!r}"
+            )
+    if config.max_growth < 1:
+        raise ConfigError(
+            f"max_growth is a ratio of at least 1 (2.0: may double), not {config.max_growth!r}"
+        )
+    if config.max_failed > 1:
+        raise ConfigError(f"max_failed is a fraction between 0 and 1, not {config.max_failed!r}")
+    if not config.nft_table or not config.nft_table.replace("_", "a").replace("-", "a").isalnum():
+        raise ConfigError(f"nft_table {config.nft_table!r}: use letters, digits, '_' and '-'")
+    for resolver in config.resolvers:
+        parse_resolver(resolver)
+    for prefix in config.protect:
+        try:
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise ConfigError(f"protect: {prefix!r} is not an address or prefix") from None
+    families = []
+    for hop in config.next_hop:
+        try:
+            families.append(ipaddress.ip_address(hop).version)
+        except ValueError:
+            raise ConfigError(f"next_hop: {hop!r} is not an IP address") from None
+    if len(families) != len(set(families)):
+        raise ConfigError("next_hop: at most one IPv4 and one IPv6 address")
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """``"192.0.2.53"``, ``"192.0.2.53:5353"``, ``"2001:db8::53"`` or ``"[2001:db8::53]:53"``
+    as (address, port). Resolvers are addresses: resolving a resolver's name would need one."""
+    host, port = text.strip(), 53
+    if host.startswith("["):
+        inside, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"resolver {text!r}: use ADDRESS, ADDRESS:PORT or [IPv6]:PORT")
+        host, port_text = inside, rest[1:]
+        if rest:
+            port = _port(port_text, text)
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = _port(port_text, text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(
+            f"resolver {text!r} is not an IP address (optionally with :PORT)"
+        ) from None
+    return address.compressed, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"resolver {whole!r}: port must be 1-65535")
+    return int(text)

@@ -1,0 +1,131 @@
+"""``divert.nft.apply`` against the real nft, inside a network namespace this test creates
+(never the root namespace's firewall), with a minimal ``inet blocklist`` table of the same
+names as deploy/nftables-divert.nft."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from divert import DivertError
+from divert.dataset import DiversionSet
+from divert.nft import apply
+
+TABLE = """\
+table inet blocklist {
+    set divert4 { type ipv4_addr; flags interval; }
+    set divert6 { type ipv6_addr; flags interval; }
+}
+"""
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "nft in a network namespace needs root (CI runs the suite as root)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (tests/debian-packages.txt; `make system` as root)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(bool(_unavailable()), reason=_unavailable() or "")
+
+
+class Netns:
+    """One namespace with a unique name, deleted however the test ends."""
+
+    def __init__(self) -> None:
+        self.name = f"bpt-nft-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=30)
+
+    @property
+    def nft(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name, "nft"]
+
+    def run_nft(self, *args: str, input: str | None = None) -> str:
+        done = subprocess.run(
+            [*self.nft, *args], input=input, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def elements(self, name: str) -> list[str]:
+        listed = json.loads(self.run_nft("-j", "list", "set", "inet", "blocklist", name))
+        (found,) = [item["set"] for item in listed["nftables"] if "set" in item]
+        out = []
+        for elem in found.get("elem", []):
+            if isinstance(elem, str):
+                out.append(elem)
+            elif "prefix" in elem:  # adjacent singles shown merged: expand them
+                net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")
+                out += [str(a) for a in (net if net.num_addresses > 1 else [net.network_address])]
+            else:
+                first, last = (ipaddress.ip_address(a) for a in elem["range"])
+                out += [str(ipaddress.ip_address(n)) for n in range(int(first), int(last) + 1)]
+        return sorted(out, key=ipaddress.ip_address)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False, timeout=30)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    ns = Netns()
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+def test_apply_replaces_both_sets(netns: Netns) -> None:
+    netns.run_nft("-f", "-", input=TABLE)
+    first = DiversionSet(ipv4=("192.0.2.10", "192.0.2.11", "198.51.100.7"), ipv6=("2001:db8::10",))
+    apply(first, nft=netns.nft)
+    assert netns.elements("divert4") == ["192.0.2.10", "192.0.2.11", "198.51.100.7"]
+    assert netns.elements("divert6") == ["2001:db8::10"]
+
+    second = DiversionSet(ipv4=("192.0.2.11", "203.0.113.5"), ipv6=("2001:db8::20",))
+    apply(second, nft=netns.nft)
+    assert netns.elements("divert4") == ["192.0.2.11", "203.0.113.5"]
+    assert netns.elements("divert6") == ["2001:db8::20"]
+
+    apply(DiversionSet.EMPTY, nft=netns.nft)
+    assert netns.elements("divert4") == []
+    assert netns.elements("divert6") == []
+
+
+def test_a_large_set_goes_in_whole(netns: Netns) -> None:
+    netns.run_nft("-f", "-", input=TABLE)
+    base = int(ipaddress.IPv6Address("2001:db8:1::"))
+    ipv6 = tuple(str(ipaddress.IPv6Address(base + 2 * i)) for i in range(20_000))
+    apply(DiversionSet(ipv4=("192.0.2.1",), ipv6=ipv6), nft=netns.nft)
+    assert netns.elements("divert6") == list(ipv6)
+    assert netns.elements("divert4") == ["192.0.2.1"]
+
+
+def test_missing_table_says_what_to_load(netns: Netns) -> None:
+    with pytest.raises(DivertError, match=r"load deploy/nftables-divert\.nft first"):
+        apply(DiversionSet(ipv4=("192.0.2.10",)), nft=netns.nft)
+
+
+def test_a_failing_script_changes_nothing(netns: Netns) -> None:
+    """One transaction: when the second set cannot be filled, the first keeps its old
+    addresses (never flushed alone, which would let diverted traffic leak past)."""
+    netns.run_nft("-f", "-", input=TABLE)
+    apply(DiversionSet(ipv4=("192.0.2.10",), ipv6=("2001:db8::10",)), nft=netns.nft)
+    netns.run_nft("delete", "set", "inet", "blocklist", "divert6")
+    with pytest.raises(DivertError):
+        apply(DiversionSet(ipv4=("192.0.2.99",), ipv6=("2001:db8::99",)), nft=netns.nft)
+    assert netns.elements("divert4") == ["192.0.2.10"]
+
+
+def test_nft_missing_is_one_clear_line() -> None:
+    with pytest.raises(DivertError, match="not found: install nftables"):
+        apply(DiversionSet.EMPTY, nft="/nonexistent/nft")
