@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine
 
-from mitmproxy import http, tls
+from mitmproxy import connection, http, tls
 from mitmproxy.proxy import server_hooks
 
 from blocklist_addon.active import ActiveList
@@ -73,6 +73,9 @@ class BlocklistAddon:
         self.blocklog.done()
 
     # -- traffic: the concerns that handle each event, in this order ------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        self.metrics.inc("blocklist_client_connections_total")
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self.enforcer.requestheaders(flow)  # the URL itself first

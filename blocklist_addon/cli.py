@@ -29,6 +29,8 @@ lists them with their help.
 
 Modes: regular (explicit proxy, browsers configured by PAC/WPAD), transparent (a gateway
 redirecting ports 80/443; see deploy/), reverse:https://site.example (in front of a site).
+In transparent mode block_global defaults to false (subscribers have public addresses; the
+gateway's firewall guards the port).
 
 Exit status: 0 after a clean shutdown, 1 when it cannot start (no list to enforce, a port in
 use, a bad option); the reason is on stderr.
@@ -97,6 +99,12 @@ def build_args(argv: Sequence[str]) -> list[str]:
         "blocklist_store": args.store,
     }
     options.update({key: value for key, value in flags.items() if value is not None})
+    if _transparent(options["mode"]):
+        # Behind a gateway the clients are subscribers with public addresses, which
+        # mitmproxy's block_global (meant for a proxy open to the internet) would kill
+        # without a word: every diverted connection black-holed. The gateway's firewall
+        # decides who reaches the port (deploy/nftables-divert.nft).
+        options.setdefault("block_global", "false")
     passthrough: list[str] = []
     user_sets: dict[str, list[str]] = {}
     items = iter(rest)
@@ -113,6 +121,12 @@ def build_args(argv: Sequence[str]) -> list[str]:
         for item in value if isinstance(value, list) else [value]:
             out += ["--set", f"{key}={item}"]
     return out + passthrough
+
+
+def _transparent(modes: str | list[str]) -> bool:
+    return any(
+        m.split(":", 1)[0] == "transparent" for m in ([modes] if isinstance(modes, str) else modes)
+    )
 
 
 def _config_options(path: str) -> dict[str, str | list[str]]:

@@ -2,9 +2,10 @@
 
 ``blocklist_intercept``:
 
-- ``listed`` (default): decrypt only connections whose SNI (or CONNECT host, or address)
-  has a listed entry on it or on a parent domain; everything else passes through untouched,
-  with the origin's own certificate. Clients must trust the proxy's CA for listed hosts.
+- ``listed`` (default): decrypt only connections whose SNI (or CONNECT host; or address,
+  when there is no SNI) has a listed entry on it or on a parent domain; everything else
+  passes through untouched, with the origin's own certificate. Clients must trust the
+  proxy's CA for listed hosts.
 - ``never``: decrypt nothing (ISPs: no CA on customer devices). Hosts listed as a whole are
   refused at the CONNECT (a 451 to the CONNECT request) or, in transparent mode, by closing
   the connection instead of opening one upstream; page entries cannot be seen and pass.
@@ -16,6 +17,7 @@ Whatever the setting, a server connection to a host listed as a whole is never o
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
@@ -40,10 +42,23 @@ REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
 
 
 def _hosts(*snis: str | None, address: Address | None) -> list[str]:
+    """The hosts a TLS connection is for: its SNI, and where it goes unless that is an IP
+    address and there is an SNI. Many virtual hosts share one address (always the case in
+    transparent mode); an IP-literal entry covers requests to the address itself, which
+    carry no SNI. A CONNECT host name is always checked: it is where the proxy connects."""
     hosts = list(dict.fromkeys(sni for sni in snis if sni))
-    if address and address[0] and str(address[0]) not in hosts:
-        hosts.append(str(address[0]))
+    where = str(address[0]) if address and address[0] else None
+    if where and where not in hosts and not (hosts and _is_ip(where)):
+        hosts.append(where)
     return hosts
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(eq=False)

@@ -16,6 +16,10 @@ __all__ = ["COUNTERS", "Gauge", "Metrics"]
 
 #: Every counter, with its help text. Bumping an unknown name is a programming error.
 COUNTERS = {
+    "blocklist_client_connections_total": (
+        "Client connections accepted (behind a diverting gateway: only connections to "
+        "diverted addresses, so this stays flat for everything else)."
+    ),
     "blocklist_lookups_total": "Requests checked against the list.",
     "blocklist_blocks_total": (
         "Requests and connections blocked, by list and by where (request, connect, tls)."

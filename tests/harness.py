@@ -28,12 +28,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from netns import Namespace
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -160,6 +164,7 @@ class Origin:
     port: int = 0
     connections: int = 0  # TCP connections accepted, counted before any byte is read
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, host, path
+    remotes: list[str] = field(default_factory=list)  # the peer address of each request
 
 
 class Origins:
@@ -173,16 +178,27 @@ class Origins:
         self._servers: list[asyncio.Server] = []
         self._runners: list[web.AppRunner] = []
 
-    def start(self, name: str, *, tls: bool = False, app: web.Application | None = None) -> Origin:
-        """An origin that echoes each request, or serves ``app`` (a test's own site)."""
+    def start(
+        self,
+        name: str,
+        *,
+        tls: bool = False,
+        app: web.Application | None = None,
+        sock: socket.socket | None = None,
+    ) -> Origin:
+        """An origin that echoes each request, or serves ``app`` (a test's own site), on a
+        port of 127.0.0.1 or on ``sock`` (a listening socket, e.g. in a network namespace)."""
         origin = Origin(name)
-        future = asyncio.run_coroutine_threadsafe(self._start(origin, tls, app), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self._start(origin, tls, app, sock), self.loop)
         future.result(timeout=10)
         return origin
 
-    async def _start(self, origin: Origin, tls: bool, app: web.Application | None) -> None:
+    async def _start(
+        self, origin: Origin, tls: bool, app: web.Application | None, sock: socket.socket | None
+    ) -> None:
         async def handle(request: web.Request) -> web.Response:
             origin.requests.append((request.method, request.host, request.path_qs))
+            origin.remotes.append(request.remote or "")
             body = await request.read()
             text = f"origin {origin.name}: {request.method} {request.path_qs} ({len(body)} bytes)"
             return web.Response(text=text, headers={"X-Origin": origin.name})
@@ -200,9 +216,12 @@ class Origins:
             origin.connections += 1
             return factory()
 
-        server = await asyncio.get_running_loop().create_server(
-            protocol, "127.0.0.1", 0, ssl=self.ca.server_context() if tls else None
-        )
+        context = self.ca.server_context() if tls else None
+        loop = asyncio.get_running_loop()
+        if sock is None:
+            server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=context)
+        else:
+            server = await loop.create_server(protocol, sock=sock, ssl=context)
         self._servers.append(server)
         origin.port = server.sockets[0].getsockname()[1]
 
@@ -234,22 +253,29 @@ class Response:
 
 
 class Proxy:
-    """``blocklist-proxy`` in a subprocess, on free ports, with its own data directory."""
+    """``blocklist-proxy`` in a subprocess, on free ports, with its own data directory.
+
+    ``routes`` (for ``tests/loopback_addon.py``) sends every upstream connection to the local
+    origins; ``routes=None`` lets the proxy connect where it is asked to, for a proxy in a
+    network namespace (``netns``) whose status port is then reached inside that namespace.
+    """
 
     def __init__(
         self,
         workdir: pathlib.Path,
         *,
         store: str,
-        routes: dict[str, int],
+        routes: dict[str, int] | None,
         confdir: pathlib.Path,
         ca: TestCA,
         options: dict[str, str] | None = None,
         mode: str = "regular",
         plain: bool = False,
         env: dict[str, str] | None = None,
+        netns: Namespace | None = None,
     ) -> None:
         self.workdir = workdir
+        self.netns = netns
         self.store = store
         self.routes = routes
         self.confdir = confdir
@@ -276,19 +302,21 @@ class Proxy:
             "blocklist_log_file": str(self.blocks_path),
             "confdir": str(self.confdir),
             "ssl_verify_upstream_trusted_ca": str(self.ca.ca_pem),
-            "loopback_map": json.dumps(self.routes),
             **self.options,
         }
+        if self.routes is not None:
+            options["loopback_map"] = json.dumps(self.routes)
         if self.plain:
             command = [str(VENV_BIN / "mitmdump"), "-s", str(ROOT / "blocklist_addon" / "addon.py")]
             options["blocklist_store"] = self.store
         else:
             command = [str(VENV_BIN / "blocklist-proxy"), "--store", self.store]
         command += ["--listen-port", str(self.port), "--mode", self.mode]
-        command += ["-s", str(TESTS / "loopback_addon.py")]
+        if self.routes is not None:
+            command += ["-s", str(TESTS / "loopback_addon.py")]
         for key, value in options.items():
             command += ["--set", f"{key}={value}"]
-        return command
+        return self.netns.exec_prefix() + command if self.netns else command
 
     def start(self, *, wait: bool = True) -> Proxy:
         env = {**os.environ, "BLOCKLIST_DATA_DIR": str(self.workdir / "data"), **self.env}
@@ -311,10 +339,15 @@ class Proxy:
 
     def _accepts(self) -> bool:
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            with self._inside():
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             return True
         except OSError:
             return False
+
+    def _inside(self) -> contextlib.AbstractContextManager[None]:
+        """Sockets made in this block reach the proxy's 127.0.0.1."""
+        return self.netns.entered() if self.netns else contextlib.nullcontext()
 
     def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
         assert self.process is not None
@@ -343,6 +376,8 @@ class Proxy:
     def _status(self, path: str) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.status_port, timeout=5)
         try:
+            with self._inside():
+                conn.connect()
             conn.request("GET", path)
             response = conn.getresponse()
             return response.status, response.read()

@@ -180,6 +180,38 @@ def test_transparent_style_tls_to_a_whole_host_is_closed_without_an_upstream_con
         assert proxy.blocks()[0]["where"] == "tls"
 
 
+def test_an_ip_literal_entry_decrypts_only_connections_without_an_sni(
+    make_proxy: Callable[..., Proxy], world: World, ca: TestCA, tmp_path: pathlib.Path
+) -> None:
+    """Issue 12 item 9: with an entry on 192.0.2.44, a TLS connection to that address that
+    names another virtual host in its SNI is not decrypted (its clients have no CA); one
+    without an SNI (https://192.0.2.44/...) is, and gets the splash page."""
+    store = synced_store(tmp_path)
+    with running(make_proxy(store)) as proxy:
+
+        def tunnel(sni: str | None, *, trust_mitm: bool) -> tuple[bytes, bytes]:
+            context = proxy.client_context(trust_mitm=trust_mitm)
+            context.check_hostname = sni is not None
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+                sock.sendall(b"CONNECT 192.0.2.44:443 HTTP/1.1\r\nHost: 192.0.2.44:443\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+                with context.wrap_socket(sock, server_hostname=sni) as tls:
+                    seen = tls.getpeercert(binary_form=True) or b""
+                    tls.sendall(
+                        f"GET /img/photo.jpg HTTP/1.1\r\nHost: {sni or '192.0.2.44'}\r\n"
+                        "Connection: close\r\n\r\n".encode()
+                    )
+                    head = tls.recv(4096)
+            return seen, head
+
+        seen, head = tunnel("unlisted.example.org", trust_mitm=False)
+        assert seen == ca.origin_der
+        assert head.startswith(b"HTTP/1.1 200")
+        seen, head = tunnel(None, trust_mitm=True)
+        assert seen != ca.origin_der
+        assert head.startswith(b"HTTP/1.1 451")
+
+
 # -- reverse mode and the standard mitmdump way ---------------------------------------------------
 
 

@@ -1,0 +1,188 @@
+"""A two-stage gateway in network namespaces, for the end-to-end tests and bench/gateway.py.
+
+``Site`` puts together what issue 12's tests exercise: the ``gateway_topology`` (client,
+gateway, server), the shipped ``deploy/nftables-divert.nft`` loaded on the gateway, origin
+servers on the server's addresses (each counting its connections and recording the peer
+address of each request: the client's when it came directly, the gateway's when the proxy
+fetched it), and clients that speak from inside the client namespace. The proxy itself is
+a ``harness.Proxy`` started in the gateway namespace by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import pathlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from harness import Origin, Origins, Response, TestCA
+from netns import Lab, Namespace, Topology, gateway_topology
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DIVERT_NFT = ROOT / "deploy" / "nftables-divert.nft"
+#: The transparent proxy's port in the shipped table.
+PROXY_PORT = 8081
+TABLE = "blocklist"
+
+
+def load_table(gateway: Namespace, subscribers: str = Topology.SUBSCRIBERS) -> None:
+    """The shipped table, loaded the way the operator guide says."""
+    gateway.run("nft", "-D", f"SUBSCRIBERS={subscribers}", "-f", str(DIVERT_NFT))
+
+
+def set_elements(gateway: Namespace, addresses: Iterable[str]) -> None:
+    """Replace both sets by hand, in one transaction (what ``blocklist-divert apply`` does)."""
+    v4 = [a for a in addresses if ":" not in a]
+    v6 = [a for a in addresses if ":" in a]
+    script = [f"flush set inet {TABLE} divert4", f"flush set inet {TABLE} divert6"]
+    if v4:
+        script.append(f"add element inet {TABLE} divert4 {{ {', '.join(v4)} }}")
+    if v6:
+        script.append(f"add element inet {TABLE} divert6 {{ {', '.join(v6)} }}")
+    gateway.nft("\n".join(script) + "\n")
+
+
+def set_contents(gateway: Namespace, name: str) -> list[str]:
+    """The addresses in one of the table's sets."""
+    import json
+
+    listing = json.loads(gateway.run("nft", "-j", "list", "set", "inet", TABLE, name))
+    for item in listing["nftables"]:
+        if "set" in item:
+            return [str(e) for e in item["set"].get("elem", [])]
+    return []
+
+
+class UdpEcho:
+    """A UDP server bound to one address (a wildcard socket would answer from the wrong
+    source), echoing each datagram; counts what it received."""
+
+    def __init__(self, ns: Namespace, address: str, port: int) -> None:
+        self.sock = ns.listen(address, port, kind=socket.SOCK_DGRAM)
+        self.received = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data, peer = self.sock.recvfrom(2048)
+                if peer is None:  # shut down by close()
+                    return
+                self.received += 1
+                self.sock.sendto(data, peer)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+
+@dataclass(eq=False)
+class Site:
+    """The topology, the table, and origins on each server address (ports 80 and 443)."""
+
+    lab: Lab
+    topo: Topology
+    ca: TestCA
+    origins: Origins
+    http: dict[str, Origin] = field(default_factory=dict)  # by server address
+    https: dict[str, Origin] = field(default_factory=dict)
+    udp: dict[str, UdpEcho] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, lab: Lab, ca: TestCA, servers: Iterable[str]) -> Site:
+        servers = list(servers)
+        site = cls(lab, gateway_topology(lab, servers), ca, Origins(ca))
+        try:
+            load_table(site.topo.gateway)
+            for address in servers:
+                site.serve(address)
+        except BaseException:
+            site.close()
+            raise
+        return site
+
+    def serve(self, address: str) -> None:
+        """Origins (HTTP on 80, HTTPS on 443, UDP echo on 443) on one server address."""
+        server = self.topo.server
+        self.http[address] = self.origins.start(f"http {address}", sock=server.listen(address, 80))
+        self.https[address] = self.origins.start(
+            f"https {address}", tls=True, sock=server.listen(address, 443)
+        )
+        self.udp[address] = UdpEcho(server, address, 443)
+
+    def close(self) -> None:
+        for echo in self.udp.values():
+            echo.close()
+        self.origins.close()
+
+    # -- clients, speaking from the client namespace --------------------------------------
+
+    @property
+    def client(self) -> Namespace:
+        return self.topo.client
+
+    def get(
+        self, address: str, host: str, path: str, *, headers: dict[str, str] | None = None
+    ) -> Response:
+        """GET http://host/path sent to ``address``, as a browser behind the gateway does."""
+        conn = http.client.HTTPConnection(address, 80, timeout=15)
+        try:
+            with self.client.entered():
+                conn.connect()
+            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+            for key, value in {"Host": host, **(headers or {})}.items():
+                conn.putheader(key, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+
+    def client_context(self, *extra_cas: pathlib.Path) -> ssl.SSLContext:
+        """Trusts the test CA (the origins' certificates) and nothing of the proxy's."""
+        context = ssl.create_default_context(cafile=str(self.ca.ca_pem))
+        for ca in extra_cas:
+            context.load_verify_locations(cafile=str(ca))
+        return context
+
+    def https_get(
+        self,
+        address: str,
+        sni: str | None,
+        path: str,
+        *,
+        context: ssl.SSLContext | None = None,
+        host: str | None = None,
+    ) -> tuple[Response, bytes]:
+        """GET https://sni/path sent to ``address``; returns the response and the DER
+        certificate the client saw. Raises (SSLError, ConnectionError) when refused."""
+        context = context or self.client_context()
+        if sni is None:
+            context.check_hostname = False
+        raw = self.client.connect(address, 443, timeout=15)
+        with context.wrap_socket(raw, server_hostname=sni) as tls:
+            seen = tls.getpeercert(binary_form=True) or b""
+            request = f"GET {path} HTTP/1.1\r\nHost: {host or sni or address}\r\n"
+            tls.sendall(request.encode() + b"Connection: close\r\n\r\n")
+            response = http.client.HTTPResponse(tls)
+            response.begin()
+            return Response(response.status, response.headers, response.read()), seen
+
+    def quic_probe(self, address: str) -> bytes:
+        """One UDP datagram to ``address``:443; the echo, or ConnectionRefusedError when the
+        gateway rejects it (TimeoutError when it vanished)."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with self.client.entered():
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        with sock:
+            sock.settimeout(5)
+            sock.connect((address, 443))
+            sock.send(b"\xc0quic-initial")
+            return sock.recv(2048)
