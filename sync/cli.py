@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
+from divert import DivertError, keyfile
+from divert.config import KEY_FILE_ENV
+from divert.hosts import HostStore
 from sync import worker
 from sync.config import (
     DEFAULT_CONFIG,
@@ -48,6 +51,10 @@ examples:
   blocklist-sync status
   blocklist-sync suppress 3f1c2a9d0b7e4c55 --note "appeal 1234"
 
+Two-stage diversion (blocklist-divert): with --divert-key-file FILE (or divert_key_file in
+the config, or $BLOCKLIST_DIVERT_KEY_FILE) the sync also keeps the active list's hostnames,
+encrypted with that key, for blocklist-divert resolve; make the key with blocklist-divert keygen.
+
 Credentials never go on the command line: name a token file or environment variables in the
 config file. The Redis password comes from $BLOCKLIST_REDIS_PASSWORD or the file named by
 $BLOCKLIST_REDIS_PASSWORD_FILE when the store URL has none.
@@ -69,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only failures"
+    )
+    common.add_argument(
+        "--divert-key-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="also keep the hostnames for blocklist-divert, encrypted with this key "
+        f"(default: ${KEY_FILE_ENV}, else divert_key_file in the config)",
     )
 
     parser = argparse.ArgumentParser(
@@ -149,7 +164,17 @@ async def cmd_sync(
         progress = NO_PROGRESS
     elif progress is None:
         progress = terminal_progress(sys.stderr)
-    result = await worker.run_sync(store, config, fetch, force=args.force, progress=progress)
+    hosts = open_hosts(args, config)
+    try:
+        result = await worker.run_sync(
+            store, config, fetch, force=args.force, progress=progress, hosts=hosts
+        )
+    except DivertError as e:
+        print(f"hostnames for diversion: FAILED: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if hosts is not None:
+            await hosts.store.close()
     if result.skipped:
         if not quiet:
             print("skipped: another blocklist-sync holds the lock")
@@ -175,6 +200,8 @@ async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace)
     names = [f.source.name for f in config.feeds]
     feeds = {n: await store.get_state(worker.feed_key(n)) or {} for n in names}
     suppressed = (await store.get_state(worker.SUPPRESSED) or {}).get("ids", {})
+    async with open_store(store_url(args, config), namespace="divert") as divert_store:
+        divert = await divert_store.get_state("hosts")
     if args.json:
         print(
             json.dumps(
@@ -186,6 +213,7 @@ async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace)
                         n: {k: v for k, v in s.items() if k != "fetch"} for n, s in feeds.items()
                     },
                     "suppressed": suppressed,
+                    "divert_hosts": divert and {k: v for k, v in divert.items() if k != "inputs"},
                 },
                 indent=2,
             )
@@ -204,6 +232,12 @@ async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace)
         if s.get("last_error"):
             line += f", last error: {s['last_error']}"
         print(line)
+    if divert:
+        stale = "" if active and divert.get("list") == active.checksum else " (not the active list)"
+        print(
+            f"hostnames for diversion: {divert.get('hosts', 0):,} (encrypted) of list version "
+            f"{divert.get('list_version')}{stale}, updated {ago(divert.get('updated_at'))}"
+        )
     for entry_id, info in sorted(suppressed.items()):
         note = f", note: {info['note']}" if info.get("note") else ""
         print(f"suppressed: {entry_id} since {ago(info.get('since'))}{note}")
@@ -211,7 +245,12 @@ async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace)
 
 
 async def cmd_rollback(store: Store, config: SyncConfig, args: argparse.Namespace) -> int:
-    info = await worker.rollback(store)
+    hosts = open_hosts(args, config)
+    try:
+        info = await worker.rollback(store, config.feeds, hosts)
+    finally:
+        if hosts is not None:
+            await hosts.store.close()
     print(f"rolled back: {describe(info)}")
     print("the rolled-back content stays inactive until the feed changes (or --force)")
     return EXIT_OK
@@ -219,9 +258,14 @@ async def cmd_rollback(store: Store, config: SyncConfig, args: argparse.Namespac
 
 async def cmd_suppress(store: Store, config: SyncConfig, args: argparse.Namespace) -> int:
     on = args.command == "suppress"
-    info = await worker.set_suppressed(
-        store, config.feeds, args.entry_id, on, getattr(args, "note", "")
-    )
+    hosts = open_hosts(args, config)
+    try:
+        info = await worker.set_suppressed(
+            store, config.feeds, args.entry_id, on, getattr(args, "note", ""), hosts
+        )
+    finally:
+        if hosts is not None:
+            await hosts.store.close()
     verb = "suppressed" if on else "enforcing again"
     print(f"{verb}: {args.entry_id}")
     if info is not None:
@@ -242,11 +286,32 @@ COMMANDS = {
 }
 
 
+def store_url(args: argparse.Namespace, config: SyncConfig) -> str | None:
+    return getattr(args, "store", None) or config.store
+
+
+def open_hosts(args: argparse.Namespace, config: SyncConfig) -> HostStore | None:
+    """Where the hostnames for diversion go, when a key file is configured (else None)."""
+    path = (
+        getattr(args, "divert_key_file", None)
+        or os.environ.get(KEY_FILE_ENV)
+        or config.divert_key_file
+    )
+    if not path:
+        return None
+    try:
+        key = keyfile.load(Path(path))
+        store = open_store(store_url(args, config), namespace="divert")
+    except (DivertError, StoreError) as e:
+        raise ConfigError(str(e)) from None
+    return HostStore(store, key)
+
+
 async def run(args: argparse.Namespace, *, progress: Progress | None = None) -> int:
     """Run the command in ``args``; ``progress`` replaces the sync's terminal line (tests)."""
     config = resolve_config(args)
     try:
-        store = open_store(getattr(args, "store", None) or config.store, keep=config.keep_versions)
+        store = open_store(store_url(args, config), keep=config.keep_versions)
     except StoreError as e:
         raise ConfigError(str(e)) from None
     try:
@@ -267,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (StoreError, RuntimeError) as e:
         print(f"blocklist-sync: {e}; the previous list stays active", file=sys.stderr)
+        return EXIT_FAILED
+    except DivertError as e:
+        print(f"blocklist-sync: hostnames for diversion: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED

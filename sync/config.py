@@ -6,6 +6,8 @@
     max_invalid_ratio = 0.01  # refuse a feed with more than 1% invalid records
     min_entries = 1
     lock_wait = 0             # seconds a second sync waits for the first; 0: skip at once
+    divert_key_file = "/etc/blocklist-proxy/divert.key"  # also keep the hostnames, encrypted,
+                              # for blocklist-divert (two-stage diversion); default: none
 
     [feeds.iwf]
     url = "https://feed.example.net/urllist.csv"
@@ -57,6 +59,7 @@ class SyncConfig:
     max_invalid_ratio: float = 0.01
     max_shrink: float = 0.5
     lock_wait: float = 0.0
+    divert_key_file: Path | None = None
 
 
 def check_name(name: str, what: str = "feed name") -> str:
@@ -101,6 +104,11 @@ def load_config(path: Path) -> SyncConfig:
     ):
         raise ConfigError(f"config {path}: [feeds.NAME] tables expected")
     feeds = tuple(make_feed(n, t, path.parent) for n, t in feeds_table.items())
+    if "divert_key_file" in raw:
+        key_file = raw["divert_key_file"]
+        if not isinstance(key_file, str):
+            raise ConfigError(f"config {path}: divert_key_file must be a path")
+        raw["divert_key_file"] = path.parent / os.path.expanduser(key_file)
     known = {f.name for f in fields(SyncConfig)} - {"feeds"}
     unknown = set(raw) - known
     if unknown:

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from blocklist_addon.matcher import compile_entry, expression_of
 from blocklist_addon.snapshot import DIGEST_SIZE, expression_digest, host_key
@@ -53,6 +53,8 @@ PROGRESS_EVERY = 16_384
 # Lists hold many pages per host: remember recent host keys (bounded, so that a list of a
 # million distinct hosts costs little memory).
 _host_key = functools.lru_cache(maxsize=4096)(host_key)
+#: ... and keep one string per recent host, not one per entry.
+_same_host = functools.lru_cache(maxsize=4096)(str)
 
 
 class FeedError(Exception):
@@ -69,6 +71,9 @@ class FeedEntry:
     digest: bytes  # expression_digest of the canonical expression (DIGEST_SIZE bytes)
     host_key: bytes | None  # host_key of the canonical host; None for sha256 feeds
     entry_id: str | None  # the feed's id column or field, else None
+    #: The canonical host (an IP literal as written in URLs), for diversion: in memory only,
+    #: stored encrypted or not at all (``compiled`` never keeps it). None when unknown.
+    host: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -237,7 +242,8 @@ def _url_entry(url: object, entry_id: str | None = None) -> FeedEntry | None:
     c = compile_entry(url)
     if c is None or not (c.is_ip or _HOSTNAME.fullmatch(c.host)):
         return None
-    return FeedEntry(expression_digest(expression_of(c)), _host_key(c.host), entry_id)
+    host = _same_host(c.host)
+    return FeedEntry(expression_digest(expression_of(c)), _host_key(host), entry_id, host)
 
 
 def _entry_id(value: object) -> str | None:

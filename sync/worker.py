@@ -4,6 +4,10 @@ Each feed's last good entries are kept in the store as a compiled blob (digests 
 304 costs nothing, a failed feed keeps its last good entries in force, and suppressions
 apply by rebuilding from the blobs without a download. The active list is only replaced
 when the rebuilt snapshot differs from it.
+
+With diversion enabled (a ``HostStore``: a hostname key), each feed's hosts are kept too,
+encrypted, and the active list's hosts are rebuilt after every run, suppression and
+rollback, for ``blocklist-divert resolve`` (see ``divert.hosts``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Literal
 
 from blocklist_addon.snapshot import Snapshot
 from blocklist_addon.store import Store, VersionInfo
+from divert.hosts import HostStore
 from sync import compiled
 from sync.config import Feed, SyncConfig
 from sync.feeds import FeedError, parse_feed, validate
@@ -70,10 +75,12 @@ async def run_sync(
     *,
     force: bool = False,
     progress: Progress = NO_PROGRESS,
+    hosts: HostStore | None = None,
 ) -> SyncResult:
     """Fetch ``fetch`` (some or all of the configured feeds), then activate the union of
     every configured feed's last good entries. ``progress`` gets one job per feed (titled
-    by its name) and one for the active list; each job's line is erased when it ends."""
+    by its name) and one for the active list; each job's line is erased when it ends.
+    ``hosts``: also keep the hostnames for diversion (encrypted)."""
     async with store.lock("sync", wait=config.lock_wait) as acquired:
         if not acquired:
             return SyncResult([], None, await store.active(), skipped=True)
@@ -81,10 +88,15 @@ async def run_sync(
         for feed in fetch:
             with progress.job(feed.source.name):
                 outcomes.append(
-                    await sync_feed(store, config, feed, force=force, progress=progress)
+                    await sync_feed(
+                        store, config, feed, force=force, progress=progress, hosts=hosts
+                    )
                 )
         with progress.job("active list"):
             activated = await activate(store, config.feeds, force=force, progress=progress)
+        if hosts is not None:
+            with progress.job("hostnames"):
+                await refresh_hosts(store, config.feeds, hosts)
         return SyncResult(outcomes, activated, await store.active())
 
 
@@ -95,14 +107,17 @@ async def sync_feed(
     *,
     force: bool,
     progress: Progress = NO_PROGRESS,
+    hosts: HostStore | None = None,
 ) -> FeedOutcome:
     name = feed.source.name
     key = feed_key(name)
     state = await store.get_state(key) or {}
     now = time.time()
-    # Validators only while its entries are kept: otherwise a 304 would leave nothing.
+    # Validators only while its entries (and, for diversion, its hosts under this key) are
+    # kept: otherwise a 304 would leave nothing.
     previous = state.get("entries")
-    fetch_state = FetchState.from_dict(state.get("fetch")) if previous is not None else FetchState()
+    validators = previous is not None and (hosts is None or await hosts.has_feed(name))
+    fetch_state = FetchState.from_dict(state.get("fetch")) if validators else FetchState()
     state["last_attempt"] = now
     try:
         result = await fetch_feed(feed.source, fetch_state, progress=progress)
@@ -130,6 +145,8 @@ async def sync_feed(
         return FeedOutcome(name, "failed", previous, str(e))
 
     progress.phase("saving")
+    if hosts is not None:  # first: a crash before the entries makes the next run refetch
+        await hosts.save_feed(name, {e.host for e in parsed.entries if e.host is not None})
     await store.set_blob(key, compiled.pack(parsed.entries))
     entries = len({e.digest for e in parsed.entries})  # as validate() and the snapshot count
     state.update(
@@ -204,7 +221,14 @@ async def _inputs(store: Store, feeds: list[Feed], suppressed: set[str]) -> dict
     return {"feeds": changed, "suppressed": sorted(suppressed)}
 
 
-async def rollback(store: Store) -> VersionInfo:
+async def refresh_hosts(store: Store, feeds: Iterable[Feed], hosts: HostStore) -> None:
+    """The active list's hostnames for diversion, rebuilt if anything they come from changed."""
+    await hosts.refresh(store, [f.source.name for f in feeds])
+
+
+async def rollback(
+    store: Store, feeds: Iterable[Feed] = (), hosts: HostStore | None = None
+) -> VersionInfo:
     """Re-activate the previous version and remember the rolled-back content, so the next
     cron run does not bring it straight back."""
     async with store.lock("sync", wait=30.0) as acquired:
@@ -217,11 +241,18 @@ async def rollback(store: Store) -> VersionInfo:
             checksums = [c for c in state.get("checksums", []) if c != active.checksum]
             state["checksums"] = [*checksums, active.checksum][-10:]
             await store.set_state(ROLLED_BACK, state)
+        if hosts is not None:
+            await refresh_hosts(store, feeds, hosts)
         return info
 
 
 async def set_suppressed(
-    store: Store, feeds: Iterable[Feed], entry_id: str, on: bool, note: str = ""
+    store: Store,
+    feeds: Iterable[Feed],
+    entry_id: str,
+    on: bool,
+    note: str = "",
+    hosts: HostStore | None = None,
 ) -> VersionInfo | None:
     """Stop (or resume) enforcing one entry by its opaque id, at once: the active list is
     rebuilt from the kept feed entries without a download."""
@@ -235,4 +266,8 @@ async def set_suppressed(
         else:
             ids.pop(entry_id, None)
         await store.set_state(SUPPRESSED, state)
-        return await activate(store, feeds, force=True)
+        feeds = list(feeds)
+        activated = await activate(store, feeds, force=True)
+        if hosts is not None:
+            await refresh_hosts(store, feeds, hosts)
+        return activated

@@ -1,6 +1,8 @@
 """Confidentiality audit: after a sync and traffic that hits listed URLs, nothing the product
 wrote holds a listed URL, host or path in plaintext: every Redis key and value, every file
 of the data directories (store, last-known-good copy), the proxy's log and the block log.
+The sync runs with diversion enabled, so the store also holds the hostnames for
+``blocklist-divert`` (encrypted: they must not show either).
 
 The traffic covers every way a listed URL reaches the proxy: plain HTTP and its evasion
 spellings, embedded in a redirector URL, HTTPS to a listed page (decrypted), CONNECT and
@@ -16,6 +18,8 @@ from collections.abc import Callable, Iterator
 
 import redis
 from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync
+
+from divert import keyfile
 
 #: What must never appear: the sample feed's hosts and paths, in any case.
 NEEDLES = [
@@ -68,7 +72,12 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
 ) -> None:
     server = redis_factory()
     data = tmp_path / "sync-data"
-    sync(server.url, SAMPLE_FEED, data_dir=data)
+    keyfile.generate(tmp_path / "divert.key")
+    env = {
+        "BLOCKLIST_DATA_DIR": str(data),
+        "BLOCKLIST_DIVERT_KEY_FILE": str(tmp_path / "divert.key"),
+    }
+    sync(server.url, SAMPLE_FEED, data_dir=data, env=env)
     proxy = make_proxy(server.url, workdir=tmp_path / "proxy")
     with running(proxy):
         for url in [
@@ -89,17 +98,18 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
         # An operator suppresses one entry (by the id in the block log), and a new version
         # (one more entry) is synced and loaded.
         entry = str(proxy.blocks()[0]["entry"])
-        env = {"BLOCKLIST_DATA_DIR": str(data)}
         suppress = subprocess.run(
             [str(VENV_BIN / "blocklist-sync"), "--store", server.url, "suppress", entry],
             capture_output=True, text=True, timeout=60, env={**env, "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         assert suppress.returncode == 0, suppress.stderr
-        sync(server.url, feed_with(tmp_path, "http://fresh.example.net/new.html"), data_dir=data)
+        fresh = feed_with(tmp_path, "http://fresh.example.net/new.html")
+        sync(server.url, fresh, data_dir=data, env=env)
         assert proxy.get("http://fresh.example.net/new.html").status in (200, 451)
         assert len(proxy.blocks()) >= 8
 
     written = list(redis_contents(server.port))
+    assert any(blob.startswith(b"blocklist:divert:") for blob in written)  # hosts were kept
     written += [blob for _, blob in files(data, tmp_path / "proxy")]
     assert len(written) > 10
     assert (tmp_path / "proxy" / "lastgood.bin").exists()
@@ -108,3 +118,23 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
         lowered = blob.lower()
         for needle in NEEDLES:
             assert needle not in lowered, (needle, blob[:200])
+
+
+def test_no_hostname_in_the_file_store_with_diversion(tmp_path: pathlib.Path) -> None:
+    """The embedded store with diversion enabled: the kept hostnames are encrypted."""
+    keyfile.generate(tmp_path / "divert.key")
+    store = tmp_path / "store"
+    env = {"BLOCKLIST_DIVERT_KEY_FILE": str(tmp_path / "divert.key")}
+    sync(store.as_uri(), SAMPLE_FEED, data_dir=tmp_path / "data", env=env)
+    sync(
+        store.as_uri(),
+        feed_with(tmp_path, "http://fresh.example.net/new.html"),
+        data_dir=tmp_path / "data",
+        env=env,
+    )
+    written = list(files(store, tmp_path / "data"))
+    assert (store / "divert" / "blob" / "hosts").is_file()
+    for path, blob in written:
+        lowered = blob.lower()
+        for needle in NEEDLES:
+            assert needle not in lowered, (needle, path)
