@@ -19,6 +19,7 @@ from pathlib import Path
 
 from blocklist_addon.store import StoreError
 from divert import DivertError, keyfile
+from divert import run as run_command
 from divert.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -34,6 +35,8 @@ DEFAULT_KEY_FILE = Path("/etc/blocklist-proxy/divert.key")
 EPILOG = f"""\
 commands:
   keygen          write a new hostname key file (mode 0600; never overwrites one)
+  run             long-running, on the gateway: keep the nft sets current, empty them
+                  while the proxy is ill (deploy/systemd/blocklist-divert.service)
 
 examples:
   blocklist-divert keygen --key-file /etc/blocklist-proxy/divert.key
@@ -82,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("keygen", parents=[common], help="write a new hostname key file")
+    run_command.add_parser(sub, common)
     return parser
 
 
@@ -114,7 +118,7 @@ async def cmd_keygen(config: DivertConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"keygen": cmd_keygen}
+COMMANDS = {"keygen": cmd_keygen, "run": run_command.cmd_run}
 
 
 async def run(args: argparse.Namespace) -> int:

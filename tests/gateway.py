@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
+import json
 import pathlib
 import socket
 import ssl
@@ -47,14 +49,21 @@ def set_elements(gateway: Namespace, addresses: Iterable[str]) -> None:
 
 
 def set_contents(gateway: Namespace, name: str) -> list[str]:
-    """The addresses in one of the table's sets."""
-    import json
-
+    """The addresses in one of the table's sets (adjacent ones, which nft lists merged into
+    a prefix or a range, expanded), in numeric order."""
     listing = json.loads(gateway.run("nft", "-j", "list", "set", "inet", TABLE, name))
-    for item in listing["nftables"]:
-        if "set" in item:
-            return [str(e) for e in item["set"].get("elem", [])]
-    return []
+    (found,) = [item["set"] for item in listing["nftables"] if "set" in item]
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for elem in found.get("elem", []):
+        if isinstance(elem, str):
+            out.append(ipaddress.ip_address(elem))
+        elif "prefix" in elem:
+            net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")
+            out += list(net) if net.num_addresses > 1 else [net.network_address]
+        else:
+            first, last = (int(ipaddress.ip_address(a)) for a in elem["range"])
+            out += [ipaddress.ip_address(n) for n in range(first, last + 1)]
+    return [str(a) for a in sorted(out)]
 
 
 class UdpEcho:

@@ -8,16 +8,21 @@ Needs root, ``ip`` and ``nft``; skips with the reason otherwise (CI runs it as r
 
 from __future__ import annotations
 
+import asyncio
+import json
 import pathlib
 import ssl
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from gateway import DIVERT_NFT, PROXY_PORT, Site, load_table, set_contents, set_elements
-from harness import Proxy, TestCA, assert_splash, feed_with, sync, wait_for
-from netns import Lab, unavailable
+from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
+from netns import Lab, Namespace, unavailable
 
 from blocklist_addon import cli
+from blocklist_addon.store import open_store
+from divert.dataset import DiversionSet
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
 
@@ -246,3 +251,76 @@ def test_transparent_mode_does_not_kill_subscribers_with_public_addresses() -> N
     assert "block_global=false" not in cli.build_args([])
     kept = cli.build_args(["--mode", "transparent", "--set", "block_global=true"])
     assert "block_global=true" in kept and "block_global=false" not in kept
+
+
+# -- blocklist-divert run: a dead proxy must not black-hole the diverted addresses -----------
+
+WITHDRAW_AFTER = 2.0
+
+
+def test_a_stopped_proxy_is_withdrawn_within_withdraw_after_and_the_client_goes_direct(
+    ca: TestCA, confdir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    with Lab() as lab:
+        site = Site.build(lab, ca, [DIVERTED, DIVERTED6])
+        gateway = site.topo.gateway
+        try:
+            store = listed_store(tmp_path)
+            asyncio.run(publish(store, DiversionSet.build({"h": [DIVERTED, DIVERTED6]})))
+            proxy = start_proxy(
+                site, tmp_path / "proxy", store, confdir, blocklist_intercept="never"
+            )
+            config = tmp_path / "divert.toml"
+            config.write_text(
+                f'store = "{store}"\n'
+                f'health_url = "http://127.0.0.1:{proxy.status_port}/healthz"\n'
+                f"withdraw_after = {WITHDRAW_AFTER}\ninterval = 3600\n"
+            )
+            status_file = tmp_path / "run" / "status.json"
+            with open(tmp_path / "run.log", "wb") as log:
+                gateway.popen(
+                    [
+                        str(VENV_BIN / "blocklist-divert"),
+                        "--config",
+                        str(config),
+                        "run",
+                        "--status-file",
+                        str(status_file),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            run_log = lambda: (tmp_path / "run.log").read_text()  # noqa: E731
+            diverted = {DIVERTED, DIVERTED6}
+            wait_for(lambda: in_sets(gateway) == diverted, 30, "run to fill the sets")
+            assert_splash(site.get(DIVERTED, "blocked.example.com", "/page.html"), page=False)
+
+            proxy.stop()
+            wait_for(lambda: not in_sets(gateway), WITHDRAW_AFTER + 15, "the withdrawal")
+            status = json.loads(status_file.read_text())
+            assert status["phase"] == "withdrawn"
+            assert status["since"] - status["proxy"]["failing_since"] >= WITHDRAW_AFTER
+            assert "WITHDRAWN" in run_log()
+            # Unfiltered, but not black-holed: straight to the origin, from the client.
+            for address in (DIVERTED, DIVERTED6):
+                response = site.get(address, "blocked.example.com", "/page.html")
+                assert response.status == 200
+                assert site.http[address].remotes[-1] == site.topo.client_address(address)
+
+            proxy.start()
+            wait_for(lambda: in_sets(gateway) == diverted, 30, "the sets refilled")
+            assert_splash(site.get(DIVERTED6, "blocked.example.com", "/page.html"), page=False)
+            assert "healthy again" in run_log()
+        finally:
+            site.close()
+
+
+def in_sets(gateway: Namespace) -> set[str]:
+    return set(set_contents(gateway, "divert4")) | set(set_contents(gateway, "divert6"))
+
+
+async def publish(store: str, dset: DiversionSet) -> None:
+    async with open_store(store, namespace="divert") as divert:
+        await divert.publish(
+            dset.to_bytes(), checksum=dset.checksum, entries=len(dset), source="test"
+        )
