@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, overload
 
 import idna
@@ -27,6 +28,7 @@ __all__ = [
     "parse",
     "path_prefixes",
     "unescape",
+    "unescape_by_level",
 ]
 
 #: Safe Browsing: at most 5 host variants (the exact host and 4 suffixes) ...
@@ -46,6 +48,9 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _PORT_AFTER_COLON = re.compile(r"[0-9]+(?:[/\\?#]|$)")
 _STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space, trimmed at both ends
 _NEEDS_ESCAPE = re.compile(r"[\x00-\x20\x7f-\xff#%]")
+# In a path, also "?": one that was escaped in the input stays in its segment, and the
+# canonical URL must read back with the same split.
+_PATH_NEEDS_ESCAPE = re.compile(r"[\x00-\x20\x7f-\xff#%?]")
 # In a host, also the characters that would end the host when the canonical URL is read
 # again ("http://a%2Fb/" must not become host "a", path "/b/"). No real host holds them.
 _HOST_NEEDS_ESCAPE = re.compile(r"[\x00-\x20\x7f-\xff#%/:?@\[\\\]]")
@@ -56,6 +61,9 @@ _HEX = re.compile(r"0[xX][0-9A-Fa-f]*")
 # A host that needs none of the slow steps: ASCII labels, single dots, and a last label
 # that cannot be read as a number (so it is not an IPv4 address in any encoding).
 _PLAIN_HOST = re.compile(r"(?:[a-z0-9_\-]+\.)*(?![0-9]*$)(?!0x)[a-z0-9_\-]+")
+# NAT64's well-known prefix (RFC 6052): on a network with a NAT64 gateway the address
+# reaches the IPv4 address in its last 32 bits, so it is read as that address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class Canonical(NamedTuple):
@@ -76,11 +84,11 @@ class Canonical(NamedTuple):
 # -- percent-unescaping ------------------------------------------------------------------
 
 
-def _unescape_once(s: str) -> str:
+def _unescape_once(s: str, pairs: Mapping[str, str] = _HEX_PAIRS) -> str:
     parts = s.split("%")
     out = [parts[0]]
     for part in parts[1:]:
-        char = _HEX_PAIRS.get(part[:2])
+        char = pairs.get(part[:2])
         if char is None:
             out.append("%")
             out.append(part)
@@ -90,11 +98,10 @@ def _unescape_once(s: str) -> str:
     return "".join(out)
 
 
-def _unescape_linear(s: str) -> str:
+def _unescape_linear(s: str, pairs: Mapping[str, str] = _HEX_PAIRS) -> str:
     """Fixpoint of repeated unescaping in one pass: a decoded byte may complete an escape
     with the characters before it, so reduce on a stack. Linear however deep the nesting."""
     out: list[str] = []
-    pairs = _HEX_PAIRS
     for ch in s:
         out.append(ch)
         while len(out) >= 3 and out[-3] == "%":
@@ -131,6 +138,21 @@ def _unescape(s: str) -> str:
             return s
         s = t
     return _unescape_linear(s) if "%" in s else s
+
+
+def unescape_by_level(s: str, tables: Sequence[Mapping[str, str]]) -> str:
+    """``unescape`` to the same fixpoint, but pass k (from 1) decodes each escape with
+    ``tables[k - 1]`` (hex pair -> replacement) and every pass after the last table with
+    the last one: a caller can mark what each character was before decoding, and how
+    deeply it was encoded. A replacement must not hold "%" or a hex digit."""
+    for table in tables[:-1]:
+        if "%" not in s:
+            return s
+        t = _unescape_once(s, table)
+        if t == s:
+            return s
+        s = t
+    return _unescape_linear(s, tables[-1]) if "%" in s else s
 
 
 def _escape(s: str, needs_escape: re.Pattern[str] = _NEEDS_ESCAPE) -> str:
@@ -181,6 +203,8 @@ def _ipv6(host: str) -> str | None:
     mapped = address.ipv4_mapped
     if mapped is not None:
         return str(mapped)
+    if address in _NAT64:
+        return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return f"[{address.compressed}]"
 
 
@@ -291,7 +315,11 @@ def parse(url: str | bytes) -> Canonical | None:
     scheme = "http"
     special = True
     m = _SCHEME.match(s)
-    if m is not None and not _PORT_AFTER_COLON.match(s, m.end()):
+    if m is not None and (
+        # "host:8080/" is a host and port; "http:3405803783/" is a scheme and a numeric
+        # host, as browsers read it (a host named "http" is no web site).
+        m.group(1).lower() in _SPECIAL_SCHEMES or not _PORT_AFTER_COLON.match(s, m.end())
+    ):
         scheme = m.group(1).lower()
         s = s[m.end() :]
         special = scheme in _SPECIAL_SCHEMES
@@ -317,19 +345,18 @@ def parse(url: str | bytes) -> Canonical | None:
     host = _canonical_host(authority)
     if host is None:
         return None
-    # The path is read from its unescaped form, so that an escaped "?" starts the query (as
-    # in Google's reference implementation, which unescapes the whole URL first) and, on a
-    # special scheme, an escaped backslash is a slash like an escaped "/". The canonical URL
-    # then reads back as itself: it never holds a "?" in its path nor a backslash.
+    # The query starts at the first real "?" only: an escaped one stays inside its path
+    # segment, as browsers and servers read it, so "x%3F/../page.html" is "page.html".
+    # (Google's reference implementation unescapes the whole URL first, so "%3F" starts
+    # the query there; the matcher checks that reading as well.) On a special scheme an
+    # escaped backslash is a slash like an escaped "/". The canonical URL reads back as
+    # itself: its path holds "?" only as "%3F", and never a backslash.
     path = _unescape(path)
     if query is not None:
         query = _unescape(query)
-    if "?" in path:
-        path, rest = path.split("?", 1)
-        query = rest if query is None else f"{rest}?{query}"
     if special and "\\" in path:
         path = path.replace("\\", "/")
-    path = _escape(_normalize_path("/" + path))
+    path = _escape(_normalize_path("/" + path), _PATH_NEEDS_ESCAPE)
     if query is not None:
         query = _escape(query)
     return Canonical(scheme, host[0], path, query, host[1])

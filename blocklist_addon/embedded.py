@@ -4,9 +4,11 @@ A listed page fetched through ``http://r.example.net/?u=<listed URL>`` must be b
 the matcher checks every candidate found here as well as the URL itself. A false candidate
 costs one lookup; a missed one is an evasion, so the rules err towards more candidates.
 
-The URL is percent-unescaped once with :func:`canonical.unescape` (to the fixpoint, so any
-depth of encoding), and every *marker* after the URL's own scheme and host starts a
-candidate. Nested wrappers need no recursion: every level's marker is in the same text.
+The URL is percent-unescaped with :func:`canonical.unescape_by_level` (to the fixpoint, so
+any depth of encoding, noting how deeply each structural character was encoded), tabs and
+newlines are dropped as browsers drop them, and every *marker* after the URL's own scheme
+and host starts a candidate. Nested wrappers need no recursion: every level's marker is in
+the same text.
 
 - ``http:`` or ``https:`` and any run of ``/`` and ``\\`` (any case), anywhere;
 - ``www.`` (also ``www2.`` ...), anywhere, so also in a path: ``/web/2020/www.x.test/``;
@@ -15,32 +17,44 @@ candidate. Nested wrappers need no recursion: every level's marker is in the sam
   followed by ``/ \\ ? # & :`` or the end. File names such as ``?file=report.pdf`` are
   candidates too: ``.zip`` and ``.mov`` are real TLDs, so there is no telling them apart.
 
-Where an embedded URL ends is ambiguous, so a marker yields up to four candidates: up to the
-end, up to the outer ``?`` (when the marker is in the path), up to the next ``&``, and up to
-the next ``&`` that was not percent-encoded in the input (the outer separator when the
-embedded URL was encoded, so that its own ``&`` is ``%26``).
+Where an embedded URL ends, and what its ``?``, ``#`` and ``+`` mean, follows from how deeply
+each was percent-encoded compared with the marker's container (the ``=`` or ``/`` before it,
+depth c) and the embedded URL's own ``://`` (depth d >= c):
+
+- An ``&`` encoded less deeply than the container ends the candidate (a parameter of an
+  outer wrapper). One encoded as deeply as the container separates the container's
+  parameters: when d > c the embedded URL was encoded as a whole, so that ``&`` is where it
+  ends and its own ``&`` (encoded deeper) are kept, ``?u=http%3A%2F%2Fa.test%2Fv%3Fid%3D1
+  %26p%3D2&x=3`` is ``http://a.test/v?id=1&p=2``; when d = c both readings are candidates.
+  Deeper ones belong to the embedded URL. In the outer path an ``&`` separates nothing, and
+  the outer query may belong to the embedded URL or not: both readings.
+- A ``?`` or ``#`` encoded deeper than d is a character of the embedded URL's path, and is
+  written escaped (``%3F``, ``%23``) so that canonicalization keeps it there.
+- A ``+`` in a query value encoded less deeply than d (or as deeply as the container) is a
+  space to a form decoder; the candidate with spaces is added.
+
+A marker yields at most three ends, each with and without the form-decoded spaces.
 
 Bound: no marker is skipped, and work is linear. A candidate is cut at
 ``MAX_CANDIDATE_CHARS`` and where the ``MARKER_WINDOW``-th marker after its own begins: a
 listed URL does not hold eight markers of its own, so the cut never reaches its host, path
-or query. An input of n characters gives at most ``4 * n / 3`` candidates (a marker takes at
-least 3 characters) of at most ``4 * MARKER_WINDOW * n`` characters in all (three times that
-where bytes >= 0x80 are written as %XX). Measured in CPython 3.13: a 64 KiB adversarial URL
-takes at most about 20 ms here, and the matcher's parse() of its candidates up to 55 ms
-more; a URL with no marker takes about 0.5 us.
+or query. An input of n characters gives at most ``2 * n`` candidates (six per marker, a
+marker takes at least 3 characters) of at most ``6 * MARKER_WINDOW * n`` characters in all
+(three times that where bytes >= 0x80 are written as %XX). Measured in CPython 3.13: a 64
+KiB adversarial URL takes at most about 30 ms here, and the matcher's parse() of its
+candidates up to 100 ms more; a URL with no marker takes about 0.5 us.
 
 Not found: a host without ``www.`` in a path segment (``/web/2020/x.test/page``: archives
 redirect that to the ``http://`` form, which is found); a tab, CR or LF inside a scheme
-(``ht%09tp://``); the exact query of an entry embedded two or more levels deep when every
-level adds parameters after it (its page is still found); and an escaped ``%23`` in an
-embedded path, which reads as a fragment once unescaped.
+(``ht%09tp://``).
 """
 
 from __future__ import annotations
 
 import re
+import string
 
-from blocklist_addon.canonical import as_byte_string, unescape
+from blocklist_addon.canonical import as_byte_string, unescape, unescape_by_level
 
 __all__ = ["MARKER_WINDOW", "MAX_CANDIDATE_CHARS", "embedded_urls"]
 
@@ -77,16 +91,63 @@ _PLAIN = re.compile(
     )*+""",
     re.VERBOSE,
 )
-# Stand-ins for the input's own "&" and first "?" while unescaping: outside latin-1, so
-# unescape neither consumes nor produces them, and they keep their positions.
-_RAW_AMP, _RAW_QUERY = "\u0100", "\u0101"
 _HIGH_BYTES = re.compile(r"[\x80-\xff]+")
+
+# -- encoding depth -----------------------------------------------------------------------
+#
+# Where an embedded URL ends, and what its "?" and "#" mean, depends on how many times each
+# character was percent-encoded: in ``?u=http%3A%2F%2Fa.test%2Fv%3Fid%3D1%26p%3D2&x=3`` the
+# "&" from "%26" belongs to the embedded URL, the raw one to the outer URL. Unescaping
+# writes each structural character decoded in pass k as a stand-in outside latin-1 that
+# records k (its depth); the raw ones keep depth 0. Depths from _DEEPEST on are not told
+# apart (seven wrappers, each encoding the last once more).
+
+_KINDS = "&?#+/\\:="
+_DEEPEST = 7
+_HEX = {f"{a}{b}": chr(int(a + b, 16)) for a in string.hexdigits for b in string.hexdigits}
+
+
+def _tag(char: str, depth: int) -> str:
+    return char if depth == 0 else chr(0x100 + 16 * _KINDS.index(char) + depth)
+
+
+def _depth(char: str) -> int:
+    code = ord(char)
+    return (code - 0x100) & 15 if code >= 0x100 else 0
+
+
+_LEVEL_TABLES = [
+    {pair: _tag(char, depth) if char in _KINDS else char for pair, char in _HEX.items()}
+    for depth in range(1, _DEEPEST + 1)
+]
+#: For a candidate whose own structure is at depth d: a "?" or "#" encoded deeper is a
+#: character of its path, written escaped; everything else is itself.
+_RENDER = [
+    {
+        ord(_tag(char, depth)): char if depth <= d else {"?": "%3F", "#": "%23"}.get(char, char)
+        for char in _KINDS
+        for depth in range(1, _DEEPEST + 1)
+    }
+    for d in range(_DEEPEST + 1)
+]
+#: A "+" that a form decoder of the container (depth <= c) turns into a space.
+_FORM_SPACE = [{ord(_tag("+", depth)): " " for depth in range(c + 1)} for c in range(_DEEPEST + 1)]
+_AMP = [_tag("&", depth) for depth in range(_DEEPEST + 1)]
+#: A "?" or "#" encoded deeper than d, and a "+" encoded at most as deeply as c.
+_DEEP_MARKS = [
+    re.compile("[" + "".join(_tag(ch, k) for ch in "?#" for k in range(d + 1, _DEEPEST + 1)) + "]")
+    if d < _DEEPEST
+    else re.compile("(?!)")
+    for d in range(_DEEPEST + 1)
+]
+_PLUSES = [
+    re.compile("[" + "".join(_tag("+", k) for k in range(c + 1)) + "]") for c in range(_DEEPEST + 1)
+]
 
 
 def embedded_urls(url: str) -> list[str]:
     """URLs embedded in `url` (not including `url` itself), in order of first appearance,
-    without duplicates, each an ASCII string for canonical.parse(): a substring of the fully
-    unescaped input with bytes >= 0x80 written as %XX. Never raises."""
+    without duplicates, each an ASCII string for canonical.parse(). Never raises."""
     if not isinstance(url, (str, bytes)):
         return []
     raw = url if isinstance(url, str) and url.isascii() else as_byte_string(url)
@@ -96,31 +157,84 @@ def embedded_urls(url: str) -> list[str]:
 
 
 def _candidates(raw: str) -> list[str]:
-    marked = unescape(raw.replace("&", _RAW_AMP).replace("?", _RAW_QUERY, 1))
-    text = marked.replace(_RAW_AMP, "&").replace(_RAW_QUERY, "?")
-    if "%" in raw and _PLAIN.fullmatch(text):
+    text = unescape(raw) if "%" in raw else raw
+    if "\t" in text or "\n" in text or "\r" in text:
+        text = _drop_newlines(text)  # browsers drop them anywhere in a URL ("ht%09tp://")
+    if text != raw and _PLAIN.fullmatch(text):
         return []
-    query_at = marked.find(_RAW_QUERY)
-    starts = [
-        m.start() + (text[m.start()] in "=?&")
-        for m in _MARKER.finditer(text, _SKIP_OUTER.match(text).end())
-    ]
+    markers = list(_MARKER.finditer(text, _SKIP_OUTER.match(text).end()))
+    if not markers:
+        return []
+    # The same text with encoded structural characters as stand-ins (see above); a plain
+    # comparison tells whether any was: the stand-ins are outside latin-1.
+    tagged = _drop_newlines(unescape_by_level(raw, _LEVEL_TABLES)) if "%" in raw else text
+    tags = tagged != text
+    query_at = tagged.find("?")  # the outer URL's own query (a raw "?")
+    starts = [m.start() + (text[m.start()] in "=?&") for m in markers]
     found: dict[str, None] = {}
     for i, start in enumerate(starts):
         limit = min(len(text), start + MAX_CANDIDATE_CHARS)
         if i + MARKER_WINDOW < len(starts):
             limit = min(limit, starts[i + MARKER_WINDOW])
-        ends = [limit]
-        if start < query_at < limit:
-            ends.append(query_at)
-        for haystack, separator in ((text, "&"), (marked, _RAW_AMP)):
-            end = haystack.find(separator, start, limit)
-            if end != -1:
-                ends.append(end)
+        # c: how deeply the container (the "=" or "/" before the marker) was encoded;
+        # d: the embedded URL's own structure (its "://"), at least as deep.
+        c = d = 0
+        if tags:
+            c = _depth(tagged[start - 1])
+            d = max([c, *map(_depth, tagged[start : min(markers[i].end(), start + 16)])])
+            ends = _ends(tagged, start, limit, c, d, query_at)
+        else:  # _ends() with c = d = 0, inline: hostile input has a marker every 3 chars
+            in_path = start < query_at or query_at < 0
+            amp = text.find("&", start if query_at < 0 or not in_path else query_at, limit)
+            ends = [limit] if amp == -1 else [limit, amp]
+            if start < query_at < limit:
+                ends.append(query_at)
+        # A form decoder reads "+" as a space (urlencode() and HTML forms write "my
+        # file.html" as "my+file.html"): one in a query value, encoded less deeply than
+        # the URL's own structure (a literal "+" is encoded with it, as "%2B").
+        form = max(c, d - 1) if c > 0 or d > c or start > query_at >= 0 else -1
         for end in ends:
             candidate = text[start:end]
-            found.setdefault(candidate if candidate.isascii() else _ascii(candidate))
+            if tags and _DEEP_MARKS[d].search(tagged, start, end):
+                candidate = tagged[start:end].translate(_RENDER[d])
+            candidates = [candidate]
+            if form >= 0 and "+" in candidate:
+                if form >= _DEEPEST or not tags:
+                    candidates.append(candidate.replace("+", " "))
+                elif _PLUSES[form].search(tagged, start, end):
+                    piece = tagged[start:end].translate(_FORM_SPACE[form])
+                    candidates.append(piece.translate(_RENDER[d]))
+            for candidate in candidates:
+                found.setdefault(candidate if candidate.isascii() else _ascii(candidate))
     return list(found)
+
+
+def _drop_newlines(s: str) -> str:
+    return s.replace("\t", "").replace("\n", "").replace("\r", "")
+
+
+def _ends(tagged: str, start: int, limit: int, c: int, d: int, query_at: int) -> list[int]:
+    """Where the candidate at ``start`` may end (its container depth ``c``, its own ``d``).
+
+    An "&" encoded less deeply than the container separates the container's container's
+    parameters: a hard end. One encoded exactly as deeply as the container separates the
+    container's parameters: where an embedded URL encoded more deeply than its container
+    surely ends (its own "&" are encoded deeper), and otherwise one reading of two.
+    Inside the outer path, the outer query may be the embedded URL's own or not.
+    """
+    for k in range(c):
+        at = tagged.find(_AMP[k], start, limit)
+        if at != -1:
+            limit = at
+    in_path = c == 0 and (query_at < 0 or start < query_at)
+    amp = tagged.find(_AMP[c], start if not in_path or query_at < 0 else query_at, limit)
+    if d > c and not in_path:
+        ends = [limit if amp == -1 else amp]
+    else:
+        ends = [limit] if amp == -1 else [limit, amp]
+    if start < query_at < limit:
+        ends.append(query_at)
+    return ends
 
 
 def _ascii(candidate: str) -> str:

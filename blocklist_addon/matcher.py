@@ -200,20 +200,14 @@ class Blocklist:
         if hosts is None:
             hosts = self._listed_hosts(c.host, c.is_ip)
         if hosts:
-            paths = path_prefixes(c.path, c.query, limit=None)
-            if len(c.path) > 1 and c.path.endswith("/"):
-                # "/page/" is the same resource as the listed page "/page" on most servers.
-                paths.append(c.path[:-1])
-                if c.query is not None:
-                    paths.append(f"{c.path[:-1]}?{c.query}")
-            found = self._find_any(hosts, paths, embedded)
+            found = self._find_any(hosts, _paths(c, None), embedded)
             if found is not None:
                 return found
         if self.snapshot.hostless:
             # Entries known only by digest: check the spec's 5 x 6 expressions of the URL.
             return self._find_any(
                 host_suffixes(c.host, c.is_ip, MAX_SB_HOSTS),
-                path_prefixes(c.path, c.query, MAX_SB_PREFIXES),
+                _paths(c, MAX_SB_PREFIXES),
                 embedded,
             )
         return None
@@ -228,3 +222,22 @@ class Blocklist:
                     list_name, entry_id = self.snapshot.entry(index)
                     return Match(list_name, entry_id, digest.hex(), embedded)
         return None
+
+
+def _paths(c: Canonical, limit: int | None) -> list[str]:
+    """The path expressions a URL is matched by: its own (every directory with no
+    ``limit``), the page-as-directory spelling, and Google's reading of an escaped "?"."""
+    paths = path_prefixes(c.path, c.query, limit)
+    if len(c.path) > 1 and c.path.endswith("/"):
+        # "/page/" is the same resource as the listed page "/page" on most servers.
+        paths.append(c.path[:-1])
+        if c.query is not None:
+            paths.append(f"{c.path[:-1]}?{c.query}")
+    if "%3F" in c.path:
+        # Canonicalization keeps an escaped "?" in the path, as browsers do; Google's
+        # reference implementation (and a server that unescapes before it splits) starts
+        # the query there, so "page.html%3Fid=1" is also the page "page.html".
+        head, _, rest = c.path.partition("%3F")
+        query = rest.replace("%3F", "?") + ("" if c.query is None else "?" + c.query)
+        paths += path_prefixes(head, query, limit)
+    return paths

@@ -448,10 +448,25 @@ def test_parse_fields() -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        # An escaped "?" in the path starts the query, as in Google's reference
-        # implementation; before, the canonical URL read back as a different split.
-        ("http://www.example.com/page.html%3Fid=1", "http://www.example.com/page.html?id=1"),
-        ("http://www.example.com/a%3Fb?c", "http://www.example.com/a?b?c"),
+        # An escaped "?" stays in its path segment, as browsers and servers read it (issue
+        # 15.2: "x%3F/../page.html" is page.html there), and reads back the same.
+        ("http://www.example.com/page.html%3Fid=1", "http://www.example.com/page.html%3Fid=1"),
+        ("http://www.example.com/a%3Fb?c", "http://www.example.com/a%3Fb?c"),
+        ("http://www.example.com/dir/x%3F/../page.html", "http://www.example.com/dir/page.html"),
+        (
+            "http://www.example.com/dir/x%253F/%2e%2e/page.html",
+            "http://www.example.com/dir/page.html",
+        ),
+        ("http://www.example.com/dir/x%3F/..", "http://www.example.com/dir/"),
+        ("http://www.example.com/x%3Fy/../q?a%3Fb", "http://www.example.com/q?a?b"),
+        # A special scheme followed by a number is a numeric host, as browsers read it.
+        ("http:3405803783/path", "http://203.0.113.7/path"),
+        ("https:0xC0000207/a", "https://192.0.2.7/a"),
+        ("listed.example:8080/a", "http://listed.example/a"),
+        # NAT64's well-known prefix reaches the IPv4 address in its last 32 bits.
+        ("http://[64:ff9b::192.0.2.7]/a", "http://192.0.2.7/a"),
+        ("http://[64:ff9b::c000:207]/a", "http://192.0.2.7/a"),
+        ("http://[64:ff9b:1::c000:207]/a", "http://[64:ff9b:1::c000:207]/a"),  # local-use
         # An escaped backslash is a slash, like a raw one (it read back as one before).
         ("http://www.example.com/dir%5Cpage.html", PAGE),
         ("foo://example.org/a%5Cb", "foo://example.org/a\\b"),  # not a special scheme
@@ -479,8 +494,10 @@ def test_regression(url: str, expected: str) -> None:
     assert parse(expected) == parse(url)
 
 
-def test_escaped_query_mark_gives_the_page_expression() -> None:
-    assert "www.example.com/page.html" in expressions("http://www.example.com/page.html%3Fid=1")
+def test_escaped_query_mark_stays_in_the_path() -> None:
+    found = expressions("http://www.example.com/page.html%3Fid=1")
+    assert found[0] == "www.example.com/page.html%3Fid=1"
+    assert "www.example.com/page.html" not in found  # the matcher checks that reading too
 
 
 def test_canonical_host_text_and_bytes() -> None:

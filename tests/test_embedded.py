@@ -8,13 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocklist_addon.canonical import as_byte_string, canonicalize, unescape
+from blocklist_addon.canonical import as_byte_string, canonicalize, unescape, unescape_by_level
 from blocklist_addon.embedded import (
+    _DEEPEST,
+    _LEVEL_TABLES,
     _MARKER,
     _PLAIN,
+    _RENDER,
     _SKIP_OUTER,
     MARKER_WINDOW,
     MAX_CANDIDATE_CHARS,
+    _depth,
     embedded_urls,
 )
 
@@ -63,14 +67,34 @@ EXACT = [
         "http://r.example.net/?u=http://listed.test/p.html?id=5&x=1",
         ["http://listed.test/p.html?id=5&x=1", "http://listed.test/p.html?id=5"],
     ),
-    # encoded once: its own "&" was %26, the outer one was not
+    # encoded once: its own "&" was %26, the outer one was not, so it is read whole and
+    # ends at the outer one (issue 15.7: "?id=5" alone would be another URL)
     (
         "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fp.php%3Fid%3D5%26x%3D1&utm=2",
-        [
-            "http://listed.test/p.php?id=5&x=1&utm=2",
-            "http://listed.test/p.php?id=5",
-            "http://listed.test/p.php?id=5&x=1",
-        ],
+        ["http://listed.test/p.php?id=5&x=1"],
+    ),
+    # an escaped "?" in the embedded URL's path stays escaped (issue 15.2)
+    (
+        "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fx%253F%2F..%2Fp.html",
+        ["http://listed.test/x%3F/../p.html"],
+    ),
+    (
+        "http://r.example.net/?u=http://listed.test/x%3F/../p.html",
+        ["http://listed.test/x%3F/../p.html"],
+    ),
+    # "+" is a space to a form decoder (issue 15.4), a literal "+" was %2B
+    (
+        "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fmy+file%2B1.html",
+        ["http://listed.test/my+file+1.html", "http://listed.test/my file+1.html"],
+    ),
+    (
+        "http://archive.example.org/web/2020/http://listed.test/a+b.html",
+        ["http://listed.test/a+b.html"],
+    ),
+    # an escaped "#" stays in the embedded path too
+    (
+        "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fa%2523b.html%23top",
+        ["http://listed.test/a%23b.html#top"],
     ),
     # a www. right after the scheme is part of the scheme marker, not a second candidate
     ("http://r.example.net/?u=http://www.listed.test/p", ["http://www.listed.test/p"]),
@@ -161,11 +185,16 @@ def test_nested_mixed_wrappers() -> None:
     assert {canonicalize(PAGE), canonicalize(translated), canonicalize(archived)} <= found
 
 
-def test_page_found_when_every_level_adds_parameters() -> None:
-    inner = PAGE
+@pytest.mark.parametrize("inner", [PAGE, "http://listed.test/view.php?id=5&size=big"])
+def test_found_whole_when_every_level_adds_parameters(inner: str) -> None:
+    url = inner
     for level in range(4):
-        inner = f"http://r{level}.example.net/?u={quote(inner, safe='')}&level={level}"
-    assert canonicalize(PAGE) in canonicals(inner)
+        url = f"http://r{level}.example.net/?u={quote(url, safe='')}&level={level}"
+    found = canonicals(url)
+    assert canonicalize(inner) in found
+    # its own query is never cut short, nor continued with a wrapper's parameters
+    assert not any(c and c.startswith(inner) and c != canonicalize(inner) for c in found)
+    assert canonicalize("http://listed.test/view.php?id=5") not in found
 
 
 def test_not_a_string_gives_nothing() -> None:
@@ -180,9 +209,9 @@ N = 64 * 1024
 
 def assert_bounded(url: str, out: list[str]) -> None:
     n = len(as_byte_string(url))
-    assert len(out) <= 4 * n // 3
+    assert len(out) <= 2 * n
     assert all(len(c) <= 3 * MAX_CANDIDATE_CHARS for c in out)
-    assert sum(map(len, out)) <= 3 * 4 * MARKER_WINDOW * n
+    assert sum(map(len, out)) <= 3 * 6 * MARKER_WINDOW * n
     assert len(set(out)) == len(out)
 
 
@@ -245,6 +274,24 @@ def test_total_and_candidates_are_unescaped_substrings(url: str) -> None:
         assert unescape(candidate) in text
         canonicalize(candidate)  # accepted: never raises
     assert_bounded(url, out)
+
+
+@given(ANY_INPUT)
+def test_levels_decode_exactly_what_unescape_decodes(url: str) -> None:
+    raw = as_byte_string(url)
+    tagged = unescape_by_level(raw, _LEVEL_TABLES)
+    assert tagged.translate(_RENDER[_DEEPEST]) == unescape(raw)
+
+
+@pytest.mark.parametrize("times", range(_DEEPEST + 3))
+@pytest.mark.parametrize("char", "&?#+/\\:=")
+def test_level_is_how_often_a_character_was_encoded(char: str, times: int) -> None:
+    encoded = char
+    for _ in range(times):
+        encoded = quote(encoded, safe="")
+    tagged = unescape_by_level("a" + encoded + "b", _LEVEL_TABLES)
+    assert len(tagged) == 3
+    assert _depth(tagged[1]) == min(times, _DEEPEST)
 
 
 @given(st.text(alphabet="253aAfF/\\:?&=#.wWhHtTpPsSlL x0", max_size=60))

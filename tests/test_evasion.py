@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +26,7 @@ ENTRIES = {
     "host": "whole-site.test/",
     "query": "http://q.example.org/view.php?id=42",
     "ip": "http://192.0.2.7/img/a.jpg",
+    "space": "http://listed.example.com/my%20file.html",
 }
 BL = Blocklist.from_entries(list(ENTRIES.values()))
 #: URLs the listed entries must block, and near misses they must not.
@@ -35,6 +36,7 @@ TARGETS = {
     "host": "http://whole-site.test/any/thing",
     "query": "http://q.example.org/view.php?id=42",
     "ip": "http://192.0.2.7/img/a.jpg",
+    "space": "http://listed.example.com/my file.html",
 }
 NEAR_MISSES = [
     "http://listed.example.com/gallery/page2.html",
@@ -48,6 +50,8 @@ NEAR_MISSES = [
     "http://q.example.org/view.php?id=43",
     "http://q.example.org/view.php",
     "http://192.0.2.8/img/a.jpg",
+    "http://listed.example.com/my+file.html",
+    "http://listed.example.com/page.html%3F/../other.html",
 ]
 
 Rewrite = Callable[[str, st.DataObject], str]
@@ -88,6 +92,18 @@ def dot_segments(url: str, data: st.DataObject) -> str:
     at = data.draw(st.integers(1, max(1, len(segments) - 1)))
     extra = data.draw(st.sampled_from(["./", "x/../", "./y/../", ""]))
     path = "/".join(segments[:at]) + "/" + extra + "/".join(segments[at:])
+    return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
+
+
+def escaped_query_dots(url: str, data: st.DataObject) -> str:
+    """A segment holding an escaped "?" and removed again by "..": browsers keep "%3F" in
+    its segment and resolve the dot segment (issue 15.2)."""
+    p = _parts(url)
+    segments = p.path.split("/")
+    at = data.draw(st.integers(1, max(1, len(segments) - 1)))
+    mark = data.draw(st.sampled_from(["%3F", "%3f", "%253F", "x%3Fy"]))
+    dots = data.draw(st.sampled_from(["..", "%2e%2e", "%2E.", "%252e%252e"]))
+    path = "/".join(segments[:at]) + f"/{mark}/{dots}/" + "/".join(segments[at:])
     return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
 
 
@@ -145,8 +161,9 @@ def embed(url: str, data: st.DataObject) -> str:
     """Inside a redirector, translator or archive URL, encoded once or more."""
     times = data.draw(st.integers(1, 3))
     inner = url
+    form = data.draw(st.booleans())  # as urlencode() and HTML forms write it: " " is "+"
     for _ in range(times):
-        inner = quote(inner, safe="")
+        inner = quote_plus(inner, safe="") if form else quote(inner, safe="")
     return data.draw(
         st.sampled_from(
             [
@@ -164,6 +181,7 @@ REWRITES: list[Rewrite] = [
     trailing_dot,
     default_port,
     dot_segments,
+    escaped_query_dots,
     double_slashes,
     percent_encode_path,
     fragment,
