@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from blocklist_addon.store import StoreError
-from divert import DivertError, keyfile
+from blocklist_addon.store import Store, StoreError, open_store, write_atomic
+from divert import DivertError, export, keyfile, nft
 from divert import run as run_command
 from divert.config import (
     CONFIG_ENV,
@@ -28,6 +33,11 @@ from divert.config import (
     DivertConfig,
     load_config,
 )
+from divert.dataset import DiversionSet
+from divert.gates import STATES
+from divert.hosts import ACTIVE as HOSTS_STATE
+from divert.resolve import LAST_RUN, load_set, resolve_once, rollback, scheduled
+from sync.progress import NO_PROGRESS, Progress, terminal_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_KEY_FILE = Path("/etc/blocklist-proxy/divert.key")
@@ -35,6 +45,11 @@ DEFAULT_KEY_FILE = Path("/etc/blocklist-proxy/divert.key")
 EPILOG = f"""\
 commands:
   keygen          write a new hostname key file (mode 0600; never overwrites one)
+  resolve         resolve the listed hosts, apply the gates, publish the diversion set
+  export          print the active set for nft, BIRD, ExaBGP or as JSON
+  apply           load the active set into local nftables (one transaction)
+  status          the active set, the hostnames, the last run's gate decisions
+  rollback        re-activate the previous set (kept until DNS gives another)
   run             long-running, on the gateway: keep the nft sets current, empty them
                   while the proxy is ill (deploy/systemd/blocklist-divert.service)
 
@@ -42,6 +57,13 @@ examples:
   blocklist-divert keygen --key-file /etc/blocklist-proxy/divert.key
   blocklist-sync --config /etc/blocklist-proxy/sync.toml \\
                  --divert-key-file /etc/blocklist-proxy/divert.key
+  blocklist-divert --config /etc/blocklist-proxy/divert.toml resolve --quiet
+  blocklist-divert apply
+  blocklist-divert export --format bird --family 4 --next-hop 198.51.100.1 \\
+                   --output /etc/bird/divert4.conf
+  blocklist-divert export --format exabgp --next-hop 198.51.100.1 --next-hop 2001:db8::1
+
+Gate decisions name hosts by digest, never by name.
 
 The key file comes from --key-file, else ${KEY_FILE_ENV}, else key_file in the config, else
 {DEFAULT_KEY_FILE}. The config is --config, else ${CONFIG_ENV}, else {DEFAULT_CONFIG} if
@@ -85,6 +107,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("keygen", parents=[common], help="write a new hostname key file")
+    res = sub.add_parser("resolve", parents=[common], help="one resolution run (cron)")
+    res.add_argument(
+        "--resolver",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="resolver address (repeatable; default: resolvers in the config, else "
+        "/etc/resolv.conf)",
+    )
+    res.add_argument(
+        "--protect-file",
+        type=Path,
+        metavar="FILE",
+        help="prefixes never diverted, one a line (instead of protect_file in the config)",
+    )
+    res.add_argument(
+        "--force",
+        action="store_true",
+        help="publish a set that grew beyond max_growth, or with most hosts unanswered",
+    )
+    exp = sub.add_parser("export", parents=[common], help="the active set for a data plane")
+    exp.add_argument("--format", required=True, choices=export.FORMATS)
+    exp.add_argument(
+        "--next-hop",
+        action="append",
+        metavar="ADDR",
+        help="bird/exabgp: the proxy's address, one per family (default: next_hop in config)",
+    )
+    exp.add_argument("--family", type=int, choices=(4, 6), help="only IPv4 or only IPv6")
+    exp.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically)")
+    exp.add_argument("--table", help="nft table name (default: nft_table in config)")
+    app = sub.add_parser("apply", parents=[common], help="the active set into local nftables")
+    app.add_argument("--table", help="nft table name (default: nft_table in config)")
+    status = sub.add_parser("status", parents=[common], help="show the set and the last run")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("rollback", parents=[common], help="re-activate the previous set")
     run_command.add_parser(sub, common)
     return parser
 
@@ -118,11 +175,214 @@ async def cmd_keygen(config: DivertConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"keygen": cmd_keygen, "run": run_command.cmd_run}
+async def cmd_resolve(
+    config: DivertConfig, args: argparse.Namespace, *, progress: Progress | None = None
+) -> int:
+    if args.resolver:
+        config = dataclasses.replace(config, resolvers=tuple(args.resolver))
+    if args.protect_file:
+        config = dataclasses.replace(config, protect_file=args.protect_file)
+    config = dataclasses.replace(config, key_file=key_path(config))
+    quiet = getattr(args, "quiet", False)
+    if quiet:
+        progress = NO_PROGRESS
+    elif progress is None:
+        progress = terminal_progress(sys.stderr)
+    with _logging(quiet, progress):
+        result = await resolve_once(config, force=args.force, progress=progress)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.failed:
+        print(result.line(), file=sys.stderr)
+        return EXIT_FAILED
+    if not quiet:
+        print(result.line())
+    return EXIT_OK
 
 
-async def run(args: argparse.Namespace) -> int:
+async def _active(store: Store) -> tuple[int, DiversionSet]:
+    loaded = await load_set(store)
+    if loaded is None:
+        raise DivertError("no diversion set yet: run blocklist-divert resolve first")
+    return loaded[0].version, loaded[1]
+
+
+def open_divert(config: DivertConfig) -> Store:
+    try:
+        return open_store(config.store, keep=config.keep_versions, namespace="divert")
+    except StoreError as e:
+        raise ConfigError(str(e)) from None
+
+
+async def cmd_export(config: DivertConfig, args: argparse.Namespace) -> int:
+    hops = export.next_hops(args.next_hop or config.next_hop)
+    async with open_divert(config) as store:
+        version, dset = await _active(store)
+    text = export.render(
+        args.format,
+        dset,
+        version=version,
+        table=args.table or config.nft_table,
+        next_hop=hops,
+        family=args.family,
+    )
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        await asyncio.to_thread(write_atomic, args.output, text.encode())
+    except OSError as e:
+        raise DivertError(f"cannot write {args.output}: {e.strerror or e}") from None
+    if not getattr(args, "quiet", False):
+        print(f"wrote diversion set version {version} ({len(dset):,} addresses) to {args.output}")
+    return EXIT_OK
+
+
+async def cmd_apply(config: DivertConfig, args: argparse.Namespace) -> int:
+    table = args.table or config.nft_table
+    async with open_divert(config) as store:
+        version, dset = await _active(store)
+    await asyncio.to_thread(nft.apply, dset, table=table)
+    if not getattr(args, "quiet", False):
+        print(
+            f"applied diversion set version {version}: {len(dset):,} addresses "
+            f"({len(dset.ipv4):,} IPv4, {len(dset.ipv6):,} IPv6) into nft table inet {table}"
+        )
+    return EXIT_OK
+
+
+async def cmd_status(config: DivertConfig, args: argparse.Namespace) -> int:
+    async with open_divert(config) as store:
+        loaded = await load_set(store)
+        versions = await store.versions()
+        hosts = await store.get_state(HOSTS_STATE)
+        last = await store.get_state(LAST_RUN)
+        url = store.url
+    info, dset = loaded if loaded else (None, None)
+    if args.json:
+        doc: dict[str, Any] = {
+            "store": url,
+            "active": None
+            if info is None or dset is None
+            else {**info.__dict__, "ipv4": len(dset.ipv4), "ipv6": len(dset.ipv6)},
+            "versions": [v.__dict__ for v in versions],
+            "hostnames": hosts and {k: v for k, v in hosts.items() if k != "inputs"},
+            "last_run": last,
+        }
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK if info else EXIT_FAILED
+    print(f"store: {url}")
+    if info is None or dset is None:
+        print("active set: none (run blocklist-divert resolve)")
+    else:
+        print(
+            f"active set: version {info.version}, {len(dset):,} addresses ({len(dset.ipv4):,} "
+            f"IPv4, {len(dset.ipv6):,} IPv6) from {len(dset.hosts):,} hosts, {info.source}, "
+            f"published {_ago(info.created_at)}"
+        )
+    if versions:
+        print("kept versions: " + ", ".join(str(v.version) for v in versions))
+    if hosts:
+        print(
+            f"hostnames: {hosts.get('hosts', 0):,} (encrypted) of list version "
+            f"{hosts.get('list_version')}, updated {_ago(hosts.get('updated_at'))}"
+        )
+    else:
+        print("hostnames: none stored (run blocklist-sync with --divert-key-file)")
+    if last:
+        print(
+            f"last run: {_ago(last.get('at'))}, {last.get('duration', 0):.1f} s: {last.get('line')}"
+        )
+        states = last.get("states") or {}
+        if states:
+            ordered = sorted(states.items(), key=lambda i: STATES.index(i[0]))
+            print("hosts by state: " + ", ".join(f"{s} {n:,}" for s, n in ordered))
+        for warning in last.get("warnings") or []:
+            print(f"warning: {warning}")
+        decisions = last.get("decisions") or []
+        for d in decisions:
+            who = f"host {d['digest']}" if d.get("digest") else "set"
+            print(f"gate: {who}: {d['gate']}: {d['detail']}")
+        hidden = int(last.get("decisions_total", 0)) - len(decisions)
+        if hidden > 0:
+            print(f"gate: ... and {hidden:,} more decisions (in the log of that run)")
+    return EXIT_OK if info else EXIT_FAILED
+
+
+async def cmd_rollback(config: DivertConfig, args: argparse.Namespace) -> int:
+    async with open_divert(config) as store:
+        info = await rollback(store)
+    print(f"rolled back: diversion set version {info.version} ({info.source}), {info.entries:,}")
+    print("the rolled-back set is not published again until DNS answers change (or --force)")
+    return EXIT_OK
+
+
+async def cmd_run(config: DivertConfig, args: argparse.Namespace) -> int:
+    """``run`` resolves on its schedule when it has the hostname key; without one it only
+    follows the store (another machine resolves) and withdraws on ill health."""
+    key = config.key_file or (DEFAULT_KEY_FILE if DEFAULT_KEY_FILE.exists() else None)
+    resolve = scheduled(dataclasses.replace(config, key_file=key)) if key else None
+    return await run_command.cmd_run(config, args, resolve)
+
+
+def _ago(t: float | None) -> str:
+    if t is None:
+        return "never"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+    minutes = max(0, int(time.time() - t)) // 60
+    return f"{stamp} ({minutes} min ago)" if minutes < 120 else f"{stamp} ({minutes // 60} h ago)"
+
+
+class _ProgressHandler(logging.Handler):
+    """Log lines on stderr, erasing the progress line first so they do not mix."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+        self.setFormatter(logging.Formatter("blocklist-divert: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress.clear()
+        with contextlib.suppress(OSError, ValueError):
+            print(self.format(record), file=sys.stderr)
+
+
+class _logging:
+    """Gate decisions to stderr for one run: refusals always, the rest unless --quiet."""
+
+    def __init__(self, quiet: bool, progress: Progress) -> None:
+        self.logger = logging.getLogger("blocklist_divert")
+        self.handler = _ProgressHandler(progress)
+        self.handler.setLevel(logging.WARNING if quiet else logging.INFO)
+
+    def __enter__(self) -> None:
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.logger.propagate = True
+
+
+COMMANDS = {
+    "keygen": cmd_keygen,
+    "resolve": cmd_resolve,
+    "export": cmd_export,
+    "apply": cmd_apply,
+    "status": cmd_status,
+    "rollback": cmd_rollback,
+    "run": cmd_run,
+}
+
+
+async def run(args: argparse.Namespace, *, progress: Progress | None = None) -> int:
+    """Run the command in ``args``; ``progress`` replaces resolve's terminal line (tests)."""
     config = resolve_config(args)
+    if args.command == "resolve":
+        return await cmd_resolve(config, args, progress=progress)
     return await COMMANDS[args.command](config, args)
 
 
@@ -134,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"blocklist-divert: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (DivertError, StoreError) as e:
-        print(f"blocklist-divert: {e}", file=sys.stderr)
+        keeps = "; the previous set stays active" if args.command == "resolve" else ""
+        print(f"blocklist-divert: {e}{keeps}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED

@@ -94,7 +94,7 @@ class HostStore:
         changed since last time. Returns the new state, or None when nothing changed (or
         no list is active)."""
         active = await lists.active()
-        if active is None:
+        if active is None or not feeds:  # no feeds known here (suppress without --config)
             return None
         changed = {}
         for name in feeds:

@@ -389,12 +389,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
 
 
-async def cmd_run(config: DivertConfig, args: argparse.Namespace) -> int:
+async def cmd_run(
+    config: DivertConfig,
+    args: argparse.Namespace,
+    resolve: Callable[[], Awaitable[str]] | None = None,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     async with open_store(config.store, keep=config.keep_versions, namespace="divert") as store:
         return await run_command(
             config,
             store,
+            resolve,
             status_file=getattr(args, "status_file", None),
             metrics_file=getattr(args, "metrics_file", None),
         )

@@ -1,8 +1,10 @@
 """Confidentiality audit: after a sync and traffic that hits listed URLs, nothing the product
 wrote holds a listed URL, host or path in plaintext: every Redis key and value, every file
 of the data directories (store, last-known-good copy), the proxy's log and the block log.
-The sync runs with diversion enabled, so the store also holds the hostnames for
-``blocklist-divert`` (encrypted: they must not show either).
+The sync runs with diversion enabled and ``blocklist-divert resolve`` runs after it, so the
+store also holds the hostnames (encrypted), the diversion set, the resolver's memory and
+its last run: no hostname may show there either. The set necessarily lists addresses, so
+the IP-literal entry's address is allowed in a diversion set and nowhere else.
 
 The traffic covers every way a listed URL reaches the proxy: plain HTTP and its evasion
 spellings, embedded in a redirector URL, HTTPS to a listed page (decrypted), CONNECT and
@@ -17,6 +19,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 import redis
+from dnsserver import DNSServer
 from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync
 
 from divert import keyfile
@@ -34,6 +37,38 @@ NEEDLES = [
     b"listed/page",
     b"new.html",
 ]
+
+
+#: The hosts of the sample feed (and the fresh one), which the diversion resolves.
+HOSTS = {
+    "blocked.example.com": "192.0.2.10",
+    "whole-site.blocked.test": "192.0.2.11",
+    "www.example.org": "203.0.113.12",
+    "fresh.example.net": "203.0.113.13",
+}
+DIVERSION_SET = b'{"format":"blocklist-divert-set"'
+
+
+def resolve_diversion(store: str, key: pathlib.Path, dns: DNSServer) -> str:
+    """The real ``blocklist-divert resolve``; its output (checked for hostnames too)."""
+    for host, address in HOSTS.items():
+        dns.set(host, a=[address])
+    command = [
+        str(VENV_BIN / "blocklist-divert"), "--store", store, "--key-file", str(key),
+        "resolve", "--resolver", dns.address,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "published diversion set" in done.stdout
+    return done.stdout + done.stderr
+
+
+def check(blob: bytes, where: object) -> None:
+    lowered = blob.lower()
+    allowed = {b"192.0.2.44"} if blob.startswith(DIVERSION_SET) else set()
+    for needle in NEEDLES:
+        if needle not in allowed:
+            assert needle not in lowered, (needle, where, blob[:200])
 
 
 def redis_contents(port: int) -> Iterator[bytes]:
@@ -108,16 +143,17 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
         assert proxy.get("http://fresh.example.net/new.html").status in (200, 451)
         assert len(proxy.blocks()) >= 8
 
-    written = list(redis_contents(server.port))
+    with DNSServer() as dns:
+        output = resolve_diversion(server.url, tmp_path / "divert.key", dns)
+    written = [output.encode(), *redis_contents(server.port)]
+    assert any(blob.startswith(DIVERSION_SET) for blob in written)
     assert any(blob.startswith(b"blocklist:divert:") for blob in written)  # hosts were kept
     written += [blob for _, blob in files(data, tmp_path / "proxy")]
     assert len(written) > 10
     assert (tmp_path / "proxy" / "lastgood.bin").exists()
     assert proxy.blocks_path.exists() and proxy.log_path.exists()
     for blob in written:
-        lowered = blob.lower()
-        for needle in NEEDLES:
-            assert needle not in lowered, (needle, blob[:200])
+        check(blob, "redis or files")
 
 
 def test_no_hostname_in_the_file_store_with_diversion(tmp_path: pathlib.Path) -> None:
@@ -132,9 +168,13 @@ def test_no_hostname_in_the_file_store_with_diversion(tmp_path: pathlib.Path) ->
         data_dir=tmp_path / "data",
         env=env,
     )
+    with DNSServer() as dns:
+        output = resolve_diversion(store.as_uri(), tmp_path / "divert.key", dns)
+    check(output.encode(), "resolve output")
     written = list(files(store, tmp_path / "data"))
     assert (store / "divert" / "blob" / "hosts").is_file()
+    assert (store / "divert" / "blob" / "resolve-memory").is_file()
+    assert (store / "divert" / "state" / "last-run.json").is_file()
+    assert any(blob.startswith(DIVERSION_SET) for _, blob in written)
     for path, blob in written:
-        lowered = blob.lower()
-        for needle in NEEDLES:
-            assert needle not in lowered, (needle, path)
+        check(blob, path)

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from harness import VENV_BIN
 
+from blocklist_addon.store import open_store
 from divert import DivertError
 from divert.dataset import DiversionSet
 from divert.nft import apply
@@ -129,3 +131,27 @@ def test_a_failing_script_changes_nothing(netns: Netns) -> None:
 def test_nft_missing_is_one_clear_line() -> None:
     with pytest.raises(DivertError, match="not found: install nftables"):
         apply(DiversionSet.EMPTY, nft="/nonexistent/nft")
+
+
+async def test_apply_command_loads_the_active_set(netns: Netns, tmp_path) -> None:
+    """``blocklist-divert apply`` run inside the namespace: the store's active set, whole."""
+    store_url = (tmp_path / "store").as_uri()
+    dset = DiversionSet(ipv4=("192.0.2.10", "203.0.113.7"), ipv6=("2001:db8::10",))
+    async with open_store(store_url, namespace="divert") as store:
+        await store.publish(dset.to_bytes(), checksum=dset.checksum, entries=3, source="test")
+    command = [
+        "ip", "netns", "exec", netns.name,
+        str(VENV_BIN / "blocklist-divert"), "--store", store_url, "apply",
+    ]  # fmt: skip
+    missing = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert "load deploy/nftables-divert.nft first" in missing.stderr
+    netns.run_nft("-f", "-", input=TABLE)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "applied diversion set version 1: 3 addresses (2 IPv4, 1 IPv6) into nft table "
+        "inet blocklist\n"
+    )
+    assert netns.elements("divert4") == ["192.0.2.10", "203.0.113.7"]
+    assert netns.elements("divert6") == ["2001:db8::10"]

@@ -1,0 +1,242 @@
+"""The sanity gates (divert/gates.py) and the protected prefixes (divert/protect.py): pure
+functions of answers, the previous set, the memory of last answers, and the clock."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from divert.config import ConfigError, DivertConfig
+from divert.dataset import DiversionSet
+from divert.gates import decide, literal
+from divert.lookup import Answer, Resolution
+from divert.protect import BUILTIN, Protected, load_file
+
+NOW = 1_800_000_000.0
+HOUR = 3600.0
+CONFIG = DivertConfig(grace=6 * HOUR, max_per_host=4, growth_allowance=0)
+PROTECTED = Protected()
+
+
+def ok(*addresses: str) -> Resolution:
+    v4 = tuple(a for a in addresses if ":" not in a)
+    v6 = tuple(a for a in addresses if ":" in a)
+    return Resolution(
+        Answer("ok", v4) if v4 else Answer("nodata"), Answer("ok", v6) if v6 else Answer("nodata")
+    )
+
+
+def status(s: str) -> Resolution:
+    return Resolution(Answer(s), Answer(s))  # type: ignore[arg-type]
+
+
+PREVIOUS = DiversionSet.build(
+    {"h1": ["192.0.2.10", "2001:db8::10"], "h2": ["192.0.2.20"]}, created_at=NOW - HOUR
+)
+MEMORY = {"h1": {"4": NOW - HOUR, "6": NOW - HOUR}, "h2": {"4": NOW - HOUR}}
+
+
+def run(answers, *, previous=PREVIOUS, memory=MEMORY, config=CONFIG, now=NOW, **kw):
+    return decide(
+        answers,
+        previous=previous,
+        memory=memory,
+        protected=kw.pop("protected", PROTECTED),
+        config=config,
+        now=now,
+        **kw,
+    )
+
+
+# -- protected prefixes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix"),
+    [
+        ("127.0.0.1", "127.0.0.0/8"),
+        ("10.20.30.40", "10.0.0.0/8"),
+        ("172.31.255.255", "172.16.0.0/12"),
+        ("192.168.1.1", "192.168.0.0/16"),
+        ("100.64.0.1", "100.64.0.0/10"),
+        ("169.254.169.254", "169.254.0.0/16"),
+        ("224.0.0.251", "224.0.0.0/4"),
+        ("0.0.0.0", "0.0.0.0/8"),
+        ("255.255.255.255", "240.0.0.0/4"),
+        ("::", "::/128"),
+        ("::1", "::1/128"),
+        ("fe80::1", "fe80::/10"),
+        ("fd00::53", "fc00::/7"),
+        ("ff02::1", "ff00::/8"),
+        ("::ffff:192.0.2.1", "::ffff:0.0.0.0/96"),
+        ("192.0.2.10", None),  # documentation ranges: what tests divert
+        ("198.51.100.7", None),
+        ("203.0.113.9", None),
+        ("2001:db8::10", None),
+        ("100.63.255.255", None),
+        ("172.32.0.1", None),
+    ],
+)
+def test_builtin_protected(address: str, prefix: str | None) -> None:
+    found = PROTECTED.match(address)
+    assert (None if found is None else str(found)) == prefix
+
+
+def test_operator_prefixes_from_config_and_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "protect.txt"
+    path.write_text("# our resolvers and customers\n198.51.100.0/24\n\n2001:db8:5::/48  # v6\n")
+    protected = Protected.from_sources(["203.0.113.128/25"], [path])
+    assert str(protected.match("198.51.100.99")) == "198.51.100.0/24"
+    assert str(protected.match("2001:db8:5::1")) == "2001:db8:5::/48"
+    assert str(protected.match("203.0.113.200")) == "203.0.113.128/25"
+    assert protected.match("203.0.113.5") is None
+    assert protected.match("10.0.0.1") is not None  # the built-in ones stay
+    assert len(protected) == len(BUILTIN) + 3
+
+
+def test_protect_file_errors_name_the_line(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "protect.txt"
+    path.write_text("198.51.100.0/24\nour-resolver.example.net\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        load_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_file(tmp_path / "missing.txt")
+
+
+# -- per host -------------------------------------------------------------------------
+
+
+def test_fresh_answers_replace_the_previous_ones() -> None:
+    out = run({"h1": ok("192.0.2.11", "2001:db8::11"), "h3": ok("203.0.113.3")})
+    assert out.dset.hosts == {"h1": ("192.0.2.11", "2001:db8::11"), "h3": ("203.0.113.3",)}
+    assert out.states == {"h1": "ok", "h3": "ok"}
+    assert out.memory == {"h1": {"4": NOW, "6": NOW}, "h3": {"4": NOW}}
+    assert out.refused is None and not out.decisions
+
+
+def test_a_family_that_vanished_is_kept_for_the_grace_period() -> None:
+    out = run({"h1": ok("192.0.2.10")})  # no AAAA any more
+    assert out.dset.hosts["h1"] == ("192.0.2.10", "2001:db8::10")
+    assert [d.gate for d in out.decisions] == ["kept"] and "AAAA nodata" in out.decisions[0].detail
+
+
+def test_a_removed_host_is_gone_at_once() -> None:
+    out = run({"h1": ok("192.0.2.10", "2001:db8::10")})
+    assert "h2" not in out.dset.hosts and "192.0.2.20" not in out.dset.addresses
+
+
+@pytest.mark.parametrize("why", ["timeout", "servfail", "error", "nxdomain", "nodata"])
+def test_no_answer_keeps_previous_addresses_within_grace(why: str) -> None:
+    out = run({"h1": status(why), "h2": ok("192.0.2.20")})
+    assert out.dset.hosts["h1"] == ("192.0.2.10", "2001:db8::10")
+    assert out.states["h1"] == "kept"
+    assert out.memory["h1"] == {"4": NOW - HOUR, "6": NOW - HOUR}  # not refreshed
+    kept = [d for d in out.decisions if d.digest == "h1"]
+    assert [d.gate for d in kept] == ["kept", "kept"] and why in kept[0].detail
+
+
+@pytest.mark.parametrize("why", ["timeout", "servfail", "nxdomain"])
+def test_no_answer_beyond_grace_removes_them(why: str) -> None:
+    out = run({"h1": status(why), "h2": ok("192.0.2.20")}, now=NOW + 6 * HOUR)
+    assert "h1" not in out.dset.hosts
+    assert out.states["h1"] == "expired"
+    assert {d.gate for d in out.decisions if d.digest == "h1"} == {"expired"}
+    assert "h1" not in out.memory
+
+
+def test_one_family_failing_keeps_only_that_family() -> None:
+    answer = Resolution(Answer("ok", ("192.0.2.11",)), Answer("timeout"))
+    out = run({"h1": answer})
+    assert out.dset.hosts["h1"] == ("192.0.2.11", "2001:db8::10")
+    assert out.memory["h1"] == {"4": NOW, "6": NOW - HOUR}
+
+
+def test_memory_lost_counts_from_the_previous_set() -> None:
+    out = run({"h1": status("timeout")}, memory={}, now=NOW + 5 * HOUR)
+    assert out.states["h1"] == "kept"  # the set is from NOW - 1 h: 6 h not yet passed
+    out = run({"h1": status("timeout")}, memory={}, now=NOW + 5 * HOUR + 1)
+    assert out.states["h1"] == "expired"
+
+
+def test_a_new_host_without_answer_is_simply_absent() -> None:
+    out = run({"h9": status("timeout"), "h8": status("nxdomain"), "h2": ok("192.0.2.20")})
+    assert out.states["h9"] == "timeout" and out.states["h8"] == "nxdomain"
+    assert set(out.dset.hosts) == {"h2"}
+    assert out.failed == 1  # nxdomain is an answer; a timeout is not
+
+
+def test_cleanfeed_attack_to_a_protected_address_is_refused_and_keeps_the_old_one() -> None:
+    """A listed host points its name at an address in a protected prefix (an ISP's own
+    resolver, a customer range): never diverted; the host keeps its last real address."""
+    protected = Protected.from_sources(["198.51.100.0/24"])
+    out = run({"h2": ok("198.51.100.53")}, protected=protected)
+    assert "198.51.100.53" not in out.dset.addresses
+    assert out.dset.hosts["h2"] == ("192.0.2.20",)
+    assert out.states["h2"] == "refused"
+    gates = [d.gate for d in out.decisions]
+    assert gates == ["protected", "kept"]
+    assert "198.51.100.53 in 198.51.100.0/24" in out.decisions[0].detail
+
+
+def test_protected_addresses_are_dropped_from_a_mixed_answer() -> None:
+    out = run({"h3": ok("192.0.2.30", "10.0.0.1", "127.0.0.1")})
+    assert out.dset.hosts["h3"] == ("192.0.2.30",)
+    assert out.states["h3"] == "protected"
+    assert "2 of 3 addresses" in out.decisions[0].detail
+
+
+def test_a_fan_out_over_max_per_host_is_refused_whole() -> None:
+    many = [f"203.0.113.{i}" for i in range(1, 6)]  # 5 > max_per_host 4
+    out = run({"h2": ok(*many), "h3": ok(*many)})
+    assert not set(many) & out.dset.addresses
+    assert out.dset.hosts["h2"] == ("192.0.2.20",)  # its previous address, within grace
+    assert "h3" not in out.dset.hosts
+    assert out.states == {"h2": "refused", "h3": "refused"}
+    assert [d.gate for d in out.decisions if d.digest == "h3"] == ["per-host"]
+
+
+def test_ip_literals() -> None:
+    answers = {
+        "l4": literal("192.0.2.44"),
+        "l6": literal("[2001:db8::44]"),
+        "lp": literal("10.1.1.1"),
+    }
+    out = run(answers, previous=None, memory={}, literals=frozenset(answers))
+    assert out.dset.hosts == {"l4": ("192.0.2.44",), "l6": ("2001:db8::44",)}
+    assert out.states["lp"] == "refused"
+    assert out.failed == 0
+
+
+# -- the whole set ----------------------------------------------------------------------
+
+
+def test_growth_beyond_the_ratio_is_refused_unless_forced() -> None:
+    answers = {f"n{i}": ok(f"203.0.113.{i}") for i in range(1, 8)}  # 3 before, 7 after
+    out = run(answers)
+    assert out.refused is not None and out.refused.gate == "growth"
+    assert "2.3x the previous 3" in out.refused.detail
+    assert run(answers, force=True).refused is None
+    assert run(answers, config=DivertConfig(max_per_host=4, growth_allowance=4)).refused is None
+    assert run(answers, config=DivertConfig(max_growth=3.0, growth_allowance=0)).refused is None
+
+
+def test_the_first_set_has_no_growth_gate() -> None:
+    answers = {f"n{i}": ok(f"203.0.113.{i}") for i in range(1, 50)}
+    assert run(answers, previous=None, memory={}).refused is None
+
+
+def test_max_total_is_refused_even_when_forced() -> None:
+    answers = {f"n{i}": ok(f"203.0.113.{i}") for i in range(1, 12)}
+    config = DivertConfig(max_total=10)
+    out = run(answers, previous=None, config=config, force=True)
+    assert out.refused is not None and out.refused.gate == "total"
+
+
+def test_most_hosts_unanswered_means_broken_resolvers() -> None:
+    answers = {"h1": status("timeout"), "h2": status("servfail"), "h3": ok("192.0.2.30")}
+    out = run(answers)
+    assert out.refused is not None and out.refused.gate == "failed"
+    assert "2 of 3 hosts" in out.refused.detail
+    assert run(answers, force=True).refused is None
+    assert run(answers, config=DivertConfig(max_failed=0.7, growth_allowance=0)).refused is None
