@@ -38,11 +38,17 @@ A marker yields at most three ends, each with and without the form-decoded space
 Bound: no marker is skipped, and work is linear. A candidate is cut at
 ``MAX_CANDIDATE_CHARS`` and where the ``MARKER_WINDOW``-th marker after its own begins: a
 listed URL does not hold eight markers of its own, so the cut never reaches its host, path
-or query. An input of n characters gives at most ``2 * n`` candidates (six per marker, a
-marker takes at least 3 characters) of at most ``6 * MARKER_WINDOW * n`` characters in all
-(three times that where bytes >= 0x80 are written as %XX). Measured in CPython 3.13: a 64
-KiB adversarial URL takes at most about 30 ms here, and the matcher's parse() of its
-candidates up to 100 ms more; a URL with no marker takes about 0.5 us.
+or query. Padding an embedded URL's path with segments that hold markers and are removed
+again (``/www.a/../`` repeated) would reach it, so when a window or the length cap could
+cut, the candidates are also read from the text with its dot segments resolved, where the
+window and the cap count only what is left (:func:`_emit_resolved`). An input of n
+characters gives at most ``4 * n`` candidates (a marker takes at least 3 characters and
+yields at most six candidates, and six more from the resolved text); the raw ones hold at
+most ``6 * MARKER_WINDOW * n`` characters in all, the resolved ones at most about
+``MARKER_WINDOW + 1`` times as many again (three times that where bytes >= 0x80 are
+written as %XX). Measured in CPython 3.13: a 64 KiB adversarial URL takes at most about 25
+ms here, and the matcher's parse() of its candidates up to 100 ms more; a URL with no
+marker takes about 0.5 us.
 
 Not found: a host without ``www.`` in a path segment (``/web/2020/x.test/page``: archives
 redirect that to the ``http://`` form, which is found); a tab, CR or LF inside a scheme
@@ -51,12 +57,14 @@ redirect that to the ``http://`` form, which is found); a tab, CR or LF inside a
 
 from __future__ import annotations
 
+import bisect
 import re
 import string
+from collections.abc import Callable, Hashable
 
 from blocklist_addon.canonical import as_byte_string, unescape, unescape_by_level
 
-__all__ = ["MARKER_WINDOW", "MAX_CANDIDATE_CHARS", "embedded_urls"]
+__all__ = ["MARKER_WINDOW", "MAX_CANDIDATE_CHARS", "HostKey", "embedded_urls"]
 
 #: No candidate is longer (browsers and servers refuse longer URLs anyway) ...
 MAX_CANDIDATE_CHARS = 8192
@@ -133,6 +141,10 @@ _RENDER = [
 #: A "+" that a form decoder of the container (depth <= c) turns into a space.
 _FORM_SPACE = [{ord(_tag("+", depth)): " " for depth in range(c + 1)} for c in range(_DEEPEST + 1)]
 _AMP = [_tag("&", depth) for depth in range(_DEEPEST + 1)]
+_DOT_DOT = re.compile(r"[/\\]\.\.(?=[/\\]|\Z)")
+_SEPARATOR = re.compile(r"[/\\]")
+# A candidate's scheme and host: where its path (or query) begins.
+_AUTHORITY = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?[/\\\x00-\x20]*[^/\\?#]*")
 #: A "?" or "#" encoded deeper than d, and a "+" encoded at most as deeply as c.
 _DEEP_MARKS = [
     re.compile("[" + "".join(_tag(ch, k) for ch in "?#" for k in range(d + 1, _DEEPEST + 1)) + "]")
@@ -145,24 +157,33 @@ _PLUSES = [
 ]
 
 
-def embedded_urls(url: str) -> list[str]:
+#: A host key: which listed hosts a candidate's host falls under (None: no listed one).
+HostKey = Callable[[str], Hashable | None]
+
+
+def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
     """URLs embedded in `url` (not including `url` itself), in order of first appearance,
-    without duplicates, each an ASCII string for canonical.parse(). Never raises."""
+    without duplicates, each an ASCII string for canonical.parse(). Never raises.
+
+    ``host_key`` (the matcher's) tells what a candidate's host, as written with its scheme,
+    matches in the list; it lets candidates that would share one long resolved tail be
+    built once per key instead of once per host (see :func:`_emit_resolved`)."""
     if not isinstance(url, (str, bytes)):
         return []
     raw = url if isinstance(url, str) and url.isascii() else as_byte_string(url)
     if _PLAIN.fullmatch(raw):
         return []
-    return _candidates(raw)
+    return _candidates(raw, host_key)
 
 
-def _candidates(raw: str) -> list[str]:
+def _candidates(raw: str, host_key: HostKey | None) -> list[str]:
     text = unescape(raw) if "%" in raw else raw
     if "\t" in text or "\n" in text or "\r" in text:
         text = _drop_newlines(text)  # browsers drop them anywhere in a URL ("ht%09tp://")
     if text != raw and _PLAIN.fullmatch(text):
         return []
-    markers = list(_MARKER.finditer(text, _SKIP_OUTER.match(text).end()))
+    outer_end = _SKIP_OUTER.match(text).end()
+    markers = list(_MARKER.finditer(text, outer_end))
     if not markers:
         return []
     # The same text with encoded structural characters as stand-ins (see above); a plain
@@ -171,6 +192,7 @@ def _candidates(raw: str) -> list[str]:
     tags = tagged != text
     query_at = tagged.find("?")  # the outer URL's own query (a raw "?")
     starts = [m.start() + (text[m.start()] in "=?&") for m in markers]
+    depths = [(0, 0)] * len(starts)
     found: dict[str, None] = {}
     for i, start in enumerate(starts):
         limit = min(len(text), start + MAX_CANDIDATE_CHARS)
@@ -182,6 +204,7 @@ def _candidates(raw: str) -> list[str]:
         if tags:
             c = _depth(tagged[start - 1])
             d = max([c, *map(_depth, tagged[start : min(markers[i].end(), start + 16)])])
+            depths[i] = (c, d)
             ends = _ends(tagged, start, limit, c, d, query_at)
         else:  # _ends() with c = d = 0, inline: hostile input has a marker every 3 chars
             in_path = start < query_at or query_at < 0
@@ -189,28 +212,170 @@ def _candidates(raw: str) -> list[str]:
             ends = [limit] if amp == -1 else [limit, amp]
             if start < query_at < limit:
                 ends.append(query_at)
-        # A form decoder reads "+" as a space (urlencode() and HTML forms write "my
-        # file.html" as "my+file.html"): one in a query value, encoded less deeply than
-        # the URL's own structure (a literal "+" is encoded with it, as "%2B").
-        form = max(c, d - 1) if c > 0 or d > c or start > query_at >= 0 else -1
-        for end in ends:
-            candidate = text[start:end]
-            if tags and _DEEP_MARKS[d].search(tagged, start, end):
-                candidate = tagged[start:end].translate(_RENDER[d])
-            candidates = [candidate]
-            if form >= 0 and "+" in candidate:
-                if form >= _DEEPEST or not tags:
-                    candidates.append(candidate.replace("+", " "))
-                elif _PLUSES[form].search(tagged, start, end):
-                    piece = tagged[start:end].translate(_FORM_SPACE[form])
-                    candidates.append(piece.translate(_RENDER[d]))
-            for candidate in candidates:
-                found.setdefault(candidate if candidate.isascii() else _ascii(candidate))
+        _emit(found, text, tagged, tags, start, ends, c, d, query_at)
+    if (len(starts) > MARKER_WINDOW or len(text) > MAX_CANDIDATE_CHARS) and _DOT_DOT.search(
+        text, outer_end
+    ):
+        _emit_resolved(found, text, tagged, tags, outer_end, starts, depths, query_at, host_key)
     return list(found)
+
+
+def _emit(
+    found: dict[str, None],
+    text: str,
+    tagged: str,
+    tags: bool,
+    start: int,
+    ends: list[int],
+    c: int,
+    d: int,
+    query_at: int,
+) -> None:
+    """Add the candidates from ``start`` to each of ``ends``, written for canonical.parse()."""
+    # A form decoder reads "+" as a space (urlencode() and HTML forms write "my
+    # file.html" as "my+file.html"): one in a query value, encoded less deeply than
+    # the URL's own structure (a literal "+" is encoded with it, as "%2B").
+    form = max(c, d - 1) if c > 0 or d > c or start > query_at >= 0 else -1
+    for end in ends:
+        candidate = text[start:end]
+        if tags and _DEEP_MARKS[d].search(tagged, start, end):
+            candidate = tagged[start:end].translate(_RENDER[d])
+        candidates = [candidate]
+        if form >= 0 and "+" in candidate:
+            if form >= _DEEPEST or not tags:
+                candidates.append(candidate.replace("+", " "))
+            elif _PLUSES[form].search(tagged, start, end):
+                piece = tagged[start:end].translate(_FORM_SPACE[form])
+                candidates.append(piece.translate(_RENDER[d]))
+        for candidate in candidates:
+            found.setdefault(candidate if candidate.isascii() else _ascii(candidate))
+
+
+def _emit_resolved(
+    found: dict[str, None],
+    text: str,
+    tagged: str,
+    tags: bool,
+    outer_end: int,
+    starts: list[int],
+    depths: list[tuple[int, int]],
+    query_at: int,
+    host_key: HostKey | None,
+) -> None:
+    """Candidates read from the text with its dot segments resolved, where the window and
+    the length cap count what is left.
+
+    Padding an embedded URL's path with segments that hold markers and are removed again
+    (``/www.a/../`` eight times) would otherwise cut every candidate before the listed
+    path. One stack pass over the segments after the outer host finds every segment a
+    later ``..`` removes; a candidate's own resolution (from its host on) removes exactly
+    these, as a segment before its host is never above one of its own on the stack. Each
+    candidate is its marker's scheme and host as written, then the resolved text after
+    them: so one whose host a ``..`` removes (which is a no-op at the root of its own
+    path) still reads right. The raw candidates stay as well: the resolved text also
+    removes dot segments in queries, which canonicalization would not.
+
+    Markers inside removed segments all continue with the same resolved tail, which may be
+    long: built for each of m such hosts that would be m times its length. So they are
+    built once per ``host_key`` and tail (hosts under no listed host are not built, as they
+    cannot match), or, with no ``host_key``, for at most ``MARKER_WINDOW`` hosts per tail.
+    """
+    removed = _removed_segments(text, outer_end)
+    if not removed:
+        return
+    kept_text, kept_tagged, shift = [], [], [0]
+    at = 0
+    for begin, end in removed:
+        kept_text.append(text[at:begin])
+        kept_tagged.append(tagged[at:begin])
+        shift.append(shift[-1] + end - begin)
+        at = end
+    kept_text.append(text[at:])
+    kept_tagged.append(tagged[at:])
+    r_text, r_tagged = "".join(kept_text), "".join(kept_tagged)
+    begins = [begin for begin, _ in removed]
+
+    def resolved(position: int) -> tuple[int, bool]:
+        """Where ``position`` lands in the resolved text, and whether it was removed."""
+        k = bisect.bisect_right(begins, position) - 1
+        if k >= 0 and position < removed[k][1]:
+            return removed[k][0] - shift[k], True
+        return position - shift[k + 1], False
+
+    where = [resolved(start) for start in starts]
+    host_ends = [_AUTHORITY.match(text, start).end() for start in starts]
+    for i in range(len(starts) - 1):
+        host_ends[i] = min(host_ends[i], starts[i + 1])
+    tails = [resolved(end)[0] for end in host_ends]
+    live = [r for r, gone in where if not gone]
+    # A removed host's tail is cut where MARKER_WINDOW further live markers or groups of
+    # removed hosts (each with its own tail) begin, so each resolved character is in the
+    # tails of at most MARKER_WINDOW + 1 groups.
+    groups = sorted({tail for (_, gone), tail in zip(where, tails, strict=True) if gone})
+    events = sorted(live + groups)
+    r_query, query_gone = resolved(query_at) if query_at >= 0 else (-1, False)
+    seen: dict[int, set[Hashable]] = {}  # resolved tail -> keys of removed hosts built
+    for i, start in enumerate(starts):
+        host_end, r_from = host_ends[i], tails[i]
+        if where[i][1]:
+            k = bisect.bisect_right(events, r_from) + MARKER_WINDOW - 1
+            cut = events[k] if k < len(events) else len(r_text)
+            keys = seen.setdefault(r_from, set())
+            if host_key is not None:
+                key = host_key(text[start:host_end])
+                if key is None or key in keys:
+                    continue
+            else:
+                key = text[start:host_end].lower()
+                if key in keys or len(keys) >= MARKER_WINDOW:
+                    continue
+            keys.add(key)
+        else:
+            k = bisect.bisect_left(live, r_from) + MARKER_WINDOW - 1
+            cut = live[k] if k < len(live) else len(r_text)
+        head = host_end - start
+        r_to = min(cut, r_from + MAX_CANDIDATE_CHARS - head)
+        before = 1 if start else 0  # the container's character, which _ends() may read
+        piece_text = text[start - before : host_end] + r_text[r_from:r_to]
+        piece_tagged = tagged[start - before : host_end] + r_tagged[r_from:r_to]
+        if query_at < 0 or query_gone:
+            q = -1
+        elif query_at < start:
+            q = 0  # before the candidate: it is in the outer query
+        else:
+            q = before + head + r_query - r_from
+        c, d = depths[i]
+        ends = _ends(piece_tagged, before, len(piece_tagged), c, d, q)
+        _emit(found, piece_text, piece_tagged, tags, before, ends, c, d, q)
 
 
 def _drop_newlines(s: str) -> str:
     return s.replace("\t", "").replace("\n", "").replace("\r", "")
+
+
+def _removed_segments(text: str, begin: int) -> list[tuple[int, int]]:
+    """The spans that resolving dot segments removes from ``text[begin:]``, in order, none
+    inside another: ``/segment/..`` (with whatever they enclose; the last one keeps its
+    "/"), and, where another segment follows, ``/.``, empty segments and a ``..`` with
+    nothing left to remove (no-ops everywhere, removed so that they part nothing)."""
+    stack: list[int] = []  # where each segment still on the stack begins (its separator)
+    removed: list[tuple[int, int]] = []
+    separators = [m.start() for m in _SEPARATOR.finditer(text, begin)]
+    last = len(separators) - 1
+    for n, sep in enumerate(separators):
+        end = separators[n + 1] if n < last else len(text)
+        segment = text[sep + 1 : end]
+        if segment == ".." and stack:
+            top = stack.pop()
+            while removed and removed[-1][0] >= top:
+                removed.pop()
+            removed.append((top if n < last else top + 1, end))
+        elif segment in ("..", ".", ""):
+            if n < last:
+                removed.append((sep, end))
+        else:
+            stack.append(sep)
+    return removed
 
 
 def _ends(tagged: str, start: int, limit: int, c: int, d: int, query_at: int) -> list[int]:

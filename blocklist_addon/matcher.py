@@ -33,10 +33,13 @@ __all__ = ["Blocklist", "Entry", "HostListing", "Match", "compile_entry", "expre
 
 DEFAULT_LIST = "default"
 
-# An ordinary absolute URL whose host is plain ASCII (no userinfo, IPv6 literal, escapes,
-# whitespace or backslash), so the host can be read without the full parser and gives the
-# same result. Anything else takes the full parser.
-_SIMPLE_AUTHORITY = re.compile(r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9._\-]+)(?::[0-9]*)?(?=[/?#]|$)")
+# An ordinary http(s) URL, protocol-relative URL or host/path whose host is plain ASCII (no
+# userinfo, IPv6 literal, escapes, whitespace or backslash), so the host can be read without
+# the full parser and gives the same result (embedded candidates are mostly of these
+# forms). Anything else takes the full parser.
+_SIMPLE_AUTHORITY = re.compile(
+    r"(?:[hH][tT][tT][pP][sS]?:)?(?://)?([A-Za-z0-9._\-]+)(?::[0-9]+)?(?=[/?#]|$)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,7 @@ class Blocklist:
         found = self._match_url(url)
         if found is not None:
             return found
-        for inner in embedded_urls(url):
+        for inner in embedded_urls(url, host_key=self._host_key):
             found = self._match_url(inner, embedded=True)
             if found is not None:
                 return found
@@ -179,6 +182,17 @@ class Blocklist:
         return HostListing(bool(listed), whole) if listed or whole else NOT_LISTED
 
     # -- internals -----------------------------------------------------------------------
+
+    def _host_key(self, authority: str) -> tuple[str, ...] | None:
+        """What a URL's scheme and host (as written) can match: the listed hosts it falls
+        under (None: none, so no URL there matches). Entries known only by digest are
+        not indexed by host: every host is its own key then."""
+        c = parse(authority)
+        if c is None:
+            return None
+        if self.snapshot.hostless:
+            return (c.host,)
+        return tuple(self._listed_hosts(c.host, c.is_ip)) or None
 
     def _listed_hosts(self, host: str, is_ip: bool) -> list[str]:
         has_host = self._has_host

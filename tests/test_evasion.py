@@ -107,6 +107,22 @@ def escaped_query_dots(url: str, data: st.DataObject) -> str:
     return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
 
 
+def marker_padding(url: str, data: st.DataObject) -> str:
+    """Segments that look like embedded URLs, removed again by "..": enough of them to fill
+    every marker window of an embedded candidate (issue 15.3)."""
+    p = _parts(url)
+    segments = p.path.split("/")
+    at = data.draw(st.integers(1, max(1, len(segments) - 1)))
+    pad = data.draw(st.sampled_from(["www.a/../", "http:/../", "=b.test/../", "x.test/y/../../"]))
+    path = (
+        "/".join(segments[:at])
+        + "/"
+        + pad * data.draw(st.integers(9, 20))
+        + "/".join(segments[at:])
+    )
+    return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
+
+
 def double_slashes(url: str, data: st.DataObject) -> str:
     p = _parts(url)
     return urlunsplit((p.scheme, p.netloc, p.path.replace("/", "//", 1), p.query, p.fragment))
@@ -182,6 +198,7 @@ REWRITES: list[Rewrite] = [
     default_port,
     dot_segments,
     escaped_query_dots,
+    marker_padding,
     double_slashes,
     percent_encode_path,
     fragment,

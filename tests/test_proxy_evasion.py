@@ -35,6 +35,13 @@ def q(url: str) -> str:
     return quote(url, safe="")
 
 
+def padded(url: str, pad: str, times: int = 12) -> str:
+    """``url`` with ``pad`` (a segment and the ".." that removes it) before its path."""
+    scheme, _, rest = url.partition("://")
+    host, _, path = rest.partition("/")
+    return f"{scheme}://{host}{pad * times}/{path}"
+
+
 LISTED = {
     # 15.2: an escaped "?" followed by dot segments; "%2e%2e"; double encoding; query and
     # directory entries; and Google's reading ("%3F" starts the query).
@@ -55,6 +62,14 @@ LISTED = {
     "exact-query-nested": "http://r2.example.net/?u="
     + q("http://r1.example.net/?u=" + q(EXACT) + "&level=1")
     + "&level=2",
+    # 15.3: padding with removed segments that hold markers fills no marker window.
+    "padding-www": "http://redirect.example.net/?u=" + q(padded(PAGE, "/www.a/..")),
+    "padding-schemes": "http://redirect.example.net/?u=" + padded(PAGE, "/http:/.."),
+    "padding-values": "http://redirect.example.net/?u=" + q(padded(PAGE, "/=b.test/..")),
+    "padding-archive": "http://archive.example.net/web/2020/" + padded(PAGE, "/www.a/www.b/../.."),
+    "padding-removed-host": "http://archive.example.net/web/2020/www.blocked.example.com"
+    + "/../www.a" * 12
+    + "/../page.html",
 }
 
 NEAR_MISSES = {
@@ -67,6 +82,8 @@ NEAR_MISSES = {
     "exact-query-continues-nested": "http://r2.example.net/?u="
     + q("http://r1.example.net/?u=" + q("http://exact.example.net/view?id=42&page=2") + "&a=1"),
     "exact-query-other": "http://exact.example.net/view?id=42&page=2",
+    "padding-sibling": "http://redirect.example.net/?u="
+    + q(padded("http://blocked.example.com/other.html", "/www.a/..")),
 }
 
 
