@@ -13,6 +13,8 @@ import json
 import pathlib
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +24,7 @@ from netns import Lab, Namespace, unavailable
 
 from blocklist_addon import cli
 from blocklist_addon.store import open_store
+from divert import nft
 from divert.dataset import DiversionSet
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
@@ -202,6 +205,56 @@ def test_quic_to_a_diverted_address_is_rejected(site: Site, proxy: Proxy, addres
     with pytest.raises(ConnectionRefusedError):
         site.quic_probe(address)
     assert site.udp[address].received == received
+
+
+def test_set_updates_while_a_client_connects_in_a_loop_fail_and_leak_nothing(
+    site: Site, proxy: Proxy
+) -> None:
+    """Each update replaces both sets (5,000 other addresses changing around the diverted
+    one) in one transaction: no connection fails, none to the listed page gets past."""
+    gateway = site.topo.gateway
+    command = [*gateway.exec_prefix(), "nft"]
+    others = [
+        DiversionSet(ipv6=[f"2001:db8:ffff::{flip:x}:{i:x}" for i in range(5000)])
+        for flip in range(2)
+    ]
+    stop, swaps, failures = threading.Event(), [0], []
+
+    def swap() -> None:
+        while not stop.is_set():
+            other = others[swaps[0] % 2]
+            dset = DiversionSet(ipv4=[DIVERTED], ipv6=[DIVERTED6, *other.ipv6])
+            try:
+                nft.apply(dset, nft=command)
+            except Exception as exc:  # reported by the test, not lost in the thread
+                failures.append(exc)
+                return
+            swaps[0] += 1
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    outcomes: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while (sum(outcomes.values()) < 200 or swaps[0] < 10) and time.monotonic() < deadline:
+            for address, host, expected in (
+                (DIVERTED, "blocked.example.com", 451),
+                (DIVERTED6, "blocked.example.com", 451),
+                (UNDIVERTED, "blocked.example.com", 200),  # stage 1 never touches it
+            ):
+                try:
+                    status = site.get(address, host, "/page.html").status
+                except OSError as exc:
+                    status = type(exc).__name__
+                key = "ok" if status == expected else f"{address}: {status}"
+                outcomes[key] = outcomes.get(key, 0) + 1
+    finally:
+        stop.set()
+        swapper.join(30)
+        set_elements(gateway, [DIVERTED, DIVERTED6])
+    assert not failures
+    assert swaps[0] >= 10, f"only {swaps[0]} updates in 30 s"
+    assert outcomes == {"ok": sum(outcomes.values())}, outcomes
 
 
 # -- item 9: transparent mode decrypting by SNI, not by address -----------------------------
