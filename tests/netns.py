@@ -72,10 +72,14 @@ class CommandError(AssertionError):
     """A command inside a namespace failed (its output is in the message)."""
 
 
-def _run(args: Sequence[str], *, input: str | None = None, check: bool = True) -> str:
-    done = subprocess.run(
-        list(args), input=input, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
+def _run(
+    args: Sequence[str],
+    *,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = COMMAND_TIMEOUT,
+) -> str:
+    done = subprocess.run(list(args), input=input, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise CommandError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
     return done.stdout
@@ -98,9 +102,15 @@ class Namespace:
         execs the program in place, so a ``Popen``'s pid is the program's own."""
         return ["ip", "netns", "exec", self.name]
 
-    def run(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> str:
         """Run a command inside the namespace and return its stdout."""
-        return _run([*self.exec_prefix(), *args], input=input, check=check)
+        return _run([*self.exec_prefix(), *args], input=input, check=check, timeout=timeout)
 
     def ip(self, *args: str, check: bool = True) -> str:
         return _run(["ip", "-n", self.name, *args], check=check)

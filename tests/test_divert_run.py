@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import ClientSession, web
-from gateway import load_table, set_contents
+from divert_lab import load_table, set_contents
 from netns import Lab, Namespace, unavailable
 
 from blocklist_addon.store import Store, open_store

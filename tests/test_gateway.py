@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from gateway import DIVERT_NFT, PROXY_PORT, Site, load_table, set_contents, set_elements
+from divert_lab import DIVERT_NFT, PROXY_PORT, Site, load_table, set_contents, set_elements
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
 from netns import Lab, Namespace, unavailable
 
