@@ -1,7 +1,8 @@
-"""The two-stage gateway for real (issue 12, items 5 and 6): the shipped nft table on a
+"""The two-stage gateway for real (issue 12, items 5, 6 and 9): the shipped nft table on a
 gateway namespace, ``blocklist-proxy --mode transparent`` behind it, a client and origins in
-their own namespaces, real packets. The diversion set is filled by hand here (``nft``), as
-``blocklist-divert apply`` would.
+their own namespaces, real packets. The first tests fill the diversion set by hand (``nft``,
+as ``blocklist-divert apply`` would); the last ones run ``blocklist-divert run`` on the
+gateway, withdrawing on ill health and resolving through a DNS server the test controls.
 
 Needs root, ``ip`` and ``nft``; skips with the reason otherwise (CI runs it as root).
 """
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 from divert_lab import DIVERT_NFT, PROXY_PORT, Site, load_table, set_contents, set_elements
+from dnsserver import DNSServer
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
 from netns import Lab, Namespace, unavailable
 
@@ -377,3 +379,106 @@ async def publish(store: str, dset: DiversionSet) -> None:
         await divert.publish(
             dset.to_bytes(), checksum=dset.checksum, entries=len(dset), source="test"
         )
+
+
+# -- blocklist-divert run resolving: hosts that move, and DNS that lies -----------------------
+
+MOVED = "203.0.113.21"
+DNS = "203.0.113.53"
+FAN_OUT = [f"203.0.113.{i}" for i in range(100, 108)]
+
+
+def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_growth(
+    ca: TestCA, confdir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The resolver behind ``run`` asks a DNS server the test controls (in the server
+    namespace). A listed host that moves is diverted at its new address after the next
+    resolution; a listed host pointed at a busy third party's (protected) address, and a set
+    that suddenly grows beyond the gate, are refused: the sets keep the old addresses and the
+    third party's traffic never reaches the proxy."""
+    with Lab() as lab:
+        site = Site.build(lab, ca, [UNDIVERTED, DIVERTED, MOVED, DIVERTED6])
+        site.topo.add_server_address(DNS)
+        gateway = site.topo.gateway
+        with site.topo.server.entered():
+            dns = DNSServer(host=DNS, port=53).start()
+        try:
+            for name in ("blocked.example.com", "whole-site.blocked.test", "www.example.org"):
+                dns.set(name, a=[DIVERTED], aaaa=[DIVERTED6])
+            key = tmp_path / "divert.key"
+            keygen = subprocess.run(
+                [str(VENV_BIN / "blocklist-divert"), "keygen", "--key-file", str(key)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert keygen.returncode == 0, keygen.stderr
+            store = (tmp_path / "store").as_uri()
+            env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
+            sync(store, feed_with(tmp_path, IP_ENTRY), data_dir=tmp_path / "data", env=env)
+            proxy = start_proxy(
+                site, tmp_path / "proxy", store, confdir, blocklist_intercept="never"
+            )
+            config = tmp_path / "divert.toml"
+            config.write_text(
+                f'store = "{store}"\nkey_file = "{key}"\nresolvers = ["{DNS}"]\n'
+                f'protect = ["{UNDIVERTED}/32"]\ngrowth_allowance = 0\n'
+                f'health_url = "http://127.0.0.1:{proxy.status_port}/healthz"\n'
+                "withdraw_after = 2\ninterval = 1\n"
+            )
+            status_file = tmp_path / "run" / "status.json"
+            log_path = tmp_path / "run.log"
+            with open(log_path, "wb") as log:
+                gateway.popen(
+                    [
+                        str(VENV_BIN / "blocklist-divert"),
+                        "--config",
+                        str(config),
+                        "run",
+                        "--status-file",
+                        str(status_file),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            first = {DIVERTED, DIVERTED6, "203.0.113.20", "192.0.2.44"}
+            wait_for(lambda: in_sets(gateway) == first, 30, "the first resolution applied")
+
+            def resolved_since(moment: float) -> dict | None:
+                """The first resolution that started after ``moment`` (once applied)."""
+                try:
+                    last = json.loads(status_file.read_text())["last_resolve"]
+                except (OSError, ValueError):
+                    return None
+                return last if last and last["at"] > moment else None
+
+            # The host moves: diverted at its new address after the next resolution.
+            dns.set("blocked.example.com", a=[MOVED], aaaa=[DIVERTED6])
+            moved = first | {MOVED}
+            wait_for(lambda: in_sets(gateway) == moved, 30, "the new address diverted")
+            assert_splash(site.get(MOVED, "blocked.example.com", "/page.html"), page=False)
+
+            # Cleanfeed's attack: a listed host pointed at a busy third party.
+            before = connections(proxy)
+            dns.set("whole-site.blocked.test", a=[UNDIVERTED])
+            now = time.time()
+            outcome = wait_for(lambda: resolved_since(now), 30, "a resolution after the attack")
+            assert in_sets(gateway) == moved, outcome
+            response = site.get(UNDIVERTED, "unlisted.example.org", "/")
+            assert response.status == 200
+            assert site.http[UNDIVERTED].remotes[-1] == site.topo.CLIENT4  # not via the proxy
+            assert connections(proxy) == before
+
+            # A set suddenly more than doubling (growth_allowance 0): refused, old set stays.
+            dns.set("www.example.org", a=FAN_OUT, aaaa=[DIVERTED6])
+            now = time.time()
+            outcome = wait_for(lambda: resolved_since(now), 30, "a resolution after the growth")
+            assert outcome["ok"] is False and "REFUSED" in outcome["outcome"], outcome
+            assert in_sets(gateway) == moved
+            run_log = log_path.read_text()
+            assert "REFUSED" in run_log
+            for name in ("blocked.example.com", "whole-site", "www.example.org"):
+                assert name not in run_log  # gate decisions name hosts by digest only
+        finally:
+            dns.stop()
+            site.close()
