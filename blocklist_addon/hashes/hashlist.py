@@ -1,0 +1,263 @@
+"""Matching files against a hash list: exact hashes of the bytes, PDQ of the pixels.
+
+    from blocklist_addon import HashList
+    hl = HashList.from_entries([{"id": "42", "md5": "...", "pdq": "..."}])  # or HashList.load()
+    hl.match_bytes(upload)  # -> HashMatch(list_name, entry_id, kind, distance) or None
+
+``check(data)`` says more: the match, the image format, and why the pixels could not be
+checked when they could not (the exact hashes always are). A match never carries the
+listed hash or the file's: only the entry's opaque id, the kind of hash that matched and
+the Hamming distance (0 for exact hashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from blocklist_addon.hashes.images import Limits, Uncheckable, frames, sniff
+from blocklist_addon.hashes.kinds import (
+    EXACT_KINDS,
+    KINDS,
+    NAMESPACE,
+    SIZES,
+    exact_digests,
+    parse_hex,
+)
+from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex, pdq_hashes
+from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot
+
+__all__ = ["Check", "HashEntry", "HashList", "HashMatch", "record_of"]
+
+DEFAULT_LIST = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class HashMatch:
+    """Why a file is refused: names and numbers only, never a hash."""
+
+    list_name: str
+    entry_id: str
+    kind: str  # md5, sha1, sha256 or pdq
+    distance: int  # Hamming distance of a PDQ match; 0 for exact kinds
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome of checking one file."""
+
+    match: HashMatch | None
+    image: str | None = None  # the image format its bytes name, None for other files
+    unchecked: str | None = None  # why its pixels were not checked (Uncheckable.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class HashEntry:
+    """One list entry as a feed gives it: hex hashes of one image and an optional id."""
+
+    id: str | None = None
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    pdq: str | None = None
+    list_name: str = DEFAULT_LIST
+
+
+def record_of(fields: Mapping[str, object]) -> HashRecord | None:
+    """The record for a feed object's hash fields, or None when any given hash is malformed
+    or none is given. Empty fields count as absent."""
+    hashes = []
+    for kind in KINDS:
+        text = fields.get(kind)
+        if text is None or (isinstance(text, str) and not text.strip()):
+            continue
+        value = parse_hex(kind, text)
+        if value is None:
+            return None
+        hashes.append((kind, value))
+    if not hashes:
+        return None
+    entry_id = fields.get("id")
+    return HashRecord(tuple(hashes), str(entry_id) if entry_id not in (None, "") else None)
+
+
+class _Exact:
+    """Sorted fixed-size hashes, found by binary search without unpacking them."""
+
+    def __init__(self, hashes: memoryview, owners: memoryview, size: int) -> None:
+        self.data = bytes(hashes)
+        self.owners = array("I", owners)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.data[i * self.size : (i + 1) * self.size]
+
+    def find(self, value: bytes) -> int | None:
+        i = bisect.bisect_left(self, value)
+        if i < len(self.owners) and self[i] == value:
+            return self.owners[i]
+        return None
+
+
+class HashList:
+    """A compiled hash list, loaded for matching. Thread-safe: nothing changes after load."""
+
+    def __init__(
+        self,
+        snapshot: HashSnapshot,
+        *,
+        threshold: int = DEFAULT_THRESHOLD,
+        min_quality: int = MIN_QUALITY,
+        dihedral: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
+        if not 0 <= threshold <= 128:
+            raise ValueError("threshold must be between 0 and 128 bits (31 is the default)")
+        self.threshold = threshold
+        self.min_quality = min_quality
+        self.dihedral = dihedral
+        self.limits = limits or Limits()
+        self.checksum = snapshot.checksum
+        self.meta = snapshot.meta
+        self._exact = {}
+        for kind in EXACT_KINDS:
+            hashes, owners = snapshot.section(kind)
+            if len(owners):
+                self._exact[kind] = _Exact(hashes, owners, SIZES[kind])
+        hashes, owners = snapshot.section("pdq")
+        self._pdq = PdqIndex(hashes)
+        self._pdq_owners = array("I", owners)
+        self._count = len(snapshot)
+        self._snapshot = _EntryTable(snapshot)
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_entries(
+        cls, entries: Iterable[HashEntry | Mapping[str, object]], **settings: object
+    ) -> HashList:
+        """Compile entries (HashEntry or mappings with ``id`` and hex ``md5``, ``sha1``,
+        ``sha256``, ``pdq``); ValueError names the position of a malformed one."""
+
+        def records() -> Iterable[tuple[str, HashRecord]]:
+            for number, entry in enumerate(entries, 1):
+                if isinstance(entry, HashEntry):
+                    fields: Mapping[str, object] = {
+                        "id": entry.id,
+                        **{kind: getattr(entry, kind) for kind in KINDS},
+                    }
+                    name = entry.list_name
+                else:
+                    fields, name = entry, str(entry.get("list", DEFAULT_LIST))
+                record = record_of(fields)
+                if record is None:
+                    raise ValueError(f"entry {number}: no hash, or a malformed one")
+                yield name, record
+
+        return cls(HashSnapshot.build(records()), **settings)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **settings: object) -> HashList:
+        return cls(HashSnapshot.from_bytes(data), **settings)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, store_url: str | None = None, **settings: object) -> HashList:
+        """The active hash list of a store (the data dir's embedded store by default). From
+        async code, ``await HashList.aload(store_url)`` instead."""
+        return asyncio.run(cls.aload(store_url, **settings))
+
+    @classmethod
+    async def aload(cls, store_url: str | None = None, **settings: object) -> HashList:
+        from blocklist_addon.store import StoreError, open_store
+
+        store = open_store(store_url, namespace=NAMESPACE)
+        try:
+            pair = await store.load_active()
+        finally:
+            await store.close()
+        if pair is None:
+            raise StoreError(
+                f"no hash list is active in {store.url}: run blocklist-sync with a "
+                "hashes-jsonl or hashes-csv feed first"
+            )
+        return cls.from_bytes(pair[1], **settings)
+
+    # -- matching --------------------------------------------------------------------------
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds this list holds hashes of: only those are computed for a file."""
+        kinds = set(self._exact)
+        if len(self._pdq):
+            kinds.add("pdq")
+        return frozenset(kinds)
+
+    def match_bytes(self, data: bytes) -> HashMatch | None:
+        """The entry ``data`` matches (exactly, or an image by PDQ), or None."""
+        return self.check(data).match
+
+    def check(self, data: bytes) -> Check:
+        """Exact hashes first (cheap, and they hold for any file); then, for an image, the
+        PDQ hashes of its first frames."""
+        match = self.match_exact(exact_digests(data, self._exact))
+        image = sniff(data)
+        if match is not None or image is None or not len(self._pdq):
+            return Check(match, image)
+        try:
+            for frame in frames(data, self.limits):
+                hashes, quality = pdq_hashes(frame, dihedral=self.dihedral)
+                match = self.match_pdq(hashes, quality)
+                if match is not None:
+                    return Check(match, image)
+        except Uncheckable as exc:
+            return Check(None, image, exc.reason)
+        return Check(None, image)
+
+    def match_exact(self, digests: Mapping[str, bytes]) -> HashMatch | None:
+        for kind, digest in digests.items():
+            table = self._exact.get(kind)
+            if table is not None and (number := table.find(digest)) is not None:
+                return self._match(number, kind, 0)
+        return None
+
+    def match_pdq(self, hashes: list[bytes], quality: int) -> HashMatch | None:
+        """The closest listed PDQ hash within the threshold of any of ``hashes`` (one
+        frame's orientations); a low-quality frame must match exactly."""
+        threshold = self.threshold if quality >= self.min_quality else 0
+        found = self._pdq.nearest(hashes, threshold)
+        if found is None:
+            return None
+        position, distance = found
+        return self._match(self._pdq_owners[position], "pdq", distance)
+
+    def _match(self, number: int, kind: str, distance: int) -> HashMatch:
+        name, entry_id = self._snapshot.entry(number)
+        return HashMatch(name, entry_id, kind, distance)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"<HashList entries={self._count} checksum={self.checksum[:16]}>"
+
+
+class _EntryTable:
+    """Entry ids and list names, copied out of the snapshot so that its bytes (mostly the
+    PDQ hashes, which faiss holds its own copy of) can be freed."""
+
+    def __init__(self, snapshot: HashSnapshot) -> None:
+        self._offsets = array("I", snapshot._id_offsets)
+        self._blob = bytes(snapshot._id_blob)
+        self._list_index = bytes(snapshot._list_index)
+        self._lists = list(snapshot._lists)
+
+    def entry(self, number: int) -> tuple[str, str]:
+        name = self._lists[self._list_index[number] if self._list_index else 0]
+        raw = self._blob[self._offsets[number] : self._offsets[number + 1]]
+        return name, raw.decode("utf-8", "replace")
