@@ -4,6 +4,12 @@ Exit status: 0 the active list is current (updated or unchanged); 1 a feed could
 fetched or failed validation, or the store is unreachable (the previous list stays active);
 2 usage or configuration error. Output is one line per feed, for cron mail; on a terminal
 (stderr a TTY, no --quiet) long phases also show a progress line, erased before the results.
+
+Two kinds of list share the commands: URL lists, and image hash lists (feeds of format
+hashes-jsonl or hashes-csv), which live in the store's "hashes" namespace with their own
+versions. A sync runs every configured feed into the list of its kind; ``status`` shows
+both; ``rollback``, ``suppress`` and ``unsuppress`` act on the URL list unless given
+``--kind hashes``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
@@ -26,6 +32,7 @@ from sync import worker
 from sync.config import (
     DEFAULT_CONFIG,
     ConfigError,
+    Feed,
     SyncConfig,
     load_config,
     make_feed,
@@ -36,6 +43,12 @@ from sync.progress import NO_PROGRESS, Progress, terminal_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: The kinds of list, the store namespace each lives in, and how output names it.
+KINDS = ("urls", "hashes")
+NAMESPACES: dict[str, str | None] = {"urls": None, "hashes": "hashes"}
+LABELS = {"urls": "", "hashes": "hash list "}
+Stores = Callable[[str], Store]
+
 EPILOG = """\
 commands:
   (none)          fetch every configured feed (or the one given by --feed-url) and activate
@@ -43,6 +56,7 @@ commands:
   rollback        re-activate the previous version (kept until the feed content changes)
   suppress ID     stop enforcing one entry by its opaque id, at once (e.g. awaiting appeal)
   unsuppress ID   enforce it again
+  (rollback, suppress and unsuppress act on the URL list; --kind hashes: the image hash list)
 
 examples:
   blocklist-sync --config /etc/blocklist-proxy/sync.toml
@@ -50,6 +64,9 @@ examples:
                  --format csv --name iwf
   blocklist-sync status
   blocklist-sync suppress 3f1c2a9d0b7e4c55 --note "appeal 1234"
+  blocklist-sync --feed-url https://feed.example.net/hashes.jsonl --format hashes-jsonl \\
+                 --name hotline-hashes
+  blocklist-sync suppress --kind hashes 81234
 
 Two-stage diversion (blocklist-divert): with --divert-key-file FILE (or divert_key_file in
 the config, or $BLOCKLIST_DIVERT_KEY_FILE) the sync also keeps the active list's hostnames,
@@ -102,9 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     status = sub.add_parser("status", parents=[common], help="show what is active")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("rollback", parents=[common], help="re-activate the previous version")
+    kind = argparse.ArgumentParser(add_help=False)
+    kind.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="urls",
+        help="which list: the URL list (default) or the image hash list",
+    )
+    sub.add_parser("rollback", parents=[common, kind], help="re-activate the previous version")
     for name, text in (("suppress", "stop enforcing"), ("unsuppress", "enforce again")):
-        p = sub.add_parser(name, parents=[common], help=f"{text} one entry by id")
+        p = sub.add_parser(name, parents=[common, kind], help=f"{text} one entry by id")
         p.add_argument("entry_id", metavar="ID")
         if name == "suppress":
             p.add_argument("--note", default="", help="why (e.g. an appeal reference)")
@@ -150,7 +174,11 @@ def describe(v: VersionInfo) -> str:
 
 
 async def cmd_sync(
-    store: Store, config: SyncConfig, args: argparse.Namespace, *, progress: Progress | None = None
+    stores: Stores,
+    config: SyncConfig,
+    args: argparse.Namespace,
+    *,
+    progress: Progress | None = None,
 ) -> int:
     """``progress`` None: a progress line on stderr if it is a terminal. --quiet: none."""
     if not config.feeds:
@@ -164,66 +192,101 @@ async def cmd_sync(
         progress = NO_PROGRESS
     elif progress is None:
         progress = terminal_progress(sys.stderr)
-    hosts = open_hosts(args, config)
-    try:
-        result = await worker.run_sync(
-            store, config, fetch, force=args.force, progress=progress, hosts=hosts
-        )
-    except DivertError as e:
-        print(f"hostnames for diversion: FAILED: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        if hosts is not None:
-            await hosts.store.close()
-    if result.skipped:
+    status = EXIT_OK
+    for kind in KINDS:
+        todo = [feed for feed in fetch if feed.kind == kind]
+        if not todo:
+            continue
+        of_kind = dataclasses.replace(config, feeds=_feeds(config, kind))
+        hosts = open_hosts(args, config) if kind == "urls" else None  # hosts of URL lists
+        try:
+            result = await worker.run_sync(
+                stores(kind), of_kind, todo, force=args.force, progress=progress, hosts=hosts
+            )
+        except DivertError as e:
+            print(f"hostnames for diversion: FAILED: {e}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        finally:
+            if hosts is not None:
+                await hosts.store.close()
+        label = LABELS[kind]
+        if result.skipped:
+            if not quiet:
+                print(f"{label}skipped: another blocklist-sync holds the lock")
+            continue
+        for outcome in result.outcomes:
+            if outcome.status == "failed":
+                print(outcome.line(), file=sys.stderr)
+            elif not quiet:
+                print(outcome.line())
         if not quiet:
-            print("skipped: another blocklist-sync holds the lock")
-        return EXIT_OK
-    for outcome in result.outcomes:
-        if outcome.status == "failed":
-            print(outcome.line(), file=sys.stderr)
-        elif not quiet:
-            print(outcome.line())
-    if not quiet:
-        if result.activated is not None:
-            print(f"activated {describe(result.activated)}")
-        elif result.active is not None:
-            print(f"active: {describe(result.active)}")
-        else:
-            print("no list is active yet")
-    return EXIT_FAILED if result.failed else EXIT_OK
+            if result.activated is not None:
+                print(f"activated {label}{describe(result.activated)}")
+            elif result.active is not None:
+                print(f"active {label}".rstrip() + f": {describe(result.active)}")
+            else:
+                print(f"no {label or 'list '}is active yet")
+        if result.failed:
+            status = EXIT_FAILED
+    return status
 
 
-async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace) -> int:
-    active = await store.active()
-    versions = await store.versions()
-    names = [f.source.name for f in config.feeds]
-    feeds = {n: await store.get_state(worker.feed_key(n)) or {} for n in names}
-    suppressed = (await store.get_state(worker.SUPPRESSED) or {}).get("ids", {})
+def _feeds(config: SyncConfig, kind: str) -> tuple[Feed, ...]:
+    return tuple(feed for feed in config.feeds if feed.kind == kind)
+
+
+async def cmd_status(stores: Stores, config: SyncConfig, args: argparse.Namespace) -> int:
+    """The URL list as before, then the hash list when one is configured or active."""
+    docs = {}
+    for kind in KINDS:
+        names = [f.source.name for f in _feeds(config, kind)]
+        store = stores(kind)
+        active = await store.active()
+        if kind != "urls" and active is None and not names:
+            continue
+        docs[kind] = {
+            "store": store.url,
+            "active": active,
+            "versions": await store.versions(),
+            "feeds": {n: await store.get_state(worker.feed_key(n)) or {} for n in names},
+            "suppressed": (await store.get_state(worker.SUPPRESSED) or {}).get("ids", {}),
+        }
     async with open_store(store_url(args, config), namespace="divert") as divert_store:
         divert = await divert_store.get_state("hosts")
+    any_active = any(doc["active"] is not None for doc in docs.values())
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "store": store.url,
-                    "active": None if active is None else active.__dict__,
-                    "versions": [v.__dict__ for v in versions],
-                    "feeds": {
-                        n: {k: v for k, v in s.items() if k != "fetch"} for n, s in feeds.items()
-                    },
-                    "suppressed": suppressed,
-                    "divert_hosts": divert and {k: v for k, v in divert.items() if k != "inputs"},
-                },
-                indent=2,
-            )
-        )
-        return EXIT_OK if active else EXIT_FAILED
-    print(f"store: {store.url}")
-    print(f"active: {describe(active)}" if active else "active: none (run blocklist-sync)")
+        doc = _status_json(docs["urls"])
+        doc["divert_hosts"] = divert and {k: v for k, v in divert.items() if k != "inputs"}
+        doc |= {kind: _status_json(d) for kind, d in docs.items() if kind != "urls"}
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK if any_active else EXIT_FAILED
+    for kind, doc in docs.items():
+        _print_status(doc, LABELS[kind], divert if kind == "urls" else None)
+    return EXIT_OK if any_active else EXIT_FAILED
+
+
+def _status_json(doc: dict) -> dict:
+    active = doc["active"]
+    return {
+        "store": doc["store"],
+        "active": None if active is None else active.__dict__,
+        "versions": [v.__dict__ for v in doc["versions"]],
+        "feeds": {n: {k: v for k, v in s.items() if k != "fetch"} for n, s in doc["feeds"].items()},
+        "suppressed": doc["suppressed"],
+    }
+
+
+def _print_status(doc: dict, label: str, divert: dict | None) -> None:
+    active, versions = doc["active"], doc["versions"]
+    if label:
+        print()
+    print(f"{label}store: {doc['store']}")
+    none = "none (sync a hashes-jsonl or hashes-csv feed)" if label else "none (run blocklist-sync)"
+    print(f"{label}active: {describe(active)}" if active else f"{label}active: {none}")
     if versions:
-        print("kept versions: " + ", ".join(str(v.version) for v in versions))
-    for name, s in feeds.items():
+        print(f"{label}kept versions: " + ", ".join(str(v.version) for v in versions))
+    for name, s in doc["feeds"].items():
         entries = s.get("entries")
         line = f"feed {name}: " + (
             "no entries kept" if entries is None else worker.entries_text(entries)
@@ -238,42 +301,47 @@ async def cmd_status(store: Store, config: SyncConfig, args: argparse.Namespace)
             f"hostnames for diversion: {divert.get('hosts', 0):,} (encrypted) of list version "
             f"{divert.get('list_version')}{stale}, updated {ago(divert.get('updated_at'))}"
         )
-    for entry_id, info in sorted(suppressed.items()):
+    for entry_id, info in sorted(doc["suppressed"].items()):
         note = f", note: {info['note']}" if info.get("note") else ""
-        print(f"suppressed: {entry_id} since {ago(info.get('since'))}{note}")
-    return EXIT_OK if active else EXIT_FAILED
+        print(f"{label}suppressed: {entry_id} since {ago(info.get('since'))}{note}")
 
 
-async def cmd_rollback(store: Store, config: SyncConfig, args: argparse.Namespace) -> int:
-    hosts = open_hosts(args, config)
+async def cmd_rollback(stores: Stores, config: SyncConfig, args: argparse.Namespace) -> int:
+    label = LABELS[args.kind]
+    hosts = open_hosts(args, config) if args.kind == "urls" else None
     try:
-        info = await worker.rollback(store, config.feeds, hosts)
+        info = await worker.rollback(stores(args.kind), _feeds(config, args.kind), hosts)
     finally:
         if hosts is not None:
             await hosts.store.close()
-    print(f"rolled back: {describe(info)}")
+    print(f"rolled back {label}".rstrip() + f": {describe(info)}")
     print("the rolled-back content stays inactive until the feed changes (or --force)")
     return EXIT_OK
 
 
-async def cmd_suppress(store: Store, config: SyncConfig, args: argparse.Namespace) -> int:
+async def cmd_suppress(stores: Stores, config: SyncConfig, args: argparse.Namespace) -> int:
     on = args.command == "suppress"
-    hosts = open_hosts(args, config)
+    feeds = _feeds(config, args.kind)
+    label = LABELS[args.kind]
+    hosts = open_hosts(args, config) if args.kind == "urls" else None
     try:
         info = await worker.set_suppressed(
-            store, config.feeds, args.entry_id, on, getattr(args, "note", ""), hosts
+            stores(args.kind), feeds, args.entry_id, on, getattr(args, "note", ""), hosts
         )
     finally:
         if hosts is not None:
             await hosts.store.close()
     verb = "suppressed" if on else "enforcing again"
-    print(f"{verb}: {args.entry_id}")
+    print(f"{verb}: {args.entry_id}" + (f" ({label.strip()})" if label else ""))
     if info is not None:
-        print(f"activated {describe(info)}")
-    elif config.feeds:
-        print(f"note: the active list did not change: is {args.entry_id} an id in force?")
+        print(f"activated {label}{describe(info)}")
+    elif feeds:
+        print(
+            f"note: the active {label or 'list '}did not change: is {args.entry_id} an id in force?"
+        )
     else:
-        print("note: no feeds configured here; it applies at the next sync (give --config)")
+        kind = " of this kind" if label else ""
+        print(f"note: no feeds{kind} configured here; it applies at the next sync (give --config)")
     return EXIT_OK
 
 
@@ -310,16 +378,26 @@ def open_hosts(args: argparse.Namespace, config: SyncConfig) -> HostStore | None
 async def run(args: argparse.Namespace, *, progress: Progress | None = None) -> int:
     """Run the command in ``args``; ``progress`` replaces the sync's terminal line (tests)."""
     config = resolve_config(args)
+    url = store_url(args, config)
+    opened: dict[str, Store] = {}
+
+    def stores(kind: str) -> Store:
+        """The store of one kind of list, opened on first use."""
+        if kind not in opened:
+            opened[kind] = open_store(url, keep=config.keep_versions, namespace=NAMESPACES[kind])
+        return opened[kind]
+
     try:
-        store = open_store(store_url(args, config), keep=config.keep_versions)
+        stores("urls")
     except StoreError as e:
         raise ConfigError(str(e)) from None
     try:
         if args.command is None:
-            return await cmd_sync(store, config, args, progress=progress)
-        return await COMMANDS[args.command](store, config, args)
+            return await cmd_sync(stores, config, args, progress=progress)
+        return await COMMANDS[args.command](stores, config, args)
     finally:
-        await store.close()
+        for store in opened.values():
+            await store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,12 +11,17 @@
 
     [feeds.iwf]
     url = "https://feed.example.net/urllist.csv"
-    format = "csv"            # text | csv | json | sha256
+    format = "csv"            # text | csv | json | sha256 | hashes-jsonl | hashes-csv
     list = "iwf"              # list name in logs and on the splash page (default: feed name)
     token_file = "/etc/blocklist-proxy/iwf.token"
     # basic_auth_env = "IWF"  # $IWF_USERNAME / $IWF_PASSWORD
     # client_cert = "/etc/blocklist-proxy/client.pem"
     # checksum_url = "https://feed.example.net/urllist.csv.sha256"
+
+    [feeds.hotline-hashes]    # an image hash list: its own list of kind "hashes"
+    url = "https://feed.example.net/hashes.jsonl"
+    format = "hashes-jsonl"
+    token_file = "/etc/blocklist-proxy/iwf.token"
 
 Secrets are never in this file's values themselves: only the names of files and
 environment variables that hold them.
@@ -31,7 +36,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sync.feeds import FORMATS
+from sync.feeds import FORMATS, kind_of
 from sync.fetch import FeedSource
 
 DEFAULT_CONFIG = Path("/etc/blocklist-proxy/sync.toml")
@@ -48,6 +53,11 @@ class ConfigError(Exception):
 class Feed:
     source: FeedSource
     list_name: str
+
+    @property
+    def kind(self) -> str:
+        """ "urls" or "hashes": which list (and store namespace) the feed goes into."""
+        return kind_of(self.source.format)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,21 @@ from blocklist_addon.matcher import compile_entry, expression_of
 from blocklist_addon.snapshot import DIGEST_SIZE, expression_digest, host_key
 from sync.progress import NO_PROGRESS, Progress
 
-__all__ = ["FORMATS", "FeedEntry", "FeedError", "ParsedFeed", "parse_feed", "validate"]
+__all__ = [
+    "FORMATS",
+    "HASH_FORMATS",
+    "FeedEntry",
+    "FeedError",
+    "ParsedFeed",
+    "kind_of",
+    "parse_feed",
+    "validate",
+]
 
-FORMATS = ("text", "csv", "json", "sha256")
+URL_FORMATS = ("text", "csv", "json", "sha256")
+#: Image hash lists (``sync/hashfeeds.py``): synced into the store's "hashes" namespace.
+HASH_FORMATS = ("hashes-jsonl", "hashes-csv")
+FORMATS = URL_FORMATS + HASH_FORMATS
 
 #: How many invalid positions a ParsedFeed keeps for the error message.
 MAX_INVALID_SHOWN = 20
@@ -108,11 +120,20 @@ def parse_feed(data: bytes, fmt: str, *, progress: Progress = NO_PROGRESS) -> Pa
         raise FeedError("feed looks like an HTML page, not a text list")
     if head.lstrip().startswith("<?xml"):  # an object store's or proxy's error document
         raise FeedError("feed looks like an XML document, not a list")
+    if fmt in HASH_FORMATS:
+        from sync.hashfeeds import PARSERS as parsers  # it builds on this module
+    else:
+        parsers = _PARSERS
     with _gc_paused():
-        feed = _PARSERS[fmt](text, progress)
+        feed = parsers[fmt](text, progress)
     if feed.records == 0:
         raise FeedError("feed is empty")
     return feed
+
+
+def kind_of(fmt: str) -> str:
+    """The kind of list a feed format gives: "urls", or "hashes" (an image hash list)."""
+    return "hashes" if fmt in HASH_FORMATS else "urls"
 
 
 def validate(

@@ -1,5 +1,10 @@
 """One sync: fetch each feed, validate it, keep its compiled entries, activate the union.
 
+A sync runs for one kind of list in one store: URL feeds into the store, image hash list
+feeds (``Feed.kind == "hashes"``) into its "hashes" namespace. The protocol is the same;
+only the compiled forms differ (``compiled`` digests and ``Snapshot`` for URLs,
+``HashSnapshot`` for hashes).
+
 Each feed's last good entries are kept in the store as a compiled blob (digests only), so a
 304 costs nothing, a failed feed keeps its last good entries in force, and suppressions
 apply by rebuilding from the blobs without a download. The active list is only replaced
@@ -18,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot
 from blocklist_addon.snapshot import Snapshot
 from blocklist_addon.store import Store, VersionInfo
 from divert.hosts import HostStore
@@ -25,6 +31,7 @@ from sync import compiled
 from sync.config import Feed, SyncConfig
 from sync.feeds import FeedError, parse_feed, validate
 from sync.fetch import FetchError, FetchState, fetch_feed
+from sync.hashfeeds import duplicate_hashes
 from sync.progress import NO_PROGRESS, Progress
 
 SUPPRESSED = "suppressed"
@@ -147,7 +154,7 @@ async def sync_feed(
     progress.phase("saving")
     if hosts is not None:  # first: a crash before the entries makes the next run refetch
         await hosts.save_feed(name, {e.host for e in parsed.entries if e.host is not None})
-    await store.set_blob(key, compiled.pack(parsed.entries))
+    await store.set_blob(key, _pack(feed, parsed.entries))
     entries = len({e.digest for e in parsed.entries})  # as validate() and the snapshot count
     state.update(
         fetch=result.state.to_dict(),
@@ -158,25 +165,49 @@ async def sync_feed(
     )
     state.pop("last_error", None)
     await store.set_state(key, state)
-    invalid = f"{parsed.invalid_count:,} invalid records skipped" if parsed.invalid_count else ""
-    return FeedOutcome(name, "updated", entries, invalid)
+    notes = []
+    if parsed.invalid_count:
+        notes.append(f"{parsed.invalid_count:,} invalid records skipped")
+    if feed.kind == "hashes" and (duplicates := duplicate_hashes(parsed.entries)):
+        notes.append(f"{duplicates:,} duplicate hashes merged")
+    return FeedOutcome(name, "updated", entries, "; ".join(notes))
 
 
-async def build(store: Store, feeds: Iterable[Feed], suppressed: set[str]) -> Snapshot | None:
+def _pack(feed: Feed, entries: list) -> bytes:
+    """A feed's kept entries: digests for URLs, a hash snapshot of its own for hashes."""
+    if feed.kind == "hashes":
+        return HashSnapshot.build((feed.list_name, record) for record in entries).to_bytes()
+    return compiled.pack(entries)
+
+
+async def build(
+    store: Store, feeds: Iterable[Feed], suppressed: set[str]
+) -> Snapshot | HashSnapshot | None:
     """The union of every feed's kept entries, less suppressed ids; None with no feed kept."""
+    feeds = list(feeds)
+    hashes = any(feed.kind == "hashes" for feed in feeds)  # one kind per store
     entries: list[tuple[bytes, bytes | None, str, str | None]] = []
+    records: list[tuple[str, HashRecord]] = []
     names = []
     for feed in feeds:
         blob = await store.get_blob(feed_key(feed.source.name))
         if blob is None:
             continue
         names.append(feed.source.name)
+        if feed.kind == "hashes":
+            for _, record in HashSnapshot.from_bytes(blob).records():
+                if record.id() not in suppressed:
+                    records.append((feed.list_name, record))
+            continue
         for e in compiled.unpack(blob):
             if (e.entry_id or e.digest.hex()) not in suppressed:
                 entries.append((e.digest, e.host_key, feed.list_name, e.entry_id))
     if not names:
         return None
-    return await asyncio.to_thread(Snapshot.build, entries, {"feeds": sorted(names)})
+    meta = {"feeds": sorted(names)}
+    if hashes:
+        return await asyncio.to_thread(HashSnapshot.build, records, meta)
+    return await asyncio.to_thread(Snapshot.build, entries, meta)
 
 
 async def activate(

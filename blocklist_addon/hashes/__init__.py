@@ -37,7 +37,7 @@ _WHERE = {
     "HashEntry": "hashlist",
     "HashList": "hashlist",
     "HashMatch": "hashlist",
-    "record_of": "hashlist",
+    "record_of": "snapshot",
     "Limits": "images",
     "Uncheckable": "images",
     "sniff": "images",
@@ -48,11 +48,11 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from blocklist_addon.hashes.hashlist import Check, HashEntry, HashList, HashMatch, record_of
+    from blocklist_addon.hashes.hashlist import Check, HashEntry, HashList, HashMatch
     from blocklist_addon.hashes.images import Limits, Uncheckable, sniff
     from blocklist_addon.hashes.kinds import KINDS, NAMESPACE
     from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY
-    from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot
+    from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot, record_of
 
 
 def __getattr__(name: str) -> object:

@@ -25,12 +25,11 @@ from blocklist_addon.hashes.kinds import (
     NAMESPACE,
     SIZES,
     exact_digests,
-    parse_hex,
 )
 from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex, pdq_hashes
-from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot
+from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot, record_of
 
-__all__ = ["Check", "HashEntry", "HashList", "HashMatch", "record_of"]
+__all__ = ["Check", "HashEntry", "HashList", "HashMatch"]
 
 DEFAULT_LIST = "default"
 
@@ -64,24 +63,6 @@ class HashEntry:
     sha256: str | None = None
     pdq: str | None = None
     list_name: str = DEFAULT_LIST
-
-
-def record_of(fields: Mapping[str, object]) -> HashRecord | None:
-    """The record for a feed object's hash fields, or None when any given hash is malformed
-    or none is given. Empty fields count as absent."""
-    hashes = []
-    for kind in KINDS:
-        text = fields.get(kind)
-        if text is None or (isinstance(text, str) and not text.strip()):
-            continue
-        value = parse_hex(kind, text)
-        if value is None:
-            return None
-        hashes.append((kind, value))
-    if not hashes:
-        return None
-    entry_id = fields.get("id")
-    return HashRecord(tuple(hashes), str(entry_id) if entry_id not in (None, "") else None)
 
 
 class _Exact:

@@ -24,14 +24,22 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 
-from blocklist_addon.hashes.kinds import KINDS, SIZES
+from blocklist_addon.hashes.kinds import KINDS, SIZES, parse_hex
 from blocklist_addon.snapshot import SnapshotError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "HashRecord", "HashSnapshot", "SnapshotError", "opaque_id"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "HashRecord",
+    "HashSnapshot",
+    "SnapshotError",
+    "opaque_id",
+    "record_of",
+]
 
 MAGIC = b"\x89BLHASH\n"
 FORMAT_VERSION = 1
@@ -61,6 +69,24 @@ def opaque_id(kind: str, value: bytes) -> str:
     """An id for a record without one that does not show its hash (logs and block events
     carry ids): a digest of it, the same in every version."""
     return hashlib.sha256(b"blocklist-hash-id\0" + kind.encode() + b"\0" + value).hexdigest()[:16]
+
+
+def record_of(fields: Mapping[str, object]) -> HashRecord | None:
+    """The record for a feed object's hash fields, or None when any given hash is malformed
+    or none is given. Empty fields count as absent."""
+    hashes = []
+    for kind in KINDS:
+        text = fields.get(kind)
+        if text is None or (isinstance(text, str) and not text.strip()):
+            continue
+        value = parse_hex(kind, text)
+        if value is None:
+            return None
+        hashes.append((kind, value))
+    if not hashes:
+        return None
+    entry_id = fields.get("id")
+    return HashRecord(tuple(hashes), str(entry_id) if entry_id not in (None, "") else None)
 
 
 class HashSnapshot:
@@ -207,6 +233,19 @@ class HashSnapshot:
         name = self._lists[self._list_index[number] if self._list_index else 0]
         raw = self._id_blob[self._id_offsets[number] : self._id_offsets[number + 1]]
         return name, str(raw, "utf-8", "replace")
+
+    def records(self) -> Iterator[tuple[str, HashRecord]]:
+        """(list name, record) of every entry, in entry order: what it was built from, less
+        the hashes an earlier entry already held."""
+        grouped: list[list[tuple[str, bytes]]] = [[] for _ in range(len(self))]
+        for kind in KINDS:
+            hashes, owners = self.section(kind)
+            size = SIZES[kind]
+            for i, owner in enumerate(owners):
+                grouped[owner].append((kind, bytes(hashes[i * size : (i + 1) * size])))
+        for number, hashes in enumerate(grouped):
+            name, entry_id = self.entry(number)
+            yield name, HashRecord(tuple(hashes), entry_id)
 
     def counts(self) -> dict[str, int]:
         """Hashes of each kind."""

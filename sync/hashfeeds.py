@@ -1,0 +1,113 @@
+"""Reading an image hash list feed (``hashes-jsonl``, ``hashes-csv``) into records.
+
+Pure functions of the text, like ``feeds.py`` (which decodes the body, refuses HTML error
+pages and empty bodies, and calls these). Hashes are licensed and confidential: errors name
+line numbers and counts only, never a value.
+
+A record is one line: an optional ``id`` and ``category`` and one or more of ``md5``,
+``sha1``, ``sha256``, ``pdq`` in hex (any case). A record with a malformed hash (wrong
+length, not hex), no hash at all, or a bad id is invalid; it is counted, and ``validate``
+refuses the feed when too many are. A hash that an earlier record already listed counts
+as a duplicate: the first record keeps it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+
+from blocklist_addon.hashes.kinds import KINDS
+from blocklist_addon.hashes.snapshot import HashRecord, record_of
+from sync.feeds import (
+    _CSV_DELIMITERS,
+    FeedError,
+    ParsedFeed,
+    _collect,
+    _entry_id,
+    _Invalid,
+    _line_count,
+    _lines,
+)
+from sync.progress import Progress
+
+__all__ = ["PARSERS", "duplicate_hashes"]
+
+
+def duplicate_hashes(records: list[HashRecord]) -> int:
+    """Hashes listed again by a later record (the snapshot keeps the first)."""
+    seen: set[tuple[str, bytes]] = set()
+    total = 0
+    for record in records:
+        total += len(record.hashes)
+        seen.update(record.hashes)
+    return total - len(seen)
+
+
+def _record(fields: dict[str, object]) -> HashRecord | None:
+    try:
+        entry_id = _entry_id(fields.get("id"))
+        category = fields.get("category")
+        if category is not None and not isinstance(category, str | int):
+            raise _Invalid
+    except _Invalid:
+        return None
+    return record_of({**fields, "id": entry_id})
+
+
+def _parse_jsonl(text: str, progress: Progress) -> ParsedFeed:
+    """One JSON object a line; blank lines and ``#`` comments are skipped."""
+
+    def records() -> Iterator[tuple[int, HashRecord | None]]:
+        for number, line in _lines(text):
+            try:
+                item = json.loads(line)
+            except (ValueError, RecursionError):
+                yield number, None
+                continue
+            yield number, _record(item) if isinstance(item, dict) else None
+
+    return _collect(records(), "line", progress, _line_count(text))  # type: ignore[arg-type]
+
+
+def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
+    """A header row naming at least one hash column (md5, sha1, sha256, pdq; optionally id
+    and category), then a record a row. The delimiter is whichever of , TAB ; | gives the
+    header a hash column."""
+    stream = io.StringIO(text, newline="")
+    header_line = 0
+    for line in stream:
+        header_line += 1
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+    else:
+        raise FeedError("feed is empty")
+    for delimiter in _CSV_DELIMITERS:
+        try:
+            names = [cell.strip().lower() for cell in next(csv.reader([line], delimiter=delimiter))]
+        except (csv.Error, StopIteration):
+            continue
+        if set(names) & set(KINDS):
+            break
+    else:
+        raise FeedError(f"CSV header (line {header_line}) has no hash column ({', '.join(KINDS)})")
+    columns = {name: i for i, name in enumerate(names) if name in (*KINDS, "id", "category")}
+    reader = csv.reader(stream, delimiter=delimiter)
+
+    def records() -> Iterator[tuple[int, HashRecord | None]]:
+        start = header_line + 1
+        try:
+            for row in reader:
+                number, start = start, header_line + reader.line_num + 1
+                if not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                fields = {name: row[i] if i < len(row) else None for name, i in columns.items()}
+                yield number, _record(fields)  # type: ignore[arg-type]
+        except csv.Error:
+            raise FeedError(f"malformed CSV at line {start}") from None
+
+    return _collect(records(), "line", progress, _line_count(text))  # type: ignore[arg-type]
+
+
+PARSERS = {"hashes-jsonl": _parse_jsonl, "hashes-csv": _parse_csv}
