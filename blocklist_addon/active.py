@@ -10,6 +10,9 @@ DESIGN "Failure behaviour" drives every branch here:
   of one; each new version is also written to the last-known-good copy;
 - when the store goes away, keep enforcing what is in memory, retry with backoff, and say
   so on the health endpoint.
+
+The same class follows the image hash list in the store's "hashes" namespace
+(``ListKind``: its loader, gauge names and whether a proxy may start without one).
 """
 
 from __future__ import annotations
@@ -21,17 +24,18 @@ import pathlib
 import random
 import time
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from mitmproxy import ctx
 
 from blocklist_addon import lastgood
 from blocklist_addon.matcher import Blocklist
 from blocklist_addon.metrics import Gauge, Metrics
-from blocklist_addon.snapshot import SnapshotError
+from blocklist_addon.snapshot import Snapshot, SnapshotError
 from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
 
-__all__ = ["ActiveList"]
+__all__ = ["URLS", "ActiveList", "ListKind"]
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +47,35 @@ MAX_BACKOFF = 30.0
 Origin = Literal["store", "last-good"]
 
 
+@dataclass(frozen=True)
+class ListKind:
+    """What differs between the lists a proxy follows."""
+
+    what: str  # in log lines, after "blocklist: ": "" for the URL list, "hash list " ...
+    namespace: str | None  # the store namespace (open_store)
+    parse: Callable[[bytes], Any]  # snapshot bytes -> a checked snapshot (with .checksum)
+    wrap: Callable[[Any], Any]  # checked snapshot -> what requests are matched against
+    gauge: str  # gauge name prefix
+    required: bool  # the proxy refuses to start without one (unless blocklist_allow_empty)
+    labels: dict[str, str] = field(default_factory=dict)  # on the shared counters
+
+
+URLS = ListKind("", None, Snapshot.from_bytes, Blocklist, "blocklist_list", True)
+
+
 class ActiveList:
     """Holds the list in force; every other addon reads ``blocklist`` from here."""
 
-    def __init__(self, metrics: Metrics, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, metrics: Metrics, *, clock: Callable[[], float] = time.time, kind: ListKind = URLS
+    ) -> None:
         """``clock``: the wall clock list ages are measured on (tests move it)."""
         self.metrics = metrics
         self.clock = clock
-        self.blocklist: Blocklist | None = None
+        self.kind = kind
+        #: Another list that makes this one optional at start (the hash list, for URLs).
+        self.enough: Callable[[], bool] = lambda: False
+        self.blocklist: Blocklist | None = None  # what ``kind.wrap`` made (a HashList, ...)
         self.info: VersionInfo | None = None
         self.origin: Origin | None = None
         self.fresh_at: float | None = None  # when a sync last confirmed the list current
@@ -60,6 +85,8 @@ class ActiveList:
         self._tasks: list[asyncio.Task[None]] = []
 
     def load(self, loader) -> None:
+        if self.kind is not URLS:
+            return  # the URL list registers the options every list shares
         loader.add_option(
             "blocklist_store",
             str,
@@ -108,7 +135,7 @@ class ActiveList:
         )
 
     async def running(self) -> None:
-        self._store = open_store(ctx.options.blocklist_store or None)
+        self._store = open_store(ctx.options.blocklist_store or None, namespace=self.kind.namespace)
         await self._start()
         self.started = True
         self._tasks = [
@@ -144,23 +171,26 @@ class ActiveList:
 
     def gauges(self) -> list[Gauge]:
         info = self.info
+        g = self.kind.gauge
         return [
-            Gauge("blocklist_list_loaded", "1 when a list is enforced.", int(info is not None)),
-            Gauge("blocklist_list_version", "Store version of the list in force.", _v(info)),
+            Gauge(f"{g}_loaded", "1 when a list is enforced.", int(info is not None)),
+            Gauge(f"{g}_version", "Store version of the list in force.", _v(info)),
             Gauge(
-                "blocklist_list_entries",
-                "Entries of the list in force.",
-                0 if info is None else info.entries,
+                f"{g}_entries", "Entries of the list in force.", 0 if info is None else info.entries
             ),
             Gauge(
-                "blocklist_list_age_seconds",
+                f"{g}_age_seconds",
                 "Seconds since a sync last confirmed the list current.",
                 self.age() or 0,
             ),
-            Gauge("blocklist_list_stale", "1 when the list is older than max age.", self.stale()),
-            Gauge("blocklist_store_up", "1 when the store answered the last check.", self.store_up),
+            Gauge(f"{g}_stale", "1 when the list is older than max age.", self.stale()),
             Gauge(
-                "blocklist_list_from_lastgood",
+                "blocklist_store_up" if self.kind is URLS else f"{g}_store_up",
+                "1 when the store answered the last check.",
+                self.store_up,
+            ),
+            Gauge(
+                f"{g}_from_lastgood",
                 "1 when the list in force came from the local last-known-good copy.",
                 self.origin == "last-good",
             ),
@@ -171,7 +201,10 @@ class ActiveList:
     def _lastgood_path(self) -> pathlib.Path:
         configured = ctx.options.blocklist_lastgood
         assert self._store is not None
-        return pathlib.Path(configured) if configured else lastgood.default_path(self._store.url)
+        path = pathlib.Path(configured) if configured else lastgood.default_path(self._store.url)
+        if self.kind.namespace:  # beside the URL list's copy (a Redis URL names both)
+            path = path.with_name(f"{path.stem}-{self.kind.namespace}{path.suffix}")
+        return path
 
     async def _start(self) -> None:
         assert self._store is not None
@@ -182,27 +215,40 @@ class ActiveList:
             self.store_up = True
         except (StoreError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {ctx.options.blocklist_start_timeout} s"
-            log.warning(f"blocklist: store {store.url} unavailable at start: {reason}")
-            self.metrics.inc("blocklist_store_errors_total")
+            log.warning(
+                f"blocklist: {self.kind.what}store {store.url} unavailable at start: {reason}"
+            )
+            self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
             pair = None
         if pair is not None:
             try:
                 await self._install(*pair, origin="store")
                 return
             except SnapshotError as exc:
-                log.warning(f"blocklist: the store's active version is unusable: {exc}")
+                log.warning(
+                    f"blocklist: the {self.kind.what}store's active version is unusable: {exc}"
+                )
         path = self._lastgood_path()
         try:
-            copy = await asyncio.to_thread(lastgood.read, path)
+            copy = await asyncio.to_thread(lastgood.read, path, self.kind.parse)
         except lastgood.LastGoodError as exc:
             log.warning(f"blocklist: {exc}")
             copy = None
         if copy is not None:
             info, snapshot = copy
-            self._set(Blocklist(snapshot), info, "last-good")
+            self._set(self.kind.wrap(snapshot), info, "last-good")
             log.warning(
-                f"blocklist: enforcing the last-known-good copy {path} (version {info.version}, "
+                f"blocklist: enforcing the {self.kind.what}last-known-good copy {path} "
+                f"(version {info.version}, "
                 f"{info.entries:,} entries) until the store {store.url} answers"
+            )
+            return
+        if not self.kind.required:
+            log.info(f"blocklist: no {self.kind.what}in {store.url}: none is enforced")
+            return
+        if self.enough():
+            log.warning(
+                f"blocklist: no URL list in {store.url}; enforcing the image hash list only"
             )
             return
         if ctx.options.blocklist_allow_empty:
@@ -219,16 +265,17 @@ class ActiveList:
 
     async def _install(self, info: VersionInfo, data: bytes, *, origin: Origin) -> None:
         """Load ``data`` off the event loop, swap it in, then save the local copy."""
-        blocklist = await asyncio.to_thread(Blocklist.from_bytes, data)
+        kind = self.kind
+        blocklist = await asyncio.to_thread(lambda: kind.wrap(kind.parse(data)))
         self._set(blocklist, info, origin)
         log.info(
-            f"blocklist: enforcing version {info.version} ({info.entries:,} entries, "
+            f"blocklist: enforcing {kind.what}version {info.version} ({info.entries:,} entries, "
             f"{info.source}) from {origin}"
         )
         try:
             await asyncio.to_thread(lastgood.write, self._lastgood_path(), info, data)
         except OSError as exc:
-            self.metrics.inc("blocklist_lastgood_errors_total")
+            self.metrics.inc("blocklist_lastgood_errors_total", **self.kind.labels)
             log.warning(
                 f"blocklist: cannot write the last-known-good copy {self._lastgood_path()}: "
                 f"{exc.strerror or exc}; enforcing continues"
@@ -265,7 +312,7 @@ class ActiveList:
                     ):
                         await self._reload(store)
             except StoreError as exc:
-                self.metrics.inc("blocklist_store_errors_total")
+                self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
                 if self.store_up or backoff == 1.0:
                     version = "no list" if self.info is None else f"version {self.info.version}"
                     log.warning(
@@ -286,10 +333,13 @@ class ActiveList:
         try:
             await self._install(info, data, origin="store")
         except SnapshotError as exc:
-            self.metrics.inc("blocklist_store_errors_total")
-            log.error(f"blocklist: version {info.version} is unusable ({exc}); keeping the old")
+            self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
+            log.error(
+                f"blocklist: {self.kind.what}version {info.version} is unusable ({exc}); "
+                "keeping the old"
+            )
             return
-        self.metrics.inc("blocklist_reloads_total")
+        self.metrics.inc("blocklist_reloads_total", **self.kind.labels)
 
     async def _freshness(self) -> None:
         """Follow when the sync last confirmed the list: an unchanged feed makes no version."""

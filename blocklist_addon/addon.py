@@ -8,6 +8,7 @@
 - ``InterceptPolicy``: which TLS connections to decrypt, which to refuse;
 - ``PageScanner``: listed links in HTML and CSS responses, neutralized;
 - ``UploadGuard``: posts carrying listed URLs, refused (reverse mode);
+- ``ImageGuard``: uploads matching the image hash list, refused (its own ``ActiveList``);
 - ``StatusServer``: /metrics and /healthz.
 
 mitmproxy sees them as one addon, ``BlocklistAddon``, which hands each event to the
@@ -27,6 +28,7 @@ from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockLog
 from blocklist_addon.content import PageScanner, UploadGuard
 from blocklist_addon.enforce import Enforcer
+from blocklist_addon.imageguard import ImageGuard
 from blocklist_addon.intercept import InterceptPolicy
 from blocklist_addon.metrics import Metrics
 from blocklist_addon.status import StatusServer
@@ -43,7 +45,9 @@ class BlocklistAddon:
         self.policy = InterceptPolicy(self.lists, self.metrics, self.blocklog, self.enforcer)
         self.pages = PageScanner(self.lists, self.metrics, self.blocklog, self.enforcer)
         self.uploads = UploadGuard(self.lists, self.metrics, self.blocklog, self.enforcer)
-        self.status = StatusServer(self.lists, self.metrics)
+        self.images = ImageGuard(self.metrics, self.blocklog, self.enforcer)
+        self.lists.enough = self.images.loaded  # a hash list alone is enough to start
+        self.status = StatusServer(self.lists, self.metrics, self.images.hashes)
 
     # -- lifecycle: every concern, in this order ---------------------------------------------
 
@@ -55,21 +59,33 @@ class BlocklistAddon:
             self.policy,
             self.pages,
             self.uploads,
+            self.images,
             self.status,
         ):
             part.load(loader)
 
     def configure(self, updated: set[str]) -> None:
-        for part in (self.blocklog, self.enforcer, self.pages, self.uploads, self.status):
+        for part in (
+            self.blocklog,
+            self.enforcer,
+            self.pages,
+            self.uploads,
+            self.images,
+            self.status,
+        ):
             part.configure(updated)
 
     async def running(self) -> None:
-        await self.lists.running()  # the list first: no status is served before it loads
+        # The lists first (the hash list before the URL list, which may start on it alone):
+        # no status is served before they load.
+        await self.images.running()
+        await self.lists.running()
         await self.status.running()
 
     async def done(self) -> None:
         await self.status.done()
         await self.lists.done()
+        await self.images.done()
         self.blocklog.done()
 
     # -- traffic: the concerns that handle each event, in this order ------------------------
@@ -81,9 +97,11 @@ class BlocklistAddon:
         self.enforcer.requestheaders(flow)  # the URL itself first
         self.pages.requestheaders(flow)
         self.uploads.requestheaders(flow)
+        self.images.requestheaders(flow)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         self.uploads.request(flow)
+        return self.images.request(flow)  # a coroutine when an image is checked off-loop
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.pages.responseheaders(flow)

@@ -14,12 +14,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import connection, ctx
 from mitmproxy.exceptions import OptionsError
 
 from blocklist_addon.matcher import Match
+
+if TYPE_CHECKING:
+    from blocklist_addon.hashes import HashMatch
 
 __all__ = ["BlockEvent", "BlockLog", "client_address", "client_field"]
 
@@ -30,8 +33,8 @@ ClientMode = Literal["full", "truncated", "omit"]
 
 @dataclass(frozen=True, slots=True)
 class BlockEvent:
-    match: Match
-    where: Literal["request", "connect", "tls", "page", "upload"]
+    match: Match | HashMatch  # a HashMatch for an uploaded image (never its hash)
+    where: Literal["request", "connect", "tls", "page", "upload", "image"]
     action: Literal["splash", "refuse", "neutralize", "report"]
     client: str | None  # the client's IP address
     reference: str
@@ -70,9 +73,13 @@ def record(event: BlockEvent, *, client_mode: ClientMode, with_url: bool) -> str
         "where": event.where,
         "list": event.match.list_name,
         "entry": event.match.entry_id,
-        "embedded": event.match.embedded,
-        "reference": event.reference,
     }
+    if isinstance(event.match, Match):
+        doc["embedded"] = event.match.embedded
+    else:  # an image: which kind of hash matched, and how near (never the hash itself)
+        doc["kind"] = event.match.kind
+        doc["distance"] = event.match.distance
+    doc["reference"] = event.reference
     client = client_field(event.client, client_mode)
     if client is not None:
         doc["client"] = client

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+from collections.abc import Callable
 
 from blocklist_addon.snapshot import Snapshot, SnapshotError
 from blocklist_addon.store import StoreError, VersionInfo, default_data_dir, write_atomic
@@ -36,8 +37,11 @@ def write(path: os.PathLike[str] | str, info: VersionInfo, data: bytes) -> None:
     write_atomic(path, info.to_json(len(data)) + b"\n" + data)
 
 
-def read(path: os.PathLike[str] | str) -> tuple[VersionInfo, Snapshot] | None:
-    """The copy's info and checked snapshot; None when there is no copy."""
+def read[T](
+    path: os.PathLike[str] | str, parse: Callable[[bytes], T] = Snapshot.from_bytes
+) -> tuple[VersionInfo, T] | None:
+    """The copy's info and checked snapshot (``parse``: of another kind of list, such as
+    ``HashSnapshot.from_bytes``); None when there is no copy."""
     path = pathlib.Path(path)
     try:
         raw = path.read_bytes()
@@ -52,8 +56,8 @@ def read(path: os.PathLike[str] | str) -> tuple[VersionInfo, Snapshot] | None:
         info, size = VersionInfo.from_json(header)
         if size != len(data):
             raise StoreError(f"truncated ({len(data)} of {size} bytes)")
-        snapshot = Snapshot.from_bytes(data)
-        if snapshot.checksum != info.checksum:
+        snapshot = parse(data)
+        if snapshot.checksum != info.checksum:  # type: ignore[attr-defined]
             raise StoreError("checksum does not match its header")
     except (StoreError, SnapshotError) as exc:
         raise LastGoodError(f"unusable last-known-good copy {path}: {exc}") from None

@@ -39,6 +39,20 @@ COUNTERS = {
     "blocklist_reloads_total": "List versions loaded from the store after start.",
     "blocklist_store_errors_total": "Failed store operations; the list in memory stays in force.",
     "blocklist_lastgood_errors_total": "Failed writes of the last-known-good copy.",
+    "blocklist_uploads_checked_total": (
+        "Uploaded files checked against the image hash list, by file (image, other)."
+    ),
+    "blocklist_image_matches_total": (
+        "Uploads refused for matching the image hash list, by hash kind (md5, sha1, sha256, pdq)."
+    ),
+    "blocklist_images_unchecked_total": (
+        "Uploaded images that could not be checked, by reason (too-large, truncated, "
+        "undecodable, too-slow) and action (pass, refuse)."
+    ),
+    "blocklist_image_check_seconds_total": "Time spent hashing and decoding uploads.",
+    "blocklist_image_webhook_total": (
+        "Block events for the image webhook, by result (sent, failed, dropped)."
+    ),
 }
 
 Labels = tuple[tuple[str, str], ...]

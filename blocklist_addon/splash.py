@@ -237,16 +237,29 @@ def render(
 
 
 def refused_upload(
-    config: SplashConfig, *, list_name: str, reference: str, as_json: bool
+    config: SplashConfig,
+    *,
+    list_name: str,
+    reference: str,
+    as_json: bool,
+    image: bool = False,
 ) -> SplashResponse:
-    """The 451 answer to a post or upload that carries a listed URL: it never reached the
-    site. JSON for API clients, a short HTML page for forms; nothing of the post is shown."""
+    """The 451 answer to a post or upload that carries a listed URL (``image``: a file that
+    matches the image hash list): it never reached the site. JSON for API clients, a short
+    HTML page for forms; nothing of the post is shown."""
     ref = _reference(reference)
-    reason = (
-        "The submission was not accepted: it contains a link to a page that "
-        f"{config.operator} blocks because it may contain indecent images of children "
-        f"as identified by {config.hotline}."
-    )
+    if image:
+        reason = (
+            "The submission was not accepted: it contains an image that matches a list of "
+            f"known child sexual abuse images from {config.hotline}, which {config.operator} "
+            "refuses."
+        )
+    else:
+        reason = (
+            "The submission was not accepted: it contains a link to a page that "
+            f"{config.operator} blocks because it may contain indecent images of children "
+            f"as identified by {config.hotline}."
+        )
     if as_json:
         doc = {
             "error": "unavailable_for_legal_reasons",
@@ -261,7 +274,8 @@ def refused_upload(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>Submission not accepted</title></head><body>"
         f"<h1>Submission not accepted</h1><p>{html.escape(reason)}</p>"
-        "<p>Remove the link and submit again. If you think this is a mistake, quote "
+        f"<p>{'Remove the file' if image else 'Remove the link'} and submit again. "
+        "If you think this is a mistake, quote "
         f"reference <code>{html.escape(ref)}</code> (list {html.escape(_showable(list_name))})."
         f' More: <a href="{html.escape(config.about_url)}">{html.escape(config.about_url)}</a>'
         "</p></body></html>\n"

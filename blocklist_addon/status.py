@@ -33,14 +33,16 @@ def parse_listen(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def health(lists: ActiveList) -> tuple[int, dict[str, Any]]:
-    """The health status code and document."""
+def health(lists: ActiveList, hashes: ActiveList | None = None) -> tuple[int, dict[str, Any]]:
+    """The health status code and document. With an image hash list, its state is under
+    "hashes", and a proxy enforcing only a hash list is healthy on it alone."""
     info = lists.info
-    if info is None:
+    enforced = [kind for kind in (lists, hashes) if kind is not None and kind.info is not None]
+    if not enforced:
         status = "starting" if not lists.started else "no-list"
-    elif lists.stale():
+    elif any(kind.stale() for kind in enforced):
         status = "stale"
-    elif not lists.store_up:
+    elif not all(kind.store_up for kind in enforced):
         status = "degraded"
     else:
         status = "ok"
@@ -54,13 +56,25 @@ def health(lists: ActiveList) -> tuple[int, dict[str, Any]]:
             max_age_seconds=ctx.options.blocklist_max_age or None,
             source=lists.origin,
         )
+    if hashes is not None and hashes.info is not None:
+        age = hashes.age()
+        doc["hashes"] = {
+            "version": hashes.info.version,
+            "entries": hashes.info.entries,
+            "age_seconds": None if age is None else round(age),
+            "source": hashes.origin,
+            "store": "up" if hashes.store_up else "down",
+        }
     return (200 if status in ("ok", "degraded") else 503), doc
 
 
 class StatusServer:
-    def __init__(self, lists: ActiveList, metrics: Metrics) -> None:
+    def __init__(
+        self, lists: ActiveList, metrics: Metrics, hashes: ActiveList | None = None
+    ) -> None:
         self.lists = lists
         self.metrics = metrics
+        self.hashes = hashes
         self._runner: web.AppRunner | None = None
 
     def load(self, loader) -> None:
@@ -104,9 +118,12 @@ class StatusServer:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = self.metrics.render(self.lists.gauges())
+        gauges = self.lists.gauges()
+        if self.hashes is not None:
+            gauges += self.hashes.gauges()
+        body = self.metrics.render(gauges)
         return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
     async def _health(self, request: web.Request) -> web.Response:
-        status, doc = health(self.lists)
+        status, doc = health(self.lists, self.hashes)
         return web.json_response(doc, status=status, headers={"Cache-Control": "no-store"})

@@ -476,8 +476,9 @@ def sync(
     name: str = "sample",
     data_dir: pathlib.Path,
     env: dict[str, str] | None = None,
+    fmt: str = "text",
 ) -> None:
-    """Run the real ``blocklist-sync`` on a text feed file (``env``: extra variables)."""
+    """Run the real ``blocklist-sync`` on a feed file (``env``: extra variables)."""
     command = [
         str(VENV_BIN / "blocklist-sync"),
         "--store",
@@ -485,7 +486,7 @@ def sync(
         "--feed-url",
         feed.as_uri(),
         "--format",
-        "text",
+        fmt,
         "--name",
         name,
         "--force",

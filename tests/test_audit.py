@@ -178,3 +178,77 @@ def test_no_hostname_in_the_file_store_with_diversion(tmp_path: pathlib.Path) ->
     assert any(blob.startswith(DIVERSION_SET) for _, blob in written)
     for path, blob in written:
         check(blob, path)
+
+
+def test_no_listed_hash_in_any_log_and_hash_lists_stay_private(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    """Image hash lists: the store holds the hashes themselves (a PDQ hash is compared by
+    distance, so it cannot be stored as a digest), so they live only under the hash list's
+    own keys and in 0600 files; no log, block line or command output ever shows one."""
+    import http.client
+    import json
+
+    from images import draw, encode, md5, reference_pdq, variants
+
+    listed, exact = draw(3), encode(draw(4), "PNG")
+    records = [
+        {"id": "audit-1", "pdq": reference_pdq(listed)},
+        {"id": "audit-2", "md5": md5(exact), "sha1": "ab" * 20},
+        {"id": "audit-3", "sha256": "cd" * 32},
+    ]
+    feed = tmp_path / "hashes.jsonl"
+    feed.write_text("".join(json.dumps(r) + "\n" for r in records))
+    secrets = [str(v).lower() for r in records for k, v in r.items() if k != "id"]
+
+    server = redis_factory()
+    data = tmp_path / "sync-data"
+    sync(server.url, feed, name="hotline", data_dir=data, fmt="hashes-jsonl")
+    proxy = make_proxy(server.url, workdir=tmp_path / "proxy")
+    outputs = []
+    with running(proxy):
+        for body in (variants(listed)["jpeg-q40"], exact):
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+            conn.request("POST", "http://uploads.example.net/up", body=body)
+            assert conn.getresponse().status == 451  # forward mode: leaving a school
+            conn.close()
+        env = {"BLOCKLIST_DATA_DIR": str(data), "PATH": "/usr/bin:/bin"}
+        for argv in (["suppress", "--kind", "hashes", "audit-3"], ["status", "--json"]):
+            done = subprocess.run(
+                [str(VENV_BIN / "blocklist-sync"), "--store", server.url, *argv],
+                capture_output=True, text=True, timeout=60, env=env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            outputs.append(done.stdout + done.stderr)
+        assert len(proxy.blocks()) == 2
+
+    texts = [proxy.log_path.read_text(), proxy.blocks_path.read_text(), *outputs]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text.lower(), secret
+    # Raw hashes only under the hash list's own keys.
+    raw = [bytes.fromhex(s) for s in secrets]
+    client = redis.Redis(port=server.port)
+    try:
+        for key in client.scan_iter(count=1000):
+            if not key.startswith(b"blocklist:hashes:"):
+                value = b"".join(v for v in redis_contents_of(client, key))
+                assert not any(r in value for r in raw), key
+    finally:
+        client.close()
+    # The proxy's copy of the hash list is 0600 (the file store's own files: test_hashsync).
+    copies = [p for p in (tmp_path / "proxy").rglob("*hashes*") if p.is_file()]
+    assert copies, "no last-known-good copy of the hash list"
+    for path in copies:
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+def redis_contents_of(client: redis.Redis, key: bytes) -> Iterator[bytes]:
+    kind = client.type(key)
+    if kind == b"string":
+        yield client.get(key) or b""
+    elif kind == b"zset":
+        yield from client.zrange(key, 0, -1)
+    elif kind == b"hash":
+        for field, value in client.hgetall(key).items():
+            yield field + value

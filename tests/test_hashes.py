@@ -220,3 +220,23 @@ def test_the_index_finds_within_the_radius_only():
     assert index.nearest([b"\x03" + bytes(31)], 1) == (2, 1)
     assert index.nearest([b"\xff" * 32], 31) is None
     assert PdqIndex(b"").nearest([zero], 31) is None
+
+
+def test_the_shipped_self_test_entry_matches_the_projects_own_screenshot():
+    """samples/selftest-hashes.jsonl (the operator's guide's check) lists docs/splash.png."""
+    import io
+    import pathlib
+
+    from PIL import Image
+
+    from sync.feeds import parse_feed
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    feed = parse_feed((root / "samples" / "selftest-hashes.jsonl").read_bytes(), "hashes-jsonl")
+    assert feed.invalid_count == 0 and len(feed.entries) == 1
+    hl = HashList(HashSnapshot.build(("selftest", r) for r in feed.entries))
+    screenshot = (root / "docs" / "splash.png").read_bytes()
+    assert hl.match_bytes(screenshot) == HashMatch("selftest", "selftest-image", "md5", 0)
+    smaller = Image.open(io.BytesIO(screenshot)).convert("RGB").resize((450, 450))
+    match = hl.match_bytes(encode(smaller, quality=70))
+    assert match is not None and match.kind == "pdq"
