@@ -54,6 +54,7 @@ __all__ = ["DNSServer", "Record"]
 MAX_CHAIN = 8
 UDP_DEFAULT = 512
 BIND_ATTEMPTS = 20
+RCVBUF = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,13 @@ class DNSServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         tcp = socket.socket(family, socket.SOCK_STREAM)
+        # Hundreds of questions may queue while this thread waits for a core: a default
+        # receive buffer (about 200 KB of kernel accounting) would drop some.
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is not None:
+                with contextlib.suppress(OSError):
+                    udp.setsockopt(socket.SOL_SOCKET, option, RCVBUF)
+                    break
         try:
             udp.bind((self.host, self.port))
             port = udp.getsockname()[1]
@@ -216,6 +224,20 @@ class DNSServer:
                     return  # silent: the client times out
                 conn.sendall(struct.pack("!H", len(wire)) + wire)
 
+    def _chain(self, qname: dns.name.Name) -> list[tuple[dns.name.Name, Record | None]]:
+        """The name's record, then each CNAME target's it chases into (caller holds the lock)."""
+        chain: list[tuple[dns.name.Name, Record | None]] = []
+        name, record = qname, self.records.get(_key(qname))
+        for _ in range(MAX_CHAIN):
+            chain.append((name, record))
+            if record is None or record.cname is None or not record.chase:
+                break
+            name = dns.name.from_text(record.cname)
+            record = self.records.get(_key(name))
+            if record is None:
+                break
+        return chain
+
     @staticmethod
     def _parse(data: bytes) -> dns.message.Message | None:
         try:
@@ -227,35 +249,33 @@ class DNSServer:
     def _answer(self, query: dns.message.Message, *, udp: bool) -> bytes | None:
         question = query.question[0]
         qname, qtype = question.name, question.rdtype
-        with self._lock:
+        with self._lock:  # the chain of records, read as one consistent zone
             self.queries[(_key(qname), dns.rdatatype.to_text(qtype))] += 1
-            records = dict(self.records)
+            chain = self._chain(qname)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        name, record = qname, records.get(_key(qname))
-        if record is None:
+        first = chain[0][1]
+        if first is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
-        elif record.silent:
+        elif first.silent:
             return None
-        elif record.rcode:
-            response.set_rcode(dns.rcode.from_text(record.rcode))
+        elif first.rcode:
+            response.set_rcode(dns.rcode.from_text(first.rcode))
         else:
-            for _ in range(MAX_CHAIN):
-                if record.cname is None:
-                    values = {dns.rdatatype.A: record.a, dns.rdatatype.AAAA: record.aaaa}
-                    if values.get(qtype):
-                        response.answer.append(
-                            dns.rrset.from_text_list(name, record.ttl, "IN", qtype, values[qtype])
-                        )
+            for name, record in chain:
+                if record is None or record.silent or record.rcode:
                     break
-                target = dns.name.from_text(record.cname)
-                response.answer.append(
-                    dns.rrset.from_text_list(name, record.ttl, "IN", "CNAME", [str(target)])
-                )
-                following = records.get(_key(target))
-                if not record.chase or following is None or following.silent or following.rcode:
-                    break
-                name, record = target, following
+                if record.cname is not None:
+                    target = [record.cname.rstrip(".") + "."]
+                    response.answer.append(
+                        dns.rrset.from_text_list(name, record.ttl, "IN", "CNAME", target)
+                    )
+                    continue
+                values = {dns.rdatatype.A: record.a, dns.rdatatype.AAAA: record.aaaa}
+                if values.get(qtype):
+                    response.answer.append(
+                        dns.rrset.from_text_list(name, record.ttl, "IN", qtype, values[qtype])
+                    )
         limit = max(query.payload, UDP_DEFAULT) if udp and query.edns >= 0 else UDP_DEFAULT
         try:
             return response.to_wire(max_size=limit if udp else 65535)
