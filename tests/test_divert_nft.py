@@ -1,19 +1,17 @@
 """``divert.nft.apply`` against the real nft, inside a network namespace this test creates
-(never the root namespace's firewall), with a minimal ``inet blocklist`` table of the same
-names as deploy/nftables-divert.nft."""
+(never the root namespace's firewall): the shipped deploy/nftables-divert.nft, and a minimal
+``inet blocklist`` table of the same names where a test must delete a set."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
-import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
+from divert_lab import load_table, set_contents
 from harness import VENV_BIN
+from netns import Lab, Namespace, unavailable
 
 from blocklist_addon.store import open_store
 from divert import DivertError
@@ -28,62 +26,36 @@ table inet blocklist {
 """
 
 
-def _unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "nft in a network namespace needs root (CI runs the suite as root)"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (tests/debian-packages.txt; `make system` as root)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(bool(_unavailable()), reason=_unavailable() or "")
+pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=unavailable("nft") or "")
 
 
 class Netns:
-    """One namespace with a unique name, deleted however the test ends."""
+    """A namespace of this test's own (``netns.Lab``), with the set listing of divert_lab."""
 
-    def __init__(self) -> None:
-        self.name = f"bpt-nft-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=30)
-
-    @property
-    def nft(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name, "nft"]
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self.name = ns.name
+        self.nft = [*ns.exec_prefix(), "nft"]
 
     def run_nft(self, *args: str, input: str | None = None) -> str:
-        done = subprocess.run(
-            [*self.nft, *args], input=input, capture_output=True, text=True, timeout=30
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return self.ns.run("nft", *args, input=input)
 
     def elements(self, name: str) -> list[str]:
-        listed = json.loads(self.run_nft("-j", "list", "set", "inet", "blocklist", name))
-        (found,) = [item["set"] for item in listed["nftables"] if "set" in item]
-        out = []
-        for elem in found.get("elem", []):
-            if isinstance(elem, str):
-                out.append(elem)
-            elif "prefix" in elem:  # adjacent singles shown merged: expand them
-                net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")
-                out += [str(a) for a in (net if net.num_addresses > 1 else [net.network_address])]
-            else:
-                first, last = (ipaddress.ip_address(a) for a in elem["range"])
-                out += [str(ipaddress.ip_address(n)) for n in range(int(first), int(last) + 1)]
-        return sorted(out, key=ipaddress.ip_address)
-
-    def delete(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], check=False, timeout=30)
+        return set_contents(self.ns, name)
 
 
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    ns = Netns()
-    try:
-        yield ns
-    finally:
-        ns.delete()
+    with Lab() as lab:
+        yield Netns(lab.namespace("nft"))
+
+
+def test_the_shipped_table_takes_the_sets(netns: Netns) -> None:
+    load_table(netns.ns, "lo")
+    dset = DiversionSet(ipv4=("192.0.2.10", "198.51.100.7"), ipv6=("2001:db8::10",))
+    apply(dset, nft=netns.nft)
+    assert netns.elements("divert4") == ["192.0.2.10", "198.51.100.7"]
+    assert netns.elements("divert6") == ["2001:db8::10"]
 
 
 def test_apply_replaces_both_sets(netns: Netns) -> None:
