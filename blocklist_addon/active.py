@@ -9,7 +9,11 @@ DESIGN "Failure behaviour" drives every branch here:
   notice is lost) and swap the whole list in one assignment, so no request ever sees half
   of one; each new version is also written to the last-known-good copy;
 - when the store goes away, keep enforcing what is in memory, retry with backoff, and say
-  so on the health endpoint.
+  so on the health endpoint;
+- the tasks that follow the store are supervised: one that fails with any other error (a
+  bug, an exception the store does not wrap, a version that cannot be loaded) is logged,
+  counted (``blocklist_task_restarts_total``) and started again with backoff, and health
+  says degraded until it works again.
 
 The same class follows the image hash list in the store's "hashes" namespace
 (``ListKind``: its loader, gauge names and whether a proxy may start without one).
@@ -23,13 +27,14 @@ import logging
 import pathlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mitmproxy import ctx
 
-from blocklist_addon import lastgood
+from blocklist_addon import lastgood, notify
+from blocklist_addon.errors import describe_error
 from blocklist_addon.matcher import Blocklist
 from blocklist_addon.metrics import Gauge, Metrics
 from blocklist_addon.snapshot import Snapshot, SnapshotError
@@ -41,8 +46,11 @@ log = logging.getLogger(__name__)
 
 #: Written by the sync worker after each run: when its feeds were last confirmed current.
 SYNCED_STATE = "synced"
-#: Longest wait between reconnection attempts while the store is unreachable.
+#: Longest wait between reconnection attempts while the store is unreachable, and between
+#: restarts of a failing background task.
 MAX_BACKOFF = 30.0
+#: A background task that ran this long before failing restarts after the shortest delay.
+HEALTHY_RUN = 60.0
 
 Origin = Literal["store", "last-good"]
 
@@ -80,7 +88,9 @@ class ActiveList:
         self.origin: Origin | None = None
         self.fresh_at: float | None = None  # when a sync last confirmed the list current
         self.started = False  # the start-up load has finished (successfully or not)
+        self._started = asyncio.Event()
         self.store_up = False
+        self.failing: set[str] = set()  # background tasks that failed and have not recovered
         self._store: Store | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -127,6 +137,14 @@ class ActiveList:
             "enforced, but /healthz answers 503 and the metrics say stale. 0: never stale.",
         )
         loader.add_option(
+            "blocklist_start_wait",
+            int,
+            30,
+            "Seconds a connection that arrives before the list is loaded at start waits for "
+            "it (nothing is decrypted or forwarded meanwhile). After that it is refused: a "
+            "request gets 503, a TLS connection is closed.",
+        )
+        loader.add_option(
             "blocklist_start_timeout",
             int,
             10,
@@ -135,15 +153,48 @@ class ActiveList:
         )
 
     async def running(self) -> None:
-        self._store = open_store(ctx.options.blocklist_store or None, namespace=self.kind.namespace)
-        await self._start()
-        self.started = True
+        try:
+            self._store = open_store(
+                ctx.options.blocklist_store or None, namespace=self.kind.namespace
+            )
+        except StoreError as exc:
+            # An error logged during start-up makes mitmproxy exit (status 1).
+            log.error(f"blocklist: cannot use blocklist_store: {exc}")
+            self._set_started()
+            return
+        try:
+            await self._start()
+        finally:
+            self._set_started()
+        if self.kind is URLS:
+            if self.blocklist is not None:
+                notify.ready(f"enforcing version {_v(self.info)} from {self.origin}")
+            elif self.enough() or ctx.options.blocklist_allow_empty:
+                notify.ready("running without a URL list")
         self._tasks = [
-            asyncio.create_task(self._follow(), name="blocklist follow store"),
-            asyncio.create_task(self._freshness(), name="blocklist freshness"),
+            asyncio.create_task(self._supervise("follow", self._follow), name="blocklist follow"),
+            asyncio.create_task(
+                self._supervise("freshness", self._freshness), name="blocklist freshness"
+            ),
         ]
 
+    def _set_started(self) -> None:
+        self.started = True
+        self._started.set()
+
+    async def wait_started(self) -> bool:
+        """Wait (up to ``blocklist_start_wait``) for the start-up load; False on timeout."""
+        if not self.started:
+            try:
+                async with asyncio.timeout(ctx.options.blocklist_start_wait):
+                    await self._started.wait()
+            except TimeoutError:
+                return False
+        return True
+
     async def done(self) -> None:
+        if self.kind is URLS:
+            notify.stopping()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -291,6 +342,36 @@ class ActiveList:
 
     # -- following the store ---------------------------------------------------------------
 
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run`` for as long as the proxy runs, starting it again (with backoff) when
+        it fails: a follower that died silently would leave the proxy on an old list, its
+        suppressions unapplied, while /healthz said ok."""
+        backoff = 1.0
+        while True:
+            began = time.monotonic()
+            try:
+                await run()
+                raise RuntimeError("returned")  # the loops never end by themselves
+            except Exception as exc:
+                if time.monotonic() - began > HEALTHY_RUN:
+                    backoff = 1.0
+                self.failing.add(name)
+                self.metrics.inc("blocklist_task_restarts_total", task=name, **self.kind.labels)
+                version = "no list" if self.info is None else f"version {self.info.version}"
+                log.error(
+                    f"blocklist: the {self.kind.what}{name} task failed ({describe_error(exc)}: "
+                    f"{str(exc)[:200]}); still enforcing {version}, restarting it in "
+                    f"{backoff:.0f} s"
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _working(self, name: str) -> None:
+        """``name`` did its job once again: it no longer makes health degraded."""
+        if name in self.failing:
+            self.failing.discard(name)
+            log.info(f"blocklist: the {self.kind.what}{name} task works again")
+
     async def _follow(self) -> None:
         assert self._store is not None
         store, backoff = self._store, 1.0
@@ -311,6 +392,7 @@ class ActiveList:
                         or self.origin != "store"
                     ):
                         await self._reload(store)
+                    self._working("follow")
             except StoreError as exc:
                 self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
                 if self.store_up or backoff == 1.0:
@@ -354,6 +436,7 @@ class ActiveList:
                     and state.get("version") == self.info.version
                 ):
                     self.fresh_at = max(self.fresh_at or 0.0, float(confirmed))
+                self._working("freshness")
             except StoreError:
                 pass  # _follow reports the store's health
             await asyncio.sleep(max(ctx.options.blocklist_poll, 5))

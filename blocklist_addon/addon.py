@@ -3,7 +3,7 @@
 ``blocklist-proxy`` loads this same module. One small class per concern:
 
 - ``ActiveList``: the list in force (store, reloads, last-known-good copy);
-- ``BlockLog``: one JSON line per block;
+- ``BlockLog``: one JSON line per block; ``ConnectionLog``: no browsing log by default;
 - ``Enforcer``: the URL check at request headers and the 451 splash page;
 - ``InterceptPolicy``: which TLS connections to decrypt, which to refuse;
 - ``PageScanner``: listed links in HTML and CSS responses, neutralized;
@@ -19,13 +19,14 @@ request more than the URL check itself does (``bench/proxy.py``), one costs a fi
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from typing import TypeVar
 
 from mitmproxy import connection, http, tls
 from mitmproxy.proxy import server_hooks
 
 from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockLog
+from blocklist_addon.blocklog import BlockLog, ConnectionLog
 from blocklist_addon.content import PageScanner, UploadGuard
 from blocklist_addon.enforce import Enforcer
 from blocklist_addon.imageguard import ImageGuard
@@ -35,12 +36,15 @@ from blocklist_addon.status import StatusServer
 
 __all__ = ["BlocklistAddon"]
 
+T = TypeVar("T")
+
 
 class BlocklistAddon:
     def __init__(self) -> None:
         self.metrics = Metrics()
         self.lists = ActiveList(self.metrics)
         self.blocklog = BlockLog()
+        self.connlog = ConnectionLog()
         self.enforcer = Enforcer(self.lists, self.metrics, self.blocklog)
         self.policy = InterceptPolicy(self.lists, self.metrics, self.blocklog, self.enforcer)
         self.pages = PageScanner(self.lists, self.metrics, self.blocklog, self.enforcer)
@@ -55,6 +59,7 @@ class BlocklistAddon:
         for part in (
             self.lists,
             self.blocklog,
+            self.connlog,
             self.enforcer,
             self.policy,
             self.pages,
@@ -67,6 +72,7 @@ class BlocklistAddon:
     def configure(self, updated: set[str]) -> None:
         for part in (
             self.blocklog,
+            self.connlog,
             self.enforcer,
             self.pages,
             self.uploads,
@@ -87,13 +93,24 @@ class BlocklistAddon:
         await self.lists.done()
         await self.images.done()
         self.blocklog.done()
+        self.connlog.done()
 
     # -- traffic: the concerns that handle each event, in this order ------------------------
+    #
+    # Until the start-up load has finished, a connection's first hooks wait for it (bounded
+    # by blocklist_start_wait), so that nothing is decrypted or forwarded unchecked; after a
+    # timeout the concerns refuse (they see no list while not started).
 
     def client_connected(self, client: connection.Client) -> None:
         self.metrics.inc("blocklist_client_connections_total")
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        if not self.lists.started:
+            return self._after_start(self._requestheaders, flow)
+        self._requestheaders(flow)
+        return None
+
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
         self.enforcer.requestheaders(flow)  # the URL itself first
         self.pages.requestheaders(flow)
         self.uploads.requestheaders(flow)
@@ -109,14 +126,29 @@ class BlocklistAddon:
     def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         return self.pages.response(flow)  # a coroutine when a big page is scanned off-loop
 
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    def http_connect(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        if not self.lists.started:
+            return self._after_start(self.policy.http_connect, flow)
         self.policy.http_connect(flow)
+        return None
 
-    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+    def tls_clienthello(self, data: tls.ClientHelloData) -> Coroutine[None, None, None] | None:
+        if not self.lists.started:
+            return self._after_start(self.policy.tls_clienthello, data)
         self.policy.tls_clienthello(data)
+        return None
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+    def server_connect(
+        self, data: server_hooks.ServerConnectionHookData
+    ) -> Coroutine[None, None, None] | None:
+        if not self.lists.started:
+            return self._after_start(self.policy.server_connect, data)
         self.policy.server_connect(data)
+        return None
+
+    async def _after_start(self, hook: Callable[[T], None], data: T) -> None:
+        await self.lists.wait_started()
+        hook(data)
 
 
 addons = [BlocklistAddon()]

@@ -4,6 +4,12 @@ A line names the time, the client (whole, truncated to its network, or omitted),
 the entry's opaque id, where the block happened and the reference shown on the splash page.
 It never holds the requested URL unless ``blocklist_log_url`` asks for it: logs travel
 further than the list may.
+
+The proxy's own log keeps subscribers' destinations out too: mitmproxy logs every client
+and server connection (``server connect unlisted.example.org:443``), which would make an
+ISP's or a school's log a browsing history nobody asked for (and name listed hosts).
+``ConnectionLog`` drops those lines unless ``blocklist_log_connections`` turns them on;
+errors (a crash and its traceback) are always kept.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from blocklist_addon.matcher import Match
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashMatch
 
-__all__ = ["BlockEvent", "BlockLog", "client_address", "client_field"]
+__all__ = ["BlockEvent", "BlockLog", "ConnectionLog", "client_address", "client_field"]
+
+#: The logger of mitmproxy's per-connection lines (each names the client and destination).
+CONNECTION_LOGGER = "mitmproxy.proxy.server"
 
 log = logging.getLogger("blocklist.block")
 
@@ -152,3 +161,33 @@ class BlockLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class ConnectionLog(logging.Filter):
+    """Keeps mitmproxy's per-connection lines (client and server connects, TLS handshake
+    warnings, each naming a destination) out of the log unless the operator asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = False
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "blocklist_log_connections",
+            bool,
+            False,
+            "Log mitmproxy's per-connection lines (client connect, server connect HOST, TLS "
+            "handshake warnings): a record of every destination each client visits. Off by "
+            "default, so that the proxy keeps no browsing log; errors are always logged.",
+        )
+        logging.getLogger(CONNECTION_LOGGER).addFilter(self)
+
+    def configure(self, updated: set[str]) -> None:
+        if "blocklist_log_connections" in updated:
+            self.enabled = ctx.options.blocklist_log_connections
+
+    def done(self) -> None:
+        logging.getLogger(CONNECTION_LOGGER).removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.enabled or record.levelno >= logging.ERROR

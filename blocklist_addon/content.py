@@ -28,7 +28,7 @@ from mitmproxy.proxy import mode_specs
 from blocklist_addon import pages, splash, uploads
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.enforce import Enforcer, request_url, respond
+from blocklist_addon.enforce import UNCHECKED, Enforcer, request_url, respond
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
 
@@ -42,6 +42,12 @@ _SCANNED_TYPES = ("text/html", "application/xhtml+xml", "text/css")
 _UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Pages larger than this are scanned in a worker thread, not on the event loop.
 THREAD_BYTES = 64 * 1024
+#: A page whose scan failed, with blocklist_on_error=closed.
+UNCHECKED_PAGE = splash.SplashResponse(
+    502,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+    b"The proxy could not check this page for listed links; try again later.\n",
+)
 
 
 def _scannable(response: http.Response) -> bool:
@@ -83,18 +89,20 @@ class PageScanner:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Answer the splash page a neutralized link points to."""
         if flow.response is None and flow.request.path.startswith(SPLASH_PATH + "?"):
-            query = parse_qs(urlsplit(flow.request.path).query)
-            list_name = query.get("list", ["unknown"])[0]
             request = flow.request
-            answer = splash.render(
-                self.enforcer.splash,
-                url="a link on the previous page, removed by the proxy",
-                list_name=list_name,
-                reference=secrets.token_hex(6),
-                page=splash.wants_page(request.method, request.headers),
-                method=request.method,
-            )
-            respond(flow, answer)
+
+            def render() -> splash.SplashResponse:
+                query = parse_qs(urlsplit(request.path).query)
+                return splash.render(
+                    self.enforcer.splash,
+                    url="a link on the previous page, removed by the proxy",
+                    list_name=query.get("list", ["unknown"])[0],
+                    reference=secrets.token_hex(6),
+                    page=splash.wants_page(request.method, request.headers),
+                    method=request.method,
+                )
+
+            self.enforcer.refuse(flow, render)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
@@ -133,14 +141,17 @@ class PageScanner:
             return None
         if len(body) > THREAD_BYTES:
             return self._scan_in_thread(flow, body)
-        scanned = self._scan(flow, body)
-        if scanned is not body:
-            response.set_content(scanned)
+        self._replace(flow, body, self._scan(flow, body))
         return None
 
     async def _scan_in_thread(self, flow: http.HTTPFlow, body: bytes) -> None:
-        scanned = await asyncio.to_thread(self._scan, flow, body)
-        if scanned is not body and flow.response is not None:
+        self._replace(flow, body, await asyncio.to_thread(self._scan, flow, body))
+
+    @staticmethod
+    def _replace(flow: http.HTTPFlow, body: bytes, scanned: bytes | None) -> None:
+        if scanned is None:  # the scan failed and blocklist_on_error=closed
+            respond(flow, UNCHECKED_PAGE)
+        elif scanned is not body and flow.response is not None:
             flow.response.set_content(scanned)
 
     def _scan_encoded(self, flow: http.HTTPFlow, raw: bytes) -> bytes:
@@ -151,6 +162,10 @@ class PageScanner:
         if body is None:
             return raw
         scanned = self._scan(flow, body)
+        if scanned is None:
+            # The scan failed and blocklist_on_error=closed; the status line has gone out
+            # already: withhold the body.
+            return b""
         if scanned is body:
             return raw
         return encoding.encode(scanned, coding) if coding else scanned
@@ -167,8 +182,9 @@ class PageScanner:
             return None
         return body
 
-    def _scan(self, flow: http.HTTPFlow, body: bytes) -> bytes:
-        """``body`` with its listed links neutralized (or the same object if none are)."""
+    def _scan(self, flow: http.HTTPFlow, body: bytes) -> bytes | None:
+        """``body`` with its listed links neutralized (the same object if none are; None
+        when the scan failed and ``blocklist_on_error`` says the page is not delivered)."""
         blocklist = self.lists.blocklist
         if blocklist is None:
             return body
@@ -189,10 +205,8 @@ class PageScanner:
                 blocklist.match,
                 splash_url,
             )
-        except Exception as exc:  # never let one odd page take the proxy down
-            self.metrics.inc("blocklist_lookup_errors_total")
-            log.warning(f"blocklist: could not scan a page ({type(exc).__name__}); passed")
-            return body
+        except Exception as exc:
+            return None if self.enforcer.check_failed("page", exc) else body
         if not found:
             return body
         action_word = "neutralize" if self.action == "neutralize" else "report"
@@ -292,9 +306,9 @@ class UploadGuard:
             match = uploads.listed_in_body(
                 content, request.headers.get("content-type"), blocklist.match
             )
-        except Exception as exc:  # an odd body is passed, as it would be without the addon
-            self.metrics.inc("blocklist_lookup_errors_total")
-            log.warning(f"blocklist: could not check a post ({type(exc).__name__}); passed")
+        except Exception as exc:
+            if self.enforcer.check_failed("upload", exc):
+                respond(flow, UNCHECKED)
             return
         if match is None:
             return
@@ -302,10 +316,15 @@ class UploadGuard:
         as_json = "json" in request.headers.get("content-type", "").lower() or (
             "json" in request.headers.get("accept", "").lower()
         )
-        answer = splash.refused_upload(
-            self.enforcer.splash, list_name=match.list_name, reference=reference, as_json=as_json
+        self.enforcer.refuse(
+            flow,
+            lambda: splash.refused_upload(
+                self.enforcer.splash,
+                list_name=match.list_name,
+                reference=reference,
+                as_json=as_json,
+            ),
         )
-        respond(flow, answer)
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="upload")
         self.blocklog.write(
             BlockEvent(

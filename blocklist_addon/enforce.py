@@ -6,12 +6,20 @@ in reverse mode the addon keeps the client's Host header, which mitmproxy would 
 replace with the backend's address before any hook runs).
 The answer is made by the proxy itself; with mitmproxy's lazy connection strategy, which
 this addon insists on, a blocked request never opens a connection to the listed origin.
+
+Errors (DESIGN "Failure behaviour"): a known match is answered first with a minimal 451 and
+only then with the rendered splash page, so nothing that fails afterwards can forward a
+listed request. A check that fails with an error (a bug, a corrupt list) follows one policy
+for every check of the addon, ``blocklist_on_error``: closed (default) refuses the traffic,
+open passes it; both log a line without the URL and count it.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
+from typing import Literal
 
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
@@ -21,12 +29,30 @@ from mitmproxy.proxy import mode_specs
 from blocklist_addon import splash
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
+from blocklist_addon.errors import describe_error
 from blocklist_addon.matcher import Blocklist, Match
 from blocklist_addon.metrics import Metrics
 
 __all__ = ["Enforcer", "request_url", "respond"]
 
 log = logging.getLogger(__name__)
+
+ON_ERROR_CHOICES = ["closed", "open"]
+#: Where a check runs, as the error metric and log line name it.
+Check = Literal["request", "connect", "tls", "server", "page", "upload"]
+
+#: The answer to a listed request when the splash page cannot be rendered.
+MINIMAL_451 = splash.SplashResponse(
+    splash.STATUS,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+    b"Blocked (451 Unavailable For Legal Reasons).\n",
+)
+#: The answer to a request that could not be checked (blocklist_on_error=closed).
+UNCHECKED = splash.SplashResponse(
+    503,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+    b"The proxy could not check this request against the blocklist; try again later.\n",
+)
 
 _SPLASH_OPTIONS = {
     "blocklist_about_url": "about_url",
@@ -44,6 +70,7 @@ class Enforcer:
         self.metrics = metrics
         self.blocklog = blocklog
         self.splash = splash.SplashConfig()
+        self.fail_closed = True  # blocklist_on_error, read in configure
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -91,8 +118,21 @@ class Enforcer:
             "Placeholders: " + ", ".join(f"${name}" for name in sorted(splash.PLACEHOLDERS)) + ". "
             "Every value is HTML-escaped. Empty: the bundled page.",
         )
+        loader.add_option(
+            "blocklist_on_error",
+            str,
+            "closed",
+            "What happens to traffic whose check fails with an internal error (a bug, a "
+            "corrupt list): closed refuses it (a request or CONNECT gets 503, a TLS "
+            "connection is closed before any upstream connection, a page or post is not "
+            "delivered); open passes it as if nothing were listed. Either way a log line "
+            "(without the URL) and blocklist_lookup_errors_total record it.",
+            choices=ON_ERROR_CHOICES,
+        )
 
     def configure(self, updated: set[str]) -> None:
+        if "blocklist_on_error" in updated:
+            self.fail_closed = ctx.options.blocklist_on_error == "closed"
         if updated & {*_SPLASH_OPTIONS, "blocklist_splash_template"}:
             try:
                 path = ctx.options.blocklist_splash_template
@@ -126,31 +166,40 @@ class Enforcer:
         blocklist = self.lists.blocklist
         if blocklist is None:
             if not self.lists.started:
-                # Fail closed while the list is loading at start (a few ms to a few s).
+                # Still not loaded after blocklist_start_wait (the hook waited): fail closed.
                 flow.response = http.Response.make(
                     503, b"The blocklist is loading; try again in a moment.\n"
                 )
             return
-        match = self._match(blocklist, flow.request)
+        try:
+            match = self._match(blocklist, flow.request)
+        except Exception as exc:
+            if self.check_failed("request", exc):
+                respond(flow, UNCHECKED)
+            return
         if match is not None:
             self.block(flow, match, where="request")
 
     def block(self, flow: http.HTTPFlow, match: Match, *, where: str) -> None:
         """Answer ``flow`` with the splash page (a CONNECT gets the tiny body) and log it."""
         request = flow.request
-        shown = request_url(request, by_host_header=True)
         reference = secrets.token_hex(6)
         is_connect = request.method.upper() == "CONNECT"
-        page = not is_connect and splash.wants_page(request.method, request.headers)
-        answer = splash.render(
-            self.splash,
-            url=shown,
-            list_name=match.list_name,
-            reference=reference,
-            page=page,
-            method=request.method,
-        )
-        respond(flow, answer)
+        shown = ""
+
+        def render() -> splash.SplashResponse:
+            nonlocal shown
+            shown = request_url(request, by_host_header=True)
+            return splash.render(
+                self.splash,
+                url=shown,
+                list_name=match.list_name,
+                reference=reference,
+                page=not is_connect and splash.wants_page(request.method, request.headers),
+                method=request.method,
+            )
+
+        self.refuse(flow, render)
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where=where)
         self.blocklog.write(
             BlockEvent(
@@ -159,22 +208,60 @@ class Enforcer:
                 action="refuse" if is_connect else "splash",
                 client=client_address(flow.client_conn),
                 reference=reference,
-                url=shown,
+                url=shown or None,
                 method=request.method,
             )
         )
 
+    def refuse(self, flow: http.HTTPFlow, render: Callable[[], splash.SplashResponse]) -> None:
+        """Answer a listed ``flow`` from the proxy: a minimal 451 first, so that whatever
+        fails next the listed request is never forwarded, then ``render()``'s answer."""
+        respond(flow, MINIMAL_451)
+        try:
+            answer = render()
+        except Exception as exc:
+            self.metrics.inc("blocklist_render_errors_total")
+            log.error(
+                f"blocklist: could not render the 451 answer ({describe_error(exc)}); "
+                "sent the minimal 451 instead"
+            )
+            return
+        respond(flow, answer)
+
+    def check_failed(self, where: Check, exc: Exception) -> bool:
+        """Log and count a check that raised; True when ``blocklist_on_error`` says refuse.
+        The line names the error's type and place, never its message (which may hold
+        the URL) and never the URL."""
+        refuse = self.fail_closed
+        self.metrics.inc(
+            "blocklist_lookup_errors_total", where=where, action="refuse" if refuse else "pass"
+        )
+        log.error(
+            f"blocklist: the {where} check failed ({describe_error(exc)}); "
+            + ("refused" if refuse else "passed unchecked")
+            + f" (blocklist_on_error={'closed' if refuse else 'open'})"
+        )
+        return refuse
+
     def _match(self, blocklist: Blocklist, request: http.Request) -> Match | None:
+        """The match for the URL, else for the URL by Host header; each runs even when the
+        other raised. With no match and an error, the request is answered (refused) or
+        passed as ``blocklist_on_error`` says."""
         self.metrics.inc("blocklist_lookups_total")
+        error: Exception | None = None
         try:
             found = blocklist.match(request_url(request))
-            if found is None and _names_another_host(request):
-                found = blocklist.match(request_url(request, by_host_header=True))
-            return found
-        except Exception as exc:  # never let one odd request take the proxy down
-            self.metrics.inc("blocklist_lookup_errors_total")
-            log.warning(f"blocklist: could not check a request ({type(exc).__name__}); passed")
-            return None
+        except Exception as exc:
+            found, error = None, exc
+        if found is None:
+            try:
+                if _names_another_host(request):
+                    found = blocklist.match(request_url(request, by_host_header=True))
+            except Exception as exc:
+                error = error or exc
+        if found is None and error is not None:
+            raise error
+        return found
 
 
 def request_url(request: http.Request, *, by_host_header: bool = False) -> str:

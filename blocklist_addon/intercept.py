@@ -13,6 +13,10 @@
 
 Whatever the setting, a server connection to a host listed as a whole is never opened: the
 ``server_connect`` guard is the last line behind the URL check.
+
+A check that raises follows ``blocklist_on_error`` (``Enforcer.check_failed``): closed
+answers the CONNECT with 503, or closes the TLS connection without decrypting it and
+without opening one upstream; open passes the connection untouched.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from mitmproxy.proxy import mode_specs, server_hooks
 
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.enforce import Enforcer
+from blocklist_addon.enforce import UNCHECKED, Enforcer, respond
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
 
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 INTERCEPT_CHOICES = ["listed", "never", "all"]
 #: What mitmproxy's log says about a refused server connection (no host in it).
 REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
+#: ... and about one whose check failed (blocklist_on_error=closed).
+UNCHECKED_CONNECTION = "refused by blocklist-proxy: the destination could not be checked"
 
 
 def _hosts(*snis: str | None, address: Address | None) -> list[str]:
@@ -82,9 +88,17 @@ class InterceptPolicy:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """Regular mode: refuse a CONNECT to a host listed whole when nothing is decrypted."""
         blocklist = self.lists.blocklist
+        if not self.lists.started:  # blocklist_start_wait ran out: nothing to check against
+            respond(flow, UNCHECKED)
+            return
         if ctx.options.blocklist_intercept != "never" or blocklist is None or flow.response:
             return
-        whole = blocklist.host_listing(flow.request.host).whole
+        try:
+            whole = blocklist.host_listing(flow.request.host).whole
+        except Exception as exc:
+            if self.enforcer.check_failed("connect", exc):
+                respond(flow, UNCHECKED)
+            return
         if whole is not None:
             self.enforcer.block(flow, whole, where="connect")
 
@@ -96,29 +110,49 @@ class InterceptPolicy:
             return  # we are the site's TLS endpoint: always decrypt
         blocklist = self.lists.blocklist
         if blocklist is None:
-            # Still loading at start: decrypt, so the request gets the 503. Running with no
-            # list (allowed explicitly): nothing can be listed, pass.
-            data.ignore_connection = self.lists.started
+            # Running with no list (allowed explicitly): nothing can be listed, pass. Still
+            # not loaded after blocklist_start_wait: refuse, without decrypting.
+            data.ignore_connection = True
+            if not self.lists.started:
+                data.context.server.error = UNCHECKED_CONNECTION
         elif mode == "never":
             data.ignore_connection = True  # whole hosts are refused at server_connect
         else:
             hosts = _hosts(data.client_hello.sni, address=data.context.server.address)
-            data.ignore_connection = not any(blocklist.host_listing(h).listed for h in hosts)
+            try:
+                data.ignore_connection = not any(blocklist.host_listing(h).listed for h in hosts)
+            except Exception as exc:
+                # Never decrypt what could not be checked (a certificate error for clients
+                # without the CA); closed: and never connect it upstream either.
+                data.ignore_connection = True
+                if self.enforcer.check_failed("tls", exc):
+                    data.context.server.error = UNCHECKED_CONNECTION
         decision = "pass" if data.ignore_connection else "intercept"
         self.metrics.inc("blocklist_tls_total", decision=decision)
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         blocklist = self.lists.blocklist
-        if blocklist is None or data.server.error:
+        if data.server.error:
+            return
+        if blocklist is None:
+            if not self.lists.started:  # blocklist_start_wait ran out
+                data.server.error = UNCHECKED_CONNECTION
             return
         # A passed-through TLS connection (transparent mode, or a CONNECT to an address)
         # names its host only in the client's SNI: the server connection has none.
-        for host in _hosts(data.server.sni, data.client.sni, address=data.server.address):
-            whole = blocklist.host_listing(host).whole
-            if whole is not None:
-                data.server.error = REFUSED
-                self._log_refusal(whole, client_address(data.client))
-                return
+        hosts = _hosts(data.server.sni, data.client.sni, address=data.server.address)
+        try:
+            whole = next(
+                (m for m in (blocklist.host_listing(h).whole for h in hosts) if m is not None),
+                None,
+            )
+        except Exception as exc:
+            if self.enforcer.check_failed("server", exc):
+                data.server.error = UNCHECKED_CONNECTION
+            return
+        if whole is not None:
+            data.server.error = REFUSED
+            self._log_refusal(whole, client_address(data.client))
 
     def _log_refusal(self, match: Match, client: str | None) -> None:
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="tls")

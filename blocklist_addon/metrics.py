@@ -25,7 +25,11 @@ COUNTERS = {
         "Requests and connections blocked, by list and by where (request, connect, tls)."
     ),
     "blocklist_lookup_errors_total": (
-        "Requests the matcher failed on; they are passed as they would be without the addon."
+        "Checks that failed with an error, by where (request, connect, tls, server, page, "
+        "upload) and action (refuse, pass: blocklist_on_error)."
+    ),
+    "blocklist_render_errors_total": (
+        "451 answers that could not be rendered; the minimal 451 was sent instead."
     ),
     "blocklist_tls_total": "TLS client hellos by decision (intercept, pass).",
     "blocklist_links_total": (
@@ -38,6 +42,9 @@ COUNTERS = {
     ),
     "blocklist_reloads_total": "List versions loaded from the store after start.",
     "blocklist_store_errors_total": "Failed store operations; the list in memory stays in force.",
+    "blocklist_task_restarts_total": (
+        "Background tasks (follow, freshness) restarted after failing with an error, by task."
+    ),
     "blocklist_lastgood_errors_total": "Failed writes of the last-known-good copy.",
     "blocklist_uploads_checked_total": (
         "Uploaded files checked against the image hash list, by file (image, other)."

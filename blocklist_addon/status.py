@@ -1,8 +1,9 @@
 """``/metrics`` (Prometheus) and ``/healthz`` on their own port, beside the proxy.
 
 Health is what a load balancer or a monitoring check acts on: 200 while a list is enforced
-and fresh (``degraded`` in the body when the store is unreachable: the list in memory is
-still enforced), 503 with no list or a list older than ``blocklist_max_age``.
+and fresh (``degraded`` in the body when the store is unreachable or a task that follows it
+keeps failing: the list in memory is still enforced, but new versions and suppressions may
+not arrive), 503 with no list or a list older than ``blocklist_max_age``.
 """
 
 from __future__ import annotations
@@ -42,11 +43,16 @@ def health(lists: ActiveList, hashes: ActiveList | None = None) -> tuple[int, di
         status = "starting" if not lists.started else "no-list"
     elif any(kind.stale() for kind in enforced):
         status = "stale"
-    elif not all(kind.store_up for kind in enforced):
+    elif not all(kind.store_up and not kind.failing for kind in enforced):
         status = "degraded"
     else:
         status = "ok"
     doc: dict[str, Any] = {"status": status, "store": "up" if lists.store_up else "down"}
+    failing = sorted(lists.failing)  # background tasks restarting after errors
+    if hashes is not None:
+        failing += [f"hashes {name}" for name in sorted(hashes.failing)]
+    if failing:
+        doc["failing"] = failing
     if info is not None:
         age = lists.age()
         doc.update(

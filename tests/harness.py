@@ -8,7 +8,8 @@
 - ``World``: the four origins the proxy tests use and the routes that point the sample
   feed's names at them.
 - ``Proxy``: ``blocklist-proxy`` (mitmdump with the addon) as a subprocess, with
-  ``tests/loopback_addon.py`` routing every upstream connection to the origins.
+  ``tests/loopback_addon.py`` routing every upstream connection to the origins (and
+  ``tests/fault_addon.py`` injecting failures, when a test asks for it).
 """
 
 from __future__ import annotations
@@ -273,7 +274,9 @@ class Proxy:
         plain: bool = False,
         env: dict[str, str] | None = None,
         netns: Namespace | None = None,
+        faults: pathlib.Path | None = None,
     ) -> None:
+        """``faults``: a JSON file of failures ``tests/fault_addon.py`` injects."""
         self.workdir = workdir
         self.netns = netns
         self.store = store
@@ -284,6 +287,7 @@ class Proxy:
         self.mode = mode
         self.plain = plain  # plain mitmdump -s addon.py instead of blocklist-proxy
         self.env = env or {}  # extra environment variables
+        self.faults = faults
         self.port = free_port()
         self.status_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -314,6 +318,9 @@ class Proxy:
         command += ["--listen-port", str(self.port), "--mode", self.mode]
         if self.routes is not None:
             command += ["-s", str(TESTS / "loopback_addon.py")]
+        if self.faults is not None:
+            command += ["-s", str(TESTS / "fault_addon.py")]
+            options["fault_file"] = str(self.faults)
         for key, value in options.items():
             command += ["--set", f"{key}={value}"]
         return self.netns.exec_prefix() + command if self.netns else command
@@ -336,6 +343,16 @@ class Proxy:
         except OSError:
             return False
         return status in (200, 503) and self._accepts()
+
+    def wait_listening(self) -> None:
+        """Wait until the proxy port accepts connections (the list may still be loading)."""
+
+        def listening() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the proxy exited:\n{self.log()}")
+            return self._accepts()
+
+        wait_for(listening, START_TIMEOUT, "the proxy to listen")
 
     def _accepts(self) -> bool:
         try:
@@ -397,6 +414,17 @@ class Proxy:
         for line in self.metrics().splitlines():
             if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
                 total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def metric_series(self, name: str, **labels: str) -> float:
+        """The sum of the series of ``name`` carrying (at least) ``labels`` (0 when absent)."""
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+                series = line.rsplit(" ", 1)[0]
+                if all(label in series for label in wanted):
+                    total += float(line.rsplit(" ", 1)[1])
         return total
 
     # -- clients ------------------------------------------------------------------------------
@@ -500,6 +528,7 @@ class World:
     """Origins and the routes that point the sample feed's names at them."""
 
     def __init__(self, origins: Origins) -> None:
+        self.origins = origins  # for a test's own extra sites
         self.listed_http = origins.start("listed-http")
         self.listed_tls = origins.start("listed-tls", tls=True)
         self.open_http = origins.start("open-http")

@@ -8,19 +8,24 @@ the IP-literal entry's address is allowed in a diversion set and nowhere else.
 
 The traffic covers every way a listed URL reaches the proxy: plain HTTP and its evasion
 spellings, embedded in a redirector URL, HTTPS to a listed page (decrypted), CONNECT and
-TLS to a host listed whole (refused), a suppressed entry, and a reload.
+TLS to a host listed whole (refused), a suppressed entry, and a reload (waited for).
+
+The audit can fail: with ``blocklist_log_url`` on it finds the URLs in the block log, and
+with ``blocklist_log_connections`` on it finds the hosts in the proxy's log.
 """
 
 from __future__ import annotations
 
+import http.client
 import pathlib
-import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 
+import pytest
 import redis
 from dnsserver import DNSServer
-from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync
+from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync, wait_for
 
 from divert import keyfile
 
@@ -63,12 +68,15 @@ def resolve_diversion(store: str, key: pathlib.Path, dns: DNSServer) -> str:
     return done.stdout + done.stderr
 
 
-def check(blob: bytes, where: object) -> None:
+def needles_in(blob: bytes) -> set[bytes]:
+    """The needles ``blob`` holds (a diversion set holds the listed address by design)."""
     lowered = blob.lower()
     allowed = {b"192.0.2.44"} if blob.startswith(DIVERSION_SET) else set()
-    for needle in NEEDLES:
-        if needle not in allowed:
-            assert needle not in lowered, (needle, where, blob[:200])
+    return {needle for needle in NEEDLES if needle not in allowed and needle in lowered}
+
+
+def check(blob: bytes, where: object) -> None:
+    assert not needles_in(blob), (needles_in(blob), where, blob[:200])
 
 
 def redis_contents(port: int) -> Iterator[bytes]:
@@ -102,9 +110,14 @@ def files(*roots: pathlib.Path) -> Iterator[tuple[pathlib.Path, bytes]]:
                 yield path, path.read_bytes()
 
 
-def test_no_listed_url_anywhere_after_sync_and_traffic(
-    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
-) -> None:
+def audit(
+    make_proxy: Callable[..., Proxy],
+    redis_factory,
+    tmp_path: pathlib.Path,
+    options: dict[str, str] | None = None,
+) -> dict[str, set[bytes]]:
+    """Sync, send blocked traffic of every kind, suppress, reload; then every needle found,
+    by where it was found (``redis``, ``files``, ``proxy log``, ``block log``)."""
     server = redis_factory()
     data = tmp_path / "sync-data"
     keyfile.generate(tmp_path / "divert.key")
@@ -113,7 +126,7 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
         "BLOCKLIST_DIVERT_KEY_FILE": str(tmp_path / "divert.key"),
     }
     sync(server.url, SAMPLE_FEED, data_dir=data, env=env)
-    proxy = make_proxy(server.url, workdir=tmp_path / "proxy")
+    proxy = make_proxy(server.url, workdir=tmp_path / "proxy", options=options)
     with running(proxy):
         for url in [
             "http://blocked.example.com/page.html",
@@ -126,9 +139,9 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
             assert proxy.get(url, headers={"Accept": "text/html"}).status == 451
         response, _ = proxy.https_get("blocked.example.com", "/gallery/photo/2.jpg")
         assert response.status == 451
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(b"CONNECT whole-site.blocked.test:443 HTTP/1.1\r\n\r\n")
-            sock.recv(4096)
+        # A client without the proxy's CA: the handshake fails (decrypted, as listed).
+        with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
+            proxy.https_get("whole-site.blocked.test", "/x", trust_mitm=False)
 
         # An operator suppresses one entry (by the id in the block log), and a new version
         # (one more entry) is synced and loaded.
@@ -138,22 +151,58 @@ def test_no_listed_url_anywhere_after_sync_and_traffic(
             capture_output=True, text=True, timeout=60, env={**env, "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         assert suppress.returncode == 0, suppress.stderr
-        fresh = feed_with(tmp_path, "http://fresh.example.net/new.html")
-        sync(server.url, fresh, data_dir=data, env=env)
-        assert proxy.get("http://fresh.example.net/new.html").status in (200, 451)
-        assert len(proxy.blocks()) >= 8
+        fresh = "http://fresh.example.net/new.html"
+        sync(server.url, feed_with(tmp_path, fresh), data_dir=data, env=env)
+        wait_for(lambda: proxy.get(fresh).status == 451, 10, "the new version to be enforced")
+        assert len(proxy.blocks()) == 8  # the TLS hello of a client without the CA makes none
 
     with DNSServer() as dns:
         output = resolve_diversion(server.url, tmp_path / "divert.key", dns)
-    written = [output.encode(), *redis_contents(server.port)]
-    assert any(blob.startswith(DIVERSION_SET) for blob in written)
-    assert any(blob.startswith(b"blocklist:divert:") for blob in written)  # hosts were kept
-    written += [blob for _, blob in files(data, tmp_path / "proxy")]
-    assert len(written) > 10
+    places: dict[str, list[bytes]] = {
+        "resolve output": [output.encode()],
+        "redis": list(redis_contents(server.port)),
+        "files": [
+            blob
+            for path, blob in files(data, tmp_path / "proxy")
+            if path not in (proxy.log_path, proxy.blocks_path)
+        ],
+        "proxy log": [proxy.log_path.read_bytes()],
+        "block log": [proxy.blocks_path.read_bytes()],
+    }
+    assert len(places["redis"]) > 10 and len(places["files"]) >= 2
+    assert any(blob.startswith(DIVERSION_SET) for blob in places["redis"])
+    assert any(blob.startswith(b"blocklist:divert:") for blob in places["redis"])  # hosts kept
     assert (tmp_path / "proxy" / "lastgood.bin").exists()
-    assert proxy.blocks_path.exists() and proxy.log_path.exists()
-    for blob in written:
-        check(blob, "redis or files")
+    found: dict[str, set[bytes]] = {}
+    for place, blobs in places.items():
+        for blob in blobs:
+            if leaked := needles_in(blob):
+                found.setdefault(place, set()).update(leaked)
+    return found
+
+
+def test_no_listed_url_anywhere_after_sync_and_traffic(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    assert audit(make_proxy, redis_factory, tmp_path) == {}
+
+
+def test_the_audit_catches_url_logging(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    """The README's claim: turning ``blocklist_log_url`` on makes the audit fail."""
+    found = audit(make_proxy, redis_factory, tmp_path, {"blocklist_log_url": "true"})
+    assert set(found) == {"block log"}
+    assert {b"blocked.example.com", b"page.html", b"fresh.example.net"} <= found["block log"]
+
+
+def test_the_audit_catches_connection_logging(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    """... and so does ``blocklist_log_connections``: mitmproxy's own lines name hosts."""
+    found = audit(make_proxy, redis_factory, tmp_path, {"blocklist_log_connections": "true"})
+    assert set(found) == {"proxy log"}
+    assert b"whole-site.blocked.test" in found["proxy log"]
 
 
 def test_no_hostname_in_the_file_store_with_diversion(tmp_path: pathlib.Path) -> None:

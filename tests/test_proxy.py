@@ -179,6 +179,26 @@ def test_each_block_is_one_json_line_without_the_url(proxy: Proxy) -> None:
     assert "blocked.example.com" not in proxy.blocks_path.read_text()
 
 
+@pytest.mark.parametrize(
+    ("log_client", "log_url", "client", "url"),
+    [
+        ("full", "false", "127.0.0.1", None),
+        ("truncated", "true", "127.0.0.0/24", "http://blocked.example.com/page.html?id=7"),
+        ("omit", "false", None, None),
+    ],
+)
+def test_block_lines_name_the_client_and_url_as_configured(
+    make_proxy, tmp_path: pathlib.Path, log_client, log_url, client, url
+) -> None:
+    options = {"blocklist_log_client": log_client, "blocklist_log_url": log_url}
+    with running(make_proxy(synced_store(tmp_path), options=options)) as proxy:
+        assert proxy.get("http://blocked.example.com/page.html?id=7").status == 451
+        (line,) = proxy.blocks()
+    assert line.get("client") == client
+    assert line.get("url") == url
+    assert ("blocked.example.com" in proxy.blocks_path.read_text()) == (url is not None)
+
+
 def test_malformed_requests_do_not_hurt_the_proxy(proxy: Proxy) -> None:
     for garbage in [
         b"\x00\x01\x02\x03\r\n\r\n",
