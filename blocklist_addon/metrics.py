@@ -1,16 +1,24 @@
-"""Counters the addons bump, rendered in Prometheus' text format for ``/metrics``.
+"""Counters the addons bump, exposed for Prometheus on ``/metrics`` by prometheus-client.
 
-Kept deliberately tiny (no client library): a dictionary of labelled counters, and gauges
-computed at scrape time by whoever owns the value. Label values never carry list content:
-only list names and fixed words.
+A counter is declared by name in ``COUNTERS`` (add one there, then bump it with ``inc``);
+its labels are whatever ``inc`` is given. Bumping stays a dictionary update under a lock
+(the hot path costs what it did); prometheus-client renders at scrape time: the text format
+or OpenMetrics as the scraper's Accept header asks, label escaping, and the process metrics
+(CPU seconds, resident memory, open file descriptors, start time). Gauges are computed at
+scrape time by whoever owns the value. Label values never carry list content: only list
+names and fixed words.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = ["COUNTERS", "Gauge", "Metrics"]
 
@@ -74,11 +82,12 @@ class Gauge:
 
 
 class Metrics:
-    """Monotonic counters, bumped from the event loop and from the page-scan thread."""
+    """Monotonic counters, bumped from the event loop and from worker threads."""
 
     def __init__(self) -> None:
         self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._lock = threading.Lock()
+        self._process = ProcessCollector(registry=None)
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         if name not in COUNTERS:
@@ -93,28 +102,36 @@ class Metrics:
         with self._lock:
             return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
 
+    def exposition(self, gauges: Iterable[Gauge] = (), accept: str = "") -> tuple[bytes, str]:
+        """The body and content type of one scrape: OpenMetrics when ``accept`` asks for
+        it, else Prometheus' text format."""
+        encode, content_type = choose_encoder(accept)
+        with self._lock:
+            counters = {name: dict(series) for name, series in self._counters.items()}
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Scrape(list(gauges), counters))
+        registry.register(self._process)
+        return encode(registry), content_type
+
     def render(self, gauges: Iterable[Gauge] = ()) -> str:
-        lines: list[str] = []
-        for gauge in gauges:
-            lines += [f"# HELP {gauge.name} {gauge.help}", f"# TYPE {gauge.name} gauge"]
-            lines.append(f"{gauge.name}{_labels(gauge.labels)} {_number(gauge.value)}")
+        """Prometheus' text format (what a scraper gets without asking for OpenMetrics)."""
+        return self.exposition(gauges)[0].decode()
+
+
+@dataclass(eq=False, slots=True)
+class _Scrape:
+    """One scrape's values, as prometheus-client collects them."""
+
+    gauges: list[Gauge]
+    counters: dict[str, dict[Labels, float]]
+
+    def collect(self) -> Iterator[Metric]:
+        for gauge in self.gauges:
+            family = GaugeMetricFamily(gauge.name, gauge.help, labels=[k for k, _ in gauge.labels])
+            family.add_metric([v for _, v in gauge.labels], float(gauge.value))
+            yield family
         for name, help_text in COUNTERS.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-            with self._lock:
-                series = dict(self._counters.get(name) or {(): 0})
-            lines += [f"{name}{_labels(k)} {_number(v)}" for k, v in sorted(series.items())]
-        return "\n".join(lines) + "\n"
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+            family = CounterMetricFamily(name, help_text)
+            for labels, value in sorted((self.counters.get(name) or {(): 0}).items()):
+                family.add_sample(f"{family.name}_total", dict(labels), value)
+            yield family

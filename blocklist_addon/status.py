@@ -127,8 +127,8 @@ class StatusServer:
         gauges = self.lists.gauges()
         if self.hashes is not None:
             gauges += self.hashes.gauges()
-        body = self.metrics.render(gauges)
-        return web.Response(text=body, content_type="text/plain", charset="utf-8")
+        body, content_type = self.metrics.exposition(gauges, request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _health(self, request: web.Request) -> web.Response:
         status, doc = health(self.lists, self.hashes)

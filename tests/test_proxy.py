@@ -9,6 +9,7 @@ connections it accepted, which is how "the listed origin saw no connection" is c
 
 from __future__ import annotations
 
+import http.client
 import pathlib
 import re
 from collections.abc import Iterator
@@ -266,9 +267,25 @@ def test_health_and_metrics(proxy: Proxy) -> None:
     assert doc["source"] == "store"
     proxy.get("http://blocked.example.com/page.html")
     metrics = proxy.metrics()
-    assert "blocklist_list_entries 5" in metrics
+    assert re.search(r"(?m)^blocklist_list_entries 5(\.0)?$", metrics)
     assert re.search(r'blocklist_blocks_total\{list="sample",where="request"\} [1-9]', metrics)
     assert proxy.metric("blocklist_lookups_total") >= 1
+    assert proxy.metric("process_resident_memory_bytes") > 10_000_000  # the process metrics
+
+
+def test_metrics_speak_openmetrics_when_asked(proxy: Proxy) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.status_port, timeout=5)
+    try:
+        conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text"})
+        response = conn.getresponse()
+        body = response.read().decode()
+    finally:
+        conn.close()
+    assert response.getheader("Content-Type").startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+    assert "# TYPE blocklist_lookups counter" in body  # OpenMetrics names the family
+    assert re.search(r"(?m)^blocklist_lookups_total [0-9]", body)
+    assert proxy.metrics().startswith("# HELP")  # without asking: Prometheus' text format
 
 
 def well_formed(raw: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -1,8 +1,8 @@
 """The README's quick start: `make run` syncs the sample feed and starts a proxy that blocks.
 
-Runs the real Makefile target (on free ports, everything under a temporary RUN_DIR) and
-follows the instructions it prints: the curl commands' requests get the 451 splash page,
-over HTTP and over HTTPS with the CA it names.
+Runs the real Makefile target (on free ports, everything under a temporary RUN_DIR, with a
+venv of its own) and follows the instructions it prints: the curl commands' requests get the
+451 splash page, over HTTP and over HTTPS with the CA it names.
 """
 
 from __future__ import annotations
@@ -15,23 +15,35 @@ import signal
 import ssl
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 
 import pytest
 from harness import ROOT, free_port, wait_for
 
-VENV = pathlib.Path(sys.prefix)
+
+def own_venv(directory: pathlib.Path) -> pathlib.Path:
+    """A venv for ``make run`` to install the project into, never the one running the suite.
+    It sees the suite's installed libraries read-only (a .pth file), so that ``make venv``
+    finds the dependencies satisfied and installs only the project: no download, seconds."""
+    venv = directory / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    (site,) = (venv / "lib").glob("python3.*/site-packages")
+    suite = sysconfig.get_paths()["purelib"]
+    (site / "zz-suite-libraries.pth").write_text(suite + "\n")
+    return venv
 
 
 @pytest.fixture
 def make_run(tmp_path: pathlib.Path) -> Iterator[tuple[subprocess.Popen[bytes], pathlib.Path]]:
     port, status = free_port(), free_port()
+    venv = own_venv(tmp_path)
     log = tmp_path / "make-run.log"
     command = [
         "make",
         "--no-print-directory",
         "run",
-        f"VENV={VENV}",
+        f"VENV={venv}",
         f"RUN_PORT={port}",
         f"RUN_STATUS=127.0.0.1:{status}",
         f"RUN_DIR={tmp_path / 'var'}",

@@ -90,12 +90,17 @@ def open_store(
     if scheme in ("redis", "rediss", "unix"):
         try:
             parts = urlsplit(url)
-            has_password = bool(parts.password) or any(
-                k == "password" for k, _ in parse_qsl(parts.query)
-            )
+            in_url = parts.password or dict(parse_qsl(parts.query)).get("password")
         except ValueError:
             raise StoreError(f"invalid redis URL {scheme}://...: cannot parse it") from None
-        password = None if has_password else _password_from_env()
+        password = None if in_url else _password_from_env()  # redis-py reads the URL's
+        if (in_url or password or "").startswith(PLACEHOLDER):
+            source = "the store URL" if in_url else f"${PASSWORD_ENV}(_FILE)"
+            raise StoreError(
+                f"the Redis password from {source} is still the shipped placeholder "
+                f"({PLACEHOLDER}...): make a real one (openssl rand -hex 32) and put its hash "
+                "in Redis' ACL file (docs/operators-guide.md)"
+            )
         if namespace is not None:
             prefix = f"{prefix}{namespace}:"
         return RedisStore(url, keep=keep, prefix=prefix, password=password)
@@ -107,6 +112,10 @@ def open_store(
         return FileStore(path if namespace is None else path / namespace, keep=keep)
     shown = f"scheme {scheme!r}" if scheme else "without a scheme"
     raise StoreError(f"unsupported store URL {shown}: use one of {', '.join(SCHEMES)}")
+
+
+#: How the passwords and hashes deploy/ ships as placeholders begin; never a real password.
+PLACEHOLDER = "CHANGE-ME"
 
 
 def _password_from_env() -> str | None:
