@@ -3,8 +3,8 @@
 ``--set bench_hook_times=PATH``: every hook of the blocklist addon loaded before this one is
 wrapped to add up its thread CPU time (``time.thread_time``); ten times a second the running
 total is written to PATH with the process's CPU time at the same instant. Reading the thread
-clock is a system call (about 1 to 3 us), so one call in ``SAMPLE`` of each hook is timed
-and counted ``SAMPLE`` times, less what an empty interval measures. ``bench/proxy.py``
+clock is a system call (about 1 to 3 us here): what an empty interval measures is taken off
+each call. ``bench/proxy.py``
 divides the growth of one by the other between two snapshots: the share of the proxy's work
 that is the addon's own hooks, a figure the machine's other load moves far less than a
 throughput ratio (both parts slow down alike). It leaves out mitmproxy's dispatch of each
@@ -33,10 +33,6 @@ HOOKS = [
     "tls_clienthello",
     "server_connect",
 ]
-
-
-#: One call in this many of each hook is timed.
-SAMPLE = 8
 
 
 def empty_interval() -> float:
@@ -74,28 +70,22 @@ class HookTimes:
         if inspect.iscoroutinefunction(method):
             raise SystemExit(f"cannot time async hook {method}")
 
-        count = 0
-
         @functools.wraps(method)
         def timed(*args):
-            nonlocal count
-            count += 1
-            self.calls += 1
-            if count % SAMPLE:
-                return method(*args)
             start = time.thread_time()
             try:
                 return method(*args)  # a returned coroutine runs later, untimed
             finally:
-                spent = time.thread_time() - start - self.overhead
-                self.seconds += SAMPLE * max(0.0, spent)
+                self.seconds += time.thread_time() - start - self.overhead
+                self.calls += 1
 
         return timed
 
     async def _write(self, path: pathlib.Path) -> None:
         while True:
             tmp = path.with_suffix(".tmp")
-            snapshot = {"hooks": self.seconds, "calls": self.calls, "cpu": time.process_time()}
+            hooks = max(0.0, self.seconds)
+            snapshot = {"hooks": hooks, "calls": self.calls, "cpu": time.process_time()}
             tmp.write_text(json.dumps(snapshot))
             tmp.replace(path)
             await asyncio.sleep(0.1)

@@ -3,9 +3,10 @@
 One proxy, one local upstream (``bench/upstream_addon.py``), and 32 keep-alive clients
 sending a mix of requests for ``--seconds`` in phases: nine in ten unlisted (they must get
 the upstream's 200) and one in ten listed, written in evasion spellings (they must get 451).
-Every response is checked: an error, a missed block or a false block is counted. After each
-phase the proxy's resident memory is sampled, so that growth with the number of requests
-shows. Bounded: it stops after its phases, and talks only to 127.0.0.1.
+Every response is checked, and counted apart: errors (no answer, or a status other than 200
+or 451), missed blocks (a listed URL that got 200) and false blocks (an unlisted URL that got
+451). After each phase the proxy's resident memory is sampled, so that growth with the
+number of requests shows. Bounded: it stops after its phases, and talks only to 127.0.0.1.
 
     .venv/bin/python bench/load.py [--entries 1000000] [--phases 6] [--seconds 10]
 """
@@ -23,14 +24,25 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from matcher import entries, shouted_host
-from proxy import BIN, UPSTREAM_ADDON, ProxyProcess, Run, _serve, load, request_bytes, sync_list
-from proxy import workload as unlisted_workload
+from proxy import (
+    BIN,
+    TEXT_BODY,
+    UPSTREAM_ADDON,
+    ProxyProcess,
+    Run,
+    get_bytes,
+    http_handler,
+    keepalive_session,
+    load,
+    sync_list,
+    unlisted_gets,
+)
 from support import free_port
 
 
 def mixed_workload(n: int, k: int) -> list[tuple[bytes, int]]:
     """k requests: one in ten a listed URL (plain, shouted, with a query or a fragment)."""
-    unlisted = unlisted_workload(n, k)
+    unlisted = [(get_bytes(url), 200) for url in unlisted_gets(n, k)]
     listed = entries(n)
     spellings = [
         lambda u: u,
@@ -42,14 +54,14 @@ def mixed_workload(n: int, k: int) -> list[tuple[bytes, int]]:
     for j in range(k):
         if j % 10 == 5:
             url = spellings[j % 4](listed[(j * 7919) % n])
-            out.append((request_bytes(url), 451))
+            out.append((get_bytes(url), 451))
         else:
             out.append(unlisted[j])
     return out
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = await asyncio.start_server(_serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(http_handler(TEXT_BODY, b"text/plain"), "127.0.0.1", 0)
     upstream = server.sockets[0].getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -77,24 +89,29 @@ async def main(args: argparse.Namespace) -> None:
             )
             print(
                 f"{'phase':>5} {'requests':>9} {'req/s':>6} {'p50 ms':>7} {'p95 ms':>7} "
-                f"{'p99 ms':>7} {'wrong':>6} {'RSS MB':>7}"
+                f"{'p99 ms':>7} {'errors':>6} {'missed':>6} {'false':>6} {'RSS MB':>7}"
             )
-            print(f"{'start':>5}{'':>50}{proxy.rss_mb():>7.1f}")
-            total, wrong, rss = 0, 0, []
+            print(f"{'start':>5}{'':>64}{proxy.rss_mb():>7.1f}")
+            total, rss = 0, []
+            errors = missed = false = 0
             for phase in range(1, args.phases + 1):
-                run: Run = await load(port, requests, args.connections, args.seconds)
+                run: Run = await load(
+                    port, requests, keepalive_session, args.connections, args.seconds
+                )
                 total += run.requests + run.errors
-                wrong += run.errors
+                run_missed, run_false = run.wrong[451, 200], run.wrong[200, 451]
+                run_errors = run.errors - run_missed - run_false
+                errors, missed, false = errors + run_errors, missed + run_missed, false + run_false
                 rss.append(proxy.rss_mb())
                 print(
                     f"{phase:>5} {total:>9,} {run.rate:>6.0f} {run.percentile(50):>7.2f} "
-                    f"{run.percentile(95):>7.2f} {run.percentile(99):>7.2f} {run.errors:>6} "
-                    f"{rss[-1]:>7.1f}"
+                    f"{run.percentile(95):>7.2f} {run.percentile(99):>7.2f} {run_errors:>6} "
+                    f"{run_missed:>6} {run_false:>6} {rss[-1]:>7.1f}"
                 )
             growth = rss[-1] - rss[0]
             print(
-                f"{total:,} requests, {wrong} wrong (errors, missed or false blocks); "
-                f"RSS from phase 1 to {args.phases}: {growth:+.1f} MB"
+                f"{total:,} requests: {errors} errors, {missed} missed blocks, {false} false "
+                f"blocks; RSS from phase 1 to {args.phases}: {growth:+.1f} MB"
             )
         finally:
             proxy.stop()

@@ -21,5 +21,11 @@ class Upstream:
         if flow.response is None:
             flow.request.host, flow.request.port = "127.0.0.1", ctx.options.bench_upstream
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A CONNECT tunnel (bench/proxy.py's tls scenario) goes to the upstream too, after
+        the blocklist has seen the host asked for; the TLS inside keeps its SNI."""
+        if flow.response is None:
+            flow.request.host, flow.request.port = "127.0.0.1", ctx.options.bench_upstream
+
 
 addons = [Upstream()]

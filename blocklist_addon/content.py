@@ -28,7 +28,7 @@ from mitmproxy.proxy import mode_specs
 from blocklist_addon import pages, splash, uploads
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.enforce import UNCHECKED, Enforcer, request_url, respond
+from blocklist_addon.enforce import UNCHECKED, Enforcer, header, request_url, respond
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
 
@@ -51,7 +51,7 @@ UNCHECKED_PAGE = splash.SplashResponse(
 
 
 def _scannable(response: http.Response) -> bool:
-    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    kind = (header(response.headers, b"content-type") or "").split(";", 1)[0].strip().lower()
     return kind in _SCANNED_TYPES
 
 
@@ -108,7 +108,7 @@ class PageScanner:
         response = flow.response
         if response is None or self.action == "off":
             return
-        length = response.headers.get("content-length", "")
+        length = header(response.headers, b"content-length") or ""
         known = length.isdigit()
         too_large = known and int(length) > self.limit
         if not _scannable(response) or self.lists.blocklist is None:

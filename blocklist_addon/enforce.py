@@ -33,7 +33,7 @@ from blocklist_addon.errors import describe_error
 from blocklist_addon.matcher import Blocklist, Match
 from blocklist_addon.metrics import Metrics
 
-__all__ = ["Enforcer", "request_url", "respond"]
+__all__ = ["Enforcer", "header", "request_url", "respond"]
 
 log = logging.getLogger(__name__)
 
@@ -291,20 +291,25 @@ def request_url(request: http.Request, *, by_host_header: bool = False) -> str:
 def _names_another_host(request: http.Request) -> bool:
     """Whether the Host header names a host other than the URL's (transparent and reverse
     mode): only then can the URL by Host differ in what matching reads (ports do not count)."""
-    # request.host_header, without its multidict lookup (a few us a request): the first
-    # Host field, else the HTTP/2 and HTTP/3 authority.
-    header = next(
-        (
-            value.decode("latin-1")
-            for name, value in request.headers.fields
-            if name.lower() == b"host"
-        ),
-        request.authority,
-    )
-    if not header:
+    # request.host_header without its multidict lookup: the first Host field, else the
+    # HTTP/2 and HTTP/3 authority.
+    header_value = header(request.headers, b"host") or request.authority
+    if not header_value:
         return False
-    host = header.rpartition(":")[0] if header.rsplit(":", 1)[-1].isdigit() else header
+    host = header_value
+    if host.rsplit(":", 1)[-1].isdigit():
+        host = host.rpartition(":")[0]
     return host.removeprefix("[").removesuffix("]").lower() != request.host.lower()
+
+
+def header(headers: http.Headers, name: bytes) -> str | None:
+    """The first field ``name`` (lower case) of ``headers``, read straight from its fields:
+    mitmproxy's ``headers.get`` costs about 3 us a call, which every request would pay
+    several times over."""
+    for key, value in headers.fields:
+        if len(key) == len(name) and key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 def respond(flow: http.HTTPFlow, answer: splash.SplashResponse) -> None:

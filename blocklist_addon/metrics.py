@@ -92,7 +92,7 @@ class Metrics:
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         if name not in COUNTERS:
             raise KeyError(f"unknown counter {name}")
-        key = tuple(sorted(labels.items()))
+        key = tuple(sorted(labels.items())) if labels else ()
         with self._lock:  # a read-modify-write: two threads must not lose a count
             series = self._counters[name]
             series[key] = series.get(key, 0) + amount

@@ -25,6 +25,10 @@ __all__ = ["files", "listed_in_body", "listed_in_text", "texts"]
 _BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.IGNORECASE)
 _PART_TYPE = re.compile(rb"^content-type:\s*([^\s;]+)", re.IGNORECASE | re.MULTILINE)
 _TOKEN = re.compile(r"""[^\s"'<>()\[\]{}|^`,;*]++""")
+#: What a token needs to be worth a lookup: a scheme, a percent-escape, or a dot followed by
+#: a label character (a host name or address). Prose has many tokens ending in a full stop
+#: ("elit."); they are not looked up (a 2 KiB post of prose with 5 URLs made 36 lookups, now 8).
+_URLISH = re.compile(r"://|%|\.\w")
 #: Nested JSON deeper than this is not walked (a real form never nests this far).
 MAX_JSON_DEPTH = 64
 
@@ -41,7 +45,7 @@ def listed_in_body(
 
 def listed_in_text(text: str, check: Callable[[str], Match | None]) -> Match | None:
     for token in _TOKEN.findall(text):
-        if not ("." in token or "://" in token or "%" in token):
+        if not _URLISH.search(token):
             continue
         if match := check(token):
             return match

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
-from blocklist_addon.uploads import listed_in_body, texts
+from blocklist_addon.uploads import listed_in_body, listed_in_text, texts
 
 BL = Blocklist.from_entries(["http://blocked.example.com/page.html", "whole-site.blocked.test/"])
 
@@ -106,3 +106,13 @@ def test_other_bodies() -> None:
 )
 def test_never_raises(body: bytes, content_type: str) -> None:
     listed_in_body(body, content_type, BL.match)
+
+
+def test_prose_is_not_looked_up_word_by_word() -> None:
+    looked_up: list[str] = []
+    text = (
+        "Lorem ipsum dolor sit amet. Sed do eiusmod tempor, ut labore! Quis nostrud? "
+        "See blocked.example.com/page.html then 192.0.2.44/img and http://x.test/ too."
+    )
+    assert listed_in_text(text, lambda url: looked_up.append(url)) is None
+    assert looked_up == ["blocked.example.com/page.html", "192.0.2.44/img", "http://x.test/"]
