@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ["closed", "open"]
 #: Where a check runs, as the error metric and log line name it.
-Check = Literal["request", "connect", "tls", "server", "page", "upload"]
+Check = Literal["request", "connect", "tls", "server", "page", "upload", "image"]
 
 #: The answer to a listed request when the splash page cannot be rendered.
 MINIMAL_451 = splash.SplashResponse(

@@ -34,7 +34,7 @@ from mitmproxy.exceptions import OptionsError
 from blocklist_addon import splash, uploads
 from blocklist_addon.active import ActiveList, ListKind
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address, record
-from blocklist_addon.enforce import Enforcer, request_url, respond
+from blocklist_addon.enforce import UNCHECKED, Enforcer, request_url, respond
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.metrics import Metrics
@@ -60,6 +60,7 @@ class _Outcome:
     unchecked: list[str] = field(default_factory=list)
     images: int = 0
     files: int = 0
+    failed: bool = False  # the check raised, and blocklist_on_error says refuse
 
 
 @dataclass(eq=False)
@@ -282,10 +283,8 @@ class ImageGuard:
                 if checked.match is not None:
                     outcome.match = checked.match
                     break
-        except Exception as exc:  # never let one odd upload take the proxy down
-            self.metrics.inc("blocklist_lookup_errors_total")
-            log.warning(f"blocklist: could not check an upload ({type(exc).__name__})")
-            outcome.unchecked.append("undecodable")
+        except Exception as exc:  # an internal error: blocklist_on_error decides
+            outcome.failed = self.enforcer.check_failed("image", exc)
         self.metrics.inc("blocklist_image_check_seconds_total", time.perf_counter() - started)
         return outcome
 
@@ -298,20 +297,24 @@ class ImageGuard:
         )
         if outcome.match is not None:
             self._refuse(flow, outcome.match)
+        elif outcome.failed:
+            respond(flow, UNCHECKED)
         elif outcome.unchecked:
             self._unchecked(flow, outcome.unchecked)
 
     def _refuse(self, flow: http.HTTPFlow, match: HashMatch) -> None:
         request = flow.request
         reference = secrets.token_hex(6)
-        answer = splash.refused_upload(
-            self.enforcer.splash,
-            list_name=match.list_name,
-            reference=reference,
-            as_json=_wants_json(request),
-            image=True,
+        self.enforcer.refuse(  # a minimal 451 first, whatever rendering does
+            flow,
+            lambda: splash.refused_upload(
+                self.enforcer.splash,
+                list_name=match.list_name,
+                reference=reference,
+                as_json=_wants_json(request),
+                image=True,
+            ),
         )
-        respond(flow, answer)
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="image")
         self.metrics.inc("blocklist_image_matches_total", kind=match.kind)
         event = BlockEvent(
@@ -338,9 +341,9 @@ class ImageGuard:
         for reason in reasons:
             self.metrics.inc("blocklist_images_unchecked_total", reason=reason, action=action)
         reason = reasons[0]
-        log.warning(
-            f"blocklist: an upload to {flow.request.pretty_host} could not be checked "
-            f"against the image hash list ({reason}); {'refused' if refuse else 'passed'}"
+        log.warning(  # no host: in forward mode it is where a user uploads to
+            f"blocklist: an upload could not be checked against the image hash list "
+            f"({reason}); {'refused' if refuse else 'passed'}"
         )
         if refuse:
             status = _UNCHECKED_STATUS.get(reason, 422)

@@ -34,7 +34,7 @@ COUNTERS = {
     ),
     "blocklist_lookup_errors_total": (
         "Checks that failed with an error, by where (request, connect, tls, server, page, "
-        "upload) and action (refuse, pass: blocklist_on_error)."
+        "upload, image) and action (refuse, pass: blocklist_on_error)."
     ),
     "blocklist_render_errors_total": (
         "451 answers that could not be rendered; the minimal 451 was sent instead."

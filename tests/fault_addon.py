@@ -8,6 +8,7 @@ runs (no file, or a key absent: no fault):
 - ``"host": "text"``: ``Blocklist.host_listing`` raises for hosts containing ``text``;
 - ``"render": true``: the splash page and the refused-upload answer cannot be rendered;
 - ``"scan": true``: the page scanner (``pages.neutralize``) raises;
+- ``"image": true``: checking an upload against the image hash list raises;
 - ``"load": true``: making a ``Blocklist`` of a loaded snapshot raises (a version that
   cannot be loaded);
 - ``"load_delay": seconds``: making one takes that much longer (a slow start);
@@ -29,6 +30,7 @@ from typing import Any
 from mitmproxy import ctx
 
 from blocklist_addon import matcher, pages, splash
+from blocklist_addon.hashes.hashlist import HashList
 from blocklist_addon.store import FileStore, RedisStore
 
 
@@ -64,6 +66,7 @@ def _patch(faults: Faults) -> None:
     original_render = splash.render
     original_refused = splash.refused_upload
     original_neutralize = pages.neutralize
+    original_check = HashList.check
 
     def match(self, url: str):
         text = faults.get("match")
@@ -99,6 +102,12 @@ def _patch(faults: Faults) -> None:
             raise InjectedFault(f"injected scan fault for {page_url}")
         return original_neutralize(body, content_type, page_url, *args, **kwargs)
 
+    def check(self, data: bytes):
+        if faults.get("image"):
+            raise InjectedFault("injected image check fault")
+        return original_check(self, data)
+
+    HashList.check = check  # type: ignore[method-assign]
     matcher.Blocklist.match = match  # type: ignore[method-assign]
     matcher.Blocklist.host_listing = host_listing  # type: ignore[method-assign]
     matcher.Blocklist.__init__ = init  # type: ignore[method-assign]

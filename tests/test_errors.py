@@ -28,6 +28,7 @@ from harness import (
     synced_store,
     wait_for,
 )
+from images import draw, encode
 
 LISTED = "http://blocked.example.com/page.html"
 
@@ -257,6 +258,46 @@ def test_a_post_whose_check_raises_never_reaches_the_site(
         assert len(site.requests) == before
         assert errors(proxy, "upload", "refuse") == 1
         assert_log_line(proxy, "upload", "refused", "boom.example.net")
+
+
+@pytest.mark.parametrize("policy", ["closed", "open"])
+def test_an_image_check_that_raises(
+    make_proxy, tmp_path, faults, world: World, policy: str
+) -> None:
+    image = encode(draw(7, (64, 48)))
+    hashes = tmp_path / "hashes.jsonl"
+    hashes.write_text(json.dumps({"id": "h-1", "md5": "0" * 32}) + "\n")
+    store = synced_store(tmp_path)
+    sync(store, hashes, name="hotline", data_dir=tmp_path / "data", fmt="hashes-jsonl")
+    site = world.open_http
+    target = f"127.0.0.1:{site.port}"
+    proxy = make_proxy(
+        store,
+        faults=faults.path,
+        mode=f"reverse:http://{target}",
+        routes={target: site.port},
+        options={"blocklist_on_error": policy},
+    )
+    faults(image=True)
+    with running(proxy):
+        before = len(site.requests)
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        try:
+            headers = {"Content-Type": "image/jpeg", "Host": "uploads.test"}
+            conn.request("POST", "/upload", body=image, headers=headers)
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        if policy == "closed":
+            assert response.status == 503
+            assert len(site.requests) == before
+            assert errors(proxy, "image", "refuse") == 1
+            assert_log_line(proxy, "image", "refused", "uploads.test")
+        else:
+            assert response.status == 200
+            assert len(site.requests) == before + 1
+            assert errors(proxy, "image", "pass") == 1
 
 
 # -- the follower and mid-run loads --------------------------------------------------------
