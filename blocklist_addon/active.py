@@ -314,11 +314,16 @@ class ActiveList:
             "the store), or set blocklist_allow_empty=true to start without a list."
         )
 
-    async def _install(self, info: VersionInfo, data: bytes, *, origin: Origin) -> None:
-        """Load ``data`` off the event loop, swap it in, then save the local copy."""
+    async def _install(
+        self, info: VersionInfo, data: bytes, *, origin: Origin, reload: bool = False
+    ) -> None:
+        """Load ``data`` off the event loop, swap it in, then save the local copy.
+        ``reload``: counted as a reload, together with the swap (not after the copy)."""
         kind = self.kind
         blocklist = await asyncio.to_thread(lambda: kind.wrap(kind.parse(data)))
         self._set(blocklist, info, origin)
+        if reload:
+            self.metrics.inc("blocklist_reloads_total", **self.kind.labels)
         log.info(
             f"blocklist: enforcing {kind.what}version {info.version} ({info.entries:,} entries, "
             f"{info.source}) from {origin}"
@@ -413,15 +418,13 @@ class ActiveList:
             self._set(self.blocklist, info, "store")  # type: ignore[arg-type]
             return
         try:
-            await self._install(info, data, origin="store")
+            await self._install(info, data, origin="store", reload=True)
         except SnapshotError as exc:
             self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
             log.error(
                 f"blocklist: {self.kind.what}version {info.version} is unusable ({exc}); "
                 "keeping the old"
             )
-            return
-        self.metrics.inc("blocklist_reloads_total", **self.kind.labels)
 
     async def _freshness(self) -> None:
         """Follow when the sync last confirmed the list: an unchanged feed makes no version."""
