@@ -23,7 +23,7 @@ SETS = ("divert4", "divert6")
 #: Elements per ``add element`` statement: keeps lines reasonable at 100,000 addresses
 #: (one statement of 100,000 is no faster).
 CHUNK = 8192
-#: How long nft may take: replacing 100,000 addresses takes about a second.
+#: How long nft may take: replacing 100,000 addresses takes about half a second.
 TIMEOUT = 60.0
 _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _MISSING = ("No such file or directory", "does not exist")

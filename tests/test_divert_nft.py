@@ -20,8 +20,8 @@ from divert.nft import apply
 
 TABLE = """\
 table inet blocklist {
-    set divert4 { type ipv4_addr; flags interval; }
-    set divert6 { type ipv6_addr; flags interval; }
+    set divert4 { type ipv4_addr; }
+    set divert6 { type ipv6_addr; }
 }
 """
 
