@@ -38,14 +38,12 @@ from blocklist_addon.errors import describe_error
 from blocklist_addon.matcher import Blocklist
 from blocklist_addon.metrics import Gauge, Metrics
 from blocklist_addon.snapshot import Snapshot, SnapshotError
-from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
+from blocklist_addon.store import SYNCED_STATE, Store, StoreError, VersionInfo, open_store
 
 __all__ = ["URLS", "ActiveList", "ListKind"]
 
 log = logging.getLogger(__name__)
 
-#: Written by the sync worker after each run: when its feeds were last confirmed current.
-SYNCED_STATE = "synced"
 #: Longest wait between reconnection attempts while the store is unreachable, and between
 #: restarts of a failing background task.
 MAX_BACKOFF = 30.0
@@ -442,7 +440,7 @@ class ActiveList:
                 self._working("freshness")
             except StoreError:
                 pass  # _follow reports the store's health
-            await asyncio.sleep(max(ctx.options.blocklist_poll, 5))
+            await asyncio.sleep(ctx.options.blocklist_poll)
 
 
 def _v(info: VersionInfo | None) -> int:

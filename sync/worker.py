@@ -25,7 +25,7 @@ from typing import Literal
 
 from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot
 from blocklist_addon.snapshot import Snapshot
-from blocklist_addon.store import Store, VersionInfo
+from blocklist_addon.store import SYNCED_STATE, Store, VersionInfo
 from divert.hosts import HostStore
 from sync import compiled
 from sync.config import Feed, SyncConfig
@@ -104,7 +104,13 @@ async def run_sync(
         if hosts is not None:
             with progress.job("hostnames"):
                 await refresh_hosts(store, config.feeds, hosts)
-        return SyncResult(outcomes, activated, await store.active())
+        active = await store.active()
+        if active is not None and not any(o.status == "failed" for o in outcomes):
+            # Proxies measure the list's age from this, not from the version's creation.
+            await store.set_state(
+                SYNCED_STATE, {"version": active.version, "fresh_at": time.time()}
+            )
+        return SyncResult(outcomes, activated, active)
 
 
 async def sync_feed(

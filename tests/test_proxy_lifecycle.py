@@ -57,6 +57,23 @@ def test_a_sync_while_running_is_enforced_within_seconds(
         assert proxy.health()[1]["entries"] == 6
 
 
+def test_an_unchanged_sync_keeps_the_list_fresh(
+    make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """A list no sync has confirmed for blocklist_max_age turns stale; a sync whose feed
+    is unchanged (no new version) makes it fresh again on every proxy."""
+    store = synced_store(tmp_path)
+    options = {"blocklist_max_age": "4", "blocklist_poll": "1"}
+    with running(make_proxy(store, options=options)) as proxy:
+        wait_for(lambda: proxy.health()[1]["status"] == "stale", 30, "the list to turn stale")
+        assert proxy.health()[0] == 503
+        assert proxy.get("http://blocked.example.com/page.html").status == 451  # still enforced
+        sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+        wait_for(lambda: proxy.health()[1]["status"] == "ok", 30, "the confirmation to be seen")
+        assert proxy.health()[1]["version"] == 1  # no new version was made
+        assert proxy.metric("blocklist_reloads_total") == 0
+
+
 def test_redis_dying_changes_nothing_for_clients(
     make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
 ) -> None:

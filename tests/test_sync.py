@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from blocklist_addon import Blocklist
-from blocklist_addon.store import StoreError, open_store
+from blocklist_addon.store import SYNCED_STATE, StoreError, open_store
 from sync import cli
 
 LISTED = [f"http://blocked{i}.example.com/gallery/page{i}.html" for i in range(40)]
@@ -128,6 +128,31 @@ async def test_unchanged_feed_is_one_304(
     assert len(feed_server.requests) == 1
     assert "If-None-Match" in feed_server.requests[0]
     assert await active(store_url) == before
+
+
+async def synced_state(store_url: str) -> dict[str, object] | None:
+    store = open_store(store_url)
+    try:
+        return await store.get_state(SYNCED_STATE)
+    finally:
+        await store.close()
+
+
+async def test_unchanged_feed_confirms_the_list_current(
+    config: pathlib.Path, store_url: str, feed_server: FeedServer
+) -> None:
+    """A 304 makes no version, so proxies learn the list is still current from the synced
+    state: without it an unchanged list would read as stale after blocklist_max_age."""
+    assert await sync("--config", str(config)) == 0
+    first = await synced_state(store_url)
+    assert first is not None and first["version"] == 1
+    assert await sync("--config", str(config)) == 0  # a 304
+    second = await synced_state(store_url)
+    assert second is not None and second["version"] == 1
+    assert second["fresh_at"] > first["fresh_at"]
+    feed_server.mode = "500"
+    assert await sync("--config", str(config)) == 1  # a failed feed confirms nothing
+    assert await synced_state(store_url) == second
 
 
 @pytest.mark.parametrize(

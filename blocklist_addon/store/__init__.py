@@ -29,6 +29,7 @@ from blocklist_addon.store.base import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     SCHEMES,
+    SYNCED_STATE,
     Store,
     StoreError,
     VersionInfo,
@@ -38,6 +39,7 @@ from blocklist_addon.store.redis_store import RedisStore
 
 __all__ = [
     "SCHEMES",
+    "SYNCED_STATE",
     "FileStore",
     "RedisStore",
     "Store",

@@ -17,6 +17,10 @@ SCHEMES = ("redis://", "rediss://", "unix://", "file://")
 PASSWORD_ENV = "BLOCKLIST_REDIS_PASSWORD"
 PASSWORD_FILE_ENV = "BLOCKLIST_REDIS_PASSWORD_FILE"
 DATA_DIR_ENV = "BLOCKLIST_DATA_DIR"
+#: State the sync writes when every feed it fetched answered (updated or unchanged): the
+#: active version it confirmed current, and when. An unchanged feed makes no new version,
+#: so without this a list re-confirmed every few minutes would read as old as its version.
+SYNCED_STATE = "synced"
 
 #: State, blob and lock names: one path component (no "/"), never "." or ".." or hidden.
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
