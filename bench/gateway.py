@@ -5,9 +5,9 @@ iperf3): one client and one server joined by three gateways side by side, each i
 namespace and path (the client reaches a different server address through each):
 
 - ``bare``:      forwards, no nft table at all (the reference);
-- ``conntrack``: a table with one empty nat chain: connection tracking on and nothing else,
-                 as on any gateway that already does NAT or stateful filtering (the
-                 diversion's redirect needs it, so this is the diversion's floor);
+- ``conntrack``: connection tracking on (one ``ct state`` rule) and nothing else, as on any
+                 gateway that already does NAT or stateful filtering (the diversion's
+                 redirect needs it, so this is the diversion's floor);
 - ``table``:     deploy/nftables-divert.nft with a 100,000-address diversion set (IPv6; plus
                  the IPv4 documentation addresses the topology does not use) and
                  blocklist-proxy --mode transparent behind it; the target is not diverted.
@@ -56,9 +56,14 @@ BURST = 0.2
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 REQUEST = b"GET / HTTP/1.1\r\nHost: unlisted.example.org\r\nConnection: close\r\n\r\n"
 SNI = "unlisted.example.org"
+#: A stateful firewall's one rule: connection tracking on, nothing else. (An empty nat chain
+#: would not do: the kernel tracks connections only once a rule needs it, e.g. a redirect.)
 CONNTRACK_ONLY = """
 table inet bench_conntrack {
-    chain prerouting { type nat hook prerouting priority dstnat; policy accept; }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state established,related accept
+    }
 }
 """
 
@@ -285,6 +290,14 @@ def drive(seconds: float, bulk_runs: int, family: str) -> int:
         proxy.start()
         try:
             results = measure(proxy, client_ns, targets, diverted, seconds, bulk_runs, work)
+            # Which paths tracked connections (the bare one must not; the others must).
+            results["tracked"] = {
+                name: gw.run(
+                    "cat", "/proc/sys/net/netfilter/nf_conntrack_count", check=False
+                ).strip()
+                or "0"
+                for name, gw in gateways.items()
+            }
         finally:
             assert proxy.process is not None
             stop(proxy.process)
@@ -363,7 +376,8 @@ def report(results: dict, apply_times: list[float], family, seconds, bulk_runs) 
         f"{'proxied':<10} {rates[('proxied', 'tcp')]:10.0f} {rates[('proxied', 'tls')]:10.0f} "
         f"{'-':>8}   (the diverted address: every connection through the proxy)"
     )
-    print(f"errors: {results['errors']}\n")
+    tracked = ", ".join(f"{name} {count}" for name, count in results["tracked"].items())
+    print(f"errors: {results['errors']}; connections tracked at the end: {tracked}\n")
     for reference in ("bare", "conntrack"):
         figures = [
             ("tcp", rates[("table", "tcp")] / rates[(reference, "tcp")]),
