@@ -24,7 +24,6 @@ from dnsserver import DNSServer
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
 from netns import Lab, Namespace, unavailable
 
-from blocklist_addon import cli
 from blocklist_addon.store import open_store
 from divert import nft
 from divert.dataset import DiversionSet
@@ -292,20 +291,6 @@ def test_intercept_listed_decides_by_sni_not_by_a_listed_address(
                 proxy.stop()
         finally:
             site.close()
-
-
-# -- the command line a gateway runs ----------------------------------------------------------
-
-
-def test_transparent_mode_does_not_kill_subscribers_with_public_addresses() -> None:
-    """mitmproxy's block_global kills connections from global addresses (documentation
-    addresses are not global, so the namespace tests cannot show it)."""
-    args = cli.build_args(["--mode", "transparent", "--listen-host", ""])
-    assert "block_global=false" in args
-    assert "listen_host=" in args
-    assert "block_global=false" not in cli.build_args([])
-    kept = cli.build_args(["--mode", "transparent", "--set", "block_global=true"])
-    assert "block_global=true" in kept and "block_global=false" not in kept
 
 
 # -- blocklist-divert run: a dead proxy must not black-hole the diverted addresses -----------

@@ -30,6 +30,8 @@ from harness import (
     wait_for,
 )
 
+from blocklist_addon import cli
+
 #: DESIGN: every proxy enforces a new version within seconds; the issue says 5.
 RELOAD_DEADLINE = 5.0
 FRESH_URL = "http://fresh.example.net/new.html"
@@ -256,6 +258,17 @@ def test_reverse_mode(
             b"Host: forum.example.net\r\nConnection: close\r\n\r\n"
         )
         assert embedded.startswith(b"HTTP/1.1 451 ")
+
+
+def test_transparent_mode_does_not_kill_subscribers_with_public_addresses() -> None:
+    """mitmproxy's block_global kills connections from global addresses (documentation
+    addresses are not global, so the namespace tests cannot show it)."""
+    args = cli.build_args(["--mode", "transparent", "--listen-host", ""])
+    assert "block_global=false" in args
+    assert "listen_host=" in args
+    assert "block_global=false" not in cli.build_args([])
+    kept = cli.build_args(["--mode", "transparent", "--set", "block_global=true"])
+    assert "block_global=true" in kept and "block_global=false" not in kept
 
 
 def test_plain_mitmdump_loads_the_addon(
