@@ -228,16 +228,23 @@ def main() -> int:
 
 
 def drive(seconds: float, bulk_runs: int, family: str) -> int:
+    """Everything the run makes (CA, store, proxy data) lives in a directory removed after."""
+    from netns import unavailable
+
+    if reason := unavailable("nft", "iperf3"):
+        raise SystemExit(f"bench/gateway.py: {reason}")
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        return _drive(Path(tmp), seconds, bulk_runs, family)
+
+
+def _drive(work: Path, seconds: float, bulk_runs: int, family: str) -> int:
     from divert_lab import PROXY_PORT, load_table
     from harness import Proxy, TestCA, synced_store
-    from netns import Lab, stop, unavailable
+    from netns import Lab, stop
 
     from divert.dataset import DiversionSet
     from divert.nft import apply
 
-    if reason := unavailable("nft", "iperf3"):
-        raise SystemExit(f"bench/gateway.py: {reason}")
-    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     ca = TestCA(work / "ca")
     big = big_set(family)
     with Lab() as lab:
