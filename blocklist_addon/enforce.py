@@ -30,7 +30,7 @@ from blocklist_addon import splash
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.errors import describe_error
-from blocklist_addon.matcher import Blocklist, Match
+from blocklist_addon.matcher import Blocklist, Match, exempt_hosts
 from blocklist_addon.metrics import Metrics
 
 __all__ = ["Enforcer", "header", "request_url", "respond"]
@@ -71,6 +71,7 @@ class Enforcer:
         self.blocklog = blocklog
         self.splash = splash.SplashConfig()
         self.fail_closed = True  # blocklist_on_error, read in configure
+        self.embedded_exempt: frozenset[str] = frozenset()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -111,6 +112,14 @@ class Enforcer:
             "Where to get confidential help, shown on the splash page.",
         )
         loader.add_option(
+            "blocklist_embedded_exempt",
+            str,
+            "",
+            "Hosts (comma-separated; their subdomains too) whose requests are checked, but "
+            "not for URLs embedded in them: the hotline's report form, which carries the "
+            "listed URL someone reports (e.g. report.hotline.example).",
+        )
+        loader.add_option(
             "blocklist_splash_template",
             str,
             "",
@@ -133,6 +142,11 @@ class Enforcer:
     def configure(self, updated: set[str]) -> None:
         if "blocklist_on_error" in updated:
             self.fail_closed = ctx.options.blocklist_on_error == "closed"
+        if "blocklist_embedded_exempt" in updated:
+            try:
+                self.embedded_exempt = exempt_hosts(ctx.options.blocklist_embedded_exempt)
+            except ValueError as exc:
+                raise OptionsError(f"blocklist_embedded_exempt: {exc}") from None
         if updated & {*_SPLASH_OPTIONS, "blocklist_splash_template"}:
             try:
                 path = ctx.options.blocklist_splash_template
@@ -250,13 +264,14 @@ class Enforcer:
         self.metrics.inc("blocklist_lookups_total")
         error: Exception | None = None
         try:
-            found = blocklist.match(request_url(request))
+            found = blocklist.match(request_url(request), embedded_exempt=self.embedded_exempt)
         except Exception as exc:
             found, error = None, exc
         if found is None:
             try:
                 if _names_another_host(request):
-                    found = blocklist.match(request_url(request, by_host_header=True))
+                    url = request_url(request, by_host_header=True)
+                    found = blocklist.match(url, embedded_exempt=self.embedded_exempt)
             except Exception as exc:
                 error = error or exc
         if found is None and error is not None:

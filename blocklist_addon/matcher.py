@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from blocklist_addon.canonical import (
@@ -29,7 +29,16 @@ from blocklist_addon.canonical import (
 from blocklist_addon.embedded import embedded_urls
 from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
 
-__all__ = ["Blocklist", "Entry", "HostListing", "Match", "compile_entry", "expression_of"]
+__all__ = [
+    "Blocklist",
+    "Entry",
+    "HostListing",
+    "Match",
+    "compile_entry",
+    "exempt_hosts",
+    "expression_of",
+    "untranslated_host",
+]
 
 DEFAULT_LIST = "default"
 
@@ -154,13 +163,20 @@ class Blocklist:
     def __len__(self) -> int:
         return len(self.snapshot)
 
-    def match(self, url: str) -> Match | None:
-        """The entry that blocks ``url`` or a URL embedded in it, or None."""
+    def match(self, url: str, *, embedded_exempt: Collection[str] = ()) -> Match | None:
+        """The entry that blocks ``url`` or a URL embedded in it, or None.
+
+        ``embedded_exempt``: hosts (and their subdomains) whose URLs are checked themselves
+        but not for the URLs embedded in them, such as a hotline's report form, which
+        carries the listed URL someone reports (blocking it would stop the report)."""
         found = self._match_url(url)
         if found is not None:
             return found
-        for inner in embedded_urls(url, host_key=self._host_key):
-            found = self._match_url(inner, embedded=True)
+        inner = embedded_urls(url, host_key=self._host_key)
+        if inner and embedded_exempt and _is_exempt(url, embedded_exempt):
+            return None
+        for candidate in inner:
+            found = self._match_url(candidate, embedded=True)
             if found is not None:
                 return found
         return None
@@ -174,14 +190,22 @@ class Blocklist:
         found = canonical_host(host.lower())
         if found is None:
             return NOT_LISTED
-        listed = self._listed_hosts(*found)
-        candidates = listed
-        if self.snapshot.hostless:
-            candidates = list(dict.fromkeys([*listed, *host_suffixes(*found, MAX_SB_HOSTS)]))
-        whole = self._find_any(candidates, ["/"], embedded=False) if candidates else None
-        return HostListing(bool(listed), whole) if listed or whole else NOT_LISTED
+        listing = self._host_listing(*found)
+        original = untranslated_host(found[0])
+        if original is not None:  # Google Translate's proxy serves that host's pages
+            other = self._host_listing(*original)
+            listing = HostListing(listing.entries or other.entries, listing.whole or other.whole)
+        return listing if listing.listed else NOT_LISTED
 
     # -- internals -----------------------------------------------------------------------
+
+    def _host_listing(self, host: str, is_ip: bool) -> HostListing:
+        listed = self._listed_hosts(host, is_ip)
+        candidates = listed
+        if self.snapshot.hostless:
+            candidates = list(dict.fromkeys([*listed, *host_suffixes(host, is_ip, MAX_SB_HOSTS)]))
+        whole = self._find_any(candidates, ["/"], embedded=False) if candidates else None
+        return HostListing(bool(listed), whole)
 
     def _host_key(self, authority: str) -> tuple[str, ...] | None:
         """What a URL's scheme and host (as written) can match: the listed hosts it falls
@@ -202,15 +226,37 @@ class Blocklist:
         hosts: list[str] | None = None
         m = _SIMPLE_AUTHORITY.match(url)
         if m is not None and self.snapshot.hostless == 0:
-            host = canonical_host(m.group(1).lower())
+            name = m.group(1).lower()
+            host = canonical_host(name)
             if host is None:
                 return None
             hosts = self._listed_hosts(*host)
-            if not hosts:
+            if not hosts and not name.endswith(_TRANSLATE_SUFFIXES):
                 return None
         c = parse(url)
         if c is None:
             return None
+        if c.host.endswith(_TRANSLATE_SUFFIXES) and not c.is_ip:
+            found = self._match_translated(c, embedded)
+            if found is not None:
+                return found
+        return self._match_canonical(c, hosts, embedded)
+
+    def _match_translated(self, c: Canonical, embedded: bool) -> Match | None:
+        """A page through Google Translate's proxy host: ``listed-example.translate.goog``
+        serves ``listed.example``'s pages (its own ``_x_tr_`` parameters dropped)."""
+        original = untranslated_host(c.host)
+        if original is None:
+            return None
+        query = c.query
+        if query is not None:
+            query = "&".join(p for p in query.split("&") if not p.startswith("_x_tr_")) or None
+        translated = c._replace(host=original[0], is_ip=original[1], query=query)
+        return self._match_canonical(translated, None, embedded=True)
+
+    def _match_canonical(
+        self, c: Canonical, hosts: list[str] | None, embedded: bool
+    ) -> Match | None:
         if hosts is None:
             hosts = self._listed_hosts(c.host, c.is_ip)
         if hosts:
@@ -255,3 +301,45 @@ def _paths(c: Canonical, limit: int | None) -> list[str]:
         query = rest.replace("%3F", "?") + ("" if c.query is None else "?" + c.query)
         paths += path_prefixes(head, query, limit)
     return paths
+
+
+_TRANSLATE_SUFFIXES = (".translate.goog", ".translate.goog.")
+_TRANSLATED_LABEL = re.compile(r"--|-")
+
+
+def untranslated_host(host: str) -> tuple[str, bool] | None:
+    """The canonical host a Google Translate proxy host stands for (its label before
+    ``.translate.goog`` has "." written as "-" and "-" as "--"), or None."""
+    if not host.endswith(_TRANSLATE_SUFFIXES):
+        return None
+    label = host.rstrip(".").removesuffix(".translate.goog").rpartition(".")[2]
+    if not label:
+        return None
+    return canonical_host(_TRANSLATED_LABEL.sub(lambda m: "-" if m.group() == "--" else ".", label))
+
+
+def exempt_hosts(text: str) -> frozenset[str]:
+    """Canonical hosts from a comma-separated setting (``blocklist_embedded_exempt``).
+    Raises ValueError naming an item that is not a host name or address."""
+    hosts = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        found = canonical_host(item) if _HOST_ONLY.fullmatch(item) else None
+        if found is None:
+            raise ValueError(f"not a host name: {item!r}")
+        hosts.add(found[0])
+    return frozenset(hosts)
+
+
+_HOST_ONLY = re.compile(r"[^/\\?#@:\s]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def _is_exempt(url: str, exempt: Collection[str]) -> bool:
+    """Whether ``url``'s host is one of the ``exempt`` hosts or under one."""
+    c = parse(url)
+    if c is None:
+        return False
+    hosts = exempt_hosts(",".join(exempt))
+    return any(h in hosts for h in host_suffixes(c.host, c.is_ip, limit=None))

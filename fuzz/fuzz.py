@@ -4,9 +4,10 @@
     .venv/bin/python fuzz/fuzz.py TARGET [libFuzzer flags, e.g. -max_total_time=300]
 
 Targets: canonical (canonicalize and expressions: total, idempotent, expressions agree),
-embedded (embedded_urls: total, every candidate a substring of the unescaped input's
-ASCII form), matcher (Blocklist.match: total; a listed URL wrapped in the input still
-matches), pages (neutralize: total; nothing listed means the body comes back unchanged;
+embedded (embedded_urls: total, every candidate ASCII and at most MAX_CANDIDATE_CHARS
+long, or three times that where bytes are written as %XX), matcher (Blocklist.match:
+total; a listed URL wrapped in the input, as a parameter or in base64, still matches),
+pages (neutralize: total; nothing listed means the body comes back unchanged;
 neutralizing twice changes nothing more), uploads (listed_in_body: total) and feeds
 (parse_feed in every format: a feed or a FeedError, nothing else). A failed invariant is an
 AssertionError, which libFuzzer reports as a crash with its input saved as crash-*.
@@ -14,6 +15,7 @@ AssertionError, which libFuzzer reports as a crash with its input saved as crash
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import sys
@@ -25,13 +27,14 @@ import atheris
 
 with atheris.instrument_imports():
     from blocklist_addon import Blocklist, canonicalize, expressions
-    from blocklist_addon.embedded import embedded_urls
+    from blocklist_addon.embedded import MAX_CANDIDATE_CHARS, embedded_urls
     from blocklist_addon.pages import neutralize
     from blocklist_addon.uploads import listed_in_body
     from sync.feeds import FORMATS, FeedError, parse_feed
 
 LISTED = "http://blocked.example.com/page.html"
 BLOCKLIST = Blocklist.from_entries([LISTED, "whole-site.blocked.test/", "http://192.0.2.44/a.jpg"])
+B64_LISTED = base64.b64encode(LISTED.encode()).decode()
 SPLASH = "http://site.example/.well-known/blocklist-proxy/blocked?list=default"
 PAGE = "http://site.example/a/b.html"
 
@@ -52,6 +55,7 @@ def fuzz_canonical(data: bytes) -> None:
 def fuzz_embedded(data: bytes) -> None:
     for candidate in embedded_urls(_text(data)):
         assert candidate.isascii()
+        assert len(candidate) <= 3 * MAX_CANDIDATE_CHARS
 
 
 def fuzz_matcher(data: bytes) -> None:
@@ -61,6 +65,7 @@ def fuzz_matcher(data: bytes) -> None:
     wrapped = f"http://r.example/?{prefix.replace('&', '')}&u={LISTED}"
     if "#" not in prefix and "%" not in prefix and not any(c.isspace() for c in prefix):
         assert BLOCKLIST.match(wrapped) is not None, wrapped
+        assert BLOCKLIST.match(f"{wrapped.split('&u=')[0]}&u={B64_LISTED}") is not None, wrapped
 
 
 def fuzz_pages(data: bytes) -> None:

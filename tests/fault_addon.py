@@ -68,11 +68,11 @@ def _patch(faults: Faults) -> None:
     original_neutralize = pages.neutralize
     original_check = HashList.check
 
-    def match(self, url: str):
+    def match(self, url: str, **kwargs):
         text = faults.get("match")
         if text and text in url:
             raise InjectedFault(f"injected lookup fault for {url}")
-        return original_match(self, url)
+        return original_match(self, url, **kwargs)
 
     def host_listing(self, host: str):
         text = faults.get("host")

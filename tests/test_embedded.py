@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon.canonical import as_byte_string, canonicalize, unescape, unescape_by_level
@@ -18,6 +19,7 @@ from blocklist_addon.embedded import (
     _SKIP_OUTER,
     MARKER_WINDOW,
     MAX_CANDIDATE_CHARS,
+    _candidates,
     _depth,
     embedded_urls,
 )
@@ -78,10 +80,14 @@ EXACT = [
         "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fx%253F%2F..%2Fp.html",
         ["http://listed.test/x%3F/../p.html"],
     ),
+    # ... and one escaped once in a raw parameter value is escaped in the URL as written,
+    # but the redirector decodes its parameter before it redirects: both readings
     (
         "http://r.example.net/?u=http://listed.test/x%3F/../p.html",
-        ["http://listed.test/x%3F/../p.html"],
+        ["http://listed.test/x%3F/../p.html", "http://listed.test/x?/../p.html"],
     ),
+    # a "+" in the outer path is a "+", also encoded with the embedded URL's own "/"
+    ("http://r.example.net/out/%2F%2Flisted.test%2Fa%2Bb.html", ["listed.test/a+b.html"]),
     # "+" is a space to a form decoder (issue 15.4), a literal "+" was %2B
     (
         "http://r.example.net/?u=http%3A%2F%2Flisted.test%2Fmy+file%2B1.html",
@@ -164,6 +170,107 @@ def test_contains(url: str, expected: str | None) -> None:
     assert expected in canonicals(url)
 
 
+B64 = base64.b64encode(PAGE.encode()).decode()
+B64URL = base64.urlsafe_b64encode(b"https://listed.test/page.html?a=~~~").decode()
+# issue 15.5: a redirect target as browsers read it (WHATWG URL), and 15.6: wrappers that
+# carry the host in the path or in another encoding: input -> a candidate's canonical form
+LENIENT_AND_WRAPPED = [
+    # leading C0 controls and spaces, tabs and newlines anywhere
+    ("http://r.example.net/?u=%20//listed.test/page.html", PAGE),
+    ("http://r.example.net/?u=%01%20//listed.test/page.html", PAGE),
+    ("http://r.example.net/?u=%20listed.test/page.html", PAGE),
+    ("http://r.example.net/?u=ht%09tp://listed.test/page.html", PAGE),
+    ("http://r.example.net/?u=http:%0A//listed.test/pa%0Dge.html", PAGE),
+    ("http://r.example.net/out/%09/listed.test/page.html", PAGE),
+    # a scheme without slashes, a number for a host
+    ("http://r.example.net/?u=https:listed.test/page.html", "https://listed.test/page.html"),
+    ("http://r.example.net/?u=http:3405803783/a.jpg", "http://203.0.113.7/a.jpg"),
+    ("http://r.example.net/?u=http%3A3405803783%2Fa.jpg", "http://203.0.113.7/a.jpg"),
+    # protocol-relative in a path, escaped or with backslashes
+    ("http://r.example.net/out/%2F%2Flisted.test%2Fpage.html", PAGE),
+    ("http://r.example.net/out//listed.test/page.html", PAGE),
+    ("http://r.example.net/out/\\\\listed.test\\page.html", PAGE),
+    ("http://r.example.net/out//[2001:db8::7]/a.jpg", "http://[2001:db8::7]/a.jpg"),
+    # ideographic, full-width and halfwidth full stops in a bare host
+    ("http://r.example.net/?u=listed\u3002test/page.html", PAGE),
+    (
+        "http://r.example.net/?u=www\uff0elisted\uff0etest/page.html",
+        "http://www.listed.test/page.html",
+    ),
+    ("http://r.example.net/?u=listed%EF%BD%A1test/page.html", PAGE),
+    ("http://r.example.net/c/s/listed\u3002test/page.html", PAGE),
+    # AMP caches and viewers, image CDNs, Thumbor, media proxies, generic proxies
+    ("https://a-b.cdn.ampproject.example/c/s/listed.test/page.html", PAGE),
+    ("https://a-b.cdn.ampproject.example/i/s/listed.test/page.html", PAGE),
+    ("https://a-b.cdn.ampproject.example/c/listed.test/page.html", PAGE),
+    ("https://www.google.example/amp/s/listed.test/page.html", PAGE),
+    ("https://i0.cdn.example/listed.test/page.html?w=300", PAGE),
+    ("https://i0.cdn.example/listed.test:8080/page.html", PAGE),
+    ("https://t.example/unsafe/300x200/smart/filters:blur(7)/listed.test/page.html", PAGE),
+    ("https://m.example/external/Zx9_k2Ab/https/listed.test/page.html", PAGE),
+    ("https://m.example/external/Zx9_k2Ab/http/192.0.2.7/a.jpg", "http://192.0.2.7/a.jpg"),
+    ("https://p.example/proxy/listed.test/page.html", PAGE),
+    # Proofpoint URL Defense v2 and v3
+    ("https://urldefense.example/v2/url?u=http-3A__listed.test_page.html&d=DwMF&c=x", PAGE),
+    (
+        "https://urldefense.example/v2/url?u=https-3A__listed.test_view.php-3Fid-3D5-26a-3Db&d=x",
+        "https://listed.test/view.php?id=5&a=b",
+    ),
+    ("https://urldefense.example/v3/__http://listed.test/page.html__;!!Ab1$", PAGE),
+    (
+        "https://urldefense.example/v3/__http://listed.test/a*20b.html__;JQ!!Ab1$",
+        "http://listed.test/a%20b.html",
+    ),
+    (
+        "https://urldefense.example/v3/__http://listed.test/**Aa.html__;JTI!!Ab1$",
+        "http://listed.test/*.html",
+    ),
+    # base64 and base64url, as a parameter or a path segment, and hex (camo)
+    ("http://r.example.net/?u=" + B64, PAGE),
+    ("http://r.example.net/?u=" + quote(B64, safe=""), PAGE),
+    ("http://r.example.net/?u=" + B64.rstrip("="), PAGE),
+    ("http://r.example.net/go/" + B64URL + "/more", "https://listed.test/page.html?a=~~~"),
+    ("http://r.example.net/?u=" + base64.b64encode(b"HTTP://listed.test/page.html").decode(), PAGE),
+    ("https://camo.example/5f1d0e/" + PAGE.encode().hex(), PAGE),
+    ("https://camo.example/5f1d0e?url=" + PAGE.encode().hex().upper(), PAGE),
+    # Google's cache: operator
+    ("http://search.example/search?q=cache:listed.test/page.html", PAGE),
+    ("http://search.example/search?q=cache:http://listed.test/page.html", PAGE),
+    ("http://search.example/search?q=cache%3Alisted.test%2Fpage.html&hl=en", PAGE),
+    # nested: an encoded URL inside an encoded URL
+    ("http://r.example.net/?u=" + quote("http://r2.example.net/go/" + B64, safe=""), PAGE),
+    (
+        "http://r.example.net/?u="
+        + base64.b64encode(("http://r2.example.net/?u=" + quote(PAGE, safe="")).encode()).decode(),
+        PAGE,
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), LENIENT_AND_WRAPPED)
+def test_lenient_and_wrapped(url: str, expected: str) -> None:
+    assert expected in canonicals(url)
+
+
+# A mere mention of a host is no fetch of a page: without a path after it, a host in a path
+# segment is no candidate (a tag page, a WHOIS query); as a parameter value it gives the
+# host's root only, which only a whole-host entry blocks.
+MENTIONS = [
+    "http://whois.example/listed.test",
+    "http://blog.example/tag/listed.test",
+    "http://blog.example/tag/listed.test?page=2",
+    "http://stats.example/site/listed.test#traffic",
+    "http://search.example/search?q=site:listed.test",
+    "http://search.example/search?q=listed.test+page.html",
+]
+
+
+@pytest.mark.parametrize("url", MENTIONS)
+def test_mentions_give_no_page(url: str) -> None:
+    assert all(c is None or c.endswith(".test/") or ".test/" not in c for c in canonicals(url))
+    assert canonicalize(PAGE) not in canonicals(url)
+
+
 @pytest.mark.parametrize("levels", [1, 2, 3, 4])
 @pytest.mark.parametrize(
     "inner",
@@ -232,6 +339,18 @@ ADVERSARIAL = {
     "dot-padded hosts": "http://r.example.net/"
     + "".join(f"www.h{i}.test/../" for i in range(N // 32))
     + "a" * (N // 2),
+    "base64 values": "http://r.example.net/?" + "a=aHR0cDovL2EudGVzdC8&" * (N // 22),
+    "base64 nested": "http://r.example.net/?u="
+    + base64.b64encode(
+        (
+            "http://r.example.net/?u=" + base64.b64encode(b"http://a.test/" * (N // 30)).decode()
+        ).encode()
+    ).decode(),
+    "hex segments": "http://r.example.net" + "/687474703a2f2f612e74" * (N // 21),
+    "proofpoint v3": "http://r.example.net/v3" + "/__http://a.test/*__;JQ!!" * (N // 25),
+    "proofpoint v3 open": "http://r.example.net/v3/" + "__http:" * (N // 7),
+    "path hosts": "http://r.example.net" + "/h.test" * (N // 7),
+    "ideographic hosts": "http://r.example.net" + "/h\u3002test" * (N // 9),
     "dot-padded groups": "http://r.example.net/"
     + "".join(f"www.h{i}.test/../x/" for i in range(N // 34))
     + "a" * (N // 2),
@@ -367,6 +486,44 @@ def test_plain_means_no_marker(url: str) -> None:
     """The fast path returns [] only where the full search finds nothing."""
     if _PLAIN.fullmatch(url):
         assert _MARKER.search(url, _SKIP_OUTER.match(url).end()) is None
+
+
+#: Pieces of every marker and encoded-URL trigger, and of what comes near them.
+TOKENS = st.sampled_from(
+    [
+        *"/\\:?&=#.%-_[]@ \t\x01wWhHtTpPsSeEcCaAxX019",
+        *["http:", "https:", "HtTpS:", "//", "www.", "ww", "cache:", "a.com", ".co", ".xn--p1ai"],
+        *[
+            "1.2.3.4",
+            "192.0.2.7/",
+            ":8080",
+            "[::1]",
+            "[2001:db8::7]",
+            "aHR0cDov",
+            "SFRUUHM6",
+            "aFR",
+        ],
+        *["68747470", "687474703a2f2f", "4854545053", "http-3A__", "__http:", "__;!", "x.test"],
+        *["\xe3\x80\x82", "\xef\xbc\x8e", "\xef\xbd\xa1", "\xc3\xa9", "%2F", "%3A", "%2e"],
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.sampled_from(["http://r.example/", "https://r.example/a?", ""]),
+    st.lists(TOKENS, max_size=12),
+)
+def test_plain_means_nothing_to_find(outer: str, tokens: list[str]) -> None:
+    """Where the fast path answers [], the full search finds no marker (nor URL written in
+    another encoding) and no candidate at all."""
+    url = outer + "".join(tokens)
+    if _PLAIN.fullmatch(url):
+        start = _SKIP_OUTER.match(url).end()
+        assert _MARKER.search(url, start) is None
+        found: dict[str, None] = {}
+        _candidates(found, url, None, 2)
+        assert not found
 
 
 @given(st.sampled_from(["http://", "https://", "HTTP://", "http:/", "http:\\\\", "//", "www."]))

@@ -9,8 +9,10 @@ whole host, exact query, IPv4 page).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
+import string
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
@@ -192,6 +194,93 @@ def embed(url: str, data: st.DataObject) -> str:
     )
 
 
+def _host_and_rest(url: str) -> tuple[str, str] | None:
+    """The host (a DNS name: no IP, port or user info) and what follows it, or None."""
+    p = _parts(url)
+    if p.scheme.lower() not in ("http", "https") or not p.netloc or _is_ip(p.netloc):
+        return None
+    if ":" in p.netloc or "@" in p.netloc:
+        return None
+    rest = urlunsplit(("", "", p.path or "/", p.query, ""))
+    return p.netloc, rest
+
+
+def wrap(url: str, data: st.DataObject) -> str:
+    """Inside a wrapper that carries the URL in its path or in another encoding (issue 15.6),
+    or as browsers read a redirect target leniently (issue 15.5)."""
+    # In a path a host is read only as a name or dotted-decimal IPv4 (a number alone is
+    # a path segment everywhere); the other spellings go in parameters or with a scheme.
+    host = _parts(url).hostname or ""
+    if _is_ip(host) and not re.fullmatch(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}", host):
+        return embed(url, data)
+    shapes: list[Callable[[], str | None]] = [
+        lambda: f"https://a.example/c/s/{without_scheme(url)}",  # AMP cache
+        lambda: f"https://a.example/i/s/{without_scheme(url)}",
+        lambda: f"https://www.google.example/amp/s/{without_scheme(url)}",
+        lambda: f"https://i0.cdn.example/{without_scheme(url)}",  # image CDN
+        lambda: f"https://t.example/unsafe/300x200/smart/{without_scheme(url)}",  # Thumbor
+        lambda: f"https://m.example/external/Zx9_k2/{url.replace('://', '/', 1)}",  # media
+        lambda: f"https://p.example/proxy/{without_scheme(url)}",
+        lambda: "https://urldefense.example/v2/url?u=" + proofpoint_v2(url) + "&d=DwMF&c=x",
+        lambda: "https://urldefense.example/v3/__" + proofpoint_v3(url) + "!!Ab1$",
+        lambda: "http://r.example/?u=" + quote(base64.b64encode(url.encode()).decode()),
+        lambda: "http://r.example/go/" + base64.urlsafe_b64encode(url.encode()).decode() + "/x",
+        lambda: "https://camo.example/5f1d0e/" + url.encode().hex(),
+        lambda: "http://search.example/search?q=cache:" + quote(url, safe=""),
+        lambda: "http://search.example/search?q=cache:" + quote(without_scheme(url), safe=""),
+        lambda: translated(url),
+        # browsers' lenient reading of a redirect target (WHATWG URL)
+        lambda: "http://r.example/?u=%20%01//" + quote(without_scheme(url), safe=""),
+        lambda: "http://r.example/?u=ht%09tp" + quote(url[url.index(":") :], safe=""),
+        lambda: "http://r.example/?u=" + quote(url.replace("://", ":", 1), safe=""),
+        lambda: "http://r.example/out/%2F%2F" + quote(without_scheme(url), safe=""),
+        lambda: "http://r.example/out/\\\\" + without_scheme(url).replace("/", "\\"),
+        lambda: ideographic(url),
+    ]
+    return data.draw(st.sampled_from(shapes))() or embed(url, data)
+
+
+def without_scheme(url: str) -> str:
+    return url.split("://", 1)[1] if "://" in url else url
+
+
+def proofpoint_v2(url: str) -> str:
+    """URL Defense v2: percent-encoding with "-" for "%", and "_" for "/"."""
+    encoded = quote(url, safe="/").replace("-", "%2D").replace("_", "%5F")
+    return encoded.replace("%", "-").replace("/", "_")
+
+
+RUNS = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def proofpoint_v3(url: str) -> str:
+    """URL Defense v3: the URL as written, "%" and "#" moved behind it in base64url; a
+    single one is written "*", a run of n "**" and the n-th run character."""
+    moved = "".join(c for c in url if c in "%#")
+    kept = re.sub(r"[%#]+", lambda m: "*" if len(m[0]) == 1 else "**" + RUNS[len(m[0]) - 2], url)
+    return kept + "__;" + base64.urlsafe_b64encode(moved.encode()).decode().rstrip("=")
+
+
+def translated(url: str) -> str | None:
+    """Google Translate's proxy host form: listed-example-com.translate.goog."""
+    parts = _host_and_rest(url)
+    if parts is None:
+        return None
+    host, rest = parts
+    label = host.rstrip(".").replace("-", "--").replace(".", "-")
+    sep = "&" if "?" in rest else "?"
+    return f"https://{label}.translate.goog{rest}{sep}_x_tr_sl=auto&_x_tr_tl=en"
+
+
+def ideographic(url: str) -> str | None:
+    """A bare host with ideographic full stops, as a parameter value."""
+    parts = _host_and_rest(url)
+    if parts is None:
+        return None
+    host, rest = parts
+    return "http://r.example/?u=" + quote(host.replace(".", "\u3002") + rest, safe="/")
+
+
 REWRITES: list[Rewrite] = [
     upper_scheme_and_host,
     trailing_dot,
@@ -211,8 +300,8 @@ REWRITES: list[Rewrite] = [
 def rewritten(url: str, data: st.DataObject) -> str:
     for rewrite in data.draw(st.lists(st.sampled_from(REWRITES), max_size=6)):
         url = rewrite(url, data)
-    if data.draw(st.booleans()):
-        url = embed(url, data)  # last: an embedded URL keeps its own spelling
+    if data.draw(st.booleans()):  # last: an embedded URL keeps its own spelling
+        url = embed(url, data) if data.draw(st.booleans()) else wrap(url, data)
     return url
 
 

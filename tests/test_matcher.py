@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist, Entry, Match
 from blocklist_addon.canonical import host_suffixes, parse, path_prefixes
-from blocklist_addon.matcher import expression_of
+from blocklist_addon.matcher import exempt_hosts, expression_of
 from blocklist_addon.snapshot import expression_digest
 
 PAGE = "http://listed.example/gallery/page.html"
@@ -272,3 +272,82 @@ def test_match_is_total(url: str) -> None:
     bl = Blocklist.from_entries(LISTED)
     result = bl.match(url)
     assert result is None or isinstance(result, Match)
+
+
+# -- Google Translate's proxy host form (issue 15.6) ---------------------------------------
+
+TRANSLATED = Blocklist.from_entries(
+    ["http://listed-site.example/page.html", "q.example/view?id=42", "whole.example/"]
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://listed--site-example.translate.goog/page.html",
+        "https://listed--site-example.translate.goog/page.html?_x_tr_sl=auto&_x_tr_tl=en",
+        "https://www-listed--site-example.translate.goog/page.html?_x_tr_hl=en",
+        "https://LISTED--SITE-EXAMPLE.translate.goog./page.html",
+        "https://q-example.translate.goog/view?id=42&_x_tr_sl=auto&_x_tr_tl=en",
+        "https://whole-example.translate.goog/anything",
+        "http://r.example.com/?u=https%3A%2F%2Flisted--site-example.translate.goog%2Fpage.html",
+    ],
+)
+def test_translate_proxy_host_is_its_site(url: str) -> None:
+    m = TRANSLATED.match(url)
+    assert m is not None and m.embedded
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://listed--site-example.translate.goog/other.html",
+        "https://listed-site-example.translate.goog/page.html",  # listed.site.example
+        "https://q-example.translate.goog/view?id=43&_x_tr_sl=auto",
+        "https://q-example.translate.goog/view?id=42&page=2&_x_tr_sl=auto",
+        "https://translate.goog/page.html",
+        "https://whole-example.translate.goog.example.net/",
+    ],
+)
+def test_translate_proxy_host_near_misses(url: str) -> None:
+    assert TRANSLATED.match(url) is None
+
+
+def test_translate_proxy_host_listing() -> None:
+    assert TRANSLATED.host_listing("whole-example.translate.goog").whole is not None
+    listing = TRANSLATED.host_listing("listed--site-example.translate.goog")
+    assert listing.entries and listing.whole is None
+    assert not TRANSLATED.host_listing("other-example.translate.goog").listed
+
+
+# -- the report-form exemption -------------------------------------------------------------
+
+REPORT = "https://report.hotline.example/report?url=" + urllib.parse.quote(PAGE, safe="")
+
+
+def test_embedded_exempt_hosts_are_not_checked_for_embedded_urls(bl: Blocklist) -> None:
+    assert bl.match(REPORT) is not None
+    assert bl.match(REPORT, embedded_exempt=["report.hotline.example"]) is None
+    assert bl.match(REPORT, embedded_exempt=["Hotline.Example."]) is None  # and subdomains
+    assert bl.match(REPORT, embedded_exempt=["other.example"]) is not None
+    assert bl.match(REPORT, embedded_exempt=["hotline.example.net"]) is not None
+    assert bl.match(
+        REPORT.replace("report.", "evilreport."), embedded_exempt=["report.hotline.example"]
+    )
+
+
+def test_embedded_exempt_hosts_are_still_checked_themselves(bl: Blocklist) -> None:
+    assert bl.match(PAGE, embedded_exempt=["listed.example"]) is not None
+    translated = "https://listed-example.translate.goog/gallery/page.html"
+    assert bl.match(translated, embedded_exempt=["translate.goog"]) is not None
+
+
+def test_exempt_hosts_setting() -> None:
+    assert exempt_hosts(" Report.Hotline.Example. , 192.0.2.1,,[2001:DB8::1]") == {
+        "report.hotline.example",
+        "192.0.2.1",
+        "[2001:db8::1]",
+    }
+    for bad in ["http://report.hotline.example/", "report.hotline.example/form", "a b", "x:80"]:
+        with pytest.raises(ValueError, match="not a host name"):
+            exempt_hosts(bad)

@@ -8,6 +8,7 @@ real ``blocklist-sync``); the library-level tables for the same families are in
 
 from __future__ import annotations
 
+import base64
 import pathlib
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -20,7 +21,10 @@ from blocklist_addon import Blocklist
 EXTRA_ENTRIES = [
     "http://blocked.example.com/my%20file.html",  # a page whose name holds a space
     "http://exact.example.net/view?id=42",  # an exact-query entry
+    "http://report.hotline.example/listed-itself.html",  # an exempt host's own page
 ]
+#: The hotline's report form: its own URL is checked, the URLs embedded in it are not.
+EXEMPT = "report.hotline.example"
 
 PAGE = "http://blocked.example.com/page.html"
 EXACT = "http://exact.example.net/view?id=42"
@@ -33,6 +37,11 @@ def feed_entries(path: pathlib.Path) -> list[str]:
 
 def q(url: str) -> str:
     return quote(url, safe="")
+
+
+def b64(url: str, *, url_safe: bool = False) -> str:
+    encode = base64.urlsafe_b64encode if url_safe else base64.b64encode
+    return encode(url.encode()).decode()
 
 
 def padded(url: str, pad: str, times: int = 12) -> str:
@@ -70,6 +79,35 @@ LISTED = {
     "padding-removed-host": "http://archive.example.net/web/2020/www.blocked.example.com"
     + "/../www.a" * 12
     + "/../page.html",
+    # 15.5: redirect targets as browsers read them (WHATWG URL).
+    "lenient-leading-space": "http://redirect.example.net/?u=%20%01//blocked.example.com/page.html",
+    "lenient-tab-in-scheme": "http://redirect.example.net/?u=ht%09tp://blocked.example.com/page.html",
+    "lenient-no-slashes": "http://redirect.example.net/?u=https:blocked.example.com/page.html",
+    "lenient-number-host": "http://redirect.example.net/?u=http:3221226028/img/photo.jpg",
+    "lenient-protocol-relative-path": "http://redirect.example.net/out/%2F%2Fblocked.example.com"
+    "%2Fpage.html",
+    "lenient-backslashes": "http://redirect.example.net/out/\\\\blocked.example.com\\page.html",
+    "lenient-ideographic-dots": "http://redirect.example.net/?u=blocked%E3%80%82example"
+    "%E3%80%82com/page.html",
+    # 15.6: wrappers that carry the host in the path or in another encoding.
+    "amp-cache": "http://a-b.cdn.example.net/c/s/blocked.example.com/page.html",
+    "amp-image": "http://a-b.cdn.example.net/i/s/blocked.example.com/gallery/photo/1.jpg",
+    "amp-viewer": "http://www.example.net/amp/s/blocked.example.com/page.html",
+    "image-cdn": "http://i0.example.net/blocked.example.com/page.html?w=300",
+    "thumbor": "http://t.example.net/unsafe/300x200/smart/blocked.example.com/page.html",
+    "media-proxy": "http://m.example.net/external/Zx9_k2Ab/http/192.0.2.44/img/photo.jpg",
+    "generic-proxy": "http://p.example.net/proxy/whole-site.blocked.test/anything",
+    "proofpoint-v2": "http://urldefense.example.net/v2/url?u=http-3A__blocked.example.com"
+    "_page.html&d=DwMF&c=x",
+    "proofpoint-v3": "http://urldefense.example.net/v3/__http://blocked.example.com/page.html"
+    "__;!!Ab1$",
+    "base64-param": "http://redirect.example.net/?u=" + b64(PAGE),
+    "base64url-path": "http://redirect.example.net/go/" + b64(EXACT, url_safe=True) + "/x",
+    "hex-camo": "http://camo.example.net/5f1d0e/" + PAGE.encode().hex(),
+    "cache-operator": "http://search.example.net/search?q=cache:blocked.example.com/page.html",
+    "translate-host": "http://blocked-example-com.translate.goog/page.html?_x_tr_sl=auto",
+    # The exempt host's own URL is still checked.
+    "exempt-host-itself": "http://report.hotline.example/listed-itself.html",
 }
 
 NEAR_MISSES = {
@@ -84,6 +122,15 @@ NEAR_MISSES = {
     "exact-query-other": "http://exact.example.net/view?id=42&page=2",
     "padding-sibling": "http://redirect.example.net/?u="
     + q(padded("http://blocked.example.com/other.html", "/www.a/..")),
+    "amp-sibling": "http://a-b.cdn.example.net/c/s/blocked.example.com/other.html",
+    "base64-sibling": "http://redirect.example.net/?u=" + b64("http://blocked.example.com/x.html"),
+    "translate-sibling": "http://blocked-example-com.translate.goog/other.html",
+    # a mere mention of a listed host is no fetch of its page
+    "mention-tag": "http://blog.example.net/tag/blocked.example.com",
+    "mention-whois": "http://whois.example.net/?domain=blocked.example.com",
+    # the hotline's report form carrying a listed URL
+    "report-form": f"http://{EXEMPT}/report?url=" + q(PAGE),
+    "report-form-post-target": f"http://{EXEMPT}/r/" + b64(PAGE),
 }
 
 
@@ -98,7 +145,10 @@ def proxy(
     store = (directory / "store").as_uri()
     sync(store, feed_with(directory, *EXTRA_ENTRIES), data_dir=directory / "data")
     routes = {**world.routes, "exact.example.net:80": world.listed_http.port}
-    proxy = Proxy(directory / "proxy", store=store, routes=routes, confdir=confdir, ca=ca)
+    options = {"blocklist_embedded_exempt": EXEMPT}
+    proxy = Proxy(
+        directory / "proxy", store=store, routes=routes, confdir=confdir, ca=ca, options=options
+    )
     with running(proxy):
         yield proxy
 
@@ -135,4 +185,38 @@ def test_library_blocks_the_listed_spelling(library: Blocklist, url: str) -> Non
 
 @pytest.mark.parametrize("url", NEAR_MISSES.values(), ids=NEAR_MISSES.keys())
 def test_library_passes_the_near_miss(library: Blocklist, url: str) -> None:
-    assert library.match(url) is None
+    assert library.match(url, embedded_exempt=[EXEMPT]) is None
+
+
+def test_report_form_is_blocked_without_the_exemption(library: Blocklist) -> None:
+    assert library.match(NEAR_MISSES["report-form"]) is not None
+
+
+def test_translate_host_of_a_whole_listed_site_over_tls(proxy: Proxy, world: World) -> None:
+    """CONNECT to the Translate proxy host of a whole listed site: decrypted (the host has
+    a listed entry through its translation) and answered with the splash page."""
+    before = world.connections()
+    response, _ = proxy.https_get(
+        "whole--site-blocked-test.translate.goog", "/a", headers={"Accept": "text/html"}
+    )
+    assert_splash(response, page=True)
+    assert world.connections() == before
+
+
+def test_exempt_option_is_validated(
+    tmp_path: pathlib.Path, confdir: pathlib.Path, ca: TestCA
+) -> None:
+    proxy = Proxy(
+        tmp_path / "proxy",
+        store=(tmp_path / "store").as_uri(),
+        routes={},
+        confdir=confdir,
+        ca=ca,
+        options={"blocklist_embedded_exempt": "https://report.hotline.example/form"},
+    )
+    proxy.start(wait=False)
+    try:
+        assert proxy.wait_exit(60) != 0
+    finally:
+        proxy.stop()
+    assert "blocklist_embedded_exempt: not a host name" in proxy.log()
