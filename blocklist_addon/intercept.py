@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mitmproxy import ctx, http, tls
 from mitmproxy.connection import Address
@@ -33,7 +33,7 @@ from mitmproxy.proxy import mode_specs, server_hooks
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.enforce import UNCHECKED, Enforcer, respond
-from blocklist_addon.matcher import Match
+from blocklist_addon.matcher import Blocklist, HostListing, Match
 from blocklist_addon.metrics import Metrics
 
 __all__ = ["InterceptPolicy"]
@@ -41,6 +41,8 @@ __all__ = ["InterceptPolicy"]
 log = logging.getLogger(__name__)
 
 INTERCEPT_CHOICES = ["listed", "never", "all"]
+#: Hosts whose listing is remembered (then the cache starts afresh).
+CACHE_HOSTS = 8192
 #: What mitmproxy's log says about a refused server connection (no host in it).
 REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
 #: ... and about one whose check failed (blocklist_on_error=closed).
@@ -73,6 +75,8 @@ class InterceptPolicy:
     metrics: Metrics
     blocklog: BlockLog
     enforcer: Enforcer
+    _cache: dict[str, HostListing] = field(default_factory=dict, init=False)
+    _cached_for: Blocklist | None = field(default=None, init=False)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -94,7 +98,7 @@ class InterceptPolicy:
         if ctx.options.blocklist_intercept != "never" or blocklist is None or flow.response:
             return
         try:
-            whole = blocklist.host_listing(flow.request.host).whole
+            whole = self._listing(blocklist, flow.request.host).whole
         except Exception as exc:
             if self.enforcer.check_failed("connect", exc):
                 respond(flow, UNCHECKED)
@@ -120,7 +124,8 @@ class InterceptPolicy:
         else:
             hosts = _hosts(data.client_hello.sni, address=data.context.server.address)
             try:
-                data.ignore_connection = not any(blocklist.host_listing(h).listed for h in hosts)
+                listed = (self._listing(blocklist, h).listed for h in hosts)
+                data.ignore_connection = not any(listed)
             except Exception as exc:
                 # Never decrypt what could not be checked (a certificate error for clients
                 # without the CA); closed: and never connect it upstream either.
@@ -143,7 +148,7 @@ class InterceptPolicy:
         hosts = _hosts(data.server.sni, data.client.sni, address=data.server.address)
         try:
             whole = next(
-                (m for m in (blocklist.host_listing(h).whole for h in hosts) if m is not None),
+                (m for m in (self._listing(blocklist, h).whole for h in hosts) if m is not None),
                 None,
             )
         except Exception as exc:
@@ -153,6 +158,19 @@ class InterceptPolicy:
         if whole is not None:
             data.server.error = REFUSED
             self._log_refusal(whole, client_address(data.client))
+
+    def _listing(self, blocklist: Blocklist, host: str) -> HostListing:
+        """``blocklist.host_listing(host)``, remembered for the list in force: a connection
+        asks about its host at the hello and again at the server connection, and popular
+        hosts come back all the time (each lookup canonicalizes and hashes the host's
+        suffixes, 6 to 9 us). Every host is remembered alike, listed or not, so the cache
+        tells nothing about the list; it starts afresh with each new list and when full."""
+        if blocklist is not self._cached_for or len(self._cache) >= CACHE_HOSTS:
+            self._cache, self._cached_for = {}, blocklist
+        found = self._cache.get(host)
+        if found is None:
+            found = self._cache[host] = blocklist.host_listing(host)
+        return found
 
     def _log_refusal(self, match: Match, client: str | None) -> None:
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="tls")
