@@ -224,6 +224,11 @@ class Lab:
             ns.stop_processes()
         for ns in reversed(self.namespaces):
             try:
+                # Whatever still runs inside (a proxy a failed test did not stop): deleting
+                # the namespace would leave it running, unreachable, for ever.
+                for pid in _run(["ip", "netns", "pids", ns.name]).split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
                 _run(["ip", "netns", "delete", ns.name])
             except (CommandError, subprocess.TimeoutExpired) as exc:
                 errors.append(str(exc))

@@ -304,6 +304,7 @@ def test_a_stopped_proxy_is_withdrawn_within_withdraw_after_and_the_client_goes_
     with Lab() as lab:
         site = Site.build(lab, ca, [DIVERTED, DIVERTED6])
         gateway = site.topo.gateway
+        proxy: Proxy | None = None
         try:
             store = listed_store(tmp_path)
             asyncio.run(publish(store, DiversionSet.build({"h": [DIVERTED, DIVERTED6]})))
@@ -352,6 +353,8 @@ def test_a_stopped_proxy_is_withdrawn_within_withdraw_after_and_the_client_goes_
             assert_splash(site.get(DIVERTED6, "blocked.example.com", "/page.html"), page=False)
             assert "healthy again" in run_log()
         finally:
+            if proxy is not None:
+                proxy.stop()  # by its PID: deleting the namespace does not end it
             site.close()
 
 
@@ -387,6 +390,7 @@ def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_g
         gateway = site.topo.gateway
         with site.topo.server.entered():
             dns = DNSServer(host=DNS, port=53).start()
+        proxy: Proxy | None = None
         try:
             for name in ("blocked.example.com", "whole-site.blocked.test", "www.example.org"):
                 dns.set(name, a=[DIVERTED], aaaa=[DIVERTED6])
@@ -465,5 +469,7 @@ def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_g
             for name in ("blocked.example.com", "whole-site", "www.example.org"):
                 assert name not in run_log  # gate decisions name hosts by digest only
         finally:
+            if proxy is not None:
+                proxy.stop()
             dns.stop()
             site.close()

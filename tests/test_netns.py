@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
+import subprocess
 
 import pytest
 from harness import wait_for
@@ -32,6 +34,17 @@ def test_a_failing_test_still_deletes_its_namespaces_and_kills_its_processes() -
         raise RuntimeError("the test failed")
     assert not any(path.exists() for path in names)
     assert process.poll() is not None and not alive(process.pid)
+
+
+def test_a_process_started_without_the_helpers_is_killed_with_its_namespace() -> None:
+    """A proxy a test started itself and did not stop (its own Popen, not ``popen``) would
+    otherwise outlive the namespace, unreachable, polling its store for ever."""
+    with Lab() as lab:
+        ns = lab.namespace("stray")
+        stray = subprocess.Popen(["ip", "netns", "exec", ns.name, "sleep", "600"])
+        comm = pathlib.Path(f"/proc/{stray.pid}/comm")
+        wait_for(lambda: comm.read_text().strip() == "sleep", 10, "ip netns exec to exec")
+    assert stray.wait(10) == -signal.SIGKILL
 
 
 def test_names_are_unique_and_sockets_stay_in_their_namespace() -> None:
