@@ -50,8 +50,9 @@ commands:
   apply           load the active set into local nftables (one transaction)
   status          the active set, the hostnames, the last run's gate decisions
   rollback        re-activate the previous set (kept until DNS gives another)
-  run             long-running, on the gateway: keep the nft sets current, empty them
-                  while the proxy is ill (deploy/systemd/blocklist-divert.service)
+  run             long-running: keep the nft sets (or BIRD's or ExaBGP's BGP routes)
+                  current, withdraw them while the proxy is ill
+                  (deploy/systemd/blocklist-divert.service; deploy/exabgp.conf)
 
 examples:
   blocklist-divert keygen --key-file /etc/blocklist-proxy/divert.key
@@ -62,6 +63,7 @@ examples:
   blocklist-divert export --format bird --family 4 --next-hop 198.51.100.1 \\
                    --output /etc/bird/divert4.conf
   blocklist-divert export --format exabgp --next-hop 198.51.100.1 --next-hop 2001:db8::1
+  blocklist-divert run --data-plane bird     # routes in bird_dir, then birdc configure
 
 Gate decisions name hosts by digest, never by name.
 
@@ -133,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="ADDR",
         help="bird/exabgp: the proxy's address, one per family (default: next_hop in config)",
+    )
+    exp.add_argument(
+        "--community",
+        metavar="ASN:VALUE",
+        help="bird/exabgp: the operator community the routes carry beside NO_EXPORT "
+        "(default: community in config)",
     )
     exp.add_argument("--family", type=int, choices=(4, 6), help="only IPv4 or only IPv6")
     exp.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically)")
@@ -225,12 +233,14 @@ async def cmd_export(config: DivertConfig, args: argparse.Namespace) -> int:
         table=args.table or config.nft_table,
         next_hop=hops,
         family=args.family,
+        community=args.community or config.community,
     )
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        await asyncio.to_thread(write_atomic, args.output, text.encode())
+        # 0640: BIRD reads the file as its own user (give the directory its group, setgid).
+        await asyncio.to_thread(write_atomic, args.output, text.encode(), mode=0o640)
     except OSError as e:
         raise DivertError(f"cannot write {args.output}: {e.strerror or e}") from None
     if not getattr(args, "quiet", False):

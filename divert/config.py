@@ -20,7 +20,13 @@
     health_url = "http://127.0.0.1:9451/healthz"   # the transparent proxy's health
     withdraw_after = 30      # seconds of ill health before the sets are emptied
     nft_table = "blocklist"
-    next_hop = ["198.51.100.1", "2001:db8::1"]     # bird/exabgp: one address per family
+    data_plane = "nft"       # what run keeps current: nft, bird or exabgp
+
+    # BGP (bird, exabgp): routes to the proxy, NO_EXPORT plus the operator's community
+    next_hop = ["198.51.100.1", "2001:db8::1"]     # the proxy: one address per family
+    community = "64512:666"  # the core router accepts only /32 and /128 carrying it
+    bird_dir = "/etc/bird/blocklist-divert"   # divert4.conf and divert6.conf, included
+    bird_socket = "/run/bird/bird.ctl"        # birdc -s: BIRD's control socket
 
 Every key has a safe default; unknown keys are an error (a typo must not silently leave a
 gate at its default). Secrets are never values here: the key is in ``key_file``.
@@ -40,11 +46,13 @@ from sync.config import ConfigError
 
 __all__ = [
     "CONFIG_ENV",
+    "DATA_PLANES",
     "DEFAULT_CONFIG",
     "KEY_FILE_ENV",
     "ConfigError",
     "DivertConfig",
     "load_config",
+    "parse_community",
     "parse_resolver",
 ]
 
@@ -52,8 +60,10 @@ DEFAULT_CONFIG = Path("/etc/blocklist-proxy/divert.toml")
 CONFIG_ENV = "BLOCKLIST_DIVERT_CONFIG"
 #: Shared with blocklist-sync, which stores the hostnames with the same key.
 KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
-_PATHS = {"key_file", "protect_file"}
+_PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket"}
 _ADDRESS_LISTS = {"resolvers", "protect", "next_hop"}
+#: What ``run`` keeps current (``divert.planes``).
+DATA_PLANES = ("nft", "bird", "exabgp")
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,10 @@ class DivertConfig:
     withdraw_after: float = 30.0
     nft_table: str = "blocklist"
     next_hop: tuple[str, ...] = ()
+    data_plane: str = "nft"
+    community: str | None = None
+    bird_dir: Path = Path("/etc/bird/blocklist-divert")
+    bird_socket: Path = Path("/run/bird/bird.ctl")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -173,6 +187,28 @@ def validate(config: DivertConfig) -> None:
             raise ConfigError(f"next_hop: {hop!r} is not an IP address") from None
     if len(families) != len(set(families)):
         raise ConfigError("next_hop: at most one IPv4 and one IPv6 address")
+    if config.data_plane not in DATA_PLANES:
+        raise ConfigError(f"data_plane {config.data_plane!r}: one of {', '.join(DATA_PLANES)}")
+    if config.community is not None:
+        parse_community(config.community)
+
+
+def parse_community(text: str) -> tuple[int, int]:
+    """``"64512:666"`` as (64512, 666): a standard BGP community, each half 0-65535. The
+    well-known ones (65535:x, such as BLACKHOLE 65535:666) are refused: the routes already
+    carry NO_EXPORT, and a BLACKHOLE would make routers drop the traffic."""
+    asn, colon, value = str(text).strip().partition(":")
+    if not (colon and asn.isdigit() and value.isdigit()):
+        raise ConfigError(f"community {text!r}: write it as ASN:VALUE, e.g. 64512:666")
+    pair = int(asn), int(value)
+    if not all(0 <= n <= 0xFFFF for n in pair):
+        raise ConfigError(f"community {text!r}: each half is 0-65535")
+    if pair[0] in (0, 0xFFFF):
+        raise ConfigError(
+            f"community {text!r} is reserved or well-known: choose one of your own AS "
+            "(e.g. 64512:666 in a private AS)"
+        )
+    return pair
 
 
 def parse_resolver(text: str) -> tuple[str, int]:

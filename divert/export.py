@@ -13,7 +13,15 @@
       announce route 192.0.2.10/32 next-hop 198.51.100.1 community [no-export]
 
 Routes go to the proxy (``next_hop``, one address per family) and carry NO_EXPORT
-(65535:65281), so they never leave the ISP's own network.
+(65535:65281), so they never leave the ISP's own network, plus the operator's
+``community`` when one is given (the core router accepts only routes carrying it)::
+
+      route 192.0.2.10/32 via 198.51.100.1 { bgp_community.add((65535, 65281));
+          bgp_community.add((64512, 666)); };   (one line)
+      announce route 192.0.2.10/32 next-hop 198.51.100.1 community [no-export 64512:666]
+
+``blocklist-divert run`` keeps BIRD (``divert.bird``) and ExaBGP (``divert.exabgp``) current
+with the same text.
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ import json
 from collections.abc import Iterable, Iterator
 
 from divert import DivertError
+from divert.config import parse_community
 from divert.dataset import DiversionSet
 from divert.nft import render as render_nft
+from sync.config import ConfigError
 
-__all__ = ["FORMATS", "next_hops", "render"]
+__all__ = ["FORMATS", "communities", "next_hops", "render", "routes"]
 
 FORMATS = ("nft", "json", "bird", "exabgp")
 NO_EXPORT = (65535, 65281)
@@ -46,6 +56,16 @@ def next_hops(addresses: Iterable[str]) -> dict[int, str]:
     return hops
 
 
+def communities(community: str | None) -> tuple[tuple[int, int], ...]:
+    """NO_EXPORT, then the operator's community when there is one."""
+    if community is None:
+        return (NO_EXPORT,)
+    try:
+        return NO_EXPORT, parse_community(community)
+    except ConfigError as exc:
+        raise DivertError(str(exc)) from None
+
+
 def render(
     fmt: str,
     dset: DiversionSet,
@@ -54,6 +74,7 @@ def render(
     table: str = "blocklist",
     next_hop: dict[int, str] | None = None,
     family: int | None = None,
+    community: str | None = None,
 ) -> str:
     """``dset`` as ``fmt`` (one of FORMATS). ``family`` (4 or 6) keeps one family only; bird
     needs it. DivertError for a missing next hop or family."""
@@ -79,24 +100,40 @@ def render(
     for v, addresses in ((4, dset.ipv4), (6, dset.ipv6)):
         if addresses and v not in hops:
             raise DivertError(f"{fmt}: no IPv{v} next hop: give --next-hop (the proxy's address)")
-    lines = _bird(dset, hops) if fmt == "bird" else _exabgp(dset, hops)
+    tags = communities(community)
+    lines = _bird(dset, hops, tags) if fmt == "bird" else _exabgp(dset, hops, tags)
     header = f"# blocklist-divert: diversion set version {version}, {len(dset):,} routes\n"
     return header + "".join(lines)
 
 
-def _routes(dset: DiversionSet) -> Iterator[tuple[str, int]]:
+def routes(dset: DiversionSet) -> Iterator[tuple[str, int]]:
+    """(prefix, family) for each address: a /32 or a /128."""
     for address in dset.ipv4:
         yield f"{address}/32", 4
     for address in dset.ipv6:
         yield f"{address}/128", 6
 
 
-def _bird(dset: DiversionSet, hops: dict[int, str]) -> Iterator[str]:
-    community = f"({NO_EXPORT[0]}, {NO_EXPORT[1]})"
-    for prefix, v in _routes(dset):
-        yield f"route {prefix} via {hops[v]} {{ bgp_community.add({community}); }};\n"
+def bird_communities(tags: tuple[tuple[int, int], ...]) -> str:
+    return " ".join(f"bgp_community.add(({a}, {b}));" for a, b in tags)
 
 
-def _exabgp(dset: DiversionSet, hops: dict[int, str]) -> Iterator[str]:
-    for prefix, v in _routes(dset):
-        yield f"announce route {prefix} next-hop {hops[v]} community [no-export]\n"
+def exabgp_communities(tags: tuple[tuple[int, int], ...]) -> str:
+    names = ["no-export" if tag == NO_EXPORT else f"{tag[0]}:{tag[1]}" for tag in tags]
+    return f"[{' '.join(names)}]"
+
+
+def _bird(
+    dset: DiversionSet, hops: dict[int, str], tags: tuple[tuple[int, int], ...]
+) -> Iterator[str]:
+    attributes = bird_communities(tags)
+    for prefix, v in routes(dset):
+        yield f"route {prefix} via {hops[v]} {{ {attributes} }};\n"
+
+
+def _exabgp(
+    dset: DiversionSet, hops: dict[int, str], tags: tuple[tuple[int, int], ...]
+) -> Iterator[str]:
+    attributes = exabgp_communities(tags)
+    for prefix, v in routes(dset):
+        yield f"announce route {prefix} next-hop {hops[v]} community {attributes}\n"

@@ -1,7 +1,13 @@
-"""``blocklist-divert run``: keep a gateway's diversion sets current, and empty them while
+"""``blocklist-divert run``: keep the data plane's diversion current, and withdraw it while
 the proxy is ill (DESIGN "Two-stage diversion": proxy health).
 
-One long-running process on the gateway (``deploy/systemd/blocklist-divert.service``):
+The data plane (``divert.planes``, ``data_plane`` in the config or ``--data-plane``) is the
+gateway's nft sets, BIRD's static routes (``birdc configure``) or ExaBGP's announcements
+(``run`` is then ExaBGP's API process); the health and withdraw logic below is the same for
+all three. Where this docstring says "the sets", read "the routes" for BGP.
+
+One long-running process on the gateway (``deploy/systemd/blocklist-divert.service``), or
+under ExaBGP (``deploy/exabgp.conf``):
 
 - resolves every ``interval`` seconds (the same resolution as ``blocklist-divert resolve``,
   in this process), which publishes a new set to the store when the gates let it;
@@ -20,8 +26,10 @@ list is still enforced: withdrawing would enforce nothing at all). "starting", "
 (the proxy answers every request with an error) and no answer within the timeout are ill
 health. Until the first health answer the sets are left as they are.
 
-Stopping ``run`` leaves the sets as they are, so a restart opens no gap; to stop diverting,
-empty them (``nft flush set inet blocklist divert4``, and ``divert6``) or delete the table.
+Stopping ``run`` leaves the sets (and BIRD's routes) as they are, so a restart opens no gap;
+to stop diverting, empty them (``nft flush set inet blocklist divert4``, and ``divert6``) or
+delete the table. Under ExaBGP, ``run`` stops with ExaBGP, whose session then closes and
+withdraws every route.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,9 +56,10 @@ import aiohttp
 
 from blocklist_addon.store import Store, StoreError, open_store
 from divert import DivertError
-from divert.config import DivertConfig
+from divert.config import DATA_PLANES, DivertConfig
 from divert.dataset import DiversionSet
-from divert.nft import apply as nft_apply
+from divert.exabgp import ExaBgpPlane, read_api
+from divert.planes import DataPlane, make_plane
 
 __all__ = ["HealthGate", "Phase", "Runner", "probe_health"]
 
@@ -123,8 +134,10 @@ class Runner:
     config: DivertConfig
     store: Store
     resolve: Callable[[], Awaitable[str]] | None  # one resolution: its outcome, or DivertError
-    apply: Callable[[DiversionSet], None]  # the data plane (divert.nft.apply)
+    apply: Callable[[DiversionSet], None]  # the data plane's apply (divert.planes)
     health: Callable[[], Awaitable[tuple[bool, str]]]
+    what: str = "the diversion sets"  # what apply fills, for log lines
+    data_plane: str = "nft"
     status_file: Path | None = None
     metrics_file: Path | None = None
     clock: Callable[[], float] = time.time
@@ -176,12 +189,13 @@ class Runner:
         if change is Phase.WITHDRAWN:
             self.withdrawals += 1
             log.error(
-                "WITHDRAWN: the proxy at %s has failed its health check for %.0f s (%s): the "
-                "diversion sets are emptied and diverted traffic now goes to the origins "
-                "directly, UNFILTERED, until the proxy is healthy again",
+                "WITHDRAWN: the proxy at %s has failed its health check for %.0f s (%s): %s "
+                "are withdrawn and diverted traffic now goes to the origins directly, "
+                "UNFILTERED, until the proxy is healthy again",
                 url,
                 after,
                 self.health_reason,
+                self.what,
             )
         elif change is Phase.DIVERTING and self.withdrawals:
             log.warning("the proxy at %s is healthy again (%s): diverting", url, self.health_reason)
@@ -193,8 +207,8 @@ class Runner:
             and self.gate.phase is not (Phase.WITHDRAWN)
         ):
             log.warning(
-                "the proxy at %s failed its health check (%s); the sets are emptied if it "
-                "still fails in %.0f s",
+                "the proxy at %s failed its health check (%s); diversion stops if it still "
+                "fails in %.0f s",
                 url,
                 self.health_reason,
                 after,
@@ -245,9 +259,10 @@ class Runner:
         self.applied, self.applied_at, self._refresh, self._said = target, self.clock(), False, ""
         if changed:
             log.info(
-                "applied %d IPv4 and %d IPv6 addresses (%s)",
+                "applied %d IPv4 and %d IPv6 addresses to %s (%s)",
                 len(target.ipv4),
                 len(target.ipv6),
+                self.what,
                 self.gate.phase,
             )
 
@@ -293,6 +308,7 @@ class Runner:
                 "failing_since": self.gate.failing_since,
             },
             "withdraw_after": self.config.withdraw_after,
+            "data_plane": self.data_plane,
             "withdrawals": self.withdrawals,
             "active_version": self.version,
             "applied": None
@@ -367,12 +383,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
         "run",
         parents=[common],
-        help="keep the gateway's nft sets current; empty them while the proxy is ill",
-        description="Long-running, on the gateway: apply the store's active diversion set "
-        "to the nft sets when it changes, and empty them when the proxy's health_url has "
-        "failed for withdraw_after seconds (diverted traffic then flows directly, "
-        "unfiltered); refill them when it is healthy again. Settings: interval, health_url, "
-        "withdraw_after, nft_table in the config.",
+        help="keep the nft sets or BGP routes current; withdraw them while the proxy is ill",
+        description="Long-running: keep the data plane (nft sets on this gateway, BIRD's "
+        "static routes, or ExaBGP's announcements) holding the store's active diversion set, "
+        "and withdraw it when the proxy's health_url has failed for withdraw_after seconds "
+        "(diverted traffic then flows directly, unfiltered); restore it when the proxy is "
+        "healthy again. With --data-plane exabgp, ExaBGP starts this command (its process "
+        "stanza, deploy/exabgp.conf): commands go to stdout, logs to stderr. Settings: "
+        "interval, health_url, withdraw_after, data_plane, nft_table, next_hop, community, "
+        "bird_dir, bird_socket in the config.",
+    )
+    parser.add_argument(
+        "--data-plane",
+        choices=DATA_PLANES,
+        help="what to keep current (default: data_plane in the config, else nft)",
     )
     parser.add_argument(
         "--status-file",
@@ -394,7 +418,13 @@ async def cmd_run(
     args: argparse.Namespace,
     resolve: Callable[[], Awaitable[str]] | None = None,
 ) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    kind = getattr(args, "data_plane", None) or config.data_plane
+    api_out = None
+    if kind == "exabgp":
+        # stdout is ExaBGP's command pipe: nothing else may ever be written to it.
+        api_out, sys.stdout = sys.stdout, sys.stderr
+    plane = make_plane(config, kind=kind, out=api_out)
     async with open_store(config.store, keep=config.keep_versions, namespace="divert") as store:
         return await run_command(
             config,
@@ -402,6 +432,8 @@ async def cmd_run(
             resolve,
             status_file=getattr(args, "status_file", None),
             metrics_file=getattr(args, "metrics_file", None),
+            plane=plane,
+            api_in=sys.stdin if kind == "exabgp" else None,
         )
 
 
@@ -413,30 +445,49 @@ async def run_command(
     status_file: Path | None = None,
     metrics_file: Path | None = None,
     nft: str | list[str] = "nft",
+    plane: DataPlane | None = None,
+    api_in: Any = None,
 ) -> int:
-    """``blocklist-divert run`` until SIGTERM or SIGINT (exit 0)."""
+    """``blocklist-divert run`` until SIGTERM or SIGINT (exit 0), or, under ExaBGP, until
+    ExaBGP shuts down (``api_in``: ExaBGP's pipe to this process)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    plane = plane or make_plane(config, nft=nft)
+    if api_in is not None and isinstance(plane, ExaBgpPlane):
+
+        def stopped(why: str) -> None:
+            log.info("%s: stopping", why)
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(
+            target=read_api, args=(api_in, plane, stopped), name="exabgp-api", daemon=True
+        ).start()
     timeout = min(max(config.withdraw_after / 3, 0.5), 5.0)
     async with aiohttp.ClientSession() as session:
         runner = Runner(
             config,
             store,
             resolve,
-            functools.partial(nft_apply, table=config.nft_table, nft=nft),
+            plane.apply,
             functools.partial(probe_health, session, config.health_url, timeout),
+            what=plane.what,
+            data_plane=plane.name,
             status_file=status_file,
             metrics_file=metrics_file,
         )
         log.info(
-            "running: resolve every %.0f s, health %s every %.1f s, withdraw after %.0f s",
+            "running: %s; resolve every %.0f s, health %s every %.1f s, withdraw after %.0f s",
+            plane.what,
             config.interval,
             config.health_url,
             poll_interval(config.withdraw_after),
             config.withdraw_after,
         )
         await runner.run(stop)
-    log.info("stopped; the sets are left as they are")
+    if plane.name == "exabgp":
+        log.info("stopped")
+    else:
+        log.info("stopped; %s are left as they are", plane.what)
     return 0

@@ -21,8 +21,11 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from harness import Origin, Origins, Response, TestCA
+from harness import Origin, Origins, Proxy, Response, TestCA, feed_with, sync
 from netns import Lab, Namespace, Topology, gateway_topology
+
+from blocklist_addon.store import open_store
+from divert.dataset import DiversionSet
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIVERT_NFT = ROOT / "deploy" / "nftables-divert.nft"
@@ -34,6 +37,45 @@ TABLE = "blocklist"
 def load_table(gateway: Namespace, subscribers: str = Topology.SUBSCRIBERS) -> None:
     """The shipped table, loaded the way the operator guide says."""
     gateway.run("nft", "-D", f"SUBSCRIBERS={subscribers}", "-f", str(DIVERT_NFT))
+
+
+def start_proxy(
+    ns: Namespace,
+    ca: TestCA,
+    workdir: pathlib.Path,
+    store: str,
+    confdir: pathlib.Path,
+    **options: str,
+) -> Proxy:
+    """The transparent proxy in namespace ``ns``, on every address and PROXY_PORT, as the
+    operator guide runs it."""
+    proxy = Proxy(
+        workdir,
+        store=store,
+        routes=None,
+        confdir=confdir,
+        ca=ca,
+        mode="transparent",
+        netns=ns,
+        options={"listen_host": "", **options},
+    )
+    proxy.port = PROXY_PORT
+    return proxy.start()
+
+
+def listed_store(directory: pathlib.Path, *entries: str) -> str:
+    """A file store holding the sample feed plus ``entries`` (e.g. an IP-literal page)."""
+    store = (directory / "store").as_uri()
+    sync(store, feed_with(directory, *entries), data_dir=directory / "data")
+    return store
+
+
+async def publish(store: str, dset: DiversionSet) -> None:
+    """``dset`` as the store's active diversion set (what ``resolve`` publishes)."""
+    async with open_store(store, namespace="divert") as divert:
+        await divert.publish(
+            dset.to_bytes(), checksum=dset.checksum, entries=len(dset), source="test"
+        )
 
 
 def set_elements(gateway: Namespace, addresses: Iterable[str]) -> None:

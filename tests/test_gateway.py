@@ -19,12 +19,20 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from divert_lab import DIVERT_NFT, PROXY_PORT, Site, load_table, set_contents, set_elements
+from divert_lab import (
+    DIVERT_NFT,
+    Site,
+    listed_store,
+    load_table,
+    publish,
+    set_contents,
+    set_elements,
+    start_proxy,
+)
 from dnsserver import DNSServer
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
 from netns import Lab, Namespace, unavailable
 
-from blocklist_addon.store import open_store
 from divert import nft
 from divert.dataset import DiversionSet
 
@@ -36,31 +44,6 @@ UNDIVERTED6 = "2001:db8:2::10"
 DIVERTED6 = "2001:db8:2::20"
 #: A page entry on an address: the IP-literal case of item 9.
 IP_ENTRY = f"http://{DIVERTED}/img/photo.jpg"
-
-
-def start_proxy(
-    site: Site, workdir: pathlib.Path, store: str, confdir: pathlib.Path, **options: str
-) -> Proxy:
-    """The transparent proxy in the gateway namespace, as the operator guide runs it."""
-    proxy = Proxy(
-        workdir,
-        store=store,
-        routes=None,
-        confdir=confdir,
-        ca=site.ca,
-        mode="transparent",
-        netns=site.topo.gateway,
-        options={"listen_host": "", **options},
-    )
-    proxy.port = PROXY_PORT
-    return proxy.start()
-
-
-def listed_store(directory: pathlib.Path) -> str:
-    """The sample feed plus an IP-literal page entry on the diverted address."""
-    store = (directory / "store").as_uri()
-    sync(store, feed_with(directory, IP_ENTRY), data_dir=directory / "data")
-    return store
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +68,12 @@ def proxy(
 ) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("gateway")
     proxy = start_proxy(
-        site, directory / "proxy", listed_store(directory), confdir, blocklist_intercept="never"
+        site.topo.gateway,
+        site.ca,
+        directory / "proxy",
+        listed_store(directory, IP_ENTRY),
+        confdir,
+        blocklist_intercept="never",
     )
     try:
         yield proxy
@@ -270,8 +258,10 @@ def test_intercept_listed_decides_by_sni_not_by_a_listed_address(
         site = Site.build(lab, ca, [DIVERTED])
         try:
             set_elements(site.topo.gateway, [DIVERTED])
-            store = listed_store(tmp_path)
-            proxy = start_proxy(site, tmp_path / "proxy", store, confdir)  # intercept=listed
+            store = listed_store(tmp_path, IP_ENTRY)
+            proxy = start_proxy(
+                site.topo.gateway, site.ca, tmp_path / "proxy", store, confdir
+            )  # intercept=listed
             try:
                 # Another virtual host on the listed address: its own certificate.
                 response, seen = site.https_get(DIVERTED, "unlisted.example.org", "/img/photo.jpg")
@@ -306,10 +296,15 @@ def test_a_stopped_proxy_is_withdrawn_within_withdraw_after_and_the_client_goes_
         gateway = site.topo.gateway
         proxy: Proxy | None = None
         try:
-            store = listed_store(tmp_path)
+            store = listed_store(tmp_path, IP_ENTRY)
             asyncio.run(publish(store, DiversionSet.build({"h": [DIVERTED, DIVERTED6]})))
             proxy = start_proxy(
-                site, tmp_path / "proxy", store, confdir, blocklist_intercept="never"
+                site.topo.gateway,
+                site.ca,
+                tmp_path / "proxy",
+                store,
+                confdir,
+                blocklist_intercept="never",
             )
             config = tmp_path / "divert.toml"
             config.write_text(
@@ -362,13 +357,6 @@ def in_sets(gateway: Namespace) -> set[str]:
     return set(set_contents(gateway, "divert4")) | set(set_contents(gateway, "divert6"))
 
 
-async def publish(store: str, dset: DiversionSet) -> None:
-    async with open_store(store, namespace="divert") as divert:
-        await divert.publish(
-            dset.to_bytes(), checksum=dset.checksum, entries=len(dset), source="test"
-        )
-
-
 # -- blocklist-divert run resolving: hosts that move, and DNS that lies -----------------------
 
 MOVED = "203.0.113.21"
@@ -406,7 +394,12 @@ def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_g
             env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
             sync(store, feed_with(tmp_path, IP_ENTRY), data_dir=tmp_path / "data", env=env)
             proxy = start_proxy(
-                site, tmp_path / "proxy", store, confdir, blocklist_intercept="never"
+                site.topo.gateway,
+                site.ca,
+                tmp_path / "proxy",
+                store,
+                confdir,
+                blocklist_intercept="never",
             )
             config = tmp_path / "divert.toml"
             config.write_text(

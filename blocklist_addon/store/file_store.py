@@ -300,16 +300,21 @@ def _read_or_none(path: pathlib.Path) -> bytes | None:
         return None
 
 
-def write_atomic(path: pathlib.Path, data: bytes, *, hold: bool = False) -> int | None:
+def write_atomic(
+    path: pathlib.Path, data: bytes, *, hold: bool = False, mode: int = 0o600
+) -> int | None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     The temporary file is flock'ed while it is written so that a cleaner never removes a
     live writer's file. With ``hold`` the still-locked descriptor is returned (the caller
-    closes it); otherwise it is closed.
+    closes it); otherwise it is closed. ``mode`` is set before the rename (not subject to
+    the umask), so a reader of another user never sees the file unreadable.
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
+        if mode != 0o600:
+            os.fchmod(fd, mode)
         fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(data).cast("B")
         while view:

@@ -1,0 +1,369 @@
+"""The diversion set over real BGP sessions (issue 13): ``blocklist-divert run`` as ExaBGP's
+API process (one test) and driving BIRD 2 through include files and ``birdc configure``
+(another), each announcing to a core router (BIRD 2) in namespaces these tests create
+(``tests/bgp_lab.py``), with the shipped ``deploy/exabgp.conf``, ``deploy/bird-divert.conf``
+and ``deploy/nftables-routed-proxy.nft``.
+
+Each test walks the same life: the set announced (a /32 or /128 per address, via the
+proxy, nothing else); a client behind the core gets the 451 on a diverted address and
+reaches an undiverted one directly; a set change adds and removes exactly the changed
+routes; a BGP session flap keeps the set; the proxy stopped withdraws everything after
+``withdraw_after`` and the client reaches the origin directly, and the proxy back brings it
+back; the BGP speaker itself dying withdraws everything (the session closes), and a new one
+announces the whole set again.
+
+Needs root, ``ip``, ``nft``, ``bird``/``birdc`` and ``exabgp`` (tests/debian-packages.txt);
+skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from bgp_lab import (
+    BIRD_DIVERT,
+    COMMUNITY,
+    EXABGP_CONF,
+    PROXY4,
+    PROXY6,
+    Routed,
+    expected,
+)
+from divert_lab import listed_store, publish, start_proxy
+from harness import VENV_BIN, Proxy, TestCA, assert_splash, wait_for
+from netns import Lab, Namespace, unavailable
+
+from divert.dataset import DiversionSet
+from divert.export import render
+
+UNDIVERTED = "203.0.113.10"
+DIVERTED = "203.0.113.20"
+MOVED = "203.0.113.21"
+ADDED = "203.0.113.22"
+DIVERTED6 = "2001:db8:2::20"
+FIRST = DiversionSet.build({"a": [DIVERTED, DIVERTED6]})
+SECOND = DiversionSet.build({"a": [DIVERTED], "b": [MOVED]})  # DIVERTED6 out, MOVED in
+WITHDRAW_AFTER = 2.0
+#: BGP convergence here: a session closing or an UPDATE is seen by the core within
+#: milliseconds; a new session takes its connect delay (1 s) and an OPEN exchange.
+CONVERGE = 15.0
+
+pytestmark = pytest.mark.skipif(
+    bool(unavailable("nft", "bird", "birdc")), reason=str(unavailable("nft", "bird", "birdc"))
+)
+
+
+@pytest.fixture(scope="module")
+def routed(
+    ca: TestCA, tmp_path_factory: pytest.TempPathFactory, confdir: pathlib.Path
+) -> Iterator[tuple[Routed, Proxy, str]]:
+    """One routed ISP for the module: the core, the client, the origins, the proxy host with
+    its table and the transparent proxy. Each test brings its own BGP speaker."""
+    directory = tmp_path_factory.mktemp("bgp")
+    with Lab() as lab:
+        routed = Routed.build(lab, ca, [UNDIVERTED, DIVERTED, MOVED, DIVERTED6], directory)
+        try:
+            store = listed_store(directory)
+            proxy = start_proxy(
+                routed.proxy_ns,
+                ca,
+                directory / "proxy",
+                store,
+                confdir,
+                blocklist_intercept="never",
+            )
+            try:
+                yield routed, proxy, store
+            finally:
+                proxy.stop()
+        finally:
+            routed.close()
+
+
+def divert_config(path: pathlib.Path, store: str, proxy: Proxy, **extra: str) -> pathlib.Path:
+    lines = [
+        f'store = "{store}"',
+        f'health_url = "http://127.0.0.1:{proxy.status_port}/healthz"',
+        f"withdraw_after = {WITHDRAW_AFTER}",
+        "interval = 3600",
+        f'next_hop = ["{PROXY4}", "{PROXY6}"]',
+        f'community = "{COMMUNITY}"',
+        *(f'{key} = "{value}"' for key, value in extra.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def connections(proxy: Proxy) -> float:
+    return proxy.metric("blocklist_client_connections_total")
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (ExaBGP's API process)."""
+    with contextlib.suppress(OSError):
+        text = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(p) for p in text.split()]
+    return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class Speaker:
+    """A BGP speaker on the proxy host, started and killed by the test (by PID)."""
+
+    def __init__(self, ns: Namespace, workdir: pathlib.Path) -> None:
+        self.ns, self.workdir = ns, workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{type(self).__name__.lower()}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = self.ns.popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env()
+            )
+
+    def kill(self) -> None:
+        """The speaker dies (SIGKILL: no goodbye to its peer, its helpers orphaned)."""
+        assert self.process is not None
+        helpers = children(self.process.pid)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        try:
+            wait_for(lambda: not any(alive(p) for p in helpers), 10, "the helpers to exit")
+        finally:
+            for pid in helpers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class ExaBgp(Speaker):
+    """ExaBGP with the shipped deploy/exabgp.conf; it starts ``blocklist-divert run``."""
+
+    def __init__(self, ns: Namespace, workdir: pathlib.Path, config: pathlib.Path) -> None:
+        super().__init__(ns, workdir)
+        self.status_file = workdir / "status.json"
+        text = EXABGP_CONF.read_text()
+        for old, new in (
+            ("/usr/local/bin/blocklist-divert", str(VENV_BIN / "blocklist-divert")),
+            ("/etc/blocklist-proxy/divert.toml", str(config)),
+            ("--data-plane exabgp;", f"--data-plane exabgp --status-file {self.status_file};"),
+        ):
+            assert old in text, old
+            text = text.replace(old, new)
+        self.conf = workdir / "exabgp.conf"
+        self.conf.write_text(text)
+
+    def command(self) -> list[str]:
+        return ["exabgp", str(self.conf)]
+
+    def env(self) -> dict[str, str]:
+        # As root ExaBGP would drop to its own user, which cannot read the test's files.
+        return {
+            **os.environ,
+            "exabgp.daemon.user": "root",
+            "exabgp.daemon.drop": "false",
+            "exabgp.api.cli": "false",
+            "exabgp.log.destination": "stdout",
+        }
+
+
+class Bird(Speaker):
+    """BIRD 2 with the shipped deploy/bird-divert.conf, included from a minimal bird.conf."""
+
+    def __init__(self, ns: Namespace, workdir: pathlib.Path) -> None:
+        super().__init__(ns, workdir)
+        self.include = workdir / "bird-divert"
+        self.include.mkdir()
+        for name in ("divert4.conf", "divert6.conf"):  # as the guide says: empty at first
+            (self.include / name).write_text("")
+        text = BIRD_DIVERT.read_text()
+        assert "/etc/bird/blocklist-divert" in text
+        (workdir / "bird-divert.conf").write_text(
+            text.replace("/etc/bird/blocklist-divert", str(self.include))
+        )
+        self.conf = workdir / "bird.conf"
+        self.good = (
+            f'router id {PROXY4};\nprotocol device {{}}\ninclude "{workdir}/bird-divert.conf";\n'
+        )
+        self.conf.write_text(self.good)
+        self.socket = workdir / "bird.ctl"
+
+    def command(self) -> list[str]:
+        return ["bird", "-f", "-c", str(self.conf), "-s", str(self.socket)]
+
+
+def routes_are(routed: Routed, dset: DiversionSet, what: str, timeout: float = CONVERGE) -> None:
+    want = expected(dset.addresses)
+    wait_for(lambda: routed.routes() == want, timeout, f"{what}: table 100 = {sorted(want)}")
+
+
+def direct(routed: Routed, address: str) -> None:
+    """The client reaches the origin on ``address`` itself (no proxy: its own address)."""
+    response = routed.site.get(address, "blocked.example.com", "/page.html")
+    assert response.status == 200
+    assert routed.site.http[address].remotes[-1] == routed.site.topo.client_address(address)
+
+
+def through_the_proxy(routed: Routed, address: str) -> None:
+    assert_splash(routed.site.get(address, "blocked.example.com", "/page.html"), page=False)
+
+
+def status(path: pathlib.Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def life(routed: Routed, proxy: Proxy, store: str, speaker: Speaker, status_file: pathlib.Path):
+    """What both speakers must do; returns with SECOND announced and the proxy healthy."""
+    site = routed.site
+    asyncio.run(publish(store, FIRST))
+    speaker.start()
+    routes_are(routed, FIRST, "the first set announced")
+    assert routed.session_up()
+
+    # Diverted: through the proxy. Not diverted: directly, the proxy never sees it.
+    through_the_proxy(routed, DIVERTED)
+    through_the_proxy(routed, DIVERTED6)
+    served = site.get(DIVERTED, "blocked.example.com", "/other.html")
+    assert served.status == 200
+    assert site.http[DIVERTED].remotes[-1] == PROXY4  # fetched by the proxy, not looped
+    before = connections(proxy)
+    direct(routed, UNDIVERTED)
+    assert connections(proxy) == before
+
+    # A set change: exactly the changed routes go over the session (one announced, one
+    # withdrawn), not the whole set again.
+    announced, withdrawn = routed.received()
+    asyncio.run(publish(store, SECOND))
+    routes_are(routed, SECOND, "the changed set")
+    assert routed.received() == (announced + 1, withdrawn + 1)
+    through_the_proxy(routed, MOVED)
+    direct(routed, DIVERTED6)
+
+    # A session flap (the core resets it): the set comes back whole.
+    routed.birdc("disable", "proxy")
+    wait_for(lambda: routed.routes() == {}, CONVERGE, "the routes gone with the session")
+    routed.birdc("enable", "proxy")
+    routes_are(routed, SECOND, "the set after the flap")
+
+    # The proxy dies: everything withdrawn after withdraw_after; the client goes direct.
+    stopping = time.monotonic()
+    proxy.stop()
+    wait_for(lambda: routed.routes() == {}, WITHDRAW_AFTER + CONVERGE, "the withdrawal")
+    assert time.monotonic() - stopping >= WITHDRAW_AFTER
+    state = status(status_file)
+    assert state["phase"] == "withdrawn"
+    assert state["since"] - state["proxy"]["failing_since"] >= WITHDRAW_AFTER
+    direct(routed, DIVERTED)
+    direct(routed, MOVED)
+    proxy.start()
+    routes_are(routed, SECOND, "the set announced again")
+    through_the_proxy(routed, DIVERTED)
+
+    # The speaker dies: its session closes and every route goes (fail open); a new one
+    # announces the whole set.
+    speaker.kill()
+    wait_for(lambda: routed.routes() == {}, CONVERGE, "the routes gone with the speaker")
+    direct(routed, MOVED)
+    speaker.start()
+    routes_are(routed, SECOND, "the set from a new speaker")
+    through_the_proxy(routed, MOVED)
+
+
+@pytest.mark.skipif(bool(unavailable("exabgp")), reason=str(unavailable("exabgp")))
+def test_exabgp_announces_the_set_and_follows_the_proxys_health(
+    routed: tuple[Routed, Proxy, str], tmp_path: pathlib.Path
+) -> None:
+    lab, proxy, store = routed
+    config = divert_config(tmp_path / "divert.toml", store, proxy)
+    speaker = ExaBgp(lab.proxy_ns, tmp_path, config)
+    try:
+        life(lab, proxy, store, speaker, speaker.status_file)
+        assert status(speaker.status_file)["data_plane"] == "exabgp"
+        log = speaker.log()
+        assert "WITHDRAWN" in log and "healthy again" in log
+        assert "refused a command" not in log
+    finally:
+        if speaker.process is not None and speaker.process.poll() is None:
+            speaker.kill()
+
+
+def test_bird_announces_the_set_follows_the_proxys_health_and_survives_a_bad_config(
+    routed: tuple[Routed, Proxy, str], tmp_path: pathlib.Path
+) -> None:
+    lab, proxy, store = routed
+    speaker = Bird(lab.proxy_ns, tmp_path)
+    config = divert_config(
+        tmp_path / "divert.toml",
+        store,
+        proxy,
+        data_plane="bird",
+        bird_dir=str(speaker.include),
+        bird_socket=str(speaker.socket),
+    )
+    status_file = tmp_path / "status.json"
+    run_log = tmp_path / "run.log"
+    with open(run_log, "wb") as log:
+        run = lab.proxy_ns.popen(
+            [
+                str(VENV_BIN / "blocklist-divert"),
+                "--config",
+                str(config),
+                "run",
+                "--status-file",
+                str(status_file),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        life(lab, proxy, store, speaker, status_file)
+        assert status(status_file)["data_plane"] == "bird"
+        hops = {4: PROXY4, 6: PROXY6}
+        assert (speaker.include / "divert4.conf").read_text() == render(
+            "bird", SECOND, next_hop=hops, family=4, community=COMMUNITY
+        )
+
+        # BIRD refuses a configuration (someone broke bird.conf): the routes stay, the
+        # include files stay what BIRD runs, run says why; fixed, the new set goes out.
+        speaker.conf.write_text(speaker.good + "protocol nonsense {\n")
+        third = DiversionSet.build({"a": [DIVERTED], "b": [MOVED], "c": [ADDED]})
+        asyncio.run(publish(store, third))
+        wait_for(lambda: "BIRD refused" in run_log.read_text(), CONVERGE, "the refusal logged")
+        assert routed_is(lab, SECOND)
+        assert ADDED not in (speaker.include / "divert4.conf").read_text()
+        speaker.conf.write_text(speaker.good)
+        routes_are(lab, third, "the new set once BIRD takes it")
+        assert "WITHDRAWN" in run_log.read_text()
+    finally:
+        if speaker.process is not None and speaker.process.poll() is None:
+            speaker.kill()
+        run.send_signal(signal.SIGTERM)
+        run.wait(15)
+
+
+def routed_is(routed: Routed, dset: DiversionSet) -> bool:
+    return routed.routes() == expected(dset.addresses)

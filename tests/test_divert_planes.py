@@ -1,0 +1,312 @@
+"""The BGP data planes of ``blocklist-divert run`` without a BGP session: ExaBGP's API (the
+lines a process reads and writes, tables), the ExaBGP process mode as a real subprocess
+driven through its pipes, and BIRD's include files with a real ``birdc`` (the sessions
+themselves are in tests/test_bgp.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import pathlib
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from test_divert_run import HealthServer
+
+from blocklist_addon.store import open_store
+from divert import DivertError
+from divert.bird import BirdPlane
+from divert.config import DivertConfig, from_mapping
+from divert.dataset import DiversionSet
+from divert.exabgp import CHUNK, ApiEvent, ExaBgpPlane, parse_api_line, read_api
+from divert.export import render
+from divert.planes import NftPlane, make_plane
+from sync.config import ConfigError
+
+HOPS = {4: "192.0.2.2", 6: "2001:db8:3::2"}
+TAGS = "[no-export 64512:666]"
+A = DiversionSet(ipv4=("203.0.113.20", "203.0.113.21"), ipv6=("2001:db8:2::20",))
+B = DiversionSet(ipv4=("203.0.113.20", "203.0.113.22"))
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+VENV_PYTHON = pathlib.Path(sys.executable)
+
+
+def state(state: str, **extra: str) -> str:
+    """One of ExaBGP 4.2's neighbor-changes lines (JSON encoder)."""
+    neighbor = {
+        "address": {"local": "192.0.2.2", "peer": "192.0.2.1"},
+        "asn": {"local": 64512, "peer": 64512},
+        "state": state,
+        **extra,
+    }
+    return json.dumps({"exabgp": "4.0.1", "type": "state", "neighbor": neighbor})
+
+
+API_LINES = [
+    ("done\n", ApiEvent("done")),
+    ("error\n", ApiEvent("error")),
+    (state("up"), ApiEvent("up", "192.0.2.1")),
+    (state("down", reason="peer reset"), ApiEvent("down", "192.0.2.1", "peer reset")),
+    (state("connected"), ApiEvent("other", "192.0.2.1", "connected")),
+    ('{"type": "notification", "notification": "shutdown"}', ApiEvent("shutdown")),
+    ('{"type": "update"}', ApiEvent("other", detail="update")),
+    ("{not json", ApiEvent("other", detail="{not json")),
+    ("[1, 2]", ApiEvent("other", detail="[1, 2]")),
+    ("", ApiEvent("other")),
+]
+
+
+@pytest.mark.parametrize(("line", "event"), API_LINES)
+def test_api_lines(line: str, event: ApiEvent) -> None:
+    assert parse_api_line(line) == event
+
+
+def plane() -> tuple[ExaBgpPlane, io.StringIO]:
+    out = io.StringIO()
+    return ExaBgpPlane(out, HOPS, "64512:666"), out
+
+
+def taken(out: io.StringIO) -> list[str]:
+    lines = out.getvalue().splitlines()
+    out.seek(0)
+    out.truncate()
+    return lines
+
+
+def test_exabgp_announces_the_set_then_only_the_difference() -> None:
+    exa, out = plane()
+    exa.apply(A)
+    assert taken(out) == [
+        "clear adj-rib out",  # whatever a previous process left in ExaBGP goes first
+        f"announce attributes next-hop 192.0.2.2 community {TAGS} "
+        "nlri 203.0.113.20/32 203.0.113.21/32",
+        f"announce attributes next-hop 2001:db8:3::2 community {TAGS} nlri 2001:db8:2::20/128",
+    ]
+    exa.apply(A)
+    assert taken(out) == []
+    exa.apply(B)
+    assert taken(out) == [
+        "withdraw attributes next-hop 192.0.2.2 nlri 203.0.113.21/32",
+        "withdraw attributes next-hop 2001:db8:3::2 nlri 2001:db8:2::20/128",
+        f"announce attributes next-hop 192.0.2.2 community {TAGS} nlri 203.0.113.22/32",
+    ]
+    exa.resend()
+    assert taken(out) == [
+        f"announce attributes next-hop 192.0.2.2 community {TAGS} "
+        "nlri 203.0.113.20/32 203.0.113.22/32"
+    ]
+    exa.apply(DiversionSet.EMPTY)
+    assert taken(out) == [
+        "withdraw attributes next-hop 192.0.2.2 nlri 203.0.113.20/32 203.0.113.22/32"
+    ]
+    exa.resend()
+    assert taken(out) == []
+
+
+def test_exabgp_lines_hold_at_most_chunk_prefixes() -> None:
+    exa, out = plane()
+    many = DiversionSet(ipv4=[f"198.51.100.{i}" for i in range(1, 255)])
+    many = DiversionSet(ipv4=[*many.ipv4, *(f"203.0.113.{i}" for i in range(1, 255))])
+    exa.apply(many)
+    lines = taken(out)[1:]
+    assert [len(line.split(" nlri ")[1].split()) for line in lines] == [CHUNK, CHUNK, 108]
+
+
+def test_exabgp_refuses_a_family_without_next_hop_and_a_closed_pipe() -> None:
+    out = io.StringIO()
+    exa = ExaBgpPlane(out, {4: "192.0.2.2"}, None)
+    with pytest.raises(DivertError, match="no IPv6 next hop"):
+        exa.apply(A)
+    assert out.getvalue() == "" and exa.announced is None
+    exa.apply(B)
+    assert "community [no-export] nlri" in out.getvalue()
+    out.close()
+    with pytest.raises(DivertError, match="cannot write to ExaBGP"):
+        exa.apply(DiversionSet.EMPTY)
+
+
+def test_read_api_resends_on_up_and_stops_at_shutdown_or_end() -> None:
+    exa, out = plane()
+    exa.apply(B)
+    taken(out)
+    why: list[str] = []
+    read_api(io.StringIO(f"done\n{state('up')}\nerror\n{state('down')}\n"), exa, why.append)
+    assert len(taken(out)) == 1  # the whole set, once, for the "up"
+    assert why == ["ExaBGP closed the API pipe"]
+    why.clear()
+    shutdown = '{"type": "notification", "notification": "shutdown"}\n' + state("up") + "\n"
+    read_api(io.StringIO(shutdown), exa, why.append)
+    assert why == ["ExaBGP is shutting down"] and taken(out) == []
+
+
+# -- make_plane and the config ------------------------------------------------------------------
+
+
+def test_make_plane_needs_next_hop_and_community_for_bgp() -> None:
+    assert isinstance(make_plane(DivertConfig()), NftPlane)
+    with pytest.raises(ConfigError, match="next_hop"):
+        make_plane(DivertConfig(community="64512:666"), kind="bird")
+    with pytest.raises(ConfigError, match="community"):
+        make_plane(DivertConfig(next_hop=("192.0.2.2",)), kind="exabgp", out=io.StringIO())
+    config = DivertConfig(next_hop=("192.0.2.2",), community="64512:666", data_plane="bird")
+    assert isinstance(make_plane(config), BirdPlane)
+    with pytest.raises(ConfigError, match="under ExaBGP"):
+        make_plane(config, kind="exabgp")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("64512:666", None),
+        ("1:0", None),
+        ("65535:666", "well-known"),  # BLACKHOLE: routers would drop the traffic
+        ("0:1", "reserved"),
+        ("70000:1", "0-65535"),
+        ("64512", "ASN:VALUE"),
+        ("a:b", "ASN:VALUE"),
+    ],
+)
+def test_community(value: str, error: str | None) -> None:
+    if error is None:
+        assert from_mapping({"community": value}).community == value
+    else:
+        with pytest.raises(ConfigError, match=error):
+            from_mapping({"community": value})
+
+
+def test_data_plane_must_be_known() -> None:
+    with pytest.raises(ConfigError, match="nft, bird, exabgp"):
+        from_mapping({"data_plane": "quagga"})
+
+
+def test_export_carries_the_operator_community() -> None:
+    text = render("exabgp", B, next_hop=HOPS, community="64512:666")
+    assert f"announce route 203.0.113.22/32 next-hop 192.0.2.2 community {TAGS}" in text
+    bird = render("bird", B, next_hop=HOPS, family=4, community="64512:666")
+    assert (
+        "route 203.0.113.22/32 via 192.0.2.2 { bgp_community.add((65535, 65281)); "
+        "bgp_community.add((64512, 666)); };"
+    ) in bird
+
+
+# -- BIRD: files and birdc, without a session ---------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("birdc") is None, reason="birdc (Debian bird2) is not installed")
+def test_bird_files_are_put_back_when_birdc_fails(tmp_path: pathlib.Path) -> None:
+    bird = BirdPlane(tmp_path, tmp_path / "no-bird.ctl", HOPS, "64512:666")
+    (tmp_path / "divert4.conf").write_text("# what BIRD runs\n")
+    with pytest.raises(DivertError, match="is BIRD running"):
+        bird.apply(A)
+    assert (tmp_path / "divert4.conf").read_text() == "# what BIRD runs\n"
+    assert not (tmp_path / "divert6.conf").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["divert4.conf"]  # no temp files
+
+
+# -- the ExaBGP process mode, as ExaBGP drives it: a real subprocess on pipes -------------------
+
+
+@pytest.fixture
+async def health() -> AsyncIterator[HealthServer]:
+    server = await HealthServer().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class Pipes:
+    """``blocklist-divert run --data-plane exabgp`` with ExaBGP's end of its pipes."""
+
+    def __init__(self, config: pathlib.Path) -> None:
+        self.process = subprocess.Popen(
+            [str(VENV_PYTHON), "-m", "divert.cli", "--config", str(config), "run"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, count: int, timeout: float = 15.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        got = []
+        while len(got) < count:
+            got.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
+        return got
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def pipes_factory() -> Iterator[list[Pipes]]:
+    made: list[Pipes] = []
+    yield made
+    for pipes in made:
+        pipes.stop()
+
+
+async def test_the_exabgp_process_announces_follows_health_and_exits_with_exabgp(
+    tmp_path: pathlib.Path, health: HealthServer, pipes_factory: list[Pipes]
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    async with open_store(store, namespace="divert") as divert:
+        await divert.publish(A.to_bytes(), checksum=A.checksum, entries=len(A), source="test")
+    config = tmp_path / "divert.toml"
+    config.write_text(
+        f'store = "{store}"\nhealth_url = "{health.url}"\nwithdraw_after = 0.5\n'
+        'interval = 3600\ndata_plane = "exabgp"\ncommunity = "64512:666"\n'
+        f'next_hop = ["{HOPS[4]}", "{HOPS[6]}"]\n'
+    )
+    pipes = Pipes(config)
+    pipes_factory.append(pipes)
+    first = await _expect(pipes, 3)
+    assert first[0] == "clear adj-rib out" and first[1].startswith("announce attributes")
+
+    pipes.send(state("up"))  # a session (re)established: the whole set again
+    assert len(await _expect(pipes, 2)) == 2
+    pipes.send("done")
+
+    health.answer(503, "no-list")
+    withdrawn = await _expect(pipes, 2)
+    assert all(line.startswith("withdraw attributes") for line in withdrawn)
+    health.answer(200, "ok")
+    assert all(line.startswith("announce") for line in await _expect(pipes, 2))
+
+    assert pipes.process.stdin is not None
+    pipes.process.stdin.close()  # ExaBGP is gone
+    assert await _wait(pipes.process, 10) == 0
+    assert pipes.lines.empty()  # nothing but commands ever went to stdout
+    assert pipes.process.stderr is not None
+    log = pipes.process.stderr.read()
+    assert "WITHDRAWN" in log and "ExaBGP closed the API pipe" in log
+
+
+async def _expect(pipes: Pipes, count: int) -> list[str]:
+    return await asyncio.to_thread(pipes.expect, count)
+
+
+async def _wait(process: subprocess.Popen[str], timeout: float) -> int:
+    return await asyncio.to_thread(process.wait, timeout)
