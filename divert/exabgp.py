@@ -12,7 +12,8 @@ standard input. So here:
 - the first apply of a process starts with ``clear adj-rib out``: ExaBGP keeps routes
   announced by a previous process (one that crashed and was respawned), which this one
   cannot know; clearing them first leaves exactly the set;
-- stdin is read all the time (ExaBGP blocks when a helper does not read its answers):
+- stdin is read all the time (ExaBGP's writes to a helper that does not read its answers
+  back up and stall it):
   ``error`` answers are logged, a neighbor coming ``up`` gets the whole current set again
   (ExaBGP normally re-sends its RIB after a session flap by itself; this makes sure), and
   ExaBGP's shutdown notice or the end of stdin (ExaBGP is gone) stops ``run``. Nothing else

@@ -420,21 +420,24 @@ async def cmd_run(
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     kind = getattr(args, "data_plane", None) or config.data_plane
-    api_out = None
+    stdout = sys.stdout
     if kind == "exabgp":
         # stdout is ExaBGP's command pipe: nothing else may ever be written to it.
-        api_out, sys.stdout = sys.stdout, sys.stderr
-    plane = make_plane(config, kind=kind, out=api_out)
-    async with open_store(config.store, keep=config.keep_versions, namespace="divert") as store:
-        return await run_command(
-            config,
-            store,
-            resolve,
-            status_file=getattr(args, "status_file", None),
-            metrics_file=getattr(args, "metrics_file", None),
-            plane=plane,
-            api_in=sys.stdin if kind == "exabgp" else None,
-        )
+        sys.stdout = sys.stderr
+    try:
+        plane = make_plane(config, kind=kind, out=stdout if kind == "exabgp" else None)
+        async with open_store(config.store, keep=config.keep_versions, namespace="divert") as store:
+            return await run_command(
+                config,
+                store,
+                resolve,
+                status_file=getattr(args, "status_file", None),
+                metrics_file=getattr(args, "metrics_file", None),
+                plane=plane,
+                api_in=sys.stdin if kind == "exabgp" else None,
+            )
+    finally:
+        sys.stdout = stdout
 
 
 async def run_command(

@@ -80,14 +80,14 @@ protocol bgp proxy {{
         table divert4;
         gateway direct;
         import filter {{ {accept.format(len=32)} }};
-        import limit {MAX_PREFIXES} action block;
+        import limit {MAX_PREFIXES} action disable;
         export none;
     }};
     ipv6 {{
         table divert6;
         gateway direct;
         import filter {{ {accept.format(len=128)} }};
-        import limit {MAX_PREFIXES} action block;
+        import limit {MAX_PREFIXES} action disable;
         export none;
     }};
 }}
