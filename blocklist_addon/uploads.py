@@ -28,7 +28,18 @@ _TOKEN = re.compile(r"""[^\s"'<>()\[\]{}|^`,;*]++""")
 #: What a token needs to be worth a lookup: a scheme, a percent-escape, or a dot followed by
 #: a label character (a host name or address). Prose has many tokens ending in a full stop
 #: ("elit."); they are not looked up (a 2 KiB post of prose with 5 URLs made 36 lookups, now 8).
-_URLISH = re.compile(r"://|%|\.\w")
+_URLISH = re.compile(r"://|%|[.。．｡]\w")  # noqa: RUF001
+#: Quotes, brackets and sentence punctuation around a URL in prose, which linkifiers leave out
+#: of the link ("see http://host/page.html." links page.html; so do 「...」 and «...»). The
+#: token as written is checked first; stripped, it is checked again.
+_OPENERS = "'«‘“「『〈《（"  # noqa: RUF001
+_CLOSERS = ".!?:'»’”」』〉》）。．｡！？、，"  # noqa: RUF001
+#: Sentence marks of CJK prose, which needs no space after a URL ("...page.html。谢谢"). Inside
+#: a host an ideographic full stop is a dot; once the path has begun it ends the URL.
+_CJK_END = re.compile("[。｡！？、，」』〉》）]")  # noqa: RUF001
+#: Words of a script without spaces glued to the URL that follows ("请看blocked.example/..."). An
+#: internationalised host can start the same way; it is then checked as written too.
+_GLUED = re.compile(r"[^\x00-\x7f]+(?=[A-Za-z0-9])")
 #: Nested JSON deeper than this is not walked (a real form never nests this far).
 MAX_JSON_DEPTH = 64
 
@@ -47,13 +58,31 @@ def listed_in_text(text: str, check: Callable[[str], Match | None]) -> Match | N
     for token in _TOKEN.findall(text):
         if not _URLISH.search(token):
             continue
-        if match := check(token):
-            return match
-        # "url=http://..." (BBCode, a pasted field): the value on its own as well.
-        _, equals, value = token.partition("=")
-        if equals and value and (match := check(value)):
-            return match
+        for candidate in _candidates(token):
+            if match := check(candidate):
+                return match
     return None
+
+
+def _candidates(token: str) -> Iterator[str]:
+    """The token as written, then as a linkifier would cut it out of the prose around it."""
+    yield token
+    host_end = token.find("/", token.find("//") + 2 if "//" in token else 0)
+    head = token if host_end < 0 else token[:host_end]
+    cut = token[max(head.rfind(c) for c in _OPENERS) + 1 :]
+    if glued := _GLUED.match(cut):
+        cut = cut[glued.end() :]
+    path = cut.find("/", cut.find("//") + 2 if "//" in cut else 0)
+    if path >= 0 and (end := _CJK_END.search(cut, path)):
+        cut = cut[: end.start()]
+    cut = cut.rstrip(_CLOSERS)
+    # "url=http://..." (BBCode, a pasted field): the value on its own as well.
+    _, equals, value = cut.partition("=")
+    seen = {token}
+    for candidate in (cut, value if equals else ""):
+        if candidate and candidate not in seen:
+            seen.add(candidate)
+            yield candidate
 
 
 def texts(body: bytes, content_type: str) -> Iterator[str]:

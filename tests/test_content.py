@@ -269,6 +269,29 @@ def test_a_form_post_with_a_listed_link_is_refused_before_the_site(
     assert any(b["where"] == "upload" for b in proxy.blocks())
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Please take down http://blocked.example.com/page.html.",
+        "请看blocked.example.com/page.html。谢谢",
+        "\u00abhttps://blocked.example.com/page.html\u00bb!",
+    ],
+)
+def test_a_listed_link_in_prose_is_refused_with_its_punctuation(
+    proxy: Proxy, site: Site, message: str
+) -> None:
+    before = len(site.posts)
+    form = urllib.parse.urlencode({"message": message}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = request(proxy, "POST", "/forum/post", form, headers)
+    assert status == 451
+    assert len(site.posts) == before
+    near = urllib.parse.urlencode({"message": message.replace("page.html", "page.htm")})
+    status, _, _ = request(proxy, "POST", "/forum/post", near.encode(), headers)
+    assert status == 200
+    assert len(site.posts) == before + 1
+
+
 def test_a_json_api_post_with_a_listed_link_is_refused_before_the_site(
     proxy: Proxy, site: Site
 ) -> None:

@@ -1,4 +1,5 @@
 """Listed URLs in posted bodies (blocklist_addon/uploads.py)."""
+# ruff: noqa: RUF001 (prose in scripts with full-width punctuation is what is tested)
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
@@ -24,12 +25,26 @@ WRITTEN = [
     "//blocked.example.com/%70age.html",
     "http://r.example.net/?u=http%3A%2F%2Fblocked.example.com%2Fpage.html",
     "line one\nsub.whole-site.blocked.test/anything\nline three",
+    # Prose: the punctuation around a URL is not part of it, as linkifiers read it.
+    "Please remove http://blocked.example.com/page.html.",
+    "Is it blocked.example.com/page.html? Or not!",
+    "«http://blocked.example.com/page.html»",
+    "“blocked.example.com/page.html”, he wrote",
+    "请看 http://blocked.example.com/page.html。谢谢",
+    "请看「blocked.example.com/page.html」",
+    "見てhttp://blocked.example.com/page.html！",
+    "blocked。example。com/page.html",
 ]
 CLEAN = [
     "http://blocked.example.com/other.html",
     "blocked.example.com is mentioned, no page",
     "whole-site.blocked.testing/",
     "nothing at all",
+    "http://blocked.example.com/page.html.x is another page",
+    "blocked.example.com/page.htm.",
+    "«blocked.example.com/page.html2»。",
+    "请看 http://blocked.example.com/page.html2。谢谢",
+    "http://blocked.example.com/page.html谢谢 is another path",
 ]
 
 
@@ -76,6 +91,31 @@ def test_listed_urls_are_found_in_every_kind_of_body(text: str) -> None:
 def test_unlisted_text_passes(text: str) -> None:
     for body, content_type in bodies(text):
         assert listed_in_body(body, content_type, BL.match) is None, content_type
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.sampled_from(["", " ", "see ", "请看", "\n", "'", "«", "“", "「", "（"]),
+    written=st.sampled_from(
+        [
+            "http://blocked.example.com/page.html",
+            "HTTPS://Blocked.Example.Com/%70age.html",
+            "blocked.example.com/page.html",
+            "blocked。example．com/page.html",
+        ]
+    ),
+    after=st.lists(st.sampled_from(list(".!?:'»’”」』）。．｡！？、，")), max_size=3).map("".join),
+    rest=st.sampled_from(["", " now", "谢谢", "\nnext line"]),
+)
+def test_a_listed_url_in_any_punctuation_is_found(
+    before: str, written: str, after: str, rest: str
+) -> None:
+    # A word glued to a path is part of it (/wiki/東京) unless a sentence mark ends the URL.
+    assume(rest != "谢谢" or any(c in "。｡！？、，」』）" for c in after))
+    text = before + written + after + rest
+    assert listed_in_text(text, BL.match) is not None, text
+    near = before + written.replace("age.html", "age.htm") + after + rest
+    assert listed_in_text(near, BL.match) is None, near
 
 
 def test_binary_file_parts_are_not_read_but_their_names_are() -> None:
