@@ -79,7 +79,7 @@ def _candidates(token: str) -> Iterator[str]:
     # "url=http://..." (BBCode, a pasted field): the value on its own as well.
     _, equals, value = cut.partition("=")
     seen = {token}
-    for candidate in (cut, value if equals else ""):
+    for candidate in (cut, value if equals and _URLISH.search(value) else ""):
         if candidate and candidate not in seen:
             seen.add(candidate)
             yield candidate
