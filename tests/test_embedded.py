@@ -11,18 +11,13 @@ from hypothesis import strategies as st
 
 from blocklist_addon.canonical import as_byte_string, canonicalize, unescape, unescape_by_level
 from blocklist_addon.embedded import (
-    _DEEPEST,
-    _LEVEL_TABLES,
-    _MARKER,
-    _PLAIN,
-    _RENDER,
-    _SKIP_OUTER,
     MARKER_WINDOW,
     MAX_CANDIDATE_CHARS,
     _candidates,
-    _depth,
     embedded_urls,
 )
+from blocklist_addon.embedded_depth import DEEPEST, LEVEL_TABLES, RENDER, depth_of
+from blocklist_addon.embedded_markers import MARKER, PLAIN, SKIP_OUTER
 
 PAGE = "http://listed.test/page.html"
 
@@ -466,26 +461,26 @@ def test_total_and_candidates_are_unescaped_substrings(url: str) -> None:
 @given(ANY_INPUT)
 def test_levels_decode_exactly_what_unescape_decodes(url: str) -> None:
     raw = as_byte_string(url)
-    tagged = unescape_by_level(raw, _LEVEL_TABLES)
-    assert tagged.translate(_RENDER[_DEEPEST]) == unescape(raw)
+    tagged = unescape_by_level(raw, LEVEL_TABLES)
+    assert tagged.translate(RENDER[DEEPEST]) == unescape(raw)
 
 
-@pytest.mark.parametrize("times", range(_DEEPEST + 3))
+@pytest.mark.parametrize("times", range(DEEPEST + 3))
 @pytest.mark.parametrize("char", "&?#+/\\:=")
 def test_level_is_how_often_a_character_was_encoded(char: str, times: int) -> None:
     encoded = char
     for _ in range(times):
         encoded = quote(encoded, safe="")
-    tagged = unescape_by_level("a" + encoded + "b", _LEVEL_TABLES)
+    tagged = unescape_by_level("a" + encoded + "b", LEVEL_TABLES)
     assert len(tagged) == 3
-    assert _depth(tagged[1]) == min(times, _DEEPEST)
+    assert depth_of(tagged[1]) == min(times, DEEPEST)
 
 
 @given(st.text(alphabet="253aAfF/\\:?&=#.wWhHtTpPsSlL x0", max_size=60))
 def test_plain_means_no_marker(url: str) -> None:
     """The fast path returns [] only where the full search finds nothing."""
-    if _PLAIN.fullmatch(url):
-        assert _MARKER.search(url, _SKIP_OUTER.match(url).end()) is None
+    if PLAIN.fullmatch(url):
+        assert MARKER.search(url, SKIP_OUTER.match(url).end()) is None
 
 
 #: Pieces of every marker and encoded-URL trigger, and of what comes near them.
@@ -518,9 +513,9 @@ def test_plain_means_nothing_to_find(outer: str, tokens: list[str]) -> None:
     """Where the fast path answers [], the full search finds no marker (nor URL written in
     another encoding) and no candidate at all."""
     url = outer + "".join(tokens)
-    if _PLAIN.fullmatch(url):
-        start = _SKIP_OUTER.match(url).end()
-        assert _MARKER.search(url, start) is None
+    if PLAIN.fullmatch(url):
+        start = SKIP_OUTER.match(url).end()
+        assert MARKER.search(url, start) is None
         found: dict[str, None] = {}
         _candidates(found, url, None, 2)
         assert not found
@@ -528,7 +523,7 @@ def test_plain_means_nothing_to_find(outer: str, tokens: list[str]) -> None:
 
 @given(st.sampled_from(["http://", "https://", "HTTP://", "http:/", "http:\\\\", "//", "www."]))
 def test_plain_rejects_every_marker_kind(marker: str) -> None:
-    assert not _PLAIN.fullmatch(f"http://r.example.net/?u={marker}listed.test/")
+    assert not PLAIN.fullmatch(f"http://r.example.net/?u={marker}listed.test/")
 
 
 LABEL = st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True)

@@ -1,0 +1,97 @@
+"""URLs embedded in another encoding than percent-encoding, found by the markers of
+:mod:`blocklist_addon.embedded_markers`.
+
+A URL in another encoding is decoded, is a candidate itself, and is searched again
+(``MAX_DECODED_LEVELS`` deep, by :mod:`blocklist_addon.embedded`): base64 or base64url as a
+parameter value or path segment (found by the base64 of ``http:/`` or ``https:``, any
+case), hex (camo, ``687474`` ...), Proofpoint URL Defense v2 (``u=http-3A__host_path``) and
+v3 (``__http://host/path__;<moved characters>!!``, its ``*`` replaced).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import re
+import string
+import urllib.parse
+
+from blocklist_addon.canonical import as_byte_string
+
+__all__ = ["decoded_urls"]
+
+_PP3_END = re.compile(r"__;([A-Za-z0-9_\-]*)!")
+
+
+def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[str]:
+    """The URLs that MARKER found written in base64 or base64url, hex or Proofpoint's
+    encodings in ``text``, each decoded to a byte string (latin-1 characters)."""
+    out: list[str] = []
+    pp3_ends: list[re.Match[str]] = []
+    pp3_at: list[int] | None = None
+    last_end = -1
+    for m in encoded:
+        kind = m.lastgroup or ""
+        value = m.group(kind)
+        if kind.startswith("b64"):
+            # Also up to the first "/": base64url in a path, with more segments after it.
+            for run in {value, value.split("/", 1)[0]}:
+                if (url := _from_base64(run)) is not None:
+                    out.append(url)
+        elif kind.startswith("hex"):
+            out.append(bytes.fromhex(value).decode("latin-1"))
+        elif kind == "pp2":
+            # "-" escapes as "%" does, "_" is "/"; unquoted once, as Proofpoint's decoder does
+            out.append(urllib.parse.unquote(value.replace("-", "%").replace("_", "/"), "latin-1"))
+        else:
+            if pp3_at is None:
+                pp3_ends = list(_PP3_END.finditer(text, begin))
+                pp3_at = [e.start() for e in pp3_ends]
+            start = m.end("pp3")
+            k = bisect.bisect_left(pp3_at, start)
+            if k < len(pp3_ends) and pp3_ends[k].start() != last_end:
+                end = pp3_ends[k]
+                last_end = end.start()
+                out.append(_proofpoint_v3(text[start : end.start()], end.group(1)))
+    return out
+
+
+def _from_base64(run: str) -> str | None:
+    data = run.rstrip("=").replace("-", "+").replace("_", "/")
+    data = data[: len(data) - (len(data) % 4 == 1)]
+    try:
+        return binascii.a2b_base64(data + "=" * (-len(data) % 4)).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return None
+
+
+#: Proofpoint v3: "**" and this character stand for a run of 2, 3 ... replaced characters.
+_PP3_RUNS = {
+    c: n
+    for n, c in enumerate(string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_", 2)
+}
+
+
+def _proofpoint_v3(url: str, replaced: str) -> str:
+    """The URL with each "*" (or "**" and a run length) replaced by the characters
+    Proofpoint moved, base64url-encoded, behind it; as written when they do not decode."""
+    if "*" not in url:
+        return url
+    try:
+        chars = base64.urlsafe_b64decode(replaced + "=" * (-len(replaced) % 4)).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return url
+    out, at, used = [], 0, 0
+    while (star := url.find("*", at)) != -1:
+        out.append(url[at:star])
+        if url.startswith("**", star) and star + 2 < len(url) and url[star + 2] in _PP3_RUNS:
+            run, at = _PP3_RUNS[url[star + 2]], star + 3
+        else:
+            run, at = 1, star + 1
+        if used + run > len(chars):
+            return url
+        out.append(chars[used : used + run])
+        used += run
+    out.append(url[at:])
+    return as_byte_string("".join(out))

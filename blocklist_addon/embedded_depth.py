@@ -1,0 +1,166 @@
+"""Encoding depth: how deeply each character was percent-encoded tells a candidate's ends.
+
+Where an embedded URL ends, and what its ``?``, ``#`` and ``+`` mean, follows from how deeply
+each was percent-encoded compared with the marker's container (the ``=`` or ``/`` before it,
+depth c) and the embedded URL's own ``://`` (depth d >= c):
+
+- An ``&`` encoded less deeply than the container ends the candidate (a parameter of an
+  outer wrapper). One encoded as deeply as the container separates the container's
+  parameters: when d > c the embedded URL was encoded as a whole, so that ``&`` is where it
+  ends and its own ``&`` (encoded deeper) are kept, ``?u=http%3A%2F%2Fa.test%2Fv%3Fid%3D1
+  %26p%3D2&x=3`` is ``http://a.test/v?id=1&p=2``; when d = c both readings are candidates.
+  Deeper ones belong to the embedded URL. In the outer path an ``&`` separates nothing, and
+  the outer query may belong to the embedded URL or not: both readings.
+- A ``?`` or ``#`` encoded deeper than d is a character of the embedded URL's path, and is
+  written escaped (``%3F``, ``%23``) so that canonicalization keeps it there.
+- A ``+`` in a query value encoded less deeply than d (or as deeply as the container) is a
+  space to a form decoder; the candidate with spaces is added.
+
+A marker yields at most three ends, each with and without the form-decoded spaces.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+
+__all__ = [
+    "DEEPEST",
+    "LEVEL_TABLES",
+    "RENDER",
+    "ascii_candidate",
+    "candidate_ends",
+    "depth_of",
+    "emit_candidates",
+]
+
+# Where an embedded URL ends, and what its "?" and "#" mean, depends on how many times each
+# character was percent-encoded: in ``?u=http%3A%2F%2Fa.test%2Fv%3Fid%3D1%26p%3D2&x=3`` the
+# "&" from "%26" belongs to the embedded URL, the raw one to the outer URL. Unescaping
+# writes each structural character decoded in pass k as a stand-in outside latin-1 that
+# records k (its depth); the raw ones keep depth 0. Depths from DEEPEST on are not told
+# apart (seven wrappers, each encoding the last once more).
+
+_KINDS = "&?#+/\\:="
+DEEPEST = 7
+_HEX = {f"{a}{b}": chr(int(a + b, 16)) for a in string.hexdigits for b in string.hexdigits}
+
+
+def _tag(char: str, depth: int) -> str:
+    return char if depth == 0 else chr(0x100 + 16 * _KINDS.index(char) + depth)
+
+
+def depth_of(char: str) -> int:
+    code = ord(char)
+    return (code - 0x100) & 15 if code >= 0x100 else 0
+
+
+LEVEL_TABLES = [
+    {pair: _tag(char, depth) if char in _KINDS else char for pair, char in _HEX.items()}
+    for depth in range(1, DEEPEST + 1)
+]
+#: For a candidate whose own structure is at depth d: a "?" or "#" encoded deeper is a
+#: character of its path, written escaped; everything else is itself.
+RENDER = [
+    {
+        ord(_tag(char, depth)): char if depth <= d else {"?": "%3F", "#": "%23"}.get(char, char)
+        for char in _KINDS
+        for depth in range(1, DEEPEST + 1)
+    }
+    for d in range(DEEPEST + 1)
+]
+
+
+@functools.cache
+def _form_spaces(lo: int, hi: int) -> dict[int, str]:
+    """A "+" encoded lo to hi times, which a form decoder turns into a space."""
+    return {ord(_tag("+", depth)): " " for depth in range(lo, min(hi, DEEPEST) + 1)}
+
+
+@functools.cache
+def _pluses(lo: int, hi: int) -> re.Pattern[str]:
+    return re.compile("[" + "".join(map(chr, _form_spaces(lo, hi))) + "]")
+
+
+_AMP = [_tag("&", depth) for depth in range(DEEPEST + 1)]
+
+#: A "?" or "#" encoded deeper than d.
+_DEEP_MARKS = [
+    re.compile("[" + "".join(_tag(ch, k) for ch in "?#" for k in range(d + 1, DEEPEST + 1)) + "]")
+    if d < DEEPEST
+    else re.compile("(?!)")
+    for d in range(DEEPEST + 1)
+]
+
+
+def emit_candidates(
+    found: dict[str, None],
+    text: str,
+    tagged: str,
+    tags: bool,
+    start: int,
+    ends: list[int],
+    c: int,
+    d: int,
+    query_at: int,
+) -> None:
+    """Add the candidates from ``start`` to each of ``ends``, written for canonical.parse()."""
+    # A form decoder reads "+" as a space (urlencode() and HTML forms write "my file.html"
+    # as "my+file.html"): a "+" encoded less deeply than the URL's own structure (a literal
+    # one is encoded with it, as "%2B"), or as deeply as a container that is a parameter
+    # value; never a raw one in the outer path.
+    in_query = start > query_at >= 0
+    value = start and (text[start - 1] in "=?&" or (c == 0 and in_query))
+    spaces = (0 if in_query else 1, max(d - 1, c if value else -1))
+    # The container decodes its value once before it uses it (a redirector reads its query
+    # parameter), so a "?" or "#" encoded one level deeper than the container is the
+    # embedded URL's own too, even where its "://" was not encoded: both readings.
+    levels = (d,) if c + 1 <= d or not tags else (d, min(c + 1, DEEPEST))
+    for end in ends:
+        for level in levels:
+            candidate = text[start:end]
+            if tags and _DEEP_MARKS[level].search(tagged, start, end):
+                candidate = tagged[start:end].translate(RENDER[level])
+            candidates = [candidate]
+            if spaces[0] <= spaces[1] and "+" in candidate:
+                if not tags:
+                    candidates.append(candidate.replace("+", " "))
+                elif _pluses(*spaces).search(tagged, start, end):
+                    piece = tagged[start:end].translate(_form_spaces(*spaces))
+                    candidates.append(piece.translate(RENDER[level]))
+            for candidate in candidates:
+                found.setdefault(candidate if candidate.isascii() else ascii_candidate(candidate))
+
+
+def candidate_ends(tagged: str, start: int, limit: int, c: int, d: int, query_at: int) -> list[int]:
+    """Where the candidate at ``start`` may end (its container depth ``c``, its own ``d``).
+
+    An "&" encoded less deeply than the container separates the container's container's
+    parameters: a hard end. One encoded exactly as deeply as the container separates the
+    container's parameters: where an embedded URL encoded more deeply than its container
+    surely ends (its own "&" are encoded deeper), and otherwise one reading of two.
+    Inside the outer path, the outer query may be the embedded URL's own or not.
+    """
+    for k in range(c):
+        at = tagged.find(_AMP[k], start, limit)
+        if at != -1:
+            limit = at
+    in_path = c == 0 and (query_at < 0 or start < query_at)
+    amp = tagged.find(_AMP[c], start if not in_path or query_at < 0 else query_at, limit)
+    if d > c and not in_path:
+        ends = [limit if amp == -1 else amp]
+    else:
+        ends = [limit] if amp == -1 else [limit, amp]
+    if start < query_at < limit:
+        ends.append(query_at)
+    return ends
+
+
+_HIGH_BYTES = re.compile(r"[\x80-\xff]+")
+
+
+def ascii_candidate(candidate: str) -> str:
+    """parse() takes a non-ASCII str for text and UTF-8-encodes it; bytes written as %XX
+    reach it as the same bytes."""
+    return _HIGH_BYTES.sub(lambda m: "%" + m.group().encode("latin-1").hex("%").upper(), candidate)
