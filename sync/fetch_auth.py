@@ -1,0 +1,127 @@
+"""Authentication and TLS for an http(s) feed: a bearer token, basic auth or a client
+certificate, loaded once before the first request, sent only to the feed's own origin and
+never over plain http:// beyond loopback."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import yarl
+
+from sync.fetch_errors import FetchError, reason, shown_url
+from sync.fetch_types import FeedSource
+
+__all__ = ["Client", "client_for", "origin"]
+
+# A bearer token goes into a header: visible ASCII only (no CR/LF to smuggle headers).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True)
+class Client:
+    """What every request of one fetch shares: credentials are loaded once, up front, so
+    that an unreadable token or certificate fails at once and is never retried."""
+
+    session: aiohttp.ClientSession
+    source: FeedSource
+    headers: dict[str, str]  # credentials: sent only to the feed's own origin
+    ssl: ssl.SSLContext | bool
+    timeout: aiohttp.ClientTimeout
+
+
+def client_for(source: FeedSource, session: aiohttp.ClientSession) -> Client:
+    parts = urlsplit(source.url)
+    if sum(map(bool, (source.token_file, source.basic_auth_env, parts.username))) > 1:
+        raise FetchError(
+            f"feed {source.name}: use one of token_file, basic_auth_env and credentials in the URL"
+        )
+    headers: dict[str, str] = {}
+    if source.token_file is not None:
+        headers["Authorization"] = f"Bearer {_read_token(source.token_file)}"
+    if source.basic_auth_env:
+        headers["Authorization"] = _basic_auth(source.basic_auth_env)
+    sends_credentials = bool(headers or parts.username)
+    if sends_credentials and parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
+        raise FetchError(
+            f"refusing to send credentials over plain http:// to {shown_url(source.url)}; "
+            "use https://"
+        )
+    context: ssl.SSLContext | bool = True
+    if source.ca_file is not None or source.client_cert is not None:
+        context = _ssl_context(source)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=source.connect_timeout, sock_read=source.read_timeout
+    )
+    return Client(session, source, headers, context, timeout)
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FetchError(f"cannot read token file {path}: {reason(e)}") from None
+    if not token:
+        raise FetchError(f"token file {path} is empty")
+    if not _TOKEN.fullmatch(token):
+        raise FetchError(
+            f"token file {path} holds whitespace or characters not allowed in an HTTP header"
+        )
+    return token
+
+
+def _basic_auth(prefix: str) -> str:
+    """The Authorization header value (UTF-8, as RFC 7617 recommends), built here because
+    aiohttp's BasicAuth is deprecated and its replacement is not in every supported 3.x."""
+    user_var, password_var = f"{prefix}_USERNAME", f"{prefix}_PASSWORD"
+    user, password = os.environ.get(user_var), os.environ.get(password_var)
+    if not user or password is None:
+        raise FetchError(f"basic auth needs ${user_var} and ${password_var} in the environment")
+    if ":" in user:
+        raise FetchError(f"${user_var} must not contain ':'")
+    credentials = f"{user}:{password}".encode("utf-8", "surrogateescape")
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
+
+
+def _ssl_context(source: FeedSource) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if source.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=source.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise FetchError(f"cannot load CA file {source.ca_file}: {reason(e)}") from None
+    if source.client_cert is not None:
+        try:
+            context.load_cert_chain(source.client_cert, source.client_key)
+        except (OSError, ssl.SSLError) as e:
+            key = f" with key {source.client_key}" if source.client_key else ""
+            raise FetchError(
+                f"cannot load client certificate {source.client_cert}{key}: {reason(e)}"
+            ) from None
+    return context
+
+
+def origin(url: str) -> tuple[str, str | None, int | None]:
+    try:
+        parsed = yarl.URL(url)
+        return parsed.scheme, parsed.host, parsed.port
+    except (ValueError, TypeError):
+        return "", None, None
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,199 @@
+"""http(s):// feeds: one conditional GET, retried on transient failures with jittered
+backoff, its body bounded and checked against its length and checksums."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+
+import aiohttp
+
+from sync.fetch_auth import Client, client_for, origin
+from sync.fetch_checksum import MAX_CHECKSUM_BYTES, header_digest, sidecar_digest, verify
+from sync.fetch_errors import FetchError, Transient, reason, shown_url, too_big, truncated
+from sync.fetch_types import FeedSource, FetchResult, FetchState
+from sync.progress import NO_PROGRESS, Progress
+
+__all__ = ["MAX_BACKOFF", "USER_AGENT", "fetch_http"]
+
+log = logging.getLogger("blocklist.sync")
+
+USER_AGENT = "blocklist-sync"
+#: Longest wait between two attempts, however many retries are configured.
+MAX_BACKOFF = 30.0
+_CHUNK = 64 * 1024
+
+
+async def fetch_http(
+    source: FeedSource, state: FetchState, session: aiohttp.ClientSession, progress: Progress
+) -> FetchResult:
+    client = client_for(source, session)
+    conditional: dict[str, str] = {}
+    if state.etag:
+        conditional["If-None-Match"] = state.etag
+    if state.last_modified:
+        conditional["If-Modified-Since"] = state.last_modified
+    status, headers, data = await _get(
+        client, source.url, conditional, source.max_bytes, progress=progress
+    )
+    url = shown_url(source.url)
+    if status == 304:
+        if not conditional:
+            raise FetchError(f"HTTP 304 from {url} to a request that was not conditional")
+        log.info("feed %s: not modified (HTTP 304 from %s)", source.name, url)
+        new_state = FetchState(
+            headers.get("ETag") or state.etag,
+            headers.get("Last-Modified") or state.last_modified,
+        )
+        return FetchResult(True, None, new_state, status)
+    assert data is not None
+    if source.checksum_header:
+        value = headers.get(source.checksum_header)
+        if value is None:
+            raise FetchError(f"no {source.checksum_header} header in the response from {url}")
+        where = f"{source.checksum_header} header"
+        verify(data, header_digest(value, where), where)
+    if source.checksum_url:
+        progress.clear()  # the body is in; a retry warning may follow
+        _, _, body = await _get(client, source.checksum_url, {}, MAX_CHECKSUM_BYTES)
+        where = f"checksum file {shown_url(source.checksum_url)}"
+        if body is None:  # a 304 to a request that was not conditional
+            raise FetchError(f"{where} answered HTTP 304 without a body")
+        verify(data, sidecar_digest(body, where), where)
+    log.info("feed %s: HTTP %d from %s, %d bytes", source.name, status, url, len(data))
+    return FetchResult(
+        False, data, FetchState(headers.get("ETag"), headers.get("Last-Modified")), status
+    )
+
+
+async def _get(
+    client: Client,
+    url: str,
+    extra: dict[str, str],
+    max_bytes: int,
+    *,
+    progress: Progress = NO_PROGRESS,
+) -> tuple[int, Mapping[str, str], bytes | None]:
+    """GET ``url`` with retries: (status, headers, body or None for 304)."""
+    source = client.source
+    attempts = max(0, source.retries) + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _attempt(client, url, extra, max_bytes, progress)
+        except Transient as e:
+            if attempt == attempts:
+                suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+                raise FetchError(f"{e}{suffix}") from None
+            delay = random.uniform(0, min(MAX_BACKOFF, source.backoff * 2 ** (attempt - 1)))
+            progress.clear()  # the warning goes to stderr too
+            log.warning(
+                "feed %s: attempt %d of %d failed: %s; retrying in %.1fs",
+                source.name,
+                attempt,
+                attempts,
+                e,
+                delay,
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _attempt(
+    client: Client, url: str, extra: dict[str, str], max_bytes: int, progress: Progress
+) -> tuple[int, Mapping[str, str], bytes | None]:
+    shown = shown_url(url)
+    same_origin = origin(url) == origin(client.source.url)
+    headers = {"User-Agent": USER_AGENT, **(client.headers if same_origin else {}), **extra}
+    log.debug("GET %s%s", shown, " (conditional)" if extra else "")
+    try:
+        async with client.session.get(
+            url,
+            headers=headers,
+            ssl=client.ssl,
+            timeout=client.timeout,
+        ) as resp:
+            status = resp.status
+            if status == 304:
+                return status, resp.headers, None
+            if not 200 <= status < 300 or status == 206:
+                raise _status_error(client.source, status, shown)
+            return status, resp.headers, await _read_body(resp, shown, max_bytes, progress)
+    except FetchError:
+        raise
+    except aiohttp.ClientConnectorCertificateError:
+        raise FetchError(
+            f"TLS certificate of {shown} is not trusted (set ca_file for a private CA)"
+        ) from None
+    except aiohttp.ClientSSLError as e:
+        raise FetchError(
+            f"TLS handshake with {shown} failed (check client_cert and ca_file): {reason(e)}"
+        ) from None
+    except aiohttp.ConnectionTimeoutError:
+        raise Transient(
+            f"timed out connecting to {shown} after {client.source.connect_timeout:g}s"
+        ) from None
+    except TimeoutError:
+        raise Transient(
+            f"timed out: no data from {shown} for {client.source.read_timeout:g}s"
+        ) from None
+    except aiohttp.ClientConnectorError as e:
+        raise Transient(f"cannot connect to {shown}: {reason(e.os_error)}") from None
+    except aiohttp.TooManyRedirects:
+        raise FetchError(f"too many redirects from {shown}") from None
+    except aiohttp.InvalidURL:
+        raise FetchError(f"invalid feed URL {shown}") from None
+    except aiohttp.ClientError as e:
+        raise Transient(f"request to {shown} failed: {type(e).__name__}") from None
+
+
+async def _read_body(
+    resp: aiohttp.ClientResponse, shown: str, max_bytes: int, progress: Progress
+) -> bytes:
+    """The body, refusing more than ``max_bytes`` (decoded: a compressed bomb is cut off
+    too) and anything shorter than its Content-Length."""
+    encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+    expected = None if encoded else resp.content_length
+    if expected is not None and expected > max_bytes:
+        raise FetchError(too_big(shown, max_bytes, f" (Content-Length {expected})"))
+    chunks: list[bytes] = []
+    received = 0
+    progress.phase("downloading", total=expected, unit="bytes")
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            received += len(chunk)
+            if received > max_bytes:
+                raise FetchError(too_big(shown, max_bytes))
+            chunks.append(chunk)
+            progress.advance(len(chunk))
+    except TimeoutError:
+        raise  # reported by the caller, like a timeout before the headers
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+        if expected is not None and received < expected:
+            raise Transient(truncated(shown, received, expected)) from None
+        raise Transient(
+            f"connection to {shown} dropped after {received} bytes of the body"
+        ) from None
+    if expected is not None and received != expected:
+        raise Transient(truncated(shown, received, expected))
+    return b"".join(chunks)
+
+
+def _status_error(source: FeedSource, status: int, shown: str) -> FetchError:
+    message = f"HTTP {status} from {shown}"
+    if status in (401, 403):
+        if source.token_file is not None:
+            hint = "check the token file"
+        elif source.basic_auth_env:
+            hint = f"check ${source.basic_auth_env}_USERNAME and ${source.basic_auth_env}_PASSWORD"
+        elif source.client_cert is not None:
+            hint = "check the client certificate"
+        else:
+            hint = "the feed needs credentials: token_file, basic_auth_env or client_cert"
+        return FetchError(f"{message} ({hint})")
+    if status == 404:
+        return FetchError(f"{message} (check the feed URL)")
+    if status >= 500:
+        return Transient(message)
+    return FetchError(message)
