@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument(
         "--force",
         action="store_true",
-        help="publish a set that grew beyond max_growth, or with most hosts unanswered",
+        help=(
+            "publish a set that grew beyond max_growth, with most hosts unanswered, or with"
+            " most listed hosts gone at once (max_vanished)"
+        ),
     )
     exp = sub.add_parser("export", parents=[common], help="the active set for a data plane")
     exp.add_argument("--format", required=True, choices=export.FORMATS)

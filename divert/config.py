@@ -10,6 +10,8 @@
     max_growth = 2.0         # a set growing beyond 2x the previous is refused (--force)
     growth_allowance = 32    # ... unless it grew by at most this many addresses
     max_failed = 0.5         # over half the hosts failing: the resolvers are broken (exit 1)
+    max_vanished = 0.5       # over half the listed hosts losing every address at once (--force)
+    vanished_allowance = 8   # ... unless at most this many hosts did
     grace = 21600            # seconds a failing or vanished host keeps its last addresses
     timeout = 3.0            # per DNS query
     deadline = 120.0         # for the whole resolution
@@ -78,6 +80,8 @@ class DivertConfig:
     max_growth: float = 2.0
     growth_allowance: int = 32
     max_failed: float = 0.5
+    max_vanished: float = 0.5
+    vanished_allowance: int = 8
     grace: float = 6 * 3600.0
     timeout: float = 3.0
     deadline: float = 120.0
@@ -147,12 +151,12 @@ def validate(config: DivertConfig) -> None:
         value = getattr(config, name)
         if type(value) is not int or value < 1:
             raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
-    if type(config.growth_allowance) is not int or config.growth_allowance < 0:
-        raise ConfigError(
-            f"growth_allowance must be a whole number >= 0, not {config.growth_allowance!r}"
-        )
+    for name in ("growth_allowance", "vanished_allowance"):
+        value = getattr(config, name)
+        if type(value) is not int or value < 0:
+            raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
     positive = ("timeout", "deadline", "interval", "withdraw_after")
-    for name in (*positive, "max_growth", "grace", "lock_wait", "max_failed"):
+    for name in (*positive, "max_growth", "grace", "lock_wait", "max_failed", "max_vanished"):
         value = getattr(config, name)
         if (
             isinstance(value, bool)
@@ -168,8 +172,11 @@ def validate(config: DivertConfig) -> None:
         raise ConfigError(
             f"max_growth is a ratio of at least 1 (2.0: may double), not {config.max_growth!r}"
         )
-    if config.max_failed > 1:
-        raise ConfigError(f"max_failed is a fraction between 0 and 1, not {config.max_failed!r}")
+    for name in ("max_failed", "max_vanished"):
+        if getattr(config, name) > 1:
+            raise ConfigError(
+                f"{name} is a fraction between 0 and 1, not {getattr(config, name)!r}"
+            )
     if not config.nft_table or not config.nft_table.replace("_", "a").replace("-", "a").isalnum():
         raise ConfigError(f"nft_table {config.nft_table!r}: use letters, digits, '_' and '-'")
     for resolver in config.resolvers:

@@ -18,7 +18,12 @@ and for the whole set:
 - more than ``max_growth`` times the previous set (and more than ``growth_allowance``
   addresses more): refused unless forced;
 - more than ``max_failed`` of the hosts without an answer from the resolvers: refused
-  unless forced (broken resolvers must not look like an empty list).
+  unless forced (broken resolvers must not look like an empty list);
+- more than ``max_vanished`` of the still-listed hosts that had addresses losing all of them
+  in one run (and more than ``vanished_allowance`` hosts): refused unless forced. Listed
+  hosts die one by one; all at once is a resolver that filters them (RPZ answers NXDOMAIN
+  for exactly these names) or lies, which must not silently empty the set. Hosts the list
+  no longer carries leave without counting.
 
 A refused set changes nothing: the previous set stays active. Every decision names the
 host by its keyed digest, never by name.
@@ -51,14 +56,14 @@ STATES = (
     "ok",
 )
 #: Decisions that are refusals (logged as warnings); the others are informational.
-REFUSALS = frozenset({"protected", "per-host", "total", "growth", "failed"})
+REFUSALS = frozenset({"protected", "per-host", "total", "growth", "failed", "vanished"})
 
 
 @dataclass(frozen=True)
 class Decision:
     """One gate decision. ``digest`` is "" for decisions about the whole set."""
 
-    gate: str  # protected, per-host, kept, expired, total, growth, failed
+    gate: str  # protected, per-host, kept, expired, total, growth, failed, vanished
     detail: str
     digest: str = ""
 
@@ -83,6 +88,8 @@ class Outcome:
     decisions: list[Decision] = field(default_factory=list)
     refused: Decision | None = None  # the whole set refused (the previous stays)
     failed: int = 0  # hosts the resolvers gave no answer for
+    held: int = 0  # hosts with addresses in the previous set, still listed
+    vanished: int = 0  # ... of which left without any address
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -122,6 +129,9 @@ def decide(
         out.states[digest] = state
         if addresses:
             hosts[digest] = addresses
+        if before:
+            out.held += 1
+            out.vanished += not addresses
         if resolution.failed and digest not in literals:
             out.failed += 1
     out.dset = DiversionSet.build(hosts, created_at=now)
@@ -259,6 +269,14 @@ def _whole(
                 f"{config.max_growth:g}, growth_allowance {config.growth_allowance}): not "
                 "published (--force to accept)",
             )
+    if out.vanished > max(out.held * config.max_vanished, config.vanished_allowance):
+        return Decision(
+            "vanished",
+            f"{out.vanished:,} of the {out.held:,} listed hosts that had addresses lost all of "
+            f"them in one run (max_vanished {config.max_vanished:g}, vanished_allowance "
+            f"{config.vanished_allowance}): do the resolvers filter or rewrite these names? "
+            "(--force to publish anyway)",
+        )
     return None
 
 

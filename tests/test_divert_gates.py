@@ -226,6 +226,37 @@ def test_the_first_set_has_no_growth_gate() -> None:
     assert run(answers, previous=None, memory={}).refused is None
 
 
+def test_most_listed_hosts_vanishing_at_once_is_refused_unless_forced() -> None:
+    """A resolver that filters the listed names (RPZ: NXDOMAIN for exactly these) would
+    otherwise empty the set once the grace period ends."""
+    before = {f"n{i}": [f"203.0.113.{i}"] for i in range(1, 13)}
+    previous = DiversionSet.build(before, created_at=NOW - 8 * HOUR)
+    memory = {d: {"4": NOW - 8 * HOUR} for d in before}
+    answers = {d: status("nxdomain") for d in before}
+    answers |= {"n1": ok("203.0.113.1"), "n2": ok("203.0.113.2")}  # 10 of 12 gone
+    out = run(answers, previous=previous, memory=memory)
+    assert out.refused is not None and out.refused.gate == "vanished"
+    assert out.refused.detail.startswith("10 of the 12 listed hosts that had addresses lost")
+    assert (out.held, out.vanished) == (12, 10)
+    assert run(answers, previous=previous, memory=memory, force=True).refused is None
+    lenient = DivertConfig(grace=6 * HOUR, growth_allowance=0, max_vanished=0.9)
+    assert run(answers, previous=previous, memory=memory, config=lenient).refused is None
+    few = DivertConfig(grace=6 * HOUR, growth_allowance=0, vanished_allowance=10)
+    assert run(answers, previous=previous, memory=memory, config=few).refused is None
+    # Within the grace period they keep their addresses: nothing vanished yet.
+    recent = {d: {"4": NOW - HOUR} for d in before}
+    assert run(answers, previous=previous, memory=recent).refused is None
+
+
+def test_hosts_the_list_dropped_do_not_count_as_vanished() -> None:
+    before = {f"n{i}": [f"203.0.113.{i}"] for i in range(1, 13)}
+    previous = DiversionSet.build(before, created_at=NOW - 8 * HOUR)
+    answers = {"n1": ok("203.0.113.1"), "n2": ok("203.0.113.2")}  # the list now has two
+    out = run(answers, previous=previous, memory={})
+    assert out.refused is None and (out.held, out.vanished) == (2, 0)
+    assert out.dset.addresses == {"203.0.113.1", "203.0.113.2"}
+
+
 def test_max_total_is_refused_even_when_forced() -> None:
     answers = {f"n{i}": ok(f"203.0.113.{i}") for i in range(1, 12)}
     config = DivertConfig(max_total=10)

@@ -248,6 +248,30 @@ async def test_unanswered_hosts_keep_their_addresses_for_the_grace_period(file_l
     assert "removed" in gone.err
 
 
+async def test_a_resolver_that_filters_the_listed_names_cannot_empty_the_set(
+    file_lab: Lab,
+) -> None:
+    """Every listed name NXDOMAIN at once (a filtering resolver, RPZ): kept for the grace
+    period, then refused as a whole instead of emptying the set; --force accepts it."""
+    lab = file_lab
+    await lab.sync()
+    assert (await lab.divert("resolve")).code == 0
+    for name in ("listed-a.example.com", "edge.example.net", "target.example.org"):
+        lab.dns.set(name, rcode="NXDOMAIN")
+    kept = await lab.divert("resolve", vanished_allowance=0)
+    assert kept.code == 0 and kept.out.startswith("unchanged: diversion set version 1: 7")
+    refused = await lab.divert("resolve", vanished_allowance=0, grace=0)
+    assert refused.code == 1
+    assert "set: vanished: 3 of the 5 listed hosts that had addresses lost all of them" in (
+        refused.err
+    )
+    assert refused.err.endswith("the previous set stays active\n"), refused.err
+    assert (await lab.exported())["version"] == 1
+    assert "vanished" in (await lab.divert("status")).out
+    forced = await lab.divert("resolve", "--force", vanished_allowance=0, grace=0)
+    assert forced.code == 0 and forced.out.startswith("published diversion set version 2: 2")
+
+
 async def test_broken_resolvers_and_the_deadline(file_lab: Lab) -> None:
     lab = file_lab
     await lab.sync()
