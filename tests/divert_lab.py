@@ -17,11 +17,12 @@ import json
 import pathlib
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from harness import Origin, Origins, Proxy, Response, TestCA, feed_with, sync
+from harness import VENV_BIN, Origin, Origins, Proxy, Response, TestCA, feed_with, sync
 from netns import Lab, Namespace, Topology, gateway_topology
 
 from blocklist_addon.store import open_store
@@ -61,6 +62,18 @@ def start_proxy(
     )
     proxy.port = PROXY_PORT
     return proxy.start()
+
+
+def start_run(
+    ns: Namespace, config: pathlib.Path, status_file: pathlib.Path, log_path: pathlib.Path
+) -> subprocess.Popen[bytes]:
+    """``blocklist-divert run`` in namespace ``ns``, its output in ``log_path``; the lab
+    kills it by PID if the test does not stop it."""
+    command = [str(VENV_BIN / "blocklist-divert"), "--config", str(config), "run"]
+    with open(log_path, "wb") as log:
+        return ns.popen(
+            [*command, "--status-file", str(status_file)], stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def listed_store(directory: pathlib.Path, *entries: str) -> str:

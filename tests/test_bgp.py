@@ -38,7 +38,7 @@ from bgp_lab import (
     Routed,
     expected,
 )
-from divert_lab import listed_store, publish, start_proxy
+from divert_lab import listed_store, publish, start_proxy, start_run
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, wait_for
 from netns import Lab, Namespace, unavailable
 
@@ -326,19 +326,7 @@ def test_bird_announces_the_set_follows_the_proxys_health_and_survives_a_bad_con
     )
     status_file = tmp_path / "status.json"
     run_log = tmp_path / "run.log"
-    with open(run_log, "wb") as log:
-        run = lab.proxy_ns.popen(
-            [
-                str(VENV_BIN / "blocklist-divert"),
-                "--config",
-                str(config),
-                "run",
-                "--status-file",
-                str(status_file),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    run = start_run(lab.proxy_ns, config, status_file, run_log)
     try:
         life(lab, proxy, store, speaker, status_file)
         assert status(status_file)["data_plane"] == "bird"

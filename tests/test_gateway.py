@@ -28,6 +28,7 @@ from divert_lab import (
     set_contents,
     set_elements,
     start_proxy,
+    start_run,
 )
 from dnsserver import DNSServer
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
@@ -313,19 +314,7 @@ def test_a_stopped_proxy_is_withdrawn_within_withdraw_after_and_the_client_goes_
                 f"withdraw_after = {WITHDRAW_AFTER}\ninterval = 3600\n"
             )
             status_file = tmp_path / "run" / "status.json"
-            with open(tmp_path / "run.log", "wb") as log:
-                gateway.popen(
-                    [
-                        str(VENV_BIN / "blocklist-divert"),
-                        "--config",
-                        str(config),
-                        "run",
-                        "--status-file",
-                        str(status_file),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            start_run(gateway, config, status_file, tmp_path / "run.log")
             run_log = lambda: (tmp_path / "run.log").read_text()  # noqa: E731
             diverted = {DIVERTED, DIVERTED6}
             wait_for(lambda: in_sets(gateway) == diverted, 30, "run to fill the sets")
@@ -410,19 +399,7 @@ def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_g
             )
             status_file = tmp_path / "run" / "status.json"
             log_path = tmp_path / "run.log"
-            with open(log_path, "wb") as log:
-                gateway.popen(
-                    [
-                        str(VENV_BIN / "blocklist-divert"),
-                        "--config",
-                        str(config),
-                        "run",
-                        "--status-file",
-                        str(status_file),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            start_run(gateway, config, status_file, log_path)
             first = {DIVERTED, DIVERTED6, "203.0.113.20", "192.0.2.44"}
             wait_for(lambda: in_sets(gateway) == first, 30, "the first resolution applied")
 
