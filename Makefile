@@ -36,7 +36,7 @@ DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' tests/debian-packages.txt)
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := canonical embedded matcher pages uploads feeds
 
-.PHONY: test lint format run bench clean venv system fuzz
+.PHONY: test lint format run bench clean venv system fuzz test-container
 
 venv: $(VENV)/.installed
 
@@ -79,6 +79,14 @@ system:
 
 test: lint system
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make test-container`: deploy/compose built and run with podman on a Debian trixie base
+# made from deb.debian.org (no registry needed); minutes, so not part of `make test`. Root.
+CONTAINER_PACKAGES := podman podman-compose mmdebstrap runc
+
+test-container: venv
+	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="$(CONTAINER_PACKAGES)"
+	BLOCKLIST_CONTAINER_TESTS=1 $(PY) -m pytest -s tests/test_container.py $(PYTEST_ARGS)
 
 run: venv
 	@BLOCKLIST_DATA_DIR="$(RUN_DIR)/blocklist" $(VENV)/bin/blocklist-sync \
