@@ -179,6 +179,8 @@ def kit_copy(work: pathlib.Path) -> tuple[pathlib.Path, dict[str, tuple[int, int
     secrets_dir.mkdir()
     for name in ("redis-sync.password", "redis-proxy.password", "feed.token"):
         (secrets_dir / name).write_text(secrets.token_hex(32) + "\n")  # openssl rand -hex 32
+        (secrets_dir / name).chmod(0o644)  # as the header says: the containers' users read them
+    secrets_dir.chmod(0o700)
     (compose_dir / "sync.toml").write_text(
         '[feeds.sample]\nurl = "http://feed.test:8000/sample-feed.txt"\n'
         'format = "text"\nlist = "sample"\n'

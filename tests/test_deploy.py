@@ -9,7 +9,8 @@ refuses to start, and the sync and the proxy refuse a CHANGE-ME password.
 
 The systemd units pass ``systemd-analyze verify``, the cron line's command runs as written,
 the transparent-mode nft table does its job in network namespaces, and of the compose kit
-what runs without a container engine is run (its image cannot be built here).
+what runs without a container engine is run (``make test-container``, tests/test_container.py,
+builds and runs the kit itself with podman).
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def test_the_cron_line_runs_as_written(tmp_path: pathlib.Path) -> None:
     assert len((failed.stdout + failed.stderr).strip().splitlines()) == 1
 
 
-# -- the compose kit (its image cannot be built here: no container registry) ------------------
+# -- the compose kit without a container engine (with one: tests/test_container.py) ---------
 
 COMPOSE = DEPLOY / "compose"
 
@@ -338,7 +339,7 @@ def test_the_compose_kit_wires_redis_users_and_secrets(
     says, the ACL writer's script (paths moved into the test's directory) turns the two
     secrets into a users.acl Redis accepts, Redis started with the kit's arguments serves
     the sync and the proxy as their users with those secrets, and the proxies' healthcheck
-    command passes. The image itself is untested (docs/operators-guide.md says so)."""
+    command passes. The image and the kit running are tests/test_container.py's."""
     kit = YAML(typ="safe").load((COMPOSE / "compose.yaml").read_text())
     services = kit["services"]
     build = kit["x-image"]["build"]
