@@ -133,7 +133,8 @@ class ImageGuard:
             "blocklist_image_max_frames",
             int,
             4,
-            "Frames of an animated image (GIF, WebP, APNG, TIFF pages) checked, from the first.",
+            "Frames of an animated image (GIF, WebP, APNG, TIFF pages, HEIF sequences) checked,"
+            " from the first.",
         )
         loader.add_option(
             "blocklist_image_max_ms",

@@ -17,7 +17,10 @@ import zlib
 
 import numpy as np
 import pdqhash
+import pillow_heif
 from PIL import Image, ImageDraw, ImageEnhance
+
+pillow_heif.register_heif_opener()  # HEIF (HEIC) encoding for the tests' own pictures
 
 
 def draw(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
@@ -67,6 +70,7 @@ def variants(image: Image.Image) -> dict[str, bytes]:
         "greyscale": encode(image.convert("L"), "PNG"),
         "cropped-2%": encode(image.crop((dx, dy, width - dx, height - dy)), quality=90),
         "webp": encode(image, "WEBP", quality=80),
+        "heic": encode(image, "HEIF", quality=60),  # what a phone uploads
         "mirrored": encode(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=90),
         "rotated-90": encode(image.transpose(Image.Transpose.ROTATE_90), "PNG"),
     }

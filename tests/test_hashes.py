@@ -16,6 +16,7 @@ from blocklist_addon.snapshot import SnapshotError
 
 LISTED = draw(1)
 LISTED_JPEG = encode(LISTED, quality=90)
+LISTED_HEIC = encode(LISTED, "HEIF", quality=60)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,8 @@ def max_rss_mib() -> float:
         ("PNG declaring 100000 x 100000", png_declaring(100_000, 100_000), "too-large"),
         ("PNG short of pixel data", png_declaring(64, 64), "truncated"),
         ("JPEG header only", b"\xff\xd8\xff\xe0" + b"\0" * 64, "undecodable"),
+        ("truncated HEIC", LISTED_HEIC[: len(LISTED_HEIC) // 2], "truncated"),
+        ("HEIC header only", LISTED_HEIC[:64], "undecodable"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
@@ -155,7 +158,15 @@ def test_animations_are_checked_frame_by_frame_up_to_the_limit():
 
 @pytest.mark.parametrize(
     ("fmt", "options"),
-    [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("WEBP", {}), ("BMP", {}), ("TIFF", {})],
+    [
+        ("JPEG", {}),
+        ("PNG", {}),
+        ("GIF", {}),
+        ("WEBP", {}),
+        ("BMP", {}),
+        ("TIFF", {}),
+        ("HEIF", {"quality": 50}),
+    ],
 )
 def test_every_format_is_recognized_by_its_bytes(fmt: str, options: dict[str, object]):
     data = encode(draw(7, (64, 48)), fmt, **options)
@@ -164,7 +175,16 @@ def test_every_format_is_recognized_by_its_bytes(fmt: str, options: dict[str, ob
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"BM", b"BMxxxxxxxxxxxxxxxxxxxx", b"GIF8", b"RIFF\0\0\0\0WAVE", b"%PDF-1.7"]
+    "data",
+    [
+        b"",
+        b"BM",
+        b"BMxxxxxxxxxxxxxxxxxxxx",
+        b"GIF8",
+        b"RIFF\0\0\0\0WAVE",
+        b"%PDF-1.7",
+        b"\0\0\0\x18ftypisom\0\0\0\0isommp41",  # an MP4 video: ISO media, not HEIF
+    ],
 )
 def test_non_images_are_not_sniffed_as_images(data: bytes):
     assert sniff(data) is None

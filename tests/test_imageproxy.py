@@ -164,7 +164,7 @@ def test_multipart_with_one_listed_file_of_three_is_refused_and_the_site_gets_no
 
 
 @pytest.mark.parametrize(
-    "edit", ["half-size", "brighter-1.2", "greyscale", "cropped-2%", "mirrored"]
+    "edit", ["half-size", "brighter-1.2", "greyscale", "cropped-2%", "mirrored", "heic"]
 )
 def test_a_listed_image_as_a_raw_api_upload_gets_json(proxy: Proxy, site: Site, edit: str) -> None:
     before = len(site.uploads)

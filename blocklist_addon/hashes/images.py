@@ -19,18 +19,24 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pillow_heif
 from PIL import Image, ImageFile
 
 __all__ = ["FORMATS", "Limits", "Uncheckable", "frames", "sniff"]
 
-#: Formats recognized by their first bytes, as Pillow names them.
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+#: Formats recognized by their first bytes, as Pillow names them. HEIF (HEIC) is what phones
+#: save photos as; pillow-heif (libheif) decodes it.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF")
+#: Major brands of an ISO media file (``ftyp`` box) that hold HEIF images (ISO/IEC 23008-12).
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+_HEIF_BRANDS |= {b"mif1", b"msf1", b"mif2"}
 #: Sizes of the BMP info headers Pillow reads: "BM" alone is too common a start.
 _BMP_HEADERS = {12, 16, 40, 52, 56, 64, 108, 124}
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated image is uncheckable, never half-read
 # Our own limit is far below Pillow's bomb warning; the warning would only repeat it.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+pillow_heif.register_heif_opener()
 
 
 class Uncheckable(Exception):
@@ -67,6 +73,8 @@ def sniff(data: bytes) -> str | None:
         return "TIFF"
     if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in _BMP_HEADERS:
         return "BMP"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF"
     return None
 
 
@@ -117,5 +125,7 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, MemoryError | Image.DecompressionBombError):
         return "too-large"
     if isinstance(exc, OSError) and "truncated" in str(exc):
+        return "truncated"
+    if isinstance(exc, ValueError) and "end of file" in str(exc).lower():  # libheif's words
         return "truncated"
     return "undecodable"
