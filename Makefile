@@ -82,7 +82,7 @@ test: lint system
 
 # `make test-container`: deploy/compose built and run with podman on a Debian trixie base
 # made from deb.debian.org (no registry needed); minutes, so not part of `make test`. Root.
-CONTAINER_PACKAGES := podman podman-compose mmdebstrap runc
+CONTAINER_PACKAGES := podman podman-compose mmdebstrap runc nftables
 
 test-container: venv
 	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="$(CONTAINER_PACKAGES)"

@@ -102,6 +102,13 @@ class Namespace:
         execs the program in place, so a ``Popen``'s pid is the program's own."""
         return ["ip", "netns", "exec", self.name]
 
+    def nsenter_prefix(self) -> list[str]:
+        """The command prefix that runs a program in this namespace's network only, in this
+        process's mount namespace. For programs whose mounts must outlive the call (podman:
+        its containers' overlay mounts and /run/netns files are used by its later calls);
+        ``ip netns exec`` gives each call a private mount namespace of its own."""
+        return ["nsenter", f"--net={self.path}"]
+
     def run(
         self,
         *args: str,

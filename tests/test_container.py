@@ -7,17 +7,24 @@ and installs what it needs (podman, podman-compose, mmdebstrap, runc from Debian
   with ``podman import`` (``localhost/blocklist-base:trixie``, kept between runs as the
   cache); the kit's Dockerfile is built on it (``--build-arg BASE=``) with ``podman build``,
   and a Redis image is made on the same base from Debian's redis-server.
-- The kit runs with ``podman-compose up`` on a copy of compose.yaml in which only the
-  published host ports are changed (to free ones) and an override file adds what stands in
-  for the registry and the licensee's feed: the Redis image, and a feed server
-  (``feed.test``, the sample list over HTTP on the kit's network) that is also the origin
-  an unlisted request reaches.
-- Through each containerised proxy: a listed sample URL answers 451, an unlisted one
-  passes, /healthz is ok, and podman runs the kit's healthcheck command.
+- The kit runs with ``podman-compose up`` on compose.yaml as shipped, inside a network
+  namespace the test makes (``tests/netns.py``'s ``Lab``; podman, netavark, conmon and
+  aardvark-dns started by ``nsenter --net``), so the kit's bridge, netavark's nftables rules
+  and the published ports (the shipped ones: nothing else listens there) all live in it and
+  go with it; the kit's network takes a documentation range (198.51.100.0/24, from the
+  containers.conf subnet pool). An override file adds what stands in for the registry and
+  the licensee's feed: the Redis image, and a feed server (``feed.test``, the sample list
+  over HTTP on the kit's network) that is also the origin an unlisted request reaches.
+- The images are built in the root namespace (they need the Debian mirror and PyPI) with
+  ``--network=host``: a build's RUN steps get no netavark network, so no rules either.
+- Through each containerised proxy (the client's sockets made inside the namespace,
+  ``Namespace.entered``): a listed sample URL answers 451, an unlisted one passes,
+  /healthz is ok, and podman runs the kit's healthcheck command.
 - Everything the run created is removed (containers, network, volumes, the images built
   and their cached layers, so each run builds from scratch), also when it fails, and the
   test fails if anything is left; the base image stays (BLOCKLIST_CONTAINER_KEEP=1 keeps
-  all for a look).
+  all for a look, the namespace too). The root namespace's nftables ruleset, links and
+  routes are the same after the run as before, or the test fails.
 
 Two settings are this machine's, not the kit's: runc with explicit ulimits (Debian 12's crun
 refuses a hybrid cgroup hierarchy, and the VM lacks CAP_SYS_RESOURCE to raise rlimits), and
@@ -38,7 +45,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from harness import Response, assert_splash, free_port, wait_for
+from harness import Response, assert_splash, wait_for
+from netns import Lab, Namespace, unavailable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -49,7 +57,13 @@ IMAGE = "localhost/blocklist-proxy:local"  # the name compose.yaml gives the kit
 REDIS_IMAGE = "localhost/blocklist-redis:trixie"
 MIRROR = "http://deb.debian.org/debian"
 HOST_CA = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
-TOOLS = ("podman", "podman-compose", "mmdebstrap", "runc")
+TOOLS = ("podman", "podman-compose", "mmdebstrap", "runc", "nsenter", "nft")
+#: The host ports compose.yaml publishes (on 127.0.0.1 of the test's namespace, where they
+#: are free): service -> (proxy port, status port).
+PUBLISHED = {"proxy-1": (8081, 19451), "proxy-2": (8082, 29451)}
+#: The kit's network takes its subnet from here (documentation addresses; four /26 so that
+#: two runs at once each get one).
+SUBNET_POOL = "198.51.100.0/24"
 
 REDIS_CONTAINERFILE = f"""\
 FROM {BASE_IMAGE}
@@ -68,12 +82,26 @@ pytestmark = pytest.mark.skipif(
 
 @dataclass
 class Kit:
-    """The running kit as the host sees it: the proxies' published ports."""
+    """The running kit as its namespace sees it: the proxies' published ports."""
 
     project: str
     proxies: dict[str, tuple[int, int]]  # service -> (proxy port, status port)
-    compose: list[str]  # the podman-compose command line, up to the subcommand
+    netns: Namespace  # where podman runs the kit and publishes its ports
     env: dict[str, str]  # podman's environment (engine_conf)
+
+    @property
+    def podman(self) -> list[str]:
+        """podman in the kit's namespace (its containers' network is set up and torn down
+        in the namespace podman runs in)."""
+        return [*self.netns.nsenter_prefix(), "podman"]
+
+    @property
+    def compose(self) -> list[str]:
+        """The podman-compose command line in the kit's namespace, up to the subcommand."""
+        return [
+            *self.netns.nsenter_prefix(),
+            *("podman-compose", "-p", self.project, "-f", "compose.yaml", "-f", "test.yaml"),
+        ]
 
 
 def run(args: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -96,6 +124,7 @@ def engine_conf(directory: pathlib.Path) -> dict[str, str]:
         "[containers]\n"
         f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc=4096:4096"]\n'
         '[engine]\nruntime = "runc"\n'
+        f'[network]\ndefault_subnet_pools = [{{"base" = "{SUBNET_POOL}", "size" = 26}}]\n'
     )
     return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
@@ -131,7 +160,7 @@ def build_base(env: dict[str, str], figures: dict[str, float]) -> None:
 
 def build_images(work: pathlib.Path, env: dict[str, str], figures: dict[str, float]) -> None:
     """The kit's Dockerfile on the Debian base, and Redis from Debian on the same base."""
-    build = ["podman", "build", "--quiet"]
+    build = ["podman", "build", "--quiet", "--network=host"]
     if HOST_CA.is_file():  # pip behind this machine's TLS-intercepting egress
         pip_conf = work / "pip.conf"
         pip_conf.write_text("[global]\ncert = /etc/blocklist-build-ca.crt\n")
@@ -157,22 +186,16 @@ def build_images(work: pathlib.Path, env: dict[str, str], figures: dict[str, flo
     timed("redis image (Debian's redis-server)", figures, started)
 
 
-def kit_copy(work: pathlib.Path) -> tuple[pathlib.Path, dict[str, tuple[int, int]]]:
-    """deploy/compose and deploy/redis copied as they are, with free host ports, the
-    secrets and sync.toml written as the kit's header says, and the override file."""
+def kit_copy(work: pathlib.Path) -> pathlib.Path:
+    """deploy/compose and deploy/redis copied as they are, the secrets and sync.toml
+    written as the kit's header says, and the override file."""
     compose_dir = work / "deploy" / "compose"
     compose_dir.mkdir(parents=True)
     shutil.copytree(DEPLOY / "redis", work / "deploy" / "redis")
     text = (DEPLOY / "compose" / "compose.yaml").read_text()
-    ports: dict[str, tuple[int, int]] = {}
-    for service, proxy_port, status_port in (("proxy-1", 8081, 19451), ("proxy-2", 8082, 29451)):
-        ports[service] = (free_port(), free_port())
-        for shipped, free, inner in zip(
-            (proxy_port, status_port), ports[service], (proxy_port, 9451), strict=True
-        ):
-            published = f"127.0.0.1:{shipped}:{inner}"
-            assert text.count(published) == 1, published
-            text = text.replace(published, f"127.0.0.1:{free}:{inner}")
+    for service, ports in PUBLISHED.items():
+        for port in ports:
+            assert text.count(f"127.0.0.1:{port}:") == 1, f"{service} no longer publishes {port}"
     (compose_dir / "compose.yaml").write_text(text)
 
     secrets_dir = compose_dir / "secrets"
@@ -195,7 +218,7 @@ def kit_copy(work: pathlib.Path) -> tuple[pathlib.Path, dict[str, tuple[int, int
         f"    volumes: ['{SAMPLES}:/feed:ro']\n"
         "    stop_signal: SIGINT\n"  # Python as PID 1 ignores SIGTERM
     )
-    return compose_dir, ports
+    return compose_dir
 
 
 def teardown(kit: Kit, compose_dir: pathlib.Path, before: set[str]) -> list[str]:
@@ -205,14 +228,14 @@ def teardown(kit: Kit, compose_dir: pathlib.Path, before: set[str]) -> list[str]
     quietly = {"env": env, "capture_output": True, "text": True, "timeout": 300}
     subprocess.run([*kit.compose, "down", "-v"], cwd=compose_dir, **quietly)
     listing = {
-        "container": ["podman", "ps", "-aq", "-f", label],
-        "pod": ["podman", "pod", "ls", "-q", "-f", label],
-        "network": ["podman", "network", "ls", "-q", "-f", label],
-        "volume": ["podman", "volume", "ls", "-q", "-f", label],
+        "container": [*kit.podman, "ps", "-aq", "-f", label],
+        "pod": [*kit.podman, "pod", "ls", "-q", "-f", label],
+        "network": [*kit.podman, "network", "ls", "-q", "-f", label],
+        "volume": [*kit.podman, "volume", "ls", "-q", "-f", label],
     }
     for kind, command in listing.items():
         if found := subprocess.run(command, **quietly).stdout.split():
-            subprocess.run(["podman", kind, "rm", "-f", *found], **quietly)
+            subprocess.run([*kit.podman, kind, "rm", "-f", *found], **quietly)
     made = images(env) - before - {image_id(BASE_IMAGE, env)}
     if made:
         subprocess.run(["podman", "rmi", "-f", *made], **quietly)
@@ -235,85 +258,99 @@ def image_id(name: str, env: dict[str, str]) -> str:
     return found.stdout.strip()
 
 
+def root_network() -> dict[str, str]:
+    """What the kit must not change in the root namespace: its nftables ruleset (without
+    counters), links and routes."""
+    commands = {
+        "nft ruleset": ["nft", "--stateless", "list", "ruleset"],
+        "links": ["ip", "-j", "link"],
+        "routes": ["ip", "-j", "route"],
+        "IPv6 routes": ["ip", "-j", "-6", "route"],
+    }
+    return {what: run(command, 60).stdout for what, command in commands.items()}
+
+
 @pytest.fixture(scope="module")
 def kit(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
     if os.geteuid() != 0:
         pytest.fail("the container kit test runs as root (rootful podman)")
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     assert not missing, f"not installed: {missing} (make test-container installs them)"
+    assert (why := unavailable()) is None, why
+    root_before = root_network()
     work = tmp_path_factory.mktemp("container")
     env = engine_conf(work)
     figures: dict[str, float] = {}
     before = images(env)
     build_base(env, figures)
-    compose_dir, ports = kit_copy(work)
-    project = f"blocklist-ct-{os.getpid()}-{secrets.token_hex(3)}"
-    compose = ["podman-compose", "-p", project, "-f", "compose.yaml", "-f", "test.yaml"]
-    running = Kit(project, ports, compose, env)
+    compose_dir = kit_copy(work)
+    lab = Lab()
+    keep = os.environ.get("BLOCKLIST_CONTAINER_KEEP") == "1"
     try:
-        build_images(work, env, figures)
-        started = time.monotonic()
-        run([*compose, "up", "-d", "--no-build"], 600, cwd=compose_dir, env=env)
-        for service, (_, status_port) in ports.items():
-            wait_for(
-                lambda status_port=status_port: healthz(status_port) == 200,
-                180,
-                f"{service}'s /healthz to answer 200 (the sync published, the proxy loaded it)",
-            )
-        timed("kit up until both proxies enforce the synced list", figures, started)
-        yield running
+        running = Kit(
+            f"blocklist-ct-{os.getpid()}-{secrets.token_hex(3)}",
+            PUBLISHED,
+            lab.namespace("podman"),
+            env,
+        )
+        try:
+            build_images(work, env, figures)
+            started = time.monotonic()
+            run([*running.compose, "up", "-d", "--no-build"], 600, cwd=compose_dir, env=env)
+            for service, (_, status_port) in running.proxies.items():
+                wait_for(
+                    lambda status_port=status_port: healthz(running, status_port) == 200,
+                    180,
+                    f"{service}'s /healthz to answer 200 (the sync published, the proxy loaded it)",
+                )
+            timed("kit up until both proxies enforce the synced list", figures, started)
+            yield running
+        finally:
+            started = time.monotonic()
+            if request.session.testsfailed:
+                print("\n".join(logs(running)), flush=True)
+            if keep:
+                print(f"\n[container] kept; its namespace: {running.netns.name}", flush=True)
+            else:
+                left = teardown(running, compose_dir, before)
+                timed("teardown", figures, started)
+                assert not left, f"left behind: {left}"
     finally:
-        started = time.monotonic()
-        if request.session.testsfailed:
-            print("\n".join(logs(running, env)), flush=True)
-        if os.environ.get("BLOCKLIST_CONTAINER_KEEP") != "1":
-            left = teardown(running, compose_dir, before)
-            timed("teardown", figures, started)
-            assert not left, f"left behind: {left}"
+        if not keep:
+            lab.close()  # kills by PID whatever still runs in the namespace, deletes it
+            root_after = root_network()
+            changed = [what for what in root_before if root_after[what] != root_before[what]]
+            assert not changed, f"the root namespace changed: {changed}\n{root_after}"
 
 
-def logs(kit: Kit, env: dict[str, str]) -> list[str]:
+def logs(kit: Kit) -> list[str]:
     """The last lines of every container's log, for a failure's report."""
+    quietly = {"env": kit.env, "capture_output": True, "text": True, "timeout": 60}
+    label = f"label=io.podman.compose.project={kit.project}"
     names = subprocess.run(
-        [
-            "podman",
-            "ps",
-            "-a",
-            "--format",
-            "{{.Names}}",
-            "-f",
-            f"label=io.podman.compose.project={kit.project}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [*kit.podman, "ps", "-a", "--format", "{{.Names}}", "-f", label], **quietly
     ).stdout.split()
     lines = []
     for name in names:
-        out = subprocess.run(
-            ["podman", "logs", "--tail", "20", name],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = subprocess.run([*kit.podman, "logs", "--tail", "20", name], **quietly)
         lines += [f"[container] {name}: {line}" for line in (out.stdout + out.stderr).splitlines()]
     return lines
 
 
-def healthz(status_port: int) -> int | None:
+def healthz(kit: Kit, status_port: int) -> int | None:
     try:
-        return via_proxy(status_port, "/healthz", direct=True).status
+        return via_proxy(kit, status_port, "/healthz", direct=True).status
     except OSError:
         return None
 
 
-def via_proxy(port: int, url: str, *, direct: bool = False) -> Response:
-    """A plain-HTTP request to 127.0.0.1:``port``: through the proxy (absolute URL) or to
-    its status listener."""
+def via_proxy(kit: Kit, port: int, url: str, *, direct: bool = False) -> Response:
+    """A plain-HTTP request to 127.0.0.1:``port`` in the kit's namespace: through the proxy
+    (absolute URL) or to its status listener."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
+        with kit.netns.entered():  # the socket is made here, and stays in the namespace
+            conn.connect()
         conn.request("GET", url, headers={} if direct else {"Accept": "text/html"})
         response = conn.getresponse()
         return Response(response.status, response.headers, response.read())
@@ -326,25 +363,25 @@ def test_a_listed_sample_url_answers_451_through_the_containerised_proxy(
     kit: Kit, service: str
 ) -> None:
     proxy_port, _ = kit.proxies[service]
-    assert_splash(via_proxy(proxy_port, "http://blocked.example.com/page.html"), page=True)
-    assert_splash(via_proxy(proxy_port, "http://www.example.org/listed/page?id=42"), page=True)
+    assert_splash(via_proxy(kit, proxy_port, "http://blocked.example.com/page.html"), page=True)
+    assert_splash(via_proxy(kit, proxy_port, "http://www.example.org/listed/page?id=42"), page=True)
 
 
 @pytest.mark.parametrize("service", ["proxy-1", "proxy-2"])
 def test_an_unlisted_url_passes_to_its_origin(kit: Kit, service: str) -> None:
     proxy_port, _ = kit.proxies[service]
-    passed = via_proxy(proxy_port, "http://feed.test:8000/sample-feed.txt")
+    passed = via_proxy(kit, proxy_port, "http://feed.test:8000/sample-feed.txt")
     assert passed.status == 200, passed.text
     assert passed.body == (SAMPLES / "sample-feed.txt").read_bytes()
 
 
 def test_healthz_is_ok_and_the_kits_healthcheck_passes(kit: Kit) -> None:
     for _, status_port in kit.proxies.values():
-        answer = via_proxy(status_port, "/healthz", direct=True)
+        answer = via_proxy(kit, status_port, "/healthz", direct=True)
         assert answer.status == 200, answer.text
     name = f"{kit.project}_proxy-1_1"
     checked = subprocess.run(
-        ["podman", "healthcheck", "run", name],
+        [*kit.podman, "healthcheck", "run", name],
         env=kit.env,
         capture_output=True,
         text=True,
@@ -360,10 +397,10 @@ def test_every_service_stops_on_sigterm(kit: Kit) -> None:
         service: f"{kit.project}_{service}_1" for service in ("sync", "proxy-1", "proxy-2", "redis")
     }
     for name in names.values():
-        run(["podman", "stop", "-t", "60", name], 120, env=kit.env)
+        run([*kit.podman, "stop", "-t", "60", name], 120, env=kit.env)
     codes = {
         service: run(
-            ["podman", "inspect", name, "--format", "{{.State.ExitCode}}"], 60, env=kit.env
+            [*kit.podman, "inspect", name, "--format", "{{.State.ExitCode}}"], 60, env=kit.env
         ).stdout.strip()
         for service, name in names.items()
     }
