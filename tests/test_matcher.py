@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist, Entry, Match
-from blocklist_addon.matcher import exempt_hosts
+from blocklist_addon.canonical import canonical_host, parse
+from blocklist_addon.matcher import _SIMPLE_AUTHORITY, exempt_hosts
 from blocklist_addon.snapshot import expression_digest
 
 PAGE = "http://listed.example/gallery/page.html"
@@ -543,3 +544,36 @@ def test_exempt_hosts_setting() -> None:
     for bad in ["http://report.hotline.example/", "report.hotline.example/form", "a b", "x:80"]:
         with pytest.raises(ValueError, match="not a host name"):
             exempt_hosts(bad)
+
+
+# -- the fast path reads the host as the full parser does ---------------------------------
+
+_AUTHORITY_CHARS = string.ascii_letters + string.digits + "._~!$&'()*+,;=-"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    scheme=st.sampled_from(["", "http:", "HTTPS:", "http://", "//", "https://"]),
+    host=st.text(_AUTHORITY_CHARS + ".:@%\\[]", min_size=1, max_size=24),
+    port=st.sampled_from(["", ":80", ":8080"]),
+    rest=st.sampled_from(["", "/", "/p", "?q=1", "#f", "/a?b#c"]),
+)
+def test_the_fast_path_reads_the_host_the_parser_reads(
+    scheme: str, host: str, port: str, rest: str
+) -> None:
+    url = scheme + host + port + rest
+    m = _SIMPLE_AUTHORITY.match(url)
+    fast = canonical_host(m.group(1).lower()) if m is not None else None
+    if fast is not None:  # the fast path decides: it must read what parse reads
+        parsed = parse(url)
+        assert parsed is not None and fast == (parsed.host, parsed.is_ip), url
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.text(_AUTHORITY_CHARS, min_size=1, max_size=24), path=st.sampled_from(["p", "d/"]))
+def test_a_listed_host_with_sub_delimiters_is_matched(host: str, path: str) -> None:
+    parsed = parse(f"http://{host}/{path}")
+    if parsed is None:
+        return
+    blocklist = Blocklist.from_entries([f"http://{host}/{path}"])
+    assert blocklist.match(f"http://{host}/{path}") is not None, host
