@@ -1,7 +1,7 @@
 """Gateway benchmark: what two-stage diversion costs the traffic it does NOT divert.
 
 Network namespaces (tests/netns.py; documentation addresses only; needs root, ip, nft and
-iperf3): one client and one server joined by three gateways side by side, each its own
+iperf3): one client and one server joined by four gateways side by side, each its own
 namespace and path (the client reaches a different server address through each):
 
 - ``bare``:      forwards, no nft table at all (the reference);
@@ -10,11 +10,13 @@ namespace and path (the client reaches a different server address through each):
                  redirect needs it, so this is the diversion's floor);
 - ``table``:     deploy/nftables-divert.nft with a 100,000-address diversion set (IPv6; plus
                  the IPv4 documentation addresses the topology does not use) and
-                 blocklist-proxy --mode transparent behind it; the target is not diverted.
+                 blocklist-proxy --mode transparent behind it; the target is not diverted;
+- ``notrack``:   the same table and set plus deploy/nftables-divert-notrack.nft (connection
+                 tracking for diverted traffic only, for gateways that track nothing else).
 
-Because nothing is reconfigured between them, the three are measured interleaved: one client
-process alternates between the three targets every 0.2 s, so a machine whose load drifts
-moves all three alike. Measured: new TCP connections per second (connect, one HTTP request
+Because nothing is reconfigured between them, the four are measured interleaved: one client
+process alternates between the four targets every 0.2 s, so a machine whose load drifts
+moves all four alike. Measured: new TCP connections per second (connect, one HTTP request
 and response, close), new TLS connections per second (a full handshake with the origin, one
 request, close), serial from one client process; bulk MB/s (iperf3, one stream, alternating
 1 s runs). The proxy's CPU time and connection counter (blocklist_client_connections_total)
@@ -51,7 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 TARGET = 0.95
 SET_SIZE = 100_000
-PATHS = ("bare", "conntrack", "table")
+PATHS = ("bare", "conntrack", "table", "notrack")
 BURST = 0.2
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 REQUEST = b"GET / HTTP/1.1\r\nHost: unlisted.example.org\r\nConnection: close\r\n\r\n"
@@ -238,7 +240,7 @@ def drive(seconds: float, bulk_runs: int, family: str) -> int:
 
 
 def _drive(work: Path, seconds: float, bulk_runs: int, family: str) -> int:
-    from divert_lab import PROXY_PORT, load_table
+    from divert_lab import PROXY_PORT, load_notrack, load_table
     from harness import Proxy, TestCA, synced_store
     from netns import Lab, stop
 
@@ -283,6 +285,17 @@ def _drive(work: Path, seconds: float, bulk_runs: int, family: str) -> int:
             ipv6=big.ipv6 + ((diverted,) if family == "6" else ()),
         )
         apply(with_diverted, nft=nft)
+        untracked = gateways["notrack"]
+        load_table(untracked, "sub0")
+        index = PATHS.index("notrack")
+        own = [addresses(index, f) for f in ("4", "6")]
+        load_notrack(
+            untracked,
+            [own[0]["gw_client"], own[0]["gw_server"]],
+            [own[1]["gw_client"], own[1]["gw_server"]],
+            "sub0",
+        )
+        apply(big, nft=[*untracked.exec_prefix(), "nft"])
         proxy = Proxy(
             work / "proxy",
             store=synced_store(work / "list"),
@@ -385,17 +398,17 @@ def report(results: dict, apply_times: list[float], family, seconds, bulk_runs) 
     )
     tracked = ", ".join(f"{name} {count}" for name, count in results["tracked"].items())
     print(f"errors: {results['errors']}; connections tracked at the end: {tracked}\n")
-    for reference in ("bare", "conntrack"):
+    for path, reference in (("table", "bare"), ("table", "conntrack"), ("notrack", "bare")):
         figures = [
-            ("tcp", rates[("table", "tcp")] / rates[(reference, "tcp")]),
-            ("tls", rates[("table", "tls")] / rates[(reference, "tls")]),
-            ("bulk", med([t / r for t, r in zip(bulk["table"], bulk[reference], strict=True)])),
+            ("tcp", rates[(path, "tcp")] / rates[(reference, "tcp")]),
+            ("tls", rates[(path, "tls")] / rates[(reference, "tls")]),
+            ("bulk", med([t / r for t, r in zip(bulk[path], bulk[reference], strict=True)])),
         ]
         line = ", ".join(
             f"{kind} {ratio:.3f}{'' if ratio >= TARGET else ' (BELOW ' + str(TARGET) + ')'}"
             for kind, ratio in figures
         )
-        print(f"table/{reference}: {line}")
+        print(f"{path}/{reference}: {line}")
     print(
         f"proxy during the undiverted traffic ({und['seconds']:.0f} s): "
         f"{und['connections']:.0f} connections, {und['cpu']:.2f} CPU s "

@@ -30,6 +30,7 @@ from divert.dataset import DiversionSet
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIVERT_NFT = ROOT / "deploy" / "nftables-divert.nft"
+NOTRACK_NFT = ROOT / "deploy" / "nftables-divert-notrack.nft"
 #: The transparent proxy's port in the shipped table.
 PROXY_PORT = 8081
 TABLE = "blocklist"
@@ -38,6 +39,25 @@ TABLE = "blocklist"
 def load_table(gateway: Namespace, subscribers: str = Topology.SUBSCRIBERS) -> None:
     """The shipped table, loaded the way the operator guide says."""
     gateway.run("nft", "-D", f"SUBSCRIBERS={subscribers}", "-f", str(DIVERT_NFT))
+
+
+def load_notrack(
+    gateway: Namespace,
+    own4: Iterable[str],
+    own6: Iterable[str],
+    subscribers: str = Topology.SUBSCRIBERS,
+) -> None:
+    """The optional notrack chain, loaded after the table as its header says; ``own4`` and
+    ``own6`` are the gateway's own addresses."""
+    defines = [f"SUBSCRIBERS={subscribers}"]
+    defines += [f"OWN4={{ {', '.join(own4)} }}", f"OWN6={{ {', '.join(own6)} }}"]
+    gateway.run("nft", *(x for d in defines for x in ("-D", d)), "-f", str(NOTRACK_NFT))
+
+
+def tracked(ns: Namespace, address: str) -> int:
+    """Connection-tracking entries in ``ns`` that involve ``address``."""
+    written = f"={ipaddress.ip_address(address).exploded} "
+    return ns.run("cat", "/proc/net/nf_conntrack").count(written)
 
 
 def start_proxy(

@@ -10,6 +10,7 @@ Needs root, ``ip`` and ``nft``; skips with the reason otherwise (CI runs it as r
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import pathlib
 import ssl
@@ -23,12 +24,14 @@ from divert_lab import (
     DIVERT_NFT,
     Site,
     listed_store,
+    load_notrack,
     load_table,
     publish,
     set_contents,
     set_elements,
     start_proxy,
     start_run,
+    tracked,
 )
 from dnsserver import DNSServer
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
@@ -442,4 +445,66 @@ def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_g
             if proxy is not None:
                 proxy.stop()
             dns.stop()
+            site.close()
+
+
+# -- the optional notrack chain ---------------------------------------------------------------
+
+
+def test_with_the_notrack_chain_only_diverted_traffic_is_tracked(
+    ca: TestCA, tmp_path: pathlib.Path, confdir: pathlib.Path
+) -> None:
+    """deploy/nftables-divert-notrack.nft: undiverted connections pass untracked (they cost
+    the gateway nothing), diverted ones are still redirected to the proxy."""
+    with Lab() as lab:
+        site = Site.build(lab, ca, [UNDIVERTED, DIVERTED, UNDIVERTED6, DIVERTED6])
+        try:
+            gateway = site.topo.gateway
+            set_elements(gateway, [DIVERTED, DIVERTED6])
+            topo = site.topo
+            load_notrack(
+                gateway, [topo.GATEWAY4, topo.GATEWAY_UP4], [topo.GATEWAY6, topo.GATEWAY_UP6]
+            )
+            load_table(gateway)  # reloading the table keeps the notrack chain
+            assert "skip_tracking" in gateway.run(
+                "nft", "list", "chain", "inet", "blocklist", "skip_tracking"
+            )
+            proxy = start_proxy(
+                gateway, ca, tmp_path / "proxy", listed_store(tmp_path), confdir,
+                blocklist_intercept="never",
+            )  # fmt: skip
+            try:
+                before = connections(proxy)
+                for address in (UNDIVERTED, UNDIVERTED6):
+                    response = site.get(address, "unlisted.example.org", "/page.html")
+                    assert response.status == 200
+                    assert site.http[address].remotes[-1] == site.topo.client_address(address)
+                    reply, seen = site.https_get(address, "unlisted.example.org", "/")
+                    assert reply.status == 200 and seen == site.ca.origin_der
+                    assert site.quic_probe(address) == b"\xc0quic-initial"
+                    assert tracked(gateway, address) == 0, address
+                # The gateway's own connections stay tracked, replies included.
+                conn = http.client.HTTPConnection(UNDIVERTED, 80, timeout=15)
+                with gateway.entered():
+                    conn.connect()
+                conn.request("GET", "/page.html", headers={"Host": "unlisted.example.org"})
+                assert conn.getresponse().status == 200
+                conn.close()
+                entries = [
+                    line
+                    for line in gateway.run("cat", "/proc/net/nf_conntrack").splitlines()
+                    if f"={UNDIVERTED} " in line
+                ]
+                assert entries and not any("UNREPLIED" in line for line in entries), entries
+                for address in (DIVERTED, DIVERTED6):
+                    assert_splash(
+                        site.get(address, "blocked.example.com", "/page.html"), page=False
+                    )
+                    assert tracked(gateway, address) >= 1, address
+                    with pytest.raises(ConnectionRefusedError):  # QUIC still rejected
+                        site.quic_probe(address)
+                assert connections(proxy) == before + 2  # the two diverted, nothing else
+            finally:
+                proxy.stop()
+        finally:
             site.close()
