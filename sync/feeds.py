@@ -334,11 +334,32 @@ def _parse_sha256(text: str, progress: Progress) -> ParsedFeed:
 
 def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
     """A header row naming a ``url`` column (optionally ``id`` and ``category``; others
-    are ignored), then one record per row.
+    are ignored), then one record per row (see ``_csv_rows``)."""
+    names, rows = _csv_rows(text, lambda names: "url" in names, "url column")
+    url_column = names.index("url")
+    id_column = names.index("id") if "id" in names else None
 
-    The delimiter is whichever of , TAB ; | gives the header a url column, because
-    spreadsheet exports in some locales use ; or TAB. Rows whose first cell starts with
-    ``#`` are comments, as in the line formats.
+    def records() -> Iterator[tuple[int, FeedEntry | None]]:
+        for number, row in rows:
+            try:
+                url = row[url_column] if url_column < len(row) else None
+                cell = row[id_column] if id_column is not None and id_column < len(row) else None
+                yield number, _url_entry(url, _entry_id(cell))
+            except _Invalid:
+                yield number, None
+
+    return _collect(records(), "line", progress, _line_count(text))
+
+
+def _csv_rows(
+    text: str, fits: Callable[[list[str]], bool], missing: str
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """A CSV feed's header (its names lower-cased) and its rows as (line number, cells).
+
+    The header is the first row that is not a ``#`` comment; the delimiter is whichever of
+    , TAB ; | makes ``fits(names)`` true, because spreadsheet exports in some locales use ;
+    or TAB (FeedError saying the header has no ``missing`` otherwise). Blank rows and rows
+    whose first cell starts with ``#`` are comments, as in the line formats.
     """
     stream = io.StringIO(text, newline="")
     header_line = 0
@@ -353,33 +374,24 @@ def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
             names = [cell.strip().lower() for cell in next(csv.reader([line], delimiter=delimiter))]
         except (csv.Error, StopIteration):
             continue
-        if "url" in names:
+        if fits(names):
             break
     else:
-        raise FeedError(f"CSV header (line {header_line}) has no url column")
-    url_column = names.index("url")
-    id_column = names.index("id") if "id" in names else None
+        raise FeedError(f"CSV header (line {header_line}) has no {missing}")
     reader = csv.reader(stream, delimiter=delimiter)
 
-    def records() -> Iterator[tuple[int, FeedEntry | None]]:
+    def rows() -> Iterator[tuple[int, list[str]]]:
         start = header_line + 1  # where the next row starts, for rows spanning lines
         try:
             for row in reader:
                 number, start = start, header_line + reader.line_num + 1
                 if not "".join(row).strip() or row[0].lstrip().startswith("#"):
                     continue
-                try:
-                    url = row[url_column] if url_column < len(row) else None
-                    cell = (
-                        row[id_column] if id_column is not None and id_column < len(row) else None
-                    )
-                    yield number, _url_entry(url, _entry_id(cell))
-                except _Invalid:
-                    yield number, None
+                yield number, row
         except csv.Error:
             raise FeedError(f"malformed CSV at line {start}") from None
 
-    return _collect(records(), "line", progress, _line_count(text))
+    return names, rows()
 
 
 # -- json --------------------------------------------------------------------------------

@@ -13,18 +13,15 @@ as a duplicate: the first record keeps it.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 
 from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.snapshot import HashRecord, record_of
 from sync.feeds import (
-    _CSV_DELIMITERS,
-    FeedError,
     ParsedFeed,
     _collect,
+    _csv_rows,
     _entry_id,
     _Invalid,
     _line_count,
@@ -73,39 +70,17 @@ def _parse_jsonl(text: str, progress: Progress) -> ParsedFeed:
 
 def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
     """A header row naming at least one hash column (md5, sha1, sha256, pdq; optionally id
-    and category), then a record a row. The delimiter is whichever of , TAB ; | gives the
-    header a hash column."""
-    stream = io.StringIO(text, newline="")
-    header_line = 0
-    for line in stream:
-        header_line += 1
-        if line.strip() and not line.lstrip().startswith("#"):
-            break
-    else:
-        raise FeedError("feed is empty")
-    for delimiter in _CSV_DELIMITERS:
-        try:
-            names = [cell.strip().lower() for cell in next(csv.reader([line], delimiter=delimiter))]
-        except (csv.Error, StopIteration):
-            continue
-        if set(names) & set(KINDS):
-            break
-    else:
-        raise FeedError(f"CSV header (line {header_line}) has no hash column ({', '.join(KINDS)})")
+    and category), then a record a row (the delimiter and comments as ``sync.feeds``'
+    CSV format reads them)."""
+    names, rows = _csv_rows(
+        text, lambda names: bool(set(names) & set(KINDS)), f"hash column ({', '.join(KINDS)})"
+    )
     columns = {name: i for i, name in enumerate(names) if name in (*KINDS, "id", "category")}
-    reader = csv.reader(stream, delimiter=delimiter)
 
     def records() -> Iterator[tuple[int, HashRecord | None]]:
-        start = header_line + 1
-        try:
-            for row in reader:
-                number, start = start, header_line + reader.line_num + 1
-                if not "".join(row).strip() or row[0].lstrip().startswith("#"):
-                    continue
-                fields = {name: row[i] if i < len(row) else None for name, i in columns.items()}
-                yield number, _record(fields)  # type: ignore[arg-type]
-        except csv.Error:
-            raise FeedError(f"malformed CSV at line {start}") from None
+        for number, row in rows:
+            fields = {name: row[i] if i < len(row) else None for name, i in columns.items()}
+            yield number, _record(fields)  # type: ignore[arg-type]
 
     return _collect(records(), "line", progress, _line_count(text))  # type: ignore[arg-type]
 
