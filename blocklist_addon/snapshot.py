@@ -46,7 +46,9 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "expression_digest",
+    "frame",
     "host_key",
+    "unframe",
 ]
 
 DIGEST_SIZE = 8
@@ -73,6 +75,44 @@ def expression_digest(expression: str) -> bytes:
 def host_key(host: str) -> bytes:
     """Key of one host for the prefilter, where a rare false hit only costs a full lookup."""
     return hashlib.sha256(host.encode("utf-8")).digest()[:HOST_KEY_SIZE]
+
+
+def frame(header: struct.Struct, magic: bytes, version: int, sections: list[bytes]) -> bytes:
+    """The layout of every snapshot kind (URL lists here, hash lists in ``hashes.snapshot``):
+    a header of magic, version and each section's length, the sections, and a SHA-256 of all
+    before it."""
+    head = header.pack(magic, version, *map(len, sections))
+    checksum = hashlib.sha256(head)
+    for section in sections:
+        checksum.update(section)
+    return b"".join([head, *sections, checksum.digest()])
+
+
+def unframe(
+    data: bytes, header: struct.Struct, magic: bytes, version: int, name: str, title: str
+) -> tuple[bytes, list[int]]:
+    """``data`` as bytes and the lengths of its sections, once its magic, version, length
+    and checksum hold; SnapshotError naming the ``name`` ("snapshot") otherwise (``title``,
+    "a blocklist snapshot", for data that is none)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) < header.size + _CHECKSUM_SIZE:
+        raise SnapshotError(f"truncated {name}: only {len(data)} bytes")
+    found, found_version, *lengths = header.unpack_from(data)
+    if found != magic:
+        raise SnapshotError(f"not {title} (bad magic)")
+    if found_version != version:
+        raise SnapshotError(
+            f"unsupported {name} format version {found_version} (this reads {version})"
+        )
+    expected = header.size + sum(lengths) + _CHECKSUM_SIZE
+    if len(data) < expected:
+        raise SnapshotError(f"truncated {name}: {len(data)} of {expected} bytes")
+    if len(data) > expected:
+        raise SnapshotError(f"{name} has {len(data) - expected} bytes after its end")
+    if hashlib.sha256(memoryview(data)[:-_CHECKSUM_SIZE]).digest() != data[-_CHECKSUM_SIZE:]:
+        raise SnapshotError(f"{name} checksum mismatch: the data is corrupted")
+    return data, lengths
 
 
 class SnapshotError(ValueError):
@@ -182,33 +222,14 @@ class Snapshot:
             id_blob,
             metadata.encode("ascii"),
         ]
-        header = _HEADER.pack(MAGIC, FORMAT_VERSION, *map(len, sections))
-        checksum = hashlib.sha256(header)
-        for section in sections:
-            checksum.update(section)
-        return cls.from_bytes(b"".join([header, *sections, checksum.digest()]))
+        return cls.from_bytes(frame(_HEADER, MAGIC, FORMAT_VERSION, sections))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Snapshot:
         """Load a serialized snapshot, refusing anything but an intact, readable one."""
-        if type(data) is not bytes:
-            data = bytes(data)
-        if len(data) < _HEADER.size + _CHECKSUM_SIZE:
-            raise SnapshotError(f"truncated snapshot: only {len(data)} bytes")
-        magic, version, *lengths = _HEADER.unpack_from(data)
-        if magic != MAGIC:
-            raise SnapshotError("not a blocklist snapshot (bad magic)")
-        if version != FORMAT_VERSION:
-            raise SnapshotError(
-                f"unsupported snapshot format version {version} (this reads {FORMAT_VERSION})"
-            )
-        expected = _HEADER.size + sum(lengths) + _CHECKSUM_SIZE
-        if len(data) < expected:
-            raise SnapshotError(f"truncated snapshot: {len(data)} of {expected} bytes")
-        if len(data) > expected:
-            raise SnapshotError(f"snapshot has {len(data) - expected} bytes after its end")
-        if hashlib.sha256(memoryview(data)[:-_CHECKSUM_SIZE]).digest() != data[-_CHECKSUM_SIZE:]:
-            raise SnapshotError("snapshot checksum mismatch: the data is corrupted")
+        data, lengths = unframe(
+            data, _HEADER, MAGIC, FORMAT_VERSION, "snapshot", "a blocklist snapshot"
+        )
         snapshot = object.__new__(cls)
         snapshot._load(data, lengths)
         return snapshot

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import accumulate, pairwise
 
 from blocklist_addon.hashes.kinds import KINDS, SIZES, parse_hex
-from blocklist_addon.snapshot import SnapshotError
+from blocklist_addon.snapshot import SnapshotError, frame, unframe
 
 __all__ = [
     "FORMAT_VERSION",
@@ -146,29 +146,14 @@ class HashSnapshot:
             "meta": {**(meta or {}), "entries": len(entries), "hashes": counts},
         }
         sections.append(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
-        header = _HEADER.pack(MAGIC, FORMAT_VERSION, *map(len, sections))
-        body = b"".join([header, *sections])
-        return cls.from_bytes(body + hashlib.sha256(body).digest())
+        return cls.from_bytes(frame(_HEADER, MAGIC, FORMAT_VERSION, sections))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HashSnapshot:
         """Load serialized bytes, refusing anything but an intact, readable snapshot."""
-        if type(data) is not bytes:
-            data = bytes(data)
-        if len(data) < _HEADER.size + _CHECKSUM_SIZE:
-            raise SnapshotError(f"truncated hash snapshot: only {len(data)} bytes")
-        magic, version, *lengths = _HEADER.unpack_from(data)
-        if magic != MAGIC:
-            raise SnapshotError("not a hash list snapshot (bad magic)")
-        if version != FORMAT_VERSION:
-            raise SnapshotError(
-                f"unsupported hash snapshot format version {version} (this reads {FORMAT_VERSION})"
-            )
-        expected = _HEADER.size + sum(lengths) + _CHECKSUM_SIZE
-        if len(data) != expected:
-            raise SnapshotError(f"truncated hash snapshot: {len(data)} of {expected} bytes")
-        if hashlib.sha256(memoryview(data)[:-_CHECKSUM_SIZE]).digest() != data[-_CHECKSUM_SIZE:]:
-            raise SnapshotError("hash snapshot checksum mismatch: the data is corrupted")
+        data, lengths = unframe(
+            data, _HEADER, MAGIC, FORMAT_VERSION, "hash snapshot", "a hash list snapshot"
+        )
         snapshot = object.__new__(cls)
         snapshot._load(data, lengths)
         return snapshot
