@@ -48,8 +48,8 @@ class BlocklistAddon:
         self.enforcer = Enforcer(self.lists, self.metrics, self.blocklog)
         self.policy = InterceptPolicy(self.lists, self.metrics, self.blocklog, self.enforcer)
         self.pages = PageScanner(self.lists, self.metrics, self.blocklog, self.enforcer)
-        self.uploads = UploadGuard(self.lists, self.metrics, self.blocklog, self.enforcer)
-        self.images = ImageGuard(self.metrics, self.blocklog, self.enforcer)
+        self.uploads = UploadGuard(self.lists, self.enforcer)
+        self.images = ImageGuard(self.metrics, self.enforcer)
         self.lists.enough = self.images.loaded  # a hash list alone is enough to start
         self.status = StatusServer(self.lists, self.metrics, self.images.hashes)
 

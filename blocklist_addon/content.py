@@ -258,8 +258,6 @@ class _Collector:
 @dataclass(eq=False)
 class UploadGuard:
     lists: ActiveList
-    metrics: Metrics
-    blocklog: BlockLog
     enforcer: Enforcer
     # Options, read in configure (these defaults are the options' own).
     patterns: list[str] = field(default_factory=lambda: ["*"], init=False)
@@ -312,31 +310,7 @@ class UploadGuard:
             return
         if match is None:
             return
-        reference = secrets.token_hex(6)
-        as_json = "json" in request.headers.get("content-type", "").lower() or (
-            "json" in request.headers.get("accept", "").lower()
-        )
-        self.enforcer.refuse(
-            flow,
-            lambda: splash.refused_upload(
-                self.enforcer.splash,
-                list_name=match.list_name,
-                reference=reference,
-                as_json=as_json,
-            ),
-        )
-        self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="upload")
-        self.blocklog.write(
-            BlockEvent(
-                match=match,
-                where="upload",
-                action="refuse",
-                client=client_address(flow.client_conn),
-                reference=reference,
-                url=request_url(request, by_host_header=True),
-                method=request.method,
-            )
-        )
+        self.enforcer.refuse_upload(flow, match, where="upload")
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
         if flow.request.method.upper() not in _UPLOAD_METHODS or not self.patterns:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
@@ -32,6 +32,9 @@ from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.errors import describe_error
 from blocklist_addon.matcher import Blocklist, Match, exempt_hosts
 from blocklist_addon.metrics import Metrics
+
+if TYPE_CHECKING:
+    from blocklist_addon.hashes import HashMatch
 
 __all__ = ["Enforcer", "header", "request_url", "respond"]
 
@@ -227,6 +230,37 @@ class Enforcer:
             )
         )
 
+    def refuse_upload(
+        self, flow: http.HTTPFlow, match: Match | HashMatch, *, where: Literal["upload", "image"]
+    ) -> BlockEvent:
+        """Refuse a post carrying listed content (``where``: "upload" for a URL, "image")
+        before the site sees a byte of it: a 451, JSON for API clients; counted and logged.
+        The event is returned for whoever reports it further (the image webhook)."""
+        request = flow.request
+        reference = secrets.token_hex(6)
+        self.refuse(
+            flow,
+            lambda: splash.refused_upload(
+                self.splash,
+                list_name=match.list_name,
+                reference=reference,
+                as_json=_wants_json(request),
+                image=where == "image",
+            ),
+        )
+        self.metrics.inc("blocklist_blocks_total", list=match.list_name, where=where)
+        event = BlockEvent(
+            match=match,
+            where=where,
+            action="refuse",
+            client=client_address(flow.client_conn),
+            reference=reference,
+            url=request_url(request, by_host_header=True),
+            method=request.method,
+        )
+        self.blocklog.write(event)
+        return event
+
     def refuse(self, flow: http.HTTPFlow, render: Callable[[], splash.SplashResponse]) -> None:
         """Answer a listed ``flow`` from the proxy: a minimal 451 first, so that whatever
         fails next the listed request is never forwarded, then ``render()``'s answer."""
@@ -325,6 +359,13 @@ def header(headers: http.Headers, name: bytes) -> str | None:
         if len(key) == len(name) and key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _wants_json(request: http.Request) -> bool:
+    """An API client: it posts JSON or asks for it."""
+    return "json" in request.headers.get("content-type", "").lower() or (
+        "json" in request.headers.get("accept", "").lower()
+    )
 
 
 def respond(flow: http.HTTPFlow, answer: splash.SplashResponse) -> None:

@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +30,10 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon import splash, uploads
+from blocklist_addon import uploads
 from blocklist_addon.active import ActiveList, ListKind
-from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address, record
-from blocklist_addon.enforce import UNCHECKED, Enforcer, request_url, respond
+from blocklist_addon.blocklog import record
+from blocklist_addon.enforce import UNCHECKED, Enforcer, respond
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.metrics import Metrics
@@ -66,7 +65,6 @@ class _Outcome:
 @dataclass(eq=False)
 class ImageGuard:
     metrics: Metrics
-    blocklog: BlockLog
     enforcer: Enforcer
     # Options, read in configure (these defaults are the options' own).
     threshold: int = field(default=31, init=False)
@@ -304,30 +302,8 @@ class ImageGuard:
             self._unchecked(flow, outcome.unchecked)
 
     def _refuse(self, flow: http.HTTPFlow, match: HashMatch) -> None:
-        request = flow.request
-        reference = secrets.token_hex(6)
-        self.enforcer.refuse(  # a minimal 451 first, whatever rendering does
-            flow,
-            lambda: splash.refused_upload(
-                self.enforcer.splash,
-                list_name=match.list_name,
-                reference=reference,
-                as_json=_wants_json(request),
-                image=True,
-            ),
-        )
-        self.metrics.inc("blocklist_blocks_total", list=match.list_name, where="image")
+        event = self.enforcer.refuse_upload(flow, match, where="image")
         self.metrics.inc("blocklist_image_matches_total", kind=match.kind)
-        event = BlockEvent(
-            match=match,
-            where="image",
-            action="refuse",
-            client=client_address(flow.client_conn),
-            reference=reference,
-            url=request_url(request, by_host_header=True),
-            method=request.method,
-        )
-        self.blocklog.write(event)
         if self.webhook.url:
             line = record(
                 event,
@@ -361,9 +337,3 @@ class ImageGuard:
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
         return self.hashes.blocklist is not None and flow.request.method.upper() in _UPLOAD_METHODS
-
-
-def _wants_json(request: http.Request) -> bool:
-    return "json" in request.headers.get("content-type", "").lower() or (
-        "json" in request.headers.get("accept", "").lower()
-    )
