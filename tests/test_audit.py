@@ -84,22 +84,26 @@ def redis_contents(port: int) -> Iterator[bytes]:
     try:
         for key in client.scan_iter(count=1000):
             yield key
-            kind = client.type(key)
-            if kind == b"string":
-                yield client.get(key) or b""
-            elif kind == b"zset":
-                yield from client.zrange(key, 0, -1)
-            elif kind == b"hash":
-                for field, value in client.hgetall(key).items():
-                    yield field
-                    yield value
-            elif kind in (b"list", b"set"):
-                members = client.lrange(key, 0, -1) if kind == b"list" else client.smembers(key)
-                yield from members
-            else:
-                raise AssertionError(f"unexpected Redis type {kind!r} for {key!r}")
+            yield from redis_values(client, key)
     finally:
         client.close()
+
+
+def redis_values(client: redis.Redis, key: bytes) -> Iterator[bytes]:
+    """Everything stored under ``key``: hash fields and values, members, the string."""
+    kind = client.type(key)
+    if kind == b"string":
+        yield client.get(key) or b""
+    elif kind == b"zset":
+        yield from client.zrange(key, 0, -1)
+    elif kind == b"hash":
+        for field, value in client.hgetall(key).items():
+            yield field
+            yield value
+    elif kind in (b"list", b"set"):
+        yield from client.lrange(key, 0, -1) if kind == b"list" else client.smembers(key)
+    else:
+        raise AssertionError(f"unexpected Redis type {kind!r} for {key!r}")
 
 
 def files(*roots: pathlib.Path) -> Iterator[tuple[pathlib.Path, bytes]]:
@@ -281,7 +285,7 @@ def test_no_listed_hash_in_any_log_and_hash_lists_stay_private(
     try:
         for key in client.scan_iter(count=1000):
             if not key.startswith(b"blocklist:hashes:"):
-                value = b"".join(v for v in redis_contents_of(client, key))
+                value = b"".join(redis_values(client, key))
                 assert not any(r in value for r in raw), key
     finally:
         client.close()
@@ -290,14 +294,3 @@ def test_no_listed_hash_in_any_log_and_hash_lists_stay_private(
     assert copies, "no last-known-good copy of the hash list"
     for path in copies:
         assert path.stat().st_mode & 0o077 == 0, path
-
-
-def redis_contents_of(client: redis.Redis, key: bytes) -> Iterator[bytes]:
-    kind = client.type(key)
-    if kind == b"string":
-        yield client.get(key) or b""
-    elif kind == b"zset":
-        yield from client.zrange(key, 0, -1)
-    elif kind == b"hash":
-        for field, value in client.hgetall(key).items():
-            yield field + value
