@@ -182,6 +182,15 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(params=["file", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    """Each store backend in turn: the embedded file store, then a private Redis. A module
+    with a store of its own (test_proxy's synced one) overrides it."""
+    if request.param == "file":
+        return (tmp_path / "store").as_uri()
+    return request.getfixturevalue("redis_factory")().url
+
+
 @pytest.fixture
 def redis_factory(
     tmp_path_factory: pytest.TempPathFactory,

@@ -94,13 +94,6 @@ def test_digests_are_keyed_and_stable(tmp_path: pathlib.Path) -> None:
 # -- the sync keeping hosts -------------------------------------------------------------
 
 
-@pytest.fixture(params=["file", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "file":
-        return (tmp_path / "store").as_uri()
-    return request.getfixturevalue("redis_factory")().url
-
-
 @pytest.fixture
 def key_path(tmp_path: pathlib.Path) -> pathlib.Path:
     path = tmp_path / "divert.key"

@@ -182,13 +182,6 @@ def test_parsers_agree_with_a_simple_model(records: list[dict[str, object]], fmt
 # -- blocklist-sync ------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["file", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "file":
-        return (tmp_path / "store").as_uri()
-    return request.getfixturevalue("redis_factory")().url
-
-
 @pytest.fixture
 async def feed_url(tmp_path: pathlib.Path):
     served = {"body": FEED}

@@ -37,13 +37,6 @@ RELOAD_DEADLINE = 5.0
 FRESH_URL = "http://fresh.example.net/new.html"
 
 
-@pytest.fixture(params=["file", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "file":
-        return (tmp_path / "store").as_uri()
-    return request.getfixturevalue("redis_factory")().url
-
-
 def test_a_sync_while_running_is_enforced_within_seconds(
     make_proxy: Callable[..., Proxy], store_url: str, tmp_path: pathlib.Path
 ) -> None:

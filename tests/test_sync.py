@@ -72,13 +72,6 @@ async def feed_server() -> AsyncIterator[FeedServer]:
     await runner.cleanup()
 
 
-@pytest.fixture(params=["file", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "file":
-        return (tmp_path / "store").as_uri()
-    return request.getfixturevalue("redis_factory")().url
-
-
 @pytest.fixture
 def config(tmp_path: pathlib.Path, store_url: str, feed_server: FeedServer) -> pathlib.Path:
     path = tmp_path / "sync.toml"
