@@ -54,10 +54,10 @@ def load_notrack(
     gateway.run("nft", *(x for d in defines for x in ("-D", d)), "-f", str(NOTRACK_NFT))
 
 
-def tracked(ns: Namespace, address: str) -> int:
-    """Connection-tracking entries in ``ns`` that involve ``address``."""
+def tracked(ns: Namespace, address: str) -> list[str]:
+    """The connection-tracking entries in ``ns`` that involve ``address``."""
     written = f"={ipaddress.ip_address(address).exploded} "
-    return ns.run("cat", "/proc/net/nf_conntrack").count(written)
+    return [e for e in ns.run("cat", "/proc/net/nf_conntrack").splitlines() if written in e]
 
 
 def start_proxy(
