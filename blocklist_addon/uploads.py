@@ -67,12 +67,12 @@ def listed_in_text(text: str, check: Callable[[str], Match | None]) -> Match | N
 def _candidates(token: str) -> Iterator[str]:
     """The token as written, then as a linkifier would cut it out of the prose around it."""
     yield token
-    host_end = token.find("/", token.find("//") + 2 if "//" in token else 0)
+    host_end = _path_start(token)
     head = token if host_end < 0 else token[:host_end]
     cut = token[max(head.rfind(c) for c in _OPENERS) + 1 :]
     if glued := _GLUED.match(cut):
         cut = cut[glued.end() :]
-    path = cut.find("/", cut.find("//") + 2 if "//" in cut else 0)
+    path = _path_start(cut)
     if path >= 0 and (end := _CJK_END.search(cut, path)):
         cut = cut[: end.start()]
     cut = cut.rstrip(_CLOSERS)
@@ -83,6 +83,11 @@ def _candidates(token: str) -> Iterator[str]:
         if candidate and candidate not in seen:
             seen.add(candidate)
             yield candidate
+
+
+def _path_start(text: str) -> int:
+    """Where a URL-ish token's path begins: its first "/" after any "//", or -1."""
+    return text.find("/", text.find("//") + 2 if "//" in text else 0)
 
 
 def texts(body: bytes, content_type: str) -> Iterator[str]:
