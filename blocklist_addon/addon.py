@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 class BlocklistAddon:
     def __init__(self) -> None:
+        self._starter: _StartLast | None = None
         self.metrics = Metrics()
         self.lists = ActiveList(self.metrics)
         self.blocklog = BlockLog()
@@ -56,6 +57,7 @@ class BlocklistAddon:
     # -- lifecycle: every concern, in this order ---------------------------------------------
 
     def load(self, loader) -> None:
+        self._starter = _StartLast.place(loader.master, self._start)
         for part in (
             self.lists,
             self.blocklog,
@@ -82,6 +84,10 @@ class BlocklistAddon:
             part.configure(updated)
 
     async def running(self) -> None:
+        if self._starter is None:  # not under a master that runs _StartLast: load now
+            await self._start()
+
+    async def _start(self) -> None:
         # The lists first (the hash list before the URL list, which may start on it alone):
         # no status is served before they load.
         await self.images.running()
@@ -149,6 +155,39 @@ class BlocklistAddon:
     async def _after_start(self, hook: Callable[[T], None], data: T) -> None:
         await self.lists.wait_started()
         hook(data)
+
+
+class _StartLast:
+    """Runs the start-up load in a ``running`` hook at the very end of mitmproxy's chain.
+
+    mitmproxy opens its listeners first, then awaits the addons' ``running`` hooks one at a
+    time in chain order, and scripts come before its own addons (its TLS addon readies its
+    certificate store in ``running``). Loading in our own ``running`` held those addons back,
+    and the connections our hooks had held were released into them unready: mitmproxy exited
+    on traffic at start-up (issue 20). From here every other addon has started, and an error
+    logged by the load still makes mitmproxy exit, as a refusal to start must.
+    """
+
+    name = "blocklist-start"
+
+    def __init__(self, start: Callable[[], Coroutine[None, None, None]]) -> None:
+        self.start = start
+
+    @classmethod
+    def place(cls, master, start: Callable[[], Coroutine[None, None, None]]) -> _StartLast | None:
+        """Append one to ``master``'s chain (None when there is no master to run it)."""
+        addons = getattr(master, "addons", None)
+        if addons is None:
+            return None
+        placed = addons.get(cls.name)
+        if placed is None:
+            placed = cls(start)
+            addons.add(placed)
+        placed.start = start  # a reloaded script's addon replaces the one loaded before
+        return placed
+
+    async def running(self) -> None:
+        await self.start()
 
 
 addons = [BlocklistAddon()]

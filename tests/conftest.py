@@ -20,6 +20,7 @@ MULTI/EXEC and pub/sub behaving exactly as Redis does.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
@@ -352,3 +353,18 @@ def make_proxy(
     yield make
     for proxy in made:
         proxy.stop()
+
+
+@pytest.fixture
+def faults(tmp_path: pathlib.Path) -> Callable[..., None]:
+    """Set the faults the proxy injects from now on (none: clear them)."""
+    path = tmp_path / "faults.json"
+
+    def set_faults(**faults: object) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(faults))
+        tmp.replace(path)  # whole, never half-written
+
+    set_faults()
+    set_faults.path = path  # type: ignore[attr-defined]
+    return set_faults

@@ -269,14 +269,15 @@ class Proxy:
         routes: dict[str, int] | None,
         confdir: pathlib.Path,
         ca: TestCA,
-        options: dict[str, str] | None = None,
+        options: dict[str, str | None] | None = None,
         mode: str = "regular",
         plain: bool = False,
         env: dict[str, str] | None = None,
         netns: Namespace | None = None,
         faults: pathlib.Path | None = None,
     ) -> None:
-        """``faults``: a JSON file of failures ``tests/fault_addon.py`` injects."""
+        """``faults``: a JSON file of failures ``tests/fault_addon.py`` injects; an option
+        given as None is not set at all (mitmproxy's default)."""
         self.workdir = workdir
         self.netns = netns
         self.store = store
@@ -308,6 +309,7 @@ class Proxy:
             "ssl_verify_upstream_trusted_ca": str(self.ca.ca_pem),
             **self.options,
         }
+        options = {key: value for key, value in options.items() if value is not None}
         if self.routes is not None:
             options["loopback_map"] = json.dumps(self.routes)
         if self.plain:

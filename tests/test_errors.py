@@ -33,21 +33,6 @@ from images import draw, encode
 LISTED = "http://blocked.example.com/page.html"
 
 
-@pytest.fixture
-def faults(tmp_path: pathlib.Path) -> Callable[..., None]:
-    """Set the faults the proxy injects from now on (none: clear them)."""
-    path = tmp_path / "faults.json"
-
-    def set_faults(**faults: object) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(faults))
-        tmp.replace(path)  # whole, never half-written
-
-    set_faults()
-    set_faults.path = path  # type: ignore[attr-defined]
-    return set_faults
-
-
 def faulty_proxy(
     make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path, faults, **kwargs
 ) -> Proxy:
