@@ -16,6 +16,8 @@ with the routes it had; the error is one line naming BIRD's message.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ FILES = {4: "divert4.conf", 6: "divert6.conf"}
 #: What ``birdc configure`` prints when BIRD took the new configuration.
 ACCEPTED = ("Reconfigured", "Reconfiguration in progress", "Reconfiguration already in progress")
 TIMEOUT = 60.0
+#: A route line of the include files (``divert.export``'s bird format).
+_ROUTE = re.compile(r"^route (\S+)/(?:32|128) via ", re.MULTILINE)
 #: Readable by BIRD's group (make the directory setgid bird: the files inherit the group).
 MODE = 0o640
 
@@ -111,6 +115,28 @@ class BirdPlane:
                     f"cannot write {exc.filename or self.directory}: {exc.strerror or exc}"
                 ) from None
             raise
+
+    @property
+    def lock(self) -> str:
+        return "bird-" + hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:16]
+
+    def read(self) -> DiversionSet:
+        """The routes of the include files (what BIRD loads at its next start or configure);
+        a file deleted or emptied behind run's back reads as fewer routes."""
+        found: dict[int, list[str]] = {4: [], 6: []}
+        for family, name in FILES.items():
+            path = self.directory / name
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DivertError(f"cannot read {path}: {exc}") from None
+            found[family] += _ROUTE.findall(text)
+        try:
+            return DiversionSet(tuple(found[4]), tuple(found[6]))
+        except DivertError as exc:
+            raise DivertError(f"{self.directory}: {exc}") from None
 
     @staticmethod
     def _restore(before: dict[Path, bytes | None]) -> None:

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from blocklist_addon.store import Store, StoreError, open_store, write_atomic
-from divert import DivertError, export, keyfile, nft
-from divert import run as run_command
+from divert import DivertError, export, keyfile, runcmd, runlock
 from divert.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -36,6 +35,7 @@ from divert.config import (
 from divert.dataset import DiversionSet
 from divert.gates import STATES
 from divert.hosts import ACTIVE as HOSTS_STATE
+from divert.planes import NftPlane
 from divert.resolve import LAST_RUN, load_set, resolve_once, rollback, scheduled
 from sync.progress import NO_PROGRESS, Progress, terminal_progress
 
@@ -150,10 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--table", help="nft table name (default: nft_table in config)")
     app = sub.add_parser("apply", parents=[common], help="the active set into local nftables")
     app.add_argument("--table", help="nft table name (default: nft_table in config)")
+    app.add_argument(
+        "--force",
+        action="store_true",
+        help="apply even while blocklist-divert run keeps the sets (it may have withdrawn "
+        "them because the proxy is ill, and will undo this)",
+    )
     status = sub.add_parser("status", parents=[common], help="show the set and the last run")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("rollback", parents=[common], help="re-activate the previous set")
-    run_command.add_parser(sub, common)
+    runcmd.add_parser(sub, common)
     return parser
 
 
@@ -253,9 +259,14 @@ async def cmd_export(config: DivertConfig, args: argparse.Namespace) -> int:
 
 async def cmd_apply(config: DivertConfig, args: argparse.Namespace) -> int:
     table = args.table or config.nft_table
+    plane = NftPlane(table)
     async with open_divert(config) as store:
         version, dset = await _active(store)
-    await asyncio.to_thread(nft.apply, dset, table=table)
+    if args.force:
+        await asyncio.to_thread(plane.apply, dset)
+    else:
+        with runlock.outside_run(runlock.lock_path(config, plane.lock), plane.what):
+            await asyncio.to_thread(plane.apply, dset)
     if not getattr(args, "quiet", False):
         print(
             f"applied diversion set version {version}: {len(dset):,} addresses "
@@ -335,7 +346,7 @@ async def cmd_run(config: DivertConfig, args: argparse.Namespace) -> int:
     follows the store (another machine resolves) and withdraws on ill health."""
     key = config.key_file or (DEFAULT_KEY_FILE if DEFAULT_KEY_FILE.exists() else None)
     resolve = scheduled(dataclasses.replace(config, key_file=key)) if key else None
-    return await run_command.cmd_run(config, args, resolve)
+    return await runcmd.cmd_run(config, args, resolve)
 
 
 def _ago(t: float | None) -> str:

@@ -21,6 +21,8 @@
     interval = 300           # resolve every 5 minutes
     health_url = "http://127.0.0.1:9451/healthz"   # the transparent proxy's health
     withdraw_after = 30      # seconds of ill health before the sets are emptied
+    verify_interval = 10     # seconds between reading back (and repairing) the sets
+    runtime_dir = "/run/blocklist-divert"   # run's lock (default: $RUNTIME_DIRECTORY)
     nft_table = "blocklist"
     data_plane = "nft"       # what run keeps current: nft, bird or exabgp
 
@@ -62,7 +64,7 @@ DEFAULT_CONFIG = Path("/etc/blocklist-proxy/divert.toml")
 CONFIG_ENV = "BLOCKLIST_DIVERT_CONFIG"
 #: Shared with blocklist-sync, which stores the hostnames with the same key.
 KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
-_PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket"}
+_PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket", "runtime_dir"}
 _ADDRESS_LISTS = {"resolvers", "protect", "next_hop"}
 #: What ``run`` keeps current (``divert.planes``).
 DATA_PLANES = ("nft", "bird", "exabgp")
@@ -91,6 +93,8 @@ class DivertConfig:
     interval: float = 300.0
     health_url: str = "http://127.0.0.1:9451/healthz"
     withdraw_after: float = 30.0
+    verify_interval: float = 10.0
+    runtime_dir: Path | None = None
     nft_table: str = "blocklist"
     next_hop: tuple[str, ...] = ()
     data_plane: str = "nft"
@@ -155,7 +159,7 @@ def validate(config: DivertConfig) -> None:
         value = getattr(config, name)
         if type(value) is not int or value < 0:
             raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
-    positive = ("timeout", "deadline", "interval", "withdraw_after")
+    positive = ("timeout", "deadline", "interval", "withdraw_after", "verify_interval")
     for name in (*positive, "max_growth", "grace", "lock_wait", "max_failed", "max_vanished"):
         value = getattr(config, name)
         if (

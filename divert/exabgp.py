@@ -138,6 +138,21 @@ class ExaBgpPlane:
             self._write(lines)
             self.announced = target
 
+    @property
+    def lock(self) -> None:
+        return None  # ExaBGP starts its own run; another ExaBGP is another speaker
+
+    def read(self) -> DiversionSet | None:
+        """What this process has announced (ExaBGP's RIB is changed only by its commands,
+        and a restarted ExaBGP starts a new run); None before the first apply."""
+        with self._lock:
+            if self.announced is None:
+                return None
+            return DiversionSet(
+                tuple(p.split("/")[0] for p, f in self.announced.items() if f == 4),
+                tuple(p.split("/")[0] for p, f in self.announced.items() if f == 6),
+            )
+
     def resend(self) -> None:
         """The whole current set again (a neighbor came up)."""
         with self._lock:

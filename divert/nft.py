@@ -10,6 +10,7 @@ how ``run`` withdraws diversion when the proxy is unhealthy.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from divert import DivertError
 from divert.dataset import DiversionSet
 
-__all__ = ["CHUNK", "SETS", "apply", "render"]
+__all__ = ["CHUNK", "SETS", "apply", "read", "render"]
 
 SETS = ("divert4", "divert6")
 #: Elements per ``add element`` statement: keeps lines reasonable at 100,000 addresses
@@ -52,11 +53,44 @@ def apply(
     elsewhere). DivertError, one line, when nft is missing, not permitted, or the table
     has not been loaded; the sets are then unchanged (nft applies all or nothing).
     """
-    script = render(dset, table=table)
+    _nft(nft, ["-f", "-"], render(dset, table=table), table)
+
+
+def read(*, table: str = "blocklist", nft: str | Sequence[str] = "nft") -> DiversionSet:
+    """What the kernel's sets hold now (``run`` compares it with what it applied: a ruleset
+    reloaded or a table deleted behind its back empties them). DivertError as for apply."""
+    listing = _nft(nft, ["-j", "list", "table", "inet", _check_table(table)], None, table)
+    try:
+        found = {
+            item["set"]["name"]: item["set"].get("elem", [])
+            for item in json.loads(listing)["nftables"]
+            if "set" in item
+        }
+        elements = [found[name] for name in SETS]
+    except (ValueError, KeyError, TypeError):
+        raise DivertError(_missing(table)) from None
+    try:
+        return DiversionSet(*(tuple(_element(e) for e in listed) for listed in elements))
+    except (DivertError, ValueError, TypeError) as exc:
+        raise DivertError(f"nft: unexpected elements in inet {table}: {exc}") from None
+
+
+def _element(elem: object) -> str:
+    """One set element as nft -j lists it: an address, or an object around one (a set
+    with counters or timeouts, made by hand)."""
+    if isinstance(elem, dict) and "elem" in elem:
+        elem = elem["elem"].get("val") if isinstance(elem["elem"], dict) else elem["elem"]
+    if not isinstance(elem, str):
+        raise DivertError(f"not a single address: {str(elem)[:80]}")
+    return elem
+
+
+def _nft(nft: str | Sequence[str], args: list[str], script: str | None, table: str) -> str:
+    """Run nft; its stdout, or DivertError with one line."""
     command = [nft] if isinstance(nft, str) else list(nft)
     try:
         done = subprocess.run(
-            [*command, "-f", "-"],
+            [*command, *args],
             input=script,
             capture_output=True,
             text=True,
@@ -70,18 +104,22 @@ def apply(
             f"nft did not finish within {TIMEOUT:.0f} s; the sets are unchanged"
         ) from None
     if done.returncode == 0:
-        return
+        return done.stdout
     error = done.stderr.strip()
     if any(m in error for m in _MISSING):
-        raise DivertError(
-            f"nft: table inet {table} with sets {' and '.join(SETS)} is missing: load "
-            "deploy/nftables-divert.nft first (nft -D SUBSCRIBERS=<interface> -f "
-            "deploy/nftables-divert.nft)"
-        )
+        raise DivertError(_missing(table))
     if "Operation not permitted" in error:
         raise DivertError("nft: operation not permitted (run as root or with CAP_NET_ADMIN)")
     first = error.splitlines()[0] if error else f"exit status {done.returncode}"
     raise DivertError(f"nft failed: {first}; the sets are unchanged")
+
+
+def _missing(table: str) -> str:
+    return (
+        f"nft: table inet {table} with sets {' and '.join(SETS)} is missing: load "
+        "deploy/nftables-divert.nft first (nft -D SUBSCRIBERS=<interface> -f "
+        "deploy/nftables-divert.nft)"
+    )
 
 
 def _check_table(table: str) -> str:

@@ -9,11 +9,16 @@ proxy is ill); a data plane only makes the network hold it:
 
 ``apply(dset)`` makes the plane hold exactly ``dset`` (``DiversionSet.EMPTY``: withdraw
 everything), raising DivertError with one line when it could not (the plane then holds what
-it held). It is called from a worker thread.
+it held). ``read()`` says what the plane holds now, so that ``run`` can repair what was
+changed behind its back (a reloaded ruleset, a deleted table, edited include files) and
+report what is really diverted; None when it cannot know (ExaBGP before the first apply).
+Both are called from a worker thread. ``lock`` names the plane for ``run``'s one-per-plane
+lock (``divert.runlock``); None: no lock (ExaBGP runs its own ``run``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
@@ -25,6 +30,7 @@ from divert.dataset import DiversionSet
 from divert.exabgp import ExaBgpPlane
 from divert.export import next_hops
 from divert.nft import apply as nft_apply
+from divert.nft import read as nft_read
 from sync.config import ConfigError
 
 __all__ = ["DataPlane", "NftPlane", "make_plane"]
@@ -38,7 +44,14 @@ class DataPlane(Protocol):
         """What holds the set, for log lines ("the nft sets", "the BGP routes (BIRD)")."""
         ...
 
+    @property
+    def lock(self) -> str | None:
+        """The lock file's name for this plane, or None."""
+        ...
+
     def apply(self, dset: DiversionSet) -> None: ...
+
+    def read(self) -> DiversionSet | None: ...
 
 
 @dataclass
@@ -51,8 +64,16 @@ class NftPlane:
     def what(self) -> str:
         return f"the nft sets (inet {self.table})"
 
+    @property
+    def lock(self) -> str:
+        # The sets live in this network namespace: a run in another one is another plane.
+        return f"nft-{self.table}-net{os.stat('/proc/self/ns/net').st_ino}"
+
     def apply(self, dset: DiversionSet) -> None:
         nft_apply(dset, table=self.table, nft=self.nft)
+
+    def read(self) -> DiversionSet:
+        return nft_read(table=self.table, nft=self.nft)
 
 
 def make_plane(

@@ -12,8 +12,13 @@ under ExaBGP (``deploy/exabgp.conf``):
 - resolves every ``interval`` seconds (the same resolution as ``blocklist-divert resolve``,
   in this process), which publishes a new set to the store when the gates let it;
 - follows the store's active set and applies it to nftables (one transaction) when it
-  changes, and again after every resolution (which also repairs sets emptied by hand or a
-  table reloaded without its addresses);
+  changes. It never applies a set it has not read: started with the store down (or a store
+  holding no set yet), it leaves the sets as it finds them, and applies an empty set only
+  when the store's active set is empty;
+- reads back what the data plane holds every ``verify_interval`` seconds and after every
+  resolution, and repairs it when it differs (a ruleset reloaded or a table recreated
+  behind its back, a reboot's empty sets); the metrics report what the kernel holds, not
+  what was last applied;
 - polls the proxy's ``health_url``. When it has failed for ``withdraw_after`` seconds the
   sets are emptied: diverted traffic then flows to the origins directly, unfiltered. A dead
   proxy must not black-hole the third-party sites that share an address with a listed
@@ -26,6 +31,9 @@ list is still enforced: withdrawing would enforce nothing at all). "starting", "
 (the proxy answers every request with an error) and no answer within the timeout are ill
 health. Until the first health answer the sets are left as they are.
 
+Status and metrics are ``divert.runreport``; the command line, the lock that keeps one
+``run`` per data plane, and the process wiring are ``divert.runcmd``.
+
 Stopping ``run`` leaves the sets (and BIRD's routes) as they are, so a restart opens no gap;
 to stop diverting, empty them (``nft flush set inet blocklist divert4``, and ``divert6``) or
 delete the table. Under ExaBGP, ``run`` stops with ExaBGP, whose session then closes and
@@ -34,18 +42,11 @@ withdraws every route.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import enum
-import functools
 import json
 import logging
-import os
-import signal
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,14 +55,12 @@ from typing import Any
 
 import aiohttp
 
-from blocklist_addon.store import Store, StoreError, open_store
-from divert import DivertError
-from divert.config import DATA_PLANES, DivertConfig
+from blocklist_addon.store import Store, StoreError
+from divert import DivertError, runreport
+from divert.config import DivertConfig
 from divert.dataset import DiversionSet
-from divert.exabgp import ExaBgpPlane, read_api
-from divert.planes import DataPlane, make_plane
 
-__all__ = ["HealthGate", "Phase", "Runner", "probe_health"]
+__all__ = ["HealthGate", "Phase", "Runner", "poll_interval", "probe_health", "same"]
 
 log = logging.getLogger("blocklist-divert")
 
@@ -126,6 +125,12 @@ def poll_interval(withdraw_after: float) -> float:
     return min(max(withdraw_after / 10, 0.2), 5.0)
 
 
+def same(a: DiversionSet | None, b: DiversionSet | None) -> bool:
+    """The same addresses (the checksum also covers the host digests, which a data plane
+    does not hold)."""
+    return a is not None and b is not None and (a.ipv4, a.ipv6) == (b.ipv4, b.ipv6)
+
+
 @dataclass
 class Runner:
     """The loop of ``run``; its collaborators are passed in so tests can run it in a network
@@ -136,23 +141,30 @@ class Runner:
     resolve: Callable[[], Awaitable[str]] | None  # one resolution: its outcome, or DivertError
     apply: Callable[[DiversionSet], None]  # the data plane's apply (divert.planes)
     health: Callable[[], Awaitable[tuple[bool, str]]]
+    read: Callable[[], DiversionSet | None] | None = None  # what the data plane holds
     what: str = "the diversion sets"  # what apply fills, for log lines
     data_plane: str = "nft"
     status_file: Path | None = None
     metrics_file: Path | None = None
     clock: Callable[[], float] = time.time
     gate: HealthGate = field(init=False)
-    active: DiversionSet | None = None  # the store's active set, when there is one
+    active: DiversionSet | None = None  # the store's active set, once read
     version: int | None = None
     applied: DiversionSet | None = None  # what this process last put into the sets
     applied_at: float | None = None
+    found: DiversionSet | None = None  # what the plane held before this process applied
+    held: DiversionSet | None = None  # what the plane held when last read
+    verified_at: float | None = None
+    in_sync: bool = False  # the plane was last seen holding what it should
+    apply_errors: int = 0
+    repairs: int = 0  # times the plane was found changed behind run's back
     withdrawals: int = 0
     resolutions: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_resolve: dict[str, Any] | None = None
     healthy: bool | None = None  # the last health check's verdict
     phase_since: float | None = None  # when the phase last changed
     health_reason: str = ""
-    _refresh: bool = False
+    _verify_now: bool = False
     _said: str = ""  # the last error line said, so a failing store or nft is not repeated
 
     def __post_init__(self) -> None:
@@ -219,6 +231,8 @@ class Runner:
     async def _follow_store(self) -> None:
         try:
             info = await self.store.active()
+            if info is None and self.active is None:
+                self._say("the store holds no diversion set yet; leaving the sets as they are")
             if info is None or info.version == self.version:
                 return
             loaded = await self.store.load_active()
@@ -237,26 +251,56 @@ class Runner:
         )
 
     def target(self) -> DiversionSet | None:
-        """What the sets should hold now; None: leave them as they are."""
+        """What the sets should hold now; None: leave them as they are.
+
+        Only a set read from the store is ever applied; before the first read, what the
+        plane held when run started (so that a restore after a withdrawal, or a repair,
+        puts back what was there, never an empty set the store did not publish)."""
         if self.gate.phase is Phase.WITHDRAWN:
             return DiversionSet.EMPTY
         if self.gate.phase is Phase.DIVERTING:
-            return self.active or DiversionSet.EMPTY
+            return self.active if self.active is not None else self.found
         return None
 
     async def _converge(self) -> None:
+        now = self.clock()
+        due = self.read is not None and (
+            self._verify_now
+            or self.verified_at is None
+            or now - self.verified_at >= self.config.verify_interval
+        )
+        read_error = ""
+        if due:
+            self.verified_at, self._verify_now = now, False
+            read_error = await self._read_plane()
         target = self.target()
         if target is None:
+            self.in_sync = False
+            if read_error:
+                self._say(f"cannot read {self.what}: {read_error}")
             return
-        if not self._refresh and self.applied and self.applied.checksum == target.checksum:
+        changed = not same(self.applied, target)
+        drifted = due and not same(self.held, target)
+        if not changed and not drifted:
+            self.in_sync = self.read is None or same(self.held, target)
             return
+        if drifted and not changed and self.held is not None:
+            self.repairs += 1
+            log.warning(
+                "%s hold %d addresses, not the %d applied (changed behind run's back): repairing",
+                self.what,
+                len(self.held),
+                len(target),
+            )
         try:
             await asyncio.to_thread(self.apply, target)
         except DivertError as exc:
+            self.apply_errors += 1
+            self.in_sync = False
             self._say(f"cannot apply the diversion set: {exc}")
             return
-        changed = self.applied is None or self.applied.checksum != target.checksum
-        self.applied, self.applied_at, self._refresh, self._said = target, self.clock(), False, ""
+        self.applied, self.applied_at, self._said = target, self.clock(), ""
+        self.held, self.in_sync = target, True
         if changed:
             log.info(
                 "applied %d IPv4 and %d IPv6 addresses to %s (%s)",
@@ -265,6 +309,18 @@ class Runner:
                 self.what,
                 self.gate.phase,
             )
+
+    async def _read_plane(self) -> str:
+        """Read what the plane holds into ``held``; the error, or "" when read."""
+        assert self.read is not None
+        try:
+            self.held = await asyncio.to_thread(self.read)
+        except DivertError as exc:
+            self.held = None
+            return str(exc)
+        if self.applied is None and self.found is None and self.held is not None:
+            self.found = self.held
+        return ""
 
     # -- resolution --------------------------------------------------------------------------
 
@@ -285,7 +341,7 @@ class Runner:
                 log.info("resolve: %s", outcome)
             else:
                 log.error("resolve failed: %s; the active set stays", outcome)
-            self._refresh = True
+            self._verify_now = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval)
 
@@ -297,58 +353,10 @@ class Runner:
             self._said = line
 
     def status(self) -> dict[str, Any]:
-        applied = self.applied
-        return {
-            "phase": str(self.gate.phase),
-            "since": self.phase_since,
-            "proxy": {
-                "health_url": self.config.health_url,
-                "healthy": self.healthy,
-                "reason": self.health_reason,
-                "failing_since": self.gate.failing_since,
-            },
-            "withdraw_after": self.config.withdraw_after,
-            "data_plane": self.data_plane,
-            "withdrawals": self.withdrawals,
-            "active_version": self.version,
-            "applied": None
-            if applied is None
-            else {
-                "ipv4": len(applied.ipv4),
-                "ipv6": len(applied.ipv6),
-                "checksum": applied.checksum,
-                "at": self.applied_at,
-            },
-            "last_resolve": self.last_resolve,
-            "updated_at": self.clock(),
-        }
+        return runreport.status(self)
 
     def metrics(self) -> str:
-        applied = self.applied or DiversionSet.EMPTY
-        withdrawn = int(self.gate.phase is Phase.WITHDRAWN)
-        lines = [
-            "# HELP blocklist_divert_withdrawn 1 while the sets are emptied because the proxy "
-            "is ill (diverted traffic flows unfiltered).",
-            "# TYPE blocklist_divert_withdrawn gauge",
-            f"blocklist_divert_withdrawn {withdrawn}",
-            "# HELP blocklist_divert_withdrawals_total Times the sets were emptied for ill health.",
-            "# TYPE blocklist_divert_withdrawals_total counter",
-            f"blocklist_divert_withdrawals_total {self.withdrawals}",
-            "# HELP blocklist_divert_addresses Addresses in the sets, by family.",
-            "# TYPE blocklist_divert_addresses gauge",
-            f'blocklist_divert_addresses{{family="ipv4"}} {len(applied.ipv4)}',
-            f'blocklist_divert_addresses{{family="ipv6"}} {len(applied.ipv6)}',
-            "# HELP blocklist_divert_resolutions_total Resolutions run, by outcome.",
-            "# TYPE blocklist_divert_resolutions_total counter",
-            *(
-                f'blocklist_divert_resolutions_total{{outcome="{k}"}} {v}'
-                for k, v in self.resolutions.items()
-            ),
-            "# HELP blocklist_divert_active_version The store's active diversion set version.",
-            "# TYPE blocklist_divert_active_version gauge",
-            f"blocklist_divert_active_version {self.version or 0}",
-        ]
-        return "\n".join(lines) + "\n"
+        return runreport.metrics(self)
 
     def _write_status(self) -> None:
         for path, text in (
@@ -358,139 +366,6 @@ class Runner:
             if path is None:
                 continue
             try:
-                _write_atomic(path, text())
+                runreport.write_atomic(path, text())
             except OSError as exc:
                 self._say(f"cannot write {path}: {exc.strerror or exc}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """``blocklist-divert run``'s command line."""
-    parser = sub.add_parser(
-        "run",
-        parents=[common],
-        help="keep the nft sets or BGP routes current; withdraw them while the proxy is ill",
-        description="Long-running: keep the data plane (nft sets on this gateway, BIRD's "
-        "static routes, or ExaBGP's announcements) holding the store's active diversion set, "
-        "and withdraw it when the proxy's health_url has failed for withdraw_after seconds "
-        "(diverted traffic then flows directly, unfiltered); restore it when the proxy is "
-        "healthy again. With --data-plane exabgp, ExaBGP starts this command (its process "
-        "stanza, deploy/exabgp.conf): commands go to stdout, logs to stderr. Settings: "
-        "interval, health_url, withdraw_after, data_plane, nft_table, next_hop, community, "
-        "bird_dir, bird_socket in the config.",
-    )
-    parser.add_argument(
-        "--data-plane",
-        choices=DATA_PLANES,
-        help="what to keep current (default: data_plane in the config, else nft)",
-    )
-    parser.add_argument(
-        "--status-file",
-        type=Path,
-        metavar="FILE",
-        help="JSON state, rewritten every check (phase, proxy health, applied set)",
-    )
-    parser.add_argument(
-        "--metrics-file",
-        type=Path,
-        metavar="FILE",
-        help="Prometheus text (blocklist_divert_withdrawn, ...) for node_exporter's "
-        "textfile collector",
-    )
-
-
-async def cmd_run(
-    config: DivertConfig,
-    args: argparse.Namespace,
-    resolve: Callable[[], Awaitable[str]] | None = None,
-) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    kind = getattr(args, "data_plane", None) or config.data_plane
-    stdout = sys.stdout
-    if kind == "exabgp":
-        # stdout is ExaBGP's command pipe: nothing else may ever be written to it.
-        sys.stdout = sys.stderr
-    try:
-        plane = make_plane(config, kind=kind, out=stdout if kind == "exabgp" else None)
-        async with open_store(config.store, keep=config.keep_versions, namespace="divert") as store:
-            return await run_command(
-                config,
-                store,
-                resolve,
-                status_file=getattr(args, "status_file", None),
-                metrics_file=getattr(args, "metrics_file", None),
-                plane=plane,
-                api_in=sys.stdin if kind == "exabgp" else None,
-            )
-    finally:
-        sys.stdout = stdout
-
-
-async def run_command(
-    config: DivertConfig,
-    store: Store,
-    resolve: Callable[[], Awaitable[str]] | None = None,
-    *,
-    status_file: Path | None = None,
-    metrics_file: Path | None = None,
-    nft: str | list[str] = "nft",
-    plane: DataPlane | None = None,
-    api_in: Any = None,
-) -> int:
-    """``blocklist-divert run`` until SIGTERM or SIGINT (exit 0), or, under ExaBGP, until
-    ExaBGP shuts down (``api_in``: ExaBGP's pipe to this process)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    plane = plane or make_plane(config, nft=nft)
-    if api_in is not None and isinstance(plane, ExaBgpPlane):
-
-        def stopped(why: str) -> None:
-            log.info("%s: stopping", why)
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(
-            target=read_api, args=(api_in, plane, stopped), name="exabgp-api", daemon=True
-        ).start()
-    timeout = min(max(config.withdraw_after / 3, 0.5), 5.0)
-    async with aiohttp.ClientSession() as session:
-        runner = Runner(
-            config,
-            store,
-            resolve,
-            plane.apply,
-            functools.partial(probe_health, session, config.health_url, timeout),
-            what=plane.what,
-            data_plane=plane.name,
-            status_file=status_file,
-            metrics_file=metrics_file,
-        )
-        log.info(
-            "running: %s; resolve every %.0f s, health %s every %.1f s, withdraw after %.0f s",
-            plane.what,
-            config.interval,
-            config.health_url,
-            poll_interval(config.withdraw_after),
-            config.withdraw_after,
-        )
-        await runner.run(stop)
-    if plane.name == "exabgp":
-        log.info("stopped")
-    else:
-        log.info("stopped; %s are left as they are", plane.what)
-    return 0

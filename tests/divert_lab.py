@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import ipaddress
 import json
+import os
 import pathlib
 import socket
 import ssl
@@ -85,14 +86,24 @@ def start_proxy(
 
 
 def start_run(
-    ns: Namespace, config: pathlib.Path, status_file: pathlib.Path, log_path: pathlib.Path
+    ns: Namespace,
+    config: pathlib.Path,
+    status_file: pathlib.Path,
+    log_path: pathlib.Path,
+    *options: str,
 ) -> subprocess.Popen[bytes]:
-    """``blocklist-divert run`` in namespace ``ns``, its output in ``log_path``; the lab
-    kills it by PID if the test does not stop it."""
+    """``blocklist-divert run`` in namespace ``ns`` (``options``: more of its options), its
+    output in ``log_path``; the lab kills it by PID if the test does not stop it. Its lock
+    goes beside the status file (where systemd's $RUNTIME_DIRECTORY would put it), not in
+    the machine's /run."""
     command = [str(VENV_BIN / "blocklist-divert"), "--config", str(config), "run"]
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(status_file.parent)}
     with open(log_path, "wb") as log:
         return ns.popen(
-            [*command, "--status-file", str(status_file)], stdout=log, stderr=subprocess.STDOUT
+            [*command, "--status-file", str(status_file), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import pathlib
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -95,15 +96,19 @@ class HealthServer:
         await asyncio.sleep(self.delay)  # a hung proxy, when a test asks for one
         return web.json_response(self.doc, status=self.code)
 
-    async def start(self) -> HealthServer:
+    async def start(self, sock: socket.socket | None = None) -> HealthServer:
+        """On 127.0.0.1, or on ``sock`` (one made inside a namespace, for a ``run`` there)."""
         app = web.Application()
         app.router.add_get("/healthz", self._health)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        if sock is None:
+            site: web.BaseSite = web.TCPSite(self.runner, "127.0.0.1", 0)
+        else:
+            site = web.SockSite(self.runner, sock)
         await site.start()
-        port = self.runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/healthz"
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/healthz"
         return self
 
     async def stop(self) -> None:
@@ -207,6 +212,7 @@ def make_runner(
         resolve or no_resolve,
         functools.partial(nft.apply, nft=[*gateway.exec_prefix(), "nft"]),
         functools.partial(probe_health, session, health.url, 2.0),
+        functools.partial(nft.read, nft=[*gateway.exec_prefix(), "nft"]),
         status_file=tmp_path / "run" / "status.json",
         metrics_file=tmp_path / "run" / "metrics.prom",
     )
@@ -259,6 +265,38 @@ async def test_the_sets_are_emptied_after_withdraw_after_of_ill_health_and_refil
         assert status()["phase"] == "diverting"
         assert "blocklist_divert_withdrawn 0\n" in runner.metrics_file.read_text()
         assert 'blocklist_divert_addresses{family="ipv4"} 2' in runner.metrics_file.read_text()
+
+
+@needs_nft
+async def test_while_withdrawn_the_empty_sets_are_applied_once(
+    gateway: Namespace, store: Store, health: HealthServer, tmp_path: pathlib.Path
+) -> None:
+    """An applied empty set is still an applied set: withdrawn, run does not flush the sets
+    (or run ``birdc configure``) again on every tick, and a read-back that finds them as
+    applied changes nothing either."""
+    await publish(store, A)
+    async with ClientSession() as session:
+        runner = make_runner(gateway, store, health, session, tmp_path)
+        applied: list[int] = []
+        real = runner.apply
+
+        def counted(dset: DiversionSet) -> None:
+            applied.append(len(dset))
+            real(dset)
+
+        runner.apply, runner.clock = counted, (clock := Clock())
+        await runner.tick()
+        health.answer(503, "no-list")
+        await runner.tick()
+        clock.now += WITHDRAW_AFTER
+        for _ in range(5):
+            await runner.tick()
+            clock.now += 1
+        clock.now += runner.config.verify_interval
+        await runner.tick()
+        assert runner.verified_at == clock.now  # read back, found as applied
+        assert sets(gateway) == set()
+        assert applied == [len(A), 0]
 
 
 @needs_nft
