@@ -1,15 +1,21 @@
 """``blocklist-scan PATH...``: check files already stored (a platform's upload directory)
 against the active image hash list.
 
-Every regular file under each PATH (recursively; symbolic links are not followed) is
-checked in a pool of one process per core: exact hashes of its bytes and, for an image, PDQ
-of its first frames, exactly as the proxy checks an upload. A progress bar goes to stderr
-when it is a terminal; the JSON report (matching paths with entry id, hash kind and
-distance; unreadable files; images that could not be checked) goes to stdout or --output.
-The report never holds a hash.
+Every regular file under each PATH (recursively) is checked in a pool of one process per
+core: exact hashes of its bytes and, for an image, PDQ of its first frames, exactly as the
+proxy checks an upload. The tree is an uploader's: symbolic links, FIFOs, sockets and
+devices under a PATH are skipped and reported, never followed or opened (a file is opened
+beneath its tree with O_NOFOLLOW at every step and fstat'ed, so a link swapped in after the
+walk is refused too; a FIFO cannot hang the scan). A file the checker fails on (a hostile
+multi-page TIFF made Pillow raise) is reported unreadable and the scan goes on. Paths are
+printed with ``ascii()``: a name holding a newline or a terminal escape cannot forge a line.
+A progress bar goes to stderr when it is a terminal; the JSON report goes to stdout or to
+--output (replaced atomically, mode 0600). The report never holds a hash.
 
-Exit status: 0 nothing matched; 1 something matched; 2 usage or configuration error (a
-PATH that does not exist, no active hash list). An unreadable file is reported, never fatal.
+Exit status: 1 something matched (whatever else happened); 0 nothing matched and every
+file was read and checked; 3 nothing matched but some file was unreadable or an image could
+not be checked (the scan is incomplete: see the report); 2 usage or configuration error (a
+PATH that does not exist, no active hash list). Skipped files do not change it.
 """
 
 from __future__ import annotations
@@ -17,20 +23,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import pathlib
+import stat
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
-from blocklist_addon.store import StoreError, open_store
+from blocklist_addon.store import StoreError, open_store, write_atomic
 
-__all__ = ["main", "scan_file"]
+__all__ = ["Target", "main", "scan_file", "walk"]
 
-EXIT_CLEAN, EXIT_MATCHED, EXIT_USAGE = 0, 1, 2
+EXIT_CLEAN, EXIT_MATCHED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 #: Files up to this size are read whole (and decoded when images); larger ones are only
 #: hashed exactly, in chunks (a hash list's MD5 may name a video).
 READ_WHOLE = 64 * 1024 * 1024
@@ -44,9 +54,21 @@ examples:
   blocklist-scan --store redis://127.0.0.1:6379/0 --output report.json /srv/a /srv/b
 
 The report (JSON): {"hash_list": {"version", "entries"}, "files": N, "matched": [{"path",
-"list", "entry", "kind", "distance"}], "unreadable": [{"path", "error"}], "unchecked":
-[{"path", "reason"}]}. What to do on a match (preserve, report to the hotline or the
-police as the law requires) is the platform's duty; this tool never copies the file.
+"list", "entry", "kind", "distance"}], "unreadable": [{"path", "reason", "error"}],
+"unchecked": [{"path", "unchecked"}], "skipped": [{"path", "reason"}]}.
+Unreadable reasons: denied, gone, io-error, check-error (the checker, usually an image
+decoder, failed on the file). Skipped (never followed or opened): symlink, fifo, device,
+socket, not-a-file. A PATH named here is followed if it is a symbolic link.
+--output is replaced atomically (a temporary file beside it, then a rename), mode 0600.
+On stderr: a MATCH line per match as found, then UNREADABLE and SKIPPED lines, then a
+summary; paths in them are printed with Python's ascii() (escapes, never control bytes).
+
+exit status: 0 clean (every file read and checked), 1 something matched, 2 usage or
+configuration error, 3 nothing matched but the scan is incomplete (unreadable files or
+images that could not be checked).
+
+What to do on a match (preserve, report to the hotline or the police as the law requires)
+is the platform's duty; this tool never copies the file.
 """
 
 _hashlist: Any = None  # the worker process's HashList
@@ -72,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: one a core)"
     )
-    parser.add_argument("--output", metavar="FILE", help="write the JSON report here (0600)")
+    parser.add_argument(
+        "--output", metavar="FILE", help="write the JSON report here (atomically, mode 0600)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -84,19 +108,53 @@ def _init(data: bytes, threshold: int) -> None:
     _hashlist = HashList.from_bytes(data, threshold=threshold)
 
 
-def scan_file(path: str) -> dict[str, object]:
-    """One file's result (in a worker process): a match, an error, or neither."""
-    hashlist = _hashlist
+class Target(NamedTuple):
+    """A file to check: ``relative`` to the tree ``top`` (opened beneath it, never through a
+    symbolic link), or ``top`` itself when a PATH named a file ("")."""
+
+    top: str
+    relative: str
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.top, self.relative) if self.relative else self.top
+
+
+class _Skip(Exception):
+    """Not a regular file (or reached through a symbolic link): skipped, never read."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def scan_file(target: Target) -> dict[str, object]:
+    """One file's result (in a worker process): a match, an error, a skip, or nothing.
+
+    Never raises: whatever one hostile file does to the decoders (a mutated multi-page TIFF
+    made Pillow raise TypeError, KeyError, SyntaxError) is that file's result, not the end
+    of the scan."""
+    path = target.path
     try:
-        size = os.stat(path).st_size
-        if size <= READ_WHOLE:
-            with open(path, "rb") as file:
-                check = hashlist.check(file.read())
-            match, unchecked = check.match, check.unchecked
-        else:
-            match, unchecked = hashlist.match_exact(_exact_by_chunks(path, hashlist.kinds)), None
+        fd = _open(target)
+        with os.fdopen(fd, "rb") as file:
+            mode = os.fstat(file.fileno())
+            if not stat.S_ISREG(mode.st_mode):
+                raise _Skip(_kind(mode.st_mode))
+            if mode.st_size <= READ_WHOLE:
+                check = _hashlist.check(file.read(READ_WHOLE + 1))
+                match, unchecked = check.match, check.unchecked
+            else:
+                digests = _exact_by_chunks(file, _hashlist.kinds)
+                match, unchecked = _hashlist.match_exact(digests), None
+    except _Skip as skip:
+        return {"path": path, "skipped": skip.reason}
     except OSError as exc:
-        return {"path": path, "error": exc.strerror or type(exc).__name__}
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link swapped in
+            return {"path": path, "skipped": "symlink"}
+        reason = _OS_REASONS.get(exc.errno or 0, "io-error")
+        return {"path": path, "reason": reason, "error": exc.strerror or type(exc).__name__}
+    except Exception as exc:  # the checker failed on this file: say so, go on
+        return {"path": path, "reason": "check-error", "error": type(exc).__name__}
     if match is not None:
         return {
             "path": path,
@@ -108,30 +166,94 @@ def scan_file(path: str) -> dict[str, object]:
     return {"path": path, "unchecked": unchecked} if unchecked else {"path": path}
 
 
-def _exact_by_chunks(path: str, kinds: frozenset[str]) -> dict[str, bytes]:
+_OS_REASONS = {errno.EACCES: "denied", errno.EPERM: "denied", errno.ENOENT: "gone"}
+#: Opens a file to read without waiting (a FIFO) or taking a terminal.
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open(target: Target) -> int:
+    """A descriptor of the target, reached without following any symbolic link beneath its
+    tree (each directory opened relative to the last, O_NOFOLLOW): a link an uploader swaps
+    in after the walk is refused, not followed out of the tree. A file named on the command
+    line is the operator's choice and followed, but not opened unless regular."""
+    if not target.relative:
+        mode = os.stat(target.top).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Skip(_kind(mode))
+        return os.open(target.top, _READ)
+    *directories, name = target.relative.split(os.sep)
+    fd = os.open(target.top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in directories:
+            inner = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISDIR(mode):
+                raise _Skip(_kind(mode))
+        return os.open(name, _READ | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    """The reason word for a file that is not a regular file."""
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "not-a-file"
+
+
+def _exact_by_chunks(file: BinaryIO, kinds: frozenset[str]) -> dict[str, bytes]:
     hashers = {kind: hashlib.new(kind) for kind in kinds if kind != "pdq"}
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            for hasher in hashers.values():
-                hasher.update(chunk)
+    while chunk := file.read(_CHUNK):
+        for hasher in hashers.values():
+            hasher.update(chunk)
     return {kind: hasher.digest() for kind, hasher in hashers.items()}
 
 
-def walk(paths: Sequence[str], errors: list[dict[str, object]]) -> Iterator[str]:
-    """Regular files under ``paths``; directories that cannot be listed go to ``errors``."""
+def walk(
+    paths: Sequence[str], unreadable: list[dict[str, object]], skipped: list[dict[str, object]]
+) -> Iterator[Target]:
+    """Regular files under ``paths``. Symbolic links, FIFOs, sockets and devices under them
+    go to ``skipped`` (never followed, never opened); directories that cannot be listed go
+    to ``unreadable``. A PATH that is itself a symbolic link is followed (named by the
+    operator)."""
     for top in paths:
-        if not os.path.isdir(top) or os.path.islink(top):
-            yield top
+        if not os.path.isdir(top):
+            yield Target(top, "")
             continue
-
-        def failed(exc: OSError) -> None:
-            errors.append({"path": exc.filename, "error": exc.strerror or type(exc).__name__})
-
-        for directory, _, names in os.walk(top, onerror=failed):
-            for name in sorted(names):
-                path = os.path.join(directory, name)
-                if os.path.isfile(path) and not os.path.islink(path):
-                    yield path
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            directory = os.path.join(top, relative) if relative else top
+            try:
+                with os.scandir(directory) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name)
+            except OSError as exc:
+                reason = _OS_REASONS.get(exc.errno or 0, "io-error")
+                error = exc.strerror or type(exc).__name__
+                unreadable.append({"path": directory, "reason": reason, "error": error})
+                continue
+            below = []
+            for entry in entries:
+                inner = os.path.join(relative, entry.name) if relative else entry.name
+                try:
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                except OSError:
+                    continue  # gone since the listing
+                if stat.S_ISDIR(mode):
+                    below.append(inner)
+                elif stat.S_ISREG(mode):
+                    yield Target(top, inner)
+                else:
+                    skipped.append({"path": entry.path, "reason": _kind(mode)})
+            pending.extend(reversed(below))
 
 
 async def _load(store_url: str | None) -> tuple[Any, bytes] | None:
@@ -148,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:
-        print(f"blocklist-scan: no such file or directory: {missing[0]}", file=sys.stderr)
+        print(f"blocklist-scan: no such file or directory: {missing[0]!a}", file=sys.stderr)
         return EXIT_USAGE
     if args.jobs < 1 or not 0 <= args.threshold <= 128:
         print("blocklist-scan: --jobs must be 1 or more, --threshold 0-128", file=sys.stderr)
@@ -167,51 +289,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     info, data = pair
     unreadable: list[dict[str, object]] = []
-    files = list(walk(args.paths, unreadable))
+    skipped: list[dict[str, object]] = []
+    files = list(walk(args.paths, unreadable, skipped))
     started = time.monotonic()
     matched, unchecked, count = [], [], 0
     with _results(files, data, args) as results, _progress(len(files), quiet=args.quiet) as bar:
         for result in results:
-            count += 1
             bar.update(1)
+            if "skipped" in result:
+                skipped.append({"path": result["path"], "reason": result["skipped"]})
+                continue
+            count += 1
             if "entry" in result:
                 matched.append(result)
                 bar.write(
-                    f"MATCH {result['path']}: list {result['list']}, entry {result['entry']}, "
-                    f"{result['kind']} distance {result['distance']}",
+                    f"MATCH {result['path']!a}: list {result['list']!a}, entry "
+                    f"{result['entry']!a}, {result['kind']} distance {result['distance']}",
                     file=sys.stderr,
                 )
             elif "error" in result:
                 unreadable.append(result)
             elif "unchecked" in result:
                 unchecked.append(result)
+    by_path = {"key": lambda r: str(r["path"])}
     report = {
         "hash_list": {"version": info.version, "entries": info.entries},
         "files": count,
         "seconds": round(time.monotonic() - started, 3),
-        "matched": sorted(matched, key=lambda r: str(r["path"])),
-        "unreadable": sorted(unreadable, key=lambda r: str(r["path"])),
-        "unchecked": sorted(unchecked, key=lambda r: str(r["path"])),
+        "matched": sorted(matched, **by_path),
+        "unreadable": sorted(unreadable, **by_path),
+        "unchecked": sorted(unchecked, **by_path),
+        "skipped": sorted(skipped, **by_path),
     }
-    text = json.dumps(report, indent=2) + "\n"
+    for entry in report["unreadable"]:
+        print(f"UNREADABLE {entry['path']!a}: {entry['reason']}", file=sys.stderr)
+    for entry in report["skipped"]:
+        print(f"SKIPPED {entry['path']!a}: {entry['reason']}", file=sys.stderr)
+    text = json.dumps(report, indent=2) + "\n"  # ASCII: names' control bytes escaped
     if args.output:
-        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+        try:
+            write_atomic(pathlib.Path(args.output), text.encode())
+        except OSError as exc:
+            print(
+                f"blocklist-scan: cannot write {args.output!a} "
+                f"({exc.strerror or exc}): the report follows on stdout",
+                file=sys.stderr,
+            )
+            sys.stdout.write(text)
     else:
         sys.stdout.write(text)
     if not args.quiet:
         print(
             f"blocklist-scan: {count:,} files, {len(matched):,} matched, "
-            f"{len(unreadable):,} unreadable, {len(unchecked):,} images not checkable",
+            f"{len(unreadable):,} unreadable{_reasons(unreadable)}, "
+            f"{len(unchecked):,} images not checkable{_reasons(unchecked, 'unchecked')}, "
+            f"{len(skipped):,} skipped{_reasons(skipped)}",
             file=sys.stderr,
         )
-    return EXIT_MATCHED if matched else EXIT_CLEAN
+    if matched:
+        return EXIT_MATCHED
+    return EXIT_INCOMPLETE if unreadable or unchecked else EXIT_CLEAN
+
+
+def _reasons(results: list[dict[str, object]], field: str = "reason") -> str:
+    """' (2 denied, 1 check-error)': how many of each reason, for the summary line."""
+    counts = Counter(str(result[field]) for result in results)
+    return f" ({', '.join(f'{n:,} {reason}' for reason, n in counts.most_common())})" * bool(counts)
 
 
 @contextlib.contextmanager
 def _results(
-    files: list[str], data: bytes, args: argparse.Namespace
+    files: list[Target], data: bytes, args: argparse.Namespace
 ) -> Iterator[Iterator[dict[str, object]]]:
     """Each file's result, from a pool of processes (a process starts in about a second, so
     a few files are checked in this one)."""

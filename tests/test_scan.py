@@ -3,10 +3,13 @@ list synced by the real ``blocklist-sync`` into a file store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
+import random
 import subprocess
+import warnings
 
 import pytest
 from harness import VENV_BIN, sync
@@ -26,12 +29,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def scan(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def scan(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(VENV_BIN / "blocklist-scan"), *argv],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -93,3 +98,176 @@ def test_usage_errors_exit_2(store: str, argv: list[str]) -> None:
 def test_no_hash_list_is_a_configuration_error(tmp_path: pathlib.Path) -> None:
     done = scan("--store", (tmp_path / "empty").as_uri(), str(tmp_path))
     assert done.returncode == 2 and "no image hash list is active" in done.stderr
+
+
+# -- hostile trees (issue 20) -------------------------------------------------------------
+
+
+def raising_tiffs(count: int) -> list[bytes]:
+    """Multi-page TIFFs with a few bytes flipped (seeded, so the same every run) that make
+    the checker itself raise: what crashed the whole scan (29 of 1,500 did)."""
+    from blocklist_addon.hashes import HashList
+
+    hashlist = HashList.from_entries([{"id": "x", "pdq": reference_pdq(LISTED)}])
+    pages = [draw(seed, (64, 48)) for seed in (1, 2, 3)]
+    tiff = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    found = []
+    for seed in range(1500):
+        rng = random.Random(seed)
+        data = bytearray(tiff)
+        for _ in range(8):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hashlist.check(bytes(data))
+        except Exception:
+            found.append(bytes(data))
+            if len(found) == count:
+                return found
+    raise AssertionError(
+        f"only {len(found)} of 1,500 mutated TIFFs make HashList.check raise: the decoder "
+        "got sturdier, find another input that makes the checker raise"
+    )
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])  # in this process, and in a pool of workers
+def test_a_file_that_makes_the_checker_raise_is_unreadable_and_the_scan_goes_on(
+    store: str, tmp_path: pathlib.Path, jobs: str
+) -> None:
+    root = tmp_path / "uploads"
+    root.mkdir()
+    for i in range(10):
+        (root / f"clean-{i}.jpg").write_bytes(encode(draw(700 + i, (120, 90))))
+    broken = raising_tiffs(3)
+    for i, data in enumerate(broken):
+        (root / f"broken-{i}.tif").write_bytes(data)
+
+    done = scan("--store", store, "--jobs", jobs, str(root))
+    assert done.returncode == 3, done.stderr  # nothing matched, but not all was read
+    report = json.loads(done.stdout)
+    assert report["files"] == 13 and report["matched"] == []
+    assert [(pathlib.Path(u["path"]).name, u["reason"]) for u in report["unreadable"]] == [
+        (f"broken-{i}.tif", "check-error") for i in range(3)
+    ]
+    assert "3 unreadable (3 check-error)" in done.stderr
+
+    (root / "copy.jpg").write_bytes(variants(LISTED)["half-size"])
+    done = scan("--store", store, "--jobs", jobs, str(root))
+    assert done.returncode == 1, done.stderr  # a match says 1 whatever else happened
+    report = json.loads(done.stdout)
+    assert [pathlib.Path(m["path"]).name for m in report["matched"]] == ["copy.jpg"]
+    assert len(report["unreadable"]) == 3
+
+
+def test_symlinks_fifos_and_devices_are_skipped_and_reported_never_followed_or_opened(
+    store: str, tmp_path: pathlib.Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "archive.jpg").write_bytes(EXACT)  # listed, but not in the tree
+    root = tmp_path / "uploads"
+    root.mkdir()
+    (root / "clean.png").write_bytes(encode(draw(901, (120, 90)), "PNG"))
+    (root / "link.jpg").symlink_to(outside / "archive.jpg")
+    (root / "linked-dir").symlink_to(outside)
+    os.mkfifo(root / "pipe.jpg")  # opening it for reading would wait for a writer forever
+    os.mkfifo(tmp_path / "named.jpg")
+
+    # A hang fails the test at the timeout rather than waiting forever.
+    done = scan("--store", store, str(root), str(tmp_path / "named.jpg"), "/dev/null", timeout=60)
+    assert done.returncode == 0, done.stderr  # the tree's one file is clean
+    report = json.loads(done.stdout)
+    assert report["files"] == 1 and report["matched"] == []
+    assert sorted((pathlib.Path(s["path"]).name, s["reason"]) for s in report["skipped"]) == [
+        ("link.jpg", "symlink"),
+        ("linked-dir", "symlink"),
+        ("named.jpg", "fifo"),
+        ("null", "device"),
+        ("pipe.jpg", "fifo"),
+    ]
+    assert "5 skipped" in done.stderr
+
+
+def test_a_symlink_swapped_in_after_the_walk_is_not_followed(
+    store: str, tmp_path: pathlib.Path
+) -> None:
+    """The walk saw a directory and a file; by the time a worker opens them an uploader has
+    made both symbolic links to a listed file outside the tree."""
+    from blocklist_addon import scan as scan_module
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "archive.jpg").write_bytes(EXACT)
+    root = tmp_path / "uploads"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "archive.jpg").write_bytes(b"clean")
+    (root / "top.jpg").write_bytes(b"clean")
+    targets = list(scan_module.walk([str(root)], [], []))
+    assert sorted(t.path for t in targets) == [str(root / "sub/archive.jpg"), str(root / "top.jpg")]
+
+    (root / "sub" / "archive.jpg").unlink()
+    (root / "sub").rmdir()
+    (root / "sub").symlink_to(outside)
+    (root / "top.jpg").unlink()
+    (root / "top.jpg").symlink_to(outside / "archive.jpg")
+    info_and_data = asyncio.run(scan_module._load(store))
+    assert info_and_data is not None
+    scan_module._init(info_and_data[1], 31)
+    results = sorted((scan_module.scan_file(t) for t in targets), key=lambda r: str(r["path"]))
+    assert results == [
+        {"path": str(root / "sub/archive.jpg"), "skipped": "symlink"},
+        {"path": str(root / "top.jpg"), "skipped": "symlink"},
+    ]
+
+
+def test_file_names_cannot_forge_lines_or_drive_the_terminal(
+    store: str, tmp_path: pathlib.Path
+) -> None:
+    root = tmp_path / "uploads"
+    root.mkdir()
+    forged = "copy.jpg\nMATCH innocent.jpg: list hotline, entry scan-1, pdq distance 0"
+    (root / forged).write_bytes(variants(LISTED)["half-size"])
+    (root / "\x1b[2J\x1b]0;owned\x07clean.jpg").write_bytes(encode(draw(902, (120, 90))))
+    (root / "broken\r\nSKIPPED x.tif").write_bytes(raising_tiffs(1)[0])
+    (root / "link\nUNREADABLE y.jpg").symlink_to(root / "nowhere")
+
+    done = scan("--store", store, str(root))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert not any(c in done.stderr for c in "\x1b\x07\r")
+    assert [line.split(" ", 1)[0] for line in lines if not line.startswith("blocklist-scan:")] == [
+        "MATCH",
+        "UNREADABLE",
+        "SKIPPED",
+    ], done.stderr
+    assert ascii(str(root / forged)) in done.stderr
+    report = json.loads(done.stdout)
+    assert [m["path"] for m in report["matched"]] == [str(root / forged)]
+
+
+def test_the_report_file_is_replaced_atomically_private_and_never_written_through_a_link(
+    store: str, tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "a.png").write_bytes(encode(draw(903, (120, 90)), "PNG"))
+    out = tmp_path / "reports"
+    out.mkdir()
+    report = out / "report.json"
+    report.write_text("old report\n")
+    report.chmod(0o644)
+    with report.open() as reader:  # a reader of the old report keeps reading all of it
+        done = scan("--store", store, "--output", str(report), "--quiet", str(tmp_path / "a.png"))
+        assert done.returncode == 0, done.stderr
+        assert reader.read() == "old report\n"
+    assert json.loads(report.read_text())["files"] == 1
+    assert report.stat().st_mode & 0o777 == 0o600
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    report.unlink()
+    report.symlink_to(victim)  # planted by someone who can write the reports directory
+    done = scan("--store", store, "--output", str(report), "--quiet", str(tmp_path / "a.png"))
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious\n"
+    assert not report.is_symlink() and json.loads(report.read_text())["files"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]  # no temporary left
