@@ -19,7 +19,7 @@ from conftest import RedisServer, find_redis_server
 from divert_lab import load_table, publish, set_contents, set_elements, start_run
 from harness import VENV_BIN
 from netns import Lab, Namespace, unavailable
-from test_divert_run import HealthServer, eventually
+from test_divert_run import HealthServer, eventually, ticks
 
 from divert.dataset import DiversionSet
 
@@ -104,19 +104,6 @@ class Gateway:
                 env=env,
             )
 
-    async def ticks(self, count: int) -> None:
-        """Wait until ``run`` has rewritten its status file ``count`` more times (one tick
-        each): proof that it looked at the store and the proxy that often."""
-        seen: set[float] = set()
-
-        def written() -> bool:
-            status = self.status()
-            if status is not None:
-                seen.add(status["updated_at"])
-            return len(seen) > count
-
-        await eventually(written, f"{count} ticks of run", timeout=30)
-
 
 @pytest.fixture
 async def gateway(tmp_path: pathlib.Path) -> AsyncIterator[Gateway]:
@@ -158,8 +145,7 @@ async def test_started_with_its_store_down_run_leaves_the_kernel_sets_as_it_foun
     is applied as soon as the store answers."""
     set_elements(gateway.ns, A.addresses)
     gateway.start_run(unix_url(redis))
-    await eventually(lambda: (gateway.status() or {}).get("phase") == "diverting", "healthy")
-    await gateway.ticks(10)
+    await ticks(gateway.status_file, 10)
     assert gateway.sets() == A.addresses
     assert "cannot read the active diversion set" in gateway.log.read_text()
 
@@ -178,8 +164,7 @@ async def test_a_store_without_a_set_leaves_the_kernel_sets_alone(
     has not said the set is empty: nothing is applied."""
     set_elements(gateway.ns, A.addresses)
     gateway.start_run((tmp_path / "empty-store").as_uri())
-    await eventually(lambda: (gateway.status() or {}).get("phase") == "diverting", "healthy")
-    await gateway.ticks(10)
+    await ticks(gateway.status_file, 10)
     assert gateway.sets() == A.addresses
 
 

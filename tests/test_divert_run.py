@@ -5,6 +5,7 @@ creates (the shipped table), with the proxy's health served by a real aiohttp se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -376,6 +377,21 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def ticks(status_file: pathlib.Path, count: int, phase: str = "diverting") -> None:
+    """Wait until a ``run`` process has rewritten its status file ``count`` times in
+    ``phase`` (once a tick): proof that it looked at the store and the proxy that often."""
+    seen: set[float] = set()
+
+    def written() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads(status_file.read_text())
+            if status["phase"] == phase:
+                seen.add(status["updated_at"])
+        return len(seen) >= count
+
+    await eventually(written, f"{count} ticks of run in phase {phase}", timeout=30)
 
 
 # -- the systemd unit ---------------------------------------------------------------------------
