@@ -186,12 +186,14 @@ def validate(config: DivertConfig) -> None:
     for resolver in config.resolvers:
         parse_resolver(resolver)
     for prefix in config.protect:
+        _no_scope("protect", prefix)
         try:
             ipaddress.ip_network(prefix, strict=False)
         except ValueError:
             raise ConfigError(f"protect: {prefix!r} is not an address or prefix") from None
     families = []
     for hop in config.next_hop:
+        _no_scope("next_hop", hop)
         try:
             families.append(ipaddress.ip_address(hop).version)
         except ValueError:
@@ -202,6 +204,16 @@ def validate(config: DivertConfig) -> None:
         raise ConfigError(f"data_plane {config.data_plane!r}: one of {', '.join(DATA_PLANES)}")
     if config.community is not None:
         parse_community(config.community)
+
+
+def _no_scope(name: str, text: str) -> None:
+    """Python accepts ``fe80::1%<anything>``, newlines included, and these values go
+    verbatim into BIRD include files and ExaBGP command lines: no scope ids (a link-local
+    next hop is not one a router can use for iBGP routes anyway)."""
+    if "%" in text:
+        raise ConfigError(
+            f"{name}: {text!r}: scope ids (%...) are not accepted: give a global address"
+        )
 
 
 def parse_community(text: str) -> tuple[int, int]:
@@ -225,6 +237,7 @@ def parse_community(text: str) -> tuple[int, int]:
 def parse_resolver(text: str) -> tuple[str, int]:
     """``"192.0.2.53"``, ``"192.0.2.53:5353"``, ``"2001:db8::53"`` or ``"[2001:db8::53]:53"``
     as (address, port). Resolvers are addresses: resolving a resolver's name would need one."""
+    _no_scope("resolver", text)
     host, port = text.strip(), 53
     if host.startswith("["):
         inside, bracket, rest = host[1:].partition("]")

@@ -46,6 +46,8 @@ def next_hops(addresses: Iterable[str]) -> dict[int, str]:
     """{4: IPv4 next hop, 6: IPv6 next hop} from up to one address per family."""
     hops: dict[int, str] = {}
     for text in addresses:
+        if "%" in text:  # any text, newlines too, and it goes verbatim into BIRD and ExaBGP
+            raise DivertError(f"next hop {text!r}: scope ids (%...) are not accepted")
         try:
             address = ipaddress.ip_address(text)
         except ValueError:

@@ -75,6 +75,11 @@ def test_full_config(tmp_path: pathlib.Path) -> None:
         ("resolvers = ['192.0.2.53:0']", "port"),
         ("protect = ['10.0.0.0/33']", "protect"),
         ("next_hop = ['192.0.2.1', '192.0.2.2']", "at most one IPv4"),
+        # A scope id is any text, and next_hop goes verbatim into BIRD files and ExaBGP lines.
+        ("next_hop = ['fe80::1%eth0']", "scope"),
+        ('next_hop = ["fe80::1%x\\nroute 0.0.0.0/0 via 192.0.2.9"]', "scope"),
+        ("resolvers = ['fe80::53%eth0']", "scope"),
+        ("protect = ['fe80::1%eth0']", "scope"),
         ("nft_table = 'a b'", "nft_table"),
         ("key_file = 3", "path"),
         ("store = ", "not valid TOML"),

@@ -69,6 +69,9 @@ def test_next_hops() -> None:
         next_hops(["198.51.100.1", "198.51.100.2"])
     with pytest.raises(DivertError, match="not an IP address"):
         next_hops(["proxy.example.net"])
+    # --next-hop on the command line: a scope id would go verbatim into the BIRD file.
+    with pytest.raises(DivertError, match="scope"):
+        next_hops(["fe80::1%eth0\nroute 0.0.0.0/0 via 192.0.2.9"])
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="bird (Debian bird2) is not installed")

@@ -61,6 +61,37 @@ def test_a_key_readable_by_everyone_is_refused(tmp_path: pathlib.Path) -> None:
     keyfile.load(path)
 
 
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o660, 0o622])
+def test_a_key_writable_by_others_is_refused(tmp_path: pathlib.Path, mode: int) -> None:
+    """Who can write the key can replace it (and read what is stored with the new one)."""
+    path = tmp_path / "divert.key"
+    keyfile.generate(path)
+    path.chmod(mode)
+    with pytest.raises(DivertError, match="writable by"):
+        keyfile.load(path)
+
+
+def test_a_key_owned_by_another_user_is_refused(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "divert.key"
+    keyfile.generate(path)
+    other = os.getuid() + 1 if os.getuid() == 0 else None
+    if other is None:
+        pytest.skip("changing a file's owner needs root")
+    os.chown(path, other, -1)
+    with pytest.raises(DivertError, match="owned by"):
+        keyfile.load(path)
+
+
+def test_a_key_behind_a_symlink_is_refused(tmp_path: pathlib.Path) -> None:
+    """A link can be swapped to point at another key; the path itself must be the file."""
+    real = tmp_path / "real.key"
+    keyfile.generate(real)
+    link = tmp_path / "divert.key"
+    link.symlink_to(real)
+    with pytest.raises(DivertError, match="symbolic link"):
+        keyfile.load(link)
+
+
 @pytest.mark.parametrize("content", [b"", b"not a key\n", b"QUFB\n", b"A" * 44 + b"\n"])
 def test_not_a_key(tmp_path: pathlib.Path, content: bytes) -> None:
     path = tmp_path / "divert.key"
