@@ -85,6 +85,7 @@ def make(directory: pathlib.Path, store: str, site: Site, confdir, ca, **options
     token = directory / "webhook.token"
     directory.mkdir(parents=True, exist_ok=True)
     token.write_text("s3cret-token\n")
+    token.chmod(0o600)  # the proxy refuses a token file others can read
     return Proxy(
         directory,
         store=store,
