@@ -4,8 +4,9 @@ same things with the same words.
 
 A secret file is read only when nobody but its owner could have read or replaced it: not
 through a symbolic link (whoever owns the link can re-point it), a regular file, owned by
-the user reading it, and neither readable nor writable by its group or others (the rule
-ssh applies to its keys). The refusal names the file and the command that fixes it.
+the user reading it (or root, who could replace anything anyway), and neither readable nor
+writable by its group or others (the rule ssh applies to its keys). The refusal names the
+file and the command that fixes it.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class SecretFileError(ValueError):
     what to do."""
 
 
-def read_private(path: str | os.PathLike[str], what: str) -> bytes:
+def read_private(path: str | os.PathLike[str], what: str, *, group_may_read: bool = False) -> bytes:
     """The bytes of a secret file (``what`` names it in messages: "key file"); raises
     SecretFileError when it is missing, a symbolic link, not a regular file, another user's,
-    or open to its group or others."""
+    or open to its group (unless ``group_may_read``: reading only) or others."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -45,25 +46,27 @@ def read_private(path: str | os.PathLike[str], what: str) -> bytes:
         raise SecretFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as file:
         status = os.fstat(fd)
-        _check(path, what, status)
+        _check(path, what, status, group_may_read)
         return file.read(MAX_BYTES)
 
 
-def _check(path: str | os.PathLike[str], what: str, status: os.stat_result) -> None:
+def _check(
+    path: str | os.PathLike[str], what: str, status: os.stat_result, group_may_read: bool
+) -> None:
     if not stat.S_ISREG(status.st_mode):
         raise SecretFileError(f"{what} {path} is not a regular file")
     me = os.geteuid()
-    if status.st_uid != me:
+    if status.st_uid not in (me, 0):
         raise SecretFileError(
             f"{what} {path} is owned by uid {status.st_uid}, not by the user reading it "
-            f"(uid {me}): chown {_user(me)} {path}"
+            f"(uid {me}) or root: chown {_user(me)} {path}"
         )
     mode = status.st_mode
     for bit, words in (  # writable first: who can write it can replace the secret
         (stat.S_IWOTH, "writable by everyone"),
         (stat.S_IWGRP, "writable by its group"),
         (stat.S_IROTH, "readable by everyone"),
-        (stat.S_IRGRP, "readable by its group"),
+        (0 if group_may_read else stat.S_IRGRP, "readable by its group"),
     ):
         if mode & bit:
             raise SecretFileError(f"{what} {path} is {words}: chmod 600 {path}")

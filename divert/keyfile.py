@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import functools
 import hashlib
 import hmac
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from blocklist_addon.credentials import SecretFileError, read_private
 from divert import DivertError
 
 __all__ = ["HostKey", "generate", "load"]
@@ -98,24 +97,14 @@ def generate(path: Path) -> HostKey:
 
 
 def load(path: Path) -> HostKey:
-    """Read a key file; DivertError when it is missing, not a key, or not safe: readable by
-    everyone, writable by anyone but its owner, owned by another user (root aside), or a
-    symbolic link (whoever can replace the key can read what is stored with the new one)."""
+    """Read a key file; DivertError when it is missing, not a key, or not safe
+    (credentials.read_private: a symbolic link, another user's but root's, writable by
+    anyone but its owner, readable by everyone; whoever can replace the key can read what
+    is stored with the new one)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise DivertError(
-                f"key file {path} is a symbolic link: give the file's own path"
-            ) from None
-        raise DivertError(f"cannot read key file {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            text = f.read(200).strip()
-    except OSError as e:
-        raise DivertError(f"cannot read key file {path}: {e.strerror or e}") from None
-    _check_safe(path, info)
+        text = read_private(path, "key file", group_may_read=True).strip()
+    except SecretFileError as e:
+        raise DivertError(str(e)) from None
     try:
         raw = base64.urlsafe_b64decode(text)
     except (binascii.Error, ValueError):
@@ -123,18 +112,3 @@ def load(path: Path) -> HostKey:
     if len(raw) != 32 or base64.urlsafe_b64encode(raw) != text:
         raise DivertError(f"{path} is not a hostname key (make one: blocklist-divert keygen)")
     return HostKey(raw)
-
-
-def _check_safe(path: Path, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise DivertError(f"key file {path} is not a regular file")
-    if info.st_mode & stat.S_IROTH:
-        raise DivertError(f"key file {path} is readable by everyone: chmod 600 {path}")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        who = "everyone" if info.st_mode & stat.S_IWOTH else "its group"
-        raise DivertError(f"key file {path} is writable by {who}: chmod 600 {path}")
-    if info.st_uid not in (os.geteuid(), 0):
-        raise DivertError(
-            f"key file {path} is owned by uid {info.st_uid}, not this user ({os.geteuid()}) "
-            "or root: run as its owner, or chown it"
-        )
