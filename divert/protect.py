@@ -8,6 +8,14 @@ CGNAT, link-local, multicast, unspecified and reserved space, and their IPv6 equ
 The operator adds their own (their resolvers, their customers' ranges, large CDNs they
 choose) inline (``protect``) or in a file (``protect_file``, ``--protect-file``).
 
+IPv4 embedded in IPv6 is protected like the IPv4 address it leads to: a listed host
+answering ``AAAA 64:ff9b::<protected IPv4>`` would otherwise divert that IPv4 address for
+every IPv6-only subscriber behind NAT64. The translation prefixes are NAT64's well-known
+``64:ff9b::/96`` (RFC 6052), its local-use ``64:ff9b:1::/48`` (RFC 8215, any of RFC 6052's
+formats inside it) and 6to4's ``2002::/16`` (RFC 3056). The config's own addresses (the next
+hops, the resolvers, the health URL's host when it is an address) are protected without
+being listed (``Protected.for_config``).
+
 The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)
 are deliberately not built in: no Internet host lives there, so diverting them harms no
 one, and they are the addresses tests and examples use.
@@ -16,12 +24,13 @@ one, and they are the addresses tests and examples use.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from divert.config import ConfigError
+from divert.config import ConfigError, DivertConfig, parse_resolver
 
-__all__ = ["BUILTIN", "Protected", "load_file"]
+__all__ = ["BUILTIN", "Protected", "embedded_ipv4", "load_file", "own_addresses"]
 
 type Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,6 +52,36 @@ BUILTIN: tuple[str, ...] = (
     "fec0::/10",  # site-local (deprecated)
     "ff00::/8",  # multicast
 )
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_6TO4 = ipaddress.ip_network("2002::/16")
+#: RFC 6052's prefix lengths: where the IPv4 address starts (bits 64-71 are always skipped).
+_RFC6052 = (32, 40, 48, 56, 64, 96)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> Iterator[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet to ``address`` may reach through a translator."""
+    value = int(address)
+    if address in _NAT64:
+        yield ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    elif address in _NAT64_LOCAL:  # the operator's prefix length is unknown: every format
+        for length in _RFC6052:
+            inner = _rfc6052(value, length) if length >= 48 else 0
+            suffix = value & ((1 << max(0, 128 - length - 40)) - 1) if length < 96 else 0
+            # A format whose suffix is not zero is not the one in use; 0.0.0.0/8 is what a
+            # wrong format's zero padding reads as, never a translated destination.
+            if inner >> 24 and not suffix:
+                yield ipaddress.IPv4Address(inner)
+    elif address in _6TO4:
+        yield ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF)
+
+
+def _rfc6052(value: int, length: int) -> int:
+    """The 32 bits after the first ``length`` bits, skipping bits 64-71 (the "u" octet)."""
+    bits = [(value >> (127 - i)) & 1 for i in range(length, 128) if not 64 <= i < 72]
+    return int("".join(map(str, bits[:32])), 2)
 
 
 class Protected:
@@ -70,9 +109,24 @@ class Protected:
             extra += load_file(path)
         return cls([*BUILTIN, *extra])
 
+    @classmethod
+    def for_config(cls, config: DivertConfig) -> Protected:
+        """The built-in prefixes, the operator's, and the config's own addresses."""
+        files = [config.protect_file] if config.protect_file else []
+        return cls.from_sources([*config.protect, *own_addresses(config)], files)
+
     def match(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> Network | None:
-        """The protected prefix holding ``address``, or None."""
+        """The protected prefix holding ``address`` (or the IPv4 address embedded in it),
+        or None."""
         addr = ipaddress.ip_address(address)
+        found = self._match(addr)
+        if found is None and isinstance(addr, ipaddress.IPv6Address):
+            for inner in embedded_ipv4(addr):
+                if (found := self._match(inner)) is not None:
+                    break
+        return found
+
+    def _match(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Network | None:
         value = int(addr)
         for (version, bits), networks in self._by_length.items():
             if version == addr.version and value >> bits in networks:
@@ -81,6 +135,17 @@ class Protected:
 
     def __len__(self) -> int:
         return len(self.prefixes)
+
+
+def own_addresses(config: DivertConfig) -> list[str]:
+    """The gateway's own infrastructure named in the config: never diverted."""
+    own = [*config.next_hop, *(parse_resolver(r)[0] for r in config.resolvers)]
+    try:
+        host = urlsplit(config.health_url).hostname or ""
+        own.append(str(ipaddress.ip_address(host)))
+    except ValueError:
+        pass  # a name: resolving it here would be one more DNS trick to worry about
+    return own
 
 
 def load_file(path: Path) -> list[Network]:

@@ -112,9 +112,7 @@ async def resolve_once(
         key = keyfile.load(config.key_file)
     except DivertError as e:  # a missing or unsafe key file is the operator's setup
         raise ConfigError(str(e)) from None
-    protected = Protected.from_sources(
-        config.protect, [config.protect_file] if config.protect_file else []
-    )
+    protected = Protected.for_config(config)
     lookup = Lookup(
         [parse_resolver(r) for r in config.resolvers],
         timeout=config.timeout,

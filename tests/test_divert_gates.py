@@ -179,6 +179,46 @@ def test_cleanfeed_attack_to_a_protected_address_is_refused_and_keeps_the_old_on
     assert "198.51.100.53 in 198.51.100.0/24" in out.decisions[0].detail
 
 
+@pytest.mark.parametrize(
+    ("address", "prefix"),
+    [
+        ("64:ff9b::198.51.100.53", "198.51.100.0/24"),  # NAT64 well-known prefix (RFC 6052)
+        ("64:ff9b::10.1.2.3", "10.0.0.0/8"),
+        ("64:ff9b:1::198.51.100.53", "198.51.100.0/24"),  # local-use /48 (RFC 8215), as /96
+        ("64:ff9b:1:c633:64:3500::", "198.51.100.0/24"),  # ... in the /48 format (u octet)
+        ("2002:c633:6435::1", "198.51.100.0/24"),  # 6to4 (RFC 3056)
+        ("2002:7f00:1::1", "127.0.0.0/8"),
+        ("64:ff9b::192.0.2.10", None),  # an IPv4 address that may be diverted
+        ("2002:c000:20a::1", None),
+        ("2001:db8::c633:6435", None),  # not a translation prefix: no IPv4 inside
+    ],
+)
+def test_ipv4_embedded_in_ipv6_is_protected_like_the_ipv4(address: str, prefix: str | None) -> None:
+    """A listed host answering AAAA 64:ff9b::<protected IPv4> would divert that IPv4
+    address for every IPv6-only subscriber behind NAT64 (and 6to4 likewise)."""
+    protected = Protected.from_sources(["198.51.100.0/24"])
+    found = protected.match(address)
+    assert (None if found is None else str(found)) == prefix
+
+
+def test_the_configs_own_addresses_are_protected() -> None:
+    """The proxy (next hop), the resolvers and the health host: a listed host pointing its
+    name at them would divert the gateway's own infrastructure."""
+    config = DivertConfig(
+        next_hop=("192.0.2.2", "2001:db8:3::2"),
+        resolvers=("203.0.113.53:5353", "[2001:db8::53]:53"),
+        health_url="http://198.51.100.9:18081/healthz",
+    )
+    protected = Protected.for_config(config)
+    for address in ("192.0.2.2", "2001:db8:3::2", "203.0.113.53", "2001:db8::53"):
+        assert protected.match(address) is not None, address
+    assert protected.match("198.51.100.9") is not None
+    assert protected.match("64:ff9b::192.0.2.2") is not None
+    assert protected.match("192.0.2.3") is None
+    out = run({"h2": ok("2001:db8:3::2")}, protected=protected)
+    assert "2001:db8:3::2" not in out.dset.addresses
+
+
 def test_protected_addresses_are_dropped_from_a_mixed_answer() -> None:
     out = run({"h3": ok("192.0.2.30", "10.0.0.1", "127.0.0.1")})
     assert out.dset.hosts["h3"] == ("192.0.2.30",)
