@@ -79,11 +79,23 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
-def read_token(path: str | os.PathLike[str], what: str = "token file") -> str:
-    """A bearer token from a private file (read_private), stripped; SecretFileError when it
-    is empty or holds what an HTTP header must not (whitespace, CR/LF, non-ASCII)."""
+def read_token(
+    path: str | os.PathLike[str], what: str = "token file", *, private: bool = True
+) -> str:
+    """A bearer token from a file, stripped; SecretFileError when it cannot be read, is not
+    private (read_private; ``private=False`` skips that check, for the sync's feed tokens,
+    which the compose kit mounts 0644 for its containers' users), is empty, or holds what an
+    HTTP header must not (whitespace, CR/LF, non-ASCII)."""
+    if private:
+        data = read_private(path, what)
+    else:
+        try:
+            with open(path, "rb") as file:
+                data = file.read(MAX_BYTES)
+        except OSError as exc:
+            raise SecretFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     try:
-        token = read_private(path, what).decode("utf-8").strip()
+        token = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         token = "\n"
     if not token:

@@ -5,9 +5,7 @@ never over plain http:// beyond loopback."""
 from __future__ import annotations
 
 import base64
-import ipaddress
 import os
-import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +14,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import yarl
 
+from blocklist_addon.credentials import SecretFileError, is_loopback, read_token
 from sync.fetch_errors import FetchError, reason, shown_url
 from sync.fetch_types import FeedSource
 
 __all__ = ["Client", "client_for", "origin"]
-
-# A bearer token goes into a header: visible ASCII only (no CR/LF to smuggle headers).
-_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ def client_for(source: FeedSource, session: aiohttp.ClientSession) -> Client:
     if source.basic_auth_env:
         headers["Authorization"] = _basic_auth(source.basic_auth_env)
     sends_credentials = bool(headers or parts.username)
-    if sends_credentials and parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
+    if sends_credentials and parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
         raise FetchError(
             f"refusing to send credentials over plain http:// to {shown_url(source.url)}; "
             "use https://"
@@ -65,16 +61,9 @@ def client_for(source: FeedSource, session: aiohttp.ClientSession) -> Client:
 
 def _read_token(path: Path) -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FetchError(f"cannot read token file {path}: {reason(e)}") from None
-    if not token:
-        raise FetchError(f"token file {path} is empty")
-    if not _TOKEN.fullmatch(token):
-        raise FetchError(
-            f"token file {path} holds whitespace or characters not allowed in an HTTP header"
-        )
-    return token
+        return read_token(path, "token file", private=False)
+    except SecretFileError as e:
+        raise FetchError(str(e)) from None
 
 
 def _basic_auth(prefix: str) -> str:
@@ -114,14 +103,3 @@ def origin(url: str) -> tuple[str, str | None, int | None]:
         return parsed.scheme, parsed.host, parsed.port
     except (ValueError, TypeError):
         return "", None, None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
