@@ -71,6 +71,8 @@ examples:
 Two-stage diversion (blocklist-divert): with --divert-key-file FILE (or divert_key_file in
 the config, or $BLOCKLIST_DIVERT_KEY_FILE) the sync also keeps the active list's hostnames,
 encrypted with that key, for blocklist-divert resolve; make the key with blocklist-divert keygen.
+A key that cannot be used (missing, unsafe, not a key) fails that step only: the lists are
+synced, the hostnames are not, and the sync exits 1 with one line saying why.
 
 Credentials never go on the command line: name a token file or environment variables in the
 config file. The Redis password comes from $BLOCKLIST_REDIS_PASSWORD or the file named by
@@ -198,7 +200,16 @@ async def cmd_sync(
         if not todo:
             continue
         of_kind = dataclasses.replace(config, feeds=_feeds(config, kind))
-        hosts = open_hosts(args, config) if kind == "urls" else None  # hosts of URL lists
+        hosts = None
+        if kind == "urls":  # the hosts of URL lists, for diversion: a step of its own
+            try:
+                hosts = open_hosts(args, config)
+            except ConfigError as e:
+                print(
+                    f"hostnames for diversion: FAILED: {e}; the lists are synced without them",
+                    file=sys.stderr,
+                )
+                status = EXIT_FAILED
         try:
             result = await worker.run_sync(
                 stores(kind), of_kind, todo, force=args.force, progress=progress, hosts=hosts

@@ -4,6 +4,7 @@ the sync keeping the active list's hosts (divert/keyfile.py, divert/hosts.py, th
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import stat
@@ -271,13 +272,34 @@ async def test_status_counts_the_hosts(
     assert "example" not in out.replace(store_url, "")
 
 
-def test_bad_key_file_is_a_usage_error(
-    tmp_path: pathlib.Path, store_url: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("bad", ["missing", "world-readable"])
+async def test_a_bad_key_file_fails_the_hosts_step_and_the_lists_are_synced_anyway(
+    tmp_path: pathlib.Path, store_url: str, capsys: pytest.CaptureFixture[str], bad: str
 ) -> None:
+    """The hostnames for diversion are one step of the sync: a bad key stops that step
+    (exit 1, one line saying why), not the URL and hash lists, which were not synced at all
+    before (exit 2)."""
     write_feed(tmp_path / "a.txt", FEED_A)
-    config = write_config(tmp_path, store_url, "a", key="missing.key")
-    assert cli.main(["--config", str(config)]) == 2
-    assert "cannot read key file" in capsys.readouterr().err
+    (tmp_path / "h.jsonl").write_text(json.dumps({"id": "h1", "sha256": "ab" * 32}) + "\n")
+    key = tmp_path / "divert.key"
+    if bad == "world-readable":
+        keyfile.generate(key)
+        key.chmod(0o644)
+    config = write_config(tmp_path, store_url, "a", key=str(key))
+    config.write_text(
+        config.read_text()
+        + f'[feeds.h]\nurl = "{(tmp_path / "h.jsonl").as_uri()}"\nformat = "hashes-jsonl"\n'
+    )
+    assert await sync("--config", str(config)) == 1
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if "hostnames for diversion: FAILED" in line]
+    assert len(failed) == 1 and ("cannot read" in failed[0] or "readable" in failed[0]), err
+    assert len(await active_list(store_url)) == len(FEED_A)
+    hashes = open_store(store_url, namespace="hashes")
+    try:
+        assert await hashes.active() is not None
+    finally:
+        await hashes.close()
 
 
 def test_keygen_command(tmp_path: pathlib.Path) -> None:
