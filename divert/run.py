@@ -47,6 +47,7 @@ import contextlib
 import enum
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,7 +61,15 @@ from divert import DivertError, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
 
-__all__ = ["HealthGate", "Phase", "Runner", "poll_interval", "probe_health", "same"]
+__all__ = [
+    "HealthGate",
+    "Phase",
+    "Runner",
+    "poll_interval",
+    "probe_health",
+    "resolve_wait",
+    "same",
+]
 
 log = logging.getLogger("blocklist-divert")
 
@@ -123,6 +132,18 @@ async def probe_health(
 def poll_interval(withdraw_after: float) -> float:
     """How often health is checked: ten times per withdraw_after, between 0.2 and 5 s."""
     return min(max(withdraw_after / 10, 0.2), 5.0)
+
+
+#: Each wait between resolutions is interval times 1 +/- this, at random.
+JITTER = 0.2
+_random = random.SystemRandom()
+
+
+def resolve_wait(interval: float, draw: Callable[[float, float], float] = _random.uniform) -> float:
+    """The wait before the next resolution: ``interval`` with jitter. The listed hostnames go
+    out in plaintext DNS; on a fixed schedule their burst of queries is easy to pick out of a
+    resolver's log or the wire (operators-guide, "The hostnames on the wire")."""
+    return interval * (1 + draw(-JITTER, JITTER))
 
 
 def same(a: DiversionSet | None, b: DiversionSet | None) -> bool:
@@ -343,7 +364,7 @@ class Runner:
                 log.error("resolve failed: %s; the active set stays", outcome)
             self._verify_now = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.interval)
+                await asyncio.wait_for(stop.wait(), resolve_wait(self.config.interval))
 
     # -- reporting -------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from blocklist_addon.store import Store, open_store
 from divert import DivertError, nft
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
-from divert.run import HealthGate, Phase, Runner, poll_interval, probe_health
+from divert.run import HealthGate, Phase, Runner, poll_interval, probe_health, resolve_wait
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "blocklist-divert.service"
@@ -76,6 +76,13 @@ def test_poll_interval_is_a_tenth_of_withdraw_after_within_bounds() -> None:
     assert poll_interval(30) == 3.0
     assert poll_interval(1) == 0.2
     assert poll_interval(3600) == 5.0
+
+
+def test_resolutions_are_spread_at_random_around_the_interval() -> None:
+    """A fixed 300 s rhythm of the listed hostnames' DNS queries stands out on the wire."""
+    waits = [resolve_wait(300.0) for _ in range(200)]
+    assert all(240.0 <= w <= 360.0 for w in waits)
+    assert max(waits) - min(waits) > 60.0  # spread, not one value
 
 
 # -- the probe: a real HTTP server playing the proxy's /healthz ----------------------------------
