@@ -200,6 +200,21 @@ def test_quic_to_a_diverted_address_is_rejected(site: Site, proxy: Proxy, addres
     assert site.udp[address].received == received
 
 
+def test_other_ports_to_a_diverted_address_pass_directly(site: Site, proxy: Proxy) -> None:
+    """The documented choice of deploy/nftables-divert.nft: only web traffic is diverted.
+    Mail, SSH, VPNs and the rest to an address a listed host shares with others reach it
+    directly, as without the table: rejecting them would cut third parties off for one
+    listed page (and tell a scanner which addresses are diverted)."""
+    before = connections(proxy)
+    with site.topo.server.listen(DIVERTED, 8080) as listener:
+        listener.settimeout(15)
+        with site.client.connect(DIVERTED, 8080):
+            accepted, peer = listener.accept()
+            accepted.close()
+    assert peer[0] == site.topo.CLIENT4  # from the client itself, not via the proxy
+    assert connections(proxy) == before
+
+
 def test_set_updates_while_a_client_connects_in_a_loop_fail_and_leak_nothing(
     site: Site, proxy: Proxy
 ) -> None:
