@@ -29,6 +29,7 @@ from divert.dataset import DiversionSet
 from divert.exabgp import CHUNK, ApiEvent, ExaBgpPlane, parse_api_line, read_api
 from divert.export import render
 from divert.planes import NftPlane, make_plane
+from divert.run import same
 from sync.config import ConfigError
 
 HOPS = {4: "192.0.2.2", 6: "2001:db8:3::2"}
@@ -201,6 +202,24 @@ def test_export_carries_the_operator_community() -> None:
 
 
 @pytest.mark.skipif(shutil.which("birdc") is None, reason="birdc (Debian bird2) is not installed")
+def test_bgp_planes_read_back_what_they_hold(tmp_path: pathlib.Path) -> None:
+    """What run compares with what it applied: BIRD's include files (one deleted behind its
+    back reads as routes missing), and what this process told ExaBGP (nothing known before
+    its first apply: a predecessor's routes are not this process's to claim)."""
+    bird = BirdPlane(tmp_path, tmp_path / "no-bird.ctl", HOPS, "64512:666")
+    for path, text in bird.render(A).items():
+        path.write_text(text)
+    assert same(bird.read(), A)
+    (tmp_path / "divert6.conf").unlink()
+    assert same(bird.read(), DiversionSet(ipv4=A.ipv4))
+    exabgp = ExaBgpPlane(io.StringIO(), HOPS, "64512:666")
+    assert exabgp.read() is None
+    exabgp.apply(A)
+    assert same(exabgp.read(), A)
+    exabgp.apply(B)
+    assert same(exabgp.read(), B)
+
+
 def test_bird_files_are_put_back_when_birdc_fails(tmp_path: pathlib.Path) -> None:
     bird = BirdPlane(tmp_path, tmp_path / "no-bird.ctl", HOPS, "64512:666")
     (tmp_path / "divert4.conf").write_text("# what BIRD runs\n")
