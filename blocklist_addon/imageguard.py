@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon import uploads
 from blocklist_addon.active import ActiveList, ListKind
 from blocklist_addon.blocklog import record
-from blocklist_addon.enforce import UNCHECKED, Enforcer, respond
+from blocklist_addon.enforce import UNCHECKED, Enforcer, header, respond
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
+from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
+from blocklist_addon.inflate import TooLarge, inflate
 from blocklist_addon.metrics import Metrics
 from blocklist_addon.webhook import Webhook
 
@@ -47,10 +48,19 @@ __all__ = ["ImageGuard"]
 log = logging.getLogger(__name__)
 
 _UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
-#: Bodies without an image and smaller than this are hashed on the event loop (microseconds).
+#: Bodies smaller than this, without an image signature or a content coding, are checked on
+#: the event loop (microseconds).
 INLINE_BYTES = 64 * 1024
 #: Statuses for an upload refused because it could not be checked, by reason.
 _UNCHECKED_STATUS = {"too-large": 413}
+#: A request's check may take this many times blocklist_image_max_ms in all (each image is
+#: bounded by max_ms on its own); the wait for a free worker does not count.
+REQUEST_BUDGET = 4
+#: Seconds an upload may wait for a free worker before it counts as unchecked (too-busy).
+QUEUE_WAIT = 60.0
+#: Images decoded per request at most: a post of 200,000 tiny images must not hold a worker
+#: for minutes (the rest are reported as too-many-parts; their exact hashes are checked).
+MAX_IMAGES = 256
 
 
 @dataclass
@@ -59,6 +69,7 @@ class _Outcome:
     unchecked: list[str] = field(default_factory=list)
     images: int = 0
     files: int = 0
+    pending: int = 0  # images whose pixels are still to be checked
     failed: bool = False  # the check raised, and blocklist_on_error says refuse
 
 
@@ -72,7 +83,7 @@ class ImageGuard:
     dihedral: bool = field(default=True, init=False)
     max_bytes: int = field(default=32 * 1024 * 1024, init=False)
     max_pixels: int = field(default=16 * 1024 * 1024, init=False)
-    max_frames: int = field(default=4, init=False)
+    max_frames: int = field(default=1000, init=False)
     max_seconds: float = field(default=2.0, init=False)
     uncheckable: str = field(default="pass", init=False)
 
@@ -130,9 +141,9 @@ class ImageGuard:
         loader.add_option(
             "blocklist_image_max_frames",
             int,
-            4,
+            1000,
             "Frames of an animated image (GIF, WebP, APNG, TIFF pages, HEIF sequences) checked,"
-            " from the first.",
+            " from the first; an image with more is reported unchecked (frames-skipped).",
         )
         loader.add_option(
             "blocklist_image_max_ms",
@@ -145,9 +156,13 @@ class ImageGuard:
             "blocklist_image_uncheckable",
             str,
             "pass",
-            "An uploaded image the proxy cannot check (too large, truncated, undecodable, "
-            "too slow): pass (and log and count it) or refuse (413 when too large, 422 "
-            "otherwise). Exact hashes are checked either way.",
+            "An upload the proxy cannot fully check (too large, truncated, undecodable, too "
+            "slow, frames skipped, a malformed multipart body, too many parts): pass (and "
+            "log and count it) or refuse (413 when too large, 422 otherwise). Exact hashes "
+            "are checked either way. An upload declared larger than "
+            "blocklist_image_max_bytes is refused by closing the connection, unread; one of "
+            "unknown length (chunked) is refused so whatever this says: it cannot be held in "
+            "bounded memory.",
             choices=["pass", "refuse"],
         )
         loader.add_option(
@@ -214,12 +229,26 @@ class ImageGuard:
     # -- traffic ---------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._requestheaders(flow)
+        except Exception as exc:  # fail as blocklist_on_error says, never open by accident
+            self._failed(flow, exc)
+
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not self._guarded(flow):
             return
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
+        length = header(flow.request.headers, b"content-length")
+        if length is None and header(flow.request.headers, b"transfer-encoding") is not None:
+            # Checking it means buffering it without a bound, and streaming it sends it
+            # upstream unchecked: it is refused whatever the policy. mitmproxy reads a whole
+            # body before it sends an answer, so the connection is closed instead.
+            self._unchecked(flow, ["unknown-length"], refuse=True)
+            flow.kill()
+        elif length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
             self._unchecked(flow, ["too-large"])
-            if flow.response is None:
+            if flow.response is not None:
+                flow.kill()  # refused: closed rather than read whole for a 413
+            else:
                 flow.request.stream = True  # passes, without sitting in memory
         else:
             # Held until checked, even when the URL upload check (a lower limit) would
@@ -227,56 +256,119 @@ class ImageGuard:
             flow.request.stream = False
 
     def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
-        """Check a buffered upload; one holding an image (or a large one) is checked off
+        """Check a buffered upload; one holding an image, encoded or large is checked off
         the event loop: the hook then returns a coroutine, which mitmproxy awaits before
         anything is sent upstream."""
+        try:
+            return self._request(flow)
+        except Exception as exc:
+            self._failed(flow, exc)
+            return None
+
+    def _request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         request = flow.request
         if request.stream or flow.response is not None or not self._guarded(flow):
             return None
         hashlist = self.hashes.blocklist
-        if hashlist is None or not request.raw_content:
+        raw = request.raw_content
+        if hashlist is None or not raw:
             return None
-        try:
-            body = request.get_content() or b""
-        except ValueError:  # a broken Content-Encoding: hash what was sent
-            body = request.raw_content
-        if len(body) > self.max_bytes:
+        coding = header(request.headers, b"content-encoding")
+        content_type = header(request.headers, b"content-type") or ""
+        if len(raw) > self.max_bytes:
             self._unchecked(flow, ["too-large"])
             return None
-        parts = list(uploads.files(body, request.headers.get("content-type", "")))
-        from blocklist_addon.hashes import sniff
-
-        if sum(map(len, parts)) <= INLINE_BYTES and not any(map(sniff, parts)):
-            self._decide(flow, self._check(hashlist, parts))  # type: ignore[arg-type]
-            return None
-        return self._check_off_loop(flow, hashlist, parts)  # type: ignore[arg-type]
+        if len(raw) <= INLINE_BYTES and not coding:
+            outcome = self._check(hashlist, raw, coding, content_type, pixels=False)
+            if outcome.match is not None or not outcome.pending:
+                self._decide(flow, outcome)
+                return None
+        return self._check_off_loop(flow, hashlist, raw, coding, content_type)
 
     async def _check_off_loop(
-        self, flow: http.HTTPFlow, hashlist: HashList, parts: list[bytes]
+        self,
+        flow: http.HTTPFlow,
+        hashlist: HashList,
+        raw: bytes,
+        coding: str | None,
+        content_type: str,
     ) -> None:
         loop = asyncio.get_running_loop()
-        # The decoder stops starting frames after max_seconds; this bounds the wait for
-        # one that never returns (the thread finishes on its own; the pool bounds them).
-        deadline = self.max_seconds * max(1, len(parts)) + 5.0
+        started = asyncio.Event()
+
+        def work() -> _Outcome:
+            loop.call_soon_threadsafe(started.set)
+            return self._check(hashlist, raw, coding, content_type)
+
+        future = loop.run_in_executor(self._pool, work)
         try:
-            outcome = await asyncio.wait_for(
-                loop.run_in_executor(self._pool, self._check, hashlist, parts), deadline
-            )
+            # Queueing behind other uploads does not eat into this upload's own budget.
+            async with asyncio.timeout(QUEUE_WAIT):
+                await started.wait()
         except TimeoutError:
-            outcome = _Outcome(unchecked=["too-slow"])
+            future.cancel()
+            outcome = _Outcome(unchecked=["too-busy"])
+        else:
+            # The check stops starting work at its budget; this bounds the wait for a
+            # decoder that never returns (the thread finishes on its own).
+            try:
+                outcome = await asyncio.wait_for(
+                    future, self.max_seconds * (REQUEST_BUDGET + 1) + 5.0
+                )
+            except TimeoutError:
+                outcome = _Outcome(unchecked=["too-slow"])
         self._decide(flow, outcome)
 
-    def _check(self, hashlist: HashList, parts: list[bytes]) -> _Outcome:
-        """Runs in a worker thread for images: pure, touches no flow."""
-        started = time.perf_counter()
+    def _check(
+        self,
+        hashlist: HashList,
+        raw: bytes,
+        coding: str | None,
+        content_type: str,
+        *,
+        pixels: bool = True,
+    ) -> _Outcome:
+        """Runs in a worker thread for images: pure, touches no flow. Every piece's exact
+        hashes first (cheap, and a match ends the check), then the pixels of the images
+        (unless not ``pixels``: they are then counted as ``pending``), until the request's
+        budget is spent."""
+        started = time.monotonic()
+        clock = time.perf_counter()
         outcome = _Outcome()
         try:
-            for part in parts:
-                if not part:
-                    continue
-                checked = hashlist.check(part)
+            try:
+                body = inflate(raw, coding, self.max_bytes)
+            except TooLarge:
+                outcome.unchecked.append("too-large")
+                body = raw
+            except ValueError:  # a coding unknown or broken: check what was sent
+                outcome.unchecked.append("undecodable-encoding")
+                body = raw
+            pieces = unwrap(body, content_type, max_files=MAX_FILES, max_bytes=self.max_bytes)
+            outcome.unchecked += pieces.unchecked
+            if body is not raw:
+                pieces.files.append(raw)
+            for piece in pieces.files:
                 outcome.files += 1
-                outcome.images += checked.image is not None
+                if (match := hashlist.match_exact_bytes(piece)) is not None:
+                    outcome.match = match
+                    return outcome
+            budget = self.max_seconds * REQUEST_BUDGET
+            from blocklist_addon.hashes import sniff
+
+            images = [piece for piece in pieces.files if sniff(piece) is not None]
+            if not pixels:
+                outcome.pending = len(images)
+                return outcome
+            if len(images) > MAX_IMAGES:
+                outcome.unchecked.append("too-many-parts")
+                del images[MAX_IMAGES:]
+            for piece in images:
+                if time.monotonic() - started > budget:
+                    outcome.unchecked.append("too-slow")
+                    break
+                checked = hashlist.check_pixels(piece)
+                outcome.images += 1
                 if checked.unchecked:
                     outcome.unchecked.append(checked.unchecked)
                 if checked.match is not None:
@@ -284,7 +376,8 @@ class ImageGuard:
                     break
         except Exception as exc:  # an internal error: blocklist_on_error decides
             outcome.failed = self.enforcer.check_failed("image", exc)
-        self.metrics.inc("blocklist_image_check_seconds_total", time.perf_counter() - started)
+        finally:
+            self.metrics.inc("blocklist_image_check_seconds_total", time.perf_counter() - clock)
         return outcome
 
     def _decide(self, flow: http.HTTPFlow, outcome: _Outcome) -> None:
@@ -312,15 +405,16 @@ class ImageGuard:
             )
             self.webhook.send(line.encode())
 
-    def _unchecked(self, flow: http.HTTPFlow, reasons: list[str]) -> None:
-        refuse = self.uncheckable == "refuse"
+    def _unchecked(self, flow: http.HTTPFlow, reasons: list[str], *, refuse: bool = False) -> None:
+        refuse = refuse or self.uncheckable == "refuse"
         action = "refuse" if refuse else "pass"
+        reasons = list(dict.fromkeys(reasons))
         for reason in reasons:
             self.metrics.inc("blocklist_images_unchecked_total", reason=reason, action=action)
         reason = reasons[0]
         log.warning(  # no host: in forward mode it is where a user uploads to
-            f"blocklist: an upload could not be checked against the image hash list "
-            f"({reason}); {'refused' if refuse else 'passed'}"
+            f"blocklist: an upload could not be fully checked against the image hash list "
+            f"({', '.join(reasons)}); {'refused' if refuse else 'passed'}"
         )
         if refuse:
             status = _UNCHECKED_STATUS.get(reason, 422)
@@ -329,11 +423,16 @@ class ImageGuard:
                 "message": "The upload could not be checked and was not accepted "
                 f"({reason}). Try a smaller or more common image format.",
             }
+            flow.request.stream = False
             flow.response = http.Response.make(
                 status,
                 json.dumps(doc).encode() + b"\n",
                 {"Content-Type": "application/json", "Cache-Control": "no-store"},
             )
+
+    def _failed(self, flow: http.HTTPFlow, exc: Exception) -> None:
+        if self.enforcer.check_failed("image", exc) and flow.response is None:
+            respond(flow, UNCHECKED)
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
         return self.hashes.blocklist is not None and flow.request.method.upper() in _UPLOAD_METHODS

@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 from blocklist_addon.matcher import Match
 
-__all__ = ["files", "listed_in_body", "listed_in_text", "texts"]
+__all__ = ["listed_in_body", "listed_in_text", "texts"]
 
 _BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.IGNORECASE)
 _PART_TYPE = re.compile(rb"^content-type:\s*([^\s;]+)", re.IGNORECASE | re.MULTILINE)
@@ -110,18 +110,6 @@ def texts(body: bytes, content_type: str) -> Iterator[str]:
             yield body.decode("utf-8", "replace")  # not JSON after all: check it as text
     elif kind.startswith("text/") or not kind:
         yield body.decode("utf-8", "replace")
-
-
-def files(body: bytes, content_type: str) -> Iterator[bytes]:
-    """What a client sent that could be a file: every part of a multipart form (whatever
-    its declared name or type: what it is, the image hash check decides by its bytes), else
-    the whole body."""
-    kind = content_type.split(";", 1)[0].strip().lower()
-    if kind != "multipart/form-data":
-        yield body
-        return
-    for _, value in _multipart(content_type, body):
-        yield value
 
 
 def _json_strings(value: object, depth: int) -> Iterator[str]:

@@ -8,7 +8,8 @@ runs (no file, or a key absent: no fault):
 - ``"host": "text"``: ``Blocklist.host_listing`` raises for hosts containing ``text``;
 - ``"render": true``: the splash page and the refused-upload answer cannot be rendered;
 - ``"scan": true``: the page scanner (``pages.neutralize``) raises;
-- ``"image": true``: checking an upload against the image hash list raises;
+- ``"image": true``: checking an upload against the image hash list raises (its exact
+  hashes or its pixels);
 - ``"load": true``: making a ``Blocklist`` of a loaded snapshot raises (a version that
   cannot be loaded);
 - ``"load_delay": seconds``: making one takes that much longer (a slow start);
@@ -66,7 +67,8 @@ def _patch(faults: Faults) -> None:
     original_render = splash.render
     original_refused = splash.refused_upload
     original_neutralize = pages.neutralize
-    original_check = HashList.check
+    original_exact = HashList.match_exact_bytes
+    original_pixels = HashList.check_pixels
 
     def match(self, url: str, **kwargs):
         text = faults.get("match")
@@ -102,12 +104,18 @@ def _patch(faults: Faults) -> None:
             raise InjectedFault(f"injected scan fault for {page_url}")
         return original_neutralize(body, content_type, page_url, *args, **kwargs)
 
-    def check(self, data: bytes):
+    def match_exact_bytes(self, data: bytes):
         if faults.get("image"):
             raise InjectedFault("injected image check fault")
-        return original_check(self, data)
+        return original_exact(self, data)
 
-    HashList.check = check  # type: ignore[method-assign]
+    def check_pixels(self, data: bytes):
+        if faults.get("image"):
+            raise InjectedFault("injected image check fault")
+        return original_pixels(self, data)
+
+    HashList.match_exact_bytes = match_exact_bytes  # type: ignore[method-assign]
+    HashList.check_pixels = check_pixels  # type: ignore[method-assign]
     matcher.Blocklist.match = match  # type: ignore[method-assign]
     matcher.Blocklist.host_listing = host_listing  # type: ignore[method-assign]
     matcher.Blocklist.__init__ = init  # type: ignore[method-assign]

@@ -149,11 +149,32 @@ def test_animations_are_checked_frame_by_frame_up_to_the_limit():
     listed_first = encode(LISTED, "GIF", save_all=True, append_images=frames_[:2], duration=100)
     hl = HashList.from_entries([{"id": "p", "pdq": reference_pdq(LISTED)}])
     assert hl.match_bytes(listed_first) is not None
-    assert hl.match_bytes(gif) is None  # the listed frame is the 6th, beyond max_frames 4
-    deep = HashList.from_entries(
-        [{"id": "p", "pdq": reference_pdq(LISTED)}], limits=Limits(max_frames=6)
+    assert hl.match_bytes(gif) is not None  # the 6th frame: every frame up to 1000
+    shallow = HashList.from_entries(
+        [{"id": "p", "pdq": reference_pdq(LISTED)}], limits=Limits(max_frames=4)
     )
-    assert deep.match_bytes(gif) is not None
+    check = shallow.check(gif)  # past the limit: said, never silent
+    assert check.match is None and check.unchecked == "frames-skipped"
+    assert shallow.check(listed_first).match is not None
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_the_listed_picture_deep_in_an_animation_is_found(fmt: str) -> None:
+    """Frame 50 of 60: four frames used to be hashed, and nothing said the rest were not."""
+    frames_ = [draw(400 + i, (160, 120)) for i in range(60)]
+    frames_[49] = LISTED.resize((160, 120))
+    data = encode(frames_[0], fmt, save_all=True, append_images=frames_[1:], duration=50)
+    hl = HashList.from_entries([{"id": "p", "pdq": reference_pdq(LISTED)}])
+    assert hl.check(data).match is not None
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "ICO", "JPEG2000"])
+def test_more_formats_are_recognized_by_their_bytes_and_checked(fmt: str) -> None:
+    side = (256, 192) if fmt != "ICO" else (128, 128)
+    data = encode(LISTED.resize(side), fmt)
+    assert sniff(data) == fmt
+    hl = HashList.from_entries([{"id": "p", "pdq": reference_pdq(LISTED.resize(side))}])
+    assert hl.check(data).match is not None
 
 
 @pytest.mark.parametrize(

@@ -185,11 +185,21 @@ class HashList:
 
     def check(self, data: bytes) -> Check:
         """Exact hashes first (cheap, and they hold for any file); then, for an image, the
-        PDQ hashes of its first frames."""
-        match = self.match_exact(exact_digests(data, self._exact))
+        PDQ hashes of its frames."""
+        match = self.match_exact_bytes(data)
+        if match is not None:
+            return Check(match, sniff(data))
+        return self.check_pixels(data)
+
+    def match_exact_bytes(self, data: bytes) -> HashMatch | None:
+        """The entry whose exact hash ``data`` has, or None."""
+        return self.match_exact(exact_digests(data, self._exact))
+
+    def check_pixels(self, data: bytes) -> Check:
+        """The PDQ hashes of an image's frames against the list (no exact hashes)."""
         image = sniff(data)
-        if match is not None or image is None or not len(self._pdq):
-            return Check(match, image)
+        if image is None or not len(self._pdq):
+            return Check(None, image)
         try:
             for frame in frames(data, self.limits):
                 hashes, quality = pdq_hashes(frame, dihedral=self.dihedral)

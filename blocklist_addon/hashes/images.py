@@ -26,10 +26,12 @@ __all__ = ["FORMATS", "Limits", "Uncheckable", "frames", "sniff"]
 
 #: Formats recognized by their first bytes, as Pillow names them. HEIF (HEIC) is what phones
 #: save photos as; pillow-heif (libheif) decodes it.
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF")
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF", "ICO", "JPEG2000")
 #: Major brands of an ISO media file (``ftyp`` box) that hold HEIF images (ISO/IEC 23008-12).
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
 _HEIF_BRANDS |= {b"mif1", b"msf1", b"mif2"}
+#: AV1 images and sequences in the same container (Pillow decodes them with libavif).
+_AVIF_BRANDS = {b"avif", b"avis"}
 #: Sizes of the BMP info headers Pillow reads: "BM" alone is too common a start.
 _BMP_HEADERS = {12, 16, 40, 52, 56, 64, 108, 124}
 
@@ -41,7 +43,7 @@ pillow_heif.register_heif_opener()
 
 class Uncheckable(Exception):
     """An image whose pixels cannot be checked; ``reason`` is one fixed word for logs and
-    metrics: undecodable, truncated, too-large, too-slow."""
+    metrics: undecodable, truncated, too-large, too-slow, frames-skipped."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -53,7 +55,7 @@ class Limits:
     """How much work one image may cost."""
 
     max_pixels: int = 16 * 1024 * 1024  # decoded pixels of one frame (JPEGs: after scaling)
-    max_frames: int = 4  # frames of an animation checked, from the first
+    max_frames: int = 1000  # frames of an animation checked, from the first
     max_seconds: float = 2.0  # decoding time after which no further frame is started
     side: int = 512  # frames are scaled to at most this many pixels a side before hashing
 
@@ -73,9 +75,28 @@ def sniff(data: bytes) -> str | None:
         return "TIFF"
     if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in _BMP_HEADERS:
         return "BMP"
+    if head[4:8] == b"ftyp" and head[8:12] in _AVIF_BRANDS:
+        return "AVIF"
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
         return "HEIF"
+    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
+        return "JPEG2000"
+    if _ico(head):
+        return "ICO"
     return None
+
+
+def _ico(head: bytes) -> bool:
+    """An icon directory: reserved 0, type 1, 1-256 images, the first entry's reserved byte
+    0 and its colour planes 0 or 1 (four bytes alone are too common a start)."""
+    count = int.from_bytes(head[4:6], "little")
+    return (
+        head.startswith(b"\x00\x00\x01\x00")
+        and 0 < count <= 256
+        and len(head) >= 12
+        and head[9] == 0
+        and head[10:12] in (b"\x00\x00", b"\x01\x00")
+    )
 
 
 def frames(data: bytes, limits: Limits | None = None) -> Iterator[Image.Image]:
@@ -83,8 +104,8 @@ def frames(data: bytes, limits: Limits | None = None) -> Iterator[Image.Image]:
     ``limits.max_frames`` of an animation, fewer when decoding runs past ``max_seconds``.
 
     Raises Uncheckable (before yielding anything) when the first frame cannot be decoded
-    within the limits; a later frame that fails ends the iteration quietly, since the
-    frames before it were checked.
+    within the limits, and ``frames-skipped`` after the last frame yielded when frames were
+    left: past ``max_frames`` or ``max_seconds``, too large, or failing to decode.
     """
     limits = limits or Limits()
     fmt = sniff(data)
@@ -102,20 +123,21 @@ def frames(data: bytes, limits: Limits | None = None) -> Iterator[Image.Image]:
         raise Uncheckable("undecodable") from None
     if width < 1 or height < 1 or width * height > limits.max_pixels:
         raise Uncheckable("too-large")
-    count = min(getattr(image, "n_frames", 1), limits.max_frames)
-    for number in range(count):
+    total = getattr(image, "n_frames", 1)
+    for number in range(total):
         try:
             if number:
-                if time.monotonic() - started > limits.max_seconds:
-                    return
+                if number >= limits.max_frames or time.monotonic() - started > limits.max_seconds:
+                    raise Uncheckable("frames-skipped")
                 image.seek(number)
                 if image.size[0] * image.size[1] > limits.max_pixels:
-                    return
+                    raise Uncheckable("frames-skipped")
             frame = image.convert("RGB")
+        except Uncheckable:
+            raise
         except Exception as exc:  # any decoder failure leaves the image uncheckable
-            if number:
-                return  # the earlier frames were checked
-            raise Uncheckable(_reason(exc)) from None
+            # A later frame that fails leaves the frames after it unchecked.
+            raise Uncheckable("frames-skipped" if number else _reason(exc)) from None
         if max(frame.size) > limits.side:
             frame.thumbnail((limits.side, limits.side), Image.Resampling.BOX)
         yield frame

@@ -1,0 +1,359 @@
+"""Every file an upload body could be carrying, however it is wrapped.
+
+An origin finds the file in a body with its own parser; the guard must find it too, and no
+two multipart parsers agree on every hostile body (a decoy ``boundary=`` in a quoted
+parameter, a delimiter inside a text field, a boundary outside Latin-1). So the guard does
+not rely on one reading. It takes the union of:
+
+- the parts of a strict RFC 2046 parser (python-multipart, Starlette's and FastAPI's), for
+  every ``multipart/*`` type (``form-data``, ``related``, ``mixed``), nested ones included,
+  with ``Content-Transfer-Encoding: base64`` and ``quoted-printable`` undone;
+- the parts of a lenient split at every occurrence of every ``boundary=`` value the header
+  names, delimiter at a line start or not;
+- the strings of a JSON body or a form: ``data:`` URLs and base64 strings, decoded;
+- as a net under all of them, images carved out of every piece by their signatures (JPEG,
+  PNG, GIF, WebP, TIFF, BMP, ISO media ``ftyp``, JPEG 2000) and base64 runs that decode to
+  an image, wherever they sit.
+
+Bounded: at most ``max_files`` pieces and ``max_bytes`` decoded bytes; what is left over is
+reported (``too-many-parts``), as is a multipart body the strict parser rejects
+(``malformed-multipart``). Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import quopri
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from blocklist_addon.hashes.images import sniff
+
+__all__ = ["MAX_FILES", "Unwrapped", "unwrap"]
+
+# The parser logs every malformed body it meets at WARNING: hostile input would fill the
+# proxy's log with lines a client chose. A malformed body is reported as a reason instead.
+logging.getLogger("python_multipart").setLevel(logging.CRITICAL)
+
+#: Pieces found per request at most (each costs its exact hashes, microseconds for a small
+#: one; the decoded images among them are capped by the caller).
+MAX_FILES = 100_000
+#: Nested multipart bodies (a multipart/mixed inside a form field) are read this deep.
+MAX_DEPTH = 3
+#: A base64 string shorter than this is no file worth decoding.
+MIN_BASE64 = 64
+#: JSON nested deeper than this is not walked.
+MAX_JSON_DEPTH = 64
+
+_BOUNDARY_ANYWHERE = re.compile(rb"""boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;",]{1,200}))""", re.I)
+#: Image signatures carved at any offset, each with how far before it the file begins
+#: (ICO's and BMP's signatures are too short to carve blind). Found with ``bytes.find``:
+#: a regular expression over a 32 MiB body costs a second.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", 0),  # JPEG
+    (b"\x89PNG\r\n\x1a\n", 0),
+    (b"GIF87a", 0),
+    (b"GIF89a", 0),
+    (b"WEBP", 8),  # RIFF, size, WEBP
+    (b"II*\x00", 0),  # TIFF
+    (b"MM\x00*", 0),
+    (b"ftyp", 4),  # ISO media: HEIF, AVIF (size, ftyp, brand)
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0),  # JPEG 2000
+    (b"\xff\x4f\xff\x51", 0),  # JPEG 2000 codestream
+)
+#: The same files base64-encoded (standard or URL-safe), with how far before the found text
+#: the encoding begins.
+_BASE64_SIGNATURES = (
+    (b"/9j/", 0),
+    (b"_9j_", 0),
+    (b"iVBORw0KGgo", 0),
+    (b"R0lGOD", 0),
+    (b"UklGR", 0),
+    (b"SUkqA", 0),
+    (b"TU0AK", 0),
+    (b"Z0eXB", 6),  # "ftyp" and a lower-case brand, after a 4-byte box size
+    (b"AAAADGpQICANCocK", 0),
+)
+_BASE64_CHARS = re.compile(rb"[A-Za-z0-9+/_\-\r\n]*={0,2}")
+#: Signature hits looked at per piece: a body stuffed with decoys is reported, not slow.
+MAX_HITS = 1024
+_DATA_URL = re.compile(r"\s*data:[^,]{0,200},", re.I)
+
+
+@dataclass
+class Unwrapped:
+    files: list[bytes] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+
+class _Collector:
+    """Distinct pieces, in the order found, within the bounds; which of them are slices of
+    the body (carved once, with the body) and which were decoded (carved on their own)."""
+
+    def __init__(self, body: bytes, max_files: int, max_bytes: int) -> None:
+        self.body = body
+        self.out = Unwrapped()
+        self.max_files = max_files
+        self.budget = max_bytes
+        self.seen: set[bytes] = set()
+        self.starts: set[int] = set()  # where slices of the body begin
+        self.decoded: list[bytes] = []
+
+    def add(self, piece: bytes, at: int | None = None) -> bool:
+        """Add ``piece`` (``at``: where it may begin in the body); False once the bounds
+        are reached (reported once)."""
+        if not piece:
+            return True
+        if at is not None and self.body.startswith(piece, at):
+            self.starts.add(at)
+        elif piece not in self.seen:
+            self.decoded.append(piece)
+        if piece in self.seen:
+            return True
+        if len(self.out.files) >= self.max_files or len(piece) > self.budget:
+            self.flag("too-many-parts")
+            return False
+        self.seen.add(piece)
+        self.budget -= len(piece)
+        self.out.files.append(piece)
+        return True
+
+    def flag(self, reason: str) -> None:
+        if reason not in self.out.unchecked:
+            self.out.unchecked.append(reason)
+
+
+def unwrap(
+    body: bytes, content_type: str | bytes, *, max_files: int = MAX_FILES, max_bytes: int
+) -> Unwrapped:
+    """The pieces of ``body`` to check, the body itself first; see the module docstring."""
+    found = _Collector(body, max_files, max(max_bytes, len(body)) * 2)
+    if isinstance(content_type, str):
+        content_type = content_type.encode("utf-8", "surrogateescape")
+    found.add(body, 0)
+    _container(body, content_type, found, 0, 0)
+    # The net: images anywhere in the body, and in whatever was decoded out of it.
+    _carve(body, found.starts, found)
+    for piece in list(found.decoded):
+        _carve(piece, {0}, found)
+    return found.out
+
+
+def _container(
+    body: bytes, content_type: bytes, found: _Collector, depth: int, at: int | None
+) -> None:
+    """The pieces inside ``body`` (``at``: where it may begin in the whole body) as its
+    declared type, and its look, say."""
+    kind, params = parse_options_header(content_type)
+    kind = kind.lower()
+    if kind.startswith(b"multipart/") and depth < MAX_DEPTH:
+        _multipart(body, content_type, params.get(b"boundary"), found, depth, at)
+    elif kind == b"application/x-www-form-urlencoded":
+        for pair in body.split(b"&"):
+            for item in pair.split(b"=", 1):
+                _string(unquote_to_bytes(item.replace(b"+", b" ")), found)
+    elif kind.endswith(b"json") or body.lstrip()[:1] in (b"{", b"["):
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return
+        for text in _json_strings(document, 0):
+            _string(text.encode("utf-8", "surrogatepass"), found)
+
+
+def _multipart(
+    body: bytes,
+    content_type: bytes,
+    boundary: bytes | None,
+    found: _Collector,
+    depth: int,
+    at: int | None,
+) -> None:
+    if boundary:
+        try:
+            for headers, data, start in _strict_parts(body, boundary):
+                _part(headers, data, found, depth, _offset(at, start))
+        except MultipartParseError:
+            found.flag("malformed-multipart")
+    else:
+        found.flag("malformed-multipart")
+    # Every boundary value the header names, decoys included, split leniently: whatever
+    # an origin's parser took for the boundary, its parts are among these.
+    for match in _BOUNDARY_ANYWHERE.finditer(content_type):
+        delimiter = b"--" + (match.group(1) or match.group(2))
+        starts = [m.end() for m in re.finditer(re.escape(delimiter), body)]
+        ends = [start - len(delimiter) for start in starts[1:]] + [len(body)] * bool(starts)
+        for start, end in zip(starts, ends, strict=True):
+            piece = body[start:end]
+            headers, blank, data = piece.partition(b"\r\n\r\n")
+            if not blank:
+                headers, blank, data = piece.partition(b"\n\n")
+            begin = start + len(headers) + len(blank)
+            _part(_headers(headers), data.removesuffix(b"\r\n"), found, depth, _offset(at, begin))
+
+
+def _offset(at: int | None, start: int | None) -> int | None:
+    return None if at is None or start is None else at + start
+
+
+def _strict_parts(
+    body: bytes, boundary: bytes
+) -> Iterator[tuple[dict[bytes, bytes], bytes, int | None]]:
+    """(headers, data, where the data begins in ``body`` or None) of each part."""
+    parts: list[tuple[dict[bytes, bytes], bytearray, list[int]]] = []
+    names: list[bytes] = []
+    values: list[bytes] = []
+
+    def begin() -> None:
+        parts.append(({}, bytearray(), []))
+
+    def data(chunk: bytes, start: int, end: int) -> None:
+        if not parts[-1][2]:
+            parts[-1][2].append(start if chunk is body else -1)
+        parts[-1][1].extend(chunk[start:end])
+
+    def name(chunk: bytes, start: int, end: int) -> None:
+        names.append(chunk[start:end])
+
+    def value(chunk: bytes, start: int, end: int) -> None:
+        values.append(chunk[start:end])
+
+    def header_end() -> None:
+        parts[-1][0][b"".join(names).strip().lower()] = b"".join(values).strip()
+        names.clear()
+        values.clear()
+
+    parser = MultipartParser(
+        boundary,
+        {  # type: ignore[arg-type]
+            "on_part_begin": begin,
+            "on_part_data": data,
+            "on_header_field": name,
+            "on_header_value": value,
+            "on_header_end": header_end,
+        },
+        max_header_count=64,
+        max_header_size=16 * 1024,
+    )
+    parser.write(body)
+    parser.finalize()
+    for headers, content, start in parts:
+        yield headers, bytes(content), (start[0] if start and start[0] >= 0 else None)
+
+
+def _headers(block: bytes) -> dict[bytes, bytes]:
+    headers: dict[bytes, bytes] = {}
+    for line in block.splitlines():
+        key, colon, value = line.partition(b":")
+        if colon:
+            headers[key.strip().lower()] = value.strip()
+    return headers
+
+
+def _part(
+    headers: dict[bytes, bytes], data: bytes, found: _Collector, depth: int, at: int | None
+) -> None:
+    coding = headers.get(b"content-transfer-encoding", b"").lower()
+    if coding == b"base64":
+        data, at = _b64(data) or data, None
+    elif coding == b"quoted-printable":
+        data, at = quopri.decodestring(data), None
+    if not found.add(data, at):
+        return
+    content_type = headers.get(b"content-type", b"")
+    if content_type:
+        _container(data, content_type, found, depth + 1, at)
+
+
+def _json_strings(value: object, depth: int) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif depth < MAX_JSON_DEPTH and isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_strings(item, depth + 1)
+    elif depth < MAX_JSON_DEPTH and isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item, depth + 1)
+
+
+def _string(text: bytes, found: _Collector) -> None:
+    """A field's value: a data: URL or a base64 string is a file."""
+    if len(text) < MIN_BASE64:
+        return
+    head = _DATA_URL.match(text.decode("latin-1"))
+    if head is not None:
+        meta, payload = text[: head.end() - 1], text[head.end() :]
+        data = _b64(payload) if meta.lower().endswith(b";base64") else unquote_to_bytes(payload)
+        found.add(data or b"")
+    elif (data := _b64(text)) is not None:
+        found.add(data)
+
+
+def _b64(text: bytes) -> bytes | None:
+    """Standard or URL-safe base64, whitespace and missing padding forgiven; None if not."""
+    compact = b"".join(text.split()).rstrip(b"=")
+    if len(compact) < 4 or len(compact) % 4 == 1:
+        return None
+    compact = compact.replace(b"-", b"+").replace(b"_", b"/")
+    try:
+        return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _carve(piece: bytes, known: set[int], found: _Collector) -> None:
+    """Images inside ``piece`` at any offset but the ``known`` starts of pieces already
+    found, raw or as base64 text."""
+    hits = 0
+    for signature, back in _SIGNATURES:
+        for start in _positions(piece, signature, back):
+            hits += 1
+            if hits > MAX_HITS:
+                found.flag("too-many-parts")
+                return
+            if start in known or sniff(piece[start : start + 32]) is None:
+                continue
+            if not found.add(_image_at(piece, start), start if piece is found.body else None):
+                return
+    for signature, back in _BASE64_SIGNATURES:
+        for start in _positions(piece, signature, back):
+            hits += 1
+            if hits > MAX_HITS:
+                found.flag("too-many-parts")
+                return
+            run = _BASE64_CHARS.match(piece, start)
+            assert run is not None  # the pattern matches the empty string
+            if sniff(_b64(b"".join(run.group()[:96].split())[:64]) or b"") is None:
+                continue  # decode only what starts like an image
+            if (data := _b64(run.group())) is not None and not found.add(data):
+                return
+
+
+def _positions(piece: bytes, signature: bytes, back: int) -> Iterator[int]:
+    at = piece.find(signature)
+    while at >= 0:
+        if at >= back:
+            yield at - back
+        at = piece.find(signature, at + 1)
+
+
+def _image_at(piece: bytes, start: int) -> bytes:
+    """The image starting at ``start``: to its declared end where the format says it (RIFF,
+    PNG), else to the end of the piece (decoders stop at their own end marker)."""
+    if piece.startswith(b"RIFF", start):
+        size = int.from_bytes(piece[start + 4 : start + 8], "little")
+        return piece[start : start + 8 + size]
+    if piece.startswith(b"\x89PNG", start):
+        end = piece.find(b"IEND", start)
+        if end >= 0:
+            return piece[start : end + 8]
+    return piece[start:]
