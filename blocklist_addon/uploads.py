@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 from blocklist_addon.matcher import Match
 
-__all__ = ["listed_in_body", "listed_in_text", "texts"]
+__all__ = ["json_strings", "listed_in_body", "listed_in_text", "texts"]
 
 _BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.IGNORECASE)
 _PART_TYPE = re.compile(rb"^content-type:\s*([^\s;]+)", re.IGNORECASE | re.MULTILINE)
@@ -105,23 +105,24 @@ def texts(body: bytes, content_type: str) -> Iterator[str]:
                 yield value.decode("utf-8", "replace")
     elif kind == "application/json" or kind.endswith("+json"):
         try:
-            yield from _json_strings(json.loads(body), 0)
+            yield from json_strings(json.loads(body), 0)
         except (ValueError, RecursionError):
             yield body.decode("utf-8", "replace")  # not JSON after all: check it as text
     elif kind.startswith("text/") or not kind:
         yield body.decode("utf-8", "replace")
 
 
-def _json_strings(value: object, depth: int) -> Iterator[str]:
+def json_strings(value: object, depth: int = 0) -> Iterator[str]:
+    """Every key and string of a JSON document, to MAX_JSON_DEPTH."""
     if isinstance(value, str):
         yield value
     elif depth < MAX_JSON_DEPTH and isinstance(value, dict):
         for key, item in value.items():
             yield key
-            yield from _json_strings(item, depth + 1)
+            yield from json_strings(item, depth + 1)
     elif depth < MAX_JSON_DEPTH and isinstance(value, list):
         for item in value:
-            yield from _json_strings(item, depth + 1)
+            yield from json_strings(item, depth + 1)
 
 
 def _multipart(content_type: str, body: bytes) -> Iterator[tuple[bytes, bytes]]:

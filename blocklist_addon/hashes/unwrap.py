@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import logging
 import quopri
@@ -36,6 +37,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from blocklist_addon.hashes.images import sniff
+from blocklist_addon.uploads import json_strings
 
 __all__ = ["MAX_FILES", "Unwrapped", "unwrap"]
 
@@ -50,8 +52,6 @@ MAX_FILES = 100_000
 MAX_DEPTH = 3
 #: A base64 string shorter than this is no file worth decoding.
 MIN_BASE64 = 64
-#: JSON nested deeper than this is not walked.
-MAX_JSON_DEPTH = 64
 
 _BOUNDARY_ANYWHERE = re.compile(rb"""boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;",]{1,200}))""", re.I)
 #: Image signatures carved at any offset, each with how far before it the file begins
@@ -165,7 +165,7 @@ def _container(
             document = json.loads(body)
         except (ValueError, RecursionError):
             return
-        for text in _json_strings(document, 0):
+        for text in json_strings(document):
             _string(text.encode("utf-8", "surrogatepass"), found)
 
 
@@ -273,18 +273,6 @@ def _part(
         _container(data, content_type, found, depth + 1, at)
 
 
-def _json_strings(value: object, depth: int) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif depth < MAX_JSON_DEPTH and isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _json_strings(item, depth + 1)
-    elif depth < MAX_JSON_DEPTH and isinstance(value, list):
-        for item in value:
-            yield from _json_strings(item, depth + 1)
-
-
 def _string(text: bytes, found: _Collector) -> None:
     """A field's value: a data: URL or a base64 string is a file."""
     if len(text) < MIN_BASE64:
@@ -313,29 +301,28 @@ def _b64(text: bytes) -> bytes | None:
 def _carve(piece: bytes, known: set[int], found: _Collector) -> None:
     """Images inside ``piece`` at any offset but the ``known`` starts of pieces already
     found, raw or as base64 text."""
-    hits = 0
-    for signature, back in _SIGNATURES:
-        for start in _positions(piece, signature, back):
-            hits += 1
-            if hits > MAX_HITS:
-                found.flag("too-many-parts")
-                return
-            if start in known or sniff(piece[start : start + 32]) is None:
-                continue
-            if not found.add(_image_at(piece, start), start if piece is found.body else None):
-                return
-    for signature, back in _BASE64_SIGNATURES:
-        for start in _positions(piece, signature, back):
-            hits += 1
-            if hits > MAX_HITS:
-                found.flag("too-many-parts")
-                return
+    hits = [
+        (start, encoded)
+        for table, encoded in ((_SIGNATURES, False), (_BASE64_SIGNATURES, True))
+        for signature, back in table
+        for start in itertools.islice(_positions(piece, signature, back), MAX_HITS + 1)
+    ]
+    if len(hits) > MAX_HITS:
+        found.flag("too-many-parts")
+        del hits[MAX_HITS:]
+    for start, encoded in hits:
+        if encoded:
             run = _BASE64_CHARS.match(piece, start)
             assert run is not None  # the pattern matches the empty string
             if sniff(_b64(b"".join(run.group()[:96].split())[:64]) or b"") is None:
                 continue  # decode only what starts like an image
-            if (data := _b64(run.group())) is not None and not found.add(data):
-                return
+            image, at = _b64(run.group()), None
+        elif start in known or sniff(piece[start : start + 32]) is None:
+            continue
+        else:
+            image, at = _image_at(piece, start), start if piece is found.body else None
+        if image is not None and not found.add(image, at):
+            return
 
 
 def _positions(piece: bytes, signature: bytes, back: int) -> Iterator[int]:
