@@ -18,12 +18,11 @@ import re
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_plus
 
+from blocklist_addon import multipart
 from blocklist_addon.matcher import Match
 
 __all__ = ["json_strings", "listed_in_body", "listed_in_text", "texts"]
 
-_BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.IGNORECASE)
-_PART_TYPE = re.compile(rb"^content-type:\s*([^\s;]+)", re.IGNORECASE | re.MULTILINE)
 _TOKEN = re.compile(r"""[^\s"'<>()\[\]{}|^`,;*]++""")
 #: What a token needs to be worth a lookup: a scheme, a percent-escape, or a dot followed by
 #: a label character (a host name or address). Prose has many tokens ending in a full stop
@@ -98,11 +97,11 @@ def texts(body: bytes, content_type: str) -> Iterator[str]:
             name, _, value = pair.partition("=")
             yield unquote_plus(name)
             yield unquote_plus(value)
-    elif kind == "multipart/form-data":
-        for headers, value in _multipart(content_type, body):
-            yield headers.decode("utf-8", "replace")  # the field's name and file name
-            if not _binary(headers):
-                yield value.decode("utf-8", "replace")
+    elif kind.startswith("multipart/"):
+        for part in multipart.parts(body, content_type)[0]:
+            yield part.header_text()  # the field's name and file name
+            if not _binary(part.headers.get(b"content-type", b"")):
+                yield part.data.decode("utf-8", "replace")
     elif kind == "application/json" or kind.endswith("+json"):
         try:
             yield from json_strings(json.loads(body), 0)
@@ -125,25 +124,9 @@ def json_strings(value: object, depth: int = 0) -> Iterator[str]:
             yield from json_strings(item, depth + 1)
 
 
-def _multipart(content_type: str, body: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(headers, value) of each part; anything before the first boundary is ignored."""
-    found = _BOUNDARY.search(content_type)
-    if found is None:
-        return
-    delimiter = b"--" + (found.group(1) or found.group(2)).encode("latin-1")
-    for part in body.split(delimiter)[1:]:
-        if part.startswith(b"--"):  # the closing delimiter
-            break
-        headers, blank, value = part.partition(b"\r\n\r\n")
-        if not blank:
-            headers, blank, value = part.partition(b"\n\n")
-        yield headers, value.removesuffix(b"\r\n")
-
-
-def _binary(headers: bytes) -> bool:
+def _binary(content_type: bytes) -> bool:
     """A part with a content type that is not text: an image, an archive (not read)."""
-    found = _PART_TYPE.search(headers)
-    if found is None:
-        return False
-    kind = found.group(1).lower()
-    return not (kind.startswith(b"text/") or kind in (b"application/json", b"application/xml"))
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return bool(kind) and not (
+        kind.startswith(b"text/") or kind in (b"application/json", b"application/xml")
+    )

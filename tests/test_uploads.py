@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from urllib.parse import quote, urlencode
 
@@ -122,6 +123,68 @@ def test_binary_file_parts_are_not_read_but_their_names_are() -> None:
     body, content_type = multipart({}, {"f": ("a.bin", b"http://blocked.example.com/page.html")})
     assert listed_in_body(body, content_type, BL.match) is None
     body, content_type = multipart({}, {"f": ("blocked.example.com/page.html", b"\x00")})
+    assert listed_in_body(body, content_type, BL.match) is not None
+
+
+def _form(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + d + b"\r\n" for h, d in parts)
+    return body + b"--" + boundary + b"--\r\n"
+
+
+FIELD = b'Content-Disposition: form-data; name="message"'
+LISTED = b"see http://blocked.example.com/page.html"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (_form(b"B", [(FIELD, LISTED)]), 'multipart/form-data; x="boundary=zzz"; boundary=B'),
+        (_form(b"B", [(FIELD, LISTED)]), "multipart/form-data; xboundary=zzz; boundary=B"),
+        (
+            _form(b"B", [(FIELD, b"an early --B-- here"), (FIELD, LISTED)]),
+            "multipart/form-data; boundary=B",
+        ),
+        (_form("B€x".encode(), [(FIELD, LISTED)]), "multipart/form-data; boundary=B€x"),
+        (_form("Bé".encode(), [(FIELD, LISTED)]), "multipart/form-data; boundary=Bé"),
+        (_form(b"M", [(b"Content-Type: text/plain", LISTED)]), "multipart/mixed; boundary=M"),
+        (
+            _form(
+                b"R",
+                [
+                    (
+                        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64",
+                        base64.b64encode(LISTED),
+                    )
+                ],
+            ),
+            "multipart/related; boundary=R",
+        ),
+        (
+            _form(
+                b"Q",
+                [
+                    (
+                        FIELD + b"\r\nContent-Transfer-Encoding: quoted-printable",
+                        b"see http=3A//blocked.example.com/page.html",
+                    )
+                ],
+            ),
+            "multipart/form-data; boundary=Q",
+        ),
+    ],
+    ids=[
+        "decoy-quoted",
+        "decoy-parameter",
+        "early-close",
+        "euro",
+        "latin-1",
+        "mixed",
+        "base64",
+        "qp",
+    ],
+)
+def test_a_listed_url_in_any_multipart_reading_is_found(body: bytes, content_type: str) -> None:
+    """The readings an origin might make of a hostile body: each one's text is checked."""
     assert listed_in_body(body, content_type, BL.match) is not None
 
 

@@ -1,15 +1,11 @@
 """Every file an upload body could be carrying, however it is wrapped.
 
-An origin finds the file in a body with its own parser; the guard must find it too, and no
-two multipart parsers agree on every hostile body (a decoy ``boundary=`` in a quoted
-parameter, a delimiter inside a text field, a boundary outside Latin-1). So the guard does
-not rely on one reading. It takes the union of:
+An origin finds the file in a body with its own parser; the guard must find it too. It takes
+the union of:
 
-- the parts of a strict RFC 2046 parser (python-multipart, Starlette's and FastAPI's), for
-  every ``multipart/*`` type (``form-data``, ``related``, ``mixed``), nested ones included,
-  with ``Content-Transfer-Encoding: base64`` and ``quoted-printable`` undone;
-- the parts of a lenient split at every occurrence of every ``boundary=`` value the header
-  names, delimiter at a line start or not;
+- every part of every ``multipart/*`` body (``form-data``, ``related``, ``mixed``, nested
+  ones too) as a strict RFC 2046 parser and a lenient split read it
+  (``blocklist_addon.multipart``), transfer encodings undone;
 - the strings of a JSON body or a form: ``data:`` URLs and base64 strings, decoded;
 - as a net under all of them, images carved out of every piece by their signatures (JPEG,
   PNG, GIF, WebP, TIFF, BMP, ISO media ``ftyp``, JPEG 2000) and base64 runs that decode to
@@ -22,28 +18,21 @@ reported (``too-many-parts``), as is a multipart body the strict parser rejects
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import json
-import logging
-import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 
+from blocklist_addon import multipart
 from blocklist_addon.hashes.images import sniff
+from blocklist_addon.multipart import b64decode
 from blocklist_addon.uploads import json_strings
 
 __all__ = ["MAX_FILES", "Unwrapped", "unwrap"]
-
-# The parser logs every malformed body it meets at WARNING: hostile input would fill the
-# proxy's log with lines a client chose. A malformed body is reported as a reason instead.
-logging.getLogger("python_multipart").setLevel(logging.CRITICAL)
 
 #: Pieces found per request at most (each costs its exact hashes, microseconds for a small
 #: one; the decoded images among them are capped by the caller).
@@ -53,7 +42,6 @@ MAX_DEPTH = 3
 #: A base64 string shorter than this is no file worth decoding.
 MIN_BASE64 = 64
 
-_BOUNDARY_ANYWHERE = re.compile(rb"""boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;",]{1,200}))""", re.I)
 #: Image signatures carved at any offset, each with how far before it the file begins
 #: (ICO's and BMP's signatures are too short to carve blind). Found with ``bytes.find``:
 #: a regular expression over a 32 MiB body costs a second.
@@ -136,10 +124,8 @@ def unwrap(
 ) -> Unwrapped:
     """The pieces of ``body`` to check, the body itself first; see the module docstring."""
     found = _Collector(body, max_files, max(max_bytes, len(body)) * 2)
-    if isinstance(content_type, str):
-        content_type = content_type.encode("utf-8", "surrogateescape")
     found.add(body, 0)
-    _container(body, content_type, found, 0, 0)
+    _container(body, multipart.content_type_bytes(content_type), found, 0, 0)
     # The net: images anywhere in the body, and in whatever was decoded out of it.
     _carve(body, found.starts, found)
     for piece in list(found.decoded):
@@ -152,10 +138,9 @@ def _container(
 ) -> None:
     """The pieces inside ``body`` (``at``: where it may begin in the whole body) as its
     declared type, and its look, say."""
-    kind, params = parse_options_header(content_type)
-    kind = kind.lower()
+    kind = parse_options_header(content_type)[0].lower()
     if kind.startswith(b"multipart/") and depth < MAX_DEPTH:
-        _multipart(body, content_type, params.get(b"boundary"), found, depth, at)
+        _multipart(body, content_type, found, depth, at)
     elif kind == b"application/x-www-form-urlencoded":
         for pair in body.split(b"&"):
             for item in pair.split(b"=", 1):
@@ -170,107 +155,17 @@ def _container(
 
 
 def _multipart(
-    body: bytes,
-    content_type: bytes,
-    boundary: bytes | None,
-    found: _Collector,
-    depth: int,
-    at: int | None,
+    body: bytes, content_type: bytes, found: _Collector, depth: int, at: int | None
 ) -> None:
-    if boundary:
-        try:
-            for headers, data, start in _strict_parts(body, boundary):
-                _part(headers, data, found, depth, _offset(at, start))
-        except MultipartParseError:
-            found.flag("malformed-multipart")
-    else:
+    pieces, malformed = multipart.parts(body, content_type)
+    if malformed:
         found.flag("malformed-multipart")
-    # Every boundary value the header names, decoys included, split leniently: whatever
-    # an origin's parser took for the boundary, its parts are among these.
-    for match in _BOUNDARY_ANYWHERE.finditer(content_type):
-        delimiter = b"--" + (match.group(1) or match.group(2))
-        starts = [m.end() for m in re.finditer(re.escape(delimiter), body)]
-        ends = [start - len(delimiter) for start in starts[1:]] + [len(body)] * bool(starts)
-        for start, end in zip(starts, ends, strict=True):
-            piece = body[start:end]
-            headers, blank, data = piece.partition(b"\r\n\r\n")
-            if not blank:
-                headers, blank, data = piece.partition(b"\n\n")
-            begin = start + len(headers) + len(blank)
-            _part(_headers(headers), data.removesuffix(b"\r\n"), found, depth, _offset(at, begin))
-
-
-def _offset(at: int | None, start: int | None) -> int | None:
-    return None if at is None or start is None else at + start
-
-
-def _strict_parts(
-    body: bytes, boundary: bytes
-) -> Iterator[tuple[dict[bytes, bytes], bytes, int | None]]:
-    """(headers, data, where the data begins in ``body`` or None) of each part."""
-    parts: list[tuple[dict[bytes, bytes], bytearray, list[int]]] = []
-    names: list[bytes] = []
-    values: list[bytes] = []
-
-    def begin() -> None:
-        parts.append(({}, bytearray(), []))
-
-    def data(chunk: bytes, start: int, end: int) -> None:
-        if not parts[-1][2]:
-            parts[-1][2].append(start if chunk is body else -1)
-        parts[-1][1].extend(chunk[start:end])
-
-    def name(chunk: bytes, start: int, end: int) -> None:
-        names.append(chunk[start:end])
-
-    def value(chunk: bytes, start: int, end: int) -> None:
-        values.append(chunk[start:end])
-
-    def header_end() -> None:
-        parts[-1][0][b"".join(names).strip().lower()] = b"".join(values).strip()
-        names.clear()
-        values.clear()
-
-    parser = MultipartParser(
-        boundary,
-        {  # type: ignore[arg-type]
-            "on_part_begin": begin,
-            "on_part_data": data,
-            "on_header_field": name,
-            "on_header_value": value,
-            "on_header_end": header_end,
-        },
-        max_header_count=64,
-        max_header_size=16 * 1024,
-    )
-    parser.write(body)
-    parser.finalize()
-    for headers, content, start in parts:
-        yield headers, bytes(content), (start[0] if start and start[0] >= 0 else None)
-
-
-def _headers(block: bytes) -> dict[bytes, bytes]:
-    headers: dict[bytes, bytes] = {}
-    for line in block.splitlines():
-        key, colon, value = line.partition(b":")
-        if colon:
-            headers[key.strip().lower()] = value.strip()
-    return headers
-
-
-def _part(
-    headers: dict[bytes, bytes], data: bytes, found: _Collector, depth: int, at: int | None
-) -> None:
-    coding = headers.get(b"content-transfer-encoding", b"").lower()
-    if coding == b"base64":
-        data, at = _b64(data) or data, None
-    elif coding == b"quoted-printable":
-        data, at = quopri.decodestring(data), None
-    if not found.add(data, at):
-        return
-    content_type = headers.get(b"content-type", b"")
-    if content_type:
-        _container(data, content_type, found, depth + 1, at)
+    for part in pieces:
+        start = None if at is None or part.start is None else at + part.start
+        if not found.add(part.data, start):
+            return
+        if inner := part.headers.get(b"content-type"):
+            _container(part.data, inner, found, depth + 1, start)
 
 
 def _string(text: bytes, found: _Collector) -> None:
@@ -280,22 +175,12 @@ def _string(text: bytes, found: _Collector) -> None:
     head = _DATA_URL.match(text.decode("latin-1"))
     if head is not None:
         meta, payload = text[: head.end() - 1], text[head.end() :]
-        data = _b64(payload) if meta.lower().endswith(b";base64") else unquote_to_bytes(payload)
+        data = (
+            b64decode(payload) if meta.lower().endswith(b";base64") else unquote_to_bytes(payload)
+        )
         found.add(data or b"")
-    elif (data := _b64(text)) is not None:
+    elif (data := b64decode(text)) is not None:
         found.add(data)
-
-
-def _b64(text: bytes) -> bytes | None:
-    """Standard or URL-safe base64, whitespace and missing padding forgiven; None if not."""
-    compact = b"".join(text.split()).rstrip(b"=")
-    if len(compact) < 4 or len(compact) % 4 == 1:
-        return None
-    compact = compact.replace(b"-", b"+").replace(b"_", b"/")
-    try:
-        return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _carve(piece: bytes, known: set[int], found: _Collector) -> None:
@@ -314,9 +199,9 @@ def _carve(piece: bytes, known: set[int], found: _Collector) -> None:
         if encoded:
             run = _BASE64_CHARS.match(piece, start)
             assert run is not None  # the pattern matches the empty string
-            if sniff(_b64(b"".join(run.group()[:96].split())[:64]) or b"") is None:
+            if sniff(b64decode(b"".join(run.group()[:96].split())[:64]) or b"") is None:
                 continue  # decode only what starts like an image
-            image, at = _b64(run.group()), None
+            image, at = b64decode(run.group()), None
         elif start in known or sniff(piece[start : start + 32]) is None:
             continue
         else:
