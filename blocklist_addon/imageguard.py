@@ -237,8 +237,15 @@ class ImageGuard:
     def _requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not self._guarded(flow):
             return
-        length = header(flow.request.headers, b"content-length")
-        if length is None and header(flow.request.headers, b"transfer-encoding") is not None:
+        request = flow.request
+        length = header(request.headers, b"content-length")
+        if length is None and (
+            header(request.headers, b"transfer-encoding") is not None
+            or request.is_http2
+            or request.is_http3
+        ):
+            # Chunked, or HTTP/2 and 3 without a length (where an empty body is sent with
+            # "content-length: 0" by browsers, as the Fetch standard says for POST and PUT).
             # Checking it means buffering it without a bound, and streaming it sends it
             # upstream unchecked: it is refused whatever the policy. mitmproxy reads a whole
             # body before it sends an answer, so the connection is closed instead.

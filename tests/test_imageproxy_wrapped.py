@@ -357,3 +357,61 @@ def test_a_chunked_upload_is_refused_before_it_is_buffered(proxy: Proxy, site: S
         == refused + 1
     )
     wait_for(lambda: proxy.health()[0] == 200, 10, "the proxy to stay healthy")
+
+
+def h2_post(proxy: Proxy, body: bytes, *, length: bool) -> tuple[str, int | None]:
+    """POST ``body`` over HTTP/2 (TLS, ALPN h2) to the reverse proxy; ("response", status)
+    or ("reset", None) when the proxy reset the stream or closed the connection."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context = proxy.client_context()
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=HOST) as sock,
+    ):
+        assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        headers = [
+            (":method", "POST"),
+            (":path", "/upload"),
+            (":scheme", "https"),
+            (":authority", HOST),
+            ("content-type", "image/jpeg"),
+        ]
+        if length:
+            headers.append(("content-length", str(len(body))))
+        conn.send_headers(1, headers)
+        assert len(body) < 65535  # the initial window: no flow control needed
+        for start in range(0, len(body), 16384):
+            end = start + 16384
+            conn.send_data(1, body[start:end], end_stream=end >= len(body))
+        sock.sendall(conn.data_to_send())
+        for _ in range(1000):  # frames until the stream ends one way or the other
+            data = sock.recv(65536)
+            if not data:
+                return "reset", None
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    return "response", int(dict(event.headers)[b":status"])
+                if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                    return "reset", None
+            sock.sendall(conn.data_to_send())
+    raise AssertionError("no answer in 1000 reads")
+
+
+def test_an_http2_upload_without_a_length_is_refused(proxy: Proxy, site: Site) -> None:
+    data = encode(CLEAN, quality=85)
+    before = site.requests
+    assert h2_post(proxy, data, length=True) == ("response", 200)  # sized: checked, passed
+    assert site.requests == before + 1
+    refused = proxy.metric_series("blocklist_images_unchecked_total", reason="unknown-length")
+    assert h2_post(proxy, data, length=False) == ("reset", None)
+    assert site.requests == before + 1
+    assert (
+        proxy.metric_series("blocklist_images_unchecked_total", reason="unknown-length")
+        == refused + 1
+    )
