@@ -27,8 +27,9 @@ SAMPLE_FEED := $(CURDIR)/samples/sample-feed.txt
 
 # Debian packages the tests use (tests/debian-packages.txt: chromium for the browser test,
 # and what the network tests need). As root on Debian (CI, a fresh machine) `make test`
-# installs the missing ones; anywhere else the tests that need them skip, saying why.
-# SYSTEM=0 skips the install.
+# installs the missing ones; anywhere else the tests that need them skip, saying why. On CI
+# ($CI set) a failed install stops the run, and any skip but an opt-in test's is a failure
+# (tests/conftest.py). SYSTEM=0 skips the install.
 SYSTEM ?= 1
 DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' tests/debian-packages.txt)
 
@@ -74,7 +75,9 @@ system:
 	  echo "installing Debian packages for the tests:$$missing"; \
 	  (flock 9; apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq $$missing) 9>/tmp/blocklist-proxy-apt.lock \
-	    >/dev/null || echo "warning: not installed:$$missing; the tests that need them skip" >&2; \
+	    >/dev/null || { echo "warning: not installed:$$missing; the tests that need them skip" >&2; \
+	    if [ -n "$$CI" ]; then echo "error: CI runs every test: install failed:$$missing" >&2; \
+	    exit 1; fi; }; \
 	fi
 
 test: lint system

@@ -161,8 +161,8 @@ class ImageGuard:
             "log and count it) or refuse (413 when too large, 422 otherwise). Exact hashes "
             "are checked either way. An upload declared larger than "
             "blocklist_image_max_bytes is refused by closing the connection, unread; one of "
-            "unknown length (chunked) is refused so whatever this says: it cannot be held in "
-            "bounded memory.",
+            "unknown length (chunked, or HTTP/2 without a length) is refused so whatever "
+            "this says: it cannot be held in bounded memory.",
             choices=["pass", "refuse"],
         )
         loader.add_option(

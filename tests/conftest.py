@@ -12,6 +12,8 @@ MULTI/EXEC and pub/sub behaving exactly as Redis does.
   store; ``store`` is its first client. ``file_store`` and ``redis_store`` are one backend
   each.
 - ``make_snapshot`` builds small, valid compiled lists from reserved names.
+- On CI (``$CI`` set, as ``.ci/run`` is run), a skipped test fails unless it is marked
+  ``opt_in``: a missing package or a failed install must not pass as a green run.
 - ``ca`` and ``confdir`` (session): the test CA and mitmproxy's confdir, made once;
   ``world`` (module): the origins of the proxy tests (``harness.World``);
   ``make_proxy`` makes ``harness.Proxy`` objects routed to them, stopped after the test.
@@ -368,3 +370,21 @@ def faults(tmp_path: pathlib.Path) -> Callable[..., None]:
     set_faults()
     set_faults.path = path  # type: ignore[attr-defined]
     return set_faults
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """On CI, a skip is a failure unless the test is opt-in: the skip said what is missing
+    (a Debian package, a binary), and a green run must mean every test ran."""
+    outcome = yield
+    report = outcome.get_result()
+    if not os.environ.get("CI") or not report.skipped or item.get_closest_marker("opt_in"):
+        return
+    if hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped on CI ({reason}): CI runs every test that is not opt-in; install what it "
+        "needs in the project's own setup (tests/debian-packages.txt, the test extra)"
+    )

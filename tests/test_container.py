@@ -74,10 +74,13 @@ RUN apt-get update \\
 WORKDIR /data
 """
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("BLOCKLIST_CONTAINER_TESTS") != "1",
-    reason="builds and runs the container kit (minutes): make test-container",
-)
+pytestmark = [
+    pytest.mark.opt_in,
+    pytest.mark.skipif(
+        os.environ.get("BLOCKLIST_CONTAINER_TESTS") != "1",
+        reason="builds and runs the container kit (minutes): make test-container",
+    ),
+]
 
 
 @dataclass

@@ -30,6 +30,7 @@ WRITTEN = [
     "Please remove http://blocked.example.com/page.html.",
     "Is it blocked.example.com/page.html? Or not!",
     "«http://blocked.example.com/page.html»",
+    "voir«blocked.example.com/page.html»",  # a word glued to the opening quote
     "“blocked.example.com/page.html”, he wrote",
     "请看 http://blocked.example.com/page.html。谢谢",
     "请看「blocked.example.com/page.html」",
