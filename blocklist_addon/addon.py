@@ -19,7 +19,8 @@ request more than the URL check itself does (``bench/proxy.py``), one costs a fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
 
 from mitmproxy import connection, http, tls
@@ -27,10 +28,10 @@ from mitmproxy.proxy import server_hooks
 
 from blocklist_addon.active import ActiveList
 from blocklist_addon.blocklog import BlockLog, ConnectionLog
-from blocklist_addon.content import PageScanner, UploadGuard
-from blocklist_addon.enforce import Enforcer
+from blocklist_addon.content import UNCHECKED_PAGE, PageScanner, UploadGuard
+from blocklist_addon.enforce import UNCHECKED, Check, Enforcer, respond
 from blocklist_addon.imageguard import ImageGuard
-from blocklist_addon.intercept import InterceptPolicy
+from blocklist_addon.intercept import UNCHECKED_CONNECTION, InterceptPolicy
 from blocklist_addon.metrics import Metrics
 from blocklist_addon.status import StatusServer
 
@@ -73,9 +74,11 @@ class BlocklistAddon:
 
     def configure(self, updated: set[str]) -> None:
         for part in (
+            self.lists,
             self.blocklog,
             self.connlog,
             self.enforcer,
+            self.policy,
             self.pages,
             self.uploads,
             self.images,
@@ -106,55 +109,100 @@ class BlocklistAddon:
     # Until the start-up load has finished, a connection's first hooks wait for it (bounded
     # by blocklist_start_wait), so that nothing is decrypted or forwarded unchecked; after a
     # timeout the concerns refuse (they see no list while not started).
+    #
+    # An exception that escapes a concern's hook would reach mitmproxy, which logs it and
+    # goes on with the flow: the request forwarded, the page delivered unscanned. Each
+    # concern runs on its own, and what escapes it goes through blocklist_on_error like a
+    # failed lookup (_failed).
 
     def client_connected(self, client: connection.Client) -> None:
         self.metrics.inc("blocklist_client_connections_total")
 
-    def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
-        if not self.lists.started:
-            return self._after_start(self._requestheaders, flow)
-        self._requestheaders(flow)
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._each(
+            flow,
+            ("request", self.enforcer.requestheaders),  # the URL itself first
+            ("page", self.pages.requestheaders),
+            ("upload", self.uploads.requestheaders),
+            ("image", self.images.requestheaders),
+            wait=True,
+        )
+
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # images.request returns a coroutine when an image is checked off the event loop.
+        return self._each(flow, ("upload", self.uploads.request), ("image", self.images.request))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._each(flow, ("page", self.pages.responseheaders))
+
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # A coroutine when a big page is scanned off the event loop.
+        return self._each(flow, ("page", self.pages.response))
+
+    def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        return self._each(flow, ("connect", self.policy.http_connect), wait=True)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> Awaitable[None] | None:
+        return self._each(data, ("tls", self.policy.tls_clienthello), wait=True)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> Awaitable[None] | None:
+        return self._each(data, ("server", self.policy.server_connect), wait=True)
+
+    def _each(
+        self, data: T, *hooks: tuple[Check, Callable[[T], object]], wait: bool = False
+    ) -> Awaitable[None] | None:
+        """Run each hook on ``data`` in turn, after the start-up load when ``wait``; a
+        coroutine (to await) when one of them returned one or the load is still running."""
+        if wait and not self.lists.started:
+            return self._after_start(data, hooks)
+        for number, (where, hook) in enumerate(hooks):
+            try:
+                result = hook(data)
+            except Exception as exc:
+                self._failed(where, data, exc)
+                continue
+            if inspect.isawaitable(result):
+                return self._rest(data, where, result, hooks[number + 1 :])
         return None
 
-    def _requestheaders(self, flow: http.HTTPFlow) -> None:
-        self.enforcer.requestheaders(flow)  # the URL itself first
-        self.pages.requestheaders(flow)
-        self.uploads.requestheaders(flow)
-        self.images.requestheaders(flow)
+    async def _rest(
+        self,
+        data: T,
+        where: Check,
+        pending: Awaitable[object],
+        hooks: tuple[tuple[Check, Callable[[T], object]], ...],
+    ) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self._failed(where, data, exc)
+        if (more := self._each(data, *hooks)) is not None:
+            await more
 
-    def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
-        self.uploads.request(flow)
-        return self.images.request(flow)  # a coroutine when an image is checked off-loop
-
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        self.pages.responseheaders(flow)
-
-    def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
-        return self.pages.response(flow)  # a coroutine when a big page is scanned off-loop
-
-    def http_connect(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
-        if not self.lists.started:
-            return self._after_start(self.policy.http_connect, flow)
-        self.policy.http_connect(flow)
-        return None
-
-    def tls_clienthello(self, data: tls.ClientHelloData) -> Coroutine[None, None, None] | None:
-        if not self.lists.started:
-            return self._after_start(self.policy.tls_clienthello, data)
-        self.policy.tls_clienthello(data)
-        return None
-
-    def server_connect(
-        self, data: server_hooks.ServerConnectionHookData
-    ) -> Coroutine[None, None, None] | None:
-        if not self.lists.started:
-            return self._after_start(self.policy.server_connect, data)
-        self.policy.server_connect(data)
-        return None
-
-    async def _after_start(self, hook: Callable[[T], None], data: T) -> None:
+    async def _after_start(
+        self, data: T, hooks: tuple[tuple[Check, Callable[[T], object]], ...]
+    ) -> None:
         await self.lists.wait_started()
-        hook(data)
+        if (more := self._each(data, *hooks)) is not None:
+            await more
+
+    def _failed(self, where: Check, data: object, exc: Exception) -> None:
+        """A hook raised: logged and counted; refused (closed) or passed as
+        blocklist_on_error says."""
+        if not self.enforcer.check_failed(where, exc):
+            return
+        if isinstance(data, http.HTTPFlow):
+            if data.response is None:
+                respond(data, UNCHECKED)
+            elif where == "page" and not data.response.stream:
+                respond(data, UNCHECKED_PAGE)  # the origin's page, unscanned: withheld
+            elif where == "page":
+                data.kill()  # streaming already: cut it off
+        elif isinstance(data, tls.ClientHelloData):
+            data.ignore_connection = True  # never decrypt what could not be checked
+            data.context.server.error = UNCHECKED_CONNECTION
+        elif isinstance(data, server_hooks.ServerConnectionHookData):
+            data.server.error = UNCHECKED_CONNECTION
 
 
 class _StartLast:

@@ -13,7 +13,9 @@ runs (no file, or a key absent: no fault):
 - ``"load": true``: making a ``Blocklist`` of a loaded snapshot raises (a version that
   cannot be loaded);
 - ``"load_delay": seconds``: making one takes that much longer (a slow start);
-- ``"watch": true``: the store's ``watch`` raises an error the store does not wrap.
+- ``"watch": true``: the store's ``watch`` raises an error the store does not wrap;
+- ``"blocklog": true``: writing a block event raises (a bug after a check, outside the
+  check's own error handling: the addon's last net has to catch it).
 
 Each injected error's message quotes what it was given (a URL, a host), so a test can check
 that the proxy's log never repeats it. The patches replace the functions by name in the
@@ -31,6 +33,7 @@ from typing import Any
 from mitmproxy import ctx
 
 from blocklist_addon import matcher, pages, splash
+from blocklist_addon.blocklog import BlockLog
 from blocklist_addon.hashes.hashlist import HashList
 from blocklist_addon.store import FileStore, RedisStore
 
@@ -114,6 +117,14 @@ def _patch(faults: Faults) -> None:
             raise InjectedFault("injected image check fault")
         return original_pixels(self, data)
 
+    original_write = BlockLog.write
+
+    def write(self, event) -> None:
+        if faults.get("blocklog"):
+            raise InjectedFault("injected block log fault")
+        original_write(self, event)
+
+    BlockLog.write = write  # type: ignore[method-assign]
     HashList.match_exact_bytes = match_exact_bytes  # type: ignore[method-assign]
     HashList.check_pixels = check_pixels  # type: ignore[method-assign]
     matcher.Blocklist.match = match  # type: ignore[method-assign]

@@ -187,12 +187,14 @@ def test_a_listed_request_is_refused_even_when_the_splash_cannot_be_rendered(
 # -- pages and posts -----------------------------------------------------------------------
 
 PAGE = b'<html><body><a href="http://unlisted.example.org/ok">ok</a></body></html>'
+LISTED_LINK = b'<html><body><a href="http://blocked.example.com/page.html">x</a></body></html>'
 
 
 @pytest.fixture
 def page_site(world: World) -> dict[str, int]:
     async def page(request: web.Request) -> web.Response:
-        return web.Response(body=PAGE, content_type="text/html")
+        body = LISTED_LINK if request.path == "/listed-link.html" else PAGE
+        return web.Response(body=body, content_type="text/html")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
@@ -218,6 +220,29 @@ def test_a_page_whose_scan_raises(
         else:
             assert (response.status, response.body) == (200, PAGE)
             assert errors(proxy, "page", "pass") == 1
+
+
+@pytest.mark.parametrize("policy", ["closed", "open"])
+def test_a_hook_that_raises_outside_its_check_fails_as_the_policy_says(
+    make_proxy, tmp_path, faults, page_site: dict[str, int], policy: str
+) -> None:
+    """The page's listed link was found and neutralized, then writing the block event
+    raised: the exception left the hook, and mitmproxy delivered the page as the origin sent
+    it, listed link and all."""
+    faults(blocklog=True)
+    options = {"blocklist_on_error": policy}
+    proxy = faulty_proxy(make_proxy, tmp_path, faults, options=options, routes=page_site)
+    with running(proxy):
+        response = proxy.get("http://pages.example.net/listed-link.html")
+        if policy == "closed":
+            assert response.status == 502, response.body
+            assert b"blocked.example.com" not in response.body
+            assert errors(proxy, "page", "refuse") == 1
+            assert_log_line(proxy, "page", "refused", "pages.example.net")
+        else:
+            assert response.status == 200
+            assert errors(proxy, "page", "pass") == 1
+        assert proxy.get(LISTED).status == 451  # the request's own 451 stands, unlogged
 
 
 def test_a_post_whose_check_raises_never_reaches_the_site(
