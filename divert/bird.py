@@ -11,6 +11,14 @@ any file: it then keeps running the old one, and says so as ``file:line:col mess
 its output is read, not only its exit status. On a refusal the include files are put back
 as they were, so that the files on disk are what BIRD runs and a restart of BIRD starts
 with the routes it had; the error is one line naming BIRD's message.
+
+What the plane holds is read from BIRD itself (``show route table all protocol P`` for the
+two static protocols, through the control socket), not only from the files: a BIRD
+restarted or reconfigured with another configuration (``birdc configure "other.conf"``,
+a bird.conf that lost the include) announces nothing while the files still hold the set.
+After ``birdc configure`` the routes are read back too: BIRD can take a configuration and
+still not hold the routes (the include missing from bird.conf, a protocol disabled by
+hand, a next hop it cannot reach), and that is an error, not an applied set.
 """
 
 from __future__ import annotations
@@ -28,26 +36,35 @@ from divert import DivertError
 from divert.dataset import DiversionSet
 from divert.export import render
 
-__all__ = ["FILES", "BirdPlane", "configure"]
+__all__ = ["FILES", "PROTOCOLS", "BirdPlane", "configure", "held"]
 
 #: The include file of each family inside ``bird_dir``.
 FILES = {4: "divert4.conf", 6: "divert6.conf"}
+#: The static protocol of each family that includes it (``deploy/bird-divert.conf``).
+PROTOCOLS = {4: "blocklist_divert4", 6: "blocklist_divert6"}
 #: What ``birdc configure`` prints when BIRD took the new configuration.
 ACCEPTED = ("Reconfigured", "Reconfiguration in progress", "Reconfiguration already in progress")
 TIMEOUT = 60.0
 #: A route line of the include files (``divert.export``'s bird format).
 _ROUTE = re.compile(r"^route (\S+)/(?:32|128) via ", re.MULTILINE)
+#: A network in ``birdc show route`` (its further routes and attributes are indented).
+_SHOWN = re.compile(r"^([0-9A-Fa-f.:]+)/(?:32|128)\s", re.MULTILINE)
+#: A protocol line of ``birdc show protocols``: name, kind, table, state.
+_PROTOCOL = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)
+#: Why BIRD can take a configuration and hold fewer routes than its files.
+BARE = (
+    "do the static protocols of bird.conf still include the files, and can BIRD reach the next hop?"
+)
 #: Readable by BIRD's group (make the directory setgid bird: the files inherit the group).
 MODE = 0o640
 
 
-def configure(socket: Path, birdc: str | Sequence[str] = "birdc") -> str:
-    """``birdc -s SOCKET configure``; BIRD's answer when it took the new configuration,
-    DivertError with BIRD's own message otherwise."""
+def _birdc(socket: Path, birdc: str | Sequence[str], *args: str) -> tuple[int, list[str]]:
+    """``birdc -s SOCKET ARGS``: its exit status and the lines it said (banner left out)."""
     command = [birdc] if isinstance(birdc, str) else list(birdc)
     try:
         done = subprocess.run(
-            [*command, "-s", str(socket), "configure"],
+            [*command, "-s", str(socket), *args],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -56,18 +73,52 @@ def configure(socket: Path, birdc: str | Sequence[str] = "birdc") -> str:
     except FileNotFoundError:
         raise DivertError(f"{command[0]} not found: install BIRD 2 (Debian: bird2)") from None
     except subprocess.TimeoutExpired:
-        raise DivertError(f"birdc configure did not answer within {TIMEOUT:.0f} s") from None
+        raise DivertError(f"birdc {args[0]} did not answer within {TIMEOUT:.0f} s") from None
     said = [
-        line.strip()
+        line.rstrip()
         for line in (done.stdout + done.stderr).splitlines()
         if line.strip() and not line.startswith(("BIRD ", "Reading configuration"))
     ]
-    if done.returncode == 0 and any(line.startswith(ACCEPTED) for line in said):
-        return said[-1]
-    why = "; ".join(said)[:300] or f"exit status {done.returncode}"
-    if "Unable to connect" in why:
+    if any("Unable to connect" in line for line in said):
+        why = "; ".join(line.strip() for line in said)[:300]
         raise DivertError(f"birdc: {why} (is BIRD running? bird_socket in the config)")
+    return done.returncode, said
+
+
+def configure(socket: Path, birdc: str | Sequence[str] = "birdc") -> str:
+    """``birdc -s SOCKET configure``; BIRD's answer when it took the new configuration,
+    DivertError with BIRD's own message otherwise."""
+    status, said = _birdc(socket, birdc, "configure")
+    said = [line.strip() for line in said]
+    if status == 0 and any(line.startswith(ACCEPTED) for line in said):
+        return said[-1]
+    why = "; ".join(said)[:300] or f"exit status {status}"
     raise DivertError(f"BIRD refused the new configuration and keeps the old one: {why}")
+
+
+def held(socket: Path, birdc: str | Sequence[str] = "birdc") -> tuple[DiversionSet, str]:
+    """The routes BIRD's static protocols hold now, and what is wrong when a protocol is
+    missing or not up ("" when both are up): what BIRD announces, whatever the files say."""
+    status, said = _birdc(socket, birdc, "show", "protocols")
+    if status != 0:
+        raise DivertError(f"birdc show protocols: {'; '.join(said)[:300]}")
+    states = {m[1]: m[4] for m in _PROTOCOL.finditer("\n".join(said))}
+    found: dict[int, list[str]] = {4: [], 6: []}
+    wrong = []
+    for family, name in PROTOCOLS.items():
+        if name not in states:
+            wrong.append(f"BIRD has no protocol {name} (does bird.conf include bird-divert.conf?)")
+            continue
+        if states[name] != "up":
+            wrong.append(f"BIRD's protocol {name} is {states[name]} (birdc enable {name}?)")
+        status, said = _birdc(socket, birdc, "show", "route", "table", "all", "protocol", name)
+        if status != 0:
+            raise DivertError(f"birdc show route protocol {name}: {'; '.join(said)[:300]}")
+        found[family] += _SHOWN.findall("\n".join(said))
+    try:
+        return DiversionSet(tuple(found[4]), tuple(found[6])), "; ".join(wrong)
+    except DivertError as exc:
+        raise DivertError(f"BIRD's routes: {exc}") from None
 
 
 @dataclass
@@ -80,6 +131,7 @@ class BirdPlane:
     community: str | None = None
     birdc: str | Sequence[str] = "birdc"
     name: str = "bird"
+    written: DiversionSet | None = None  # what the last apply BIRD took wrote to the files
 
     @property
     def what(self) -> str:
@@ -107,7 +159,7 @@ class BirdPlane:
         try:
             for path, text in files.items():
                 write_atomic(path, text.encode(), mode=MODE)
-            configure(self.socket, self.birdc)
+            answer = configure(self.socket, self.birdc)
         except (OSError, DivertError) as exc:
             self._restore(before)
             if isinstance(exc, OSError):
@@ -115,14 +167,32 @@ class BirdPlane:
                     f"cannot write {exc.filename or self.directory}: {exc.strerror or exc}"
                 ) from None
             raise
+        self.written = dset
+        if not answer.startswith("Reconfigured"):
+            return  # still in progress: the next read-back sees the result
+        routes, wrong = held(self.socket, self.birdc)
+        if routes.addresses != dset.addresses:
+            raise DivertError(
+                f"BIRD took the configuration but holds {len(routes)} of the {len(dset)} "
+                f"routes in {self.directory}: {wrong or BARE}"
+            )
 
     @property
     def lock(self) -> str:
         return "bird-" + hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:16]
 
     def read(self) -> DiversionSet:
-        """The routes of the include files (what BIRD loads at its next start or configure);
-        a file deleted or emptied behind run's back reads as fewer routes."""
+        """What BIRD holds, unless the include files (what BIRD loads at its next start or
+        configure) say otherwise: then the files, so that a file edited or deleted behind
+        run's back reads as a difference even while BIRD still holds the set."""
+        routes, _ = held(self.socket, self.birdc)
+        files = self.read_files()
+        if files.addresses == routes.addresses or self.written is None:
+            return routes
+        return routes if files.addresses == self.written.addresses else files
+
+    def read_files(self) -> DiversionSet:
+        """The routes of the include files; a file deleted or emptied reads as fewer."""
         found: dict[int, list[str]] = {4: [], 6: []}
         for family, name in FILES.items():
             path = self.directory / name

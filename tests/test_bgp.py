@@ -53,6 +53,7 @@ DIVERTED6 = "2001:db8:2::20"
 FIRST = DiversionSet.build({"a": [DIVERTED, DIVERTED6]})
 SECOND = DiversionSet.build({"a": [DIVERTED], "b": [MOVED]})  # DIVERTED6 out, MOVED in
 WITHDRAW_AFTER = 2.0
+VERIFY = 1.0  # verify_interval of the repair tests
 #: BGP convergence here: a session closing or an UPDATE is seen by the core within
 #: milliseconds; a new session takes its connect delay (1 s) and an OPEN exchange.
 CONVERGE = 15.0
@@ -89,7 +90,9 @@ def routed(
             routed.close()
 
 
-def divert_config(path: pathlib.Path, store: str, proxy: Proxy, **extra: str) -> pathlib.Path:
+def divert_config(
+    path: pathlib.Path, store: str, proxy: Proxy, **extra: str | float
+) -> pathlib.Path:
     lines = [
         f'store = "{store}"',
         f'health_url = "http://127.0.0.1:{proxy.status_port}/healthz"',
@@ -97,7 +100,7 @@ def divert_config(path: pathlib.Path, store: str, proxy: Proxy, **extra: str) ->
         "interval = 3600",
         f'next_hop = ["{PROXY4}", "{PROXY6}"]',
         f'community = "{COMMUNITY}"',
-        *(f'{key} = "{value}"' for key, value in extra.items()),
+        *(f"{key} = {json.dumps(value)}" for key, value in extra.items()),
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -215,6 +218,34 @@ class Bird(Speaker):
     def command(self) -> list[str]:
         return ["bird", "-f", "-c", str(self.conf), "-s", str(self.socket)]
 
+    def run_config(self, store: str, proxy: Proxy, **extra: float) -> pathlib.Path:
+        """run's config for this BIRD."""
+        return divert_config(
+            self.workdir / "divert.toml",
+            store,
+            proxy,
+            data_plane="bird",
+            bird_dir=str(self.include),
+            bird_socket=str(self.socket),
+            **extra,
+        )
+
+    def birdc(self, *args: str) -> str:
+        """A command to this BIRD, as an operator (or a config management tool) would."""
+        done = subprocess.run(
+            ["birdc", "-s", str(self.socket), *args], capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def without_includes(self) -> str:
+        """A bird.conf whose static protocols lost the include lines (the BGP session and
+        both protocols stay): BIRD then holds none of the set, while the files still do."""
+        text = (self.workdir / "bird-divert.conf").read_text()
+        kept = [line for line in text.splitlines() if not line.startswith("include ")]
+        (self.workdir / "bird-divert-bare.conf").write_text("\n".join(kept) + "\n")
+        return self.good.replace("bird-divert.conf", "bird-divert-bare.conf")
+
 
 def routes_are(routed: Routed, dset: DiversionSet, what: str, timeout: float = CONVERGE) -> None:
     want = expected(dset.addresses)
@@ -233,7 +264,11 @@ def through_the_proxy(routed: Routed, address: str) -> None:
 
 
 def status(path: pathlib.Path) -> dict:
-    return json.loads(path.read_text())
+    """run's status file; {} before its first tick wrote it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def life(routed: Routed, proxy: Proxy, store: str, speaker: Speaker, status_file: pathlib.Path):
@@ -274,8 +309,13 @@ def life(routed: Routed, proxy: Proxy, store: str, speaker: Speaker, status_file
     proxy.stop()
     wait_for(lambda: routed.routes() == {}, WITHDRAW_AFTER + CONVERGE, "the withdrawal")
     assert time.monotonic() - stopping >= WITHDRAW_AFTER
-    state = status(status_file)
-    assert state["phase"] == "withdrawn"
+    # The status file follows the apply (BIRD's routes are read back after configure).
+    state = wait_for(
+        lambda: (s := status(status_file)).get("phase") == "withdrawn" and s,
+        CONVERGE,
+        "the withdrawal in the status file",
+    )
+    assert isinstance(state, dict)
     assert state["since"] - state["proxy"]["failing_since"] >= WITHDRAW_AFTER
     direct(routed, DIVERTED)
     direct(routed, MOVED)
@@ -316,14 +356,7 @@ def test_bird_announces_the_set_follows_the_proxys_health_and_survives_a_bad_con
 ) -> None:
     lab, proxy, store = routed
     speaker = Bird(lab.proxy_ns, tmp_path)
-    config = divert_config(
-        tmp_path / "divert.toml",
-        store,
-        proxy,
-        data_plane="bird",
-        bird_dir=str(speaker.include),
-        bird_socket=str(speaker.socket),
-    )
+    config = speaker.run_config(store, proxy)
     status_file = tmp_path / "status.json"
     run_log = tmp_path / "run.log"
     run = start_run(lab.proxy_ns, config, status_file, run_log)
@@ -355,3 +388,62 @@ def test_bird_announces_the_set_follows_the_proxys_health_and_survives_a_bad_con
 
 def routed_is(routed: Routed, dset: DiversionSet) -> bool:
     return routed.routes() == expected(dset.addresses)
+
+
+def test_bird_routes_lost_behind_runs_back_are_put_back(
+    routed: tuple[Routed, Proxy, str], tmp_path: pathlib.Path
+) -> None:
+    """run reads BIRD's own routes, not only its include files: BIRD reconfigured behind
+    run's back with a configuration whose static protocols lost the include withdraws the
+    set while the files still hold it; run puts it back (files, ``birdc configure``, which
+    reads bird.conf again) within verify_interval, counted as a repair. A bird.conf that
+    lost the include for good is an apply error naming it, in_sync 0, until it is back."""
+    lab, proxy, store = routed
+    speaker = Bird(lab.proxy_ns, tmp_path)
+    config = speaker.run_config(store, proxy, verify_interval=VERIFY)
+    status_file = tmp_path / "status.json"
+    run_log = tmp_path / "run.log"
+    asyncio.run(publish(store, FIRST))
+    speaker.start()
+    run = start_run(lab.proxy_ns, config, status_file, run_log)
+    try:
+        routes_are(lab, FIRST, "the set announced")
+        wait_for(lambda: status(status_file).get("in_sync"), CONVERGE, "run in sync")
+        files = {p.name: p.read_text() for p in speaker.include.iterdir()}
+        announced, withdrawn = lab.received()
+
+        bare = tmp_path / "bare.conf"
+        bare.write_text(speaker.without_includes())
+        lost = time.monotonic()
+        speaker.birdc("configure", f'"{bare}"')
+        wait_for(lambda: lab.received()[1] == withdrawn + 2, CONVERGE, "the routes withdrawn")
+        routes_are(lab, FIRST, "the set put back", VERIFY + CONVERGE)
+        took = time.monotonic() - lost
+        print(f"BIRD's routes put back {took:.1f} s after they were lost")
+        assert lab.received() == (announced + 2, withdrawn + 2)  # really lost, then back
+        assert took < VERIFY + 5.0
+        assert {p.name: p.read_text() for p in speaker.include.iterdir()} == files
+        assert status(status_file)["repairs"] >= 1
+        assert "repairing" in run_log.read_text()
+
+        # For good: bird.conf itself lost the include. BIRD takes run's configure but holds
+        # nothing; that is said, not taken for an applied set.
+        speaker.conf.write_text(speaker.without_includes())
+        speaker.birdc("configure")
+        wait_for(
+            lambda: "BIRD took the configuration but holds 0 of the 2" in run_log.read_text(),
+            VERIFY + CONVERGE,
+            "the lost include said",
+        )
+        state = status(status_file)
+        assert state["in_sync"] is False and state["apply_errors"] >= 1
+        assert state["held"] == {"ipv4": 0, "ipv6": 0, "at": state["held"]["at"]}
+        assert lab.routes() == {}
+        speaker.conf.write_text(speaker.good)
+        routes_are(lab, FIRST, "the set once bird.conf includes it again", VERIFY + CONVERGE)
+        wait_for(lambda: status(status_file).get("in_sync"), CONVERGE, "run in sync again")
+    finally:
+        if speaker.process is not None and speaker.process.poll() is None:
+            speaker.kill()
+        run.send_signal(signal.SIGTERM)
+        run.wait(15)

@@ -204,14 +204,17 @@ def test_export_carries_the_operator_community() -> None:
 @pytest.mark.skipif(shutil.which("birdc") is None, reason="birdc (Debian bird2) is not installed")
 def test_bgp_planes_read_back_what_they_hold(tmp_path: pathlib.Path) -> None:
     """What run compares with what it applied: BIRD's include files (one deleted behind its
-    back reads as routes missing), and what this process told ExaBGP (nothing known before
-    its first apply: a predecessor's routes are not this process's to claim)."""
+    back reads as routes missing; BIRD's own routes are read in tests/test_bgp.py), and
+    what this process told ExaBGP (nothing known before its first apply: a predecessor's
+    routes are not this process's to claim)."""
     bird = BirdPlane(tmp_path, tmp_path / "no-bird.ctl", HOPS, "64512:666")
     for path, text in bird.render(A).items():
         path.write_text(text)
-    assert same(bird.read(), A)
+    assert same(bird.read_files(), A)
     (tmp_path / "divert6.conf").unlink()
-    assert same(bird.read(), DiversionSet(ipv4=A.ipv4))
+    assert same(bird.read_files(), DiversionSet(ipv4=A.ipv4))
+    with pytest.raises(DivertError, match="is BIRD running"):
+        bird.read()  # what BIRD holds is read from BIRD
     exabgp = ExaBgpPlane(io.StringIO(), HOPS, "64512:666")
     assert exabgp.read() is None
     exabgp.apply(A)
