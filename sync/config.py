@@ -5,6 +5,7 @@
     max_shrink = 0.5          # refuse a feed that lost more than half its entries
     max_invalid_ratio = 0.01  # refuse a feed with more than 1% invalid records
     min_entries = 1
+    max_entries = 20000000    # refuse a feed of more entries (reading stops there)
     lock_wait = 0             # seconds a second sync waits for the first; 0: skip at once
     divert_key_file = "/etc/blocklist-proxy/divert.key"  # also keep the hostnames, encrypted,
                               # for blocklist-divert (two-stage diversion); default: none
@@ -66,6 +67,9 @@ class SyncConfig:
     store: str | None = None
     keep_versions: int = 5
     min_entries: int = 1
+    #: Past this many entries a feed is refused as it is read, before it takes the sync's
+    #: memory (a hash feed is packed, ~72 B a record of MD5 + PDQ; a URL feed is not).
+    max_entries: int = 20_000_000
     max_invalid_ratio: float = 0.01
     max_shrink: float = 0.5
     lock_wait: float = 0.0
@@ -134,6 +138,8 @@ def load_config(path: Path) -> SyncConfig:
 def validate_limits(config: SyncConfig) -> None:
     if not 0 <= config.max_shrink <= 1 or not 0 <= config.max_invalid_ratio <= 1:
         raise ConfigError("max_shrink and max_invalid_ratio are fractions between 0 and 1")
+    if config.max_entries < max(config.min_entries, 1):
+        raise ConfigError("max_entries must be at least min_entries and 1")
     if config.keep_versions < 2:
         raise ConfigError("keep_versions must be at least 2 (rollback needs the previous one)")
     if len({f.list_name for f in config.feeds}) > 255:

@@ -21,7 +21,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+from blocklist_addon.hashes.snapshot import HashRecords
 from blocklist_addon.matcher import compile_entry, expression_of
 from blocklist_addon.snapshot import DIGEST_SIZE, expression_digest, host_key
 from sync.progress import NO_PROGRESS, Progress
@@ -62,6 +64,8 @@ _CSV_DELIMITERS = (",", "\t", ";", "|")
 _PLURAL = {"line": "lines", "entry": "entries"}
 #: Parsing reports progress every this many records.
 PROGRESS_EVERY = 16_384
+# A body is checked as UTF-8 this many bytes (and the rest of a line) at a time.
+_UTF8_CHUNK = 1 << 20
 # Lists hold many pages per host: remember recent host keys (bounded, so that a list of a
 # million distinct hosts costs little memory).
 _host_key = functools.lru_cache(maxsize=4096)(host_key)
@@ -93,29 +97,50 @@ class ParsedFeed:
     """A feed read record by record; invalid records are counted, not fatal here, so that
     ``validate`` can apply the operator's tolerance to them."""
 
-    entries: list[FeedEntry]
+    entries: list[FeedEntry] | HashRecords  # HashRecords for the hash formats
     records: int  # data records seen (not blank lines, comments or a CSV header)
     invalid: list[int]  # positions of the first MAX_INVALID_SHOWN invalid records
     invalid_count: int
     #: What ``invalid`` counts: "line" (text, sha256, csv) or "entry" (json, 1-based index).
     position: str = "line"
 
+    def distinct(self) -> int:
+        """Entries as the snapshot will count them: distinct digests (URLs), records with a
+        hash of their own (hashes)."""
+        if isinstance(self.entries, HashRecords):
+            return self.entries.distinct()
+        return len({entry.digest for entry in self.entries})
 
-def parse_feed(data: bytes, fmt: str, *, progress: Progress = NO_PROGRESS) -> ParsedFeed:
+
+def parse_feed(
+    data: bytes,
+    fmt: str,
+    *,
+    progress: Progress = NO_PROGRESS,
+    max_entries: int | None = None,
+) -> ParsedFeed:
     """Read ``data`` as a feed of format ``fmt`` (one of FORMATS).
 
     Raises FeedError when the body is not a list at all (empty, an HTML page, binary,
-    broken JSON, a CSV without a url column); records that are merely invalid are
-    counted in the result instead. ``progress`` gets a "parsing" phase counting lines
-    (JSON: entries), advanced every PROGRESS_EVERY records.
+    broken JSON, a CSV without a url column), or once it has given more than
+    ``max_entries`` valid records (reading stops there: memory stays bounded); records
+    that are merely invalid are counted in the result instead. ``progress`` gets a
+    "parsing" phase counting lines (JSON: entries), advanced every PROGRESS_EVERY records.
+    Hash feeds are read from the bytes a line at a time, never decoded whole.
     """
     if fmt not in FORMATS:
         raise FeedError(f"unknown feed format {fmt!r} (one of {', '.join(FORMATS)})")
     progress.phase("parsing")
-    text = _decode(data)
-    if not text.strip():
-        raise FeedError("feed is empty")
-    head = text[:_HTML_SNIFF].lower()
+    body: str | bytes
+    if fmt in HASH_FORMATS:
+        _check_text(data)  # an empty body has no record: "feed is empty" below
+        body = data
+        head = str(data[: 4 * _HTML_SNIFF + 3], "utf-8", "ignore").removeprefix("\ufeff")
+    else:
+        body = head = _decode(data)
+        if not body.strip():
+            raise FeedError("feed is empty")
+    head = head[:_HTML_SNIFF].lower()
     if any(marker in head for marker in _HTML_MARKERS):
         raise FeedError("feed looks like an HTML page, not a text list")
     if head.lstrip().startswith("<?xml"):  # an object store's or proxy's error document
@@ -125,7 +150,7 @@ def parse_feed(data: bytes, fmt: str, *, progress: Progress = NO_PROGRESS) -> Pa
     else:
         parsers = _PARSERS
     with _gc_paused():
-        feed = parsers[fmt](text, progress)
+        feed = parsers[fmt](body, progress, max_entries)  # type: ignore[arg-type]
     if feed.records == 0:
         raise FeedError("feed is empty")
     return feed
@@ -147,10 +172,10 @@ def validate(
 ) -> None:
     """Raise FeedError unless ``feed`` may replace the active list.
 
-    Entries are counted once per distinct digest, as the snapshot stores them. ``force``
+    Entries are counted as the snapshot stores them (``ParsedFeed.distinct``). ``force``
     only overrides the shrink check: a feed that is mostly invalid is never forced in.
     """
-    entries = len({entry.digest for entry in feed.entries})
+    entries = feed.distinct()
     if entries < min_entries:
         raise FeedError(
             f"only {entries} valid entries in {feed.records} records, "
@@ -179,6 +204,13 @@ def validate(
 
 def _decode(data: bytes) -> str:
     """UTF-8 text without a BOM, or FeedError saying why the body is not text."""
+    _check_text(data)
+    return data.decode("utf-8").removeprefix("\ufeff")
+
+
+def _check_text(data: bytes) -> None:
+    """FeedError unless ``data`` is UTF-8 text, checked a chunk of lines at a time so that
+    the body is never decoded whole (a hash feed is then read a line at a time)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise FeedError("not text: UTF-16 (the feed must be UTF-8)")
     if data.startswith(b"\x1f\x8b"):
@@ -187,13 +219,21 @@ def _decode(data: bytes) -> str:
     if binary is not None:
         what = "a NUL byte" if binary.group() == b"\0" else "a binary control byte"
         raise FeedError(f"not text: {what} at line {data.count(b'\n', 0, binary.start()) + 1}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FeedError(
-            f"not text: invalid UTF-8 at line {data.count(b'\n', 0, e.start) + 1}"
-        ) from None
-    return text.removeprefix("\ufeff")
+    view, start = memoryview(data), 0
+    while start < len(data):
+        end = data.find(b"\n", start + _UTF8_CHUNK) + 1 or len(data)  # no character spans \n
+        try:
+            str(view[start:end], "utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, start + e.start) + 1
+            raise FeedError(f"not text: invalid UTF-8 at line {line}") from None
+        start = end
+
+
+def text_stream(data: bytes, newline: str) -> io.TextIOWrapper:
+    r"""The body as text without its BOM, decoded as it is read: ``newline`` as ``open``'s
+    ("\n": lines end at LF only; "": universal newlines, untranslated, as ``csv`` wants)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=newline)
 
 
 @contextmanager
@@ -226,21 +266,31 @@ class _Invalid(Exception):
 
 
 def _collect(
-    records: Iterable[tuple[int, FeedEntry | None]],
+    records: Iterable[tuple[int, Any]],
     position: str,
     progress: Progress,
     total: int,
+    max_entries: int | None = None,
+    entries: Any = None,
 ) -> ParsedFeed:
     """Count (position, entry or None for an invalid record) pairs into a ParsedFeed,
-    reporting the position out of ``total`` lines (or entries) to ``progress``."""
-    entries: list[FeedEntry] = []
+    reporting the position out of ``total`` lines (or entries) to ``progress``. Entries
+    are appended to ``entries`` (a new list by default); FeedError past ``max_entries``."""
+    if entries is None:
+        entries = []
     invalid: list[int] = []
     count = invalid_count = reported = 0
     append = entries.append
+    limit = math.inf if max_entries is None else max_entries
     progress.phase("parsing", total=total, unit=_PLURAL[position])
     for number, entry in records:
         count += 1
         if entry is not None:
+            if count - invalid_count > limit:
+                raise FeedError(
+                    f"more than {max_entries:,} entries ({position} {number}), "
+                    "over the max_entries limit"
+                )
             append(entry)
         else:
             invalid_count += 1
@@ -253,8 +303,10 @@ def _collect(
     return ParsedFeed(entries, count, invalid, invalid_count, position)
 
 
-def _line_count(text: str) -> int:
-    return text.count("\n") + (not text.endswith("\n"))
+def _line_count(body: str | bytes) -> int:
+    if isinstance(body, bytes):
+        return body.count(b"\n") + (not body.endswith(b"\n"))
+    return body.count("\n") + (not body.endswith("\n"))
 
 
 def _url_entry(url: object, entry_id: str | None = None) -> FeedEntry | None:
@@ -294,25 +346,26 @@ def _entry_id(value: object) -> str | None:
 # -- line formats (text, sha256) ---------------------------------------------------------
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
+def _lines(text: str | Iterable[str]) -> Iterator[tuple[int, str]]:
     """(line number, stripped line) of every data line: blank lines and comments skipped.
 
     Lines end at LF only (a CR before it is stripped), so that the numbers match what an
     editor shows even when a line holds a stray form feed or Unicode line separator.
+    ``text`` is the text, or its lines split so (by ``text_stream(data, newline="\\n")``).
     """
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, line in enumerate(text.split("\n") if isinstance(text, str) else text, 1):
         line = line.strip()
         if line and line[0] != "#":
             yield number, line
 
 
-def _parse_text(text: str, progress: Progress) -> ParsedFeed:
+def _parse_text(text: str, progress: Progress, max_entries: int | None = None) -> ParsedFeed:
     url_entry = _url_entry
     records = ((n, url_entry(line)) for n, line in _lines(text))
-    return _collect(records, "line", progress, _line_count(text))
+    return _collect(records, "line", progress, _line_count(text), max_entries)
 
 
-def _parse_sha256(text: str, progress: Progress) -> ParsedFeed:
+def _parse_sha256(text: str, progress: Progress, max_entries: int | None = None) -> ParsedFeed:
     """One hex SHA-256 of a canonical expression per line; the snapshot keeps its first
     DIGEST_SIZE bytes, the same truncation ``expression_digest`` makes."""
     fullmatch = _SHA256.fullmatch
@@ -326,13 +379,14 @@ def _parse_sha256(text: str, progress: Progress) -> ParsedFeed:
         "line",
         progress,
         _line_count(text),
+        max_entries,
     )
 
 
 # -- csv ---------------------------------------------------------------------------------
 
 
-def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
+def _parse_csv(text: str, progress: Progress, max_entries: int | None = None) -> ParsedFeed:
     """A header row naming a ``url`` column (optionally ``id`` and ``category``; others
     are ignored), then one record per row (see ``_csv_rows``)."""
     names, rows = _csv_rows(text, lambda names: "url" in names, "url column")
@@ -348,11 +402,11 @@ def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
             except _Invalid:
                 yield number, None
 
-    return _collect(records(), "line", progress, _line_count(text))
+    return _collect(records(), "line", progress, _line_count(text), max_entries)
 
 
 def _csv_rows(
-    text: str, fits: Callable[[list[str]], bool], missing: str
+    text: str | bytes, fits: Callable[[list[str]], bool], missing: str
 ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """A CSV feed's header (its names lower-cased) and its rows as (line number, cells).
 
@@ -361,7 +415,7 @@ def _csv_rows(
     or TAB (FeedError saying the header has no ``missing`` otherwise). Blank rows and rows
     whose first cell starts with ``#`` are comments, as in the line formats.
     """
-    stream = io.StringIO(text, newline="")
+    stream = text_stream(text, "") if isinstance(text, bytes) else io.StringIO(text, newline="")
     header_line = 0
     for line in stream:
         header_line += 1
@@ -397,7 +451,7 @@ def _csv_rows(
 # -- json --------------------------------------------------------------------------------
 
 
-def _parse_json(text: str, progress: Progress) -> ParsedFeed:
+def _parse_json(text: str, progress: Progress, max_entries: int | None = None) -> ParsedFeed:
     """An array of objects with ``url`` and optional ``id`` and ``category``, or an object
     holding that array as ``entries``. Positions are 1-based array indexes."""
     try:
@@ -421,10 +475,10 @@ def _parse_json(text: str, progress: Progress) -> ParsedFeed:
             except _Invalid:
                 yield number, None
 
-    return _collect(records(), "entry", progress, len(document))
+    return _collect(records(), "entry", progress, len(document), max_entries)
 
 
-_PARSERS: dict[str, Callable[[str, Progress], ParsedFeed]] = {
+_PARSERS: dict[str, Callable[[str, Progress, int | None], ParsedFeed]] = {
     "text": _parse_text,
     "csv": _parse_csv,
     "json": _parse_json,

@@ -1,14 +1,16 @@
 """Reading an image hash list feed (``hashes-jsonl``, ``hashes-csv``) into records.
 
-Pure functions of the text, like ``feeds.py`` (which decodes the body, refuses HTML error
+Pure functions of the body, like ``feeds.py`` (which checks it is text, refuses HTML error
 pages and empty bodies, and calls these). Hashes are licensed and confidential: errors name
-line numbers and counts only, never a value.
+line numbers and counts only, never a value. The body is decoded a line at a time and each
+record packed into ``HashRecords`` as it is read: a feed of millions costs little more
+than its hashes and ids, never an object a record.
 
 A record is one line: an optional ``id`` and ``category`` and one or more of ``md5``,
 ``sha1``, ``sha256``, ``pdq`` in hex (any case). A record with a malformed hash (wrong
 length, not hex), no hash at all, or a bad id is invalid; it is counted, and ``validate``
 refuses the feed when too many are. A hash that an earlier record already listed counts
-as a duplicate: the first record keeps it.
+as a duplicate: the first record keeps it (``HashRecords.duplicates``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 from collections.abc import Iterator
 
 from blocklist_addon.hashes.kinds import KINDS
-from blocklist_addon.hashes.snapshot import HashRecord, record_of
+from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, hashes_of
 from sync.feeds import (
     ParsedFeed,
     _collect,
@@ -26,20 +28,11 @@ from sync.feeds import (
     _Invalid,
     _line_count,
     _lines,
+    text_stream,
 )
 from sync.progress import Progress
 
-__all__ = ["PARSERS", "duplicate_hashes"]
-
-
-def duplicate_hashes(records: list[HashRecord]) -> int:
-    """Hashes listed again by a later record (the snapshot keeps the first)."""
-    seen: set[tuple[str, bytes]] = set()
-    total = 0
-    for record in records:
-        total += len(record.hashes)
-        seen.update(record.hashes)
-    return total - len(seen)
+__all__ = ["PARSERS"]
 
 
 def _record(fields: dict[str, object]) -> HashRecord | None:
@@ -50,14 +43,15 @@ def _record(fields: dict[str, object]) -> HashRecord | None:
             raise _Invalid
     except _Invalid:
         return None
-    return record_of({**fields, "id": entry_id})
+    hashes = hashes_of(fields)
+    return None if hashes is None else HashRecord(hashes, entry_id)
 
 
-def _parse_jsonl(text: str, progress: Progress) -> ParsedFeed:
+def _parse_jsonl(data: bytes, progress: Progress, max_entries: int | None) -> ParsedFeed:
     """One JSON object a line; blank lines and ``#`` comments are skipped."""
 
     def records() -> Iterator[tuple[int, HashRecord | None]]:
-        for number, line in _lines(text):
+        for number, line in _lines(text_stream(data, "\n")):
             try:
                 item = json.loads(line)
             except (ValueError, RecursionError):
@@ -65,15 +59,15 @@ def _parse_jsonl(text: str, progress: Progress) -> ParsedFeed:
                 continue
             yield number, _record(item) if isinstance(item, dict) else None
 
-    return _collect(records(), "line", progress, _line_count(text))  # type: ignore[arg-type]
+    return _collect(records(), "line", progress, _line_count(data), max_entries, HashRecords())
 
 
-def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
+def _parse_csv(data: bytes, progress: Progress, max_entries: int | None) -> ParsedFeed:
     """A header row naming at least one hash column (md5, sha1, sha256, pdq; optionally id
     and category), then a record a row (the delimiter and comments as ``sync.feeds``'
     CSV format reads them)."""
     names, rows = _csv_rows(
-        text, lambda names: bool(set(names) & set(KINDS)), f"hash column ({', '.join(KINDS)})"
+        data, lambda names: bool(set(names) & set(KINDS)), f"hash column ({', '.join(KINDS)})"
     )
     columns = {name: i for i, name in enumerate(names) if name in (*KINDS, "id", "category")}
 
@@ -82,7 +76,7 @@ def _parse_csv(text: str, progress: Progress) -> ParsedFeed:
             fields = {name: row[i] if i < len(row) else None for name, i in columns.items()}
             yield number, _record(fields)  # type: ignore[arg-type]
 
-    return _collect(records(), "line", progress, _line_count(text))  # type: ignore[arg-type]
+    return _collect(records(), "line", progress, _line_count(data), max_entries, HashRecords())
 
 
 PARSERS = {"hashes-jsonl": _parse_jsonl, "hashes-csv": _parse_csv}

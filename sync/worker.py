@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot
+from blocklist_addon.hashes.snapshot import HashRecords, HashSnapshot
 from blocklist_addon.snapshot import Snapshot
 from blocklist_addon.store import SYNCED_STATE, Store, VersionInfo
 from divert.hosts import HostStore
@@ -31,7 +31,6 @@ from sync import compiled
 from sync.config import Feed, SyncConfig
 from sync.feeds import FeedError, parse_feed, validate
 from sync.fetch import FetchError, FetchState, fetch_feed
-from sync.hashfeeds import duplicate_hashes
 from sync.progress import NO_PROGRESS, Progress
 
 SUPPRESSED = "suppressed"
@@ -141,7 +140,11 @@ async def sync_feed(
             return FeedOutcome(name, "unchanged", previous, "not modified")
         assert result.data is not None
         parsed = await asyncio.to_thread(
-            parse_feed, result.data, feed.source.format, progress=progress
+            parse_feed,
+            result.data,
+            feed.source.format,
+            progress=progress,
+            max_entries=config.max_entries,
         )
         progress.phase("validating")
         validate(
@@ -161,7 +164,7 @@ async def sync_feed(
     if hosts is not None:  # first: a crash before the entries makes the next run refetch
         await hosts.save_feed(name, {e.host for e in parsed.entries if e.host is not None})
     await store.set_blob(key, _pack(feed, parsed.entries))
-    entries = len({e.digest for e in parsed.entries})  # as validate() and the snapshot count
+    entries = parsed.distinct()  # as validate() and the snapshot count
     state.update(
         fetch=result.state.to_dict(),
         entries=entries,
@@ -174,15 +177,15 @@ async def sync_feed(
     notes = []
     if parsed.invalid_count:
         notes.append(f"{parsed.invalid_count:,} invalid records skipped")
-    if feed.kind == "hashes" and (duplicates := duplicate_hashes(parsed.entries)):
+    if isinstance(parsed.entries, HashRecords) and (duplicates := parsed.entries.duplicates()):
         notes.append(f"{duplicates:,} duplicate hashes merged")
     return FeedOutcome(name, "updated", entries, "; ".join(notes))
 
 
-def _pack(feed: Feed, entries: list) -> bytes:
+def _pack(feed: Feed, entries: list | HashRecords) -> bytes:
     """A feed's kept entries: digests for URLs, a hash snapshot of its own for hashes."""
-    if feed.kind == "hashes":
-        return HashSnapshot.build((feed.list_name, record) for record in entries).to_bytes()
+    if isinstance(entries, HashRecords):
+        return HashSnapshot.build(entries.named(feed.list_name)).to_bytes()
     return compiled.pack(entries)
 
 
@@ -193,7 +196,7 @@ async def build(
     feeds = list(feeds)
     hashes = any(feed.kind == "hashes" for feed in feeds)  # one kind per store
     entries: list[tuple[bytes, bytes | None, str, str | None]] = []
-    records: list[tuple[str, HashRecord]] = []
+    records = HashRecords()  # packed: a million entries, never a million objects
     names = []
     for feed in feeds:
         blob = await store.get_blob(feed_key(feed.source.name))
@@ -201,9 +204,7 @@ async def build(
             continue
         names.append(feed.source.name)
         if feed.kind == "hashes":
-            for _, record in HashSnapshot.from_bytes(blob).records():
-                if record.id() not in suppressed:
-                    records.append((feed.list_name, record))
+            records.add_snapshot(HashSnapshot.from_bytes(blob), feed.list_name, suppressed)
             continue
         for e in compiled.unpack(blob):
             if (e.entry_id or e.digest.hex()) not in suppressed:

@@ -24,9 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
+
+import numpy as np
 
 from blocklist_addon.hashes.kinds import KINDS, SIZES, parse_hex
 from blocklist_addon.snapshot import SnapshotError, frame, unframe
@@ -35,8 +38,10 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "HashRecord",
+    "HashRecords",
     "HashSnapshot",
     "SnapshotError",
+    "hashes_of",
     "opaque_id",
     "record_of",
 ]
@@ -74,6 +79,15 @@ def opaque_id(kind: str, value: bytes) -> str:
 def record_of(fields: Mapping[str, object]) -> HashRecord | None:
     """The record for a feed object's hash fields, or None when any given hash is malformed
     or none is given. Empty fields count as absent."""
+    hashes = hashes_of(fields)
+    if hashes is None:
+        return None
+    entry_id = fields.get("id")
+    return HashRecord(hashes, str(entry_id) if entry_id not in (None, "") else None)
+
+
+def hashes_of(fields: Mapping[str, object]) -> tuple[tuple[str, bytes], ...] | None:
+    """A feed object's (kind, hash) pairs in KINDS order, or None as for ``record_of``."""
     hashes = []
     for kind in KINDS:
         text = fields.get(kind)
@@ -83,10 +97,193 @@ def record_of(fields: Mapping[str, object]) -> HashRecord | None:
         if value is None:
             return None
         hashes.append((kind, value))
-    if not hashes:
-        return None
-    entry_id = fields.get("id")
-    return HashRecord(tuple(hashes), str(entry_id) if entry_id not in (None, "") else None)
+    return tuple(hashes) or None
+
+
+class HashRecords:
+    """Records packed as a snapshot stores them, so that a feed of millions is read and
+    built without an object a record (read into ``HashRecord``s, a feed of MD5 + PDQ took
+    ~700 B a record; packed, its hashes and id and 4 bytes a hash and 5 a record). Per kind:
+    the hashes end to end and the record each belongs to (u32, in record order); the UTF-8
+    ids end to end and where each ends; a byte a record for its list name. Iterating gives ``HashRecord``s again, one
+    at a time, each with its id (an opaque one when the feed gave none)."""
+
+    __slots__ = ("_counts", "_hashes", "_id_ends", "_ids", "_list", "_name_of", "_names", "_owners")
+
+    def __init__(self) -> None:
+        self._hashes = {kind: bytearray() for kind in KINDS}
+        self._owners = {kind: array("I") for kind in KINDS}
+        self._ids = bytearray()
+        self._id_ends = array("I")
+        self._list = bytearray()
+        self._names: list[str] = []
+        self._name_of: dict[str, int] = {}
+        self._counts: tuple[int, int] | None = None  # (entries, duplicate hashes) once merged
+
+    def append(self, record: HashRecord, list_name: str = "default") -> None:
+        """Add ``record`` to ``list_name``; ValueError for a hash of the wrong size, or past
+        the limits of the format (4 GiB of ids, MAX_LISTS names)."""
+        number = len(self._id_ends)
+        hashes = record.hashes
+        for kind, value in hashes:
+            if len(value) != SIZES.get(kind):
+                raise ValueError(f"a {kind} hash must be {SIZES.get(kind)} bytes")
+        for kind, value in hashes:
+            self._hashes[kind] += value
+            self._owners[kind].append(number)
+        if hashes:
+            self._ids += (record.entry_id or opaque_id(*hashes[0])).encode("utf-8")
+        try:
+            self._id_ends.append(len(self._ids))
+        except OverflowError:
+            raise ValueError("the ids of a hash list must fit in 4 GiB") from None
+        index = self._name_of.get(list_name)
+        self._list.append(self._name_index(list_name) if index is None else index)
+        self._counts = None
+
+    def add_snapshot(
+        self, snapshot: HashSnapshot, list_name: str, suppressed: Container[str] = ()
+    ) -> None:
+        """Every entry of ``snapshot`` as a record of ``list_name``, but those whose id is in
+        ``suppressed``: a stored feed read back without a ``HashRecord`` an entry."""
+        count = len(snapshot)
+        kept = np.ones(count, dtype=bool)
+        if suppressed:
+            for number in range(count):
+                kept[number] = snapshot.entry(number)[1] not in suppressed
+        base = len(self._id_ends)
+        numbers = (np.cumsum(kept, dtype=np.int64) - 1 + base).astype(np.uint32)
+        for kind in KINDS:
+            hashes, owners = snapshot.section(kind)
+            of = np.frombuffer(owners, dtype=np.uint32)
+            mask = kept[of]
+            order = np.argsort(of[mask], kind="stable")
+            self._hashes[kind] += np.frombuffer(hashes, f"S{SIZES[kind]}")[mask][order].tobytes()
+            self._owners[kind].frombytes(numbers[of[mask][order]].tobytes())
+        offsets = np.frombuffer(snapshot._id_offsets, dtype=np.uint32).astype(np.int64)
+        starts, ends = offsets[:-1][kept], offsets[1:][kept]
+        ids = _gather(np.frombuffer(snapshot._id_blob, dtype=np.uint8), starts, ends)
+        id_ends = np.cumsum(ends - starts) + len(self._ids)
+        if len(id_ends) and id_ends[-1] >= 2**32:
+            raise ValueError("the ids of a hash list must fit in 4 GiB")
+        self._ids += ids.tobytes()
+        self._id_ends.frombytes(id_ends.astype(np.uint32).tobytes())
+        self._list += bytes([self._name_index(list_name)]) * int(kept.sum())
+        self._counts = None
+
+    def named(self, list_name: str) -> HashRecords:
+        """These records, all in ``list_name`` (a feed is read before its list is known)."""
+        if len(self._names) > 1:
+            raise ValueError("records of several lists cannot be renamed to one")
+        self._names = [list_name]
+        self._name_of = {list_name: 0}
+        return self
+
+    def distinct(self) -> int:
+        """Entries the snapshot will hold: records with a hash no earlier record listed."""
+        return self._merged_counts()[0]
+
+    def duplicates(self) -> int:
+        """Hashes listed again by a later record (the snapshot keeps the first)."""
+        return self._merged_counts()[1]
+
+    def sections(self, meta: Mapping[str, object] | None = None) -> list[bytes]:
+        """The snapshot's sections (see the module docstring), duplicates merged."""
+        kept, merged = self._merge()
+        numbers = np.cumsum(kept, dtype=np.int64) - 1  # each kept record's entry number
+        sections: list[bytes] = []
+        for kind in KINDS:
+            hashes, owners = merged[kind]
+            sections.append(hashes.tobytes())
+            sections.append(numbers[owners].astype("<u4").tobytes())
+        ends = np.frombuffer(self._id_ends, dtype=np.uint32).astype(np.int64)
+        starts = np.concatenate([[0], ends])[:-1].astype(np.int64)
+        ids = np.frombuffer(self._ids, dtype=np.uint8)
+        lengths = ends[kept] - starts[kept]
+        sections.append(np.concatenate([[0], np.cumsum(lengths)]).astype("<u4").tobytes())
+        used = np.frombuffer(self._list, dtype=np.uint8)[kept]
+        names = sorted(self._names[i] for i in np.unique(used))
+        if len(names) > MAX_LISTS:
+            raise ValueError(f"at most {MAX_LISTS} list names per snapshot, got {len(names)}")
+        if len(names) > 1:
+            position = np.zeros(len(self._names), dtype=np.uint8)
+            for i, name in enumerate(self._names):
+                if name in names:
+                    position[i] = names.index(name)
+            sections.append(position[used].tobytes())
+        else:
+            sections.append(b"")
+        sections.append(_gather(ids, starts[kept], ends[kept]).tobytes())
+        counts = {kind: len(merged[kind][0]) for kind in KINDS}
+        document = {
+            "lists": names,
+            "meta": {**(meta or {}), "entries": int(kept.sum()), "hashes": counts},
+        }
+        sections.append(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+        return sections
+
+    def __len__(self) -> int:
+        return len(self._id_ends)
+
+    def __iter__(self) -> Iterator[HashRecord]:
+        at = dict.fromkeys(KINDS, 0)
+        start = 0
+        for number, end in enumerate(self._id_ends):
+            hashes = []
+            for kind in KINDS:
+                owners, i, size = self._owners[kind], at[kind], SIZES[kind]
+                while i < len(owners) and owners[i] == number:
+                    hashes.append((kind, bytes(self._hashes[kind][i * size : (i + 1) * size])))
+                    i += 1
+                at[kind] = i
+            yield HashRecord(tuple(hashes), self._ids[start:end].decode("utf-8"))
+            start = end
+
+    def _name_index(self, name: str) -> int:
+        if not isinstance(name, str):
+            raise TypeError("list name must be a str")
+        index = self._name_of.get(name)
+        if index is None:
+            if len(self._names) >= MAX_LISTS:
+                raise ValueError(f"at most {MAX_LISTS} list names per snapshot")
+            index = self._name_of[name] = len(self._names)
+            self._names.append(name)
+        return index
+
+    def _merge(self) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Which records keep a hash of their own, and per kind the sorted distinct hashes
+        with the record that listed each first."""
+        kept = np.zeros(len(self), dtype=bool)
+        merged = {}
+        for kind in KINDS:
+            hashes = np.frombuffer(self._hashes[kind], dtype=f"S{SIZES[kind]}")
+            owners = np.frombuffer(self._owners[kind], dtype=np.uint32)
+            order = np.lexsort((owners, hashes))  # by hash, then by record
+            hashes, owners = hashes[order], owners[order]
+            first = np.ones(len(hashes), dtype=bool)
+            first[1:] = hashes[1:] != hashes[:-1]
+            merged[kind] = hashes[first], owners[first]
+            kept[owners[first]] = True
+        self._counts = (
+            int(kept.sum()),
+            sum(len(self._owners[k]) - len(merged[k][0]) for k in KINDS),
+        )
+        return kept, merged
+
+    def _merged_counts(self) -> tuple[int, int]:
+        if self._counts is None:
+            self._merge()
+        assert self._counts is not None
+        return self._counts
+
+
+def _gather(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The bytes ``blob[starts[i]:ends[i]]`` for every i, end to end."""
+    lengths = ends - starts
+    if len(blob) and len(lengths) and int(lengths.sum()) == len(blob):
+        return blob  # every slice, in order: the common case, no copy
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return blob[np.arange(int(lengths.sum()), dtype=np.int64) + shift]
 
 
 class HashSnapshot:
@@ -104,49 +301,17 @@ class HashSnapshot:
     @classmethod
     def build(
         cls,
-        records: Iterable[tuple[str, HashRecord]],
+        records: HashRecords | Iterable[tuple[str, HashRecord]],
         meta: Mapping[str, object] | None = None,
     ) -> HashSnapshot:
-        """Compile (list name, record) pairs. A hash listed twice belongs to the first
-        record that lists it; a record left with no hash of its own is dropped."""
-        owner: dict[str, dict[bytes, int]] = {kind: {} for kind in KINDS}
-        entries: list[tuple[str, str]] = []  # (list name, id)
-        for name, record in records:
-            if not isinstance(name, str):
-                raise TypeError("list name must be a str")
-            number = len(entries)
-            fresh = False
-            for kind, value in record.hashes:
-                if kind not in SIZES or len(value) != SIZES[kind]:
-                    raise ValueError(f"a {kind} hash must be {SIZES.get(kind)} bytes")
-                if value not in owner[kind]:
-                    owner[kind][value] = number
-                    fresh = True
-            if fresh:
-                entries.append((name, record.id()))
-        names = sorted({name for name, _ in entries})
-        if len(names) > MAX_LISTS:
-            raise ValueError(f"at most {MAX_LISTS} list names per snapshot, got {len(names)}")
-        sections: list[bytes] = []
-        for kind in KINDS:
-            hashes = sorted(owner[kind])
-            sections.append(b"".join(hashes))
-            sections.append(b"".join(_U32.pack(owner[kind][h]) for h in hashes))
-        encoded = [entry_id.encode("utf-8") for _, entry_id in entries]
-        sections.append(b"".join(_U32.pack(n) for n in accumulate(map(len, encoded), initial=0)))
-        if len(names) > 1:
-            number_of = {name: i for i, name in enumerate(names)}
-            sections.append(bytes(number_of[name] for name, _ in entries))
-        else:
-            sections.append(b"")
-        sections.append(b"".join(encoded))
-        counts = {kind: len(owner[kind]) for kind in KINDS}
-        document = {
-            "lists": names,
-            "meta": {**(meta or {}), "entries": len(entries), "hashes": counts},
-        }
-        sections.append(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
-        return cls.from_bytes(frame(_HEADER, MAGIC, FORMAT_VERSION, sections))
+        """Compile packed records, or (list name, record) pairs. A hash listed twice belongs
+        to the first record that lists it; a record left with no hash of its own is dropped."""
+        if not isinstance(records, HashRecords):
+            packed = HashRecords()
+            for name, record in records:
+                packed.append(record, name)
+            records = packed
+        return cls.from_bytes(frame(_HEADER, MAGIC, FORMAT_VERSION, records.sections(meta)))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HashSnapshot:
