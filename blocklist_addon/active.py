@@ -37,6 +37,7 @@ from blocklist_addon import lastgood, notify
 from blocklist_addon.errors import describe_error
 from blocklist_addon.matcher import Blocklist
 from blocklist_addon.metrics import Gauge, Metrics
+from blocklist_addon.options import int_option
 from blocklist_addon.snapshot import Snapshot, SnapshotError
 from blocklist_addon.store import SYNCED_STATE, Store, StoreError, VersionInfo, open_store
 
@@ -91,6 +92,11 @@ class ActiveList:
         self.failing: set[str] = set()  # background tasks that failed and have not recovered
         self._store: Store | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Options, read in configure (these defaults are the options' own).
+        self.poll = 1
+        self.max_age = 48 * 3600
+        self.start_wait = 30
+        self.start_timeout = 10
 
     def load(self, loader) -> None:
         if self.kind is not URLS:
@@ -150,6 +156,12 @@ class ActiveList:
             "last-known-good copy.",
         )
 
+    def configure(self, updated: set[str]) -> None:
+        self.poll = int_option("blocklist_poll", 1)
+        self.max_age = int_option("blocklist_max_age", 0)
+        self.start_wait = int_option("blocklist_start_wait", 0)
+        self.start_timeout = int_option("blocklist_start_timeout", 1)
+
     async def running(self) -> None:
         try:
             self._store = open_store(
@@ -184,7 +196,7 @@ class ActiveList:
         """Wait (up to ``blocklist_start_wait``) for the start-up load; False on timeout."""
         if not self.started:
             try:
-                async with asyncio.timeout(ctx.options.blocklist_start_wait):
+                async with asyncio.timeout(self.start_wait):
                     await self._started.wait()
             except TimeoutError:
                 return False
@@ -214,7 +226,7 @@ class ActiveList:
         return max(0.0, self.clock() - self.fresh_at)
 
     def stale(self) -> bool:
-        max_age = ctx.options.blocklist_max_age
+        max_age = self.max_age
         age = self.age()
         return age is not None and max_age > 0 and age > max_age
 
@@ -259,11 +271,11 @@ class ActiveList:
         assert self._store is not None
         store = self._store
         try:
-            async with asyncio.timeout(ctx.options.blocklist_start_timeout):
+            async with asyncio.timeout(self.start_timeout):
                 pair = await store.load_active()
             self.store_up = True
         except (StoreError, TimeoutError) as exc:
-            reason = str(exc) or f"no answer within {ctx.options.blocklist_start_timeout} s"
+            reason = str(exc) or f"no answer within {self.start_timeout} s"
             log.warning(
                 f"blocklist: {self.kind.what}store {store.url} unavailable at start: {reason}"
             )
@@ -380,7 +392,7 @@ class ActiveList:
         store, backoff = self._store, 1.0
         while True:
             try:
-                async for number in store.watch(poll_interval=ctx.options.blocklist_poll):
+                async for number in store.watch(poll_interval=self.poll):
                     # A store that was away may have lost its data (Redis without
                     # persistence) and numbered a new list like the old one: after an
                     # outage, compare contents, not numbers.
@@ -440,7 +452,7 @@ class ActiveList:
                 self._working("freshness")
             except StoreError:
                 pass  # _follow reports the store's health
-            await asyncio.sleep(ctx.options.blocklist_poll)
+            await asyncio.sleep(self.poll)
 
 
 def _v(info: VersionInfo | None) -> int:

@@ -32,6 +32,7 @@ from blocklist_addon.enforce import UNCHECKED, Enforcer, header, request_url, re
 from blocklist_addon.inflate import TooLarge, inflate
 from blocklist_addon.matcher import Match
 from blocklist_addon.metrics import Metrics
+from blocklist_addon.options import int_option
 
 __all__ = ["SPLASH_PATH", "PageScanner", "UploadGuard"]
 
@@ -85,7 +86,7 @@ class PageScanner:
     def configure(self, updated: set[str]) -> None:
         # Read once here, not per response: option lookups cost more than the checks.
         self.action = ctx.options.blocklist_scan_pages
-        self.limit = ctx.options.blocklist_scan_max_bytes
+        self.limit = int_option("blocklist_scan_max_bytes", 0)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Answer the splash page a neutralized link points to."""
@@ -283,7 +284,7 @@ class UploadGuard:
     def configure(self, updated: set[str]) -> None:
         paths = ctx.options.blocklist_upload_paths
         self.patterns = [p.strip() for p in paths.split(",") if p.strip()]
-        self.limit = ctx.options.blocklist_upload_max_bytes
+        self.limit = int_option("blocklist_upload_max_bytes", 0)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not self._guarded(flow):

@@ -38,6 +38,7 @@ from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
 from blocklist_addon.inflate import TooLarge, inflate
 from blocklist_addon.metrics import Metrics
+from blocklist_addon.options import int_option
 from blocklist_addon.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -182,16 +183,15 @@ class ImageGuard:
 
     def configure(self, updated: set[str]) -> None:
         o = ctx.options
-        self.threshold = o.blocklist_image_threshold
-        self.min_quality = o.blocklist_image_min_quality
+        self.hashes.configure(updated)
+        self.threshold = int_option("blocklist_image_threshold", 0, 128)
+        self.min_quality = int_option("blocklist_image_min_quality", 0, 100)
         self.dihedral = o.blocklist_image_dihedral
-        self.max_bytes = o.blocklist_image_max_bytes
-        self.max_pixels = o.blocklist_image_max_pixels
-        self.max_frames = o.blocklist_image_max_frames
-        self.max_seconds = o.blocklist_image_max_ms / 1000
+        self.max_bytes = int_option("blocklist_image_max_bytes", 1)
+        self.max_pixels = int_option("blocklist_image_max_pixels", 1)
+        self.max_frames = int_option("blocklist_image_max_frames", 1)
+        self.max_seconds = int_option("blocklist_image_max_ms", 1) / 1000
         self.uncheckable = o.blocklist_image_uncheckable
-        if not 0 <= self.threshold <= 128:
-            raise OptionsError("blocklist_image_threshold must be between 0 and 128")
         try:
             self.webhook.configure(o.blocklist_image_webhook, o.blocklist_image_webhook_token_file)
         except ValueError as exc:

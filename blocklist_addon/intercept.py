@@ -77,6 +77,8 @@ class InterceptPolicy:
     enforcer: Enforcer
     _cache: dict[str, HostListing] = field(default_factory=dict, init=False)
     _cached_for: Blocklist | None = field(default=None, init=False)
+    # Options, read in configure (this default is the option's own).
+    mode: str = field(default="listed", init=False)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -89,13 +91,16 @@ class InterceptPolicy:
             choices=INTERCEPT_CHOICES,
         )
 
+    def configure(self, updated: set[str]) -> None:
+        self.mode = ctx.options.blocklist_intercept
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """Regular mode: refuse a CONNECT to a host listed whole when nothing is decrypted."""
         blocklist = self.lists.blocklist
         if not self.lists.started:  # blocklist_start_wait ran out: nothing to check against
             respond(flow, UNCHECKED)
             return
-        if ctx.options.blocklist_intercept != "never" or blocklist is None or flow.response:
+        if self.mode != "never" or blocklist is None or flow.response:
             return
         try:
             whole = self._listing(blocklist, flow.request.host).whole
@@ -107,7 +112,7 @@ class InterceptPolicy:
             self.enforcer.block(flow, whole, where="connect")
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        mode = ctx.options.blocklist_intercept
+        mode = self.mode
         if mode == "all" or data.ignore_connection:
             return
         if isinstance(data.context.client.proxy_mode, mode_specs.ReverseMode):

@@ -59,7 +59,7 @@ def health(lists: ActiveList, hashes: ActiveList | None = None) -> tuple[int, di
             version=info.version,
             entries=info.entries,
             age_seconds=None if age is None else round(age),
-            max_age_seconds=ctx.options.blocklist_max_age or None,
+            max_age_seconds=lists.max_age or None,
             source=lists.origin,
         )
     if hashes is not None and hashes.info is not None:

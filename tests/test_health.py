@@ -7,10 +7,13 @@ makes it fresh again and never yields a negative age.
 
 from __future__ import annotations
 
+import pytest
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.test import taddons
 
 from blocklist_addon import Blocklist
 from blocklist_addon.active import ActiveList
+from blocklist_addon.addon import BlocklistAddon
 from blocklist_addon.metrics import Metrics
 from blocklist_addon.status import health
 from blocklist_addon.store import VersionInfo
@@ -61,3 +64,22 @@ def test_clock_jumps_around_the_maximum_age() -> None:
         gauges = {g.name: g.value for g in lists.gauges()}
         assert gauges["blocklist_list_stale"] == 0
         assert gauges["blocklist_list_age_seconds"] == 10**9
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("blocklist_poll", 0),
+        ("blocklist_max_age", -1),
+        ("blocklist_start_timeout", 0),
+        ("blocklist_image_max_frames", 0),
+        ("blocklist_image_threshold", 129),
+        ("blocklist_upload_max_bytes", -5),
+    ],
+)
+def test_bad_option_values_are_refused_when_set(option: str, value: int) -> None:
+    """Checked in configure, as mitmproxy expects: ``blocklist_poll=0`` used to be accepted
+    and would have made the store watcher spin."""
+    addon = BlocklistAddon()
+    with taddons.context(addon) as tctx, pytest.raises(OptionsError, match=option):
+        tctx.configure(addon, **{option: value})
