@@ -1,5 +1,6 @@
-"""Hash feed benchmark: memory and time to parse a 1,000,000-record ``hashes-jsonl`` feed and
-build its snapshot, as ``blocklist-sync`` does (``parse_feed``, then ``worker._pack``).
+"""Hash feed benchmark: memory and time to parse a 1,000,000-record ``hashes-jsonl`` feed,
+build its snapshot, and rebuild the active list from the stored one, as ``blocklist-sync``
+does (``parse_feed``, ``worker._pack``, then ``worker.build`` from a file store).
 
 The feed is made here from random MD5 + PDQ hashes and short ids (never real list content).
 Each step runs in a fresh child process, so that one measurement's allocations do not
@@ -14,18 +15,21 @@ bytes of the record's hashes and id, the least any in-memory form can hold.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from blocklist_addon.store import open_store
 from sync import worker
 from sync.config import Feed
 from sync.feeds import parse_feed
@@ -67,6 +71,17 @@ def child(n: int, traced: bool) -> dict[str, float]:
     built_at = time.perf_counter()
     build_peak = tracemalloc.get_traced_memory()[1] if traced else 0
     assert parsed.records == n and len(blob) > raw
+    del parsed
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(Path(tmp).as_uri(), namespace="hashes")
+        asyncio.run(store.set_blob(worker.feed_key("bench"), blob))
+        if traced:
+            tracemalloc.reset_peak()
+        started = time.perf_counter()
+        active = asyncio.run(worker.build(store, [feed], set()))
+        rebuilt_at = time.perf_counter()
+        rebuild_peak = tracemalloc.get_traced_memory()[1] if traced else 0
+    assert active is not None and len(active) == n
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     return {
         "raw": raw,
@@ -74,6 +89,8 @@ def child(n: int, traced: bool) -> dict[str, float]:
         "build_s": built_at - parsed_at,
         "parse_peak": parse_peak,
         "build_peak": build_peak,
+        "rebuild_s": rebuilt_at - started,
+        "rebuild_peak": rebuild_peak,
         "rss": peak_rss,
         "body": len(data),
     }
@@ -107,6 +124,7 @@ def main() -> None:
     print(f"{n:,} records of md5 + pdq + id: body {plain['body'] / n:.0f} B/record, raw {raw:.0f}")
     print(f"parse: {plain['parse_s']:.2f} s, traced peak {per(traced['parse_peak'])}")
     print(f"build: {plain['build_s']:.2f} s, traced peak {per(traced['build_peak'])}")
+    print(f"rebuild: {plain['rebuild_s']:.2f} s, traced peak {per(traced['rebuild_peak'])}")
     print(f"peak RSS over the body in memory: {per(plain['rss'])}")
 
 
