@@ -22,10 +22,23 @@ standard input. So here:
 
 A new ExaBGP (a restart) starts a new ``run``, which announces the whole set once the proxy
 answers healthy.
+
+What ExaBGP holds is read back with ``show adj-rib out``: ExaBGP answers every command in
+the order it was sent (its API callbacks run one after the other), each with ``done`` or
+``error`` (``ack = true``, the default), and writes the RIB as ``neighbor PEER ipv4 unicast
+PREFIX next-hop H`` lines before the ``done`` of the ``show``. So the answers are matched to
+the commands in a queue, and the lines before the ``show``'s answer are its RIB. A RIB
+changed behind run's back (``clear adj-rib out`` from exabgpcli or another process, routes
+announced by someone else) reads as a difference, and the repair announces the whole set
+again (ExaBGP sends nothing for a route it already holds with the same attributes) and
+withdraws what no longer belongs. Without acks (``ack = false``) nothing can be read back:
+the read says so, and the set is announced whole again at each read-back instead.
 """
 
 from __future__ import annotations
 
+import collections
+import ipaddress
 import json
 import logging
 import threading
@@ -43,11 +56,14 @@ log = logging.getLogger("blocklist-divert")
 
 #: Prefixes per ``announce attributes ... nlri`` line.
 CHUNK = 200
+#: How long a read-back waits for ExaBGP's answer to ``show adj-rib out``.
+SHOW_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class ApiEvent:
-    """One line from ExaBGP: ``kind`` is done, error, up, down, shutdown or other."""
+    """One line from ExaBGP: ``kind`` is done, error, up, down, shutdown, rib (a route of
+    ``show adj-rib out``: ``peer``, ``detail`` the prefix) or other."""
 
     kind: str
     peer: str = ""
@@ -59,6 +75,13 @@ def parse_api_line(line: str) -> ApiEvent:
     text = line.strip()
     if text in ("done", "error", "shutdown"):
         return ApiEvent(text)
+    words = text.split()
+    if (
+        len(words) >= 5
+        and words[0] == "neighbor"
+        and words[2:4] in (["ipv4", "unicast"], ["ipv6", "unicast"])
+    ):
+        return ApiEvent("rib", words[1], words[4])
     if not text.startswith("{"):
         return ApiEvent("other", detail=text[:200])
     try:
@@ -99,6 +122,24 @@ def commands(
             yield f"{action} attributes {attributes} nlri {nlri}\n"
 
 
+class _Show:
+    """One ``show adj-rib out`` waiting for its answer: the routes by peer."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, set[str]] = {}
+        self.answered = threading.Event()
+        self.ok = False
+
+
+def _host_route(prefix: str) -> str | None:
+    """``prefix`` as ``routes()`` writes it, when it is one address (a /32 or /128)."""
+    try:
+        network = ipaddress.ip_network(prefix)
+    except ValueError:
+        return None
+    return f"{network.network_address}/{network.prefixlen}" if network.num_addresses == 1 else None
+
+
 @dataclass
 class ExaBgpPlane:
     """``run``'s data plane for ExaBGP: commands on ``out`` (the process's stdout)."""
@@ -109,7 +150,13 @@ class ExaBgpPlane:
     name: str = "exabgp"
     announced: dict[str, int] | None = None  # prefix -> family; None: not known yet
     lines_written: int = 0
+    peers: set[str] = field(default_factory=set)  # neighbors named in ExaBGP's events
+    _drift: dict[str, int] | None = None  # what ExaBGP held when read differing, for repair
+    _show: _Show | None = None  # the read-back waiting for its answer
+    # What ExaBGP's next answers (done/error) answer: a count of commands, or a show.
+    _answers: collections.deque[int | _Show] = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _answer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.tags = exabgp_communities(communities(self.community))
@@ -119,7 +166,9 @@ class ExaBgpPlane:
         return "the BGP routes (ExaBGP)"
 
     def apply(self, dset: DiversionSet) -> None:
-        """Announce what joined, withdraw what left (everything of a predecessor first)."""
+        """Announce what joined, withdraw what left (everything of a predecessor first;
+        after a read-back found ExaBGP holding something else: the whole set, and withdraw
+        what it held beyond it)."""
         target = dict(routes(dset))
         for family in set(target.values()):
             if family not in self.next_hop:
@@ -130,28 +179,74 @@ class ExaBgpPlane:
                 lines.append("clear adj-rib out\n")
                 gone: dict[str, int] = {}
                 new = target
+            elif self._drift is not None:
+                gone = {p: f for p, f in self._drift.items() if p not in target}
+                new = target
             else:
                 gone = {p: f for p, f in self.announced.items() if p not in target}
                 new = {p: f for p, f in target.items() if p not in self.announced}
             lines += commands("withdraw", gone.items(), self.next_hop, self.tags)
             lines += commands("announce", new.items(), self.next_hop, self.tags)
             self._write(lines)
-            self.announced = target
+            self.announced, self._drift = target, None
 
     @property
     def lock(self) -> None:
         return None  # ExaBGP starts its own run; another ExaBGP is another speaker
 
     def read(self) -> DiversionSet | None:
-        """What this process has announced (ExaBGP's RIB is changed only by its commands,
-        and a restarted ExaBGP starts a new run); None before the first apply."""
+        """What ExaBGP's adj-rib-out holds (``show adj-rib out``); where its neighbors
+        differ, the first that differs from what this process announced. None before the
+        first apply: a predecessor's routes are not this process's to claim."""
         with self._lock:
             if self.announced is None:
                 return None
-            return DiversionSet(
-                tuple(p.split("/")[0] for p, f in self.announced.items() if f == 4),
-                tuple(p.split("/")[0] for p, f in self.announced.items() if f == 6),
+            show = self._show
+            if show is None:
+                show = self._show = _Show()
+                self._write(["show adj-rib out\n"], show)
+            announced = set(self.announced)
+        if not show.answered.wait(SHOW_TIMEOUT):
+            with self._lock:
+                self._drift = {}  # unknown: the whole set again at the repair
+            raise DivertError(
+                f"exabgp: no answer to show adj-rib out within {SHOW_TIMEOUT:.0f} s "
+                "(ack = true in exabgp.env?): announcing the whole set again instead"
             )
+        with self._lock:
+            if self._show is show:
+                self._show = None
+            if not show.ok:
+                raise DivertError("exabgp: ExaBGP refused show adj-rib out")
+            self.peers |= set(show.routes)
+            peers = sorted(self.peers)
+            ribs = [show.routes.get(peer, set()) for peer in peers] or [set()]
+            differing = [rib for rib in ribs if rib != announced]
+            held = differing[0] if differing else announced
+            if differing:
+                self._drift = {p: 6 if ":" in p else 4 for p in set().union(*ribs)}
+        return DiversionSet(
+            tuple(p.split("/")[0] for p in held if ":" not in p),
+            tuple(p.split("/")[0] for p in held if ":" in p),
+        )
+
+    def answered(self, event: ApiEvent) -> None:
+        """One of ExaBGP's answers (done, error, or a route of a show), from read_api."""
+        with self._answer_lock:
+            head = self._answers[0] if self._answers else None
+            if event.kind == "rib":
+                route = _host_route(event.detail)
+                if isinstance(head, _Show) and route is not None:
+                    head.routes.setdefault(event.peer, set()).add(route)
+                return
+            if isinstance(head, _Show):
+                self._answers.popleft()
+                head.ok = event.kind == "done"
+                head.answered.set()
+            elif head is not None and head > 1:
+                self._answers[0] = head - 1
+            elif head is not None:
+                self._answers.popleft()
 
     def resend(self) -> None:
         """The whole current set again (a neighbor came up)."""
@@ -161,9 +256,16 @@ class ExaBgpPlane:
                     list(commands("announce", self.announced.items(), self.next_hop, self.tags))
                 )
 
-    def _write(self, lines: list[str]) -> None:
+    def _write(self, lines: list[str], show: _Show | None = None) -> None:
         if not lines:
             return
+        with self._answer_lock:  # counted first: an answer may come before write returns
+            if show is not None:
+                self._answers.append(show)
+            elif self._answers and isinstance(self._answers[-1], int):
+                self._answers[-1] += len(lines)
+            else:
+                self._answers.append(len(lines))
         try:
             self.out.write("".join(lines))
             self.out.flush()
@@ -177,6 +279,10 @@ def read_api(stream: TextIO, plane: ExaBgpPlane, stopped: Callable[[str], None])
     try:
         for line in stream:
             event = parse_api_line(line)
+            if event.kind in ("done", "error", "rib"):
+                plane.answered(event)
+            if event.peer and event.kind in ("up", "down"):
+                plane.peers.add(event.peer)
             if event.kind == "error":
                 log.error("ExaBGP refused a command (its log says which)")
             elif event.kind == "up":

@@ -2,7 +2,7 @@
 (Prometheus text for node_exporter's textfile collector), rewritten every tick.
 
 The address counts are what the data plane was last read holding (the kernel's sets, BIRD's
-routes, what was announced to ExaBGP), not what ``run`` last applied: a table
+routes, ExaBGP's adj-rib-out), not what ``run`` last applied: a table
 reloaded empty behind its back shows as 0 until it is repaired. ``in_sync`` is 0 while the
 plane differs from what ``run`` wants it to hold, and also while ``run`` cannot know what
 that is (the store not read yet); ``apply_errors_total`` counts failed applies.

@@ -166,9 +166,16 @@ class Speaker:
 class ExaBgp(Speaker):
     """ExaBGP with the shipped deploy/exabgp.conf; it starts ``blocklist-divert run``."""
 
-    def __init__(self, ns: Namespace, workdir: pathlib.Path, config: pathlib.Path) -> None:
+    def __init__(
+        self,
+        ns: Namespace,
+        workdir: pathlib.Path,
+        config: pathlib.Path,
+        elsewhere: pathlib.Path | None = None,
+    ) -> None:
         super().__init__(ns, workdir)
         self.status_file = workdir / "status.json"
+        self.elsewhere = elsewhere
         text = EXABGP_CONF.read_text()
         for old, new in (
             ("/usr/local/bin/blocklist-divert", str(VENV_BIN / "blocklist-divert")),
@@ -177,8 +184,23 @@ class ExaBgp(Speaker):
         ):
             assert old in text, old
             text = text.replace(old, new)
+        if elsewhere is not None:
+            # Another API process, whose commands the test writes into a FIFO it reads
+            # (opened read-write: it never sees an end of file); it ends with ExaBGP's pipe.
+            os.mkfifo(elsewhere, 0o600)
+            script = f"cat 3<>{elsewhere} <&3 & cat >/dev/null; kill $!"
+            text += f"\nprocess elsewhere {{\n\trun /bin/sh -c '{script}';\n\tencoder text;\n}}\n"
         self.conf = workdir / "exabgp.conf"
         self.conf.write_text(text)
+
+    def command_from_elsewhere(self, line: str) -> None:
+        """``line`` to ExaBGP from its other API process, behind run's back."""
+        assert self.elsewhere is not None
+        fd = os.open(self.elsewhere, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody reads it
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
 
     def command(self) -> list[str]:
         return ["exabgp", str(self.conf)]
@@ -447,3 +469,45 @@ def test_bird_routes_lost_behind_runs_back_are_put_back(
             speaker.kill()
         run.send_signal(signal.SIGTERM)
         run.wait(15)
+
+
+@pytest.mark.skipif(bool(unavailable("exabgp")), reason=str(unavailable("exabgp")))
+def test_exabgp_routes_cleared_behind_runs_back_are_put_back(
+    routed: tuple[Routed, Proxy, str], tmp_path: pathlib.Path
+) -> None:
+    """run reads ExaBGP's adj-rib-out back (``show adj-rib out``): ``clear adj-rib out``
+    sent by another API process withdraws the set from the core router while run still
+    believes it announced; run announces it again within verify_interval, a repair."""
+    lab, proxy, store = routed
+    config = divert_config(tmp_path / "divert.toml", store, proxy, verify_interval=VERIFY)
+    speaker = ExaBgp(lab.proxy_ns, tmp_path, config, elsewhere=tmp_path / "elsewhere")
+    asyncio.run(publish(store, FIRST))
+    speaker.start()
+    try:
+        routes_are(lab, FIRST, "the set announced")
+        wait_for(lambda: status(speaker.status_file).get("in_sync"), CONVERGE, "run in sync")
+        announced, withdrawn = lab.received()
+
+        lost = time.monotonic()
+        speaker.command_from_elsewhere("clear adj-rib out")
+        wait_for(lambda: lab.received()[1] == withdrawn + 2, CONVERGE, "the routes withdrawn")
+        routes_are(lab, FIRST, "the set put back", VERIFY + CONVERGE)
+        took = time.monotonic() - lost
+        print(f"ExaBGP's routes put back {took:.1f} s after they were cleared")
+        assert lab.received() == (announced + 2, withdrawn + 2)
+        assert took < VERIFY + 5.0
+        assert status(speaker.status_file)["repairs"] >= 1
+        log = speaker.log()
+        assert "repairing" in log and "refused a command" not in log
+        # In sync, the read-back sends nothing more: no UPDATE for routes the core has.
+        wait_for(lambda: status(speaker.status_file).get("in_sync"), CONVERGE, "in sync")
+        held = status(speaker.status_file)["held"]["at"]
+        wait_for(
+            lambda: status(speaker.status_file)["held"]["at"] > held + VERIFY,
+            CONVERGE,
+            "two more read-backs",
+        )
+        assert lab.received() == (announced + 2, withdrawn + 2)
+    finally:
+        if speaker.process is not None and speaker.process.poll() is None:
+            speaker.kill()

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import RedisServer, find_redis_server
+from harness import wait_for
 from test_divert_run import HealthServer, ticks
 
 from blocklist_addon.store import open_store
@@ -215,12 +216,73 @@ def test_bgp_planes_read_back_what_they_hold(tmp_path: pathlib.Path) -> None:
     assert same(bird.read_files(), DiversionSet(ipv4=A.ipv4))
     with pytest.raises(DivertError, match="is BIRD running"):
         bird.read()  # what BIRD holds is read from BIRD
-    exabgp = ExaBgpPlane(io.StringIO(), HOPS, "64512:666")
-    assert exabgp.read() is None
-    exabgp.apply(A)
-    assert same(exabgp.read(), A)
-    exabgp.apply(B)
-    assert same(exabgp.read(), B)
+    exabgp, out = plane()
+    assert exabgp.read() is None and taken(out) == []
+
+
+def rib(*prefixes: str, peer: str = "192.0.2.1") -> str:
+    """ExaBGP 4.2's answer lines to ``show adj-rib out``."""
+    return "".join(
+        f"neighbor {peer} {'ipv6' if ':' in p else 'ipv4'} unicast {p} next-hop {HOPS[4]}\n"
+        for p in prefixes
+    )
+
+
+def read_back(exa: ExaBgpPlane, out: io.StringIO, answers: str) -> DiversionSet | None:
+    """``exa.read()`` while ExaBGP answers ``answers`` once the show was sent."""
+    result: list[DiversionSet | None] = []
+    reader = threading.Thread(target=lambda: result.append(exa.read()))
+    reader.start()
+    wait_for(lambda: "show adj-rib out\n" in out.getvalue(), 5, "the show sent")
+    read_api(io.StringIO(answers), exa, lambda why: None)
+    reader.join(10)
+    assert taken(out)[-1] == "show adj-rib out"
+    return result[0]
+
+
+def test_exabgp_reads_back_its_adj_rib_out_and_repairs_it() -> None:
+    """ExaBGP answers in order: the acks of earlier commands come first, then the RIB and
+    the show's done. A RIB cleared behind run's back (``clear adj-rib out`` from another
+    process) reads as empty and the repair announces the whole set; a route someone else
+    announced is withdrawn; each neighbor is read."""
+    exa, out = plane()
+    exa.apply(A)
+    taken(out)
+    ribs = rib("203.0.113.20/32", "203.0.113.21/32", "2001:db8:2::20/128")
+    assert same(read_back(exa, out, "done\n" * 3 + ribs + "done\n"), A)
+    exa.apply(A)
+    assert taken(out) == []  # in sync: nothing to send
+
+    assert same(read_back(exa, out, "done\n"), DiversionSet.EMPTY)  # cleared
+    exa.apply(A)
+    assert len(taken(out)) == 2  # the whole set, both families
+
+    extra = ribs + rib("198.51.100.7/32") + ribs.replace("192.0.2.1", "192.0.2.9")
+    held = read_back(exa, out, "done\n" * 2 + extra + "done\n")
+    assert same(held, DiversionSet(ipv4=(*A.ipv4, "198.51.100.7"), ipv6=A.ipv6))
+    exa.apply(A)
+    lines = taken(out)
+    assert lines[0] == "withdraw attributes next-hop 192.0.2.2 nlri 198.51.100.7/32"
+    assert len(lines) == 3
+    # A neighbor whose RIB is empty is not left out of the read.
+    assert same(read_back(exa, out, "done\n" * 3 + ribs + "done\n"), DiversionSet.EMPTY)
+
+
+def test_exabgp_without_acks_announces_the_whole_set_at_each_read_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("divert.exabgp.SHOW_TIMEOUT", 0.2)
+    exa, out = plane()
+    exa.apply(A)
+    taken(out)
+    with pytest.raises(DivertError, match="ack = true"):
+        exa.read()
+    assert taken(out) == ["show adj-rib out"]
+    exa.apply(A)
+    assert len(taken(out)) == 2
+    with pytest.raises(DivertError, match="ack = true"):
+        exa.read()  # the same show is still waited for: not another one
+    assert taken(out) == []
 
 
 def test_bird_files_are_put_back_when_birdc_fails(tmp_path: pathlib.Path) -> None:
