@@ -23,6 +23,8 @@
     withdraw_after = 30      # seconds of ill health before the sets are emptied
     verify_interval = 10     # seconds between reading back (and repairing) the sets
     runtime_dir = "/run/blocklist-divert"   # run's lock (default: $RUNTIME_DIRECTORY)
+    state_dir = "/var/lib/blocklist-proxy"  # run's copy of the last set it applied
+                             # (default: $STATE_DIRECTORY, else $BLOCKLIST_DATA_DIR)
     nft_table = "blocklist"
     data_plane = "nft"       # what run keeps current: nft, bird or exabgp
 
@@ -64,7 +66,7 @@ DEFAULT_CONFIG = Path("/etc/blocklist-proxy/divert.toml")
 CONFIG_ENV = "BLOCKLIST_DIVERT_CONFIG"
 #: Shared with blocklist-sync, which stores the hostnames with the same key.
 KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
-_PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket", "runtime_dir"}
+_PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket", "runtime_dir", "state_dir"}
 _ADDRESS_LISTS = {"resolvers", "protect", "next_hop"}
 #: What ``run`` keeps current (``divert.planes``).
 DATA_PLANES = ("nft", "bird", "exabgp")
@@ -95,6 +97,7 @@ class DivertConfig:
     withdraw_after: float = 30.0
     verify_interval: float = 10.0
     runtime_dir: Path | None = None
+    state_dir: Path | None = None
     nft_table: str = "blocklist"
     next_hop: tuple[str, ...] = ()
     data_plane: str = "nft"

@@ -57,7 +57,7 @@ from typing import Any
 import aiohttp
 
 from blocklist_addon.store import Store, StoreError
-from divert import DivertError, runreport
+from divert import DivertError, lastgood, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
 
@@ -179,6 +179,12 @@ class Runner:
     in_sync: bool = False  # the plane was last seen holding what it should
     apply_errors: int = 0
     repairs: int = 0  # times the plane was found changed behind run's back
+    lastgood: Path | None = None  # the local copy of the last set applied (divert.lastgood)
+    from_lastgood: bool = False  # the plane holds the local copy, not a set read this run
+    store_down: bool = False  # the last read of the store failed
+    _copy: DiversionSet | None = None  # the local copy as loaded at start
+    _copy_loaded: bool = False
+    _saved: DiversionSet | None = None  # what this process last wrote to the local copy
     withdrawals: int = 0
     resolutions: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_resolve: dict[str, Any] | None = None
@@ -252,6 +258,7 @@ class Runner:
     async def _follow_store(self) -> None:
         try:
             info = await self.store.active()
+            self.store_down = False
             if info is None and self.active is None:
                 self._say("the store holds no diversion set yet; leaving the sets as they are")
             if info is None or info.version == self.version:
@@ -262,6 +269,7 @@ class Runner:
             info, data = loaded
             self.active, self.version = DiversionSet.from_bytes(data), info.version
         except (StoreError, DivertError) as exc:
+            self.store_down = True
             self._say(f"cannot read the active diversion set: {exc}; keeping the sets as they are")
             return
         log.info(
@@ -276,12 +284,28 @@ class Runner:
 
         Only a set read from the store is ever applied; before the first read, what the
         plane held when run started (so that a restore after a withdrawal, or a repair,
-        puts back what was there, never an empty set the store did not publish)."""
+        puts back what was there, never an empty set the store did not publish). The one
+        exception: the store unreachable and the plane empty or unknown (a reboot, a
+        restarted ExaBGP): then the local copy of the last set applied (divert.lastgood)."""
         if self.gate.phase is Phase.WITHDRAWN:
             return DiversionSet.EMPTY
-        if self.gate.phase is Phase.DIVERTING:
-            return self.active if self.active is not None else self.found
-        return None
+        if self.gate.phase is not Phase.DIVERTING:
+            return None
+        if self.active is not None:
+            return self.active
+        if (self.found is None or not len(self.found)) and self.store_down:
+            return self._local_copy() or self.found
+        return self.found
+
+    def _local_copy(self) -> DiversionSet | None:
+        """The local copy, read once; None when there is none or it is unreadable."""
+        if not self._copy_loaded and self.lastgood is not None:
+            self._copy_loaded = True
+            try:
+                self._copy = lastgood.load(self.lastgood)
+            except DivertError as exc:
+                log.error("cannot use the local copy of the last set: %s", exc)
+        return self._copy
 
     async def _converge(self) -> None:
         now = self.clock()
@@ -322,6 +346,17 @@ class Runner:
             return
         self.applied, self.applied_at, self._said = target, self.clock(), ""
         self.held, self.in_sync = target, True
+        if target is self._copy and not self.from_lastgood:
+            log.warning(
+                "the store is unreachable and %s held nothing: applied the local copy of the "
+                "last set applied (%d addresses, %s) until the store answers",
+                self.what,
+                len(target),
+                self.lastgood,
+            )
+        self.from_lastgood = target is self._copy
+        if target is self.active:
+            self._keep_copy(target)
         if changed:
             log.info(
                 "applied %d IPv4 and %d IPv6 addresses to %s (%s)",
@@ -330,6 +365,17 @@ class Runner:
                 self.what,
                 self.gate.phase,
             )
+
+    def _keep_copy(self, applied: DiversionSet) -> None:
+        """The store's set just applied becomes the local copy (when it changed)."""
+        if self.lastgood is None or same(self._saved or self._local_copy(), applied):
+            return
+        try:
+            lastgood.save(self.lastgood, applied)
+        except OSError as exc:
+            self._say(f"cannot keep a local copy in {self.lastgood}: {exc.strerror or exc}")
+            return
+        self._saved = applied
 
     async def _read_plane(self) -> str:
         """Read what the plane holds into ``held``; the error, or "" when read."""

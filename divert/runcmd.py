@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from blocklist_addon.store import Store, open_store
-from divert import runlock
+from divert import lastgood, runlock
 from divert.config import DATA_PLANES, DivertConfig
 from divert.exabgp import ExaBgpPlane, read_api
 from divert.planes import DataPlane, make_plane
@@ -146,6 +146,7 @@ async def _run(
             data_plane=plane.name,
             status_file=status_file,
             metrics_file=metrics_file,
+            lastgood=lastgood.path(config, plane.name),
         )
         log.info(
             "running: %s; resolve every %.0f s, health %s every %.1f s, withdraw after %.0f s",

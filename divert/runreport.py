@@ -54,6 +54,11 @@ METRICS = {
         "gauge",
         "1 once run has read a diversion set from the store (0: the data plane is left as found).",
     ),
+    "blocklist_divert_from_lastgood": (
+        "gauge",
+        "1 while the data plane holds run's local copy of the last set (the store was "
+        "unreachable and the plane empty at start).",
+    ),
     "blocklist_divert_resolutions_total": ("counter", "Resolutions run, by outcome."),
     "blocklist_divert_active_version": (
         "gauge",
@@ -92,6 +97,7 @@ def status(runner: Runner) -> dict[str, Any]:
         "in_sync": runner.in_sync,
         "apply_errors": runner.apply_errors,
         "repairs": runner.repairs,
+        "from_lastgood": runner.from_lastgood,
         "last_resolve": runner.last_resolve,
         "updated_at": runner.clock(),
     }
@@ -111,6 +117,7 @@ def metrics(runner: Runner) -> str:
         "blocklist_divert_apply_errors_total": [("", runner.apply_errors)],
         "blocklist_divert_repairs_total": [("", runner.repairs)],
         "blocklist_divert_store_read": [("", int(runner.active is not None))],
+        "blocklist_divert_from_lastgood": [("", int(runner.from_lastgood))],
         "blocklist_divert_resolutions_total": [
             (f'{{outcome="{k}"}}', v) for k, v in runner.resolutions.items()
         ],

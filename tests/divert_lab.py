@@ -94,10 +94,15 @@ def start_run(
 ) -> subprocess.Popen[bytes]:
     """``blocklist-divert run`` in namespace ``ns`` (``options``: more of its options), its
     output in ``log_path``; the lab kills it by PID if the test does not stop it. Its lock
-    goes beside the status file (where systemd's $RUNTIME_DIRECTORY would put it), not in
-    the machine's /run."""
+    and its local copy of the set go beside the status file (where systemd's
+    $RUNTIME_DIRECTORY and $STATE_DIRECTORY would put them), not in the machine's /run and
+    /var/lib."""
     command = [str(VENV_BIN / "blocklist-divert"), "--config", str(config), "run"]
-    env = {**os.environ, "RUNTIME_DIRECTORY": str(status_file.parent)}
+    env = {
+        **os.environ,
+        "RUNTIME_DIRECTORY": str(status_file.parent),
+        "STATE_DIRECTORY": str(status_file.parent),
+    }
     with open(log_path, "wb") as log:
         return ns.popen(
             [*command, "--status-file", str(status_file), *options],

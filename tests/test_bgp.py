@@ -213,6 +213,7 @@ class ExaBgp(Speaker):
             "exabgp.daemon.drop": "false",
             "exabgp.api.cli": "false",
             "exabgp.log.destination": "stdout",
+            "STATE_DIRECTORY": str(self.workdir),  # run's local copy of the set
         }
 
 

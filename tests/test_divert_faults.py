@@ -21,6 +21,7 @@ from harness import VENV_BIN
 from netns import Lab, Namespace, unavailable
 from test_divert_run import HealthServer, eventually, ticks
 
+from divert import lastgood
 from divert.dataset import DiversionSet
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
@@ -260,3 +261,59 @@ async def test_one_run_per_gateway_and_apply_by_hand_does_not_undo_a_withdrawal(
     again = gateway.command("apply", log=tmp_path / "again.log")
     assert await exit_status(again) == 0, (tmp_path / "again.log").read_text()
     assert gateway.sets() == A.addresses
+
+
+def local_copy(gateway: Gateway) -> pathlib.Path:
+    """run's local copy of the last set it applied (beside its status file: $STATE_DIRECTORY)."""
+    return gateway.status_file.parent / "divert-lastgood-nft.json"
+
+
+async def test_a_reboot_with_the_store_down_applies_the_local_copy_of_the_last_set(
+    gateway: Gateway, redis: RedisServer
+) -> None:
+    """A gateway rebooted while Redis is down comes up with empty sets, and the store cannot
+    say what to divert: run applies its local copy of the last set it applied (addresses
+    only, 0600), says so and sets blocklist_divert_from_lastgood, until the store answers
+    with its set. Sets that hold anything are never overwritten with the copy."""
+    redis.start()
+    await publish(unix_url(redis), A)
+    first = gateway.start_run(unix_url(redis))
+    await eventually(lambda: local_copy(gateway).exists(), "the local copy written")
+    assert gateway.sets() == A.addresses
+    copy = local_copy(gateway)
+    assert copy.stat().st_mode & 0o777 == 0o600
+    saved = json.loads(copy.read_text())
+    assert (saved["ipv4"], saved["ipv6"], saved["hosts"]) == (list(A.ipv4), list(A.ipv6), {})
+    first.terminate()
+    assert await exit_status(first) == 0
+
+    # The reboot: Redis down, the table loaded again, empty.
+    redis.stop()
+    gateway.ns.run("nft", "delete", "table", "inet", "blocklist")
+    load_table(gateway.ns, "sub0")
+    gateway.start_run(unix_url(redis))
+    await eventually(lambda: gateway.sets() == A.addresses, "the local copy applied")
+    await eventually(
+        lambda: gateway.metric("blocklist_divert_from_lastgood") == 1, "from_lastgood 1"
+    )
+    assert "applied the local copy of the last set" in gateway.log.read_text()
+    assert gateway.metric("blocklist_divert_store_read") == 0
+
+    redis.start()
+    await publish(unix_url(redis), B)
+    await eventually(lambda: gateway.sets() == B.addresses, "the store's set applied")
+    await eventually(
+        lambda: gateway.metric("blocklist_divert_from_lastgood") == 0, "from_lastgood 0"
+    )
+    await eventually(lambda: '"203.0.113.22"' in copy.read_text(), "the copy follows the store")
+
+
+async def test_the_local_copy_never_overwrites_sets_that_hold_something(
+    gateway: Gateway, redis: RedisServer
+) -> None:
+    lastgood.save(local_copy(gateway), B)
+    set_elements(gateway.ns, A.addresses)
+    gateway.start_run(unix_url(redis))
+    await ticks(gateway.status_file, 10)
+    assert gateway.sets() == A.addresses
+    assert gateway.metric("blocklist_divert_from_lastgood") == 0

