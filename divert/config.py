@@ -5,6 +5,7 @@
     resolvers = ["192.0.2.53", "[2001:db8::53]:53"]   # default: /etc/resolv.conf
     protect = ["198.51.100.0/24"]        # never diverted, beside the built-in prefixes
     protect_file = "/etc/blocklist-proxy/protect.txt"   # one prefix a line, # comments
+    nat64_prefixes = ["2001:db8:64::/96"]   # your NAT64's prefixes: the IPv4 inside is protected
     max_per_host = 16        # a host answering with more addresses is refused
     max_total = 50000        # a set with more addresses is refused (exit 1)
     max_growth = 2.0         # a set growing beyond 2x the previous is refused (--force)
@@ -67,7 +68,7 @@ CONFIG_ENV = "BLOCKLIST_DIVERT_CONFIG"
 #: Shared with blocklist-sync, which stores the hostnames with the same key.
 KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
 _PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket", "runtime_dir", "state_dir"}
-_ADDRESS_LISTS = {"resolvers", "protect", "next_hop"}
+_ADDRESS_LISTS = {"resolvers", "protect", "next_hop", "nat64_prefixes"}
 #: What ``run`` keeps current (``divert.planes``).
 DATA_PLANES = ("nft", "bird", "exabgp")
 
@@ -79,6 +80,7 @@ class DivertConfig:
     resolvers: tuple[str, ...] = ()
     protect: tuple[str, ...] = ()
     protect_file: Path | None = None
+    nat64_prefixes: tuple[str, ...] = ()
     max_per_host: int = 16
     max_total: int = 50_000
     max_growth: float = 2.0
@@ -194,6 +196,17 @@ def validate(config: DivertConfig) -> None:
             ipaddress.ip_network(prefix, strict=False)
         except ValueError:
             raise ConfigError(f"protect: {prefix!r} is not an address or prefix") from None
+    for prefix in config.nat64_prefixes:
+        _no_scope("nat64_prefixes", prefix)
+        try:
+            network = ipaddress.IPv6Network(prefix)
+        except ValueError:
+            network = None
+        if network is None or network.prefixlen not in (32, 40, 48, 56, 64, 96):
+            raise ConfigError(
+                f"nat64_prefixes: {prefix!r} is not an IPv6 prefix of length 32, 40, 48, 56, "
+                "64 or 96 (RFC 6052)"
+            )
     families = []
     for hop in config.next_hop:
         _no_scope("next_hop", hop)

@@ -12,9 +12,11 @@ IPv4 embedded in IPv6 is protected like the IPv4 address it leads to: a listed h
 answering ``AAAA 64:ff9b::<protected IPv4>`` would otherwise divert that IPv4 address for
 every IPv6-only subscriber behind NAT64. The translation prefixes are NAT64's well-known
 ``64:ff9b::/96`` (RFC 6052), its local-use ``64:ff9b:1::/48`` (RFC 8215, any of RFC 6052's
-formats inside it) and 6to4's ``2002::/16`` (RFC 3056). The config's own addresses (the next
-hops, the resolvers, the health URL's host when it is an address) are protected without
-being listed (``Protected.for_config``).
+formats inside it), 6to4's ``2002::/16`` (RFC 3056), Teredo's ``2001::/32`` (RFC 4380: the
+client's address, stored inverted, and the server's), and the operator's own NAT64 prefixes
+(``nat64_prefixes``, each of an RFC 6052 length). The config's own addresses (the next
+hops, the resolvers, the health URL's host: an address, or a name resolved once per process
+through the system's resolver) are protected without being listed (``Protected.for_config``).
 
 The documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)
 are deliberately not built in: no Internet host lives there, so diverting them harms no
@@ -23,7 +25,10 @@ one, and they are the addresses tests and examples use.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +36,8 @@ from urllib.parse import urlsplit
 from divert.config import ConfigError, DivertConfig, parse_resolver
 
 __all__ = ["BUILTIN", "Protected", "embedded_ipv4", "load_file", "own_addresses"]
+
+log = logging.getLogger("blocklist-divert")
 
 type Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,13 +64,25 @@ BUILTIN: tuple[str, ...] = (
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _6TO4 = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
 #: RFC 6052's prefix lengths: where the IPv4 address starts (bits 64-71 are always skipped).
 _RFC6052 = (32, 40, 48, 56, 64, 96)
 
 
-def embedded_ipv4(address: ipaddress.IPv6Address) -> Iterator[ipaddress.IPv4Address]:
-    """The IPv4 addresses a packet to ``address`` may reach through a translator."""
+def embedded_ipv4(
+    address: ipaddress.IPv6Address, nat64: Iterable[ipaddress.IPv6Network] = ()
+) -> Iterator[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet to ``address`` may reach through a translator (``nat64``:
+    the operator's own NAT64 prefixes, each of an RFC 6052 length)."""
     value = int(address)
+    for prefix in nat64:
+        if address in prefix:
+            length = prefix.prefixlen
+            yield ipaddress.IPv4Address(
+                value & 0xFFFFFFFF if length == 96 else _rfc6052(value, length)
+            )
+    if address in _TEREDO and address.teredo is not None:
+        yield from address.teredo[::-1]  # the client (the inverted bits), then the server
     if address in _NAT64:
         yield ipaddress.IPv4Address(value & 0xFFFFFFFF)
     elif address in _NAT64_LOCAL:  # the operator's prefix length is unknown: every format
@@ -87,7 +106,10 @@ def _rfc6052(value: int, length: int) -> int:
 class Protected:
     """A set of prefixes; ``match`` is a handful of set lookups (one per prefix length)."""
 
-    def __init__(self, prefixes: Iterable[str | Network] = BUILTIN) -> None:
+    def __init__(
+        self, prefixes: Iterable[str | Network] = BUILTIN, nat64: Iterable[str] = ()
+    ) -> None:
+        self.nat64 = tuple(ipaddress.IPv6Network(p) for p in nat64)
         self.prefixes: tuple[Network, ...] = tuple(
             sorted(
                 {ipaddress.ip_network(p, strict=False) for p in prefixes},
@@ -102,18 +124,22 @@ class Protected:
             )
 
     @classmethod
-    def from_sources(cls, inline: Iterable[str] = (), files: Iterable[Path] = ()) -> Protected:
+    def from_sources(
+        cls, inline: Iterable[str] = (), files: Iterable[Path] = (), nat64: Iterable[str] = ()
+    ) -> Protected:
         """The built-in prefixes plus the operator's."""
         extra: list[str | Network] = list(inline)
         for path in files:
             extra += load_file(path)
-        return cls([*BUILTIN, *extra])
+        return cls([*BUILTIN, *extra], nat64)
 
     @classmethod
     def for_config(cls, config: DivertConfig) -> Protected:
         """The built-in prefixes, the operator's, and the config's own addresses."""
         files = [config.protect_file] if config.protect_file else []
-        return cls.from_sources([*config.protect, *own_addresses(config)], files)
+        return cls.from_sources(
+            [*config.protect, *own_addresses(config)], files, config.nat64_prefixes
+        )
 
     def match(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> Network | None:
         """The protected prefix holding ``address`` (or the IPv4 address embedded in it),
@@ -121,7 +147,7 @@ class Protected:
         addr = ipaddress.ip_address(address)
         found = self._match(addr)
         if found is None and isinstance(addr, ipaddress.IPv6Address):
-            for inner in embedded_ipv4(addr):
+            for inner in embedded_ipv4(addr, self.nat64):
                 if (found := self._match(inner)) is not None:
                     break
         return found
@@ -140,12 +166,24 @@ class Protected:
 def own_addresses(config: DivertConfig) -> list[str]:
     """The gateway's own infrastructure named in the config: never diverted."""
     own = [*config.next_hop, *(parse_resolver(r)[0] for r in config.resolvers)]
+    host = urlsplit(config.health_url).hostname or ""
     try:
-        host = urlsplit(config.health_url).hostname or ""
         own.append(str(ipaddress.ip_address(host)))
     except ValueError:
-        pass  # a name: resolving it here would be one more DNS trick to worry about
+        own += _resolved(host)
     return own
+
+
+@functools.cache
+def _resolved(host: str) -> tuple[str, ...]:
+    """The health URL's host name, resolved once per process by the system's resolver (the
+    proxy's own name: never one a listed host's DNS answers); nothing when it fails."""
+    try:
+        answers = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        log.warning("cannot resolve the health URL's host %r to protect it: %s", host, exc)
+        return ()
+    return tuple(dict.fromkeys(str(info[4][0]).split("%")[0] for info in answers))
 
 
 def load_file(path: Path) -> list[Network]:

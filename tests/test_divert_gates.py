@@ -11,7 +11,7 @@ from divert.config import ConfigError, DivertConfig
 from divert.dataset import DiversionSet
 from divert.gates import decide, literal
 from divert.lookup import Answer, Resolution
-from divert.protect import BUILTIN, Protected, load_file
+from divert.protect import BUILTIN, Protected, load_file, own_addresses
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -191,12 +191,23 @@ def test_cleanfeed_attack_to_a_protected_address_is_refused_and_keeps_the_old_on
         ("64:ff9b::192.0.2.10", None),  # an IPv4 address that may be diverted
         ("2002:c000:20a::1", None),
         ("2001:db8::c633:6435", None),  # not a translation prefix: no IPv4 inside
+        # Teredo (RFC 4380): server 65.54.227.120, the client stored with its bits inverted
+        ("2001:0:4136:e378:8000:63bf:39cc:9bca", "198.51.100.0/24"),  # client 198.51.100.53
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", None),  # client 192.0.2.45
+        ("2001:0:c633:6435:8000:63bf:3fff:fdd2", "198.51.100.0/24"),  # the server's
+        ("2001:0:4136:e378:8000:63bf:c633:6435", None),  # not inverted: 57.204.155.202
+        # the operator's NAT64 prefixes (nat64_prefixes): a /96 and the /64 format
+        ("2001:db8:64::198.51.100.53", "198.51.100.0/24"),
+        ("2001:db8:6464:0:c6:3364:3500:0", "198.51.100.0/24"),
+        ("2001:db8:64::192.0.2.10", None),
+        ("2001:db8:65::198.51.100.53", None),  # not one of them
     ],
 )
 def test_ipv4_embedded_in_ipv6_is_protected_like_the_ipv4(address: str, prefix: str | None) -> None:
     """A listed host answering AAAA 64:ff9b::<protected IPv4> would divert that IPv4
     address for every IPv6-only subscriber behind NAT64 (and 6to4 likewise)."""
-    protected = Protected.from_sources(["198.51.100.0/24"])
+    nat64 = ["2001:db8:64::/96", "2001:db8:6464::/64"]
+    protected = Protected.from_sources(["198.51.100.0/24"], nat64=nat64)
     found = protected.match(address)
     assert (None if found is None else str(found)) == prefix
 
@@ -217,6 +228,20 @@ def test_the_configs_own_addresses_are_protected() -> None:
     assert protected.match("192.0.2.3") is None
     out = run({"h2": ok("2001:db8:3::2")}, protected=protected)
     assert "2001:db8:3::2" not in out.dset.addresses
+
+
+def test_the_health_urls_host_name_is_resolved_once_and_protected() -> None:
+    """The health URL may name the proxy by a name: its addresses (through the system's
+    resolver, /etc/hosts here) are protected like an address would be."""
+    config = DivertConfig(health_url="http://localhost:18081/healthz")
+    assert "127.0.0.1" in own_addresses(config)
+    assert own_addresses(DivertConfig(health_url="http://nowhere.invalid/healthz")) == []
+
+
+@pytest.mark.parametrize("prefix", ["2001:db8:64::/80", "192.0.2.0/24", "2001:db8:64::1%eth0"])
+def test_nat64_prefixes_must_be_ipv6_of_an_rfc_6052_length(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="nat64_prefixes"):
+        DivertConfig(nat64_prefixes=(prefix,))
 
 
 def test_protected_addresses_are_dropped_from_a_mixed_answer() -> None:
