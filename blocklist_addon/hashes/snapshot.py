@@ -105,8 +105,9 @@ class HashRecords:
     built without an object a record (read into ``HashRecord``s, a feed of MD5 + PDQ took
     ~700 B a record; packed, its hashes and id and 4 bytes a hash and 5 a record). Per kind:
     the hashes end to end and the record each belongs to (u32, in record order); the UTF-8
-    ids end to end and where each ends; a byte a record for its list name. Iterating gives ``HashRecord``s again, one
-    at a time, each with its id (an opaque one when the feed gave none)."""
+    ids end to end and where each ends; a byte a record for its list name. Iterating gives
+    ``HashRecord``s again, one at a time, each with its id (an opaque one when the feed gave
+    none)."""
 
     __slots__ = ("_counts", "_hashes", "_id_ends", "_ids", "_list", "_name_of", "_names", "_owners")
 
