@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from test_embedded import ADVERSARIAL  # noqa: E402
 
 from blocklist_addon import Blocklist  # noqa: E402
-from blocklist_addon.embedded import embedded_urls  # noqa: E402
+from blocklist_addon.urls.embedded import embedded_urls  # noqa: E402
 
 #: Hosts the shapes carry, with pages they never name: every candidate is looked up and none
 #: matches, so nothing ends the search early (a hit would return at once).

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from matcher import entries, entry_host, unlisted_urls
 
 from blocklist_addon import Blocklist
-from blocklist_addon.pages import find_links, neutralize
+from blocklist_addon.content.pages import find_links, neutralize
 
 PAGE_BYTES = 1024 * 1024
 TARGET_MBPS = 25.0

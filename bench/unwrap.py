@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
+from blocklist_addon.content.multipart import parts
 from blocklist_addon.hashes.unwrap import unwrap
-from blocklist_addon.multipart import parts
 
 LIMIT = 32 << 20
 

@@ -26,14 +26,14 @@ from typing import TypeVar
 from mitmproxy import connection, http, tls
 from mitmproxy.proxy import server_hooks
 
-from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockLog, ConnectionLog
-from blocklist_addon.content import UNCHECKED_PAGE, PageScanner, UploadGuard
-from blocklist_addon.enforce import UNCHECKED, Check, Enforcer, respond
-from blocklist_addon.imageguard import ImageGuard
-from blocklist_addon.intercept import UNCHECKED_CONNECTION, InterceptPolicy
-from blocklist_addon.metrics import Metrics
-from blocklist_addon.status import StatusServer
+from blocklist_addon.guards.images import ImageGuard
+from blocklist_addon.guards.pages import UNCHECKED_PAGE, PageScanner, UploadGuard
+from blocklist_addon.guards.tls import UNCHECKED_CONNECTION, InterceptPolicy
+from blocklist_addon.guards.urls import UNCHECKED, Check, Enforcer, respond
+from blocklist_addon.lists.active import ActiveList
+from blocklist_addon.ops.blocklog import BlockLog, ConnectionLog
+from blocklist_addon.ops.metrics import Metrics
+from blocklist_addon.ops.status import StatusServer
 
 __all__ = ["BlocklistAddon"]
 

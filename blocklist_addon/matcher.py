@@ -17,7 +17,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from blocklist_addon.canonical import (
+from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
+from blocklist_addon.urls.canonical import (
     MAX_SB_HOSTS,
     MAX_SB_PREFIXES,
     Canonical,
@@ -26,8 +27,7 @@ from blocklist_addon.canonical import (
     parse,
     path_prefixes,
 )
-from blocklist_addon.embedded import embedded_urls
-from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
+from blocklist_addon.urls.embedded import embedded_urls
 
 __all__ = [
     "Blocklist",

@@ -27,9 +27,9 @@ import atheris
 
 with atheris.instrument_imports():
     from blocklist_addon import Blocklist, canonicalize, expressions
-    from blocklist_addon.embedded import MAX_CANDIDATE_CHARS, embedded_urls
-    from blocklist_addon.pages import neutralize
-    from blocklist_addon.uploads import listed_in_body
+    from blocklist_addon.content.pages import neutralize
+    from blocklist_addon.content.uploads import listed_in_body
+    from blocklist_addon.urls.embedded import MAX_CANDIDATE_CHARS, embedded_urls
     from sync.feeds import FORMATS, FeedError, parse_feed
 
 LISTED = "http://blocked.example.com/page.html"

@@ -1,4 +1,4 @@
-"""Block lines (blocklist_addon/blocklog.py): how the client is named, what a line holds."""
+"""Block lines (blocklist_addon/ops/blocklog.py): how the client is named, what a line holds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from blocklist_addon.blocklog import BlockEvent, client_field, record
 from blocklist_addon.matcher import Match
+from blocklist_addon.ops.blocklog import BlockEvent, client_field, record
 
 CLIENTS = [
     # address, full, truncated

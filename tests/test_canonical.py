@@ -1,4 +1,4 @@
-"""Tests for Safe Browsing canonicalization and expressions (blocklist_addon.canonical).
+"""Tests for Safe Browsing canonicalization and expressions (blocklist_addon.urls.canonical).
 
 Three kinds of evidence: the spec's own published vectors, our evasion and near-miss tables
 ("No evasion", "No collateral damage"), and hypothesis properties (total, idempotent,
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from blocklist_addon.canonical import (
+from blocklist_addon.urls.canonical import (
     MAX_SB_HOSTS,
     MAX_SB_PREFIXES,
     Canonical,

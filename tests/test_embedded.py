@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocklist_addon.canonical import as_byte_string, canonicalize, unescape, unescape_by_level
-from blocklist_addon.embedded import (
+from blocklist_addon.urls.canonical import as_byte_string, canonicalize, unescape, unescape_by_level
+from blocklist_addon.urls.embedded import (
     MARKER_WINDOW,
     MAX_CANDIDATE_CHARS,
     _candidates,
     embedded_urls,
 )
-from blocklist_addon.embedded_depth import DEEPEST, LEVEL_TABLES, RENDER, depth_of
-from blocklist_addon.embedded_markers import MARKER, PLAIN, SKIP_OUTER
+from blocklist_addon.urls.embedded.depth import DEEPEST, LEVEL_TABLES, RENDER, depth_of
+from blocklist_addon.urls.embedded.markers import MARKER, PLAIN, SKIP_OUTER
 
 PAGE = "http://listed.test/page.html"
 

@@ -1,4 +1,4 @@
-"""Content-Encoding decoded under a cap (blocklist_addon.inflate): what the guards read of a
+"""Content-Encoding decoded under a cap (blocklist_addon.content.inflate): what the guards read of a
 body never costs more memory than the cap, whatever the body inflates to."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocklist_addon.inflate import TooLarge, inflate
+from blocklist_addon.content.inflate import TooLarge, inflate
 
 try:
     from compression import zstd  # type: ignore[import-not-found]

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist, Entry, Match
-from blocklist_addon.canonical import canonical_host, parse
 from blocklist_addon.matcher import _SIMPLE_AUTHORITY, exempt_hosts
 from blocklist_addon.snapshot import expression_digest
+from blocklist_addon.urls.canonical import canonical_host, parse
 
 PAGE = "http://listed.example/gallery/page.html"
 LISTED = [
@@ -227,7 +227,7 @@ def test_empty_list_blocks_nothing() -> None:
 #
 # Written from the text of Safe Browsing's "URLs and Hashing" and DESIGN's matching rules, not
 # from the library: its own canonicalizer and its own expression rule, no import from
-# blocklist_addon.canonical. Where the library departs from the spec on purpose, so does this,
+# blocklist_addon.urls.canonical. Where the library departs from the spec on purpose, so does this,
 # said once each: every host suffix and every directory instead of 5 x 6 (DESIGN), and a
 # request for "page/" is also the page "page" (DESIGN). The escaped "?" (the library keeps it
 # in the path, the spec unescapes first) is left to the tables in test_canonical.py and

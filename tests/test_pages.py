@@ -1,4 +1,4 @@
-"""Listed links in HTML and CSS (blocklist_addon/pages.py): every tag and form a browser
+"""Listed links in HTML and CSS (blocklist_addon/content/pages.py): every tag and form a browser
 fetches or follows, every spelling the matcher knows, nothing else touched, byte for byte."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
-from blocklist_addon.pages import BLOCKED_RESOURCE, charset_of, find_links, neutralize
+from blocklist_addon.content.pages import BLOCKED_RESOURCE, charset_of, find_links, neutralize
 
 BL = Blocklist.from_entries(
     [

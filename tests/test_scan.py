@@ -194,7 +194,7 @@ def test_a_symlink_swapped_in_after_the_walk_is_not_followed(
 ) -> None:
     """The walk saw a directory and a file; by the time a worker opens them an uploader has
     made both symbolic links to a listed file outside the tree."""
-    from blocklist_addon import scan as scan_module
+    from blocklist_addon.hashes import scan as scan_module
 
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -1,4 +1,4 @@
-"""Tests for the 451 splash response (blocklist_addon.splash, DESIGN "Splash page").
+"""Tests for the 451 splash response (blocklist_addon.ops.splash, DESIGN "Splash page").
 
 What is checked: which requests get the branded page (wants_page), the exact headers, the
 page's required elements (hotline wording, appeal, help, reference), escaping of every
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from blocklist_addon import splash
-from blocklist_addon.splash import (
+from blocklist_addon.ops import splash
+from blocklist_addon.ops.splash import (
     DEFAULT_ABOUT_URL,
     DEFAULT_APPEAL_URL,
     DEFAULT_HELP_URL,

@@ -1,4 +1,4 @@
-"""Listed URLs in posted bodies (blocklist_addon/uploads.py)."""
+"""Listed URLs in posted bodies (blocklist_addon/content/uploads.py)."""
 # ruff: noqa: RUF001 (prose in scripts with full-width punctuation is what is tested)
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
-from blocklist_addon.uploads import listed_in_body, listed_in_text, texts
+from blocklist_addon.content.uploads import listed_in_body, listed_in_text, texts
 
 BL = Blocklist.from_entries(["http://blocked.example.com/page.html", "whole-site.blocked.test/"])
 

@@ -10,8 +10,8 @@ import pathlib
 import pytest
 from aiohttp import web
 
-from blocklist_addon import webhook
-from blocklist_addon.metrics import Metrics
+from blocklist_addon.ops import webhook
+from blocklist_addon.ops.metrics import Metrics
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ the union of:
 
 - every part of every ``multipart/*`` body (``form-data``, ``related``, ``mixed``, nested
   ones too) as a strict RFC 2046 parser and a lenient split read it
-  (``blocklist_addon.multipart``), transfer encodings undone;
+  (``blocklist_addon.content.multipart``), transfer encodings undone;
 - the strings of a JSON body or a form: ``data:`` URLs and base64 strings, decoded;
 - as a net under all of them, images carved out of every piece by their signatures (JPEG,
   PNG, GIF, WebP, TIFF, BMP, ISO media ``ftyp``, JPEG 2000) and base64 runs that decode to
@@ -27,10 +27,10 @@ from urllib.parse import unquote_to_bytes
 
 from python_multipart.multipart import parse_options_header
 
-from blocklist_addon import multipart
+from blocklist_addon.content import multipart
+from blocklist_addon.content.multipart import b64decode
+from blocklist_addon.content.uploads import json_strings
 from blocklist_addon.hashes.images import sniff
-from blocklist_addon.multipart import b64decode
-from blocklist_addon.uploads import json_strings
 
 __all__ = ["MAX_FILES", "Unwrapped", "unwrap"]
 

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from blocklist_addon.credentials import is_loopback, read_token
-from blocklist_addon.errors import describe_error
-from blocklist_addon.metrics import Metrics
+from blocklist_addon.ops.errors import describe_error
+from blocklist_addon.ops.metrics import Metrics
 
 __all__ = ["Webhook"]
 

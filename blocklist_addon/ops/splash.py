@@ -170,7 +170,7 @@ def load_template(path: str) -> str:
 @functools.cache
 def default_template() -> str:
     """The bundled template, read once on first use."""
-    resource = files("blocklist_addon") / "templates" / "splash.html"
+    resource = files("blocklist_addon.ops") / "templates" / "splash.html"
     return resource.read_text(encoding="utf-8")
 
 

@@ -25,14 +25,15 @@ from mitmproxy import ctx, http
 from mitmproxy.net import encoding
 from mitmproxy.proxy import mode_specs
 
-from blocklist_addon import pages, splash, uploads
-from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.enforce import UNCHECKED, Enforcer, header, request_url, respond
-from blocklist_addon.inflate import TooLarge, inflate
+from blocklist_addon.content import pages, uploads
+from blocklist_addon.content.inflate import TooLarge, inflate
+from blocklist_addon.guards.urls import UNCHECKED, Enforcer, header, request_url, respond
+from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.matcher import Match
-from blocklist_addon.metrics import Metrics
-from blocklist_addon.options import int_option
+from blocklist_addon.ops import splash
+from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
+from blocklist_addon.ops.metrics import Metrics
+from blocklist_addon.ops.options import int_option
 
 __all__ = ["SPLASH_PATH", "PageScanner", "UploadGuard"]
 

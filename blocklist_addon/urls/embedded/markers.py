@@ -1,4 +1,4 @@
-"""Where an embedded URL may begin: the markers :mod:`blocklist_addon.embedded` searches for.
+"""Where an embedded URL may begin: the markers :mod:`blocklist_addon.urls.embedded` searches for.
 
 Every marker after the URL's own scheme and host starts a candidate:
 
@@ -21,7 +21,7 @@ Every marker after the URL's own scheme and host starts a candidate:
 
 Hosts may be written with the ideographic, full-width or halfwidth full stops that browsers
 map to ``.``. URLs written in base64 or hex, or by Proofpoint's URL Defense, are found here
-and decoded by :mod:`blocklist_addon.embedded_decode`. The bounds on a candidate live here
+and decoded by :mod:`blocklist_addon.urls.embedded.decode`. The bounds on a candidate live here
 too, beside the markers its window counts.
 """
 

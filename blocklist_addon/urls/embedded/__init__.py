@@ -10,14 +10,14 @@ newlines are dropped as browsers drop them, and every *marker* after the URL's o
 and host starts a candidate. Nested wrappers need no recursion: every level's marker is in
 the same text. The rules live beside this driver:
 
-- :mod:`blocklist_addon.embedded_markers`: the markers (a scheme, ``www.``, a host as a path
+- :mod:`blocklist_addon.urls.embedded.markers`: the markers (a scheme, ``www.``, a host as a path
   segment of an AMP cache, image CDN, Thumbor or media proxy, a parameter value that looks
   like a URL or host) and the bounds below;
-- :mod:`blocklist_addon.embedded_decode`: URLs in base64, hex or Proofpoint's encodings,
+- :mod:`blocklist_addon.urls.embedded.decode`: URLs in base64, hex or Proofpoint's encodings,
   each a candidate itself and searched again (``MAX_DECODED_LEVELS`` deep);
-- :mod:`blocklist_addon.embedded_depth`: where a candidate ends and what its ``?``, ``#``
+- :mod:`blocklist_addon.urls.embedded.depth`: where a candidate ends and what its ``?``, ``#``
   and ``+`` mean, from how deeply each was percent-encoded;
-- :mod:`blocklist_addon.embedded_dots`: the candidates read again with dot segments
+- :mod:`blocklist_addon.urls.embedded.dots`: the candidates read again with dot segments
   resolved.
 
 Google Translate's proxy host (``listed-example.translate.goog``) is read by the matcher.
@@ -45,17 +45,17 @@ more than ``MARKER_WINDOW`` path segments each padded with removed markers.
 
 from __future__ import annotations
 
-from blocklist_addon.canonical import as_byte_string, unescape, unescape_by_level
-from blocklist_addon.embedded_decode import decoded_urls
-from blocklist_addon.embedded_depth import (
+from blocklist_addon.urls.canonical import as_byte_string, unescape, unescape_by_level
+from blocklist_addon.urls.embedded.decode import decoded_urls
+from blocklist_addon.urls.embedded.depth import (
     LEVEL_TABLES,
     ascii_candidate,
     candidate_ends,
     depth_of,
     emit_candidates,
 )
-from blocklist_addon.embedded_dots import DOT_DOT, HostKey, emit_resolved
-from blocklist_addon.embedded_markers import (
+from blocklist_addon.urls.embedded.dots import DOT_DOT, HostKey, emit_resolved
+from blocklist_addon.urls.embedded.markers import (
     ENCODINGS,
     LEADS,
     MARKER,

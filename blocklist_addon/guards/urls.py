@@ -26,12 +26,12 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 
-from blocklist_addon import splash
-from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.errors import describe_error
+from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.matcher import Blocklist, Match, exempt_hosts
-from blocklist_addon.metrics import Metrics
+from blocklist_addon.ops import splash
+from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
+from blocklist_addon.ops.errors import describe_error
+from blocklist_addon.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashMatch

@@ -1,7 +1,7 @@
 """Dot-segment padding: candidates read again from the text with its dot segments resolved.
 
 ``/www.a/../`` repeated in an embedded URL's path would otherwise push the listed path past
-the window and the length cap of :mod:`blocklist_addon.embedded` (see :func:`emit_resolved`).
+the window and the length cap of :mod:`blocklist_addon.urls.embedded` (see :func:`emit_resolved`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import bisect
 import re
 from collections.abc import Callable, Hashable
 
-from blocklist_addon.embedded_depth import candidate_ends, emit_candidates
-from blocklist_addon.embedded_markers import MARKER_WINDOW, MAX_CANDIDATE_CHARS
+from blocklist_addon.urls.embedded.depth import candidate_ends, emit_candidates
+from blocklist_addon.urls.embedded.markers import MARKER_WINDOW, MAX_CANDIDATE_CHARS
 
 __all__ = ["DOT_DOT", "HostKey", "emit_resolved"]
 

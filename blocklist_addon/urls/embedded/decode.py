@@ -1,8 +1,8 @@
 """URLs embedded in another encoding than percent-encoding, found by the markers of
-:mod:`blocklist_addon.embedded_markers`.
+:mod:`blocklist_addon.urls.embedded.markers`.
 
 A URL in another encoding is decoded, is a candidate itself, and is searched again
-(``MAX_DECODED_LEVELS`` deep, by :mod:`blocklist_addon.embedded`): base64 or base64url as a
+(``MAX_DECODED_LEVELS`` deep, by :mod:`blocklist_addon.urls.embedded`): base64 or base64url as a
 parameter value or path segment (found by the base64 of ``http:/`` or ``https:``, any
 case), hex (camo, ``687474`` ...), Proofpoint URL Defense v2 (``u=http-3A__host_path``) and
 v3 (``__http://host/path__;<moved characters>!!``, its ``*`` replaced).
@@ -17,7 +17,7 @@ import re
 import string
 import urllib.parse
 
-from blocklist_addon.canonical import as_byte_string
+from blocklist_addon.urls.canonical import as_byte_string
 
 __all__ = ["decoded_urls"]
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from mitmproxy import ctx
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon.active import ActiveList
-from blocklist_addon.metrics import Metrics
+from blocklist_addon.lists.active import ActiveList
+from blocklist_addon.ops.metrics import Metrics
 
 __all__ = ["StatusServer", "health", "parse_listen"]
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_plus
 
-from blocklist_addon import multipart
+from blocklist_addon.content import multipart
 from blocklist_addon.matcher import Match
 
 __all__ = ["json_strings", "listed_in_body", "listed_in_text", "texts"]

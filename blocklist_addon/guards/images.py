@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon.active import ActiveList, ListKind
-from blocklist_addon.blocklog import record
-from blocklist_addon.enforce import UNCHECKED, Enforcer, header, respond
+from blocklist_addon.content.inflate import TooLarge, inflate
+from blocklist_addon.guards.urls import UNCHECKED, Enforcer, header, respond
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
-from blocklist_addon.inflate import TooLarge, inflate
-from blocklist_addon.metrics import Metrics
-from blocklist_addon.options import int_option
-from blocklist_addon.webhook import Webhook
+from blocklist_addon.lists.active import ActiveList, ListKind
+from blocklist_addon.ops.blocklog import record
+from blocklist_addon.ops.metrics import Metrics
+from blocklist_addon.ops.options import int_option
+from blocklist_addon.ops.webhook import Webhook
 
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashList, HashMatch

@@ -30,11 +30,11 @@ from mitmproxy import ctx, http, tls
 from mitmproxy.connection import Address
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from blocklist_addon.active import ActiveList
-from blocklist_addon.blocklog import BlockEvent, BlockLog, client_address
-from blocklist_addon.enforce import UNCHECKED, Enforcer, respond
+from blocklist_addon.guards.urls import UNCHECKED, Enforcer, respond
+from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.matcher import Blocklist, HostListing, Match
-from blocklist_addon.metrics import Metrics
+from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
+from blocklist_addon.ops.metrics import Metrics
 
 __all__ = ["InterceptPolicy"]
 

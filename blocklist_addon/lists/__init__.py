@@ -1,0 +1,1 @@
+"""The list in force: following the store, the last-known-good copy."""
