@@ -2,14 +2,14 @@
 
 ``blocklist-proxy`` loads this same module. One small class per concern:
 
-- ``ActiveList``: the list in force (store, reloads, last-known-good copy);
-- ``BlockLog``: one JSON line per block; ``ConnectionLog``: no browsing log by default;
-- ``Enforcer``: the URL check at request headers and the 451 splash page;
-- ``InterceptPolicy``: which TLS connections to decrypt, which to refuse;
-- ``PageScanner``: listed links in HTML and CSS responses, neutralized;
-- ``UploadGuard``: posts carrying listed URLs, refused (reverse mode);
-- ``ImageGuard``: uploads matching the image hash list, refused (its own ``ActiveList``);
-- ``StatusServer``: /metrics and /healthz.
+- ``lists.active.ActiveList``: the list in force (store, reloads, last-known-good copy);
+- ``ops.blocklog.BlockLog``: one JSON line per block; ``ConnectionLog``: no browsing log;
+- ``guards.urls.Enforcer``: the URL check at request headers and the 451 splash page;
+- ``guards.tls.InterceptPolicy``: which TLS connections to decrypt, which to refuse;
+- ``guards.pages.PageScanner``: listed links in HTML and CSS responses, neutralized;
+- ``guards.uploads.UploadGuard``: posts carrying listed URLs, refused (reverse mode);
+- ``guards.images.ImageGuard``: uploads matching the image hash list, refused;
+- ``ops.status.StatusServer``: /metrics, /healthz and the status page.
 
 mitmproxy sees them as one addon, ``BlocklistAddon``, which hands each event to the
 concerns that handle it. mitmproxy dispatches every event to every addon, twice per flow
@@ -26,10 +26,12 @@ from typing import TypeVar
 from mitmproxy import connection, http, tls
 from mitmproxy.proxy import server_hooks
 
+from blocklist_addon.guards.flow import UNCHECKED, Check, respond
 from blocklist_addon.guards.images import ImageGuard
-from blocklist_addon.guards.pages import UNCHECKED_PAGE, PageScanner, UploadGuard
+from blocklist_addon.guards.pages import UNCHECKED_PAGE, PageScanner
 from blocklist_addon.guards.tls import UNCHECKED_CONNECTION, InterceptPolicy
-from blocklist_addon.guards.urls import UNCHECKED, Check, Enforcer, respond
+from blocklist_addon.guards.uploads import UploadGuard
+from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.blocklog import BlockLog, ConnectionLog
 from blocklist_addon.ops.metrics import Metrics

@@ -16,7 +16,7 @@ import pytest
 from harness import Proxy, TestCA, World, assert_splash, feed_with, running, sync
 from mitmproxy.test import tutils
 
-from blocklist_addon.guards.urls import request_url
+from blocklist_addon.guards.flow import request_url
 
 V6_ENTRIES = [
     "http://[2001:db8::7]/v6/page.html",

@@ -31,7 +31,8 @@ from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 
 from blocklist_addon.content.inflate import TooLarge, inflate
-from blocklist_addon.guards.urls import UNCHECKED, Enforcer, header, respond
+from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, header, respond
+from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
@@ -48,7 +49,6 @@ __all__ = ["ImageGuard"]
 
 log = logging.getLogger(__name__)
 
-_UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Bodies smaller than this, without an image signature or a content coding, are checked on
 #: the event loop (microseconds).
 INLINE_BYTES = 64 * 1024
@@ -442,4 +442,4 @@ class ImageGuard:
             respond(flow, UNCHECKED)
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
-        return self.hashes.blocklist is not None and flow.request.method.upper() in _UPLOAD_METHODS
+        return self.hashes.blocklist is not None and flow.request.method.upper() in UPLOAD_METHODS

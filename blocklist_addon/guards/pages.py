@@ -1,20 +1,16 @@
-"""Listed links inside what passes through: pages going to users, posts going to a platform.
+"""Listed links in pages going to users, neutralized.
 
-- ``PageScanner``: HTML and CSS responses have their listed links neutralized
-  (``pages.neutralize``): links and frames point to the splash page, which the proxy serves
-  itself at ``SPLASH_PATH`` on the page's own origin; resources are made unfetchable. A body
-  is scanned up to ``blocklist_scan_max_bytes``; a larger one passes as it is, streamed, so
-  a 50 MiB download never sits in memory. Bodies of other types are streamed too when they
-  are as large, or of unknown length.
-- ``UploadGuard``: in reverse mode (the proxy in front of a platform), a post whose fields
-  carry a listed URL (``uploads.listed_in_body``) is refused with 451 before any of it
-  reaches the platform.
+HTML and CSS responses have their listed links neutralized (``content.pages.neutralize``):
+links and frames point to the splash page, which the proxy serves itself at ``SPLASH_PATH``
+on the page's own origin; resources are made unfetchable. A body is scanned up to
+``blocklist_scan_max_bytes``; a larger one passes as it is, streamed, so a 50 MiB download
+never sits in memory. Bodies of other types are streamed too when they are as large, or of
+unknown length.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -23,11 +19,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from mitmproxy import ctx, http
 from mitmproxy.net import encoding
-from mitmproxy.proxy import mode_specs
 
-from blocklist_addon.content import pages, uploads
-from blocklist_addon.content.inflate import TooLarge, inflate
-from blocklist_addon.guards.urls import UNCHECKED, Enforcer, header, request_url, respond
+from blocklist_addon.content import pages
+from blocklist_addon.guards.flow import header, request_url, respond
+from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.matcher import Match
 from blocklist_addon.ops import splash
@@ -35,14 +30,13 @@ from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.ops.metrics import Metrics
 from blocklist_addon.ops.options import int_option
 
-__all__ = ["SPLASH_PATH", "PageScanner", "UploadGuard"]
+__all__ = ["SPLASH_PATH", "UNCHECKED_PAGE", "PageScanner"]
 
 log = logging.getLogger(__name__)
 
 #: Where neutralized links point, on the page's own origin; the proxy answers it.
 SPLASH_PATH = "/.well-known/blocklist-proxy/blocked"
 _SCANNED_TYPES = ("text/html", "application/xhtml+xml", "text/css")
-_UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Pages larger than this are scanned in a worker thread, not on the event loop.
 THREAD_BYTES = 64 * 1024
 #: A page whose scan failed, with blocklist_on_error=closed.
@@ -256,75 +250,3 @@ class _Collector:
             held, self.chunks = b"".join(self.chunks), []
             return held
         return []
-
-
-@dataclass(eq=False)
-class UploadGuard:
-    lists: ActiveList
-    enforcer: Enforcer
-    # Options, read in configure (these defaults are the options' own).
-    patterns: list[str] = field(default_factory=lambda: ["*"], init=False)
-    limit: int = field(default=1024 * 1024, init=False)
-
-    def load(self, loader) -> None:
-        loader.add_option(
-            "blocklist_upload_paths",
-            str,
-            "*",
-            "In reverse mode, the request paths whose posts (form fields, multipart text "
-            "fields, JSON strings, text) are refused with 451 when they carry a listed URL: "
-            "comma-separated shell patterns such as /forum/*,/api/posts. Empty: off.",
-        )
-        loader.add_option(
-            "blocklist_upload_max_bytes",
-            int,
-            1024 * 1024,
-            "Largest post body checked for listed URLs; larger ones pass unchecked.",
-        )
-
-    def configure(self, updated: set[str]) -> None:
-        paths = ctx.options.blocklist_upload_paths
-        self.patterns = [p.strip() for p in paths.split(",") if p.strip()]
-        self.limit = int_option("blocklist_upload_max_bytes", 0)
-
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or not self._guarded(flow):
-            return
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.limit:
-            flow.request.stream = True  # passes unchecked, without sitting in memory
-
-    def request(self, flow: http.HTTPFlow) -> None:
-        request = flow.request
-        if request.stream or flow.response is not None or not self._guarded(flow):
-            return
-        blocklist = self.lists.blocklist
-        body = request.raw_content
-        if blocklist is None or not body or len(body) > self.limit:
-            return
-        try:
-            try:
-                # Decoded in steps under the limit: a 1 MiB gzip body can inflate to 1 GiB.
-                content = inflate(body, header(request.headers, b"content-encoding"), self.limit)
-            except TooLarge:
-                return  # as a body over the limit: passes unchecked
-            except ValueError:  # a coding unknown or broken: the origin gets it as sent
-                content = body
-            match = uploads.listed_in_body(
-                content, request.headers.get("content-type"), blocklist.match
-            )
-        except Exception as exc:
-            if self.enforcer.check_failed("upload", exc):
-                respond(flow, UNCHECKED)
-            return
-        if match is None:
-            return
-        self.enforcer.refuse_upload(flow, match, where="upload")
-
-    def _guarded(self, flow: http.HTTPFlow) -> bool:
-        if flow.request.method.upper() not in _UPLOAD_METHODS or not self.patterns:
-            return False
-        if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
-            return False
-        path = flow.request.path.split("?", 1)[0]
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.patterns)

@@ -30,7 +30,8 @@ from mitmproxy import ctx, http, tls
 from mitmproxy.connection import Address
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from blocklist_addon.guards.urls import UNCHECKED, Enforcer, respond
+from blocklist_addon.guards.flow import UNCHECKED, respond
+from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.matcher import Blocklist, HostListing, Match
 from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address

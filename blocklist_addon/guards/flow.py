@@ -1,0 +1,94 @@
+"""What every concern does to a flow: read it (its URL, a header) and answer it.
+
+Shared by the guards; one way each: the URL as the matcher must read it (``request_url``),
+a header without mitmproxy's multidict cost (``header``), an answer from the proxy itself
+(``respond``), and the 503 for what could not be checked (``UNCHECKED``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mitmproxy import http
+from mitmproxy.net.http import url
+
+from blocklist_addon.ops import splash
+
+__all__ = [
+    "UNCHECKED",
+    "UPLOAD_METHODS",
+    "Check",
+    "header",
+    "names_another_host",
+    "request_url",
+    "respond",
+]
+
+#: Where a check runs, as the error metric and log line name it.
+Check = Literal["request", "connect", "tls", "server", "page", "upload", "image"]
+
+#: The answer to a request that could not be checked (blocklist_on_error=closed).
+UNCHECKED = splash.SplashResponse(
+    503,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+    b"The proxy could not check this request against the blocklist; try again later.\n",
+)
+
+#: The methods that carry an upload.
+UPLOAD_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def request_url(request: http.Request, *, by_host_header: bool = False) -> str:
+    """The URL the client asked for, as the matcher (and a log or a page's base) must read it.
+
+    mitmproxy keeps an IPv6 host without its brackets, so ``request.url`` and
+    ``pretty_url`` give ``http://2001:db8::7/x``, which every URL parser reads as host
+    ``2001``: a listed IPv6 address, and any IPv4 address written IPv4-mapped
+    (``[::ffff:192.0.2.44]``), would pass. Build the URL here with the brackets put back;
+    every URL taken from a request goes through this function. ``by_host_header``: the
+    host the Host header (or HTTP/2 authority) names instead (transparent, reverse mode).
+    """
+    host, port = request.host, request.port
+    if by_host_header and (header := request.host_header):
+        host, header_port = url.parse_authority(header, check=False)
+        port = header_port or url.default_port(request.scheme) or port
+    elif ":" not in host:
+        return request.url  # no IPv6 literal: mitmproxy's own URL is right (and cheaper)
+    if ":" in host:
+        host = f"[{host}]"
+    if request.first_line_format == "authority":  # CONNECT host:port
+        return f"{host}:{port}"
+    path = request.path if request.path != "*" else ""
+    return url.unparse(request.scheme, host, port, path)
+
+
+def names_another_host(request: http.Request) -> bool:
+    """Whether the Host header names a host other than the URL's (transparent and reverse
+    mode): only then can the URL by Host differ in what matching reads (ports do not count)."""
+    # request.host_header without its multidict lookup: the first Host field, else the
+    # HTTP/2 and HTTP/3 authority.
+    header_value = header(request.headers, b"host") or request.authority
+    if not header_value:
+        return False
+    host = header_value
+    if host.rsplit(":", 1)[-1].isdigit():
+        host = host.rpartition(":")[0]
+    return host.removeprefix("[").removesuffix("]").lower() != request.host.lower()
+
+
+def header(headers: http.Headers, name: bytes) -> str | None:
+    """The first field ``name`` (lower case) of ``headers``, read straight from its fields:
+    mitmproxy's ``headers.get`` costs about 3 us a call, which every request would pay
+    several times over."""
+    for key, value in headers.fields:
+        if len(key) == len(name) and key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def respond(flow: http.HTTPFlow, answer: splash.SplashResponse) -> None:
+    """Answer ``flow`` with ``answer`` from the proxy itself; nothing goes upstream."""
+    flow.request.stream = False  # a streamed upload and a response cannot both be set
+    flow.response = http.Response.make(
+        answer.status, answer.body, [(k.encode(), v.encode()) for k, v in answer.headers]
+    )
