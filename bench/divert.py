@@ -37,9 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dns.asyncquery
 import dns.message
 
-from divert import keyfile, nft
+from divert import keyfile
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
+from divert.planes import nft
 from divert.resolve import resolve_once
 from sync import cli as sync_cli
 

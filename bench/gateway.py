@@ -245,7 +245,7 @@ def _drive(work: Path, seconds: float, bulk_runs: int, family: str) -> int:
     from netns import Lab, stop
 
     from divert.dataset import DiversionSet
-    from divert.nft import apply
+    from divert.planes.nft import apply
 
     ca = TestCA(work / "ca")
     big = big_set(family)

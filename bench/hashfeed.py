@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from sync import worker
 from sync.config import Feed
 from sync.feeds import parse_feed

@@ -15,9 +15,9 @@ For images (DESIGN "Image hash lists")::
 
 from typing import TYPE_CHECKING
 
-from blocklist_addon.matcher import Blocklist, Entry, Match
 from blocklist_addon.urls.canonical import canonicalize, expressions
 from blocklist_addon.urls.embedded import embedded_urls
+from blocklist_addon.urls.matcher import Blocklist, Entry, Match
 
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashEntry, HashList, HashMatch

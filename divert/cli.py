@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blocklist_addon.store import Store, StoreError, open_store, write_atomic
-from divert import DivertError, export, keyfile, runcmd, runlock
+from blocklist_addon.lists.store import Store, StoreError, open_store, write_atomic
+from divert import DivertError, keyfile, runcmd, runlock
 from divert.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -35,7 +35,7 @@ from divert.config import (
 from divert.dataset import DiversionSet
 from divert.gates import STATES
 from divert.hosts import ACTIVE as HOSTS_STATE
-from divert.planes import NftPlane
+from divert.planes import NftPlane, export
 from divert.resolve import LAST_RUN, load_set, resolve_once, rollback, scheduled
 from sync.progress import NO_PROGRESS, Progress, terminal_progress
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from blocklist_addon.snapshot import Snapshot, host_key
-from blocklist_addon.store import Store
+from blocklist_addon.lists.store import Store
+from blocklist_addon.urls.snapshot import Snapshot, host_key
 from divert import DivertError
 from divert.keyfile import HostKey
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from blocklist_addon.credentials import SecretFileError, read_private
+from blocklist_addon.ops.credentials import SecretFileError, read_private
 from divert import DivertError
 
 __all__ = ["HostKey", "generate", "load"]

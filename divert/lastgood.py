@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from blocklist_addon.store import default_data_dir, write_atomic
+from blocklist_addon.lists.store import default_data_dir, write_atomic
 from divert import DivertError
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet

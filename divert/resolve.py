@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
+from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
 from divert import DivertError, keyfile
 from divert.config import ConfigError, DivertConfig, parse_resolver
 from divert.dataset import DiversionSet

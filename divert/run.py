@@ -56,7 +56,7 @@ from typing import Any
 
 import aiohttp
 
-from blocklist_addon.store import Store, StoreError
+from blocklist_addon.lists.store import Store, StoreError
 from divert import DivertError, lastgood, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet

@@ -17,11 +17,11 @@ from typing import Any
 
 import aiohttp
 
-from blocklist_addon.store import Store, open_store
+from blocklist_addon.lists.store import Store, open_store
 from divert import lastgood, runlock
 from divert.config import DATA_PLANES, DivertConfig
-from divert.exabgp import ExaBgpPlane, read_api
 from divert.planes import DataPlane, make_plane
+from divert.planes.exabgp import ExaBgpPlane, read_api
 from divert.run import Runner, poll_interval, probe_health
 
 __all__ = ["add_parser", "cmd_run", "run_command"]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blocklist_addon.store import Store, StoreError, VersionInfo, open_store
+from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
 from divert import DivertError, keyfile
 from divert.config import KEY_FILE_ENV
 from divert.hosts import HostStore

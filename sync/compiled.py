@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
-from blocklist_addon.snapshot import DIGEST_SIZE, HOST_KEY_SIZE
+from blocklist_addon.urls.snapshot import DIGEST_SIZE, HOST_KEY_SIZE
 from sync.feeds import FeedEntry
 
 MAGIC = b"BLFEED1\n"

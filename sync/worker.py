@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blocklist_addon.hashes.snapshot import HashRecords, HashSnapshot
-from blocklist_addon.snapshot import Snapshot
-from blocklist_addon.store import SYNCED_STATE, Store, VersionInfo
+from blocklist_addon.lists.store import SYNCED_STATE, Store, VersionInfo
+from blocklist_addon.urls.snapshot import Snapshot
 from divert.hosts import HostStore
 from sync import compiled
 from sync.config import Feed, SyncConfig

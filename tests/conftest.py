@@ -40,8 +40,8 @@ import redis.asyncio as aioredis
 from harness import Origins, Proxy, TestCA, World
 
 from blocklist_addon import Blocklist
-from blocklist_addon.snapshot import Snapshot
-from blocklist_addon.store import FileStore, RedisStore, Store, open_store
+from blocklist_addon.lists.store import FileStore, RedisStore, Store, open_store
+from blocklist_addon.urls.snapshot import Snapshot
 
 #: How long a redis-server gets to answer PING after it is started.
 REDIS_START_TIMEOUT = 10.0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from harness import VENV_BIN, Origin, Origins, Proxy, Response, TestCA, feed_with, sync
 from netns import Lab, Namespace, Topology, gateway_topology
 
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from divert.dataset import DiversionSet
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -32,12 +32,12 @@ from typing import Any
 
 from mitmproxy import ctx
 
-from blocklist_addon import matcher
 from blocklist_addon.content import pages
 from blocklist_addon.hashes.hashlist import HashList
+from blocklist_addon.lists.store import FileStore, RedisStore
 from blocklist_addon.ops import splash
 from blocklist_addon.ops.blocklog import BlockLog
-from blocklist_addon.store import FileStore, RedisStore
+from blocklist_addon.urls import matcher
 
 
 class InjectedFault(RuntimeError):

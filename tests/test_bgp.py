@@ -43,7 +43,7 @@ from harness import VENV_BIN, Proxy, TestCA, assert_splash, wait_for
 from netns import Lab, Namespace, unavailable
 
 from divert.dataset import DiversionSet
-from divert.export import render
+from divert.planes.export import render
 
 UNDIVERTED = "203.0.113.10"
 DIVERTED = "203.0.113.20"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from blocklist_addon.matcher import Match
 from blocklist_addon.ops.blocklog import BlockEvent, client_field, record
+from blocklist_addon.urls.matcher import Match
 
 CLIENTS = [
     # address, full, truncated

@@ -1,5 +1,5 @@
 """The diversion set's model and stored form (divert/dataset.py), and the nft script that
-loads it (divert/nft.py render; applying it is in test_divert_nft.py)."""
+loads it (divert/planes/nft.py render; applying it is in test_divert_nft.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from divert import DivertError
 from divert.dataset import DiversionSet, normalize
-from divert.nft import CHUNK, render
+from divert.planes.nft import CHUNK, render
 
 NORMALIZE = [
     # (given, expected ipv4, expected ipv6)

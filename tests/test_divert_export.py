@@ -1,4 +1,4 @@
-"""The data-plane renderers (divert/export.py): JSON, BIRD 2 static routes (parsed by the
+"""The data-plane renderers (divert/planes/export.py): JSON, BIRD 2 static routes (parsed by the
 real ``bird -p`` when it is installed) and ExaBGP's text API."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from divert import DivertError
 from divert.dataset import DiversionSet
-from divert.export import next_hops, render
+from divert.planes.export import next_hops, render
 
 DSET = DiversionSet(ipv4=("192.0.2.10", "203.0.113.7"), ipv6=("2001:db8::10",))
 HOPS = {4: "198.51.100.1", 6: "2001:db8:ffff::1"}

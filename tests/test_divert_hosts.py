@@ -14,7 +14,7 @@ import pytest
 from harness import VENV_BIN
 
 from blocklist_addon import Blocklist
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from divert import DivertError, keyfile
 from divert.hosts import HostStore
 from sync import cli

@@ -13,10 +13,10 @@ from divert_lab import load_table, set_contents
 from harness import VENV_BIN
 from netns import Lab, Namespace, unavailable
 
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from divert import DivertError
 from divert.dataset import DiversionSet
-from divert.nft import apply
+from divert.planes.nft import apply
 
 TABLE = """\
 table inet blocklist {

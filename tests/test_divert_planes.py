@@ -23,14 +23,14 @@ from conftest import RedisServer, find_redis_server
 from harness import wait_for
 from test_divert_run import HealthServer, ticks
 
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from divert import DivertError, lastgood
-from divert.bird import BirdPlane
 from divert.config import DivertConfig, from_mapping
 from divert.dataset import DiversionSet
-from divert.exabgp import CHUNK, ApiEvent, ExaBgpPlane, parse_api_line, read_api
-from divert.export import render
 from divert.planes import NftPlane, make_plane
+from divert.planes.bird import BirdPlane
+from divert.planes.exabgp import CHUNK, ApiEvent, ExaBgpPlane, parse_api_line, read_api
+from divert.planes.export import render
 from divert.run import same
 from sync.config import ConfigError
 
@@ -272,7 +272,7 @@ def test_exabgp_reads_back_its_adj_rib_out_and_repairs_it() -> None:
 def test_exabgp_without_acks_announces_the_whole_set_at_each_read_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("divert.exabgp.SHOW_TIMEOUT", 0.2)
+    monkeypatch.setattr("divert.planes.exabgp.SHOW_TIMEOUT", 0.2)
     exa, out = plane()
     exa.apply(A)
     taken(out)

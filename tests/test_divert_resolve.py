@@ -18,7 +18,7 @@ import pytest
 from dnsserver import DNSServer
 
 from blocklist_addon import Blocklist
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from divert import DivertError, cli, keyfile
 from divert.config import load_config
 from divert.resolve import LOCK, scheduled

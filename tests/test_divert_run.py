@@ -21,10 +21,11 @@ from aiohttp import ClientSession, web
 from divert_lab import load_table, set_contents
 from netns import Lab, Namespace, unavailable
 
-from blocklist_addon.store import Store, open_store
-from divert import DivertError, nft
+from blocklist_addon.lists.store import Store, open_store
+from divert import DivertError
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
+from divert.planes import nft
 from divert.run import HealthGate, Phase, Runner, poll_interval, probe_health, resolve_wait
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocklist_addon.matcher import Blocklist, compile_entry, expression_of
-from blocklist_addon.snapshot import DIGEST_SIZE, Snapshot, expression_digest, host_key
+from blocklist_addon.urls.matcher import Blocklist, compile_entry, expression_of
+from blocklist_addon.urls.snapshot import DIGEST_SIZE, Snapshot, expression_digest, host_key
 from sync.feeds import FORMATS, FeedEntry, FeedError, ParsedFeed, parse_feed, validate
 
 SECRET = "secret-entry.test"

@@ -37,8 +37,8 @@ from dnsserver import DNSServer
 from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
 from netns import Lab, Namespace, unavailable
 
-from divert import nft
 from divert.dataset import DiversionSet
+from divert.planes import nft
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
 

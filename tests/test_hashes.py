@@ -12,7 +12,7 @@ from blocklist_addon import HashList, HashMatch
 from blocklist_addon.hashes import HashEntry, HashSnapshot, Limits, sniff
 from blocklist_addon.hashes.images import Uncheckable, frames
 from blocklist_addon.hashes.pdq import PdqIndex
-from blocklist_addon.snapshot import SnapshotError
+from blocklist_addon.urls.snapshot import SnapshotError
 
 LISTED = draw(1)
 LISTED_JPEG = encode(LISTED, quality=90)

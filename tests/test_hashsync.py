@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from blocklist_addon.hashes import KINDS, HashList, HashSnapshot
 from blocklist_addon.hashes.snapshot import HashRecord, HashRecords
-from blocklist_addon.store import open_store
+from blocklist_addon.lists.store import open_store
 from sync import cli
 from sync.config import ConfigError
 from sync.feeds import FeedError, parse_feed, validate

@@ -14,9 +14,9 @@ from mitmproxy.test import taddons
 from blocklist_addon import Blocklist
 from blocklist_addon.addon import BlocklistAddon
 from blocklist_addon.lists.active import ActiveList
+from blocklist_addon.lists.store import VersionInfo
 from blocklist_addon.ops.metrics import Metrics
 from blocklist_addon.ops.status import health
-from blocklist_addon.store import VersionInfo
 
 SYNCED_AT = 1_800_000_000.0
 

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist, Entry, Match
-from blocklist_addon.matcher import _SIMPLE_AUTHORITY, exempt_hosts
-from blocklist_addon.snapshot import expression_digest
 from blocklist_addon.urls.canonical import canonical_host, parse
+from blocklist_addon.urls.matcher import _SIMPLE_AUTHORITY, exempt_hosts
+from blocklist_addon.urls.snapshot import expression_digest
 
 PAGE = "http://listed.example/gallery/page.html"
 LISTED = [

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocklist_addon.snapshot import (
+from blocklist_addon.urls.snapshot import (
     DIGEST_SIZE,
     FORMAT_VERSION,
     HOST_KEY_SIZE,

@@ -17,8 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from conftest import RedisServer, SnapshotData, StoreFactory, delete_prefix, unique_prefix
 
-from blocklist_addon.snapshot import Snapshot
-from blocklist_addon.store import (
+from blocklist_addon.lists.store import (
     FileStore,
     RedisStore,
     Store,
@@ -27,6 +26,7 @@ from blocklist_addon.store import (
     default_data_dir,
     open_store,
 )
+from blocklist_addon.urls.snapshot import Snapshot
 
 MakeSnapshot = Callable[..., SnapshotData]
 #: Bound for anything awaited in a test: far above normal, far below a hang.
@@ -249,7 +249,7 @@ async def test_redis_lock_expires_and_a_stale_holder_cannot_release_it(
 
 _LOCK_HOLDER = """
 import asyncio, sys
-from blocklist_addon.store import FileStore
+from blocklist_addon.lists.store import FileStore
 
 async def main():
     async with FileStore(sys.argv[1]).lock("sync") as held:
@@ -417,7 +417,7 @@ async def spawn(code: str, *args: object) -> asyncio.subprocess.Process:
 
 _KILLED_WRITER = """
 import asyncio, os, sys
-from blocklist_addon.store import FileStore
+from blocklist_addon.lists.store import FileStore
 
 real_write = os.write
 
@@ -483,8 +483,8 @@ async def test_file_orphaned_bytes_are_not_a_version(
 _PUBLISHER = """
 import asyncio, sys
 from blocklist_addon import Blocklist
-from blocklist_addon.snapshot import Snapshot
-from blocklist_addon.store import FileStore
+from blocklist_addon.urls.snapshot import Snapshot
+from blocklist_addon.lists.store import FileStore
 
 async def main(path, tag, count):
     store = FileStore(path, keep=3)

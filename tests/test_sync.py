@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from blocklist_addon import Blocklist
-from blocklist_addon.store import SYNCED_STATE, StoreError, open_store
+from blocklist_addon.lists.store import SYNCED_STATE, StoreError, open_store
 from sync import cli
 
 LISTED = [f"http://blocked{i}.example.com/gallery/page{i}.html" for i in range(40)]

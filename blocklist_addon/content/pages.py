@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-from blocklist_addon.matcher import Match
+from blocklist_addon.urls.matcher import Match
 
 __all__ = ["BLOCKED_RESOURCE", "Found", "charset_of", "find_links", "neutralize"]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from urllib.parse import unquote_plus
 
 from blocklist_addon.content import multipart
-from blocklist_addon.matcher import Match
+from blocklist_addon.urls.matcher import Match
 
 __all__ = ["json_strings", "listed_in_body", "listed_in_text", "texts"]
 

@@ -24,11 +24,11 @@ from blocklist_addon.content import pages
 from blocklist_addon.guards.flow import header, request_url, respond
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
-from blocklist_addon.matcher import Match
 from blocklist_addon.ops import splash
 from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.ops.metrics import Metrics
 from blocklist_addon.ops.options import int_option
+from blocklist_addon.urls.matcher import Match
 
 __all__ = ["SPLASH_PATH", "UNCHECKED_PAGE", "PageScanner"]
 

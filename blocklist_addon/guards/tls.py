@@ -33,9 +33,9 @@ from mitmproxy.proxy import mode_specs, server_hooks
 from blocklist_addon.guards.flow import UNCHECKED, respond
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
-from blocklist_addon.matcher import Blocklist, HostListing, Match
 from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.ops.metrics import Metrics
+from blocklist_addon.urls.matcher import Blocklist, HostListing, Match
 
 __all__ = ["InterceptPolicy"]
 

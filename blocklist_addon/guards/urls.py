@@ -33,11 +33,11 @@ from blocklist_addon.guards.flow import (
     respond,
 )
 from blocklist_addon.lists.active import ActiveList
-from blocklist_addon.matcher import Blocklist, Match, exempt_hosts
 from blocklist_addon.ops import splash
 from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.ops.errors import describe_error
 from blocklist_addon.ops.metrics import Metrics
+from blocklist_addon.urls.matcher import Blocklist, Match, exempt_hosts
 
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashMatch

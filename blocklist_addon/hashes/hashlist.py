@@ -155,7 +155,7 @@ class HashList:
 
     @classmethod
     async def aload(cls, store_url: str | None = None, **settings: object) -> HashList:
-        from blocklist_addon.store import StoreError, open_store
+        from blocklist_addon.lists.store import StoreError, open_store
 
         store = open_store(store_url, namespace=NAMESPACE)
         try:

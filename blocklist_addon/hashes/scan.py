@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, NamedTuple
 
-from blocklist_addon.store import StoreError, open_store, write_atomic
+from blocklist_addon.lists.store import StoreError, open_store, write_atomic
 
 __all__ = ["Target", "main", "scan_file", "walk"]
 

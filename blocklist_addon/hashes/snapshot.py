@@ -1,6 +1,6 @@
 """The compiled hash list: what the sync worker stores and every proxy loads.
 
-Like the URL snapshot (``blocklist_addon/snapshot.py``) it is one checksummed bytes
+Like the URL snapshot (``blocklist_addon/urls/snapshot.py``) it is one checksummed bytes
 object, so a torn or corrupt copy is refused, never enforced. It holds the hashes
 themselves (a hash list cannot be stored as digests of digests: a PDQ hash is compared by
 distance), which is why the store and the proxy's copy keep it in 0600 files and no log
@@ -32,7 +32,7 @@ from itertools import accumulate, pairwise
 import numpy as np
 
 from blocklist_addon.hashes.kinds import KINDS, SIZES, parse_hex
-from blocklist_addon.snapshot import SnapshotError, frame, unframe
+from blocklist_addon.urls.snapshot import SnapshotError, frame, unframe
 
 __all__ = [
     "FORMAT_VERSION",

@@ -34,13 +34,13 @@ from typing import Any, Literal
 from mitmproxy import ctx
 
 from blocklist_addon.lists import lastgood
-from blocklist_addon.matcher import Blocklist
+from blocklist_addon.lists.store import SYNCED_STATE, Store, StoreError, VersionInfo, open_store
 from blocklist_addon.ops import notify
 from blocklist_addon.ops.errors import describe_error
 from blocklist_addon.ops.metrics import Gauge, Metrics
 from blocklist_addon.ops.options import int_option
-from blocklist_addon.snapshot import Snapshot, SnapshotError
-from blocklist_addon.store import SYNCED_STATE, Store, StoreError, VersionInfo, open_store
+from blocklist_addon.urls.matcher import Blocklist
+from blocklist_addon.urls.snapshot import Snapshot, SnapshotError
 
 __all__ = ["URLS", "ActiveList", "ListKind"]
 

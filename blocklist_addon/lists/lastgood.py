@@ -13,8 +13,8 @@ import os
 import pathlib
 from collections.abc import Callable
 
-from blocklist_addon.snapshot import Snapshot, SnapshotError
-from blocklist_addon.store import StoreError, VersionInfo, default_data_dir, write_atomic
+from blocklist_addon.lists.store import StoreError, VersionInfo, default_data_dir, write_atomic
+from blocklist_addon.urls.snapshot import Snapshot, SnapshotError
 
 __all__ = ["LastGoodError", "default_path", "read", "write"]
 

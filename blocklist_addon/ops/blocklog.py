@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from mitmproxy import connection, ctx
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon.matcher import Match
+from blocklist_addon.urls.matcher import Match
 
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashMatch

@@ -5,7 +5,7 @@ Events queue in memory (bounded: when the platform's endpoint is down for long, 
 events are kept and new ones dropped, counted) and go out one at a time with a few retries
 and backoff. An event is the block log's JSON line: ids, kinds and distances, never an
 image or a hash. The bearer token comes from a file, never from an option's value, and only
-from a private one (blocklist_addon.credentials: not a symbolic link, the proxy user's, mode
+from a private one (blocklist_addon.ops.credentials: not a symbolic link, the proxy user's, mode
 0600 or stricter); it is never sent over plain http:// except to loopback.
 
 The sender is one task, supervised: if it dies (a bug, an exception nobody expected, a
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from blocklist_addon.credentials import is_loopback, read_token
+from blocklist_addon.ops.credentials import is_loopback, read_token
 from blocklist_addon.ops.errors import describe_error
 from blocklist_addon.ops.metrics import Metrics
 

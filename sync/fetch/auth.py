@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import yarl
 
-from blocklist_addon.credentials import SecretFileError, is_loopback, read_token
-from sync.fetch_errors import FetchError, reason, shown_url
-from sync.fetch_types import FeedSource
+from blocklist_addon.ops.credentials import SecretFileError, is_loopback, read_token
+from sync.fetch.errors import FetchError, reason, shown_url
+from sync.fetch.types import FeedSource
 
 __all__ = ["Client", "client_for", "origin"]
 

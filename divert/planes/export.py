@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from divert import DivertError
 from divert.config import parse_community
 from divert.dataset import DiversionSet
-from divert.nft import render as render_nft
+from divert.planes.nft import render as render_nft
 from sync.config import ConfigError
 
 __all__ = ["FORMATS", "communities", "next_hops", "render", "routes"]

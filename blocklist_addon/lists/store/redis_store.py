@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
-from blocklist_addon.store.base import (
+from blocklist_addon.lists.store.base import (
     LOCK_POLL,
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,

@@ -48,7 +48,7 @@ from typing import TextIO
 
 from divert import DivertError
 from divert.dataset import DiversionSet
-from divert.export import communities, exabgp_communities, routes
+from divert.planes.export import communities, exabgp_communities, routes
 
 __all__ = ["CHUNK", "ApiEvent", "ExaBgpPlane", "parse_api_line", "read_api"]
 

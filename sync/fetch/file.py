@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sync.fetch_checksum import MAX_CHECKSUM_BYTES, sidecar_digest, verify
-from sync.fetch_errors import FetchError, reason, shown_url, too_big
-from sync.fetch_types import FeedSource, FetchResult, FetchState
+from sync.fetch.checksum import MAX_CHECKSUM_BYTES, sidecar_digest, verify
+from sync.fetch.errors import FetchError, reason, shown_url, too_big
+from sync.fetch.types import FeedSource, FetchResult, FetchState
 from sync.progress import Progress
 
 __all__ = ["fetch_file"]

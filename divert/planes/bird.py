@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocklist_addon.store import write_atomic
+from blocklist_addon.lists.store import write_atomic
 from divert import DivertError
 from divert.dataset import DiversionSet
-from divert.export import render
+from divert.planes.export import render
 
 __all__ = ["FILES", "PROTOCOLS", "BirdPlane", "configure", "held"]
 

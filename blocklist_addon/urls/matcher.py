@@ -17,7 +17,6 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from blocklist_addon.snapshot import Snapshot, expression_digest, host_key
 from blocklist_addon.urls.canonical import (
     MAX_SB_HOSTS,
     MAX_SB_PREFIXES,
@@ -28,6 +27,7 @@ from blocklist_addon.urls.canonical import (
     path_prefixes,
 )
 from blocklist_addon.urls.embedded import embedded_urls
+from blocklist_addon.urls.snapshot import Snapshot, expression_digest, host_key
 
 __all__ = [
     "Blocklist",
@@ -151,7 +151,7 @@ class Blocklist:
 
     @classmethod
     async def aload(cls, store_url: str | None = None) -> Blocklist:
-        from blocklist_addon.store import StoreError, open_store
+        from blocklist_addon.lists.store import StoreError, open_store
 
         store = open_store(store_url)
         try:

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import re
 
-from sync.fetch_errors import FetchError
+from sync.fetch.errors import FetchError
 
 __all__ = ["MAX_CHECKSUM_BYTES", "header_digest", "sidecar_digest", "verify"]
 

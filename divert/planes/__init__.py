@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from divert import DivertError
-from divert.bird import BirdPlane
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
-from divert.exabgp import ExaBgpPlane
-from divert.export import next_hops
-from divert.nft import apply as nft_apply
-from divert.nft import read as nft_read
+from divert.planes.bird import BirdPlane
+from divert.planes.exabgp import ExaBgpPlane
+from divert.planes.export import next_hops
+from divert.planes.nft import apply as nft_apply
+from divert.planes.nft import read as nft_read
 from sync.config import ConfigError
 
 __all__ = ["DataPlane", "NftPlane", "make_plane"]

@@ -24,7 +24,7 @@ import pathlib
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from blocklist_addon.store.base import (
+from blocklist_addon.lists.store.base import (
     DATA_DIR_ENV,
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
@@ -34,8 +34,8 @@ from blocklist_addon.store.base import (
     StoreError,
     VersionInfo,
 )
-from blocklist_addon.store.file_store import FileStore, write_atomic
-from blocklist_addon.store.redis_store import RedisStore
+from blocklist_addon.lists.store.file_store import FileStore, write_atomic
+from blocklist_addon.lists.store.redis_store import RedisStore
 
 __all__ = [
     "SCHEMES",

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from blocklist_addon.store.base import (
+from blocklist_addon.lists.store.base import (
     LOCK_POLL,
     READ_ATTEMPTS,
     Store,

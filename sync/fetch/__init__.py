@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from sync.fetch_errors import FetchError
-from sync.fetch_file import fetch_file
-from sync.fetch_http import fetch_http
-from sync.fetch_types import FeedSource, FetchResult, FetchState
+from sync.fetch.errors import FetchError
+from sync.fetch.file import fetch_file
+from sync.fetch.http import fetch_http
+from sync.fetch.types import FeedSource, FetchResult, FetchState
 from sync.progress import NO_PROGRESS, Progress
 
 __all__ = ["FeedSource", "FetchError", "FetchResult", "FetchState", "fetch_feed"]
