@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dns.asyncquery
 import dns.message
 
-from divert import keyfile
+from blocklist_addon.lists import hostkey
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
 from divert.planes import nft
@@ -103,7 +103,7 @@ async def bench_resolve(hosts: int) -> None:
         (work / "zone.json").write_text(json.dumps(records))
         (work / "feed.txt").write_text("".join(f"http://{n}/page.html\n" for n in names))
         key = work / "divert.key"
-        keyfile.generate(key)
+        hostkey.generate(key)
         store = (work / "store").as_uri()
         args = sync_cli.build_parser().parse_args(
             ["--store", store, "--divert-key-file", str(key), "--quiet",

@@ -22,8 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from blocklist_addon.lists import hostkey
+from blocklist_addon.lists.hostkey import HostKeyError
+from blocklist_addon.lists.hosts import ACTIVE as HOSTS_STATE
 from blocklist_addon.lists.store import Store, StoreError, open_store, write_atomic
-from divert import DivertError, keyfile, runcmd, runlock
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress, terminal_progress
+from divert import DivertError, runcmd, runlock
 from divert.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -34,10 +38,8 @@ from divert.config import (
 )
 from divert.dataset import DiversionSet
 from divert.gates import STATES
-from divert.hosts import ACTIVE as HOSTS_STATE
 from divert.planes import NftPlane, export
 from divert.resolve import LAST_RUN, load_set, resolve_once, rollback, scheduled
-from sync.progress import NO_PROGRESS, Progress, terminal_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_KEY_FILE = Path("/etc/blocklist-proxy/divert.key")
@@ -185,7 +187,7 @@ def key_path(config: DivertConfig) -> Path:
 
 async def cmd_keygen(config: DivertConfig, args: argparse.Namespace) -> int:
     path = key_path(config)
-    keyfile.generate(path)
+    hostkey.generate(path)
     if not getattr(args, "quiet", False):
         print(f"wrote a new hostname key to {path} (mode 0600)")
         print("give blocklist-sync the same file: --divert-key-file or divert_key_file")
@@ -417,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"blocklist-divert: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (DivertError, StoreError) as e:
+    except (DivertError, HostKeyError, StoreError) as e:
         keeps = "; the previous set stays active" if args.command == "resolve" else ""
         print(f"blocklist-divert: {e}{keeps}", file=sys.stderr)
         return EXIT_FAILED

@@ -49,7 +49,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sync.config import ConfigError
+from blocklist_addon.lists.hostkey import KEY_FILE_ENV
+from blocklist_addon.ops.errors import ConfigError
 
 __all__ = [
     "CONFIG_ENV",
@@ -66,7 +67,6 @@ __all__ = [
 DEFAULT_CONFIG = Path("/etc/blocklist-proxy/divert.toml")
 CONFIG_ENV = "BLOCKLIST_DIVERT_CONFIG"
 #: Shared with blocklist-sync, which stores the hostnames with the same key.
-KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
 _PATHS = {"key_file", "protect_file", "bird_dir", "bird_socket", "runtime_dir", "state_dir"}
 _ADDRESS_LISTS = {"resolvers", "protect", "next_hop", "nat64_prefixes"}
 #: What ``run`` keeps current (``divert.planes``).

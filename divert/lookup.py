@@ -26,8 +26,8 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from divert import DivertError
-from sync.progress import NO_PROGRESS, Progress
 
 __all__ = ["Answer", "Lookup", "Resolution"]
 

@@ -23,16 +23,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from blocklist_addon.lists import hostkey
+from blocklist_addon.lists.hostkey import HostKey, HostKeyError
+from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
-from divert import DivertError, keyfile
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress
+from divert import DivertError
 from divert.config import ConfigError, DivertConfig, parse_resolver
 from divert.dataset import DiversionSet
 from divert.gates import Decision, Outcome, decide, literal
-from divert.hosts import HostStore
-from divert.keyfile import HostKey
 from divert.lookup import Lookup, Resolution
 from divert.protect import Protected
-from sync.progress import NO_PROGRESS, Progress
 
 __all__ = [
     "LAST_RUN",
@@ -109,8 +110,8 @@ async def resolve_once(
     if config.key_file is None:
         raise ConfigError("no key file: give --key-file or key_file (blocklist-divert keygen)")
     try:
-        key = keyfile.load(config.key_file)
-    except DivertError as e:  # a missing or unsafe key file is the operator's setup
+        key = hostkey.load(config.key_file)
+    except HostKeyError as e:  # a missing or unsafe key file is the operator's setup
         raise ConfigError(str(e)) from None
     protected = Protected.for_config(config)
     lookup = Lookup(
@@ -195,7 +196,10 @@ async def _run(
 ) -> ResolveResult:
     warnings = []
     progress.phase("reading hostnames")
-    stored = await HostStore(divert, key).load_active()
+    try:
+        stored = await HostStore(divert, key).load_active()
+    except HostKeyError as e:  # no hostnames, or not under this key: the run fails
+        raise DivertError(str(e)) from None
     active_list = await lists.active()
     if active_list is not None and stored.list_checksum != active_list.checksum:
         warnings.append(

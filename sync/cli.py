@@ -24,14 +24,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from blocklist_addon.lists import hostkey
+from blocklist_addon.lists.hostkey import KEY_FILE_ENV, HostKeyError
+from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
-from divert import DivertError, keyfile
-from divert.config import KEY_FILE_ENV
-from divert.hosts import HostStore
+from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress, terminal_progress
 from sync import worker
 from sync.config import (
     DEFAULT_CONFIG,
-    ConfigError,
     Feed,
     SyncConfig,
     load_config,
@@ -39,7 +40,6 @@ from sync.config import (
     validate_limits,
 )
 from sync.feeds import FORMATS
-from sync.progress import NO_PROGRESS, Progress, terminal_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -214,7 +214,7 @@ async def cmd_sync(
             result = await worker.run_sync(
                 stores(kind), of_kind, todo, force=args.force, progress=progress, hosts=hosts
             )
-        except DivertError as e:
+        except HostKeyError as e:
             print(f"hostnames for diversion: FAILED: {e}", file=sys.stderr)
             status = EXIT_FAILED
             continue
@@ -379,9 +379,9 @@ def open_hosts(args: argparse.Namespace, config: SyncConfig) -> HostStore | None
     if not path:
         return None
     try:
-        key = keyfile.load(Path(path))
+        key = hostkey.load(Path(path))
         store = open_store(store_url(args, config), namespace="divert")
-    except (DivertError, StoreError) as e:
+    except (HostKeyError, StoreError) as e:
         raise ConfigError(str(e)) from None
     return HostStore(store, key)
 
@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, RuntimeError) as e:
         print(f"blocklist-sync: {e}; the previous list stays active", file=sys.stderr)
         return EXIT_FAILED
-    except DivertError as e:
+    except HostKeyError as e:
         print(f"blocklist-sync: hostnames for diversion: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from blocklist_addon.ops.errors import ConfigError
 from sync.feeds import FORMATS, kind_of
 from sync.fetch import FeedSource
 
@@ -44,10 +45,6 @@ DEFAULT_CONFIG = Path("/etc/blocklist-proxy/sync.toml")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _PATH_FIELDS = {"token_file", "client_cert", "client_key", "ca_file"}
 _SOURCE_FIELDS = {f.name for f in fields(FeedSource)} - {"name"}
-
-
-class ConfigError(Exception):
-    """A usage or configuration mistake: the command exits 2 with this one line."""
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blocklist_addon.hashes.snapshot import HashRecords
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from blocklist_addon.urls.matcher import compile_entry, expression_of
 from blocklist_addon.urls.snapshot import DIGEST_SIZE, expression_digest, host_key
-from sync.progress import NO_PROGRESS, Progress
 
 __all__ = [
     "FORMATS",

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, hashes_of
+from blocklist_addon.ops.progress import Progress
 from sync.feeds import (
     ParsedFeed,
     _collect,
@@ -30,7 +31,6 @@ from sync.feeds import (
     _lines,
     text_stream,
 )
-from sync.progress import Progress
 
 __all__ = ["PARSERS"]
 

@@ -12,7 +12,7 @@ when the rebuilt snapshot differs from it.
 
 With diversion enabled (a ``HostStore``: a hostname key), each feed's hosts are kept too,
 encrypted, and the active list's hosts are rebuilt after every run, suppression and
-rollback, for ``blocklist-divert resolve`` (see ``divert.hosts``).
+rollback, for ``blocklist-divert resolve`` (see ``blocklist_addon.lists.hosts``).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blocklist_addon.hashes.snapshot import HashRecords, HashSnapshot
+from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import SYNCED_STATE, Store, VersionInfo
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from blocklist_addon.urls.snapshot import Snapshot
-from divert.hosts import HostStore
 from sync import compiled
 from sync.config import Feed, SyncConfig
 from sync.feeds import FeedError, parse_feed, validate
 from sync.fetch import FetchError, FetchState, fetch_feed
-from sync.progress import NO_PROGRESS, Progress
 
 SUPPRESSED = "suppressed"
 ROLLED_BACK = "rolled-back"

@@ -27,7 +27,7 @@ import redis
 from dnsserver import DNSServer
 from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync, wait_for
 
-from divert import keyfile
+from blocklist_addon.lists import hostkey
 
 #: What must never appear: the sample feed's hosts and paths, in any case.
 NEEDLES = [
@@ -124,7 +124,7 @@ def audit(
     by where it was found (``redis``, ``files``, ``proxy log``, ``block log``)."""
     server = redis_factory()
     data = tmp_path / "sync-data"
-    keyfile.generate(tmp_path / "divert.key")
+    hostkey.generate(tmp_path / "divert.key")
     env = {
         "BLOCKLIST_DATA_DIR": str(data),
         "BLOCKLIST_DIVERT_KEY_FILE": str(tmp_path / "divert.key"),
@@ -211,7 +211,7 @@ def test_the_audit_catches_connection_logging(
 
 def test_no_hostname_in_the_file_store_with_diversion(tmp_path: pathlib.Path) -> None:
     """The embedded store with diversion enabled: the kept hostnames are encrypted."""
-    keyfile.generate(tmp_path / "divert.key")
+    hostkey.generate(tmp_path / "divert.key")
     store = tmp_path / "store"
     env = {"BLOCKLIST_DIVERT_KEY_FILE": str(tmp_path / "divert.key")}
     sync(store.as_uri(), SAMPLE_FEED, data_dir=tmp_path / "data", env=env)

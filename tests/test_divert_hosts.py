@@ -1,6 +1,6 @@
-"""Hostnames for diversion, encrypted at rest: ``blocklist-divert keygen``'s key file and
-the sync keeping the active list's hosts (divert/keyfile.py, divert/hosts.py, the sync's
-``--divert-key-file``), on the file store and a real Redis."""
+"""Hostnames for diversion, encrypted at rest: ``blocklist-divert keygen``'s key file and the
+sync keeping the active list's hosts (blocklist_addon/lists/hostkey.py and hosts.py, the
+sync's ``--divert-key-file``), on the file store and a real Redis."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from harness import VENV_BIN
 
 from blocklist_addon import Blocklist
+from blocklist_addon.lists import hostkey
+from blocklist_addon.lists.hostkey import HostKeyError
+from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import open_store
-from divert import DivertError, keyfile
-from divert.hosts import HostStore
 from sync import cli
 
 FEED_A = [
@@ -41,56 +42,56 @@ def test_keygen_writes_0600_and_never_overwrites(tmp_path: pathlib.Path) -> None
     path = tmp_path / "divert.key"
     old_umask = os.umask(0)
     try:
-        key = keyfile.generate(path)
+        key = hostkey.generate(path)
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert keyfile.load(path) == key
+    assert hostkey.load(path) == key
     before = path.read_bytes()
-    with pytest.raises(DivertError, match="already exists"):
-        keyfile.generate(path)
+    with pytest.raises(HostKeyError, match="already exists"):
+        hostkey.generate(path)
     assert path.read_bytes() == before
 
 
 def test_a_key_readable_by_everyone_is_refused(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "divert.key"
-    keyfile.generate(path)
+    hostkey.generate(path)
     path.chmod(0o644)
-    with pytest.raises(DivertError, match="readable by everyone"):
-        keyfile.load(path)
+    with pytest.raises(HostKeyError, match="readable by everyone"):
+        hostkey.load(path)
     path.chmod(0o640)  # a service group may read it
-    keyfile.load(path)
+    hostkey.load(path)
 
 
 @pytest.mark.parametrize("mode", [0o620, 0o602, 0o660, 0o622])
 def test_a_key_writable_by_others_is_refused(tmp_path: pathlib.Path, mode: int) -> None:
     """Who can write the key can replace it (and read what is stored with the new one)."""
     path = tmp_path / "divert.key"
-    keyfile.generate(path)
+    hostkey.generate(path)
     path.chmod(mode)
-    with pytest.raises(DivertError, match="writable by"):
-        keyfile.load(path)
+    with pytest.raises(HostKeyError, match="writable by"):
+        hostkey.load(path)
 
 
 def test_a_key_owned_by_another_user_is_refused(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "divert.key"
-    keyfile.generate(path)
+    hostkey.generate(path)
     other = os.getuid() + 1 if os.getuid() == 0 else None
     if other is None:
         pytest.skip("changing a file's owner needs root")
     os.chown(path, other, -1)
-    with pytest.raises(DivertError, match="owned by"):
-        keyfile.load(path)
+    with pytest.raises(HostKeyError, match="owned by"):
+        hostkey.load(path)
 
 
 def test_a_key_behind_a_symlink_is_refused(tmp_path: pathlib.Path) -> None:
     """A link can be swapped to point at another key; the path itself must be the file."""
     real = tmp_path / "real.key"
-    keyfile.generate(real)
+    hostkey.generate(real)
     link = tmp_path / "divert.key"
     link.symlink_to(real)
-    with pytest.raises(DivertError, match="symbolic link"):
-        keyfile.load(link)
+    with pytest.raises(HostKeyError, match="symbolic link"):
+        hostkey.load(link)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a key\n", b"QUFB\n", b"A" * 44 + b"\n"])
@@ -98,18 +99,18 @@ def test_not_a_key(tmp_path: pathlib.Path, content: bytes) -> None:
     path = tmp_path / "divert.key"
     path.write_bytes(content)
     path.chmod(0o600)
-    with pytest.raises(DivertError, match="not a hostname key"):
-        keyfile.load(path)
+    with pytest.raises(HostKeyError, match="not a hostname key"):
+        hostkey.load(path)
 
 
 def test_missing_key_file(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(DivertError, match="cannot read key file"):
-        keyfile.load(tmp_path / "nope.key")
+    with pytest.raises(HostKeyError, match="cannot read key file"):
+        hostkey.load(tmp_path / "nope.key")
 
 
 def test_digests_are_keyed_and_stable(tmp_path: pathlib.Path) -> None:
-    one = keyfile.generate(tmp_path / "one.key")
-    two = keyfile.generate(tmp_path / "two.key")
+    one = hostkey.generate(tmp_path / "one.key")
+    two = hostkey.generate(tmp_path / "two.key")
     assert one.digest("listed-a.example.com") == one.digest("listed-a.example.com")
     assert one.digest("listed-a.example.com") != one.digest("listed-b.example.org")
     assert one.digest("listed-a.example.com") != two.digest("listed-a.example.com")
@@ -119,7 +120,7 @@ def test_digests_are_keyed_and_stable(tmp_path: pathlib.Path) -> None:
     token = one.encrypt(b"www.shared.example.net")
     assert b"shared" not in token
     assert one.decrypt(token) == b"www.shared.example.net"
-    with pytest.raises(DivertError, match="do not open with this key"):
+    with pytest.raises(HostKeyError, match="do not open with this key"):
         two.decrypt(token)
 
 
@@ -129,7 +130,7 @@ def test_digests_are_keyed_and_stable(tmp_path: pathlib.Path) -> None:
 @pytest.fixture
 def key_path(tmp_path: pathlib.Path) -> pathlib.Path:
     path = tmp_path / "divert.key"
-    keyfile.generate(path)
+    hostkey.generate(path)
     return path
 
 
@@ -156,7 +157,7 @@ async def sync(*argv: str) -> int:
 
 
 async def stored_hosts(store_url: str, key_path: pathlib.Path) -> set[str]:
-    hosts = HostStore(open_store(store_url, namespace="divert"), keyfile.load(key_path))
+    hosts = HostStore(open_store(store_url, namespace="divert"), hostkey.load(key_path))
     try:
         return set((await hosts.load_active()).hosts)
     finally:
@@ -184,8 +185,8 @@ async def test_sync_keeps_the_active_lists_hosts_encrypted(
 
     # Without the key nothing reads them; with another key neither.
     other = tmp_path / "other.key"
-    keyfile.generate(other)
-    with pytest.raises(DivertError, match="another key"):
+    hostkey.generate(other)
+    with pytest.raises(HostKeyError, match="another key"):
         await stored_hosts(store_url, other)
 
 
@@ -251,7 +252,7 @@ async def test_enabling_diversion_later_refetches_an_unchanged_feed(
     assert await stored_hosts(store_url, key_path) == HOSTS_A
     # A new key: the feed is read again (not "not modified") and its hosts re-encrypted.
     new_key = tmp_path / "new.key"
-    keyfile.generate(new_key)
+    hostkey.generate(new_key)
     assert await sync("--config", str(config), "--divert-key-file", str(new_key)) == 0
     assert await stored_hosts(store_url, new_key) == HOSTS_A
 
@@ -283,7 +284,7 @@ async def test_a_bad_key_file_fails_the_hosts_step_and_the_lists_are_synced_anyw
     (tmp_path / "h.jsonl").write_text(json.dumps({"id": "h1", "sha256": "ab" * 32}) + "\n")
     key = tmp_path / "divert.key"
     if bad == "world-readable":
-        keyfile.generate(key)
+        hostkey.generate(key)
         key.chmod(0o644)
     config = write_config(tmp_path, store_url, "a", key=str(key))
     config.write_text(
@@ -310,6 +311,6 @@ def test_keygen_command(tmp_path: pathlib.Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "wrote a new hostname key" in done.stdout
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    keyfile.load(path)
+    hostkey.load(path)
     again = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "already exists" in again.stderr

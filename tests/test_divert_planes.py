@@ -24,6 +24,7 @@ from harness import wait_for
 from test_divert_run import HealthServer, ticks
 
 from blocklist_addon.lists.store import open_store
+from blocklist_addon.ops.errors import ConfigError
 from divert import DivertError, lastgood
 from divert.config import DivertConfig, from_mapping
 from divert.dataset import DiversionSet
@@ -32,7 +33,6 @@ from divert.planes.bird import BirdPlane
 from divert.planes.exabgp import CHUNK, ApiEvent, ExaBgpPlane, parse_api_line, read_api
 from divert.planes.export import render
 from divert.run import same
-from sync.config import ConfigError
 
 HOPS = {4: "192.0.2.2", 6: "2001:db8:3::2"}
 TAGS = "[no-export 64512:666]"

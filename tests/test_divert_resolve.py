@@ -18,12 +18,13 @@ import pytest
 from dnsserver import DNSServer
 
 from blocklist_addon import Blocklist
+from blocklist_addon.lists import hostkey
 from blocklist_addon.lists.store import open_store
-from divert import DivertError, cli, keyfile
+from blocklist_addon.ops.progress import Progress
+from divert import DivertError, cli
 from divert.config import load_config
 from divert.resolve import LOCK, scheduled
 from sync import cli as sync_cli
-from sync.progress import Progress
 
 FEED = [
     "http://listed-a.example.com/page.html",
@@ -45,7 +46,7 @@ class Lab:
     def __init__(self, tmp: pathlib.Path, store: str, dns: DNSServer, capsys) -> None:
         self.tmp, self.store, self.dns, self.capsys = tmp, store, dns, capsys
         self.key = tmp / "divert.key"
-        keyfile.generate(self.key)
+        hostkey.generate(self.key)
         self.feed = tmp / "feed.txt"
         self.outputs: list[str] = []
         dns.set("listed-a.example.com", a=["192.0.2.10"], aaaa=["2001:db8::10"])
@@ -89,7 +90,7 @@ class Lab:
         return json.loads(run.out)
 
     def digest(self, host: str) -> str:
-        return keyfile.load(self.key).digest(host)
+        return hostkey.load(self.key).digest(host)
 
     def check_no_hostnames(self) -> None:
         for text in self.outputs:
@@ -328,7 +329,7 @@ async def test_errors_exit_1_or_2_with_one_line(file_lab: Lab) -> None:
     missing_key = await lab.divert("resolve", key_file=str(lab.tmp / "nope.key"))
     assert missing_key.code == 2 and "cannot read key file" in missing_key.err
     other = lab.tmp / "other.key"
-    keyfile.generate(other)
+    hostkey.generate(other)
     await lab.sync()
     wrong = await lab.divert("resolve", key_file=str(other))
     assert wrong.code == 1 and "another key" in wrong.err

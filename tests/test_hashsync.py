@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from blocklist_addon.hashes import KINDS, HashList, HashSnapshot
 from blocklist_addon.hashes.snapshot import HashRecord, HashRecords
 from blocklist_addon.lists.store import open_store
+from blocklist_addon.ops.errors import ConfigError
 from sync import cli
-from sync.config import ConfigError
 from sync.feeds import FeedError, parse_feed, validate
 
 SIZES = {"md5": 16, "sha1": 20, "sha256": 32, "pdq": 32}

@@ -1,4 +1,4 @@
-"""The progress line of `blocklist-sync` on a terminal (sync/progress.py).
+"""The progress line of `blocklist-sync` on a terminal (blocklist_addon/ops/progress.py).
 
 The renderer runs on a fake clock and a StringIO; a `screen` helper replays what a terminal
 shows for its output (CR returns to column 0 and overwrites). End to end, the CLI syncs a
@@ -20,10 +20,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from blocklist_addon.ops.progress import (
+    NO_PROGRESS,
+    Progress,
+    TerminalProgress,
+    render,
+    terminal_progress,
+)
 from sync import cli
 from sync.feeds import PROGRESS_EVERY, FeedError, parse_feed
 from sync.fetch import FeedSource, FetchState, fetch_feed
-from sync.progress import NO_PROGRESS, Progress, TerminalProgress, render, terminal_progress
 
 LINES = 50_000
 # Reserved names only; none of these may ever show on the progress line.

@@ -6,7 +6,12 @@ from __future__ import annotations
 import os
 import traceback
 
-__all__ = ["describe_error"]
+__all__ = ["ConfigError", "describe_error"]
+
+
+class ConfigError(Exception):
+    """A usage or configuration mistake: the command (blocklist-sync, blocklist-divert) exits 2
+    with this one line."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from blocklist_addon.ops.errors import ConfigError
 from divert import DivertError
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
@@ -31,7 +32,6 @@ from divert.planes.exabgp import ExaBgpPlane
 from divert.planes.export import next_hops
 from divert.planes.nft import apply as nft_apply
 from divert.planes.nft import read as nft_read
-from sync.config import ConfigError
 
 __all__ = ["DataPlane", "NftPlane", "make_plane"]
 

@@ -30,11 +30,11 @@ import ipaddress
 import json
 from collections.abc import Iterable, Iterator
 
+from blocklist_addon.ops.errors import ConfigError
 from divert import DivertError
 from divert.config import parse_community
 from divert.dataset import DiversionSet
 from divert.planes.nft import render as render_nft
-from sync.config import ConfigError
 
 __all__ = ["FORMATS", "communities", "next_hops", "render", "routes"]
 

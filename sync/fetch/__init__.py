@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from sync.fetch.errors import FetchError
 from sync.fetch.file import fetch_file
 from sync.fetch.http import fetch_http
 from sync.fetch.types import FeedSource, FetchResult, FetchState
-from sync.progress import NO_PROGRESS, Progress
 
 __all__ = ["FeedSource", "FetchError", "FetchResult", "FetchState", "fetch_feed"]
 

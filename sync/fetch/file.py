@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from blocklist_addon.ops.progress import Progress
 from sync.fetch.checksum import MAX_CHECKSUM_BYTES, sidecar_digest, verify
 from sync.fetch.errors import FetchError, reason, shown_url, too_big
 from sync.fetch.types import FeedSource, FetchResult, FetchState
-from sync.progress import Progress
 
 __all__ = ["fetch_file"]
 

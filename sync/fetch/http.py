@@ -10,11 +10,11 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from sync.fetch.auth import Client, client_for, origin
 from sync.fetch.checksum import MAX_CHECKSUM_BYTES, header_digest, sidecar_digest, verify
 from sync.fetch.errors import FetchError, Transient, reason, shown_url, too_big, truncated
 from sync.fetch.types import FeedSource, FetchResult, FetchState
-from sync.progress import NO_PROGRESS, Progress
 
 __all__ = ["MAX_BACKOFF", "USER_AGENT", "fetch_http"]
 

@@ -24,10 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blocklist_addon.lists.hostkey import HostKey, HostKeyError
 from blocklist_addon.lists.store import Store
 from blocklist_addon.urls.snapshot import Snapshot, host_key
-from divert import DivertError
-from divert.keyfile import HostKey
 
 __all__ = ["ActiveHosts", "HostStore", "open_hosts", "seal"]
 
@@ -45,13 +44,13 @@ def seal(key: HostKey, hosts: Iterable[str]) -> bytes:
 
 
 def open_hosts(key: HostKey, token: bytes) -> list[str]:
-    """The hosts in a token (DivertError when the key is wrong or the token damaged)."""
+    """The hosts in a token (HostKeyError when the key is wrong or the token damaged)."""
     try:
         plain = zlib.decompress(key.decrypt(token))
     except zlib.error:
-        raise DivertError("stored hostnames are damaged (not compressed data)") from None
+        raise HostKeyError("stored hostnames are damaged (not compressed data)") from None
     if not plain.startswith(MAGIC):
-        raise DivertError("stored hostnames are not in a format this version reads")
+        raise HostKeyError("stored hostnames are not in a format this version reads")
     body = plain[len(MAGIC) :].decode("utf-8")
     return body.split("\n") if body else []
 
@@ -138,16 +137,16 @@ class HostStore:
         return await self.store.get_state(ACTIVE)
 
     async def load_active(self) -> ActiveHosts:
-        """Decrypt the active list's hosts; DivertError when there are none to read."""
+        """Decrypt the active list's hosts; HostKeyError when there are none to read."""
         state = await self.store.get_state(ACTIVE)
         token = await self.store.get_blob(ACTIVE)
         if state is None or token is None:
-            raise DivertError(
+            raise HostKeyError(
                 "no hostnames stored: run blocklist-sync with --divert-key-file "
                 "(or divert_key_file in its config) first"
             )
         if state.get("key") != self.key.key_id:
-            raise DivertError(
+            raise HostKeyError(
                 "the stored hostnames were written with another key: give blocklist-sync "
                 "and blocklist-divert the same key file"
             )

@@ -22,10 +22,17 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from blocklist_addon.ops.credentials import SecretFileError, read_private
-from divert import DivertError
 
-__all__ = ["HostKey", "generate", "load"]
+__all__ = ["KEY_FILE_ENV", "HostKey", "HostKeyError", "generate", "load"]
 
+
+class HostKeyError(Exception):
+    """The hostname key, or hostnames stored under it, cannot be used: one line an operator
+    can act on, never holding a hostname (the sync and ``blocklist-divert`` both say it)."""
+
+
+#: Names the key file when no option or config does (the sync and blocklist-divert both read it).
+KEY_FILE_ENV = "BLOCKLIST_DIVERT_KEY_FILE"
 #: Hex digits of a host digest: 64 bits, no collision among a million hosts in practice.
 DIGEST_HEX = 16
 
@@ -38,7 +45,7 @@ class HostKey:
 
     def __post_init__(self) -> None:
         if len(self.raw) != 32:
-            raise DivertError("a hostname key is 32 bytes")
+            raise HostKeyError("a hostname key is 32 bytes")
 
     @functools.cached_property
     def _fernet(self) -> Fernet:
@@ -66,7 +73,7 @@ class HostKey:
         try:
             return self._fernet.decrypt(token)
         except InvalidToken:
-            raise DivertError(
+            raise HostKeyError(
                 "stored hostnames do not open with this key (another key, or damaged): "
                 "run blocklist-sync with the key blocklist-divert uses"
             ) from None
@@ -76,17 +83,17 @@ class HostKey:
 
 
 def generate(path: Path) -> HostKey:
-    """Write a new key to ``path`` (mode 0600); DivertError if anything is already there."""
+    """Write a new key to ``path`` (mode 0600); HostKeyError if anything is already there."""
     key = Fernet.generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise DivertError(
+        raise HostKeyError(
             f"{path} already exists: not overwritten (hostnames stored with it would become "
             "unreadable); remove it first to replace the key"
         ) from None
     except OSError as e:
-        raise DivertError(f"cannot create {path}: {e.strerror or e}") from None
+        raise HostKeyError(f"cannot create {path}: {e.strerror or e}") from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
         os.write(fd, key + b"\n")
@@ -97,18 +104,18 @@ def generate(path: Path) -> HostKey:
 
 
 def load(path: Path) -> HostKey:
-    """Read a key file; DivertError when it is missing, not a key, or not safe
+    """Read a key file; HostKeyError when it is missing, not a key, or not safe
     (credentials.read_private: a symbolic link, another user's but root's, writable by
     anyone but its owner, readable by everyone; whoever can replace the key can read what
     is stored with the new one)."""
     try:
         text = read_private(path, "key file", group_may_read=True).strip()
     except SecretFileError as e:
-        raise DivertError(str(e)) from None
+        raise HostKeyError(str(e)) from None
     try:
         raw = base64.urlsafe_b64decode(text)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32 or base64.urlsafe_b64encode(raw) != text:
-        raise DivertError(f"{path} is not a hostname key (make one: blocklist-divert keygen)")
+        raise HostKeyError(f"{path} is not a hostname key (make one: blocklist-divert keygen)")
     return HostKey(raw)
