@@ -21,14 +21,14 @@ from collections.abc import Iterator
 from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, hashes_of
 from blocklist_addon.ops.progress import Progress
-from sync.feeds import (
+from sync.feeds.reading import (
+    Invalid,
     ParsedFeed,
-    _collect,
-    _csv_rows,
-    _entry_id,
-    _Invalid,
-    _line_count,
-    _lines,
+    collect_records,
+    csv_rows,
+    line_count,
+    numbered_lines,
+    parse_entry_id,
     text_stream,
 )
 
@@ -37,11 +37,11 @@ __all__ = ["PARSERS"]
 
 def _record(fields: dict[str, object]) -> HashRecord | None:
     try:
-        entry_id = _entry_id(fields.get("id"))
+        entry_id = parse_entry_id(fields.get("id"))
         category = fields.get("category")
         if category is not None and not isinstance(category, str | int):
-            raise _Invalid
-    except _Invalid:
+            raise Invalid
+    except Invalid:
         return None
     hashes = hashes_of(fields)
     return None if hashes is None else HashRecord(hashes, entry_id)
@@ -51,7 +51,7 @@ def _parse_jsonl(data: bytes, progress: Progress, max_entries: int | None) -> Pa
     """One JSON object a line; blank lines and ``#`` comments are skipped."""
 
     def records() -> Iterator[tuple[int, HashRecord | None]]:
-        for number, line in _lines(text_stream(data, "\n")):
+        for number, line in numbered_lines(text_stream(data, "\n")):
             try:
                 item = json.loads(line)
             except (ValueError, RecursionError):
@@ -59,14 +59,16 @@ def _parse_jsonl(data: bytes, progress: Progress, max_entries: int | None) -> Pa
                 continue
             yield number, _record(item) if isinstance(item, dict) else None
 
-    return _collect(records(), "line", progress, _line_count(data), max_entries, HashRecords())
+    return collect_records(
+        records(), "line", progress, line_count(data), max_entries, HashRecords()
+    )
 
 
 def _parse_csv(data: bytes, progress: Progress, max_entries: int | None) -> ParsedFeed:
     """A header row naming at least one hash column (md5, sha1, sha256, pdq; optionally id
     and category), then a record a row (the delimiter and comments as ``sync.feeds``'
     CSV format reads them)."""
-    names, rows = _csv_rows(
+    names, rows = csv_rows(
         data, lambda names: bool(set(names) & set(KINDS)), f"hash column ({', '.join(KINDS)})"
     )
     columns = {name: i for i, name in enumerate(names) if name in (*KINDS, "id", "category")}
@@ -76,7 +78,9 @@ def _parse_csv(data: bytes, progress: Progress, max_entries: int | None) -> Pars
             fields = {name: row[i] if i < len(row) else None for name, i in columns.items()}
             yield number, _record(fields)  # type: ignore[arg-type]
 
-    return _collect(records(), "line", progress, _line_count(data), max_entries, HashRecords())
+    return collect_records(
+        records(), "line", progress, line_count(data), max_entries, HashRecords()
+    )
 
 
 PARSERS = {"hashes-jsonl": _parse_jsonl, "hashes-csv": _parse_csv}
