@@ -21,14 +21,9 @@ import time
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from test_embedded import ADVERSARIAL  # noqa: E402
-
-from blocklist_addon import Blocklist  # noqa: E402
-from blocklist_addon.urls.embedded import embedded_urls  # noqa: E402
+from blocklist_addon import Blocklist
+from blocklist_addon.urls.embedded import embedded_urls
+from testlab.adversarial import ADVERSARIAL
 
 #: Hosts the shapes carry, with pages they never name: every candidate is looked up and none
 #: matches, so nothing ends the search early (a hit would return at once).

@@ -1,6 +1,6 @@
 """Gateway benchmark: what two-stage diversion costs the traffic it does NOT divert.
 
-Network namespaces (tests/netns.py; documentation addresses only; needs root, ip, nft and
+Network namespaces (testlab/netns.py; documentation addresses only; needs root, ip, nft and
 iperf3): one client and one server joined by four gateways side by side, each its own
 namespace and path (the client reaches a different server address through each):
 
@@ -48,8 +48,6 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 TARGET = 0.95
 SET_SIZE = 100_000
@@ -231,7 +229,7 @@ def main() -> int:
 
 def drive(seconds: float, bulk_runs: int, family: str) -> int:
     """Everything the run makes (CA, store, proxy data) lives in a directory removed after."""
-    from netns import unavailable
+    from testlab.netns import unavailable
 
     if reason := unavailable("nft", "iperf3"):
         raise SystemExit(f"bench/gateway.py: {reason}")
@@ -240,12 +238,11 @@ def drive(seconds: float, bulk_runs: int, family: str) -> int:
 
 
 def _drive(work: Path, seconds: float, bulk_runs: int, family: str) -> int:
-    from divert_lab import PROXY_PORT, load_notrack, load_table
-    from harness import Proxy, TestCA, synced_store
-    from netns import Lab, stop
-
     from divert.dataset import DiversionSet
     from divert.planes.nft import apply
+    from testlab.divert_lab import PROXY_PORT, load_notrack, load_table
+    from testlab.harness import Proxy, TestCA, synced_store
+    from testlab.netns import Lab, stop
 
     ca = TestCA(work / "ca")
     big = big_set(family)

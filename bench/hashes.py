@@ -33,11 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from images import draw, encode  # the tests' drawn pictures: never real content
 from PIL import Image
 from proxy import ProxyProcess
 from support import free_port
@@ -45,6 +40,7 @@ from support import free_port
 from blocklist_addon.hashes import HashList, HashRecord, HashSnapshot
 from blocklist_addon.hashes.pdq import PdqIndex
 from sync import cli
+from testlab.images import draw, encode  # the tests' drawn pictures: never real content
 
 BIN = Path(sys.executable).parent
 TARGET_MS = 5.0

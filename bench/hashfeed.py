@@ -27,8 +27,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from blocklist_addon.lists.store import open_store
 from sync import worker
 from sync.config import Feed

@@ -24,8 +24,6 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from blocklist_addon import Blocklist
 
 TARGETS = {"unlisted": 3.0, "listed_host": 8.0, "bytes_per_entry": 24.0, "load_s": 1.0}

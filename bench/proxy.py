@@ -48,8 +48,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote_plus
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from matcher import entries, entry_host, unlisted_urls
 from support import free_port, self_signed
 

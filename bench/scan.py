@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import re
 import sys
 import time
 from collections.abc import Callable
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from matcher import entries, entry_host, unlisted_urls
 

@@ -37,11 +37,11 @@ from typing import Self
 
 import pytest
 import redis.asyncio as aioredis
-from harness import Origins, Proxy, TestCA, World
 
 from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import FileStore, RedisStore, Store, open_store
 from blocklist_addon.urls.snapshot import Snapshot
+from testlab.harness import Origins, Proxy, TestCA, World
 
 #: How long a redis-server gets to answer PING after it is started.
 REDIS_START_TIMEOUT = 10.0

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from dnsserver import DNSServer
-from harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync, wait_for
 
 from blocklist_addon.lists import hostkey
+from testlab.dnsserver import DNSServer
+from testlab.harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync, wait_for
 
 #: What must never appear: the sample feed's hosts and paths, in any case.
 NEEDLES = [
@@ -242,7 +242,7 @@ def test_no_listed_hash_in_any_log_and_hash_lists_stay_private(
     import http.client
     import json
 
-    from images import draw, encode, md5, reference_pdq, variants
+    from testlab.images import draw, encode, md5, reference_pdq, variants
 
     listed, exact = draw(3), encode(draw(4), "PNG")
     records = [

@@ -1,7 +1,7 @@
 """The diversion set over real BGP sessions (issue 13): ``blocklist-divert run`` as ExaBGP's
 API process (one test) and driving BIRD 2 through include files and ``birdc configure``
 (another), each announcing to a core router (BIRD 2) in namespaces these tests create
-(``tests/bgp_lab.py``), with the shipped ``deploy/exabgp.conf``, ``deploy/bird-divert.conf``
+(``testlab/bgp_lab.py``), with the shipped ``deploy/exabgp.conf``, ``deploy/bird-divert.conf``
 and ``deploy/nftables-routed-proxy.nft``.
 
 Each test walks the same life: the set announced (a /32 or /128 per address, via the
@@ -29,7 +29,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from bgp_lab import (
+
+from divert.dataset import DiversionSet
+from divert.planes.export import render
+from testlab.bgp_lab import (
     BIRD_DIVERT,
     COMMUNITY,
     EXABGP_CONF,
@@ -38,12 +41,9 @@ from bgp_lab import (
     Routed,
     expected,
 )
-from divert_lab import listed_store, publish, start_proxy, start_run
-from harness import VENV_BIN, Proxy, TestCA, assert_splash, wait_for
-from netns import Lab, Namespace, unavailable
-
-from divert.dataset import DiversionSet
-from divert.planes.export import render
+from testlab.divert_lab import listed_store, publish, start_proxy, start_run
+from testlab.harness import VENV_BIN, Proxy, TestCA, assert_splash, wait_for
+from testlab.netns import Lab, Namespace, unavailable
 
 UNDIVERTED = "203.0.113.10"
 DIVERTED = "203.0.113.20"

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from harness import ROOT, Proxy, TestCA, World, running, synced_store
+
+from testlab.harness import ROOT, Proxy, TestCA, World, running, synced_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,7 @@ and installs what it needs (podman, podman-compose, mmdebstrap, runc from Debian
   cache); the kit's Dockerfile is built on it (``--build-arg BASE=``) with ``podman build``,
   and a Redis image is made on the same base from Debian's redis-server.
 - The kit runs with ``podman-compose up`` on compose.yaml as shipped, inside a network
-  namespace the test makes (``tests/netns.py``'s ``Lab``; podman, netavark, conmon and
+  namespace the test makes (``testlab/netns.py``'s ``Lab``; podman, netavark, conmon and
   aardvark-dns started by ``nsenter --net``), so the kit's bridge, netavark's nftables rules
   and the published ports (the shipped ones: nothing else listens there) all live in it and
   go with it; the kit's network takes a documentation range (198.51.100.0/24, from the
@@ -45,8 +45,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from harness import Response, assert_splash, wait_for
-from netns import Lab, Namespace, unavailable
+
+from testlab.harness import Response, assert_splash, wait_for
+from testlab.netns import Lab, Namespace, unavailable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

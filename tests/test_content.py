@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from harness import Origin, Origins, Proxy, TestCA, running, synced_store
+
+from testlab.harness import Origin, Origins, Proxy, TestCA, running, synced_store
 
 HOST = "forum.example.net"
 SPLASH = f"http://{HOST}/.well-known/blocklist-proxy/blocked?list=sample"

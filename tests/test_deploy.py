@@ -28,8 +28,11 @@ from collections.abc import Callable
 import pytest
 import redis
 from conftest import find_redis_server
-from divert_lab import Site
-from harness import (
+from ruamel.yaml import YAML
+
+from blocklist_addon import Blocklist
+from testlab.divert_lab import Site
+from testlab.harness import (
     ROOT,
     SAMPLE_FEED,
     VENV_BIN,
@@ -43,10 +46,7 @@ from harness import (
     synced_store,
     wait_for,
 )
-from netns import Lab, Topology, gateway_topology, unavailable
-from ruamel.yaml import YAML
-
-from blocklist_addon import Blocklist
+from testlab.netns import Lab, Topology, gateway_topology, unavailable
 
 DEPLOY = ROOT / "deploy"
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import RedisServer, find_redis_server
-from divert_lab import load_table, publish, set_contents, set_elements, start_run
-from harness import VENV_BIN
-from netns import Lab, Namespace, unavailable
 from test_divert_run import HealthServer, eventually, ticks
 
 from divert import lastgood
 from divert.dataset import DiversionSet
+from testlab.divert_lab import load_table, publish, set_contents, set_elements, start_run
+from testlab.harness import VENV_BIN
+from testlab.netns import Lab, Namespace, unavailable
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
 

@@ -11,7 +11,6 @@ import stat
 import subprocess
 
 import pytest
-from harness import VENV_BIN
 
 from blocklist_addon import Blocklist
 from blocklist_addon.lists import hostkey
@@ -19,6 +18,7 @@ from blocklist_addon.lists.hostkey import HostKeyError
 from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import open_store
 from sync import cli
+from testlab.harness import VENV_BIN
 
 FEED_A = [
     "http://listed-a.example.com/page.html",

@@ -9,14 +9,14 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from divert_lab import load_table, set_contents
-from harness import VENV_BIN
-from netns import Lab, Namespace, unavailable
 
 from blocklist_addon.lists.store import open_store
 from divert import DivertError
 from divert.dataset import DiversionSet
 from divert.planes.nft import apply
+from testlab.divert_lab import load_table, set_contents
+from testlab.harness import VENV_BIN
+from testlab.netns import Lab, Namespace, unavailable
 
 TABLE = """\
 table inet blocklist {

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import RedisServer, find_redis_server
-from harness import wait_for
 from test_divert_run import HealthServer, ticks
 
 from blocklist_addon.lists.store import open_store
@@ -33,6 +32,7 @@ from divert.planes.bird import BirdPlane
 from divert.planes.exabgp import CHUNK, ApiEvent, ExaBgpPlane, parse_api_line, read_api
 from divert.planes.export import render
 from divert.run import same
+from testlab.harness import wait_for
 
 HOPS = {4: "192.0.2.2", 6: "2001:db8:3::2"}
 TAGS = "[no-export 64512:666]"

@@ -1,5 +1,5 @@
 """``blocklist-divert resolve`` end to end: the real sync stores the hostnames, a real DNS
-server (tests/dnsserver.py on 127.0.0.1) answers, the gates decide, the set is published
+server (testlab/dnsserver.py on 127.0.0.1) answers, the gates decide, the set is published
 to the file store and a real Redis; export, status and rollback read it back.
 
 Every run's output is checked for hostnames: decisions name hosts by digest only.
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from dnsserver import DNSServer
 
 from blocklist_addon import Blocklist
 from blocklist_addon.lists import hostkey
@@ -25,6 +24,7 @@ from divert import DivertError, cli
 from divert.config import load_config
 from divert.resolve import LOCK, scheduled
 from sync import cli as sync_cli
+from testlab.dnsserver import DNSServer
 
 FEED = [
     "http://listed-a.example.com/page.html",

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import ClientSession, web
-from divert_lab import load_table, set_contents
-from netns import Lab, Namespace, unavailable
 
 from blocklist_addon.lists.store import Store, open_store
 from divert import DivertError
@@ -27,6 +25,8 @@ from divert.config import DivertConfig
 from divert.dataset import DiversionSet
 from divert.planes import nft
 from divert.run import HealthGate, Phase, Runner, poll_interval, probe_health, resolve_wait
+from testlab.divert_lab import load_table, set_contents
+from testlab.netns import Lab, Namespace, unavailable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "blocklist-divert.service"

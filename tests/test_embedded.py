@@ -18,6 +18,7 @@ from blocklist_addon.urls.embedded import (
 )
 from blocklist_addon.urls.embedded.depth import DEEPEST, LEVEL_TABLES, RENDER, depth_of
 from blocklist_addon.urls.embedded.markers import MARKER, PLAIN, SKIP_OUTER
+from testlab.adversarial import ADVERSARIAL, N
 
 PAGE = "http://listed.test/page.html"
 
@@ -306,8 +307,6 @@ def test_not_a_string_gives_nothing() -> None:
 
 # -- bounds: every marker is looked at, output stays linear -------------------------------
 
-N = 64 * 1024
-
 
 def assert_bounded(url: str, out: list[str]) -> None:
     n = len(as_byte_string(url))
@@ -315,44 +314,6 @@ def assert_bounded(url: str, out: list[str]) -> None:
     assert all(len(c) <= 3 * MAX_CANDIDATE_CHARS for c in out)
     assert sum(map(len, out)) <= 3 * 6 * MARKER_WINDOW * (MARKER_WINDOW + 2) * n
     assert len(set(out)) == len(out)
-
-
-ADVERSARIAL = {
-    "schemes": "http://r.example.net/?u=" + "http://" * (N // 7),
-    "distinct hosts": "http://r.example.net/?u="
-    + "".join(f"http://h{i}.test/" for i in range(N // 16)),
-    "www": "http://r.example.net/" + "".join(f"www.h{i}.test/" for i in range(N // 14)),
-    "bare values": "http://r.example.net/?" + "".join(f"a=h{i}.test&" for i in range(N // 12)),
-    "protocol-relative": "http://r.example.net/?" + "=//" * (N // 3),
-    "params": "http://r.example.net/?" + "".join(f"k{i}=v{i}&" for i in range(N // 10)),
-    "nested %25": "http://r.example.net/?u=http%" + "25" * (N // 2) + "3A//listed.test/",
-    "many %25": "http://r.example.net/?u=" + "%25" * (N // 3),
-    "high bytes": "http://r.example.net/?u="
-    + "".join(f"http://h{i}.test/%C3%A9%FF" for i in range(N // 24)),
-    "long path": "http://r.example.net/?u=http://listed.test/" + "a" * N,
-    "dot-padded": "http://r.example.net/?u=http://listed.test/" + "www.a/../" * (N // 9),
-    "dot-padded hosts": "http://r.example.net/"
-    + "".join(f"www.h{i}.test/../" for i in range(N // 32))
-    + "a" * (N // 2),
-    "base64 values": "http://r.example.net/?" + "a=aHR0cDovL2EudGVzdC8&" * (N // 22),
-    "base64 nested": "http://r.example.net/?u="
-    + base64.b64encode(
-        (
-            "http://r.example.net/?u=" + base64.b64encode(b"http://a.test/" * (N // 30)).decode()
-        ).encode()
-    ).decode(),
-    "hex segments": "http://r.example.net" + "/687474703a2f2f612e74" * (N // 21),
-    "proofpoint v3": "http://r.example.net/v3" + "/__http://a.test/*__;JQ!!" * (N // 25),
-    "proofpoint v3 open": "http://r.example.net/v3/" + "__http:" * (N // 7),
-    "path hosts": "http://r.example.net" + "/h.test" * (N // 7),
-    "ideographic hosts": "http://r.example.net" + "/h\u3002test" * (N // 9),
-    "dot-padded groups": "http://r.example.net/"
-    + "".join(f"www.h{i}.test/../x/" for i in range(N // 34))
-    + "a" * (N // 2),
-    "dot-padded nested": "http://r.example.net/?u=http://listed.test/"
-    + "www.a/" * (N // 12)
-    + "../" * (N // 12),
-}
 
 
 @pytest.mark.parametrize("name", ADVERSARIAL)

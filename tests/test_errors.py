@@ -1,4 +1,4 @@
-"""Every error path of the addon, driven through the live proxy by ``tests/fault_addon.py``:
+"""Every error path of the addon, driven through the live proxy by ``testlab/fault_addon.py``:
 a lookup that raises (at the request, the CONNECT, the TLS hello, the server connection, in
 a page and in a post), a splash page that cannot be rendered, a follower that fails and a
 version that cannot be loaded mid-run. Each test shows what the client gets, that no listed
@@ -17,7 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from aiohttp import web
-from harness import (
+
+from testlab.harness import (
     SAMPLE_FEED,
     Origins,
     Proxy,
@@ -28,7 +29,7 @@ from harness import (
     synced_store,
     wait_for,
 )
-from images import draw, encode
+from testlab.images import draw, encode
 
 LISTED = "http://blocked.example.com/page.html"
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from harness import (
+
+from testlab.harness import (
     SAMPLE_FEED,
     VENV_BIN,
     Origins,
@@ -38,7 +39,7 @@ LOAD_SECONDS = 120.0
 @dataclass
 class Load:
     """One client thread per URL, asking again and again until stopped. Each request is a
-    new connection: the tests' loopback routing (tests/loopback_addon.py) rewrites server
+    new connection: the tests' loopback routing (testlab/loopback_addon.py) rewrites server
     addresses, which keeps mitmproxy from reusing a server connection for a keep-alive
     client, so that it opens a new one per request and stalls after a few."""
 

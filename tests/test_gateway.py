@@ -20,7 +20,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from divert_lab import (
+
+from divert.dataset import DiversionSet
+from divert.planes import nft
+from testlab.divert_lab import (
     DIVERT_NFT,
     Site,
     listed_store,
@@ -33,12 +36,9 @@ from divert_lab import (
     start_run,
     tracked,
 )
-from dnsserver import DNSServer
-from harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
-from netns import Lab, Namespace, unavailable
-
-from divert.dataset import DiversionSet
-from divert.planes import nft
+from testlab.dnsserver import DNSServer
+from testlab.harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
+from testlab.netns import Lab, Namespace, unavailable
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
 

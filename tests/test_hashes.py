@@ -6,13 +6,22 @@ from __future__ import annotations
 import resource
 
 import pytest
-from images import bomb_png, draw, encode, md5, png_declaring, reference_pdq, variants, zip_file
 
 from blocklist_addon import HashList, HashMatch
 from blocklist_addon.hashes import HashEntry, HashSnapshot, Limits, sniff
 from blocklist_addon.hashes.images import Uncheckable, frames
 from blocklist_addon.hashes.pdq import PdqIndex
 from blocklist_addon.urls.snapshot import SnapshotError
+from testlab.images import (
+    bomb_png,
+    draw,
+    encode,
+    md5,
+    png_declaring,
+    reference_pdq,
+    variants,
+    zip_file,
+)
 
 LISTED = draw(1)
 LISTED_JPEG = encode(LISTED, quality=90)

@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
-from images import bomb_png, draw, encode, md5, png_declaring, reference_pdq, variants, zip_file
+
+from testlab.harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.images import (
+    bomb_png,
+    draw,
+    encode,
+    md5,
+    png_declaring,
+    reference_pdq,
+    variants,
+    zip_file,
+)
 
 HOST = "uploads.example.net"
 LISTED = draw(1)
@@ -277,8 +287,9 @@ def test_the_operators_guide_self_test(
     import io
     import subprocess
 
-    from harness import ROOT, VENV_BIN
     from PIL import Image
+
+    from testlab.harness import ROOT, VENV_BIN
 
     config = tmp_path / "sync.toml"
     config.write_text(

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from aiohttp import web
-from harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
-from images import draw, encode, md5, reference_pdq
 from PIL import Image
+
+from testlab.harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.images import draw, encode, md5, reference_pdq
 
 HOST = "uploads.example.net"
 LISTED = draw(1)

@@ -8,8 +8,9 @@ import signal
 import subprocess
 
 import pytest
-from harness import wait_for
-from netns import Lab, gateway_topology, unavailable
+
+from testlab.harness import wait_for
+from testlab.netns import Lab, gateway_topology, unavailable
 
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 

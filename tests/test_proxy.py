@@ -3,7 +3,7 @@
 One proxy per module serves the read-only checks (regular mode, ``blocklist_intercept``
 left at ``listed``, the embedded store synced from the sample feed by the real
 ``blocklist-sync``); tests that stop things start their own. Every upstream connection is
-routed to local origins by ``tests/loopback_addon.py``; each origin counts the TCP
+routed to local origins by ``testlab/loopback_addon.py``; each origin counts the TCP
 connections it accepted, which is how "the listed origin saw no connection" is checked.
 """
 
@@ -15,7 +15,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from harness import (
+
+from testlab.harness import (
     Proxy,
     TestCA,
     World,

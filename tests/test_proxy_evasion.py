@@ -14,9 +14,18 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
-from harness import SAMPLE_FEED, Proxy, TestCA, World, assert_splash, feed_with, running, sync
 
 from blocklist_addon import Blocklist
+from testlab.harness import (
+    SAMPLE_FEED,
+    Proxy,
+    TestCA,
+    World,
+    assert_splash,
+    feed_with,
+    running,
+    sync,
+)
 
 EXTRA_ENTRIES = [
     "http://blocked.example.com/my%20file.html",  # a page whose name holds a space

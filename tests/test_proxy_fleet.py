@@ -9,7 +9,7 @@ import pathlib
 import time
 from collections.abc import Callable
 
-from harness import Proxy, assert_splash, feed_with, running, sync, wait_for
+from testlab.harness import Proxy, assert_splash, feed_with, running, sync, wait_for
 
 #: The issue's figure for a fleet: every proxy enforces a new version within 2 s of the sync.
 FLEET_DEADLINE = 2.0

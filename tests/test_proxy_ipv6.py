@@ -13,10 +13,10 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
-from harness import Proxy, TestCA, World, assert_splash, feed_with, running, sync
 from mitmproxy.test import tutils
 
 from blocklist_addon.guards.flow import request_url
+from testlab.harness import Proxy, TestCA, World, assert_splash, feed_with, running, sync
 
 V6_ENTRIES = [
     "http://[2001:db8::7]/v6/page.html",

@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from harness import (
+
+from blocklist_addon import cli
+from testlab.harness import (
     ROOT,
     SAMPLE_FEED,
     VENV_BIN,
@@ -29,8 +31,6 @@ from harness import (
     synced_store,
     wait_for,
 )
-
-from blocklist_addon import cli
 
 #: DESIGN: every proxy enforces a new version within seconds; the issue says 5.
 RELOAD_DEADLINE = 5.0

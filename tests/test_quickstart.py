@@ -19,7 +19,8 @@ import sysconfig
 from collections.abc import Iterator
 
 import pytest
-from harness import ROOT, free_port, wait_for
+
+from testlab.harness import ROOT, free_port, wait_for
 
 
 def own_venv(directory: pathlib.Path) -> pathlib.Path:

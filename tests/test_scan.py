@@ -12,8 +12,9 @@ import subprocess
 import warnings
 
 import pytest
-from harness import VENV_BIN, sync
-from images import bomb_png, draw, encode, md5, reference_pdq, variants, zip_file
+
+from testlab.harness import VENV_BIN, sync
+from testlab.images import bomb_png, draw, encode, md5, reference_pdq, variants, zip_file
 
 LISTED = draw(11)
 EXACT = zip_file()

@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from harness import SAMPLE_FEED, Proxy, World, sync, wait_for
-from images import draw, reference_pdq
+
+from testlab.harness import SAMPLE_FEED, Proxy, World, sync, wait_for
+from testlab.images import draw, reference_pdq
 
 LISTED = "http://blocked.example.com/page.html"
 UNLISTED = "http://unlisted.example.org/ok"

@@ -8,9 +8,9 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from images import draw, encode
 
 from blocklist_addon.hashes.unwrap import MAX_HITS, unwrap
+from testlab.images import draw, encode
 
 PICTURE = encode(draw(3, (64, 48)))
 LIMIT = 32 << 20

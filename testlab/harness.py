@@ -8,8 +8,8 @@
 - ``World``: the four origins the proxy tests use and the routes that point the sample
   feed's names at them.
 - ``Proxy``: ``blocklist-proxy`` (mitmdump with the addon) as a subprocess, with
-  ``tests/loopback_addon.py`` routing every upstream connection to the origins (and
-  ``tests/fault_addon.py`` injecting failures, when a test asks for it).
+  ``testlab/loopback_addon.py`` routing every upstream connection to the origins (and
+  ``testlab/fault_addon.py`` injecting failures, when a test asks for it).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:
-    from netns import Namespace
+    from testlab.netns import Namespace
 
-TESTS = pathlib.Path(__file__).resolve().parent
-ROOT = TESTS.parent
+LAB = pathlib.Path(__file__).resolve().parent
+ROOT = LAB.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
 SAMPLE_FEED = ROOT / "samples" / "sample-feed.txt"
 #: Names the test origin's certificate covers.
@@ -256,7 +256,7 @@ class Response:
 class Proxy:
     """``blocklist-proxy`` in a subprocess, on free ports, with its own data directory.
 
-    ``routes`` (for ``tests/loopback_addon.py``) sends every upstream connection to the local
+    ``routes`` (for ``testlab/loopback_addon.py``) sends every upstream connection to the local
     origins; ``routes=None`` lets the proxy connect where it is asked to, for a proxy in a
     network namespace (``netns``) whose status port is then reached inside that namespace.
     """
@@ -276,7 +276,7 @@ class Proxy:
         netns: Namespace | None = None,
         faults: pathlib.Path | None = None,
     ) -> None:
-        """``faults``: a JSON file of failures ``tests/fault_addon.py`` injects; an option
+        """``faults``: a JSON file of failures ``testlab/fault_addon.py`` injects; an option
         given as None is not set at all (mitmproxy's default)."""
         self.workdir = workdir
         self.netns = netns
@@ -319,9 +319,9 @@ class Proxy:
             command = [str(VENV_BIN / "blocklist-proxy"), "--store", self.store]
         command += ["--listen-port", str(self.port), "--mode", self.mode]
         if self.routes is not None:
-            command += ["-s", str(TESTS / "loopback_addon.py")]
+            command += ["-s", str(LAB / "loopback_addon.py")]
         if self.faults is not None:
-            command += ["-s", str(TESTS / "fault_addon.py")]
+            command += ["-s", str(LAB / "fault_addon.py")]
             options["fault_file"] = str(self.faults)
         for key, value in options.items():
             command += ["--set", f"{key}={value}"]

@@ -5,7 +5,7 @@ Reports wall time of the first sync (target < 20 s), of the unchanged re-sync (o
 Redis memory per entry, and, as a reference measured in the same run, the time to just
 split the feed into lines and SHA-256 each one (the least any sync must do per entry).
 
-    .venv/bin/python bench/sync.py [--entries 1000000]
+    .venv/bin/python bench/syncing.py [--entries 1000000]
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import redis.asyncio as aioredis
 from aiohttp import web

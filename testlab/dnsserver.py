@@ -18,7 +18,7 @@ thread, e.g. ``netns.Namespace.entered()``) serves inside it. One thread serves 
 sockets with ``selectors``; ``stop()`` closes them and joins it. ``queries`` counts the
 questions per (name, type), for tests that check what a resolver asked.
 
-Run as a program (``python tests/dnsserver.py --listen 198.51.100.53:53 --zone zone.json``)
+Run as a program (``python testlab/dnsserver.py --listen 198.51.100.53:53 --zone zone.json``)
 inside ``ip netns exec``, it serves a JSON zone ``{name: {"a": [...], "aaaa": [...],
 "cname": ..., "rcode": ..., "silent": ...}}`` and re-reads it whenever the file changes.
 """

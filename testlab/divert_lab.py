@@ -23,11 +23,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from harness import VENV_BIN, Origin, Origins, Proxy, Response, TestCA, feed_with, sync
-from netns import Lab, Namespace, Topology, gateway_topology
-
 from blocklist_addon.lists.store import open_store
 from divert.dataset import DiversionSet
+from testlab.harness import VENV_BIN, Origin, Origins, Proxy, Response, TestCA, feed_with, sync
+from testlab.netns import Lab, Namespace, Topology, gateway_topology
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIVERT_NFT = ROOT / "deploy" / "nftables-divert.nft"

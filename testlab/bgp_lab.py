@@ -30,9 +30,9 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from divert_lab import Site
-from harness import Origins, TestCA
-from netns import CommandError, Lab, Namespace, Topology, add_address, gateway_topology
+from testlab.divert_lab import Site
+from testlab.harness import Origins, TestCA
+from testlab.netns import CommandError, Lab, Namespace, Topology, add_address, gateway_topology
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ROUTED_NFT = ROOT / "deploy" / "nftables-routed-proxy.nft"

@@ -1,7 +1,7 @@
 """Diversion benchmark: resolving 10,000 listed hosts, and replacing a 100,000-address nft set.
 
 1. Resolve: a 10,000-entry feed (one host each; one in ten a CNAME) is synced with a hostname
-   key into a file store; ``tests/dnsserver.py`` serves the zone from its own process on
+   key into a file store; ``testlab/dnsserver.py`` serves the zone from its own process on
    127.0.0.1; ``blocklist-divert resolve`` runs in-process (decrypt, 20,000 questions at the
    configured concurrency, gates, publish). Target: < 30 s. Reference in the same run: the
    same 20,000 questions sent with dnspython's bare ``asyncquery.udp`` at the same
@@ -12,7 +12,7 @@
    differing by 1%), median of ``--rounds``. Target: < 1 s. Reference in the same run: one
    ``nft -f`` transaction that only flushes the two empty sets (nft's fixed cost).
 
-    .venv/bin/python bench/divert.py [--hosts 10000] [--addresses 100000] [--rounds 5]
+    .venv/bin/python bench/diversion.py [--hosts 10000] [--addresses 100000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dns.asyncquery
 import dns.message
@@ -64,9 +62,9 @@ def zone(hosts: int) -> tuple[list[str], dict[str, dict[str, object]]]:
 
 
 async def start_dns(zone_file: Path) -> tuple[subprocess.Popen[str], str]:
-    """tests/dnsserver.py in its own process (as a real resolver would be), on a free port."""
+    """testlab/dnsserver.py in its own process (as a real resolver would be), on a free port."""
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "dnsserver.py"), "--listen", "127.0.0.1:0",
+        [sys.executable, str(ROOT / "testlab" / "dnsserver.py"), "--listen", "127.0.0.1:0",
          "--zone", str(zone_file)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
