@@ -99,7 +99,7 @@ run: venv
 	@echo "($(SAMPLE_FEED): reserved test names only). In another terminal:"
 	@echo
 	@echo "  curl -i -x http://$(RUN_HOST):$(RUN_PORT) -H 'Accept: text/html' http://blocked.example.com/page.html"
-	@echo "  curl -i -x http://$(RUN_HOST):$(RUN_PORT) --cacert $(RUN_DIR)/mitmproxy/mitmproxy-ca-cert.pem https://blocked.example.com/page.html"
+	@echo "  curl -i -x http://$(RUN_HOST):$(RUN_PORT) -H 'Accept: text/html' --cacert $(RUN_DIR)/mitmproxy/mitmproxy-ca-cert.pem https://blocked.example.com/page.html"
 	@echo "  curl http://$(RUN_STATUS)/healthz ; curl http://$(RUN_STATUS)/metrics"
 	@echo
 	@echo "The first shows the 451 splash page; the second the same over HTTPS (the proxy's CA,"
