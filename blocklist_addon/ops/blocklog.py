@@ -103,7 +103,9 @@ class BlockLog:
     """Writes block events to a file of JSON lines, or to the proxy's own log."""
 
     def __init__(self) -> None:
+        self._path: str | None = None  # None: block lines go to the proxy's own log
         self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the open file
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -131,14 +133,15 @@ class BlockLog:
     def configure(self, updated: set[str]) -> None:
         if "blocklist_log_file" in updated:
             self._close()
-            if path := ctx.options.blocklist_log_file:
-                # O_APPEND: whole lines from several proxy processes never interleave.
-                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._path = ctx.options.blocklist_log_file or None
+            if self._path is not None:
                 try:
-                    self._fd = os.open(path, flags, 0o640)
+                    self._open(self._path)
                 except OSError as exc:
                     reason = exc.strerror or str(exc)
-                    raise OptionsError(f"cannot open blocklist_log_file {path}: {reason}") from None
+                    raise OptionsError(
+                        f"cannot open blocklist_log_file {self._path}: {reason}"
+                    ) from None
 
     def done(self) -> None:
         self._close()
@@ -149,13 +152,38 @@ class BlockLog:
             client_mode=ctx.options.blocklist_log_client,  # type: ignore[arg-type]
             with_url=ctx.options.blocklist_log_url,
         )
-        if self._fd is None:
+        if self._path is None:
             log.info(line)
             return
         try:
+            self._follow_rotation(self._path)
+            assert self._fd is not None
             os.write(self._fd, line.encode() + b"\n")
         except OSError as exc:
             log.warning(f"blocklist: cannot write the block log: {exc.strerror or exc}")
+
+    def _open(self, path: str) -> None:
+        # The directory is made as systemd's LogsDirectory= would (a missing one used to
+        # stop the proxy with a traceback); O_APPEND: whole lines from several proxy
+        # processes never interleave.
+        if directory := os.path.dirname(path):
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(path, flags, 0o640)
+        stat = os.fstat(self._fd)
+        self._identity = (stat.st_dev, stat.st_ino)
+
+    def _follow_rotation(self, path: str) -> None:
+        """Reopen ``path`` when it no longer names the open file: logrotate renamed it (its
+        default) or someone deleted it; the lines must go to the path, not the old file."""
+        try:
+            stat = os.stat(path)
+            current = (stat.st_dev, stat.st_ino) == self._identity
+        except FileNotFoundError:
+            current = False
+        if not current or self._fd is None:
+            self._close()
+            self._open(path)
 
     def _close(self) -> None:
         if self._fd is not None:
