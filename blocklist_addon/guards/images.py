@@ -33,6 +33,8 @@ from mitmproxy.exceptions import OptionsError
 from blocklist_addon.content.inflate import TooLarge, inflate
 from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, header, respond
 from blocklist_addon.guards.urls import Enforcer
+from blocklist_addon.hashes.decoder import DecoderPool
+from blocklist_addon.hashes.images import Uncheckable
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
@@ -102,6 +104,8 @@ class ImageGuard:
             ),
         )
         self.webhook = Webhook(self.metrics)
+        # Untrusted images are decoded in worker processes, never in the proxy's own.
+        self.decoders = DecoderPool()
         self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blocklist-image")
 
     def load(self, loader) -> None:
@@ -201,11 +205,17 @@ class ImageGuard:
 
     async def running(self) -> None:
         await self.hashes.running()
+        if self.hashes.blocklist is not None:
+            try:
+                await asyncio.to_thread(self.decoders.warm)
+            except Exception as exc:  # the first upload tries again, and says if it fails
+                log.warning(f"blocklist: image decoder workers did not start: {exc}")
 
     async def done(self) -> None:
         await self.webhook.done()
         await self.hashes.done()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.decoders.close()
 
     # -- the list --------------------------------------------------------------------------
 
@@ -374,12 +384,21 @@ class ImageGuard:
                 if time.monotonic() - started > budget:
                     outcome.unchecked.append("too-slow")
                     break
-                checked = hashlist.check_pixels(piece)
                 outcome.images += 1
-                if checked.unchecked:
-                    outcome.unchecked.append(checked.unchecked)
-                if checked.match is not None:
-                    outcome.match = checked.match
+                try:
+                    hashed, reason = self.decoders.run(
+                        piece,
+                        hashlist.limits,
+                        hashlist.dihedral,
+                        cpu_seconds=2 * self.max_seconds + 1,
+                        timeout=2 * self.max_seconds + 10,  # a first worker starts in ~1 s
+                    )
+                except Uncheckable as exc:  # the worker died, or never answered
+                    hashed, reason = [], exc.reason
+                if reason:
+                    outcome.unchecked.append(reason)
+                if (match := hashlist.match_frames(hashed)) is not None:
+                    outcome.match = match
                     break
         except Exception as exc:  # an internal error: blocklist_on_error decides
             outcome.failed = self.enforcer.check_failed("image", exc)

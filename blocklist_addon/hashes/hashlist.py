@@ -18,7 +18,8 @@ from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from blocklist_addon.hashes.images import Limits, Uncheckable, frames, sniff
+from blocklist_addon.hashes.decoder import FrameHashes, pdq_frames
+from blocklist_addon.hashes.images import Limits, sniff
 from blocklist_addon.hashes.kinds import (
     EXACT_KINDS,
     KINDS,
@@ -26,7 +27,7 @@ from blocklist_addon.hashes.kinds import (
     SIZES,
     exact_digests,
 )
-from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex, pdq_hashes
+from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex
 from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot, record_of
 
 __all__ = ["Check", "HashEntry", "HashList", "HashMatch"]
@@ -196,19 +197,21 @@ class HashList:
         return self.match_exact(exact_digests(data, self._exact))
 
     def check_pixels(self, data: bytes) -> Check:
-        """The PDQ hashes of an image's frames against the list (no exact hashes)."""
+        """The PDQ hashes of an image's frames against the list (no exact hashes), decoded
+        in this process (the proxy decodes in worker processes: ``decoder.DecoderPool``)."""
         image = sniff(data)
         if image is None or not len(self._pdq):
             return Check(None, image)
-        try:
-            for frame in frames(data, self.limits):
-                hashes, quality = pdq_hashes(frame, dihedral=self.dihedral)
-                match = self.match_pdq(hashes, quality)
-                if match is not None:
-                    return Check(match, image)
-        except Uncheckable as exc:
-            return Check(None, image, exc.reason)
-        return Check(None, image)
+        hashed, reason = pdq_frames(data, self.limits, self.dihedral)
+        match = self.match_frames(hashed)
+        return Check(match, image, None if match is not None else reason)
+
+    def match_frames(self, hashed: list[FrameHashes]) -> HashMatch | None:
+        """The first frame's match among PDQ hashes computed elsewhere (a worker process)."""
+        for hashes, quality in hashed:
+            if (match := self.match_pdq(hashes, quality)) is not None:
+                return match
+        return None
 
     def match_exact(self, digests: Mapping[str, bytes]) -> HashMatch | None:
         for kind, digest in digests.items():
