@@ -44,13 +44,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from blocklist_addon.lists.hostkey import KEY_FILE_ENV
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError, read_toml
 
 __all__ = [
     "CONFIG_ENV",
@@ -113,13 +112,7 @@ class DivertConfig:
 
 def load_config(path: Path) -> DivertConfig:
     """Read and check the TOML file; ConfigError (exit 2) names the file and the key."""
-    try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    raw = read_toml(path)
     return from_mapping(raw, base=path.parent, where=f"config {path}")
 
 

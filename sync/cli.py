@@ -28,7 +28,7 @@ from blocklist_addon.lists import hostkey
 from blocklist_addon.lists.hostkey import KEY_FILE_ENV, HostKeyError
 from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress, terminal_progress
 from sync import worker
 from sync.config import (

@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError, read_toml
 from sync.feeds import FORMATS, kind_of
 from sync.fetch import FeedSource
 
@@ -102,13 +101,7 @@ def make_feed(name: str, table: dict[str, Any], base: Path | None = None) -> Fee
 
 
 def load_config(path: Path) -> SyncConfig:
-    try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    raw = read_toml(path)
     feeds_table = raw.pop("feeds", {})
     if not isinstance(feeds_table, dict) or not all(
         isinstance(t, dict) for t in feeds_table.values()

@@ -23,7 +23,7 @@ from conftest import RedisServer, find_redis_server
 from test_divert_run import HealthServer, ticks
 
 from blocklist_addon.lists.store import open_store
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError
 from divert import DivertError, lastgood
 from divert.config import DivertConfig, from_mapping
 from divert.dataset import DiversionSet

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from blocklist_addon.hashes import KINDS, HashList, HashSnapshot
 from blocklist_addon.hashes.snapshot import HashRecord, HashRecords
 from blocklist_addon.lists.store import open_store
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError
 from sync import cli
 from sync.feeds import FeedError, parse_feed, validate
 

@@ -6,12 +6,7 @@ from __future__ import annotations
 import os
 import traceback
 
-__all__ = ["ConfigError", "describe_error"]
-
-
-class ConfigError(Exception):
-    """A usage or configuration mistake: the command (blocklist-sync, blocklist-divert) exits 2
-    with this one line."""
+__all__ = ["describe_error"]
 
 
 def describe_error(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError
 from divert import DivertError
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from blocklist_addon.lists.store import write_atomic
 from divert import DivertError
 from divert.dataset import DiversionSet
 from divert.planes.export import render
+from divert.planes.tools import run_tool
 
 __all__ = ["FILES", "PROTOCOLS", "BirdPlane", "configure", "held"]
 
@@ -61,19 +61,13 @@ MODE = 0o640
 
 def _birdc(socket: Path, birdc: str | Sequence[str], *args: str) -> tuple[int, list[str]]:
     """``birdc -s SOCKET ARGS``: its exit status and the lines it said (banner left out)."""
-    command = [birdc] if isinstance(birdc, str) else list(birdc)
-    try:
-        done = subprocess.run(
-            [*command, "-s", str(socket), *args],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise DivertError(f"{command[0]} not found: install BIRD 2 (Debian: bird2)") from None
-    except subprocess.TimeoutExpired:
-        raise DivertError(f"birdc {args[0]} did not answer within {TIMEOUT:.0f} s") from None
+    done = run_tool(
+        birdc,
+        ["-s", str(socket), *args],
+        timeout=TIMEOUT,
+        install="install BIRD 2 (Debian: bird2)",
+        slow=f"birdc {args[0]} did not answer within {TIMEOUT:.0f} s",
+    )
     said = [
         line.rstrip()
         for line in (done.stdout + done.stderr).splitlines()

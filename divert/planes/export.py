@@ -30,7 +30,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Iterator
 
-from blocklist_addon.ops.errors import ConfigError
+from blocklist_addon.ops.config import ConfigError
 from divert import DivertError
 from divert.config import parse_community
 from divert.dataset import DiversionSet

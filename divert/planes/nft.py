@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator, Sequence
 
 from divert import DivertError
 from divert.dataset import DiversionSet
+from divert.planes.tools import run_tool
 
 __all__ = ["CHUNK", "SETS", "apply", "read", "render"]
 
@@ -87,22 +87,14 @@ def _element(elem: object) -> str:
 
 def _nft(nft: str | Sequence[str], args: list[str], script: str | None, table: str) -> str:
     """Run nft; its stdout, or DivertError with one line."""
-    command = [nft] if isinstance(nft, str) else list(nft)
-    try:
-        done = subprocess.run(
-            [*command, *args],
-            input=script,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise DivertError(f"{command[0]} not found: install nftables (Debian: nftables)") from None
-    except subprocess.TimeoutExpired:
-        raise DivertError(
-            f"nft did not finish within {TIMEOUT:.0f} s; the sets are unchanged"
-        ) from None
+    done = run_tool(
+        nft,
+        args,
+        script=script,
+        timeout=TIMEOUT,
+        install="install nftables (Debian: nftables)",
+        slow=f"nft did not finish within {TIMEOUT:.0f} s; the sets are unchanged",
+    )
     if done.returncode == 0:
         return done.stdout
     error = done.stderr.strip()
