@@ -153,9 +153,9 @@ def test_the_shipped_pac_file_sends_the_browser_through_the_proxy(
     """deploy/pac/proxy.pac with only its PROXIES line pointed at the test proxy: listed
     pages get the splash page through it, and a loopback address goes direct."""
     pac = (ROOT / "deploy" / "pac" / "proxy.pac").read_text()
-    shipped = 'var PROXIES = "PROXY proxy.school.example:8081; PROXY proxy.school.example:8082";'
+    shipped = 'var PROXIES = ["proxy.school.example:8081", "proxy.school.example:8082"];'
     assert shipped in pac
-    pac = pac.replace(shipped, f'var PROXIES = "PROXY 127.0.0.1:{proxy.port}";')
+    pac = pac.replace(shipped, f'var PROXIES = ["127.0.0.1:{proxy.port}"];')
     encoded = base64.b64encode(pac.encode()).decode()
     via = f"--proxy-pac-url=data:application/x-ns-proxy-autoconfig;base64,{encoded}"
 

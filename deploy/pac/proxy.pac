@@ -1,6 +1,7 @@
 // proxy.pac: browsers in a school or office send web traffic through blocklist-proxy.
 //
-// Serve this file over HTTP as application/x-ns-proxy-autoconfig, then either
+// Serve this file over HTTP as application/x-ns-proxy-autoconfig (configure that content
+// type on the web server, for proxy.pac and wpad.dat alike), then either
 //  - point managed browsers at it (Chrome/Edge policy ProxyPacUrl, Firefox policy
 //    Proxy.AutoConfigURL, Windows GPO "Use automatic configuration script", macOS/iOS MDM
 //    "Proxy: Automatic"), or
@@ -11,10 +12,29 @@
 // Devices also need the proxy's CA (mitmproxy-ca-cert.pem in the proxy's confdir) installed as
 // trusted where blocklist_intercept=listed, so that listed HTTPS pages show the splash page.
 //
-// Adapt PROXIES (one entry per blocklist-proxy instance; several give failover) and LOCAL.
-// tests/test_browser.py runs this file in Chromium with PROXIES pointed at a test proxy.
+// Adapt PROXIES (one entry per blocklist-proxy instance, e.g. one per core) and LOCAL.
+// Hosts are spread over the instances by a hash of the host name: a browser tries a PAC's
+// list in order (it is failover, not load balancing), so each host gets its own first
+// instance and the others, in a fixed order, as failover. One host always goes to the same
+// instance first, which keeps its connections and TLS decisions in one place.
+// tests/test_browser.py runs this file in Chromium with PROXIES pointed at a test proxy;
+// tests/test_deploy.py evaluates it over many hosts.
 
-var PROXIES = "PROXY proxy.school.example:8081; PROXY proxy.school.example:8082";
+var PROXIES = ["proxy.school.example:8081", "proxy.school.example:8082"];
+
+// The proxies for host, its own first instance leading.
+function proxiesFor(host) {
+  var hash = 0;
+  for (var i = 0; i < host.length; i++) {
+    hash = (hash * 31 + host.charCodeAt(i)) % 1000003;
+  }
+  var first = hash % PROXIES.length;
+  var list = [];
+  for (var j = 0; j < PROXIES.length; j++) {
+    list.push("PROXY " + PROXIES[(first + j) % PROXIES.length]);
+  }
+  return list.join("; ");
+}
 
 function FindProxyForURL(url, host) {
   host = host.toLowerCase();
@@ -22,7 +42,8 @@ function FindProxyForURL(url, host) {
   // Local names never go through the proxy. Name tests only: no DNS lookup per request.
   if (isPlainHostName(host) ||
       dnsDomainIs(host, ".local") ||
-      dnsDomainIs(host, ".school.example")) {      // LOCAL: your own domain(s)
+      host === "school.example" ||                 // LOCAL: your own domain(s), the bare
+      dnsDomainIs(host, ".school.example")) {      // name too (dnsDomainIs needs the dot)
     return "DIRECT";
   }
 
@@ -40,5 +61,5 @@ function FindProxyForURL(url, host) {
   // Everything else, HTTP and HTTPS alike. No "; DIRECT" at the end: if every proxy is down,
   // browsing stops rather than silently going around the filter (add it only if your policy
   // prefers availability).
-  return PROXIES;
+  return proxiesFor(host);
 }
