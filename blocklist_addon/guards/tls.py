@@ -141,6 +141,18 @@ class InterceptPolicy:
         decision = "pass" if data.ignore_connection else "intercept"
         self.metrics.inc("blocklist_tls_total", decision=decision)
 
+    def tls_failed_server(self, data: tls.TlsData) -> None:
+        """The handshake with an origin failed (on a decrypted host the proxy fetches the
+        page itself): mitmproxy answers 502; say so in the log, without the host, and count
+        it, so that an operator sees what users see."""
+        error = str(data.conn.error or "").lower()
+        reason = "certificate" if "certificate" in error or "hostname" in error else "handshake"
+        self.metrics.inc("blocklist_upstream_tls_errors_total", reason=reason)
+        log.warning(
+            f"blocklist: TLS with an upstream server failed ({reason}); the client got a 502 "
+            "(set ssl_verify_upstream_trusted_ca if the origin uses a private CA)"
+        )
+
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         blocklist = self.lists.blocklist
         if data.server.error:

@@ -40,6 +40,10 @@ COUNTERS = {
         "451 answers that could not be rendered; the minimal 451 was sent instead."
     ),
     "blocklist_tls_total": "TLS client hellos by decision (intercept, pass).",
+    "blocklist_upstream_tls_errors_total": (
+        "TLS handshakes with an origin that failed, by reason (certificate: not trusted or "
+        "not for the host; handshake: anything else). The client got a 502."
+    ),
     "blocklist_links_total": (
         "Listed links found in pages, by list, kind (navigate, resource) and action "
         "(neutralize, report)."
