@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 
 from mitmproxy import ctx, http, tls
 from mitmproxy.connection import Address
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy import mode_specs, server_hooks
 
 from blocklist_addon.guards.flow import UNCHECKED, respond
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
+from blocklist_addon.ops import splash
 from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
 from blocklist_addon.ops.metrics import Metrics
 from blocklist_addon.urls.matcher import Blocklist, HostListing, Match
@@ -46,6 +48,14 @@ INTERCEPT_CHOICES = ["listed", "never", "all"]
 CACHE_HOSTS = 8192
 #: What mitmproxy's log says about a refused server connection (no host in it).
 REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
+#: ... and about one refused to a client outside blocklist_managed_clients.
+REFUSED_UNMANAGED = "refused by blocklist-proxy: a listed host, and the client has not the CA"
+#: The answer to such a client's CONNECT.
+UNMANAGED = splash.SplashResponse(
+    451,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+    b"This site has pages on a blocklist; this device cannot be shown them safely.\n",
+)
 #: ... and about one whose check failed (blocklist_on_error=closed).
 UNCHECKED_CONNECTION = "refused by blocklist-proxy: the destination could not be checked"
 
@@ -78,8 +88,11 @@ class InterceptPolicy:
     enforcer: Enforcer
     _cache: dict[str, HostListing] = field(default_factory=dict, init=False)
     _cached_for: Blocklist | None = field(default=None, init=False)
-    # Options, read in configure (this default is the option's own).
+    # Options, read in configure (these defaults are the options' own).
     mode: str = field(default="listed", init=False)
+    managed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
+        default_factory=list, init=False
+    )
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -91,9 +104,39 @@ class InterceptPolicy:
             "CONNECT or TLS) or all.",
             choices=INTERCEPT_CHOICES,
         )
+        loader.add_option(
+            "blocklist_managed_clients",
+            str,
+            "",
+            "With blocklist_intercept=listed: the client networks whose devices trust the "
+            "proxy's CA (comma-separated, e.g. 10.20.0.0/16,2001:db8:20::/48). Others (a "
+            "pupil's own phone) would get a certificate error on a decrypted host, so a host "
+            "with any listed entry is refused to them at the CONNECT or TLS hello, never "
+            "decrypted. Empty: every client is managed.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         self.mode = ctx.options.blocklist_intercept
+        try:
+            self.managed = [
+                ipaddress.ip_network(n.strip(), strict=False)
+                for n in ctx.options.blocklist_managed_clients.split(",")
+                if n.strip()
+            ]
+        except ValueError as exc:
+            raise OptionsError(f"blocklist_managed_clients: {exc}") from None
+
+    def _unmanaged(self, client: Address | None) -> bool:
+        """A client outside the managed networks: it has not the proxy's CA."""
+        if not self.managed or self.mode != "listed" or not client:
+            return False
+        try:
+            address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+        except ValueError:
+            return True  # not an address we know: not one of ours
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return not any(address in network for network in self.managed)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """Regular mode: refuse a CONNECT to a host listed whole when nothing is decrypted."""
@@ -101,16 +144,20 @@ class InterceptPolicy:
         if not self.lists.started:  # blocklist_start_wait ran out: nothing to check against
             respond(flow, UNCHECKED)
             return
-        if self.mode != "never" or blocklist is None or flow.response:
+        unmanaged = self._unmanaged(flow.client_conn.peername)
+        if (self.mode != "never" and not unmanaged) or blocklist is None or flow.response:
             return
         try:
-            whole = self._listing(blocklist, flow.request.host).whole
+            listing = self._listing(blocklist, flow.request.host)
         except Exception as exc:
             if self.enforcer.check_failed("connect", exc):
                 respond(flow, UNCHECKED)
             return
-        if whole is not None:
-            self.enforcer.block(flow, whole, where="connect")
+        if listing.whole is not None:
+            self.enforcer.block(flow, listing.whole, where="connect")
+        elif unmanaged and listing.listed:
+            self._refuse_unmanaged()
+            respond(flow, UNMANAGED)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         mode = self.mode
@@ -130,8 +177,14 @@ class InterceptPolicy:
         else:
             hosts = _hosts(data.client_hello.sni, address=data.context.server.address)
             try:
-                listed = (self._listing(blocklist, h).listed for h in hosts)
-                data.ignore_connection = not any(listed)
+                listed = any(self._listing(blocklist, h).listed for h in hosts)
+                data.ignore_connection = not listed
+                if listed and self._unmanaged(data.context.client.peername):
+                    # Without the CA it would see a certificate error: refuse, undecrypted.
+                    data.ignore_connection = True
+                    data.context.server.error = REFUSED_UNMANAGED
+                    self._refuse_unmanaged()
+                    return
             except Exception as exc:
                 # Never decrypt what could not be checked (a certificate error for clients
                 # without the CA); closed: and never connect it upstream either.
@@ -140,6 +193,9 @@ class InterceptPolicy:
                     data.context.server.error = UNCHECKED_CONNECTION
         decision = "pass" if data.ignore_connection else "intercept"
         self.metrics.inc("blocklist_tls_total", decision=decision)
+
+    def _refuse_unmanaged(self) -> None:
+        self.metrics.inc("blocklist_tls_total", decision="refuse-unmanaged")
 
     def tls_failed_server(self, data: tls.TlsData) -> None:
         """The handshake with an origin failed (on a decrypted host the proxy fetches the

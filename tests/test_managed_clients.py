@@ -1,0 +1,70 @@
+"""Managed and unmanaged devices on one proxy (issue 26, item 6): a school decrypts listed
+hosts for its managed devices, which trust its CA, and shows them the splash page; a pupil's
+own phone has not the CA and would get a certificate error instead, so a host with any
+listed entry is refused to it at the CONNECT, never decrypted. Two real clients, from two
+loopback addresses."""
+
+from __future__ import annotations
+
+import http.client
+import pathlib
+
+import pytest
+
+from testlab.harness import Proxy, World, running, synced_store
+
+MANAGED = "127.0.0.2"
+UNMANAGED = "127.0.0.1"
+
+
+def https_get(proxy: Proxy, source: str, host: str, path: str) -> tuple[int, bytes]:
+    """GET https://host/path through a CONNECT tunnel from the address ``source``."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1",
+        proxy.port,
+        timeout=15,
+        context=proxy.client_context(trust_mitm=source == MANAGED),
+        source_address=(source, 0),
+    )
+    conn.set_tunnel(host, 443)
+    try:
+        conn.request("GET", path, headers={"Accept": "text/html"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def proxy(make_proxy, tmp_path: pathlib.Path) -> Proxy:
+    return make_proxy(
+        synced_store(tmp_path), options={"blocklist_managed_clients": f"{MANAGED}/32"}
+    )
+
+
+def test_listed_hosts_are_decrypted_for_managed_devices_and_refused_to_the_others(
+    proxy: Proxy, world: World
+) -> None:
+    with running(proxy):
+        # Managed: the splash page, over a decrypted connection it trusts.
+        status, body = https_get(proxy, MANAGED, "blocked.example.com", "/page.html")
+        assert status == 451 and b"Access denied" in body
+        # Unmanaged: the CONNECT itself is refused; nothing decrypted, no certificate error.
+        before = world.listed_tls.connections
+        with pytest.raises(OSError, match="451"):
+            https_get(proxy, UNMANAGED, "blocked.example.com", "/page.html")
+        assert world.listed_tls.connections == before
+        assert proxy.metric_series("blocklist_tls_total", decision="refuse-unmanaged") == 1
+        # Unlisted hosts pass untouched for both.
+        for source in (MANAGED, UNMANAGED):
+            status, _ = https_get(proxy, source, "unlisted.example.org", "/x")
+            assert status == 200
+
+
+def test_a_bad_network_is_refused_when_set(make_proxy, tmp_path: pathlib.Path) -> None:
+    proxy = make_proxy(
+        synced_store(tmp_path), options={"blocklist_managed_clients": "10.20.0.0/33"}
+    )
+    proxy.start(wait=False)
+    assert proxy.wait_exit() != 0
+    assert "blocklist_managed_clients" in proxy.log()
