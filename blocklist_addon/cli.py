@@ -88,6 +88,16 @@ def build_args(argv: Sequence[str]) -> list[str]:
     Every setting becomes one ``--set`` (mitmproxy refuses a second value for a scalar
     option), merged in the order defaults, --config, flags, ``--set`` given by the user.
     """
+    options, passthrough = _options(argv)
+    out = ["-s", str(ADDON)]
+    for key, value in options.items():
+        for item in value if isinstance(value, list) else [value]:
+            out += ["--set", f"{key}={item}"]
+    return out + passthrough
+
+
+def _options(argv: Sequence[str]) -> tuple[dict[str, str | list[str]], list[str]]:
+    """The merged settings of a command line, and the arguments passed on as they are."""
     args, rest = _parser().parse_known_args(argv)
     options = dict(DEFAULTS)
     if args.config:
@@ -116,11 +126,29 @@ def build_args(argv: Sequence[str]) -> list[str]:
         else:
             passthrough.append(arg)
     options.update({k: v if len(v) > 1 else v[0] for k, v in user_sets.items()})
-    out = ["-s", str(ADDON)]
-    for key, value in options.items():
-        for item in value if isinstance(value, list) else [value]:
-            out += ["--set", f"{key}={item}"]
-    return out + passthrough
+    return options, passthrough
+
+
+def make_ca(options: dict[str, str | list[str]]) -> pathlib.Path | None:
+    """Make the proxy's CA in its confdir, named after the operator, unless there is one.
+
+    mitmproxy would make it on first start named ``mitmproxy``, which is what every device's
+    trust store and certificate viewer would then show: a school's pupils and staff should
+    see who runs the filter. An existing CA (the operator's own, or one made before) is
+    never replaced. The path of the CA certificate, or None when nothing was made."""
+    from mitmproxy import certs
+
+    operator = str(options.get("blocklist_operator") or "").strip()
+    if not operator:
+        return None
+    confdir = pathlib.Path(str(options.get("confdir") or "~/.mitmproxy")).expanduser()
+    if (confdir / "mitmproxy-ca.pem").exists():
+        return None
+    key_size = int(str(options.get("key_size") or 2048))
+    certs.CertStore.create_store(
+        confdir, "mitmproxy", key_size, organization=operator, cn=f"{operator} web filter CA"
+    )
+    return confdir / "mitmproxy-ca-cert.pem"
 
 
 def _transparent(modes: str | list[str]) -> bool:
@@ -152,7 +180,14 @@ def _text(value: object) -> str | list[str]:
 def main(argv: Sequence[str] | None = None) -> int | None:
     from mitmproxy.tools.main import mitmdump
 
-    return mitmdump(build_args(sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        made = make_ca(_options(argv)[0])
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"blocklist-proxy: cannot make the proxy's CA: {exc}") from None
+    if made is not None:
+        print(f"blocklist-proxy: made the proxy's CA, named after the operator: {made}")
+    return mitmdump(build_args(argv))
 
 
 if __name__ == "__main__":
