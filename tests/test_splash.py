@@ -646,3 +646,31 @@ def test_header_values_stay_clean_even_if_validation_is_bypassed() -> None:
     assert ("Link", '<https://isp.example.net/Set-Cookie: x=1>; rel="blocked-by"') in (
         response.headers
     )
+
+
+def test_a_test_list_gets_neutral_wording_not_the_hotlines() -> None:
+    """The self-test entry must not tell whoever checks the proxy that the page 'may contain
+    indecent images of children' (issue 26, item 2): a list named in test_lists answers
+    the same 451 with the same headers and a page that says it is a test."""
+    config = splash.SplashConfig(operator="Example School IT")
+    listed = splash.render(
+        config, url="http://x.example/", list_name="iwf", reference="r1", page=True
+    )
+    test = splash.render(
+        config, url="http://blocklist-check.invalid/", list_name="selftest", reference="r2",
+        page=True,
+    )  # fmt: skip
+    assert listed.status == test.status == 451
+    assert dict(listed.headers).keys() == dict(test.headers).keys()
+    assert b"indecent images of children" in listed.body
+    assert b"indecent images of children" not in test.body
+    assert b"Internet Watch Foundation" not in test.body
+    assert b"self-test" in test.body and b"Example School IT" in test.body
+    plain = splash.render(
+        config, url="http://blocklist-check.invalid/", list_name="selftest", reference="r3",
+        page=False,
+    )  # fmt: skip
+    assert plain.status == 451 and b"self-test" in plain.body
+    quiet = splash.SplashConfig(test_lists=frozenset())
+    shown = splash.render(quiet, url="u", list_name="selftest", reference="r4", page=True)
+    assert b"indecent images of children" in shown.body  # not a test list: the real wording

@@ -75,6 +75,13 @@ class Enforcer:
 
     def load(self, loader) -> None:
         loader.add_option(
+            "blocklist_test_lists",
+            str,
+            "selftest",
+            "Lists of test entries (comma-separated), such as the self-test feed: their 451 "
+            "says it is a test, not the hotline's wording about abuse images.",
+        )
+        loader.add_option(
             "blocklist_about_url",
             str,
             splash.DEFAULT_ABOUT_URL,
@@ -147,7 +154,7 @@ class Enforcer:
                 self.embedded_exempt = exempt_hosts(ctx.options.blocklist_embedded_exempt)
             except ValueError as exc:
                 raise OptionsError(f"blocklist_embedded_exempt: {exc}") from None
-        if updated & {*_SPLASH_OPTIONS, "blocklist_splash_template"}:
+        if updated & {*_SPLASH_OPTIONS, "blocklist_splash_template", "blocklist_test_lists"}:
             try:
                 path = ctx.options.blocklist_splash_template
                 wording = {
@@ -156,6 +163,9 @@ class Enforcer:
                 self.splash = splash.SplashConfig(
                     **wording,
                     template=splash.load_template(path) if path else None,
+                    test_lists=frozenset(
+                        n.strip() for n in ctx.options.blocklist_test_lists.split(",") if n.strip()
+                    ),
                 )
             except splash.SplashError as exc:
                 raise OptionsError(str(exc)) from None

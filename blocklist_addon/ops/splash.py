@@ -108,6 +108,8 @@ class SplashConfig:
     appeal_url: str = DEFAULT_APPEAL_URL
     help_url: str = DEFAULT_HELP_URL
     template: str | None = None  # template text, not a path; None = the bundled default
+    #: Lists of test entries (the self-test feed): their blocks say so, not the hotline's words.
+    test_lists: frozenset[str] = frozenset({"selftest"})
 
     def __post_init__(self) -> None:
         for name in ("about_url", "appeal_url", "help_url"):
@@ -229,11 +231,30 @@ def render(
     headers = _headers(config, content_type)
     if method.upper() == "HEAD":
         body = b""
+    elif list_name in config.test_lists:
+        body = _test_page(config, list_name=list_name, reference=ref, page=page)
     elif page:
         body = _page(config, url=url, list_name=list_name, reference=ref, now=now).encode("utf-8")
     else:
         body = f"Blocked (451 Unavailable For Legal Reasons). Reference: {ref}\n".encode("ascii")
     return SplashResponse(STATUS, headers, body)
+
+
+def _test_page(config: SplashConfig, *, list_name: str, reference: str, page: bool) -> bytes:
+    """The answer to a test entry: the same 451, in words that accuse no one."""
+    text = (
+        f"blocklist-proxy self-test: this address is on the test list "
+        f"'{_showable(list_name)}' of {config.operator}, so this request went through the "
+        f"proxy and was blocked. Blocking works. Reference: {reference}"
+    )
+    if not page:
+        return text.encode("utf-8") + b"\n"
+    escaped = html.escape(text, quote=True)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>blocklist-proxy self-test</title></head>"
+        f"<body><h1>Self-test: blocked as expected</h1><p>{escaped}</p></body></html>\n"
+    ).encode()
 
 
 def refused_upload(
