@@ -251,8 +251,9 @@ async def cmd_status(stores: Stores, config: SyncConfig, args: argparse.Namespac
     """The URL list as before, then the hash list when one is configured or active."""
     docs = {}
     for kind in KINDS:
-        names = [f.source.name for f in _feeds(config, kind)]
         store = stores(kind)
+        configured = [f.source.name for f in _feeds(config, kind)]
+        names = list(dict.fromkeys([*configured, *await worker.known_feeds(store)]))
         active = await store.active()
         if kind != "urls" and active is None and not names:
             continue
@@ -304,7 +305,7 @@ def _print_status(doc: dict, label: str, divert: dict | None) -> None:
         )
         line += f", last ok {ago(s.get('last_ok'))}, last changed {ago(s.get('last_changed'))}"
         if s.get("last_error"):
-            line += f", last error: {s['last_error']}"
+            line += f", last error {ago(s.get('last_error_at'))}: {s['last_error']}"
         print(line)
     if divert:
         stale = "" if active and divert.get("list") == active.checksum else " (not the active list)"

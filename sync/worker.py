@@ -36,6 +36,21 @@ from sync.fetch import FetchError, FetchState, fetch_feed
 SUPPRESSED = "suppressed"
 ROLLED_BACK = "rolled-back"
 BUILT = "built"
+FEEDS = "feed-names"
+
+
+async def _remember(store: Store, name: str) -> None:
+    """Note the feed's name in the store's index, so that ``status`` names every feed the
+    store keeps state of, also without the config that synced it."""
+    known = await store.get_state(FEEDS) or {}
+    names = set(known.get("names", []))
+    if name not in names:
+        await store.set_state(FEEDS, {"names": sorted(names | {name})})
+
+
+async def known_feeds(store: Store) -> list[str]:
+    """The feeds the store keeps state of (those synced since the index existed)."""
+    return list((await store.get_state(FEEDS) or {}).get("names", []))
 
 
 def feed_key(name: str) -> str:
@@ -136,6 +151,7 @@ async def sync_feed(
         if result.not_modified:
             state["last_ok"] = now
             state.pop("last_error", None)
+            state.pop("last_error_at", None)
             await store.set_state(key, state)
             return FeedOutcome(name, "unchanged", previous, "not modified")
         assert result.data is not None
@@ -157,7 +173,9 @@ async def sync_feed(
         )
     except (FetchError, FeedError) as e:
         state["last_error"] = str(e)
+        state["last_error_at"] = now
         await store.set_state(key, state)
+        await _remember(store, name)
         return FeedOutcome(name, "failed", previous, str(e))
 
     progress.phase("saving")
@@ -173,7 +191,9 @@ async def sync_feed(
         last_changed=now,
     )
     state.pop("last_error", None)
+    state.pop("last_error_at", None)
     await store.set_state(key, state)
+    await _remember(store, name)
     notes = []
     if parsed.invalid_count:
         notes.append(f"{parsed.invalid_count:,} invalid records skipped")

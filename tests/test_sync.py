@@ -285,3 +285,22 @@ async def test_library_loads_the_active_list(config: pathlib.Path, store_url: st
     assert await sync("--config", str(config)) == 0
     bl = await asyncio.to_thread(Blocklist.load, store_url)
     assert bl.match(LISTED[0]) is not None
+
+
+async def test_status_shows_every_feed_the_store_knows_with_its_times(
+    config: pathlib.Path,
+    store_url: str,
+    feed_server: FeedServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without the config that synced them (issue 26, item 8), status still names the feeds
+    the store keeps, with the time of the last success and of the last error."""
+    assert await sync("--config", str(config)) == 0
+    feed_server.mode = "html"  # an error page instead of the list
+    assert await sync("--config", str(config)) == 1
+    capsys.readouterr()
+    assert await sync("--store", store_url, "status") == 0  # no config file at all
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("feed iwf:"))
+    assert "40 entries" in line and "last ok 20" in line
+    assert "last error 20" in line and "looks like an HTML page" in line
