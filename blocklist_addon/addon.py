@@ -20,10 +20,12 @@ request more than the URL check itself does (``bench/proxy.py``), one costs a fi
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
 
 from mitmproxy import connection, http, tls
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy import server_hooks
 
 from blocklist_addon.guards.flow import UNCHECKED, Check, respond
@@ -39,12 +41,15 @@ from blocklist_addon.ops.status import StatusServer
 
 __all__ = ["BlocklistAddon"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
 class BlocklistAddon:
     def __init__(self) -> None:
         self._starter: _StartLast | None = None
+        self._configured = False  # the first configure (at start) has passed
         self.metrics = Metrics()
         self.lists = ActiveList(self.metrics)
         self.blocklog = BlockLog()
@@ -75,18 +80,28 @@ class BlocklistAddon:
             part.load(loader)
 
     def configure(self, updated: set[str]) -> None:
-        for part in (
-            self.lists,
-            self.blocklog,
-            self.connlog,
-            self.enforcer,
-            self.policy,
-            self.pages,
-            self.uploads,
-            self.images,
-            self.status,
-        ):
-            part.configure(updated)
+        try:
+            for part in (
+                self.lists,
+                self.blocklog,
+                self.connlog,
+                self.enforcer,
+                self.policy,
+                self.pages,
+                self.uploads,
+                self.images,
+                self.status,
+            ):
+                part.configure(updated)
+        except OptionsError as exc:
+            if self._configured:
+                raise  # a change while running: mitmproxy refuses it and keeps the old value
+            # At start, one line naming the option: an error logged now makes mitmproxy exit
+            # before it listens (raised, it printed a traceback and listened first).
+            log.error(f"blocklist: {exc}")
+            return
+        self._configured = True
+        self.enforcer.insist(updated)  # last: it updates options, which configures again
 
     async def running(self) -> None:
         if self._starter is None:  # not under a master that runs _StartLast: load now

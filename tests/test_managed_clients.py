@@ -67,4 +67,8 @@ def test_a_bad_network_is_refused_when_set(make_proxy, tmp_path: pathlib.Path) -
     )
     proxy.start(wait=False)
     assert proxy.wait_exit() != 0
-    assert "blocklist_managed_clients" in proxy.log()
+    log = proxy.log()
+    # One line naming the option; before, a refused option rolled back into a loop of
+    # thousands of lines and a RecursionError's traceback.
+    assert "blocklist: blocklist_managed_clients: '10.20.0.0/33'" in log
+    assert "Traceback" not in log and len(log.splitlines()) < 20, log

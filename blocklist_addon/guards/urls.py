@@ -169,6 +169,12 @@ class Enforcer:
                 )
             except splash.SplashError as exc:
                 raise OptionsError(str(exc)) from None
+
+    def insist(self, updated: set[str]) -> None:
+        """Set mitmproxy's own options the check depends on. Called after every concern's
+        configure has passed: an update here configures every addon again, and a concern
+        refusing a bad value then rolled it back into a loop (thousands of log lines and a
+        RecursionError instead of one line naming the bad option)."""
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream before the request is seen (at CONNECT in regular mode,
             # at once in transparent and socks5 mode): the listed origin would see the client.
