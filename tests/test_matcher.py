@@ -577,3 +577,14 @@ def test_a_listed_host_with_sub_delimiters_is_matched(host: str, path: str) -> N
         return
     blocklist = Blocklist.from_entries([f"http://{host}/{path}"])
     assert blocklist.match(f"http://{host}/{path}") is not None, host
+
+
+def test_a_listed_host_under_thousands_of_labels_is_still_found() -> None:
+    """The lookup only builds suffixes a DNS name can have (issue 21: a host of 4,000 labels
+    made 4,000 suffixes of up to 8 KiB each); the listed ones are still among them."""
+    bl = Blocklist.from_entries(["whole-site.blocked.test/", "http://blocked.example.com/p.html"])
+    padding = ".".join(["a"] * 4000)
+    assert bl.match(f"http://{padding}.whole-site.blocked.test/x") is not None
+    assert bl.match(f"http://{padding}.blocked.example.com/p.html") is not None
+    assert bl.match(f"http://{padding}.blocked.example.com/other.html") is None
+    assert bl.match(f"http://{padding}.test/x") is None

@@ -19,10 +19,12 @@ from typing import NamedTuple, overload
 import idna
 
 __all__ = [
+    "MAX_DNS_NAME",
     "Canonical",
     "as_byte_string",
     "canonical_host",
     "canonicalize",
+    "dns_suffixes",
     "expressions",
     "host_suffixes",
     "parse",
@@ -31,6 +33,8 @@ __all__ = [
     "unescape_by_level",
 ]
 
+#: The longest DNS name (RFC 1035, without the root's dot): no listed host is longer.
+MAX_DNS_NAME = 253
 #: Safe Browsing: at most 5 host variants (the exact host and 4 suffixes) ...
 MAX_SB_HOSTS = 5
 #: ... and at most 6 path variants (exact with query, exact, and 4 prefixes from the root).
@@ -381,6 +385,24 @@ def host_suffixes(host: str, is_ip: bool, limit: int | None = MAX_SB_HOSTS) -> l
     n = len(labels)
     first = 1 if limit is None else max(1, n - limit)
     return [host] + [".".join(labels[k:]) for k in range(first, n - 1)]
+
+
+def dns_suffixes(host: str, is_ip: bool) -> list[str]:
+    """``host_suffixes(host, is_ip, limit=None)`` without those longer than a DNS name.
+
+    No listed host is longer than MAX_DNS_NAME, so a longer suffix cannot be one; and a
+    host of thousands of labels made as many suffixes of up to its whole length, each then
+    hashed: work quadratic in the host (85 ms for 8 KiB), on the event loop. Built from
+    the right, this costs what a DNS name does, however long the host."""
+    if is_ip:
+        return [host]
+    suffixes: list[str] = []
+    cut = host.rfind(".", 0, host.rfind("."))  # the dot before the last two labels
+    while cut >= 0 and len(host) - cut - 1 <= MAX_DNS_NAME:
+        suffixes.append(host[cut + 1 :])
+        cut = host.rfind(".", 0, cut)
+    suffixes.reverse()  # longest first, as host_suffixes gives them
+    return ([host] if len(host) <= MAX_DNS_NAME else []) + suffixes
 
 
 def path_prefixes(path: str, query: str | None, limit: int | None = MAX_SB_PREFIXES) -> list[str]:

@@ -22,6 +22,7 @@ from blocklist_addon.urls.canonical import (
     MAX_SB_PREFIXES,
     Canonical,
     canonical_host,
+    dns_suffixes,
     host_suffixes,
     parse,
     path_prefixes,
@@ -225,7 +226,7 @@ class Blocklist:
 
     def _listed_hosts(self, host: str, is_ip: bool) -> list[str]:
         has_host = self._has_host
-        return [h for h in host_suffixes(host, is_ip, limit=None) if has_host(host_key(h))]
+        return [h for h in dns_suffixes(host, is_ip) if has_host(host_key(h))]
 
     def _match_url(self, url: str, embedded: bool = False) -> Match | None:
         hosts: list[str] | None = None
@@ -347,4 +348,4 @@ def _is_exempt(url: str, exempt: Collection[str]) -> bool:
     if c is None:
         return False
     hosts = exempt_hosts(",".join(exempt))
-    return any(h in hosts for h in host_suffixes(c.host, c.is_ip, limit=None))
+    return any(h in hosts for h in dns_suffixes(c.host, c.is_ip))
