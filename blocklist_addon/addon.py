@@ -64,9 +64,9 @@ class BlocklistAddon:
 
     # -- lifecycle: every concern, in this order ---------------------------------------------
 
-    def load(self, loader) -> None:
-        self._starter = _StartLast.place(loader.master, self._start)
-        for part in (
+    def _concerns(self) -> tuple:
+        """Every concern, in the order they load and configure."""
+        return (
             self.lists,
             self.blocklog,
             self.connlog,
@@ -76,22 +76,16 @@ class BlocklistAddon:
             self.uploads,
             self.images,
             self.status,
-        ):
+        )
+
+    def load(self, loader) -> None:
+        self._starter = _StartLast.place(loader.master, self._start)
+        for part in self._concerns():
             part.load(loader)
 
     def configure(self, updated: set[str]) -> None:
         try:
-            for part in (
-                self.lists,
-                self.blocklog,
-                self.connlog,
-                self.enforcer,
-                self.policy,
-                self.pages,
-                self.uploads,
-                self.images,
-                self.status,
-            ):
+            for part in self._concerns():
                 part.configure(updated)
         except OptionsError as exc:
             if self._configured:
