@@ -13,6 +13,7 @@ expression digests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from blocklist_addon.urls.canonical import (
     path_prefixes,
 )
 from blocklist_addon.urls.embedded import embedded_urls
-from blocklist_addon.urls.snapshot import Snapshot, expression_digest, host_key
+from blocklist_addon.urls.snapshot import DIGEST_SIZE, Snapshot, expression_digest, host_key
 
 __all__ = [
     "Blocklist",
@@ -266,7 +267,7 @@ class Blocklist:
         if hosts is None:
             hosts = self._listed_hosts(c.host, c.is_ip)
         if hosts:
-            found = self._find_any(hosts, _paths(c, None), embedded)
+            found = self._find_on_hosts(hosts, c, embedded)
             if found is not None:
                 return found
         if self.snapshot.hostless:
@@ -278,6 +279,36 @@ class Blocklist:
             )
         return None
 
+    def _find_on_hosts(self, hosts: list[str], c: Canonical, embedded: bool) -> Match | None:
+        """``_find_any(hosts, _paths(c, None), embedded)`` in time linear in the path: the
+        digests of the directory expressions are made by extending one hash, not by
+        building and hashing each prefix whole (a 64 KiB path of 32,000 directories on a
+        listed host took 1.9 s, on the event loop). Same expressions, same order."""
+        before, after = _exact_paths(c)
+        segments = [segment.encode("utf-8") + b"/" for segment in c.path.split("/")[1:-1]]
+        find = self._find
+        for h in hosts:
+            for p in before:
+                if (found := self._found(expression_digest(h + p), embedded)) is not None:
+                    return found
+            state = hashlib.sha256(h.encode("utf-8") + b"/")
+            for segment in (b"", *segments):
+                state.update(segment)
+                digest = state.copy().digest()[:DIGEST_SIZE]
+                if find(digest) is not None:
+                    return self._found(digest, embedded)
+            for p in after:
+                if (found := self._found(expression_digest(h + p), embedded)) is not None:
+                    return found
+        return None
+
+    def _found(self, digest: bytes, embedded: bool) -> Match | None:
+        index = self._find(digest)
+        if index is None:
+            return None
+        list_name, entry_id = self.snapshot.entry(index)
+        return Match(list_name, entry_id, digest.hex(), embedded)
+
     def _find_any(self, hosts: list[str], paths: list[str], embedded: bool) -> Match | None:
         find = self._find
         for h in hosts:
@@ -288,6 +319,24 @@ class Blocklist:
                     list_name, entry_id = self.snapshot.entry(index)
                     return Match(list_name, entry_id, digest.hex(), embedded)
         return None
+
+
+def _exact_paths(c: Canonical) -> tuple[list[str], list[str]]:
+    """The path expressions of ``_paths(c, None)`` that are not directories of the path:
+    those before the directories (the path with its query, the path) and those after (the
+    page-as-directory spelling, Google's reading of an escaped "?"); the directories of
+    the latter's head are the path's own."""
+    before = ([f"{c.path}?{c.query}"] if c.query is not None else []) + [c.path]
+    after = []
+    if len(c.path) > 1 and c.path.endswith("/"):
+        after.append(c.path[:-1])
+        if c.query is not None:
+            after.append(f"{c.path[:-1]}?{c.query}")
+    if "%3F" in c.path:
+        head, _, rest = c.path.partition("%3F")
+        query = rest.replace("%3F", "?") + ("" if c.query is None else "?" + c.query)
+        after += [f"{head}?{query}", head]
+    return before, after
 
 
 def _paths(c: Canonical, limit: int | None) -> list[str]:
