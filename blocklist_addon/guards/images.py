@@ -34,7 +34,7 @@ from blocklist_addon.content.inflate import TooLarge, inflate
 from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, header, respond
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.hashes.decoder import DecoderPool
-from blocklist_addon.hashes.images import Uncheckable
+from blocklist_addon.hashes.images import Uncheckable, sniff
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
@@ -238,13 +238,10 @@ class ImageGuard:
 
     # -- traffic ---------------------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        try:
-            self._requestheaders(flow)
-        except Exception as exc:  # fail as blocklist_on_error says, never open by accident
-            self._failed(flow, exc)
+    # An exception escaping these hooks goes through blocklist_on_error in the addon's
+    # dispatch (BlocklistAddon._each), as for every concern.
 
-    def _requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not self._guarded(flow):
             return
         request = flow.request
@@ -276,13 +273,6 @@ class ImageGuard:
         """Check a buffered upload; one holding an image, encoded or large is checked off
         the event loop: the hook then returns a coroutine, which mitmproxy awaits before
         anything is sent upstream."""
-        try:
-            return self._request(flow)
-        except Exception as exc:
-            self._failed(flow, exc)
-            return None
-
-    def _request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         request = flow.request
         if request.stream or flow.response is not None or not self._guarded(flow):
             return None
@@ -371,8 +361,6 @@ class ImageGuard:
                     outcome.match = match
                     return outcome
             budget = self.max_seconds * REQUEST_BUDGET
-            from blocklist_addon.hashes import sniff
-
             images = [piece for piece in pieces.files if sniff(piece) is not None]
             if not pixels:
                 outcome.pending = len(images)
@@ -455,10 +443,6 @@ class ImageGuard:
                 json.dumps(doc).encode() + b"\n",
                 {"Content-Type": "application/json", "Cache-Control": "no-store"},
             )
-
-    def _failed(self, flow: http.HTTPFlow, exc: Exception) -> None:
-        if self.enforcer.check_failed("image", exc) and flow.response is None:
-            respond(flow, UNCHECKED)
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
         return self.hashes.blocklist is not None and flow.request.method.upper() in UPLOAD_METHODS

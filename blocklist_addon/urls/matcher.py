@@ -286,7 +286,6 @@ class Blocklist:
         listed host took 1.9 s, on the event loop). Same expressions, same order."""
         before, after = _exact_paths(c)
         segments = [segment.encode("utf-8") + b"/" for segment in c.path.split("/")[1:-1]]
-        find = self._find
         for h in hosts:
             for p in before:
                 if (found := self._found(expression_digest(h + p), embedded)) is not None:
@@ -295,8 +294,8 @@ class Blocklist:
             for segment in (b"", *segments):
                 state.update(segment)
                 digest = state.copy().digest()[:DIGEST_SIZE]
-                if find(digest) is not None:
-                    return self._found(digest, embedded)
+                if (found := self._found(digest, embedded)) is not None:
+                    return found
             for p in after:
                 if (found := self._found(expression_digest(h + p), embedded)) is not None:
                     return found
@@ -310,14 +309,10 @@ class Blocklist:
         return Match(list_name, entry_id, digest.hex(), embedded)
 
     def _find_any(self, hosts: list[str], paths: list[str], embedded: bool) -> Match | None:
-        find = self._find
         for h in hosts:
             for p in paths:
-                digest = expression_digest(h + p)
-                index = find(digest)
-                if index is not None:
-                    list_name, entry_id = self.snapshot.entry(index)
-                    return Match(list_name, entry_id, digest.hex(), embedded)
+                if (found := self._found(expression_digest(h + p), embedded)) is not None:
+                    return found
         return None
 
 
