@@ -107,7 +107,9 @@ class ActiveList:
             str,
             "",
             "Store to enforce the list from: redis://[user:password@]host[:port][/db], "
-            "rediss://..., unix:///path/to/redis.sock or file:///path/to/dir. Empty: the "
+            "rediss://..., unix:///path/to/redis.sock, "
+            "redis+sentinel://[user:password@]host:port[,host:port...]/service[/db] "
+            "(rediss+sentinel:// for TLS) or file:///path/to/dir. Empty: the "
             "embedded store in $BLOCKLIST_DATA_DIR (else the XDG data directory). A Redis "
             "password can also come from $BLOCKLIST_REDIS_PASSWORD or "
             "$BLOCKLIST_REDIS_PASSWORD_FILE.",
@@ -418,7 +420,7 @@ class ActiveList:
                     )
                 self.store_up = False
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, MAX_BACKOFF, store.reconnect_cap)
 
     async def _reload(self, store: Store) -> None:
         pair = await store.load_active()

@@ -82,6 +82,7 @@ def open_store(
 
     A Redis password not in the URL comes from ``$BLOCKLIST_REDIS_PASSWORD`` or the file
     named by ``$BLOCKLIST_REDIS_PASSWORD_FILE``, so that it never has to be on a command line.
+    ``redis+sentinel://`` URLs (``store/sentinel.py``) follow a primary across failovers.
     """
     if namespace is not None and not _NAMESPACE.fullmatch(namespace):
         raise StoreError(f"invalid store namespace {namespace!r}: use a-z, 0-9 and -")
@@ -89,7 +90,7 @@ def open_store(
         base = default_data_dir()
         return FileStore(base if namespace is None else base / namespace, keep=keep)
     scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         try:
             parts = urlsplit(url)
             in_url = parts.password or dict(parse_qsl(parts.query)).get("password")

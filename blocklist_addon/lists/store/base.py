@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
-SCHEMES = ("redis://", "rediss://", "unix://", "file://")
+SCHEMES = ("redis://", "rediss://", "unix://", "file://", "redis+sentinel://", "rediss+sentinel://")
 PASSWORD_ENV = "BLOCKLIST_REDIS_PASSWORD"
 PASSWORD_FILE_ENV = "BLOCKLIST_REDIS_PASSWORD_FILE"
 DATA_DIR_ENV = "BLOCKLIST_DATA_DIR"
@@ -93,6 +93,9 @@ class Store(ABC):
 
     url: str  # display form, password removed
     keep: int
+    #: Longest pause (seconds) a follower should make between attempts to reach the store
+    #: again: a store that fails over (Sentinel) is back within seconds at a new address.
+    reconnect_cap: float = 30.0
 
     def __init__(self, *, keep: int = 5) -> None:
         if keep < 1:

@@ -14,9 +14,11 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
+from blocklist_addon.lists.store import sentinel
 from blocklist_addon.lists.store.base import (
     LOCK_POLL,
     PASSWORD_ENV,
@@ -30,6 +32,7 @@ from blocklist_addon.lists.store.base import (
     load_state,
     prune_victims,
 )
+from blocklist_addon.lists.store.sentinel import SENTINEL_SCHEMES, SentinelClients
 
 # Allocate a version number: INCR, but never at or below a number already stored or active
 # (a lost or reset `seq` key must not make two versions share a number).
@@ -78,6 +81,12 @@ return 0
 """
 
 
+#: Seconds a publish waits for a replica to confirm a version's parts and its activation.
+REPLICA_WAIT = 2.0
+#: How often a publish starts over when failovers keep losing what it wrote.
+PUBLISH_ATTEMPTS = 3
+
+
 class RedisStore(Store):
     """A store in one Redis (6.2+) or Valkey database, shared by many proxy nodes.
 
@@ -103,24 +112,45 @@ class RedisStore(Store):
         super().__init__(keep=keep)
         parts = urlsplit(url)
         self._secrets = [s for s in (password, parts.password) if s]
-        self._secrets += [unquote(s) for s in self._secrets]
         self.url = _redact(url)
         self.prefix = prefix
-        try:
-            self._redis: aioredis.Redis = aioredis.from_url(
-                url,
-                password=password,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=timeout,
-                # One quick retry: a pooled connection may be stale after a Redis restart.
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        self._sentinel: SentinelClients | None = None
+        self._service = ""
+        if url.partition("://")[0].lower() in SENTINEL_SCHEMES:
+            try:
+                spec = sentinel.parse(url, password=password)
+            except ValueError as exc:
+                raise StoreError(self._scrub(f"invalid sentinel URL {self.url}: {exc}")) from None
+            self._secrets += [s for s in (spec.password, spec.sentinel_password) if s]
+            self._sentinel = sentinel.connect(
+                spec, connect_timeout=connect_timeout, timeout=timeout
             )
-        except (ValueError, RedisError) as exc:
-            raise StoreError(self._scrub(f"invalid redis URL {self.url}: {exc}")) from None
-        kwargs = self._redis.connection_pool.connection_kwargs
-        self._where = (
-            kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-        )
+            self._redis: aioredis.Redis = self._sentinel.writer
+            self._watcher: aioredis.Redis = self._sentinel.watcher
+            self._where = spec.where
+            self._service = spec.service
+            self._failover_timeout = spec.failover_timeout
+            # Asking the sentinels is cheap and the primary may be back under a new address
+            # within seconds: a proxy retries that often, not at a dead server's pace.
+            self.reconnect_cap = 2.0
+        else:
+            try:
+                self._redis = aioredis.from_url(
+                    url,
+                    password=password,
+                    socket_connect_timeout=connect_timeout,
+                    socket_timeout=timeout,
+                    # One quick retry: a pooled connection may be stale after a Redis restart.
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+                )
+            except (ValueError, RedisError) as exc:
+                raise StoreError(self._scrub(f"invalid redis URL {self.url}: {exc}")) from None
+            self._watcher = self._redis
+            kwargs = self._redis.connection_pool.connection_kwargs
+            self._where = kwargs.get("path") or (
+                f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            )
+        self._secrets += [unquote(s) for s in self._secrets]
         self._channel = f"{prefix}announce"
         self._next_script = self._redis.register_script(_NEXT_VERSION)
         self._activate_script = self._redis.register_script(_ACTIVATE)
@@ -166,6 +196,97 @@ class RedisStore(Store):
                 pipe.zadd(self._key("versions"), {str(n): n})
                 await pipe.execute()
 
+    async def publish(
+        self, data: bytes, *, checksum: str, entries: int, source: str
+    ) -> VersionInfo:
+        """As :meth:`Store.publish`; behind Sentinel, also safe across a failover.
+
+        Redis replicates asynchronously, in order: a replica holds a prefix of what its
+        primary did, and a failover loses the newest writes. So the version's parts are
+        written, then WAITed for until a replica has them, and only then does the pointer
+        name them (in a step that refuses a version whose parts are missing): a lost write
+        is a lost version, never a pointer to nothing. A command that meets the failover is
+        retried on the new primary (``failover_timeout``); when the failover lost the parts
+        or the flip, the publish starts over there under a new number, so it either
+        completes on the new primary or fails with the previous version still active.
+        """
+        if self._sentinel is None:
+            return await super().publish(data, checksum=checksum, entries=entries, source=source)
+        for _ in range(PUBLISH_ATTEMPTS):
+            number = await self._next_version()
+            info = VersionInfo(number, checksum, entries, time.time(), source)
+            await self._write_durably(info, data)
+            if await self._activate_durably(number):
+                await self._prune()
+                return info
+        raise StoreError(
+            f"{self.url}: failovers lost this version {PUBLISH_ATTEMPTS} times over; "
+            "it was not activated"
+        )
+
+    async def _replicas(self) -> int:
+        assert self._sentinel is not None
+        with self._errors():
+            return await self._sentinel.replicas(self._service)
+
+    async def _pipeline(self, *commands: tuple[object, ...]) -> list[Any]:
+        """``commands`` sent together on one connection, riding out a failover as a whole
+        (a new primary gets all of them, in order)."""
+
+        async def send() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return await pipe.execute()
+
+        assert self._sentinel is not None
+        with self._errors():
+            return await sentinel.ride(send, self._failover_timeout)
+
+    def _wait(self, replicas: int) -> list[tuple[object, ...]]:
+        """WAIT for one replica, on the connection that wrote (WAIT counts that
+        connection's writes); nothing when no replica is up."""
+        return [("WAIT", 1, int(REPLICA_WAIT * 1000))] if replicas else []
+
+    async def _write_durably(self, info: VersionInfo, data: bytes) -> None:
+        """The version's parts in one MULTI/EXEC, then WAIT until a replica has them."""
+        n = info.version
+        replicas = await self._replicas()
+        results = await self._pipeline(
+            ("MULTI",),
+            ("SET", self._key("version", n), data),
+            ("SET", self._key("version", n, "info"), info.to_json(len(data))),
+            ("ZADD", self._key("versions"), n, str(n)),
+            ("EXEC",),
+            *self._wait(replicas),
+        )
+        # No confirmation: refuse, unless the sentinels see no replica any more (the only
+        # one was just promoted, and this primary is all there is).
+        if replicas and int(results[-1]) < 1 and await self._replicas():
+            raise StoreError(
+                f"redis at {self._where}: no replica confirmed version {n} within "
+                f"{REPLICA_WAIT:g} s (replication lagging or broken?); it was not activated"
+            )
+
+    async def _activate_durably(self, number: int) -> bool:
+        """Flip the pointer and WAIT for a replica; False when the flip cannot stand (the
+        parts, or the flip itself, were lost in a failover): the caller starts over."""
+        replicas = await self._replicas()
+        keys = [self._key("active"), self._key("version", number, "info")]
+        results = await self._pipeline(
+            # EVAL, not EVALSHA: a new primary after a failover has no script cache.
+            ("EVAL", _ACTIVATE, 2, *keys, number, self._channel),
+            *self._wait(replicas),
+        )
+        if int(results[0]) < 0:
+            return False  # the parts are not on this primary: a failover lost them
+        if replicas and int(results[-1]) < 1:
+            # Maybe the primary died before any replica had the flip: ask whichever primary
+            # answers now whether it stands.
+            current = await self._active_number()
+            return current is not None and current >= number
+        return True
+
     async def _activate(self, version: int) -> bool:
         with self._errors():
             keys = [self._key("active"), self._key("version", version, "info")]
@@ -184,9 +305,9 @@ class RedisStore(Store):
                     keys += [self._key("version", n), self._key("version", n, "info")]
                 await self._prune_script(keys=keys, args=victims)
 
-    async def _active_number(self) -> int | None:
+    async def _active_number(self, client: aioredis.Redis | None = None) -> int | None:
         with self._errors():
-            raw = await self._redis.get(self._key("active"))
+            raw = await (client or self._redis).get(self._key("active"))
         if raw is None:
             return None
         try:
@@ -256,9 +377,10 @@ class RedisStore(Store):
         deadline = time.monotonic() + wait
         while True:
             with self._errors():
-                acquired = bool(
-                    await self._redis.set(key, token, nx=True, px=max(1, int(ttl * 1000)))
-                )
+                acquired = (
+                    bool(await self._redis.set(key, token, nx=True, px=max(1, int(ttl * 1000))))
+                    or (await self._redis.get(key)) == token.encode()
+                )  # a retried SET, first applied
             remaining = deadline - time.monotonic()
             if acquired or remaining <= 0:
                 break
@@ -299,13 +421,13 @@ class RedisStore(Store):
     async def watch(self, *, poll_interval: float = 1.0) -> AsyncIterator[int]:
         # Subscribe before the first read so that no flip falls between the two; the notice
         # only wakes us early, the pointer itself is always what we report.
-        pubsub = self._redis.pubsub()
+        pubsub = self._watcher.pubsub()
         try:
             with self._errors():
                 await pubsub.subscribe(self._channel)
             last = None
             while True:
-                number = await self._active_number()
+                number = await self._active_number(self._watcher)
                 if number is not None and number != last:
                     last = number
                     yield number
@@ -316,12 +438,20 @@ class RedisStore(Store):
                 await pubsub.aclose()
 
     async def close(self) -> None:
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
+            return
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 
 
 def _redis_reason(exc: BaseException) -> str:
     """'unreachable: Connection refused' rather than redis-py's multi-part message."""
+    if isinstance(exc, MasterNotFoundError):
+        return (
+            "unreachable: no sentinel names a primary that is up (a failover under way, "
+            "or no sentinel answers)"
+        )
     if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
         return f"unreachable: timed out ({exc})"
     seen: BaseException | None = exc
