@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, overload
 
-import idna
+from .hosts import host_to_ascii
 
 __all__ = [
     "MAX_DNS_NAME",
@@ -213,28 +213,21 @@ def _ipv6(host: str) -> str | None:
 
 
 def _idna(host: str) -> str:
-    """Punycode for a host whose bytes are UTF-8 with non-ASCII characters; UTS 46 mapping
-    (as browsers do) folds case, full-width letters and ideographic dots first."""
+    """The ASCII host a browser sends for a host whose bytes hold non-ASCII characters
+    (``hosts.host_to_ascii``: WHATWG's domain to ASCII, each label read on its own where
+    browsers refuse the host)."""
     try:
         text = host.encode("latin-1").decode("utf-8")
-        text = idna.uts46_remap(text, std3_rules=False, transitional=False)
-    except (UnicodeError, idna.IDNAError, ValueError):
+    except UnicodeError:
         text = None
-    if text is None or "%" in text:
-        # Undecodable, or a "%" mapped from a full-width or small percent sign: that "%"
-        # would be unescaped together with what follows when the canonical URL is read
-        # again, so keep the bytes as they are (browsers refuse such a host anyway).
+    found = None if text is None else host_to_ascii(text)
+    if found is None or "%" in found:
+        # Undecodable, or a "%" kept in a label (one mapped from a full-width or small
+        # percent sign, or one that was not an escape): that "%" would be unescaped
+        # together with what follows when the canonical URL is read again, so keep the
+        # bytes as they are (browsers refuse such a host anyway).
         return host.encode("latin-1").lower().decode("latin-1")
-    labels = []
-    for label in text.split("."):
-        if label.isascii():
-            labels.append(label.lower())
-            continue
-        try:
-            labels.append(idna.alabel(label).decode("ascii"))
-        except (UnicodeError, idna.IDNAError, ValueError):
-            labels.append(label.encode("utf-8").decode("latin-1"))
-    return ".".join(labels)
+    return found.encode("utf-8").decode("latin-1")
 
 
 def canonical_host(raw: str | bytes) -> tuple[str, bool] | None:

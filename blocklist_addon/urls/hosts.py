@@ -1,0 +1,203 @@
+"""Hosts as browsers write them: the WHATWG URL Standard's "domain to ASCII".
+
+A browser turns an internationalised host into ASCII with UTS 46 as the URL Standard sets
+it (non-transitional, CheckHyphens=false, CheckBidi and CheckJoiners on,
+UseSTD3ASCIIRules=false, no DNS length check and no IDNA2008 code-point validity), so
+``☃.test``, ``xn--n3h.test`` and ``a_ü.test`` are hosts to it. This module asks ada (the
+C++ URL parser Node uses, through its Python binding ``ada-url``) for that answer rather
+than keeping tables of its own; the differential test holds it to Chromium's.
+
+A host a browser refuses (a Bidi or joiner rule broken, a label that starts with a
+combining mark, a code point UTS 46 disallows) is never fetched by a browser, but other
+clients resolve it leniently: Python's IDNA 2003 codec (which mitmproxy uses for the hosts
+it connects to), and libidn2's transitional fallback. Each label is then read on its own:
+as ada reads it when it accepts the label alone, else as the A-label of its UTS 46 mapping
+without validity checks (what those clients put on the wire, so an entry written either
+way meets the request written the other way), else, for a label no DNS name can hold, as
+its text lower-cased (the caller escapes its bytes).
+
+Everything here is a pure function that never raises; the work is linear in the host (ada
+is handed labels of at most MAX_LABEL_BYTES, and at most MAX_LENIENT labels of a host are
+encoded in Python).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+import idna
+from ada_url import idna_to_ascii
+
+__all__ = ["MAX_LABEL_BYTES", "MAX_LENIENT", "browser_ascii", "host_to_ascii"]
+
+#: ada refuses a longer host (its own bound against untrusted input).
+ADA_MAX_BYTES = 16384
+#: A DNS label holds at most 63 octets (RFC 1035), so no listed host has a longer one.
+MAX_DNS_LABEL = 63
+#: A label of more UTF-8 bytes than this, ignorable code points aside, cannot become an
+#: A-label of 63 octets: a code point of its UTS 46 mapping comes from at most 12 bytes (four
+#: 3-byte code points composed into one), so it maps to at least 86 code points, and an
+#: A-label is longer than "xn--" plus its code points. Such a label is not handed to ada,
+#: whose punycode step costs time quadratic in the label (57 ms for 16 KiB of distinct CJK).
+MAX_LABEL_BYTES = 1024
+#: At most this many labels of one host are encoded leniently (in Python, about 0.2 ms for
+#: a label of 59 distinct code points); a host with more keeps the text of every one.
+MAX_LENIENT = 8
+
+# The full stops UTS 46 maps to "." (ada, probed over every code point, maps no other).
+_LABEL_DOTS = re.compile("[.\u3002\uff0e\uff61]")
+# Removed by the mapping of some client: UTS 46 deviations that transitional processing
+# (IDNA 2003, libidn2's fallback) drops, and IDNA 2003's own "mapped to nothing".
+_DROPPED_BY_SOME = frozenset({0x200C, 0x200D, 0x1806})
+# UTS 46's four deviations, as transitional processing maps them (the idna package no
+# longer does it): what IDNA 2003 clients and libidn2's fallback resolve.
+_TRANSITIONAL = {0xDF: "ss", 0x3C2: "\u03c3", 0x200C: None, 0x200D: None}
+
+
+def _ada(text: str) -> str | None:
+    """ada's domain to ASCII, or None when it refuses. The binding hands back a C string,
+    so text holding NUL (which every browser refuses) is refused here."""
+    if "\x00" in text:
+        return None
+    try:
+        found = idna_to_ascii(text)
+    except (UnicodeError, ValueError):  # a lone surrogate cannot be encoded; never raise
+        return None
+    if not found:
+        return None
+    ascii_host = found.decode("ascii", "replace")
+    # "%" is a forbidden domain code point (browsers refuse it), and it would be unescaped
+    # together with what follows when the canonical URL is read again.
+    return None if "%" in ascii_host else ascii_host
+
+
+@functools.cache
+def _ignorables() -> dict[int, None]:
+    """Code points some client maps to nothing, as a str.translate table: UTS 46's
+    "ignored" (asked of ada among the format characters and nonspacing marks, where they
+    all are) and _DROPPED_BY_SOME. Built once, on the first label over MAX_LABEL_BYTES."""
+    found = dict.fromkeys(_DROPPED_BY_SOME)
+    for code in range(0xA0, 0x110000):
+        if 0xD800 <= code < 0xE000 or unicodedata.category(chr(code)) not in ("Cf", "Mn"):
+            continue
+        if idna_to_ascii(f"a{chr(code)}b") == b"ab":
+            found[code] = None
+    return found
+
+
+def _weight(label: str) -> int:
+    """UTF-8 bytes of ``label`` without the code points some client maps to nothing."""
+    size = len(label.encode("utf-8", "surrogatepass"))
+    if size <= MAX_LABEL_BYTES:
+        return size
+    return len(label.translate(_ignorables()).encode("utf-8", "surrogatepass"))
+
+
+def browser_ascii(text: str) -> str | None:
+    """The host a browser sends for ``text`` (decoded, any case, full-width dots allowed),
+    or None when browsers refuse it. Labels over MAX_LABEL_BYTES are answered per label
+    (``host_to_ascii``), as are hosts longer than ada takes."""
+    if not text.isascii() and len(text) * 4 > MAX_LABEL_BYTES:
+        labels = _LABEL_DOTS.split(text)
+        if len(text.encode("utf-8", "surrogatepass")) > ADA_MAX_BYTES or any(
+            _weight(label) > MAX_LABEL_BYTES for label in labels
+        ):
+            return None
+    return _ada(text)
+
+
+def host_to_ascii(text: str) -> str:
+    """The ASCII host for ``text``: ``browser_ascii`` where browsers accept it; else each
+    label as the module's docstring says (a label kept as text is not ASCII)."""
+    found = browser_ascii(text)
+    if found is not None:
+        return found
+    labels = _LABEL_DOTS.split(text)
+    out: list[str | None] = [_label(label) for label in labels]
+    refused = [i for i, label in enumerate(out) if label is None]
+    lenient = len(refused) <= MAX_LENIENT
+    for i in refused:
+        label = labels[i]
+        out[i] = (_lenient(label) if lenient else None) or label.lower()
+    return ".".join(label or "" for label in out)
+
+
+def _label(label: str) -> str | None:
+    """A label as a browser writes it when it accepts the label alone; its text when no
+    DNS name can hold it; None when browsers refuse it (read leniently by the caller)."""
+    if label.isascii():
+        return label.lower()
+    if _weight(label) > MAX_LABEL_BYTES:
+        return label.lower()
+    return _ada(label)
+
+
+def _lenient(label: str) -> str | None:
+    """The A-label of ``label``'s UTS 46 transitional mapping, without validity checks;
+    None when that is no DNS label (over 63 octets, or holding "." or "%")."""
+    try:
+        mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
+    except (UnicodeError, ValueError, idna.IDNAError):
+        mapped = unicodedata.normalize("NFC", label.lower())
+    mapped = mapped.translate(_TRANSITIONAL)
+    if "." in mapped or "%" in mapped or "\x00" in mapped or not mapped:
+        return None
+    if mapped.isascii():
+        return mapped.lower()
+    encoded = _punycode(mapped, MAX_DNS_LABEL - 4)
+    return None if encoded is None else "xn--" + encoded
+
+
+# -- punycode (RFC 3492), stopping once the output is longer than a limit --------------
+
+_BASE, _TMIN, _TMAX, _SKEW, _DAMP = 36, 1, 26, 38, 700
+_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _adapt(delta: int, points: int, first: bool) -> int:
+    delta = delta // _DAMP if first else delta // 2
+    delta += delta // points
+    k = 0
+    while delta > ((_BASE - _TMIN) * _TMAX) // 2:
+        delta //= _BASE - _TMIN
+        k += _BASE
+    return k + (_BASE - _TMIN + 1) * delta // (delta + _SKEW)
+
+
+def _punycode(label: str, limit: int) -> str | None:
+    """RFC 3492's encoding of ``label``, or None once it grows past ``limit`` characters:
+    every code point encoded adds a digit, so the work stays within limit x len(label).
+    (Python's own codec takes 1.1 ms for 63 distinct code points.)"""
+    codes = [ord(c) for c in label]
+    out = [c for c in label if ord(c) < 0x80]
+    basic = handled = len(out)
+    if basic:
+        out.append("-")
+    n, delta, bias = 0x80, 0, 72
+    while handled < len(codes):
+        m = min(c for c in codes if c >= n)
+        delta += (m - n) * (handled + 1)
+        n = m
+        for c in codes:
+            if c < n:
+                delta += 1
+            elif c == n:
+                q, k = delta, _BASE
+                while True:
+                    t = _TMIN if k <= bias else _TMAX if k >= bias + _TMAX else k - bias
+                    if q < t:
+                        break
+                    out.append(_DIGITS[t + (q - t) % (_BASE - t)])
+                    q = (q - t) // (_BASE - t)
+                    k += _BASE
+                out.append(_DIGITS[q])
+                bias = _adapt(delta, handled + 1, handled == basic)
+                delta = 0
+                handled += 1
+                if len(out) > limit:
+                    return None
+        delta += 1
+        n += 1
+    return "".join(out)
