@@ -13,10 +13,10 @@ the Hamming distance (0 for exact hashes).
 from __future__ import annotations
 
 import asyncio
-import bisect
-from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 from blocklist_addon.hashes.decoder import FrameHashes, pdq_frames
 from blocklist_addon.hashes.images import Limits, sniff
@@ -43,6 +43,7 @@ class HashMatch:
     entry_id: str
     kind: str  # md5, sha1, sha256 or pdq
     distance: int  # Hamming distance of a PDQ match; 0 for exact kinds
+    category: str | None = None  # the hotline's category of the entry, when its feed gave one
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,22 +68,23 @@ class HashEntry:
 
 
 class _Exact:
-    """Sorted fixed-size hashes, found by binary search without unpacking them."""
+    """Sorted fixed-size hashes, found by binary search in place (the snapshot's bytes, which
+    may be a file shared by every process: nothing is copied)."""
 
     def __init__(self, hashes: memoryview, owners: memoryview, size: int) -> None:
-        self.data = bytes(hashes)
-        self.owners = array("I", owners)
+        self.data = hashes
+        self.sorted = np.frombuffer(hashes, dtype=f"S{size}")
+        self.owners = owners
         self.size = size
 
     def __len__(self) -> int:
         return len(self.owners)
 
-    def __getitem__(self, i: int) -> bytes:
-        return self.data[i * self.size : (i + 1) * self.size]
-
     def find(self, value: bytes) -> int | None:
-        i = bisect.bisect_left(self, value)
-        if i < len(self.owners) and self[i] == value:
+        if len(value) != self.size:
+            return None
+        i = int(self.sorted.searchsorted(np.bytes_(value)))
+        if i < len(self.owners) and self.data[i * self.size : (i + 1) * self.size] == value:
             return self.owners[i]
         return None
 
@@ -98,7 +100,10 @@ class HashList:
         min_quality: int = MIN_QUALITY,
         dihedral: bool = True,
         limits: Limits | None = None,
+        index: PdqIndex | None = None,
     ) -> None:
+        """``index``: the PDQ index over ``snapshot``'s PDQ section, built earlier (mapped
+        from a file: ``hashes.mapped``); built here when not given."""
         if not 0 <= threshold <= 128:
             raise ValueError("threshold must be between 0 and 128 bits (31 is the default)")
         self.threshold = threshold
@@ -113,10 +118,14 @@ class HashList:
             if len(owners):
                 self._exact[kind] = _Exact(hashes, owners, SIZES[kind])
         hashes, owners = snapshot.section("pdq")
-        self._pdq = PdqIndex(hashes)
-        self._pdq_owners = array("I", owners)
+        if index is not None and len(index) != len(owners):
+            raise ValueError("the PDQ index does not match the snapshot")
+        self._pdq = index if index is not None else PdqIndex(hashes)
+        self._pdq_owners = owners
         self._count = len(snapshot)
-        self._snapshot = _EntryTable(snapshot)
+        # Entries are read from the snapshot in place: its bytes are kept anyway (the index
+        # compares the listed PDQ hashes where the snapshot holds them).
+        self._snapshot = snapshot
 
     # -- construction ----------------------------------------------------------------------
 
@@ -232,26 +241,10 @@ class HashList:
 
     def _match(self, number: int, kind: str, distance: int) -> HashMatch:
         name, entry_id = self._snapshot.entry(number)
-        return HashMatch(name, entry_id, kind, distance)
+        return HashMatch(name, entry_id, kind, distance, self._snapshot.category(number))
 
     def __len__(self) -> int:
         return self._count
 
     def __repr__(self) -> str:
         return f"<HashList entries={self._count} checksum={self.checksum[:16]}>"
-
-
-class _EntryTable:
-    """Entry ids and list names, copied out of the snapshot so that its bytes (mostly the
-    PDQ hashes, which faiss holds its own copy of) can be freed."""
-
-    def __init__(self, snapshot: HashSnapshot) -> None:
-        self._offsets = array("I", snapshot._id_offsets)
-        self._blob = bytes(snapshot._id_blob)
-        self._list_index = bytes(snapshot._list_index)
-        self._lists = list(snapshot._lists)
-
-    def entry(self, number: int) -> tuple[str, str]:
-        name = self._lists[self._list_index[number] if self._list_index else 0]
-        raw = self._blob[self._offsets[number] : self._offsets[number + 1]]
-        return name, raw.decode("utf-8", "replace")

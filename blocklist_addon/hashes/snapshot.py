@@ -6,17 +6,22 @@ themselves (a hash list cannot be stored as digests of digests: a PDQ hash is co
 distance), which is why the store and the proxy's copy keep it in 0600 files and no log
 line ever prints one. Integers are unsigned, little-endian::
 
-    header       64 bytes: magic, format version (u32), the 12 section lengths (u32), pad
+    header       64 bytes: magic, format version (u32), the 13 section lengths (u32)
     per kind (md5, sha1, sha256, pdq):
       hashes     n x size bytes, sorted
       entries    n x u32: the entry each hash belongs to
     id offsets   u32 x (e + 1) into *id blob*
     list index   e bytes, index into the list names; empty when there is one list
     id blob      UTF-8 entry ids, concatenated
-    metadata     JSON: {"lists": [name, ...], "meta": {...}}
+    metadata     JSON: {"lists": [name, ...], "meta": {...}, "categories": [name, ...]}
+    categories   u16 x e: 0 for none, else 1 + index into the category names; empty when
+                 no entry has one (format version 2; version 1 has no such section, its
+                 length field was padding, always 0: a version 1 snapshot reads as one
+                 without categories, and one without categories is written as version 1)
     checksum     SHA-256 of everything before it
 
-An entry is one record of a feed (one id with one or more hashes of the same image).
+An entry is one record of a feed (one id with one or more hashes of the same image, and
+the hotline's category for it when the feed gives one).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from itertools import accumulate, pairwise
 import numpy as np
 
 from blocklist_addon.hashes.kinds import KINDS, SIZES, parse_hex
-from blocklist_addon.urls.snapshot import SnapshotError, frame, unframe
+from blocklist_addon.urls.snapshot import SnapshotError, frame
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,9 +52,14 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BLHASH\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions read: 1 is 2 without categories.
+READ_VERSIONS = (1, 2)
 MAX_LISTS = 255
-_HEADER = struct.Struct("<8sI12I4x")
+MAX_CATEGORIES = 65535
+#: Longest category a record may carry (a hotline's severity class: "A", "1", "category-2").
+MAX_CATEGORY = 64
+_HEADER = struct.Struct("<8sI13I")
 _CHECKSUM_SIZE = 32
 _U32 = struct.Struct("<I")
 
@@ -60,6 +70,7 @@ class HashRecord:
 
     hashes: tuple[tuple[str, bytes], ...]  # (kind, hash), kinds in KINDS order
     entry_id: str | None = None
+    category: str | None = None  # the hotline's category (severity) of the image
 
     @property
     def digest(self) -> bytes:
@@ -78,12 +89,31 @@ def opaque_id(kind: str, value: bytes) -> str:
 
 def record_of(fields: Mapping[str, object]) -> HashRecord | None:
     """The record for a feed object's hash fields, or None when any given hash is malformed
-    or none is given. Empty fields count as absent."""
+    or none is given, or its category is not one (``category_of``). Empty fields count as
+    absent."""
     hashes = hashes_of(fields)
     if hashes is None:
         return None
+    try:
+        category = category_of(fields.get("category"))
+    except ValueError:
+        return None
     entry_id = fields.get("id")
-    return HashRecord(hashes, str(entry_id) if entry_id not in (None, "") else None)
+    return HashRecord(hashes, str(entry_id) if entry_id not in (None, "") else None, category)
+
+
+def category_of(value: object) -> str | None:
+    """A feed's category as stored: a string or an integer, as text, stripped; None when
+    absent or empty; ValueError for anything else (an object, a list, a boolean, text
+    longer than MAX_CATEGORY characters or holding control characters)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a category is a string or an integer")
+    text = str(value).strip()
+    if len(text) > MAX_CATEGORY or not text.isprintable():
+        raise ValueError(f"a category is at most {MAX_CATEGORY} printable characters")
+    return text or None
 
 
 def hashes_of(fields: Mapping[str, object]) -> tuple[tuple[str, bytes], ...] | None:
@@ -109,7 +139,19 @@ class HashRecords:
     ``HashRecord``s again, one at a time, each with its id (an opaque one when the feed gave
     none)."""
 
-    __slots__ = ("_counts", "_hashes", "_id_ends", "_ids", "_list", "_name_of", "_names", "_owners")
+    __slots__ = (
+        "_categories",
+        "_category_names",
+        "_category_of",
+        "_counts",
+        "_hashes",
+        "_id_ends",
+        "_ids",
+        "_list",
+        "_name_of",
+        "_names",
+        "_owners",
+    )
 
     def __init__(self) -> None:
         self._hashes = {kind: bytearray() for kind in KINDS}
@@ -119,6 +161,9 @@ class HashRecords:
         self._list = bytearray()
         self._names: list[str] = []
         self._name_of: dict[str, int] = {}
+        self._categories = array("H")  # a record's category: 0 none, else 1 + its index
+        self._category_names: list[str] = []
+        self._category_of: dict[str, int] = {}
         self._counts: tuple[int, int] | None = None  # (entries, duplicate hashes) once merged
 
     def append(self, record: HashRecord, list_name: str = "default") -> None:
@@ -140,6 +185,7 @@ class HashRecords:
             raise ValueError("the ids of a hash list must fit in 4 GiB") from None
         index = self._name_of.get(list_name)
         self._list.append(self._name_index(list_name) if index is None else index)
+        self._categories.append(self._category_index(record.category))
         self._counts = None
 
     def add_snapshot(
@@ -170,6 +216,15 @@ class HashRecords:
         self._ids += ids.tobytes()
         self._id_ends.frombytes(id_ends.astype(np.uint32).tobytes())
         self._list += bytes([self._name_index(list_name)]) * int(kept.sum())
+        theirs = snapshot.category_numbers()
+        if theirs is None:
+            self._categories.frombytes(bytes(2 * int(kept.sum())))
+        else:
+            ours = np.array(
+                [0] + [self._category_index(name) for name in snapshot.category_names],
+                dtype=np.uint16,
+            )
+            self._categories.frombytes(ours[theirs[kept]].tobytes())
         self._counts = None
 
     def named(self, list_name: str) -> HashRecords:
@@ -216,11 +271,20 @@ class HashRecords:
             sections.append(b"")
         sections.append(_gather(ids, starts[kept], ends[kept]).tobytes())
         counts = {kind: len(merged[kind][0]) for kind in KINDS}
-        document = {
+        document: dict[str, object] = {
             "lists": names,
             "meta": {**(meta or {}), "entries": int(kept.sum()), "hashes": counts},
         }
+        numbers = np.frombuffer(self._categories, dtype=np.uint16)[kept]
+        used = np.unique(numbers[numbers > 0])
+        if len(used):
+            categories = sorted(self._category_names[i - 1] for i in used)
+            remap = np.zeros(len(self._category_names) + 1, dtype=np.uint16)
+            for i in used:
+                remap[i] = categories.index(self._category_names[i - 1]) + 1
+            document["categories"] = categories
         sections.append(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+        sections.append(remap[numbers].astype("<u2").tobytes() if len(used) else b"")
         return sections
 
     def __len__(self) -> int:
@@ -237,8 +301,24 @@ class HashRecords:
                     hashes.append((kind, bytes(self._hashes[kind][i * size : (i + 1) * size])))
                     i += 1
                 at[kind] = i
-            yield HashRecord(tuple(hashes), self._ids[start:end].decode("utf-8"))
+            category = self._categories[number]
+            yield HashRecord(
+                tuple(hashes),
+                self._ids[start:end].decode("utf-8"),
+                self._category_names[category - 1] if category else None,
+            )
             start = end
+
+    def _category_index(self, category: str | None) -> int:
+        if category is None:
+            return 0
+        index = self._category_of.get(category)
+        if index is None:
+            if len(self._category_names) >= MAX_CATEGORIES:
+                raise ValueError(f"at most {MAX_CATEGORIES} categories per snapshot")
+            self._category_names.append(category)
+            index = self._category_of[category] = len(self._category_names)
+        return index
 
     def _name_index(self, name: str) -> int:
         if not isinstance(name, str):
@@ -290,8 +370,20 @@ def _gather(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarra
 class HashSnapshot:
     """An immutable hash snapshot: the bytes, and views of each section."""
 
-    __slots__ = ("_data", "_id_blob", "_id_offsets", "_list_index", "_lists", "checksum", "meta")
-    _data: bytes
+    __slots__ = (
+        "_categories",
+        "_data",
+        "_id_blob",
+        "_id_offsets",
+        "_list_index",
+        "_lists",
+        "category_names",
+        "checksum",
+        "meta",
+    )
+    _data: bytes | memoryview
+    _categories: memoryview | None
+    category_names: list[str]
     _id_blob: memoryview
     _id_offsets: memoryview
     _list_index: memoryview
@@ -312,45 +404,71 @@ class HashSnapshot:
             for name, record in records:
                 packed.append(record, name)
             records = packed
-        return cls.from_bytes(frame(_HEADER, MAGIC, FORMAT_VERSION, records.sections(meta)))
+        sections = records.sections(meta)
+        version = FORMAT_VERSION if sections[-1] else 1
+        return cls.from_bytes(frame(_HEADER, MAGIC, version, sections))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> HashSnapshot:
-        """Load serialized bytes, refusing anything but an intact, readable snapshot."""
-        data, lengths = unframe(
-            data, _HEADER, MAGIC, FORMAT_VERSION, "hash snapshot", "a hash list snapshot"
-        )
+    def from_bytes(cls, data: bytes | memoryview, *, verified: bool = False) -> HashSnapshot:
+        """Load serialized bytes, refusing anything but an intact, readable snapshot.
+        ``data`` is used in place, not copied (it may be a file's map). ``verified``: its
+        checksum was already checked (a mapped file checksummed whole), so it is not
+        computed again; its structure always is."""
+        view = memoryview(data).cast("B")
+        if len(view) < _HEADER.size + _CHECKSUM_SIZE:
+            raise SnapshotError(f"truncated hash snapshot: only {len(view)} bytes")
+        found, version, *lengths = _HEADER.unpack_from(view)
+        if found != MAGIC:
+            raise SnapshotError("not a hash list snapshot (bad magic)")
+        if version not in READ_VERSIONS or (version == 1 and lengths[-1]):
+            raise SnapshotError(
+                f"unsupported hash snapshot format version {version} "
+                f"(this reads {', '.join(map(str, READ_VERSIONS))})"
+            )
+        expected = _HEADER.size + sum(lengths) + _CHECKSUM_SIZE
+        if len(view) != expected:
+            what = "truncated" if len(view) < expected else "overlong"
+            raise SnapshotError(f"{what} hash snapshot: {len(view)} of {expected} bytes")
+        if not verified and (
+            hashlib.sha256(view[:-_CHECKSUM_SIZE]).digest() != view[-_CHECKSUM_SIZE:]
+        ):
+            raise SnapshotError("hash snapshot checksum mismatch: the data is corrupted")
         snapshot = object.__new__(cls)
-        snapshot._load(data, lengths)
+        snapshot._load(data if isinstance(data, bytes) else view, lengths)
         return snapshot
 
-    def _load(self, data: bytes, lengths: list[int]) -> None:
+    def _load(self, data: bytes | memoryview, lengths: list[int]) -> None:
         view = memoryview(data)
         bounds = list(accumulate(lengths, initial=_HEADER.size))
         parts = [view[start:end] for start, end in pairwise(bounds)]
-        id_offsets, list_index, id_blob, metadata = parts[8:]
+        id_offsets, list_index, id_blob, metadata, categories = parts[8:]
         if len(id_offsets) % 4 or not id_offsets:
             raise SnapshotError("malformed hash snapshot: id offsets")
         count = len(id_offsets) // 4 - 1
         offsets = id_offsets.cast("I")
-        if (
-            offsets[0] != 0
-            or offsets[-1] != len(id_blob)
-            or any(map(int.__gt__, offsets, offsets[1:]))
-        ):
+        steps = np.frombuffer(id_offsets, dtype=np.uint32)
+        if offsets[0] != 0 or offsets[-1] != len(id_blob) or bool((steps[1:] < steps[:-1]).any()):
             raise SnapshotError("malformed hash snapshot: id offsets out of order")
         for i, kind in enumerate(KINDS):
             hashes, owners = parts[2 * i], parts[2 * i + 1]
             n, rest = divmod(len(hashes), SIZES[kind])
             if rest or len(owners) != 4 * n:
                 raise SnapshotError(f"malformed hash snapshot: {kind} section")
-            if n and max(owners.cast("I")) >= count:
+            if n and int(np.frombuffer(owners, dtype=np.uint32).max()) >= count:
                 raise SnapshotError(f"malformed hash snapshot: {kind} entry out of range")
         try:
             document = json.loads(str(metadata, "utf-8"))
             lists, meta = document["lists"], document["meta"]
-        except (ValueError, TypeError, KeyError, RecursionError):
+            names = document.get("categories", [])
+        except (ValueError, TypeError, KeyError, RecursionError, AttributeError):
             raise SnapshotError("malformed hash snapshot: metadata") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SnapshotError("malformed hash snapshot: category names")
+        if categories and (
+            len(categories) != 2 * count
+            or int(np.frombuffer(categories, dtype="<u2").max(initial=0)) > len(names)
+        ):
+            raise SnapshotError("malformed hash snapshot: categories")
         if not isinstance(lists, list) or not all(isinstance(n, str) for n in lists):
             raise SnapshotError("malformed hash snapshot: list names")
         if not isinstance(meta, dict):
@@ -365,8 +483,10 @@ class HashSnapshot:
         self._list_index = list_index
         self._id_blob = id_blob
         self._lists = lists
+        self._categories = categories.cast("H") if categories else None
+        self.category_names = names
         self.meta = meta
-        self.checksum = data[-_CHECKSUM_SIZE:].hex()
+        self.checksum = bytes(view[-_CHECKSUM_SIZE:]).hex()
 
     def section(self, kind: str) -> tuple[memoryview, memoryview]:
         """The sorted hashes of ``kind`` and, for each, its entry number (u32)."""
@@ -385,6 +505,19 @@ class HashSnapshot:
         raw = self._id_blob[self._id_offsets[number] : self._id_offsets[number + 1]]
         return name, str(raw, "utf-8", "replace")
 
+    def category(self, number: int) -> str | None:
+        """The hotline's category of entry ``number``, when its feed gave one."""
+        if self._categories is None or not (index := self._categories[number]):
+            return None
+        return self.category_names[index - 1]
+
+    def category_numbers(self) -> np.ndarray | None:
+        """Each entry's category as stored (0: none, else 1 + its index in
+        ``category_names``), or None when no entry has one."""
+        if self._categories is None:
+            return None
+        return np.frombuffer(self._categories, dtype="<u2")
+
     def records(self) -> Iterator[tuple[str, HashRecord]]:
         """(list name, record) of every entry, in entry order: what it was built from, less
         the hashes an earlier entry already held."""
@@ -396,14 +529,14 @@ class HashSnapshot:
                 grouped[owner].append((kind, bytes(hashes[i * size : (i + 1) * size])))
         for number, hashes in enumerate(grouped):
             name, entry_id = self.entry(number)
-            yield name, HashRecord(tuple(hashes), entry_id)
+            yield name, HashRecord(tuple(hashes), entry_id, self.category(number))
 
     def counts(self) -> dict[str, int]:
         """Hashes of each kind."""
         return {kind: len(self.section(kind)[0]) // SIZES[kind] for kind in KINDS}
 
     def to_bytes(self) -> bytes:
-        return self._data
+        return self._data if isinstance(self._data, bytes) else bytes(self._data)
 
     def __len__(self) -> int:
         return len(self._id_offsets) - 1
