@@ -175,7 +175,7 @@ class ImageGuard:
             str,
             "",
             "URL to POST each refused image's block event to (JSON: list, entry, kind, "
-            "distance, reference, time; never the image or a hash), e.g. the platform's "
+            "distance, category, reference, time; never the image or a hash), e.g. the platform's "
             "moderation queue. Sent in the background with retries. Empty: off.",
         )
         loader.add_option(

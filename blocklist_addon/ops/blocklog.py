@@ -88,6 +88,9 @@ def record(event: BlockEvent, *, client_mode: ClientMode, with_url: bool) -> str
     else:  # an image: which kind of hash matched, and how near (never the hash itself)
         doc["kind"] = event.match.kind
         doc["distance"] = event.match.distance
+        category = getattr(event.match, "category", None)
+        if category is not None:  # the hotline's category (severity) of the entry
+            doc["category"] = category
     doc["reference"] = event.reference
     client = client_field(event.client, client_mode)
     if client is not None:

@@ -6,11 +6,13 @@ line numbers and counts only, never a value. The body is decoded a line at a tim
 record packed into ``HashRecords`` as it is read: a feed of millions costs little more
 than its hashes and ids, never an object a record.
 
-A record is one line: an optional ``id`` and ``category`` and one or more of ``md5``,
+A record is one line: an optional ``id`` and ``category`` (the hotline's severity class,
+text or a number, kept with the entry for block events) and one or more of ``md5``,
 ``sha1``, ``sha256``, ``pdq`` in hex (any case). A record with a malformed hash (wrong
-length, not hex), no hash at all, or a bad id is invalid; it is counted, and ``validate``
-refuses the feed when too many are. A hash that an earlier record already listed counts
-as a duplicate: the first record keeps it (``HashRecords.duplicates``).
+length, not hex), no hash at all, a bad id or a bad category is invalid; it is counted,
+and ``validate`` refuses the feed when too many are. A hash that an earlier record
+already listed counts as a duplicate: the first record keeps it
+(``HashRecords.duplicates``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 from collections.abc import Iterator
 
 from blocklist_addon.hashes.kinds import KINDS
-from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, hashes_of
+from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, category_of, hashes_of
 from blocklist_addon.ops.progress import Progress
 from sync.feeds.reading import (
     Invalid,
@@ -38,13 +40,11 @@ __all__ = ["PARSERS"]
 def _record(fields: dict[str, object]) -> HashRecord | None:
     try:
         entry_id = parse_entry_id(fields.get("id"))
-        category = fields.get("category")
-        if category is not None and not isinstance(category, str | int):
-            raise Invalid
-    except Invalid:
+        category = category_of(fields.get("category"))
+    except (Invalid, ValueError):
         return None
     hashes = hashes_of(fields)
-    return None if hashes is None else HashRecord(hashes, entry_id)
+    return None if hashes is None else HashRecord(hashes, entry_id, category)
 
 
 def _parse_jsonl(data: bytes, progress: Progress, max_entries: int | None) -> ParsedFeed:
