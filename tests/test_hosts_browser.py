@@ -30,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mitmproxy.net.http import url as mitm_url
+from test_hosts import BROWSER, OKINA, OKINA_ASCII, REFUSED
 
 from blocklist_addon.urls.canonical import canonical_host
 from blocklist_addon.urls.hosts import browser_ascii
@@ -241,6 +242,14 @@ def test_shapes_agree_with_chromium(browser: Chromium) -> None:
     seen = browser.hosts(SHAPES)
     assert seen[0] == "xn--n3h.test"  # what the issue says a browser sends
     assert not disagreements(SHAPES, seen)
+
+
+def test_the_library_tables_say_what_chromium_does(browser: Chromium) -> None:
+    """tests/test_hosts.py's tables, which need no browser: what it says a browser sends
+    is what Chromium sends, and what it says browsers refuse, Chromium refuses."""
+    hosts = [host for host, _ in BROWSER] + [OKINA]
+    assert browser.hosts(hosts) == [sent for _, sent in BROWSER] + [OKINA_ASCII]
+    assert browser.hosts([host for host, _ in REFUSED]) == [None] * len(REFUSED)
 
 
 # -- hypothesis: generated labels, each asked of the same browser ---------------------------

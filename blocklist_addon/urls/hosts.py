@@ -23,7 +23,6 @@ encoded in Python).
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 
@@ -73,38 +72,53 @@ def _ada(text: str) -> str | None:
     return None if "%" in ascii_host else ascii_host
 
 
-@functools.cache
-def _ignorables() -> dict[int, None]:
-    """Code points some client maps to nothing, as a str.translate table: UTS 46's
-    "ignored" (asked of ada among the format characters and nonspacing marks, where they
-    all are) and _DROPPED_BY_SOME. Built once, on the first label over MAX_LABEL_BYTES."""
-    found = dict.fromkeys(_DROPPED_BY_SOME)
-    for code in range(0xA0, 0x110000):
-        if 0xD800 <= code < 0xE000 or unicodedata.category(chr(code)) not in ("Cf", "Mn"):
-            continue
-        if idna_to_ascii(f"a{chr(code)}b") == b"ab":
-            found[code] = None
+# Format characters and nonspacing marks (where UTS 46's "ignored" code points all are) ->
+# whether UTS 46 maps it to nothing; asked of ada once each, so at most a few thousand
+# entries however many hosts pass.
+_IGNORED: dict[str, bool] = {}
+_DROP = dict.fromkeys(_DROPPED_BY_SOME)
+#: A label of more code points than this (joiners aside) maps to more than 59 (NFC joins
+#: at most four into one), so it has no A-label of 63 octets: not encoded leniently.
+_MAX_LENIENT_POINTS = 4 * (MAX_DNS_LABEL - 4)
+
+
+def _ignored(ch: str) -> bool:
+    found = _IGNORED.get(ch)
+    if found is None:
+        if unicodedata.category(ch) not in ("Cf", "Mn"):
+            return False
+        found = _ada(f"a{ch}b") == "ab"
+        _IGNORED[ch] = found
     return found
 
 
-def _weight(label: str) -> int:
-    """UTF-8 bytes of ``label`` without the code points some client maps to nothing."""
+def _squeeze(label: str) -> tuple[str, int]:
+    """``label`` without the code points UTS 46 maps to nothing (the same label to ada and
+    to a browser), and its weight: its UTF-8 bytes without those and without what some
+    client drops (_DROPPED_BY_SOME)."""
     size = len(label.encode("utf-8", "surrogatepass"))
     if size <= MAX_LABEL_BYTES:
-        return size
-    return len(label.translate(_ignorables()).encode("utf-8", "surrogatepass"))
+        return label, size
+    ignored = dict.fromkeys(ord(ch) for ch in set(label) if _ignored(ch))
+    squeezed = label.translate(ignored) if ignored else label
+    return squeezed, len(squeezed.translate(_DROP).encode("utf-8", "surrogatepass"))
 
 
 def browser_ascii(text: str) -> str | None:
     """The host a browser sends for ``text`` (decoded, any case, full-width dots allowed),
-    or None when browsers refuse it. Labels over MAX_LABEL_BYTES are answered per label
-    (``host_to_ascii``), as are hosts longer than ada takes."""
-    if not text.isascii() and len(text) * 4 > MAX_LABEL_BYTES:
-        labels = _LABEL_DOTS.split(text)
-        if len(text.encode("utf-8", "surrogatepass")) > ADA_MAX_BYTES or any(
-            _weight(label) > MAX_LABEL_BYTES for label in labels
-        ):
+    or None when browsers refuse it, or when a label weighs over MAX_LABEL_BYTES or the
+    host is longer than ada takes (``host_to_ascii`` then answers label by label)."""
+    if text.isascii() or len(text) * 4 <= MAX_LABEL_BYTES:
+        return _ada(text)  # at most 1 KiB of UTF-8: no label is heavy
+    squeezed = []
+    for label in _LABEL_DOTS.split(text):
+        light, weight = _squeeze(label)
+        if weight > MAX_LABEL_BYTES:
             return None
+        squeezed.append(light)
+    text = ".".join(squeezed)  # UTS 46 maps every full stop of _LABEL_DOTS to "."
+    if len(text.encode("utf-8", "surrogatepass")) > ADA_MAX_BYTES:
+        return None
     return _ada(text)
 
 
@@ -115,28 +129,29 @@ def host_to_ascii(text: str) -> str:
     if found is not None:
         return found
     labels = _LABEL_DOTS.split(text)
-    out: list[str | None] = [_label(label) for label in labels]
-    refused = [i for i, label in enumerate(out) if label is None]
-    lenient = len(refused) <= MAX_LENIENT
-    for i in refused:
-        label = labels[i]
-        out[i] = (_lenient(label) if lenient else None) or label.lower()
+    out: list[str | None] = []
+    refused: list[tuple[int, str]] = []
+    for label in labels:
+        if label.isascii():
+            out.append(label.lower())
+            continue
+        light, weight = _squeeze(label)
+        found = None if weight > MAX_LABEL_BYTES else browser_ascii(light)
+        if found is None and weight <= MAX_LABEL_BYTES:
+            refused.append((len(out), light))
+        out.append(found if found is not None else label.lower())
+    if len(refused) <= MAX_LENIENT:  # else every refused label keeps its text
+        for i, light in refused:
+            out[i] = _lenient(light) or out[i]
     return ".".join(label or "" for label in out)
-
-
-def _label(label: str) -> str | None:
-    """A label as a browser writes it when it accepts the label alone; its text when no
-    DNS name can hold it; None when browsers refuse it (read leniently by the caller)."""
-    if label.isascii():
-        return label.lower()
-    if _weight(label) > MAX_LABEL_BYTES:
-        return label.lower()
-    return _ada(label)
 
 
 def _lenient(label: str) -> str | None:
     """The A-label of ``label``'s UTS 46 transitional mapping, without validity checks;
     None when that is no DNS label (over 63 octets, or holding "." or "%")."""
+    label = label.translate(_TRANSITIONAL)
+    if len(label) > _MAX_LENIENT_POINTS:
+        return None
     try:
         mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
     except (UnicodeError, ValueError, idna.IDNAError):
