@@ -29,9 +29,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def command(port: int, *args: str, timeout: float = 2.0) -> bytes:
-    """One inline command (``PING``, ``SENTINEL MASTER mymaster``...) and its raw reply."""
+def command(port: int, *args: str, auth: tuple[str, ...] = (), timeout: float = 2.0) -> bytes:
+    """One inline command (``PING``, ``SENTINEL MASTER mymaster``...) and its raw reply,
+    after ``AUTH *auth`` when given (its reply is skipped)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        if auth:
+            sock.sendall(" ".join(("AUTH", *auth)).encode() + b"\r\n")
+            if not sock.recv(64).startswith(b"+OK"):
+                raise OSError(f"AUTH refused by 127.0.0.1:{port}")
         sock.sendall(" ".join(args).encode() + b"\r\n")
         reply = b""
         sock.settimeout(0.2)
@@ -56,7 +61,10 @@ def _fields(reply: bytes) -> dict[str, str]:
 class Process:
     """One redis-server process with its own directory."""
 
-    def __init__(self, binary: pathlib.Path, directory: pathlib.Path, name: str) -> None:
+    def __init__(
+        self, binary: pathlib.Path, directory: pathlib.Path, name: str, auth: tuple[str, ...]
+    ) -> None:
+        self.auth = auth  # what the lab's own commands AUTH with (none: the default user)
         self.binary = binary
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -77,9 +85,12 @@ class Process:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited; see {self.log}")
         try:
-            return command(self.port, "PING").startswith(b"+PONG")
+            return self.command("PING").startswith(b"+PONG")
         except OSError:
             return False
+
+    def command(self, *args: str) -> bytes:
+        return command(self.port, *args, auth=self.auth)
 
     def kill(self) -> None:
         """SIGKILL by PID, and reap it."""
@@ -97,12 +108,31 @@ class Process:
 
 
 class SentinelCluster:
-    """Primary, replica and three sentinels on 127.0.0.1."""
+    """Primary, replica and three sentinels on 127.0.0.1.
 
-    def __init__(self, binary: pathlib.Path, directory: pathlib.Path) -> None:
-        self.primary = Process(binary, directory, "primary")
-        self.replica = Process(binary, directory, "replica")
-        self.sentinels = [Process(binary, directory, f"sentinel{i}") for i in range(3)]
+    ``users``: ACL lines for the data nodes (``"name on >password ~* +@all"``); with them the
+    default user is off, and replication and the sentinels use ``admin`` (which must be
+    among them). ``sentinel_password``: the sentinels' own ``requirepass``."""
+
+    def __init__(
+        self,
+        binary: pathlib.Path,
+        directory: pathlib.Path,
+        *,
+        users: dict[str, str] | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        self.users = users or {}
+        self.sentinel_password = sentinel_password
+        admin = ("admin", _password(self.users["admin"])) if self.users else ()
+        self.primary = Process(binary, directory, "primary", admin)
+        self.replica = Process(binary, directory, "replica", admin)
+        self.sentinels = [
+            Process(
+                binary, directory, f"sentinel{i}", (sentinel_password,) if sentinel_password else ()
+            )
+            for i in range(3)
+        ]
 
     @property
     def nodes(self) -> list[Process]:
@@ -114,11 +144,19 @@ class SentinelCluster:
         return f"redis+sentinel://{hosts}/{SERVICE}/{db}" + (f"?{tail}" if tail else "")
 
     def _node_argv(self, node: Process, *extra: str) -> list[str]:
-        return [
+        argv = [
             "--port", str(node.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(node.directory), "--logfile", str(node.log),
             *extra,
         ]  # fmt: skip
+        if self.users:
+            acl = node.directory / "users.acl"
+            acl.write_text(
+                "user default off\n" + "".join(f"user {n} {r}\n" for n, r in self.users.items())
+            )
+            argv += ["--aclfile", str(acl), "--masteruser", "admin"]
+            argv += ["--masterauth", _password(self.users["admin"])]
+        return argv
 
     def start(self) -> SentinelCluster:
         self.primary.start(self._node_argv(self.primary))
@@ -143,6 +181,15 @@ class SentinelCluster:
                 f"sentinel parallel-syncs {SERVICE} 1",
                 f"sentinel known-replica {SERVICE} 127.0.0.1 {self.replica.port}",
                 *(
+                    [
+                        f"sentinel auth-user {SERVICE} admin",
+                        f"sentinel auth-pass {SERVICE} {_password(self.users['admin'])}",
+                    ]
+                    if self.users
+                    else []
+                ),
+                *([f"requirepass {self.sentinel_password}"] if self.sentinel_password else []),
+                *(
                     f"sentinel known-sentinel {SERVICE} 127.0.0.1 {port} {runid}"
                     for port, runid in ids.items()
                     if port != sentinel.port
@@ -156,20 +203,20 @@ class SentinelCluster:
     def _replicating(self) -> bool:
         if not (self.primary.answers() and self.replica.answers()):
             return False
-        return b"master_link_status:up" in command(self.replica.port, "INFO", "replication")
+        return b"master_link_status:up" in self.replica.command("INFO", "replication")
 
     def _ready(self) -> bool:
         if not all(p.answers() for p in self.sentinels):
             return False
         for sentinel in self.sentinels:
-            state = _fields(command(sentinel.port, "SENTINEL", "MASTER", SERVICE))
+            state = _fields(sentinel.command("SENTINEL", "MASTER", SERVICE))
             if state.get("num-other-sentinels") != "2" or state.get("num-slaves") != "1":
                 return False
         return True
 
     def primary_port(self) -> int | None:
         """The primary's port as the first sentinel names it."""
-        reply = command(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        reply = self.sentinels[0].command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
         values = [v for v in reply.decode().split("\r\n") if v and v[0] not in "*$"]
         return int(values[1]) if len(values) == 2 else None
 
@@ -179,10 +226,10 @@ class SentinelCluster:
             self._names(s, self.replica.port) for s in self.sentinels if s.process is not None
         ):
             return False
-        return b"role:master" in command(self.replica.port, "INFO", "replication")
+        return b"role:master" in self.replica.command("INFO", "replication")
 
     def _names(self, sentinel: Process, port: int) -> bool:
-        reply = command(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        reply = sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
         return f"\r\n{port}\r\n".encode() in reply
 
     @staticmethod
@@ -198,10 +245,21 @@ class SentinelCluster:
             process.stop()
 
 
+def _password(rule: str) -> str:
+    """The plain password (``>secret``) in an ACL rule."""
+    return next(part[1:] for part in rule.split() if part.startswith(">"))
+
+
 @contextmanager
-def sentinel_cluster(binary: pathlib.Path, directory: pathlib.Path) -> Iterator[SentinelCluster]:
+def sentinel_cluster(
+    binary: pathlib.Path,
+    directory: pathlib.Path,
+    *,
+    users: dict[str, str] | None = None,
+    sentinel_password: str | None = None,
+) -> Iterator[SentinelCluster]:
     """A started cluster, every process stopped by PID when the block ends (also on failure)."""
-    cluster = SentinelCluster(binary, directory)
+    cluster = SentinelCluster(binary, directory, users=users, sentinel_password=sentinel_password)
     try:
         yield cluster.start()
     finally:

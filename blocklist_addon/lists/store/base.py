@@ -36,6 +36,12 @@ class StoreError(Exception):
     ``redis at 127.0.0.1:6379 unreachable: Connection refused``. Never contains a password."""
 
 
+class IncompleteVersion(StoreError):
+    """The active pointer names a version whose parts are missing or truncated: a write
+    lost in a failover, or damage. A reader keeps the list it holds and waits for the next
+    version; nothing is wrong with the connection."""
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """What a store records about one version of the compiled list."""
@@ -123,11 +129,15 @@ class Store(ABC):
 
     @abstractmethod
     async def active(self) -> VersionInfo | None:
-        """The active version's info, or None before the first publish. Cheap: proxies poll it."""
+        """The active version's info, or None before the first publish, and when the
+        pointer names a version that is not there (a write lost in a failover: the next
+        publish moves the pointer past it). Cheap: proxies poll it."""
 
     @abstractmethod
     async def load_active(self) -> tuple[VersionInfo, bytes] | None:
-        """The active version's info and exactly that version's bytes, or None."""
+        """The active version's info and exactly that version's bytes, or None before the
+        first publish; IncompleteVersion when the pointer names a version not (wholly)
+        there: a reader keeps the list it holds."""
 
     @abstractmethod
     async def load(self, version: int) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any
 from blocklist_addon.lists.store.base import (
     LOCK_POLL,
     READ_ATTEMPTS,
+    IncompleteVersion,
     Store,
     StoreError,
     VersionInfo,
@@ -105,7 +106,7 @@ class FileStore(Store):
         except FileNotFoundError:
             return None
         if size is not None and size != len(data):
-            raise StoreError(f"{self.url}: version {version} is truncated")
+            raise IncompleteVersion(f"{self.url}: version {version} is truncated")
         return info, data
 
     def _read_info(self, version: int) -> VersionInfo | None:
@@ -205,7 +206,7 @@ class FileStore(Store):
             if (found := read(number)) is not None:
                 return found
             if self._read_pointer() == number:
-                raise StoreError(f"{self.url}: the active version {number} is missing")
+                raise IncompleteVersion(f"{self.url}: the active version {number} is missing")
         raise StoreError(f"{self.url}: the active version kept changing while being read")
 
     def _load_active_sync(self) -> tuple[VersionInfo, bytes] | None:
@@ -215,7 +216,10 @@ class FileStore(Store):
         return self._read_active(self._read_info)
 
     async def active(self) -> VersionInfo | None:
-        return await self._run(self._active_sync)
+        try:
+            return await self._run(self._active_sync)
+        except IncompleteVersion:
+            return None  # no whole version is active (Store.active)
 
     async def load_active(self) -> tuple[VersionInfo, bytes] | None:
         return await self._run(self._load_active_sync)

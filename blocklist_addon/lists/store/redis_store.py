@@ -16,7 +16,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+)
 
 from blocklist_addon.lists.store import sentinel
 from blocklist_addon.lists.store.base import (
@@ -24,6 +29,7 @@ from blocklist_addon.lists.store.base import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     READ_ATTEMPTS,
+    IncompleteVersion,
     Store,
     StoreError,
     VersionInfo,
@@ -177,6 +183,11 @@ class RedisStore(Store):
                     f"(the password comes from the URL, ${PASSWORD_ENV} or ${PASSWORD_FILE_ENV})"
                 )
             ) from None
+        except NoPermissionError as exc:
+            hint = ""
+            if "'wait'" in str(exc):
+                hint = " (behind Sentinel the sync's ACL user needs +wait: docs/proxy.md)"
+            raise StoreError(self._scrub(f"redis at {self._where} refused: {exc}{hint}")) from None
         except (ConnectionError, TimeoutError, OSError, RedisError) as exc:
             raise StoreError(self._scrub(f"redis at {self._where} {_redis_reason(exc)}")) from None
 
@@ -323,7 +334,7 @@ class RedisStore(Store):
             if raw is not None:
                 return VersionInfo.from_json(raw)[0]
             if await self._active_number() == number:
-                raise StoreError(f"{self.url}: the active version {number} is missing")
+                return None  # a lost write: no whole version is active (Store.active)
         raise StoreError(f"{self.url}: the active version kept changing while being read")
 
     async def load_active(self) -> tuple[VersionInfo, bytes] | None:
@@ -338,13 +349,13 @@ class RedisStore(Store):
             if raw is not None and data is not None:
                 return self._checked(raw, data)
             if await self._active_number() == number:
-                raise StoreError(f"{self.url}: the active version {number} is missing")
+                raise IncompleteVersion(f"{self.url}: the active version {number} is missing")
         raise StoreError(f"{self.url}: the active version kept changing while being read")
 
     def _checked(self, raw: bytes, data: bytes) -> tuple[VersionInfo, bytes]:
         info, size = VersionInfo.from_json(raw)
         if size is not None and size != len(data):
-            raise StoreError(f"{self.url}: version {info.version} is truncated")
+            raise IncompleteVersion(f"{self.url}: version {info.version} is truncated")
         return info, data
 
     async def load(self, version: int) -> bytes:

@@ -36,7 +36,13 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ConnectionError,
+    ResponseError,
+    TimeoutError,
+)
 
 __all__ = [
     "SENTINEL_PASSWORD_ENV",
@@ -166,6 +172,8 @@ async def ride[T](op: Callable[[], Awaitable[T]], timeout: float) -> T:
     while True:
         try:
             return await op()
+        except (AuthenticationError, AuthorizationError):
+            raise  # a wrong password stays wrong on the next primary
         except (ConnectionError, TimeoutError):
             if time.monotonic() + pause > until:
                 raise
