@@ -220,9 +220,15 @@ class ImageGuard:
     # -- the list --------------------------------------------------------------------------
 
     def _wrap(self, snapshot: HashSnapshot) -> HashList:
+        """The list with its index mapped from a file every proxy process on the machine
+        shares (beside the last-known-good copy: one copy of the index a machine)."""
         from blocklist_addon.hashes import HashList
 
-        return self._apply(HashList(snapshot))
+        directory = self.hashes._lastgood_path().parent / "hashindex"
+        hashlist, note = HashList.mapped(snapshot, directory)
+        if note:
+            log.warning(f"blocklist: hash list index: {note}")
+        return self._apply(hashlist)
 
     def _apply(self, hashlist: HashList) -> HashList:
         from blocklist_addon.hashes import Limits

@@ -13,6 +13,7 @@ the Hamming distance (0 for exact hashes).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -156,6 +157,25 @@ class HashList:
     @classmethod
     def from_bytes(cls, data: bytes, **settings: object) -> HashList:
         return cls(HashSnapshot.from_bytes(data), **settings)  # type: ignore[arg-type]
+
+    @classmethod
+    def mapped(
+        cls, snapshot: HashSnapshot, directory: os.PathLike[str] | str, **settings: object
+    ) -> tuple[HashList, str | None]:
+        """``snapshot`` with its index mapped from a file in ``directory`` that every
+        process on the machine shares (``hashes.mapped``: written by the first process to
+        load this version), and a note for the log when something went wrong: a file that
+        failed its checks (replaced), or a directory that cannot be used (the index is then
+        built in this process's memory)."""
+        from blocklist_addon.hashes import mapped
+
+        try:
+            shared, index, note = mapped.load(snapshot, directory)
+        except (OSError, mapped.MappedError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            note = f"cannot share the index in {directory} ({reason}); built in memory"
+            return cls(snapshot, **settings), note  # type: ignore[arg-type]
+        return cls(shared, index=index, **settings), note  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, store_url: str | None = None, **settings: object) -> HashList:

@@ -1,0 +1,274 @@
+"""The hash list as one file that every proxy process on a machine maps: one copy a machine.
+
+A platform runs a proxy process per core; each building its own PDQ index of a
+10,000,000-hash list would hold its own gigabyte. Instead the first process to load a
+version writes the snapshot and its index to one file named by the snapshot's checksum
+(built in a temporary file, fsynced, renamed into place, under a lock per version: a second
+process that arrives meanwhile waits, then maps what the first wrote); every process maps
+that file read-only and shared, so the kernel holds one copy in its page cache for all of
+them. A new version is a new file: a process swaps to it by mapping it, and one still
+answering from the old file keeps its map until it lets go, even once the file is pruned.
+
+Nothing in the file is trusted before it is checked: it must be a regular file of this
+user's, readable by no one else (it holds the listed hashes, as the store's files and the
+last-known-good copy do, 0600 in a 0700 directory); its header must name the expected
+snapshot and a layout that fits the file; its SHA-256 must hold over everything before it;
+and the snapshot and index are then read as from any other source (structure, ranges). A
+file that fails is removed and built again from the snapshot in hand; when the directory
+cannot be used at all (read-only, full), the caller builds the index in memory instead.
+
+Layout (integers little-endian; every section starts on a 64-byte boundary)::
+
+    header      MAGIC, format version u32, sections u32, the snapshot's SHA-256 (32 bytes),
+                then each section's offset and length (u64, u64)
+    snapshot    the hash snapshot, byte for byte as the store holds it
+    bits        u32: the index's chunk size
+    dirs        u32 tables x (2**bits + 1)
+    ids         u32 tables x indexed hashes
+    hot         u32 positions of the hashes left out of the tables
+    hot hashes  those hashes, 32 bytes each
+    checksum    SHA-256 of everything before it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import mmap
+import os
+import pathlib
+import re
+import secrets
+import stat
+import struct
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from blocklist_addon.hashes.pdqindex import PdqIndex, layout
+from blocklist_addon.hashes.snapshot import HashSnapshot, SnapshotError
+
+__all__ = ["MAGIC", "MappedError", "file_for", "load", "open_mapped", "write"]
+
+MAGIC = b"\x89BLHIDX\n"
+FORMAT_VERSION = 1
+SUFFIX = ".pdqx"
+_SECTIONS = ("snapshot", "bits", "dirs", "ids", "hot", "hot_hashes")
+_HEADER = struct.Struct("<8sII32s" + "QQ" * len(_SECTIONS))
+_ALIGN = 64
+_CHECKSUM = 32
+_NAME = re.compile(r"[0-9a-f]{64}" + re.escape(SUFFIX))
+#: Files kept in the directory besides the one just mapped (the previous versions, which
+#: other processes may still be loading).
+KEEP = 2
+#: A temporary file older than this is a killed builder's leftover.
+STALE_TMP = 3600.0
+
+
+class MappedError(Exception):
+    """The file exists but must not be used; says why in one line."""
+
+
+def file_for(directory: os.PathLike[str] | str, checksum: str) -> pathlib.Path:
+    """Where the index of the snapshot with ``checksum`` lives in ``directory``."""
+    if not re.fullmatch(r"[0-9a-f]{64}", checksum):
+        raise ValueError("a snapshot checksum is 64 hex digits")
+    return pathlib.Path(directory) / f"{checksum}{SUFFIX}"
+
+
+def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex) -> None:
+    """Write ``snapshot`` and ``index`` to ``path`` atomically (a temporary file beside it,
+    0600, fsynced, renamed, the directory fsynced)."""
+    path = pathlib.Path(path)
+    arrays = index.arrays()
+    parts = [
+        memoryview(snapshot.to_bytes()).cast("B"),
+        *(memoryview(np.ascontiguousarray(arrays[name])).cast("B") for name in _SECTIONS[1:]),
+    ]
+    offsets, at = [], _HEADER.size
+    for part in parts:
+        at = -(-at // _ALIGN) * _ALIGN
+        offsets.append(at)
+        at += len(part)
+    fields = [x for offset, part in zip(offsets, parts, strict=True) for x in (offset, len(part))]
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, len(_SECTIONS), bytes.fromhex(snapshot.checksum), *fields
+    )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            written = 0
+            for offset, part in zip([0, *offsets], [header, *parts], strict=True):
+                pad = b"\0" * (offset - written)
+                for piece in (pad, part):
+                    out.write(piece)
+                    digest.update(piece)
+                written = offset + len(part)
+            out.write(digest.digest())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def open_mapped(path: os.PathLike[str] | str, checksum: str) -> tuple[HashSnapshot, PdqIndex]:
+    """The snapshot and index in ``path``, mapped read-only, once every check holds;
+    FileNotFoundError when there is no file, MappedError when it must not be used."""
+    path = pathlib.Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise MappedError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise MappedError(f"{path} is not a regular file")
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise MappedError(f"{path} is not this user's own private file (0600)")
+        if info.st_size < _HEADER.size + _CHECKSUM:
+            raise MappedError(f"{path} is truncated")
+        mapped = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    try:
+        return _read(view, checksum, path)
+    except (MappedError, SnapshotError, ValueError) as exc:
+        with contextlib.suppress(BufferError):
+            view.release()
+            mapped.close()
+        raise MappedError(f"unusable index file {path}: {exc}") from None
+
+
+def _read(view: memoryview, checksum: str, path: pathlib.Path) -> tuple[HashSnapshot, PdqIndex]:
+    magic, version, count, named, *fields = _HEADER.unpack_from(view)
+    if magic != MAGIC:
+        raise MappedError("not an index file (bad magic)")
+    if version != FORMAT_VERSION or count != len(_SECTIONS):
+        raise MappedError(f"format version {version} with {count} sections (this reads 1, 6)")
+    if named.hex() != checksum:
+        raise MappedError("it holds another version of the list")
+    end = len(view) - _CHECKSUM
+    bounds, at = {}, _HEADER.size
+    for name, offset, length in zip(_SECTIONS, fields[0::2], fields[1::2], strict=True):
+        if offset % _ALIGN or offset < at or offset + length > end:
+            raise MappedError(f"section {name} out of place")
+        bounds[name] = (offset, length)
+        at = offset + length
+    if hashlib.sha256(view[:end]).digest() != view[end:]:
+        raise MappedError("checksum mismatch: the file is damaged")
+    start, length = bounds["snapshot"]
+    snapshot = HashSnapshot.from_bytes(view[start : start + length], verified=True)
+    if snapshot.checksum != checksum:
+        raise MappedError("its snapshot is another version of the list")
+
+    def array(name: str, dtype: str) -> np.ndarray:
+        offset, size = bounds[name]
+        if size % np.dtype(dtype).itemsize:
+            raise MappedError(f"section {name} is not whole")
+        return np.frombuffer(view, dtype=dtype, count=size // np.dtype(dtype).itemsize,
+                             offset=offset)  # fmt: skip
+
+    bits = array("bits", "<u4")
+    if len(bits) != 1 or not 1 <= int(bits[0]) <= 30:
+        raise MappedError("bad chunk size")
+    tables = len(layout(int(bits[0])))
+    dirs, ids = array("dirs", "<u4"), array("ids", "<u4")
+    if len(dirs) != tables * ((1 << int(bits[0])) + 1) or len(ids) % tables:
+        raise MappedError("tables of the wrong size")
+    arrays = {
+        "bits": bits,
+        "dirs": dirs.reshape(tables, -1),
+        "ids": ids.reshape(tables, -1),
+        "hot": array("hot", "<u4"),
+        "hot_hashes": array("hot_hashes", "u1"),
+    }
+    hashes, _ = snapshot.section("pdq")
+    return snapshot, PdqIndex.from_arrays(hashes, arrays)
+
+
+def load(
+    snapshot: HashSnapshot, directory: os.PathLike[str] | str
+) -> tuple[HashSnapshot, PdqIndex, str | None]:
+    """``snapshot`` and its index, mapped from ``directory`` (written there first when no
+    usable file is), and a note when a file had to be replaced (why). OSError when the
+    directory cannot be used."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = file_for(directory, snapshot.checksum)
+    note = None
+    try:
+        return (*open_mapped(path, snapshot.checksum), None)
+    except FileNotFoundError:
+        pass
+    except MappedError as exc:
+        note = str(exc)
+    with _locked(directory / f".{snapshot.checksum}.lock"):
+        try:
+            # Another process may have written it while this one waited for the lock.
+            return (*open_mapped(path, snapshot.checksum), note)
+        except FileNotFoundError:
+            pass
+        except MappedError as exc:
+            note = str(exc)
+            path.unlink(missing_ok=True)
+        write(path, snapshot, PdqIndex(snapshot.section("pdq")[0]))
+    mapped_snapshot, index = open_mapped(path, snapshot.checksum)
+    prune(directory, keep=path)
+    return mapped_snapshot, index, note
+
+
+def prune(directory: pathlib.Path, *, keep: pathlib.Path) -> None:
+    """Remove all but ``keep`` and the KEEP newest other index files (a process that maps
+    a removed one keeps its map), their lock files, and stale temporary files."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    files = sorted(
+        (e for e in entries if _NAME.fullmatch(e.name) and e.name != keep.name),
+        key=lambda e: e.stat(follow_symlinks=False).st_mtime,
+        reverse=True,
+    )
+    now = time.time()
+    for entry in files[KEEP:]:
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+        with contextlib.suppress(OSError):
+            os.unlink(directory / f".{entry.name.removesuffix(SUFFIX)}.lock")
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP:
+                    os.unlink(entry.path)
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,359 @@
+"""One copy of the hash list's index a machine: a file every proxy process maps (issue 22,
+item 2). It is written once per version, mapped by every process, never trusted before its
+checks hold, replaced when they fail, and a swap to a new version loses no check."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pathlib
+import random
+import re
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from blocklist_addon.hashes import HashList, HashSnapshot
+from blocklist_addon.hashes import mapped as mapped_module
+from blocklist_addon.hashes.mapped import file_for
+from blocklist_addon.hashes.snapshot import HashRecord
+from testlab.harness import Proxy, TestCA, running, sync, wait_for
+from testlab.images import draw, encode, reference_pdq, variants
+
+SIZE = 32
+
+
+def snapshot_of(count: int, seed: int, *extra: tuple[str, bytes]) -> HashSnapshot:
+    """``count`` random PDQ entries (ids p0, p1, ...) plus ``extra`` (id, hash) ones."""
+    rng = random.Random(seed)
+    records = [("l", HashRecord((("pdq", rng.randbytes(SIZE)),), f"p{i}")) for i in range(count)]
+    records += [("l", HashRecord((("pdq", value),), name, "A")) for name, value in extra]
+    return HashSnapshot.build(records)
+
+
+def near(value: bytes, bits: int, rng: random.Random) -> bytes:
+    number = int.from_bytes(value)
+    for bit in rng.sample(range(256), bits):
+        number ^= 1 << bit
+    return number.to_bytes(SIZE)
+
+
+def same_answers(a: HashList, b: HashList, snapshot: HashSnapshot, rng: random.Random) -> None:
+    hashes = snapshot.section("pdq")[0]
+    for _ in range(200):
+        i = rng.randrange(len(hashes) // SIZE)
+        query = near(bytes(hashes[i * SIZE : (i + 1) * SIZE]), rng.randrange(40), rng)
+        assert a.match_pdq([query], 100) == b.match_pdq([query], 100)
+
+
+def test_written_once_then_mapped_with_the_same_answers(tmp_path: pathlib.Path) -> None:
+    """The first load writes the file (0600 in a 0700 directory: it holds the hashes); the
+    next maps that same file, unchanged; both answer as an index built in memory."""
+    snapshot = snapshot_of(5_000, 1)
+    first, note = HashList.mapped(snapshot, tmp_path / "index")
+    assert note is None
+    path = file_for(tmp_path / "index", snapshot.checksum)
+    written = path.stat()
+    assert written.st_mode & 0o777 == 0o600 and (tmp_path / "index").stat().st_mode & 0o777 == 0o700
+    second, note = HashList.mapped(HashSnapshot.from_bytes(snapshot.to_bytes()), tmp_path / "index")
+    assert note is None
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    in_memory = HashList(snapshot)
+    rng = random.Random(2)
+    same_answers(first, in_memory, snapshot, rng)
+    same_answers(second, in_memory, snapshot, rng)
+    assert second._snapshot.to_bytes() == snapshot.to_bytes()
+    assert str(path) in pathlib.Path("/proc/self/maps").read_text()
+
+
+def damage(path: pathlib.Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flipped byte":
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(data)
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 3])
+    elif how == "readable by others":
+        path.chmod(0o644)
+    elif how == "symbolic link":
+        target = path.with_name("elsewhere")
+        path.rename(target)
+        path.symlink_to(target)
+    elif how == "another version":
+        other = snapshot_of(100, 9)
+        HashList.mapped(other, path.parent)
+        file_for(path.parent, other.checksum).replace(path)
+    elif how == "not a file":
+        path.unlink()
+        path.mkdir()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "flipped byte",
+        "truncated",
+        "readable by others",
+        "symbolic link",
+        "another version",
+        "not a file",
+    ],
+)
+def test_a_file_that_fails_its_checks_is_never_used(tmp_path: pathlib.Path, how: str) -> None:
+    """Damaged, cut short, open to others, a link, another version's: the load says why,
+    builds a good file from the snapshot in hand, and answers right."""
+    snapshot = snapshot_of(3_000, 3)
+    HashList.mapped(snapshot, tmp_path)
+    path = file_for(tmp_path, snapshot.checksum)
+    damage(path, how)
+    if how == "not a file":
+        # A directory in its place cannot be removed like a file: built in memory instead.
+        hashes, note = HashList.mapped(snapshot, tmp_path)
+        assert note is not None and "built in memory" in note
+    else:
+        hashes, note = HashList.mapped(snapshot, tmp_path)
+        assert note is not None and str(path) in note
+        assert path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077 == 0
+        _, note = HashList.mapped(snapshot, tmp_path)
+        assert note is None
+    same_answers(hashes, HashList(snapshot), snapshot, random.Random(4))
+
+
+def test_an_unusable_directory_builds_in_memory(tmp_path: pathlib.Path) -> None:
+    """Where no directory can be made (its parent is a file; read-only or full disks fail
+    the same way) the index is built in the process, and the note says so."""
+    (tmp_path / "file").write_text("")
+    snapshot = snapshot_of(1_000, 5)
+    hashes, note = HashList.mapped(snapshot, tmp_path / "file" / "index")
+    assert note is not None and "built in memory" in note
+    same_answers(hashes, HashList(snapshot), snapshot, random.Random(6))
+
+
+def _load_in_child(directory: str, data: bytes, start: multiprocessing.synchronize.Event) -> tuple:
+    start.wait(30)
+    hashes, note = HashList.mapped(HashSnapshot.from_bytes(data), directory)
+    path = file_for(directory, hashes.checksum)
+    info = path.stat()
+    probe = hashes.match_pdq([bytes(HashSnapshot.from_bytes(data).section("pdq")[0][:SIZE])], 31)
+    return note, info.st_ino, info.st_mtime_ns, probe is not None
+
+
+def test_processes_loading_at_once_write_one_file(tmp_path: pathlib.Path) -> None:
+    """Four processes start on the same version together: one writes the file, the others
+    wait for it and map it (the same inode, written once), and all of them find a listed
+    hash."""
+    snapshot = snapshot_of(20_000, 7)
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Event()
+    with context.Pool(4) as pool:
+        pending = [
+            pool.apply_async(_load_in_child, (str(tmp_path), snapshot.to_bytes(), start))
+            for _ in range(4)
+        ]
+        start.set()
+        results = [p.get(120) for p in pending]
+    assert all(note is None and found for note, _, _, found in results)
+    assert len({(ino, mtime) for _, ino, mtime, _ in results}) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _pss_of(pid: int, path: pathlib.Path) -> tuple[int, int]:
+    """(Rss, Pss) in kB of ``pid``'s mappings of ``path``."""
+    rss = pss = 0
+    current = False
+    for line in pathlib.Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            current = line.endswith(str(path))
+        elif current and line.startswith("Rss:"):
+            rss += int(line.split()[1])
+        elif current and line.startswith("Pss:"):
+            pss += int(line.split()[1])
+    return rss, pss
+
+
+def _hold(directory: str, data: bytes, ready, done) -> None:
+    hashes, _ = HashList.mapped(HashSnapshot.from_bytes(data), directory)
+    hashes.match_pdq([bytes(SIZE)], 31)
+    ready.set()
+    done.wait(60)
+
+
+def test_the_index_is_one_copy_shared_by_processes(tmp_path: pathlib.Path) -> None:
+    """Two processes holding the list: each maps the whole file (its checks read every
+    page), and the kernel counts each for half of it (PSS): one copy in memory, not two."""
+    snapshot = snapshot_of(40_000, 8)
+    HashList.mapped(snapshot, tmp_path)
+    path = file_for(tmp_path, snapshot.checksum)
+    size_kb = path.stat().st_size // 1024
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager()
+    done = manager.Event()
+    children = []
+    try:
+        for _ in range(2):
+            ready = manager.Event()
+            child = context.Process(
+                target=_hold, args=(str(tmp_path), snapshot.to_bytes(), ready, done)
+            )
+            child.start()
+            assert ready.wait(60)
+            children.append(child)
+        figures = [_pss_of(child.pid, path) for child in children]  # type: ignore[arg-type]
+    finally:
+        done.set()
+        for child in children:
+            child.join(30)
+    for rss, pss in figures:
+        assert rss >= size_kb * 0.9  # the whole file is in each process's map
+        assert pss <= rss * 0.6  # ... and counted about half to each
+
+
+def test_a_swap_under_lookups_loses_no_check(tmp_path: pathlib.Path) -> None:
+    """Threads look up a listed hash (and a near copy of it) without pause while versions
+    are swapped in and their old files pruned from under them: every lookup finds it, none
+    raises."""
+    rng = random.Random(10)
+    listed = rng.randbytes(SIZE)
+    query = near(listed, 12, rng)
+    versions = [snapshot_of(4_000, 20 + v, ("kept", listed)) for v in range(8)]
+    current = [HashList.mapped(versions[0], tmp_path)[0]]
+    stop = threading.Event()
+    outcomes: list[object] = []
+
+    def look() -> None:
+        while not stop.is_set():
+            try:
+                match = current[0].match_pdq([query], 100)  # one read of the list in force
+                outcomes.append(None if match is None else (match.entry_id, match.category))
+            except Exception as exc:  # a failure must show, not kill the thread silently
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=look) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for snapshot in versions[1:] * 3:
+            current[0] = HashList.mapped(snapshot, tmp_path)[0]
+            before = len(outcomes)
+            wait_for(lambda before=before: len(outcomes) > before + 20, 30, "lookups")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert len(outcomes) > 400
+    assert set(outcomes) == {("kept", "A")}
+    # Old versions were pruned while mapped: the directory keeps the newest few.
+    assert len(list(tmp_path.glob("*.pdqx"))) <= 1 + mapped_module.KEEP
+
+
+# -- through the proxy -------------------------------------------------------------------------
+
+LISTED = draw(71)
+OTHER = draw(72)
+
+
+@pytest.fixture
+def two_proxies(
+    tmp_path: pathlib.Path, confdir: pathlib.Path, ca: TestCA
+) -> Iterator[tuple[list[Proxy], str, pathlib.Path, int]]:
+    """Two proxy processes of one machine (one data directory) in reverse mode in front of
+    one upload site, on the store's hash list."""
+    from aiohttp import web
+
+    from testlab.harness import Origins
+
+    async def upload(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"stored": True})
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", upload)
+    feed = tmp_path / "hashes.jsonl"
+    feed.write_text(f'{{"id": "v1", "pdq": "{reference_pdq(LISTED)}"}}\n')
+    store = (tmp_path / "store").as_uri()
+    sync(store, feed, name="hotline", data_dir=tmp_path / "sync", fmt="hashes-jsonl")
+    origins = Origins(ca)
+    try:
+        origin = origins.start("uploads", app=app)
+        target = f"127.0.0.1:{origin.port}"
+        proxies = [
+            Proxy(
+                tmp_path / f"proxy{i}",
+                store=store,
+                routes={target: origin.port},
+                confdir=confdir,
+                ca=ca,
+                mode=f"reverse:http://{target}",
+                options={"blocklist_lastgood": str(tmp_path / "machine" / "lastgood.bin")},
+            )
+            for i in range(2)
+        ]
+        with running(proxies[0]), running(proxies[1]):
+            yield proxies, store, tmp_path, origin.port
+    finally:
+        origins.close()
+
+
+def upload(proxy: Proxy, body: bytes) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    try:
+        conn.request(
+            "POST", "/media", body=body, headers={"Host": "uploads.example.net",
+                                                  "Content-Type": "image/jpeg"}
+        )  # fmt: skip
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_proxies_share_one_index_file_and_swap_versions_without_a_miss(two_proxies) -> None:
+    """Two proxies of one machine map the same index file; uploads of a listed picture go
+    on through both while a new version (which also lists another picture) is synced and
+    swapped in: every one is refused, and afterwards both map the new file."""
+    proxies, store, directory, _ = two_proxies
+    index_dir = directory / "machine" / "hashindex"
+    first = list(index_dir.glob("*.pdqx"))
+    assert len(first) == 1
+    for proxy in proxies:
+        assert str(first[0]) in pathlib.Path(f"/proc/{proxy.process.pid}/maps").read_text()
+
+    listed = variants(LISTED)["jpeg-q40"]
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def keep_uploading() -> None:
+        while not stop.is_set():
+            for proxy in proxies:
+                statuses.append(upload(proxy, listed))
+
+    thread = threading.Thread(target=keep_uploading)
+    thread.start()
+    try:
+        wait_for(lambda: len(statuses) >= 4, 60, "uploads before the swap")
+        feed = directory / "hashes.jsonl"
+        feed.write_text(
+            f'{{"id": "v1", "pdq": "{reference_pdq(LISTED)}"}}\n'
+            f'{{"id": "v2", "pdq": "{reference_pdq(OTHER)}"}}\n'
+        )
+        sync(store, feed, name="hotline", data_dir=directory / "sync", fmt="hashes-jsonl")
+        for proxy in proxies:
+            wait_for(
+                lambda proxy=proxy: proxy.health()[1]["hashes"]["entries"] == 2,  # type: ignore[index]
+                60,
+                "the new version",
+            )
+        count = len(statuses)
+        wait_for(lambda: len(statuses) >= count + 4, 60, "uploads after the swap")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert statuses and set(statuses) == {451}
+    assert {upload(proxy, encode(OTHER, quality=70)) for proxy in proxies} == {451}
+    (second,) = set(index_dir.glob("*.pdqx")) - set(first)
+    for proxy in proxies:
+        assert str(second) in pathlib.Path(f"/proc/{proxy.process.pid}/maps").read_text()
+    assert all(p.stat().st_mode & 0o077 == 0 for p in index_dir.iterdir() if p.is_file())
+    assert os.stat(index_dir).st_mode & 0o077 == 0
