@@ -20,6 +20,7 @@ from blocklist_addon import Blocklist
 from blocklist_addon.urls import hosts
 from blocklist_addon.urls.canonical import canonical_host, canonicalize, parse
 from blocklist_addon.urls.hosts import (
+    MAX_DNS_LABELS,
     MAX_LABEL_BYTES,
     MAX_LENIENT,
     browser_ascii,
@@ -298,3 +299,39 @@ def test_the_canonical_url_of_an_idn_is_ascii() -> None:
     assert canonicalize("http://☃.test/snow.html") == "http://xn--n3h.test/snow.html"
     c = parse("HTTP://User@☃\uff0eTEST:8080/a/../snow.html?x#frag")
     assert c is not None and c.url == "http://xn--n3h.test/snow.html?x"
+
+
+def test_only_the_labels_a_dns_name_can_hold_are_read() -> None:
+    """A host of thousands of labels: the last MAX_DNS_LABELS are read (a listed host under
+    them is found), those further left keep their text, and the result reads back the same."""
+    host = "\u00fc\u05d0." * 3000 + "\u2603.\u00fc." * 100 + "listed.test"
+    found = canonical_host(host)
+    assert found is not None
+    labels = found[0].split(".")
+    assert labels[-3:] == ["xn--tda", "listed", "test"]
+    assert labels[-MAX_DNS_LABELS] == "xn--tda"  # the last label read ...
+    assert labels[-MAX_DNS_LABELS - 1] == "%E2%98%83"  # ... and the first kept as text
+    assert labels[0] == "%C3%BC%D7%90"  # refused, and left of the window: its bytes
+    assert canonical_host(found[0]) == found
+    blocklist = Blocklist.from_entries(["http://\u00fc.listed.test/page.html", "whole.test/"])
+    assert blocklist.match(f"http://{host}/page.html") is not None  # under ü.listed.test
+    assert blocklist.match(f"http://{host}/other.html") is None
+    assert blocklist.match(f"http://{host.replace('listed', 'whole')}/x") is not None
+    assert blocklist.match(f"http://{host.replace('.listed', '')}/page.html") is None
+
+
+@PROPERTY
+@given(st.binary(max_size=64))
+def test_escaping_by_table_is_escaping_by_pattern(data: bytes) -> None:
+    """canonical._escape writes bytes as %XX through a translate table (C speed); it must
+    escape exactly what each pattern matches, as the per-byte substitution did."""
+    from blocklist_addon.urls import canonical
+
+    s = data.decode("latin-1")
+    for pattern in (
+        canonical._NEEDS_ESCAPE,
+        canonical._PATH_NEEDS_ESCAPE,
+        canonical._HOST_NEEDS_ESCAPE,
+    ):
+        expected = pattern.sub(lambda m: f"%{ord(m.group()):02X}", s)
+        assert canonical._escape(s, pattern) == expected

@@ -159,10 +159,23 @@ def unescape_by_level(s: str, tables: Sequence[Mapping[str, str]]) -> str:
     return _unescape_linear(s, tables[-1]) if "%" in s else s
 
 
+def _escapes(needs_escape: re.Pattern[str]) -> dict[int, str]:
+    """The str.translate table writing each byte ``needs_escape`` matches as ``%XX``."""
+    return {b: f"%{b:02X}" for b in range(256) if needs_escape.fullmatch(chr(b))}
+
+
+# One translate per string (C speed): a regex substitution called back per byte took
+# 58 ms for a host of 64 KiB of escaped bytes.
+_ESCAPES = {
+    pattern: _escapes(pattern)
+    for pattern in (_NEEDS_ESCAPE, _PATH_NEEDS_ESCAPE, _HOST_NEEDS_ESCAPE)
+}
+
+
 def _escape(s: str, needs_escape: re.Pattern[str] = _NEEDS_ESCAPE) -> str:
     if needs_escape.search(s) is None:
         return s
-    return needs_escape.sub(lambda m: f"%{ord(m.group()):02X}", s)
+    return s.translate(_ESCAPES[needs_escape])
 
 
 # -- host --------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ without validity checks (what those clients put on the wire, so an entry written
 way meets the request written the other way), else, for a label no DNS name can hold, as
 its text lower-cased (the caller escapes its bytes).
 
-Everything here is a pure function that never raises; the work is linear in the host (ada
-is handed labels of at most MAX_LABEL_BYTES, and at most MAX_LENIENT labels of a host are
-encoded in Python).
+Everything here is a pure function that never raises, and the work is bounded: only the
+last 127 labels are read (no DNS name has more; the others keep their text), ada is handed
+labels of at most MAX_LABEL_BYTES (its punycode step is quadratic in a label), and at most
+MAX_LENIENT labels of a host are encoded in Python.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import unicodedata
 import idna
 from ada_url import idna_to_ascii
 
-__all__ = ["MAX_LABEL_BYTES", "MAX_LENIENT", "browser_ascii", "host_to_ascii"]
+__all__ = ["MAX_DNS_LABELS", "MAX_LABEL_BYTES", "MAX_LENIENT", "browser_ascii", "host_to_ascii"]
 
 #: ada refuses a longer host (its own bound against untrusted input).
 ADA_MAX_BYTES = 16384
@@ -41,6 +42,8 @@ MAX_DNS_LABEL = 63
 #: A-label is longer than "xn--" plus its code points. Such a label is not handed to ada,
 #: whose punycode step costs time quadratic in the label (57 ms for 16 KiB of distinct CJK).
 MAX_LABEL_BYTES = 1024
+#: No DNS name has more labels (253 octets, one and a dot each).
+MAX_DNS_LABELS = 127
 #: At most this many labels of one host are encoded leniently (in Python, about 0.2 ms for
 #: a label of 59 distinct code points); a host with more keeps the text of every one.
 MAX_LENIENT = 8
@@ -85,10 +88,7 @@ _MAX_LENIENT_POINTS = 4 * (MAX_DNS_LABEL - 4)
 def _ignored(ch: str) -> bool:
     found = _IGNORED.get(ch)
     if found is None:
-        if unicodedata.category(ch) not in ("Cf", "Mn"):
-            return False
-        found = _ada(f"a{ch}b") == "ab"
-        _IGNORED[ch] = found
+        found = _IGNORED[ch] = _ada(f"a{ch}b") == "ab"
     return found
 
 
@@ -99,7 +99,12 @@ def _squeeze(label: str) -> tuple[str, int]:
     size = len(label.encode("utf-8", "surrogatepass"))
     if size <= MAX_LABEL_BYTES:
         return label, size
-    ignored = dict.fromkeys(ord(ch) for ch in set(label) if _ignored(ch))
+    category = unicodedata.category
+    ignored = {
+        ord(ch): None
+        for ch in set(label)
+        if category(ch) in ("Cf", "Mn") and _ignored(ch)
+    }
     squeezed = label.translate(ignored) if ignored else label
     return squeezed, len(squeezed.translate(_DROP).encode("utf-8", "surrogatepass"))
 
@@ -110,13 +115,13 @@ def browser_ascii(text: str) -> str | None:
     host is longer than ada takes (``host_to_ascii`` then answers label by label)."""
     if text.isascii() or len(text) * 4 <= MAX_LABEL_BYTES:
         return _ada(text)  # at most 1 KiB of UTF-8: no label is heavy
-    squeezed = []
-    for label in _LABEL_DOTS.split(text):
-        light, weight = _squeeze(label)
-        if weight > MAX_LABEL_BYTES:
-            return None
-        squeezed.append(light)
-    text = ".".join(squeezed)  # UTS 46 maps every full stop of _LABEL_DOTS to "."
+    return _browser_ascii([_squeeze(label) for label in _LABEL_DOTS.split(text)])
+
+
+def _browser_ascii(squeezed: list[tuple[str, int]]) -> str | None:
+    if any(weight > MAX_LABEL_BYTES for _, weight in squeezed):
+        return None
+    text = ".".join(light for light, _ in squeezed)  # UTS 46 maps _LABEL_DOTS to "."
     if len(text.encode("utf-8", "surrogatepass")) > ADA_MAX_BYTES:
         return None
     return _ada(text)
@@ -124,26 +129,38 @@ def browser_ascii(text: str) -> str | None:
 
 def host_to_ascii(text: str) -> str:
     """The ASCII host for ``text``: ``browser_ascii`` where browsers accept it; else each
-    label as the module's docstring says (a label kept as text is not ASCII)."""
-    found = browser_ascii(text)
-    if found is not None:
-        return found
+    label as the module's docstring says (a label kept as text is not ASCII). Only the
+    last MAX_DNS_LABELS labels are read: no DNS name has more, so no listed host (nor any
+    suffix the matcher looks up) reaches further left, and the others keep their text."""
     labels = _LABEL_DOTS.split(text)
-    out: list[str | None] = []
+    start = max(0, len(labels) - MAX_DNS_LABELS)
+    if start:
+        head = ".".join(labels[:start]).lower()
+        return head + "." + _read_labels(labels[start:], squeezed=None)
+    if len(text) * 4 <= MAX_LABEL_BYTES:  # at most 1 KiB of UTF-8: no label is heavy
+        return _ada(text) or _read_labels(labels, squeezed=[(label, 0) for label in labels])
+    squeezed = [_squeeze(label) for label in labels]
+    return _browser_ascii(squeezed) or _read_labels(labels, squeezed)
+
+
+def _read_labels(labels: list[str], squeezed: list[tuple[str, int]] | None) -> str:
+    """Each label as a browser reads it alone; those browsers refuse leniently."""
+    if squeezed is None:
+        squeezed = [_squeeze(label) for label in labels]
+    out = [label.lower() for label in labels]
     refused: list[tuple[int, str]] = []
-    for label in labels:
-        if label.isascii():
-            out.append(label.lower())
-            continue
-        light, weight = _squeeze(label)
-        found = None if weight > MAX_LABEL_BYTES else browser_ascii(light)
-        if found is None and weight <= MAX_LABEL_BYTES:
-            refused.append((len(out), light))
-        out.append(found if found is not None else label.lower())
+    for i, (light, weight) in enumerate(squeezed):
+        if light.isascii() or weight > MAX_LABEL_BYTES:
+            continue  # lower-cased, or no DNS name can hold it: its text
+        found = _ada(light) if len(light) * 4 <= MAX_LABEL_BYTES else browser_ascii(light)
+        if found is None:
+            refused.append((i, light))
+        else:
+            out[i] = found
     if len(refused) <= MAX_LENIENT:  # else every refused label keeps its text
         for i, light in refused:
             out[i] = _lenient(light) or out[i]
-    return ".".join(label or "" for label in out)
+    return ".".join(out)
 
 
 def _lenient(label: str) -> str | None:
