@@ -373,3 +373,36 @@ async def test_acl_users_and_passwords_from_files(
             await wrong.close()
         assert time.monotonic() - began < 20
         assert "secret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_command_and_the_library_speak_sentinel(
+    cluster: SentinelCluster, tmp_path: pathlib.Path
+) -> None:
+    """One store URL for all of them: blocklist-sync publishes a hash list, HashList.load
+    finds it, blocklist-divert reads its namespace, all through the sentinels."""
+    import hashlib
+    import json
+
+    from blocklist_addon.hashes.hashlist import HashList
+
+    url = cluster.url(failover_timeout="10")
+    picture = b"bytes of a listed picture, for the test only"
+    feed = tmp_path / "hashes.jsonl"
+    feed.write_text(json.dumps({"id": "h1", "sha256": hashlib.sha256(picture).hexdigest()}))
+    env = {**os.environ, "BLOCKLIST_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [str(VENV_BIN / "blocklist-sync"), "--store", url, "--feed-url", feed.as_uri(),
+         "--format", "hashes-jsonl", "--name", "pictures"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    hashes = HashList.load(url)
+    assert hashes.match_bytes(picture) is not None
+    assert hashes.match_bytes(picture + b".") is None
+
+    done = subprocess.run(
+        [str(VENV_BIN / "blocklist-divert"), "--store", url, "status", "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    doc = json.loads(done.stdout)  # an unreachable store is one line on stderr, no JSON
+    assert (doc["store"], doc["active"], doc["versions"]) == (url, None, [])
