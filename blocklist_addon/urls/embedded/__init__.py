@@ -45,6 +45,8 @@ more than ``MARKER_WINDOW`` path segments each padded with removed markers.
 
 from __future__ import annotations
 
+import re
+
 from blocklist_addon.urls.canonical import as_byte_string, unescape, unescape_by_level
 from blocklist_addon.urls.embedded.decode import decoded_urls
 from blocklist_addon.urls.embedded.depth import (
@@ -53,6 +55,8 @@ from blocklist_addon.urls.embedded.depth import (
     candidate_ends,
     depth_of,
     emit_candidates,
+    path_parameter_end,
+    user_info,
 )
 from blocklist_addon.urls.embedded.dots import DOT_DOT, HostKey, emit_resolved
 from blocklist_addon.urls.embedded.markers import (
@@ -64,11 +68,16 @@ from blocklist_addon.urls.embedded.markers import (
     PLAIN,
     SKIP_OUTER,
 )
+from blocklist_addon.urls.embedded.mentions import is_mention, word_segments
 
 __all__ = ["MARKER_WINDOW", "MAX_CANDIDATE_CHARS", "HostKey", "embedded_urls"]
 
-#: A URL decoded from base64, hex or Proofpoint's encoding is searched again, this deep.
-MAX_DECODED_LEVELS = 2
+#: A URL decoded from base64, hex or Proofpoint's encoding is searched again, to any depth,
+#: while the text decoded so far is at most this many times the input (plus
+#: ``DECODE_FLOOR``): base64 shrinks by a quarter a level, so any depth of nested base64
+#: fits in 3 times; an encoding that shrinks less stops at the budget, not at a level.
+DECODE_BUDGET = 4
+DECODE_FLOOR = 4096
 
 
 def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
@@ -84,36 +93,49 @@ def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
     if PLAIN.fullmatch(raw):
         return []
     found: dict[str, None] = {}
-    _candidates(found, raw, host_key, MAX_DECODED_LEVELS)
+    pending = [raw]
+    budget = DECODE_BUDGET * len(raw) + DECODE_FLOOR
+    while pending and budget > 0:
+        for decoded in _candidates(found, pending.pop(), host_key):
+            # A URL in base64, hex or Proofpoint's encoding: itself, and what it embeds.
+            budget -= len(decoded)
+            if budget < 0:
+                break
+            candidate = decoded[:MAX_CANDIDATE_CHARS]
+            found.setdefault(candidate if candidate.isascii() else ascii_candidate(candidate))
+            if not PLAIN.fullmatch(decoded):
+                pending.append(decoded)
     return list(found)
 
 
-def _candidates(found: dict[str, None], raw: str, host_key: HostKey | None, levels: int) -> None:
+def _candidates(found: dict[str, None], raw: str, host_key: HostKey | None) -> list[str]:
+    """Add the candidates of ``raw`` to ``found``; return the URLs it holds in another
+    encoding, decoded, for the caller to add and search in turn."""
     text = unescape(raw) if "%" in raw else raw
     if "\t" in text or "\n" in text or "\r" in text:
         text = _drop_newlines(text)  # browsers drop them anywhere in a URL ("ht%09tp://")
     if text != raw and PLAIN.fullmatch(text):
-        return
+        return []
     outer_end = SKIP_OUTER.match(text).end()
     markers = list(MARKER.finditer(text, outer_end))
+    if markers and (words := word_segments(text, outer_end)):
+        markers = [m for m in markers if not _named(text, m, words)]
     if not markers:
-        return
+        return []
+    decoded: list[str] = []
     if any(m.lastgroup in ENCODINGS for m in markers):
         encoded = [m for m in markers if m.lastgroup in ENCODINGS]
         markers = [m for m in markers if m.lastgroup not in ENCODINGS]
-        for decoded in decoded_urls(text, encoded, outer_end) if levels else ():
-            # A URL in base64, hex or Proofpoint's encoding: itself, and what it embeds.
-            candidate = decoded[:MAX_CANDIDATE_CHARS]
-            found.setdefault(candidate if candidate.isascii() else ascii_candidate(candidate))
-            if not PLAIN.fullmatch(decoded):
-                _candidates(found, decoded, host_key, levels - 1)
+        decoded = decoded_urls(text, encoded, outer_end)
         if not markers:
-            return
+            return decoded
     # The same text with encoded structural characters as stand-ins (embedded_depth); a plain
     # comparison tells whether any was: the stand-ins are outside latin-1.
     tagged = _drop_newlines(unescape_by_level(raw, LEVEL_TABLES)) if "%" in raw else text
     tags = tagged != text
+    at_signs = tags and "@" in text
     query_at = tagged.find("?")  # the outer URL's own query (a raw "?")
+    plain = _PLAIN_SEGMENT.search(text, outer_end) is not None
     starts = [
         m.end("cache") if m.lastgroup == "cache" else m.start() + (text[m.start()] in LEADS)
         for m in markers
@@ -128,24 +150,92 @@ def _candidates(found: dict[str, None], raw: str, host_key: HostKey | None, leve
         # least as deep.
         c = d = 0
         if tags:
-            c = depth_of(tagged[start - 1])
+            # (a "cache:" or "ssl:" marker's container is the "=" before it)
+            c = depth_of(
+                tagged[start - 1 if markers[i].lastgroup != "cache" else markers[i].start()]
+            )
             end = markers[i].end()
             d = max(
                 [c, *map(depth_of, tagged[start : min(end, start + 16)] + tagged[end : end + 1])]
             )
             depths[i] = (c, d)
+            if at_signs and (userinfo := user_info(text, tagged, start, end, limit, c)):
+                _emit_without_user_info(found, text, tagged, start, limit, userinfo, c, query_at)
+                continue
             ends = candidate_ends(tagged, start, limit, c, d, query_at)
+            if d > c and (cut := path_parameter_end(text, tagged, start, limit, c)) is not None:
+                ends.append(cut)
         else:  # candidate_ends() with c = d = 0, inline: hostile input has a marker every 3 chars
             in_path = start < query_at or query_at < 0
             amp = text.find("&", start if query_at < 0 or not in_path else query_at, limit)
             ends = [limit] if amp == -1 else [limit, amp]
             if start < query_at < limit:
                 ends.append(query_at)
+        if plain and text[start - 7 : start].lower() == "/plain/":
+            # imgproxy's /plain/<URL>@<extension>: the extension is the output format
+            ends += [at for end in ends if (at := _extension_at(text, start, end)) is not None]
         emit_candidates(found, text, tagged, tags, start, ends, c, d, query_at)
     if (len(starts) > MARKER_WINDOW or len(text) > MAX_CANDIDATE_CHARS) and DOT_DOT.search(
         text, outer_end
     ):
         emit_resolved(found, text, tagged, tags, outer_end, starts, depths, query_at, host_key)
+    return decoded
+
+
+_REST_OF_HOST = re.compile(r"[^/\\?#&=]*")
+_PLAIN_SEGMENT = re.compile(r"[/\\][pP][lL][aA][iI][nN][/\\]")
+_EXTENSION = re.compile(r"@[A-Za-z0-9]{1,10}\Z")
+
+
+def _named(text: str, m: re.Match[str], words: dict[int, str]) -> bool:
+    """Whether a host at the start of a path segment (MARKER's host-as-segment or
+    ``www.`` marker, told by their first character) is only named there (a tag page)."""
+    if m.lastgroup is not None:
+        return False
+    first = text[m.start()]
+    if first in "/\\":
+        slash, host_end = m.start(), m.end()
+    elif first in "wW":  # also inside a host: "/tag/www.www.listed.test"
+        lo = max(0, m.start() - 256)
+        slash = max(text.rfind("/", lo, m.start()), text.rfind("\\", lo, m.start()))
+        if slash not in words or _REST_OF_HOST.match(text, slash + 1, m.start()).end() != m.start():
+            return False  # not in the segment's host: after a "?", "&" or "="
+        host_end = _REST_OF_HOST.match(text, m.end()).end()
+    else:
+        return False
+    return slash in words and is_mention(text, slash, host_end, words)
+
+
+def _extension_at(text: str, start: int, end: int) -> int | None:
+    m = _EXTENSION.search(text, start, end)
+    return None if m is None else m.start()
+
+
+def _emit_without_user_info(
+    found: dict[str, None],
+    text: str,
+    tagged: str,
+    start: int,
+    limit: int,
+    userinfo: tuple[int, int],
+    c: int,
+    query_at: int,
+) -> None:
+    """The candidate with its user info dropped: its scheme and slashes, then the text
+    after the "@" (built from the window only, so the work stays linear)."""
+    host, at = userinfo
+    before = 1 if start else 0
+    piece_text = text[start - before : host] + text[at + 1 : limit]
+    piece_tagged = tagged[start - before : host] + tagged[at + 1 : limit]
+    if query_at < 0 or query_at >= limit:
+        q = -1
+    elif query_at < start:
+        q = 0  # before the candidate: it is in the outer query
+    else:
+        q = before + (host - start) + query_at - (at + 1)
+    d = max([c, *map(depth_of, tagged[start:host])])
+    ends = candidate_ends(piece_tagged, before, len(piece_tagged), c, d, q)
+    emit_candidates(found, piece_text, piece_tagged, True, before, ends, c, d, q)
 
 
 def _drop_newlines(s: str) -> str:

@@ -35,10 +35,15 @@ def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[st
         kind = m.lastgroup or ""
         value = m.group(kind)
         if kind.startswith("b64"):
-            # Also up to the first "/": base64url in a path, with more segments after it.
-            for run in {value, value.split("/", 1)[0]}:
-                if (url := _from_base64(run)) is not None:
-                    out.append(url)
+            url = _from_base64(value)
+            if url is not None:
+                out.append(url)
+            if "/" in value and (url is None or _NOT_URL.search(url)):
+                # Not one URL with "/" as a base64 character: base64url in a path, up to
+                # the first "/" with more segments after it, or split across segments.
+                if (first := _from_base64(value.split("/", 1)[0])) is not None:
+                    out.append(first)
+                out += _split_base64(value.split("/"))
         elif kind.startswith("hex"):
             out.append(bytes.fromhex(value).decode("latin-1"))
         elif kind == "pp2":
@@ -55,6 +60,34 @@ def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[st
                 last_end = end.start()
                 out.append(_proofpoint_v3(text[start : end.start()], end.group(1)))
     return out
+
+
+#: Of a base64url URL split into path segments and followed by more segments, the readings
+#: cut where one of the last this many segments before the first byte no URL holds ends.
+SPLIT_CUTS = 3
+_NOT_URL = re.compile(r"[^\x21-\x7e]")
+
+
+def _split_base64(pieces: list[str]) -> list[str]:
+    """base64url split by "/" anywhere (imgproxy: "can be split with / as desired"): the
+    pieces joined. Segments after the encoded URL (``/x``, ``/more``) decode to bytes
+    after it, almost always some byte no URL holds, so then the URL is also cut where
+    one of the segments before that byte ends (a prefix of the encoded text decodes to
+    a prefix of the URL: each cut is a slice of one decoding). A URL with nothing after
+    it is not cut: a cut inside it would be its parent."""
+    url = _from_base64("".join(pieces))
+    if url is None:
+        return []
+    bad = _NOT_URL.search(url)
+    if bad is None:
+        return [url]
+    cuts, chars = [], 0
+    for piece in pieces[:-1]:
+        chars += len(piece)
+        if chars * 3 // 4 > bad.start():
+            break
+        cuts.append(chars * 3 // 4)
+    return [url, *(url[:b] for b in cuts[-SPLIT_CUTS:] if b >= 8)]
 
 
 def _from_base64(run: str) -> str | None:

@@ -164,3 +164,72 @@ def ascii_candidate(candidate: str) -> str:
     """parse() takes a non-ASCII str for text and UTF-8-encodes it; bytes written as %XX
     reach it as the same bytes."""
     return _HIGH_BYTES.sub(lambda m: "%" + m.group().encode("latin-1").hex("%").upper(), candidate)
+
+
+# -- where the embedded URL's own delimiters are, read at one depth ------------------------
+
+_DELIMITERS = "/\\?#"
+#: A delimiter that ends an authority or a path segment value, encoded at most r times.
+_SHALLOW = [
+    re.compile(
+        "["
+        + re.escape(_DELIMITERS)
+        + "".join(_tag(ch, k) for ch in _DELIMITERS for k in range(1, r + 1))
+        + "]"
+    )
+    for r in range(DEEPEST + 1)
+]
+_SEGMENT_ENDS = [
+    re.compile("[/\\\\" + "".join(_tag(ch, k) for ch in "/\\" for k in range(1, c + 1)) + "]")
+    for c in range(DEEPEST + 1)
+]
+_SCHEME_SLASHES = re.compile(r"(?:[hH][tT][tT][pP][sS]?:|[cC][aA][cC][hH][eE]:|[sS][sS][lL]:)?")
+#: What may come between a scheme and its host: slashes, encoded or not, and C0 controls.
+_SLASHES = frozenset("/\\\x00\x01\x02\x03\x04\x05\x06\x07\x08\t ") | frozenset(
+    _tag(ch, k) for ch in "/\\" for k in range(1, DEEPEST + 1)
+)
+_PARAMETER_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
+
+
+def user_info(
+    text: str, tagged: str, start: int, host_end: int, limit: int, c: int
+) -> tuple[int, int] | None:
+    """``(host, at)`` when the candidate's authority holds user info once read as a
+    server reads it: ``?u=http://listed.test%252F@evil.test/``, decoded once by the
+    redirector, is ``http://listed.test%2F@evil.test/``, whose host is evil.test (the
+    "/" was encoded deeper than the container's value, so it is data, and the "@" ends
+    the user info). ``host`` is where the authority begins, ``at`` the "@" that ends it.
+
+    Read at depth r = max(c + 1, the depth of the candidate's own scheme and slashes):
+    only when the delimiter after the host as the marker found it is encoded deeper."""
+    if host_end >= limit:
+        return None
+    after = depth_of(tagged[host_end])
+    if after == 0:
+        return None
+    scheme = _SCHEME_SLASHES.match(text, start).end()
+    host = scheme
+    while host < host_end and tagged[host] in _SLASHES:
+        host += 1
+    r = max([c + 1, *map(depth_of, tagged[scheme:host])])
+    if after <= r:
+        return None
+    end = _SHALLOW[min(r, DEEPEST)].search(tagged, host_end, limit)
+    at = text.rfind("@", host_end, limit if end is None else end.start())
+    return None if at == -1 else (host, at)
+
+
+def path_parameter_end(text: str, tagged: str, start: int, limit: int, c: int) -> int | None:
+    """Where a path parameter's value ends (``/RU=<escaped URL>/RK=2/...``): at the
+    wrapper's own "/" (encoded at most as deeply as the "=" before the value), when the
+    "=" ends a key that follows a "/" or ";" of the wrapper's path."""
+    if start < 3 or text[start - 1] != "=":
+        return None
+    key = _PARAMETER_KEY.search(text, max(0, start - 34), start - 1)
+    if key is None:
+        return None
+    before = key.start() - 1
+    if before < 0 or not (text[before] in "/\\;" and depth_of(tagged[before]) <= c):
+        return None
+    end = _SEGMENT_ENDS[c].search(tagged, start, limit)
+    return None if end is None else end.start()

@@ -71,7 +71,14 @@ _HEX_SCHEME = r"[46]8[57]4[57]4[57]0(?:[57]3)?3[aA]2[fF]"
 _HTTP = r"[hH][tT][tT][pP][sS]?:"
 _REST_OF_HOST = r"[^/\\?#&]*+"
 # (Case spelled out: re.IGNORECASE makes this search twice as slow.)
-_B64 = r"(?=[aS][HF]R)(?P<b64%s>(?:" + "|".join(_B64_SCHEMES) + r")[A-Za-z0-9+/_\-]*+=*+)"
+# imgproxy and image-search proxies split base64url by "/" anywhere, so a "/" may part the
+# encoded scheme too; a tracker may put a short version tag before it ("u=a1aHR0cHM6...").
+_B64 = (
+    r"(?=[aS]/?[HF]/?R)(?P<b64%s>(?:"
+    + "|".join("/?".join(scheme) for scheme in _B64_SCHEMES)
+    + r")[A-Za-z0-9+/_\-]*+=*+)"
+)
+_B64_TAG = r"(?:[A-Za-z0-9]{1,4}(?=[aS][HF]R))?"
 _HEXED = r"(?P<hex%s>" + _HEX_SCHEME + r"(?:[0-9a-fA-F]{2})*+)"
 # Alternatives grouped by their first character, so that a position is tried once.
 MARKER = re.compile(
@@ -88,6 +95,7 @@ MARKER = re.compile(
     # ("u=http-3A__host_path"), and after leading C0 controls and spaces (which browsers
     # drop) protocol-relative, a host, or Google's cache: operator
     + r"|[=?&](?:"
+    + _B64_TAG
     + _B64 % "_v"
     + "|"
     + _HEXED % "_v"
@@ -95,7 +103,7 @@ MARKER = re.compile(
     + r"|[\x00-\x20]*+(?:[/\\]{2,}+"
     + _REST_OF_HOST
     + rf"|{_HOST}(?=[/\\?#&:]|\Z)"
-    + rf"|(?P<cache>[cC][aA][cC][hH][eE]:)(?:{_HOST}|(?={_HTTP}))))"
+    + rf"|(?P<cache>(?:[cC][aA][cC][hH][eE]|[sS][sS][lL]):)(?:{_HOST}|(?={_HTTP}))))"
     # Proofpoint URL Defense v3 ("__http://host/path__;<replaced>!!"), a scheme as well
     + rf"|(?P<pp3>__)(?={_HTTP})"
     # a scheme, with or without slashes ("https:host/", "http:3405803783/"), and its host
@@ -117,14 +125,14 @@ PLAIN = re.compile(
     _OUTER
     + r"""(?:
         [^:wW=?&%./\\\[\t\n\r\x80-\xff]++  # characters that start nothing
-      | [=?&](?![aS][HF]R|[46]8[57]4|[hH][tT][tT][pP][sS]?-  # a parameter value that
+      | [=?&](?![A-Za-z0-9]{0,4}[aS][HF]R|[46]8[57]4|[hH][tT][tT][pP][sS]?-  # a value that
           |[\x00-\x20]*+(?:[/\\]|[a-zA-Z0-9_\-]++\.[a-zA-Z0-9_\-.]*?[a-zA-Z]  # starts no
                          |[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]))  # host, no "/" ...
           [^=?&#%/\\:wW\[\t\n\r\x80-\xff]*+(?![/\\%\[\x80-\xff])
       | [wW](?![wW])  # a "w" that does not start "ww"
-      | (?<![pPsSeE]):  # a ":" that does not end "http", "https" or "cache"
+      | (?<![pPsSeElL]):  # a ":" that does not end "http", "https", "cache" or "ssl"
       | \.(?![a-zA-Z][a-zA-Z0-9\-]*+\.?(?::[0-9]*+)?[/\\])  # not a TLD before a "/"
-      | [/\\](?!(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]*+)?[/\\]|[aS][HF]R|[46]8[57]4)
+      | [/\\](?!(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]*+)?[/\\]|[aS]/?[HF]/?R|[46]8[57]4)
     )*+""",
     re.VERBOSE,
 )
