@@ -1,14 +1,28 @@
-"""``/metrics`` (Prometheus) and ``/healthz`` on their own port, beside the proxy.
+"""``/metrics`` (Prometheus), ``/healthz`` and the status page ``/`` on their own port,
+beside the proxy.
 
 Health is what a load balancer or a monitoring check acts on: 200 while a list is enforced
 and fresh (``degraded`` in the body when the store is unreachable or a task that follows it
 keeps failing: the list in memory is still enforced, but new versions and suppressions may
 not arrive), 503 with no list or a list older than ``blocklist_max_age``.
+
+The status page is for an operator without Prometheus: the list in force (version, age,
+entries, the feeds it was built from), the image hash list, the store's state, and blocks and
+checks over the last hour (a chart drawn on the server as SVG: no script, nothing fetched from
+elsewhere). It shows no list content, no URL and no client address; every value it reflects is
+escaped (a version's source is free text from whoever published it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import html
+import itertools
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,9 +32,15 @@ from mitmproxy.exceptions import OptionsError
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.metrics import Metrics
 
-__all__ = ["StatusServer", "health", "parse_listen"]
+__all__ = ["History", "StatusServer", "health", "page", "parse_listen"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between samples of the counters the page charts, and how many it keeps (an hour).
+SAMPLE_EVERY = 60.0
+SAMPLES = 60
+#: The counters the page charts: what was blocked, and what was checked.
+BLOCKS, CHECKS = "blocklist_blocks_total", "blocklist_lookups_total"
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -74,6 +94,139 @@ def health(lists: ActiveList, hashes: ActiveList | None = None) -> tuple[int, di
     return (200 if status in ("ok", "degraded") else 503), doc
 
 
+class History:
+    """Totals of the blocks and checks counters, sampled once a minute for the last hour."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.samples: collections.deque[tuple[float, float, float]] = collections.deque(
+            maxlen=SAMPLES
+        )
+
+    def sample(self, blocks: float, checks: float) -> None:
+        self.samples.append((self.clock(), blocks, checks))
+
+    def minutes(self, blocks: float, checks: float) -> list[tuple[float, float]]:
+        """(blocks, checks) in each interval between samples, oldest first, the last one
+        up to now (``blocks`` and ``checks``: the totals now)."""
+        points = [*self.samples, (self.clock(), blocks, checks)]
+        return [
+            (max(0.0, b1 - b0), max(0.0, c1 - c0))
+            for (_, b0, c0), (_, b1, c1) in itertools.pairwise(points)
+        ]
+
+
+def _totals(metrics: Metrics) -> tuple[float, float]:
+    """The blocks and checks counters summed over their labels."""
+    totals = {BLOCKS: 0.0, CHECKS: 0.0}
+    for line in metrics.render().splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals[BLOCKS], totals[CHECKS]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _store_kind(url: str) -> str:
+    """What kind of store, never its URL (hosts, paths and users stay off the page)."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    kinds = {
+        "": "embedded (file)",
+        "file": "file",
+        "redis": "Redis",
+        "rediss": "Redis (TLS)",
+        "unix": "Redis (unix socket)",
+        "redis+sentinel": "Redis Sentinel",
+        "rediss+sentinel": "Redis Sentinel (TLS)",
+    }
+    return kinds.get(scheme, "unknown")
+
+
+def _list_rows(kind: ActiveList) -> list[tuple[str, str]]:
+    info = kind.info
+    if info is None:
+        return [("in force", "none")]
+    return [
+        ("version", str(info.version)),
+        ("entries", f"{info.entries:,}"),
+        ("age", _age(kind.age()) + (" (stale)" if kind.stale() else "")),
+        ("built from", info.source),
+        ("loaded from", "the store" if kind.origin == "store" else "the last-known-good copy"),
+        ("store", "up" if kind.store_up else "down"),
+    ]
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def _chart(minutes: list[tuple[float, float]]) -> str:
+    """Checks (grey) and blocks (red) per minute as bars, newest on the right."""
+    width, height, bar = 600, 80, 10
+    top = max([c for _, c in minutes] + [1.0])
+    rects = []
+    for i, (blocks, checks) in enumerate(minutes[-SAMPLES:]):
+        x = width - (len(minutes[-SAMPLES:]) - i) * bar
+        for value, colour in ((checks, "#999"), (blocks, "#c00")):
+            h = round(height * value / top, 1)
+            rects.append(
+                f'<rect x="{x}" y="{height - h}" width="{bar - 2}" height="{h}" fill="{colour}">'
+                f"<title>{blocks:.0f} blocked of {checks:.0f} checked</title></rect>"
+            )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="checks and blocks per minute, last hour">'
+        f'<rect width="{width}" height="{height}" fill="#f6f6f6"/>{"".join(rects)}</svg>'
+    )
+
+
+def page(
+    lists: ActiveList,
+    hashes: ActiveList | None,
+    store_url: str,
+    minutes: list[tuple[float, float]],
+) -> str:
+    """The status page's HTML. Every value from elsewhere goes through html.escape."""
+    status, doc = health(lists, hashes)
+    blocks = sum(b for b, _ in minutes)
+    checks = sum(c for _, c in minutes)
+    failing = ", ".join(doc.get("failing", [])) or "none"
+    hash_rows = _list_rows(hashes) if hashes is not None else [("in force", "none")]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>blocklist-proxy status</title>
+<style>
+body {{ font: 15px/1.4 system-ui, sans-serif; margin: 2em; max-width: 46em; color: #222 }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em }}
+th, td {{ text-align: left; padding: .2em 1em .2em 0 }} th {{ font-weight: normal; color: #555 }}
+.ok {{ color: #070 }} .bad {{ color: #b00 }}
+</style></head><body>
+<h1>blocklist-proxy</h1>
+<p>Health: <strong class="{"ok" if status == 200 else "bad"}">{html.escape(doc["status"])}</strong>
+(<a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a>)</p>
+<h2>URL list</h2>
+{_table(_list_rows(lists))}
+<h2>Image hash list</h2>
+{_table(hash_rows)}
+<h2>Store</h2>
+{_table([("kind", _store_kind(store_url)), ("state", doc["store"]), ("failing tasks", failing)])}
+<h2>Last hour</h2>
+{_table([("blocked", f"{blocks:,.0f}"), ("checked", f"{checks:,.0f}")])}
+{_chart(minutes)}
+<p>Checks (grey) and blocks (red) per minute, newest on the right.</p>
+</body></html>
+"""
+
+
 class StatusServer:
     def __init__(
         self, lists: ActiveList, metrics: Metrics, hashes: ActiveList | None = None
@@ -81,6 +234,8 @@ class StatusServer:
         self.lists = lists
         self.metrics = metrics
         self.hashes = hashes
+        self.history = History()
+        self._sampler: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
 
     def load(self, loader) -> None:
@@ -88,8 +243,8 @@ class StatusServer:
             "blocklist_status_listen",
             str,
             "127.0.0.1:9451",
-            "Where to serve /metrics (Prometheus) and /healthz, as HOST:PORT. Empty: off. "
-            "Give each proxy process on one box its own port.",
+            "Where to serve /metrics (Prometheus), /healthz and the status page (/), as "
+            "HOST:PORT. Empty: off. Give each proxy process on one box its own port.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -104,6 +259,7 @@ class StatusServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/", self._page)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -116,9 +272,20 @@ class StatusServer:
             )
             return
         self._runner = runner
-        log.info(f"blocklist: /metrics and /healthz on http://{spec}/")
+        self._sampler = asyncio.create_task(self._sample(), name="blocklist status history")
+        log.info(f"blocklist: status page, /metrics and /healthz on http://{spec}/")
+
+    async def _sample(self) -> None:
+        while True:
+            self.history.sample(*_totals(self.metrics))
+            await asyncio.sleep(SAMPLE_EVERY)
 
     async def done(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -129,6 +296,20 @@ class StatusServer:
             gauges += self.hashes.gauges()
         body, content_type = self.metrics.exposition(gauges, request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        minutes = self.history.minutes(*_totals(self.metrics))
+        body = page(self.lists, self.hashes, ctx.options.blocklist_store, minutes)
+        return web.Response(
+            text=body,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         status, doc = health(self.lists, self.hashes)
