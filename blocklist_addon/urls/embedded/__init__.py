@@ -14,11 +14,14 @@ the same text. The rules live beside this driver:
   segment of an AMP cache, image CDN, Thumbor or media proxy, a parameter value that looks
   like a URL or host) and the bounds below;
 - :mod:`blocklist_addon.urls.embedded.decode`: URLs in base64, hex or Proofpoint's encodings,
-  each a candidate itself and searched again (``MAX_DECODED_LEVELS`` deep);
+  each a candidate itself and searched again, to any depth while the decoded text stays
+  within ``DECODE_BUDGET`` times the input;
 - :mod:`blocklist_addon.urls.embedded.depth`: where a candidate ends and what its ``?``, ``#``
   and ``+`` mean, from how deeply each was percent-encoded;
 - :mod:`blocklist_addon.urls.embedded.dots`: the candidates read again with dot segments
-  resolved.
+  resolved;
+- :mod:`blocklist_addon.urls.embedded.mentions`: a host in another site's path that the page
+  only names (``/tag/<host>/``), which starts no candidate.
 
 Google Translate's proxy host (``listed-example.translate.goog``) is read by the matcher.
 

@@ -1,11 +1,13 @@
 """URLs embedded in another encoding than percent-encoding, found by the markers of
 :mod:`blocklist_addon.urls.embedded.markers`.
 
-A URL in another encoding is decoded, is a candidate itself, and is searched again
-(``MAX_DECODED_LEVELS`` deep, by :mod:`blocklist_addon.urls.embedded`): base64 or base64url as a
-parameter value or path segment (found by the base64 of ``http:/`` or ``https:``, any
-case), hex (camo, ``687474`` ...), Proofpoint URL Defense v2 (``u=http-3A__host_path``) and
-v3 (``__http://host/path__;<moved characters>!!``, its ``*`` replaced).
+A URL in another encoding is decoded, is a candidate itself, and is searched again (to any
+depth within the budget of :mod:`blocklist_addon.urls.embedded`): base64 or base64url as a
+parameter value (also after a version tag, ``u=a1<base64url>``) or path segment (also split
+by "/" across segments, as imgproxy writes it), found by the base64 of ``http:/`` or
+``https:``, any case; hex (camo, ``687474`` ...), Proofpoint URL Defense v2
+(``u=http-3A__host_path``) and v3 (``__http://host/path__;<moved characters>!!``, its ``*``
+replaced).
 """
 
 from __future__ import annotations

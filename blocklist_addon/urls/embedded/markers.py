@@ -11,13 +11,16 @@ Every marker after the URL's own scheme and host starts a candidate:
   media proxies (``/external/<sig>/https/<host>/<path>``), ``/proxy/<host>/`` and a
   protocol-relative URL in a path (``/out//host/``, ``/out/%2F%2Fhost``, ``/out/\\\\host``)
   carry a URL, on any host (their names vary, some are self-hosted). A host not followed
-  by a path (``/tag/<host>``, a WHOIS page) is a mention, not a fetch: no candidate;
+  by a path (``/tag/<host>``, a WHOIS page) is a mention, not a fetch: no candidate; nor is
+  one in a page about it (``/tag/<host>/page/2/``: :mod:`blocklist_addon.urls.embedded.mentions`
+  drops those markers);
 - at the start of a parameter value (after ``=``, ``?`` or ``&``, and any C0 controls and
   spaces browsers drop): ``//`` (protocol-relative, also ``\\\\`` and ``///``), Google's
   ``cache:`` operator, or a value that looks like a host followed by ``/ \\ ? # & :`` or the
   end. File names such as ``?file=report.pdf`` are candidates too: ``.zip`` and ``.mov`` are
   real TLDs, so there is no telling them apart. Such a candidate without a path is the
-  host's root, which only an entry for the whole host matches.
+  host's root, which only an entry for the whole host matches. ``ssl:<host>`` (an image
+  proxy's https shorthand) is read like ``cache:``.
 
 Hosts may be written with the ideographic, full-width or halfwidth full stops that browsers
 map to ``.``. URLs written in base64 or hex, or by Proofpoint's URL Defense, are found here
