@@ -1,0 +1,101 @@
+"""The Grafana dashboard and the alerting rules in deploy/grafana/ cannot drift from the code:
+every metric a panel or a rule names is one a live proxy exports on /metrics (a renamed
+counter turns this red), and the dashboard is JSON Grafana imports (panels on its 24-column
+grid, unique ids, the data source an input chosen at import)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from collections.abc import Callable
+
+from ruamel.yaml import YAML
+
+from testlab.harness import Proxy, synced_store
+
+GRAFANA = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "grafana"
+#: Series Prometheus makes itself, not the proxy.
+PROMETHEUS_OWN = {"up"}
+_IDENT = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are not functions,
+    keywords, label names (in matchers and by/without clauses) or dashboard variables."""
+    expr = re.sub(r'"[^"]*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\$\w+", "", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"label_values\(\s*([A-Za-z_:][\w:]*)\s*,[^)]*\)", r"\1", expr)
+    return {
+        m.group()
+        for m in _IDENT.finditer(expr)
+        if m.group() not in _KEYWORDS and not expr[m.end() :].lstrip().startswith("(")
+    }
+
+
+def dashboard() -> dict:
+    return json.loads((GRAFANA / "blocklist-proxy.json").read_text())
+
+
+def dashboard_exprs() -> list[str]:
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    for variable in dashboard()["templating"]["list"]:
+        if isinstance(variable.get("query"), dict):
+            exprs.append(variable["query"]["query"])
+    return exprs
+
+
+def alert_exprs() -> list[str]:
+    rules = YAML(typ="safe").load((GRAFANA / "prometheus-alerts.yml").read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_names_are_read_from_expressions() -> None:
+    """The extraction itself: without it finding names, the check below would pass empty."""
+    assert metric_names(
+        'sum by (instance, where) (rate(blocklist_blocks_total{instance=~"$instance"}[5m]))'
+    ) == {"blocklist_blocks_total"}
+    assert metric_names("blocklist_list_loaded == 0 and blocklist_hashes_loaded == 0") == {
+        "blocklist_list_loaded",
+        "blocklist_hashes_loaded",
+    }
+    assert metric_names("label_values(blocklist_list_loaded, instance)") == {
+        "blocklist_list_loaded"
+    }
+    assert metric_names('up{job="blocklist-proxy"} == 0') == {"up"}
+
+
+def test_every_metric_named_is_exported(
+    make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """Each name in a panel, a variable or an alerting rule is in a live proxy's /metrics."""
+    proxy = make_proxy(synced_store(tmp_path)).start()
+    exported = {
+        line.split("{", 1)[0].split(" ", 1)[0]
+        for line in proxy.metrics().splitlines()
+        if line and not line.startswith("#")
+    }
+    named = {name for expr in dashboard_exprs() + alert_exprs() for name in metric_names(expr)}
+    assert len(named) >= 25, sorted(named)  # the dashboard covers the proxy's metrics
+    assert named - exported - PROMETHEUS_OWN == set()
+
+
+def test_dashboard_imports() -> None:
+    """What Grafana's import needs: an input for the data source every query uses, panels
+    with unique ids inside the 24-column grid, each with a query."""
+    board = dashboard()
+    assert board["uid"] == "blocklist-proxy" and board["title"]
+    assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in board["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${DS_PROMETHEUS}"
+            assert target["expr"].count("(") == target["expr"].count(")")
