@@ -10,19 +10,25 @@ answers in tests/test_hosts_browser.py. Reserved names only.
 
 from __future__ import annotations
 
-import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from test_hosts import OKINA, OKINA_ASCII
 
-from testlab.harness import Proxy, TestCA, World, assert_splash, feed_with, running, sync
+from testlab.harness import Proxy, TestCA, World, assert_splash
+
+#: "hangul" and a Hangul filler (U+1160) in punycode: browsers refuse it (UTS 46 drops the
+#: filler, so the A-label does not decode to a valid label), but mitmproxy accepts it from
+#: a client, decodes it to Unicode and connects to it as it is.
+FILLER = "xn--hangul-gyy.example.org"
 
 ENTRIES = [
     "http://\u2603.test/snow.html",  # Unicode page entry (xn--n3h.test)
     "http://xn--a_-yka.test/page.html",  # punycode page entry (a_ü.test)
     "http://xn--e28h.example.org/",  # punycode whole host (😀.example.org)
     f"{OKINA}/",  # Unicode whole host
+    "http://hangul.example.org/filler.html",
+    f"http://{FILLER}/listed.html",
 ]
 
 LISTED = {
@@ -39,6 +45,8 @@ LISTED = {
     "redirect-ideographic-dot": "http://redir.example.net/?u=http://%F0%9F%98%80%E3%80%82"
     "example.org/",
     "path-wrapper": "http://i0.example.net/%E2%98%83.test/snow.html",
+    # the host as the client sent it, not as UTS 46 maps mitmproxy's decoding of it
+    "a-label-as-sent": f"http://{FILLER}/listed.html",
 }
 
 NEAR_MISSES = {
@@ -46,20 +54,14 @@ NEAR_MISSES = {
     "another-emoji": "http://xn--n3ha.test/snow.html",  # ☃☃.test
     "letter-without-diaeresis": "http://a_u.test/page.html",
     "redirect-sibling": "http://redir.example.net/?u=http://%E2%98%83.test/other.html",
+    # another host on the wire than hangul.example.org, whose page this path is on
+    "a-label-not-its-mapping": f"http://{FILLER}/filler.html",
 }
 
 
 @pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory, world: World, confdir: pathlib.Path, ca: TestCA
-) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("idn")
-    store = (directory / "store").as_uri()
-    sync(store, feed_with(directory, *ENTRIES), data_dir=directory / "data")
-    with running(
-        Proxy(directory / "proxy", store=store, routes=world.routes, confdir=confdir, ca=ca)
-    ) as p:
-        yield p
+def proxy(proxy_with_entries: Callable[..., Proxy]) -> Proxy:
+    return proxy_with_entries("idn", *ENTRIES)
 
 
 @pytest.mark.parametrize("url", LISTED.values(), ids=LISTED.keys())

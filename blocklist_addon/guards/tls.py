@@ -31,7 +31,7 @@ from mitmproxy.connection import Address
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from blocklist_addon.guards.flow import UNCHECKED, respond
+from blocklist_addon.guards.flow import UNCHECKED, respond, wire_host
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops import splash
@@ -243,7 +243,7 @@ class InterceptPolicy:
             self._cache, self._cached_for = {}, blocklist
         found = self._cache.get(host)
         if found is None:
-            found = self._cache[host] = blocklist.host_listing(host)
+            found = self._cache[host] = blocklist.host_listing(wire_host(host))
         return found
 
     def _log_refusal(self, match: Match, client: str | None) -> None:
