@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 SERVICE = "mymaster"
 #: Seconds each process gets to answer PING, and the sentinels to see each other.
@@ -30,25 +31,29 @@ def _free_port() -> int:
 
 
 def command(port: int, *args: str, auth: tuple[str, ...] = (), timeout: float = 2.0) -> bytes:
-    """One inline command (``PING``, ``SENTINEL MASTER mymaster``...) and its raw reply,
-    after ``AUTH *auth`` when given (its reply is skipped)."""
+    """One inline command (``PING``, ``SENTINEL MASTER mymaster``...) and its raw RESP
+    reply, after ``AUTH *auth`` when given (its reply is checked and dropped)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        reader = sock.makefile("rb")
         if auth:
             sock.sendall(" ".join(("AUTH", *auth)).encode() + b"\r\n")
-            if not sock.recv(64).startswith(b"+OK"):
+            if not _reply(reader).startswith(b"+OK"):
                 raise OSError(f"AUTH refused by 127.0.0.1:{port}")
         sock.sendall(" ".join(args).encode() + b"\r\n")
-        reply = b""
-        sock.settimeout(0.2)
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            reply += chunk
-        return reply
+        return _reply(reader)
+
+
+def _reply(reader: BinaryIO) -> bytes:
+    """Read exactly one RESP reply (nested arrays included) and return its bytes."""
+    line = reader.readline()
+    if not line:
+        raise OSError("connection closed before the reply")
+    kind, rest = line[:1], line[1:].strip()
+    if kind == b"$" and int(rest) >= 0:
+        return line + reader.read(int(rest) + 2)
+    if kind == b"*" and int(rest) > 0:
+        return line + b"".join(_reply(reader) for _ in range(int(rest)))
+    return line
 
 
 def _fields(reply: bytes) -> dict[str, str]:
@@ -241,8 +246,9 @@ class SentinelCluster:
             time.sleep(0.02)  # poll interval; the condition is what synchronizes
 
     def stop(self) -> None:
+        """SIGKILL every process by its PID: nothing of a test's cluster is kept."""
         for process in [*self.sentinels, *self.nodes]:
-            process.stop()
+            process.kill()
 
 
 def _password(rule: str) -> str:

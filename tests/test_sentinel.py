@@ -11,6 +11,7 @@ version within seconds of it (the time is printed).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pathlib
@@ -25,8 +26,10 @@ import pytest
 import redis.asyncio as aioredis
 from conftest import build_snapshot, find_redis_server
 
+from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import RedisStore, StoreError, open_store
 from blocklist_addon.lists.store import sentinel as sentinel_url
+from blocklist_addon.urls.snapshot import Snapshot
 from testlab.harness import VENV_BIN, Proxy, feed_with, wait_for
 from testlab.sentinel_lab import SentinelCluster, sentinel_cluster
 
@@ -215,6 +218,21 @@ class Load:
                 thread.join(30)
 
 
+def publish_listed(url: str) -> None:
+    """A first version listing LISTED, published in-process: setup, faster than a sync."""
+    data = Blocklist.from_entries([LISTED]).to_bytes()
+    snapshot = Snapshot.from_bytes(data)
+
+    async def publish() -> None:
+        store = open_store(url)
+        try:
+            await store.publish(data, checksum=snapshot.checksum, entries=1, source="setup")
+        finally:
+            await store.close()
+
+    asyncio.run(publish())
+
+
 def run_sync(store: str, feed: pathlib.Path, data: pathlib.Path) -> subprocess.CompletedProcess:
     command = [
         str(VENV_BIN / "blocklist-sync"), "--store", store, "--feed-url", feed.as_uri(),
@@ -232,8 +250,7 @@ def test_proxies_follow_a_failover_under_load(
     proxies enforce the new version within seconds of the kill."""
     url = cluster.url(failover_timeout="30")
     data = tmp_path / "data"
-    done = run_sync(url, feed_with(tmp_path), data)
-    assert done.returncode == 0, done.stderr
+    publish_listed(url)
     fleet = [make_proxy(url) for _ in range(2)]
     for proxy in fleet:
         proxy.start(wait=False)
@@ -252,7 +269,7 @@ def test_proxies_follow_a_failover_under_load(
         synced = time.monotonic() - killed
         assert done.returncode == 0, done.stderr
         wait_for(lambda: len(load.blocked_fresh_at) == 2, FAILOVER_DEADLINE, "both to block it")
-        wait_for(lambda: load.answers > before + 100, 30, "more answers after the failover")
+        wait_for(lambda: load.answers > before + 30, 30, "more answers after the failover")
     assert cluster.failed_over()
     assert load.wrong == [], load.wrong[:10]
     first = min(load.blocked_fresh_at.values()) - killed
@@ -274,8 +291,7 @@ def test_pointer_to_missing_parts_is_a_lost_version(
     'up' (the connection is fine) and takes the next whole version as soon as it comes."""
     redis = redis_factory()
     data = tmp_path / "data"
-    done = run_sync(redis.url, feed_with(tmp_path), data)
-    assert done.returncode == 0, done.stderr
+    publish_listed(redis.url)
     proxy = make_proxy(redis.url).start()
     version = proxy.metric("blocklist_list_version")
     client = redis_sync_client(redis.port)
