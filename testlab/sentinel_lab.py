@@ -217,6 +217,12 @@ class SentinelCluster:
             state = _fields(sentinel.command("SENTINEL", "MASTER", SERVICE))
             if state.get("num-other-sentinels") != "2" or state.get("num-slaves") != "1":
                 return False
+            # The replica as the store counts it (promotable): up, its link to the primary ok.
+            replica = _fields(sentinel.command("SENTINEL", "REPLICAS", SERVICE))
+            if replica.get("master-link-status") != "ok" or "disconnected" in replica.get(
+                "flags", "disconnected"
+            ):
+                return False
         return True
 
     def primary_port(self) -> int | None:

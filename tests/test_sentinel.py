@@ -161,7 +161,7 @@ async def test_failover_between_parts_and_pointer(cluster: SentinelCluster) -> N
         began = time.monotonic()
         info = await store.publish(second.data, **second.publish_args())
         took = time.monotonic() - began
-        assert cluster.failed_over()
+        cluster.wait(cluster.failed_over, "every sentinel to name the new primary", 30)
         loaded = await store.load_active()
         assert loaded is not None
         assert loaded[0].version == info.version and loaded[1] == second.data
@@ -270,7 +270,7 @@ def test_proxies_follow_a_failover_under_load(
         assert done.returncode == 0, done.stderr
         wait_for(lambda: len(load.blocked_fresh_at) == 2, FAILOVER_DEADLINE, "both to block it")
         wait_for(lambda: load.answers > before + 30, 30, "more answers after the failover")
-    assert cluster.failed_over()
+    cluster.wait(cluster.failed_over, "every sentinel to name the new primary", 30)
     assert load.wrong == [], load.wrong[:10]
     first = min(load.blocked_fresh_at.values()) - killed
     everywhere = max(load.blocked_fresh_at.values()) - killed
