@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import select
 import shutil
 import subprocess
@@ -146,12 +147,23 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
         chromium.close()
 
 
+def escaped_first(host: str) -> bool:
+    """Whether Chromium escapes part of ``host`` before punycode, unlike the URL Standard:
+    a space or "*" in a label with non-ASCII characters (``a*ü`` is ``xn--a%2A-3ra`` to
+    Chromium, ``xn--a*-yka`` to the Standard and ada). Either way the host holds a
+    character no resolver takes (mitmproxy answers 400), so no page is fetched from it."""
+    return any(
+        not label.isascii() and (" " in label or "*" in label)
+        for label in re.split("[.\u3002\uff0e\uff61]", host)
+    )
+
+
 def disagreements(hosts: Sequence[str], seen: Sequence[str | None]) -> list[tuple]:
     """Hosts Chromium accepts whose canonical form differs from that of what Chromium sends
     for them, or from that of the host mitmproxy decodes from it (with both forms)."""
     bad = []
     for host, sent in zip(hosts, seen, strict=True):
-        if sent is None:
+        if sent is None or escaped_first(host):
             continue
         ours, theirs = canonical_host(host), canonical_host(sent)
         if ours != theirs:
@@ -244,6 +256,16 @@ def test_shapes_agree_with_chromium(browser: Chromium) -> None:
     assert not disagreements(SHAPES, seen)
 
 
+def test_chromium_escapes_a_space_or_star_before_punycode(browser: Chromium) -> None:
+    """The one departure the comparison leaves out (escaped_first): if Chromium ever
+    follows the Standard here, this fails and the exclusion can go."""
+    hosts = ["a*\u00fc.test", "a \u00fc.test", "a*b.test"]
+    assert browser.hosts(hosts) == ["xn--a%2A-3ra.test", "xn--a%20-3ra.test", "a%2Ab.test"]
+    assert [escaped_first(h) for h in hosts] == [True, True, False]
+    assert canonical_host(hosts[0]) == ("xn--a*-yka.test", False)  # the Standard's (ada's)
+    assert canonical_host("a*b.test") == canonical_host("a%2Ab.test")
+
+
 def test_the_library_tables_say_what_chromium_does(browser: Chromium) -> None:
     """tests/test_hosts.py's tables, which need no browser: what it says a browser sends
     is what Chromium sends, and what it says browsers refuse, Chromium refuses."""
@@ -273,10 +295,18 @@ _scripts = st.sampled_from(
         "½²ℌ",  # compatibility characters
     ]
 )
+_any_point = st.one_of(
+    *(st.characters(min_codepoint=lo, max_codepoint=hi - 1) for lo, hi in RANGES),
+    # not what ends a host in a URL, nor the tab and newlines a URL parser removes anywhere
+    st.characters(codec="utf-8", exclude_characters="/\\?#@:[]%\t\n\r"),
+)
+_run = st.one_of(
+    _scripts.flatmap(lambda s: st.text(s, min_size=1, max_size=3)),
+    st.text(_any_point, min_size=1, max_size=2),
+    st.sampled_from(["*", '"', "!", "$", "&", "'", "(", ")", "+", ",", ";", "=", "~", "{", "}"]),
+)
 _label = st.one_of(
-    st.lists(_scripts.flatmap(lambda s: st.text(s, min_size=1, max_size=3)), max_size=4).map(
-        "".join
-    ),
+    st.lists(_run, max_size=4).map("".join),
     st.text(st.sampled_from("ab-_ü"), min_size=1, max_size=6).map(lambda t: "xn--" + t),
     st.sampled_from(["xn--n3h", "xn--tda", "xn--ls8h", "xn--a", "xn--abc-", "test"]),
 )
@@ -286,7 +316,7 @@ _host = st.tuples(st.lists(st.tuples(_label, _dot), max_size=3), _label).map(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(host=_host)
 @example(host="a_ü.ab--ü")
 @example(host="ü-\u3002-ü")
