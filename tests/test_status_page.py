@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import html
 import http.client
+import os
 import pathlib
+import shutil
+import subprocess
 from collections.abc import Callable
 
+import pytest
 from conftest import build_snapshot
 
 from blocklist_addon.lists.store import open_store
@@ -94,3 +98,55 @@ def test_markup_in_a_feed_name_is_escaped(
     assert html.escape(evil) in body
     for raw in ("<img", "onerror=alert(1)>", "<script>", "</td></table><script"):
         assert raw not in body, raw
+
+
+def test_status_page_in_chromium(make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path) -> None:
+    """The page as an operator's browser shows it: rendered by headless Chromium with no
+    console message at all (a CSP violation, a failed load or a script error would be one),
+    and a screenshot (kept in ``$BLOCKLIST_SCREENSHOTS`` when set, as the splash page's)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (make test installs it as root on Debian)")
+    proxy = make_proxy(synced_store(tmp_path)).start()
+    for _ in range(3):
+        assert proxy.get(LISTED).status == 451
+        assert proxy.get(UNLISTED).status == 200
+    url = f"http://127.0.0.1:{proxy.status_port}/"
+    command = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-default-apps", "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+    ]  # fmt: skip
+    done = subprocess.run([*command, "--dump-dom", url], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "<h1>blocklist-proxy</h1>" in done.stdout and "<svg" in done.stdout
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    shot = tmp_path / "status-page.png"
+    done = subprocess.run(
+        [*command, f"--screenshot={shot}", "--window-size=900,1100", url],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    if directory := os.environ.get("BLOCKLIST_SCREENSHOTS"):
+        shutil.copy(shot, pathlib.Path(directory) / shot.name)
+
+
+def test_unchecked_uploads_by_reason() -> None:
+    """Uploads the image guard could not check are counted by reason on the page (since the
+    proxy started), the action beside each; none is 'none'."""
+    from blocklist_addon.lists.active import ActiveList
+    from blocklist_addon.ops.metrics import Metrics
+    from blocklist_addon.ops.status import _unchecked, page
+
+    metrics = Metrics()
+    lists = ActiveList(metrics)
+    assert "<th>none</th>" in page(lists, None, "", [], _unchecked(metrics))
+    for _ in range(2):
+        metrics.inc("blocklist_images_unchecked_total", reason="truncated", action="pass")
+    metrics.inc("blocklist_images_unchecked_total", reason="decoder-crashed", action="refuse")
+    body = page(lists, None, "", [], _unchecked(metrics))
+    assert "<th>truncated (pass)</th><td>2</td>" in body
+    assert "<th>decoder-crashed (refuse)</th><td>1</td>" in body

@@ -21,6 +21,7 @@ import contextlib
 import html
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,7 @@ SAMPLE_EVERY = 60.0
 SAMPLES = 60
 #: The counters the page charts: what was blocked, and what was checked.
 BLOCKS, CHECKS = "blocklist_blocks_total", "blocklist_lookups_total"
+UNCHECKED = "blocklist_images_unchecked_total"
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -119,11 +121,32 @@ class History:
 def _totals(metrics: Metrics) -> tuple[float, float]:
     """The blocks and checks counters summed over their labels."""
     totals = {BLOCKS: 0.0, CHECKS: 0.0}
-    for line in metrics.render().splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
+    for name, _, value in _series(metrics):
         if name in totals:
-            totals[name] += float(line.rsplit(" ", 1)[1])
+            totals[name] += value
     return totals[BLOCKS], totals[CHECKS]
+
+
+def _series(metrics: Metrics) -> list[tuple[str, str, float]]:
+    """(name, labels as rendered, value) of every counter sample."""
+    found = []
+    for line in metrics.render().splitlines():
+        if line.startswith("blocklist_"):
+            series, _, value = line.rpartition(" ")
+            name, _, labels = series.partition("{")
+            found.append((name, labels.rstrip("}"), float(value)))
+    return found
+
+
+def _unchecked(metrics: Metrics) -> list[tuple[str, str]]:
+    """Uploads that could not be checked since the proxy started, by reason and action."""
+    counts: dict[str, float] = {}
+    for name, labels, value in _series(metrics):
+        if name == UNCHECKED and value:
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            key = f"{fields.get('reason', '?')} ({fields.get('action', '?')})"
+            counts[key] = counts.get(key, 0) + value
+    return [(k, f"{v:,.0f}") for k, v in sorted(counts.items())] or [("none", "")]
 
 
 def _age(seconds: float | None) -> str:
@@ -194,6 +217,7 @@ def page(
     hashes: ActiveList | None,
     store_url: str,
     minutes: list[tuple[float, float]],
+    unchecked: list[tuple[str, str]],
 ) -> str:
     """The status page's HTML. Every value from elsewhere goes through html.escape."""
     status, doc = health(lists, hashes)
@@ -217,6 +241,8 @@ th, td {{ text-align: left; padding: .2em 1em .2em 0 }} th {{ font-weight: norma
 {_table(_list_rows(lists))}
 <h2>Image hash list</h2>
 {_table(hash_rows)}
+<h3>Uploads not checked since start, by reason</h3>
+{_table(unchecked)}
 <h2>Store</h2>
 {_table([("kind", _store_kind(store_url)), ("state", doc["store"]), ("failing tasks", failing)])}
 <h2>Last hour</h2>
@@ -299,7 +325,8 @@ class StatusServer:
 
     async def _page(self, request: web.Request) -> web.Response:
         minutes = self.history.minutes(*_totals(self.metrics))
-        body = page(self.lists, self.hashes, ctx.options.blocklist_store, minutes)
+        unchecked = _unchecked(self.metrics)
+        body = page(self.lists, self.hashes, ctx.options.blocklist_store, minutes, unchecked)
         return web.Response(
             text=body,
             content_type="text/html",
