@@ -422,3 +422,25 @@ def test_every_command_and_the_library_speak_sentinel(
     )  # fmt: skip
     doc = json.loads(done.stdout)  # an unreachable store is one line on stderr, no JSON
     assert (doc["store"], doc["active"], doc["versions"]) == (url, None, [])
+
+
+def test_tls_to_sentinels_and_data_nodes() -> None:
+    """rediss+sentinel:// speaks TLS to both, with the URL's certificate options (the test
+    extra's redis-server is built without TLS: this checks the clients as configured)."""
+    store = open_store(
+        "rediss+sentinel://s1.test:26379,s2.test/mymaster/0?ssl_ca_certs=/etc/ca.pem"
+        "&ssl_certfile=/etc/client.pem&ssl_keyfile=/etc/client.key"
+    )
+    assert isinstance(store, RedisStore) and store._sentinel is not None
+    pool = store._redis.connection_pool
+    assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+    assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    assert pool.connection_kwargs["ssl_keyfile"] == "/etc/client.key"
+    for client in store._sentinel.manager.sentinels:
+        kwargs = client.connection_pool.connection_kwargs
+        assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+        assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+        assert kwargs["ssl_certfile"] == "/etc/client.pem"
+    plain = open_store("redis+sentinel://s1.test/mymaster")
+    assert isinstance(plain, RedisStore) and plain._sentinel is not None
+    assert plain._redis.connection_pool.connection_class.__name__ == "SentinelManagedConnection"
