@@ -170,20 +170,45 @@ def skewed_list(count: int, rng: random.Random) -> bytes:
 
 
 def test_skewed_list_hot_buckets_scanned_and_exact() -> None:
-    """Buckets far above the mean are left out of the tables and compared one by one: the
-    probes stay cheap, and the answers are still the scan's, for queries inside the
-    clusters, near the shared prefix and elsewhere."""
+    """Buckets far above the mean are left out of the tables and compared one by one (here
+    with a low limit, to have many), clusters stay in them by default: the answers are the
+    scan's either way, for queries inside the clusters, near the shared prefix and
+    elsewhere."""
     rng = random.Random(5)
     data = skewed_list(30_000, rng)
     rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, SIZE)
-    index = PdqIndex(data)
-    assert 0 < index.hot < len(rows) // 2
-    largest = max(int(np.diff(index.arrays()["dirs"][t]).max()) for t in range(12))
-    assert largest <= max(pdqindex.HOT_MIN, pdqindex.HOT_FACTOR * -(-len(rows) // 2**index.bits))
+    default = PdqIndex(data)
+    strict = PdqIndex(data, hot_limit=64)
+    assert 0 < strict.hot < len(rows) // 2
+    for index in (default, strict):
+        dirs = index.arrays()["dirs"]
+        largest = max(int(np.diff(dirs[t]).max()) for t in range(len(dirs)))
+        assert largest <= (64 if index is strict else len(rows) // pdqindex.HOT_SHARE)
     for _ in range(400):
         base = bytes(rows[rng.randrange(len(rows))])
         queries = [flip(base, rng.sample(range(256), rng.randrange(40))) for _ in range(2)]
-        assert index.nearest(queries, 31) == scan(rows, queries, 31)
+        expected = scan(rows, queries, 31)
+        assert default.nearest(queries, 31) == expected
+        assert strict.nearest(queries, 31) == expected
+
+
+def test_a_hostile_list_is_answered_by_one_scan() -> None:
+    """Every hash shares table 0's chunk and differs only in a few bits: every probe of that
+    bucket would verify the whole list again and again; the lookup scans once instead (the
+    answer is the scan's, found through the tables or not)."""
+    rng = random.Random(12)
+    prefix = rng.randbytes(4)
+    data = b"".join(sorted({prefix + rng.randbytes(SIZE - 4) for _ in range(4_000)}))
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, SIZE)
+    index = PdqIndex(data, hot_limit=10**9)  # nothing left out: the cap alone
+    for _ in range(50):
+        query = flip(bytes(rows[rng.randrange(len(rows))]), rng.sample(range(256), 20))
+        assert index.nearest([query], 31) == scan(rows, [query], 31)
+    everything_hot = PdqIndex(data, hot_limit=0)  # no table holds a hash: all compared
+    assert everything_hot.hot == len(rows)
+    for _ in range(20):
+        query = flip(bytes(rows[rng.randrange(len(rows))]), rng.sample(range(256), 25))
+        assert everything_hot.nearest([query], 31) == scan(rows, [query], 31)
 
 
 def test_numpy_path_matches_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:

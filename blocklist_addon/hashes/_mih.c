@@ -184,8 +184,16 @@ static PyObject *nearest(PyObject *Py_UNUSED(self), PyObject *args) {
             }
             memcpy(candidates + found, id + (size_t)t * per_table + lo, 4 * (size_t)(hi - lo));
             found += hi - lo;
+            if (found > n / 2) break; /* a scan costs less than these candidates */
         }
         if (bad || nomem) break;
+        if (found > n / 2) {
+            for (Py_ssize_t p = 0; p < n; p++) {
+                int d = distance(h + 32 * (size_t)p, query);
+                if (d < best || (d == best && p < best_pos)) { best = d; best_pos = p; }
+            }
+            continue;
+        }
         for (Py_ssize_t i = 0; i < found; i++) {
             if (i + AHEAD < found && candidates[i + AHEAD] < n)
                 __builtin_prefetch(h + 32 * (size_t)candidates[i + AHEAD]);

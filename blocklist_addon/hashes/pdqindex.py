@@ -13,11 +13,15 @@ a scan of every hash.
 A table is the hashes' positions grouped by that chunk's value, and where each value's
 group starts (``dirs``, 2**bits + 1 u32). The hashes themselves are the snapshot's sorted
 PDQ section, not a copy. Skew: real lists hold clusters of near-identical images, whose
-chunks pile into a few buckets; a bucket of more than ``hot_limit`` hashes would make every
-probe of it cost that much. Every hash in such a bucket (in any table) is left out of all
-tables and kept in a hot set instead, compared with every query one by one (a contiguous
-copy, so that is a sequential scan): exactness holds whatever the data, and the worst a
-skewed list can cost is a scan of its hot part.
+chunks pile into a few buckets, and degenerate hashes that share chunk values by the
+hundred thousand. A cluster's buckets stay in the tables (only a query near it probes
+them, and that query has to verify its members anyway); a bucket of more than
+``hot_limit`` hashes (1/64 of the list) would make every probe of it cost that much, so
+every hash in such a bucket (in any table) is left out of all tables and kept in a hot set
+instead, compared with every query one by one (a contiguous copy: a sequential scan).
+Exactness holds whatever the data. The cost is capped too: a query whose probes gather
+more candidates than half the list is answered by a scan, so no list, however skewed or
+hostile, makes a lookup cost much more than the flat scan.
 
 The loops are a small C extension (``_mih.c``, built by pip with the package); without it
 (a source checkout not installed) the same lookup runs in numpy, slower.
@@ -46,8 +50,14 @@ MAX_BITS = 21
 MIN_BITS = 6
 #: No more tables than a threshold of 31 can use (32 chunks searched exactly).
 MAX_TABLES = 32
-#: A bucket holding more than HOT_FACTOR times the mean (and at least HOT_MIN) hashes is hot.
-HOT_FACTOR = 16
+#: A bucket holding more than a HOT_SHARE of the list (and HOT_MIN, and 8 times the mean
+#: bucket, which small lists with short chunks come near) is hot: one probe of
+#: it would cost a good part of a scan (156,250 hashes at 10,000,000). Anything smaller
+#: stays in its table: a random query probes a given bucket with a chance of about 1 in
+#: 10,000, so keeping it costs far less than comparing its hashes with every query, and
+#: a query near it (near a cluster of near-duplicates, or a shared background) has to
+#: verify those hashes anyway.
+HOT_SHARE = 64
 HOT_MIN = 64
 #: Probing is used while its expected candidates stay under this share of a scan.
 SCAN_SHARE = 0.25
@@ -274,7 +284,8 @@ def build(
         raise ValueError(f"PDQ index: chunks of {MIN_BITS} to {MAX_BITS} bits")
     chunks = layout(bits)
     if hot_limit is None:
-        hot_limit = max(HOT_MIN, HOT_FACTOR * -(-count // (1 << bits)))
+        mean = -(-count // (1 << bits))
+        hot_limit = max(HOT_MIN, count // HOT_SHARE, 8 * mean)
     dirs, ids = _tables(data, chunks, bits, _EMPTY, count)
     hot = np.zeros(count, dtype=bool)
     for t in range(len(chunks)):
@@ -301,6 +312,9 @@ def _tables(
     dirs = np.empty((len(chunks), (1 << bits) + 1), dtype=np.uint32)
     ids = np.empty((len(chunks), width), dtype=np.uint32)
     for t, (word, shift) in enumerate(chunks):
+        if not width:
+            dirs[t] = 0  # every hash is in the hot set
+            continue
         if _mih is not None:
             _mih.table(data, positions, word, shift, bits, dirs[t], ids[t])
             continue
