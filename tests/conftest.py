@@ -16,11 +16,14 @@ MULTI/EXEC and pub/sub behaving exactly as Redis does.
   ``opt_in``: a missing package or a failed install must not pass as a green run.
 - ``ca`` and ``confdir`` (session): the test CA and mitmproxy's confdir, made once;
   ``world`` (module): the origins of the proxy tests (``harness.World``);
-  ``make_proxy`` makes ``harness.Proxy`` objects routed to them, stopped after the test.
+  ``make_proxy`` makes ``harness.Proxy`` objects routed to them, stopped after the test;
+  ``proxy_with_entries`` (module) starts one enforcing the sample list plus a module's own
+  entries, stopped at the end of the module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -41,7 +44,7 @@ import redis.asyncio as aioredis
 from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import FileStore, RedisStore, Store, open_store
 from blocklist_addon.urls.snapshot import Snapshot
-from testlab.harness import Origins, Proxy, TestCA, World
+from testlab.harness import Origins, Proxy, TestCA, World, feed_with, running, sync
 
 #: How long a redis-server gets to answer PING after it is started.
 REDIS_START_TIMEOUT = 10.0
@@ -355,6 +358,36 @@ def make_proxy(
     yield make
     for proxy in made:
         proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy_with_entries(
+    tmp_path_factory: pytest.TempPathFactory, world: World, confdir: pathlib.Path, ca: TestCA
+) -> Iterator[Callable[..., Proxy]]:
+    """Start a proxy on a file store synced (by the real sync) from the sample feed plus
+    ``entries``, routed to ``world`` and ``routes``; every one is stopped with the module."""
+    with contextlib.ExitStack() as started:
+
+        def start(
+            name: str,
+            *entries: str,
+            routes: dict[str, int] | None = None,
+            options: dict[str, str] | None = None,
+        ) -> Proxy:
+            directory = tmp_path_factory.mktemp(name)
+            store = (directory / "store").as_uri()
+            sync(store, feed_with(directory, *entries), data_dir=directory / "data")
+            proxy = Proxy(
+                directory / "proxy",
+                store=store,
+                routes={**world.routes, **(routes or {})},
+                confdir=confdir,
+                ca=ca,
+                options=options or {},
+            )
+            return started.enter_context(running(proxy))
+
+        yield start
 
 
 @pytest.fixture

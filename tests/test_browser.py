@@ -18,13 +18,13 @@ import os
 import pathlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from testlab.harness import ROOT, Proxy, TestCA, World, running, synced_store
+from testlab.harness import ROOT, Proxy, World
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -42,13 +42,8 @@ SPLASH_TEXT = [
 
 
 @pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory, world: World, confdir: pathlib.Path, ca: TestCA
-) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("browser")
-    store = synced_store(directory)
-    with running(Proxy(directory, store=store, routes=world.routes, confdir=confdir, ca=ca)) as p:
-        yield p
+def proxy(proxy_with_entries: Callable[..., Proxy]) -> Proxy:
+    return proxy_with_entries("browser")
 
 
 def spki_hash(pem: pathlib.Path) -> str:

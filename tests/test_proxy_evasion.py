@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -22,9 +22,6 @@ from testlab.harness import (
     TestCA,
     World,
     assert_splash,
-    feed_with,
-    running,
-    sync,
 )
 
 EXTRA_ENTRIES = [
@@ -144,22 +141,13 @@ NEAR_MISSES = {
 
 
 @pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory,
-    world: World,
-    confdir: pathlib.Path,
-    ca: TestCA,
-) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("evasion")
-    store = (directory / "store").as_uri()
-    sync(store, feed_with(directory, *EXTRA_ENTRIES), data_dir=directory / "data")
-    routes = {**world.routes, "exact.example.net:80": world.listed_http.port}
-    options = {"blocklist_embedded_exempt": EXEMPT}
-    proxy = Proxy(
-        directory / "proxy", store=store, routes=routes, confdir=confdir, ca=ca, options=options
+def proxy(proxy_with_entries: Callable[..., Proxy], world: World) -> Proxy:
+    return proxy_with_entries(
+        "evasion",
+        *EXTRA_ENTRIES,
+        routes={"exact.example.net:80": world.listed_http.port},
+        options={"blocklist_embedded_exempt": EXEMPT},
     )
-    with running(proxy):
-        yield proxy
 
 
 @pytest.mark.parametrize("url", LISTED.values(), ids=LISTED.keys())

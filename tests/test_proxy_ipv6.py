@@ -9,14 +9,13 @@ IPv4 address must not be a way around its entry.
 
 from __future__ import annotations
 
-import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from mitmproxy.test import tutils
 
 from blocklist_addon.guards.flow import request_url
-from testlab.harness import Proxy, TestCA, World, assert_splash, feed_with, running, sync
+from testlab.harness import Proxy, World, assert_splash
 
 V6_ENTRIES = [
     "http://[2001:db8::7]/v6/page.html",
@@ -46,17 +45,8 @@ UNLISTED = [
 
 
 @pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory,
-    world: World,
-    confdir: pathlib.Path,
-    ca: TestCA,
-) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("ipv6")
-    store = (directory / "store").as_uri()
-    sync(store, feed_with(directory, *V6_ENTRIES), data_dir=directory / "data")
+def proxy(proxy_with_entries: Callable[..., Proxy], world: World) -> Proxy:
     routes = {
-        **world.routes,
         "2001:db8::7:80": world.listed_http.port,
         "2001:db8::7:8080": world.listed_http.port,
         "2001:db8::9:80": world.listed_http.port,
@@ -64,9 +54,7 @@ def proxy(
         "::ffff:192.0.2.44:80": world.listed_http.port,
         "::ffff:c000:22c:80": world.listed_http.port,
     }
-    proxy = Proxy(directory / "proxy", store=store, routes=routes, confdir=confdir, ca=ca)
-    with running(proxy):
-        yield proxy
+    return proxy_with_entries("ipv6", *V6_ENTRIES, routes=routes)
 
 
 @pytest.mark.parametrize("url", LISTED)
@@ -104,25 +92,13 @@ def test_block_log_names_the_entry_not_the_address(proxy: Proxy) -> None:
 
 
 @pytest.fixture(scope="module")
-def refusing_proxy(
-    tmp_path_factory: pytest.TempPathFactory,
-    world: World,
-    confdir: pathlib.Path,
-    ca: TestCA,
-) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("ipv6-never")
-    store = (directory / "store").as_uri()
-    sync(store, feed_with(directory, *V6_ENTRIES), data_dir=directory / "data")
-    proxy = Proxy(
-        directory / "proxy",
-        store=store,
-        routes={**world.routes, "2001:db8::9:443": world.listed_tls.port},
-        confdir=confdir,
-        ca=ca,
+def refusing_proxy(proxy_with_entries: Callable[..., Proxy], world: World) -> Proxy:
+    return proxy_with_entries(
+        "ipv6-never",
+        *V6_ENTRIES,
+        routes={"2001:db8::9:443": world.listed_tls.port},
         options={"blocklist_intercept": "never"},
     )
-    with running(proxy):
-        yield proxy
 
 
 @pytest.mark.parametrize("host", ["[2001:db8::9]", "[2001:DB8::0:9]"])
