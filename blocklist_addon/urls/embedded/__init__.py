@@ -48,6 +48,7 @@ more than ``MARKER_WINDOW`` path segments each padded with removed markers.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from blocklist_addon.urls.canonical import as_byte_string, unescape, unescape_by_level
@@ -99,19 +100,21 @@ def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
     pending = [raw]
     budget = DECODE_BUDGET * len(raw) + DECODE_FLOOR
     while pending and budget > 0:
-        for decoded in _candidates(found, pending.pop(), host_key):
+        for decoded, search in _candidates(found, pending.pop(), host_key):
             # A URL in base64, hex or Proofpoint's encoding: itself, and what it embeds.
             budget -= len(decoded)
             if budget < 0:
                 break
             candidate = decoded[:MAX_CANDIDATE_CHARS]
             found.setdefault(candidate if candidate.isascii() else ascii_candidate(candidate))
-            if not PLAIN.fullmatch(decoded):
+            if search and not PLAIN.fullmatch(decoded):
                 pending.append(decoded)
     return list(found)
 
 
-def _candidates(found: dict[str, None], raw: str, host_key: HostKey | None) -> list[str]:
+def _candidates(
+    found: dict[str, None], raw: str, host_key: HostKey | None
+) -> list[tuple[str, bool]]:
     """Add the candidates of ``raw`` to ``found``; return the URLs it holds in another
     encoding, decoded, for the caller to add and search in turn."""
     text = unescape(raw) if "%" in raw else raw
@@ -121,11 +124,13 @@ def _candidates(found: dict[str, None], raw: str, host_key: HostKey | None) -> l
         return []
     outer_end = SKIP_OUTER.match(text).end()
     markers = list(MARKER.finditer(text, outer_end))
-    if markers and (words := word_segments(text, outer_end)):
+    if any(map(_after_a_word, markers, itertools.repeat(text))) and (
+        words := word_segments(text, outer_end)
+    ):
         markers = [m for m in markers if not _named(text, m, words)]
     if not markers:
         return []
-    decoded: list[str] = []
+    decoded: list[tuple[str, bool]] = []
     if any(m.lastgroup in ENCODINGS for m in markers):
         encoded = [m for m in markers if m.lastgroup in ENCODINGS]
         markers = [m for m in markers if m.lastgroup not in ENCODINGS]
@@ -188,6 +193,14 @@ def _candidates(found: dict[str, None], raw: str, host_key: HostKey | None) -> l
 _REST_OF_HOST = re.compile(r"[^/\\?#&=]*")
 _PLAIN_SEGMENT = re.compile(r"[/\\][pP][lL][aA][iI][nN][/\\]")
 _EXTENSION = re.compile(r"@[A-Za-z0-9]{1,10}\Z")
+
+
+def _after_a_word(m: re.Match[str], text: str) -> bool:
+    """Whether ``m`` may be a host named after a word (cheap: most URLs have none)."""
+    at = m.start()
+    if m.lastgroup is not None or at < 4:
+        return False
+    return text[at] in "wW" or (text[at] in "/\\" and text[at - 3 : at].isalpha())
 
 
 def _named(text: str, m: re.Match[str], words: dict[int, str]) -> bool:

@@ -26,10 +26,13 @@ __all__ = ["decoded_urls"]
 _PP3_END = re.compile(r"__;([A-Za-z0-9_\-]*)!")
 
 
-def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[str]:
+def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[tuple[str, bool]]:
     """The URLs that MARKER found written in base64 or base64url, hex or Proofpoint's
-    encodings in ``text``, each decoded to a byte string (latin-1 characters)."""
-    out: list[str] = []
+    encodings in ``text``, each decoded to a byte string (latin-1 characters), and whether
+    to search it for more: not a reading that holds bytes no URL holds where another
+    reading of the same run is the URL (the bytes decoded from a base64url path's other
+    segments could hold anything, ``/<host>/`` too)."""
+    out: list[tuple[str, bool]] = []
     pp3_ends: list[re.Match[str]] = []
     pp3_at: list[int] | None = None
     last_end = -1
@@ -38,19 +41,22 @@ def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[st
         value = m.group(kind)
         if kind.startswith("b64"):
             url = _from_base64(value)
-            if url is not None:
-                out.append(url)
             if "/" in value and (url is None or _NOT_URL.search(url)):
                 # Not one URL with "/" as a base64 character: base64url in a path, up to
                 # the first "/" with more segments after it, or split across segments.
+                if url is not None:
+                    out.append((url, False))
                 if (first := _from_base64(value.split("/", 1)[0])) is not None:
-                    out.append(first)
+                    out.append((first, True))
                 out += _split_base64(value.split("/"))
+            elif url is not None:
+                out.append((url, True))
         elif kind.startswith("hex"):
-            out.append(bytes.fromhex(value).decode("latin-1"))
+            out.append((bytes.fromhex(value).decode("latin-1"), True))
         elif kind == "pp2":
             # "-" escapes as "%" does, "_" is "/"; unquoted once, as Proofpoint's decoder does
-            out.append(urllib.parse.unquote(value.replace("-", "%").replace("_", "/"), "latin-1"))
+            pp2 = urllib.parse.unquote(value.replace("-", "%").replace("_", "/"), "latin-1")
+            out.append((pp2, True))
         else:
             if pp3_at is None:
                 pp3_ends = list(_PP3_END.finditer(text, begin))
@@ -60,7 +66,7 @@ def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[st
             if k < len(pp3_ends) and pp3_ends[k].start() != last_end:
                 end = pp3_ends[k]
                 last_end = end.start()
-                out.append(_proofpoint_v3(text[start : end.start()], end.group(1)))
+                out.append((_proofpoint_v3(text[start : end.start()], end.group(1)), True))
     return out
 
 
@@ -70,26 +76,28 @@ SPLIT_CUTS = 3
 _NOT_URL = re.compile(r"[^\x21-\x7e]")
 
 
-def _split_base64(pieces: list[str]) -> list[str]:
+def _split_base64(pieces: list[str]) -> list[tuple[str, bool]]:
     """base64url split by "/" anywhere (imgproxy: "can be split with / as desired"): the
     pieces joined. Segments after the encoded URL (``/x``, ``/more``) decode to bytes
     after it, almost always some byte no URL holds, so then the URL is also cut where
     one of the segments before that byte ends (a prefix of the encoded text decodes to
     a prefix of the URL: each cut is a slice of one decoding). A URL with nothing after
-    it is not cut: a cut inside it would be its parent."""
+    it is not cut: a cut inside it would be its parent. The longest cut is searched for
+    more, not what follows it."""
     url = _from_base64("".join(pieces))
     if url is None:
         return []
     bad = _NOT_URL.search(url)
     if bad is None:
-        return [url]
+        return [(url, True)]
     cuts, chars = [], 0
     for piece in pieces[:-1]:
         chars += len(piece)
         if chars * 3 // 4 > bad.start():
             break
         cuts.append(chars * 3 // 4)
-    return [url, *(url[:b] for b in cuts[-SPLIT_CUTS:] if b >= 8)]
+    kept = [b for b in cuts[-SPLIT_CUTS:] if b >= 8]
+    return [(url, False), *((url[:b], b == kept[-1]) for b in kept)]
 
 
 def _from_base64(run: str) -> str | None:

@@ -188,7 +188,7 @@ _SCHEME_SLASHES = re.compile(r"(?:[hH][tT][tT][pP][sS]?:|[cC][aA][cC][hH][eE]:|[
 _SLASHES = frozenset("/\\\x00\x01\x02\x03\x04\x05\x06\x07\x08\t ") | frozenset(
     _tag(ch, k) for ch in "/\\" for k in range(1, DEEPEST + 1)
 )
-_PARAMETER_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,32}\Z")
+_PARAMETER_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
 
 def user_info(
@@ -225,11 +225,13 @@ def path_parameter_end(text: str, tagged: str, start: int, limit: int, c: int) -
     "=" ends a key that follows a "/" or ";" of the wrapper's path."""
     if start < 3 or text[start - 1] != "=":
         return None
-    key = _PARAMETER_KEY.search(text, max(0, start - 34), start - 1)
-    if key is None:
-        return None
-    before = key.start() - 1
-    if before < 0 or not (text[before] in "/\\;" and depth_of(tagged[before]) <= c):
+    lo = max(0, start - 34)
+    before = max(text.rfind(sep, lo, start - 1) for sep in "/\\;")
+    if (
+        before < 0
+        or depth_of(tagged[before]) > c
+        or not _PARAMETER_KEY.fullmatch(text, before + 1, start - 1)
+    ):
         return None
     end = _SEGMENT_ENDS[c].search(tagged, start, limit)
     return None if end is None else end.start()

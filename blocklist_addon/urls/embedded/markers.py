@@ -76,11 +76,22 @@ _REST_OF_HOST = r"[^/\\?#&]*+"
 # (Case spelled out: re.IGNORECASE makes this search twice as slow.)
 # imgproxy and image-search proxies split base64url by "/" anywhere, so a "/" may part the
 # encoded scheme too; a tracker may put a short version tag before it ("u=a1aHR0cHM6...").
-_B64 = (
-    r"(?=[aS]/?[HF]/?R)(?P<b64%s>(?:"
-    + "|".join("/?".join(scheme) for scheme in _B64_SCHEMES)
-    + r")[A-Za-z0-9+/_\-]*+=*+)"
-)
+
+
+def _trie(words: list[str]) -> str:
+    """One regex for ``words`` with an optional "/" after every character, as a trie (twice
+    as fast as their alternation: a position is tried once per character)."""
+    groups: dict[str, list[str]] = {}
+    for word in words:
+        groups.setdefault(word[0], []).append(word[1:])
+    branches = [
+        re.escape(first) + ("/?" + _trie(rest) if rest[0] else "")
+        for first, rest in sorted(groups.items())
+    ]
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+_B64 = r"(?=[aS]/?[HF]/?R)(?P<b64%s>" + _trie(_B64_SCHEMES) + r"[A-Za-z0-9+/_\-]*+=*+)"
 _B64_TAG = r"(?:[A-Za-z0-9]{1,4}(?=[aS][HF]R))?"
 _HEXED = r"(?P<hex%s>" + _HEX_SCHEME + r"(?:[0-9a-fA-F]{2})*+)"
 # Alternatives grouped by their first character, so that a position is tried once.
