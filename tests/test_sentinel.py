@@ -188,13 +188,18 @@ class Load:
         proxy = self.proxies[index]
         while not self.stop.is_set():
             for url, wanted in ((LISTED, {451}), (UNLISTED, {200}), (FRESH, {200, 451})):
+                sent = time.monotonic()
                 try:
                     status = proxy.get(url).status
                 except OSError as exc:
                     self.wrong.append(f"proxy {index} {url}: {type(exc).__name__}: {exc}")
                     continue
                 self.answers += 1
-                if url == FRESH and index in self.blocked_fresh_at and status != 451:
+                # Once a block of FRESH came back, every request sent later must be blocked
+                # too (one sent before may have been answered from the old list: clients
+                # run side by side).
+                blocked = self.blocked_fresh_at.get(index)
+                if url == FRESH and blocked is not None and blocked < sent and status != 451:
                     self.wrong.append(f"proxy {index}: {url} passed again after a block")
                 elif status not in wanted:
                     self.wrong.append(f"proxy {index} {url}: {status}")
