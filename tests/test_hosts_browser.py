@@ -244,6 +244,9 @@ SHAPES = [
     # IPv4 in full-width digits, and a mapped number
     "\uff11\uff19\uff12\uff0e\uff10\uff0e\uff12\uff0e\uff11",
     "\U0001d7cf.2.3.4",
+    # percent-escaped UTF-8, which the host parser decodes
+    "%e2%98%83.test",
+    "b%C3%BCcher.test",
     # mixed ASCII and xn-- labels next to Unicode ones
     "ü.xn--ls8h.test",
     "xn--tda.xn--n3h",
