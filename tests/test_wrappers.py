@@ -16,7 +16,7 @@ import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import assume, given, settings
@@ -295,6 +295,57 @@ def test_the_host_after_the_user_info_is_the_target(
     bl = Blocklist.from_entries([f"{listed}/"])
     assert bl.match(f"http://r.example.net/go?u=http://evil.test{decoy}@{listed}/x") is not None
     assert bl.match(f"http://r.example.net/go?u=http://{listed}{delimiter}@evil.test/") is not None
+
+
+def encoded(char: str, times: int) -> str:
+    for _ in range(times):
+        char = quote(char, safe="")
+    return char
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    listed=HOST,
+    listed_first=st.booleans(),
+    scheme=st.sampled_from(["http://", "https://", "//", "HTTP://", "http:", "https:\\\\"]),
+    delimiter=st.sampled_from("/?\\#"),
+    times=st.integers(0, 3),
+    rest=st.sampled_from(["", "/", "/x.html", "/?a=1", "/a/b.jpg"]),
+    whole=st.booleans(),
+)
+def test_the_redirect_target_agrees_with_whatwg(
+    listed: str,
+    listed_first: bool,
+    scheme: str,
+    delimiter: str,
+    times: int,
+    rest: str,
+    whole: bool,
+) -> None:
+    """Differential against ada (WHATWG URL, the parser Node uses) over user-info shapes:
+    ``?u=<scheme><host><delimiter encoded 0-3 times>@<host><rest>``, the target also
+    encoded once more as a whole. The redirector decodes its parameter once; whatever
+    host the WHATWG parser then reads is what the redirect fetches: blocked exactly when
+    that host is the listed one."""
+    from ada_url import URL
+
+    if delimiter == "#" and times == 0:
+        return  # a raw "#" is the wrapper's own fragment, never sent
+    if listed.startswith("www."):
+        return  # "www." anywhere is a marker by design ("/web/2020/www.x.test/"), also "/@www."
+    other = "evil.example.net"
+    first, second = (listed, other) if listed_first else (other, listed)
+    target = f"{scheme}{first}{encoded(delimiter, times)}@{second}{rest}"
+    value = quote(target, safe="") if whole else target
+    url = f"http://r.example.net/go?u={value}&x=1"
+    try:
+        fetched = URL(unquote(value), base="http://r.example.net/go").hostname
+    except ValueError:
+        return  # not a URL to a browser: nothing is fetched
+    if fetched == "r.example.net":
+        return  # a relative redirect
+    bl = Blocklist.from_entries([f"{listed}/"])
+    assert (bl.match(url) is not None) == (fetched == listed), (url, fetched)
 
 
 # -- bounds ---------------------------------------------------------------------------------
