@@ -137,8 +137,8 @@ class RedisStore(Store):
             self._service = spec.service
             self._failover_timeout = spec.failover_timeout
             # Asking the sentinels is cheap and the primary may be back under a new address
-            # within seconds: a proxy retries that often, not at a dead server's pace.
-            self.reconnect_cap = 2.0
+            # within seconds: a proxy retries every 0.5-1 s, not at a dead server's pace.
+            self.reconnect_cap = 1.0
         else:
             try:
                 self._redis = aioredis.from_url(
