@@ -100,11 +100,7 @@ def _squeeze(label: str) -> tuple[str, int]:
     if size <= MAX_LABEL_BYTES:
         return label, size
     category = unicodedata.category
-    ignored = {
-        ord(ch): None
-        for ch in set(label)
-        if category(ch) in ("Cf", "Mn") and _ignored(ch)
-    }
+    ignored = {ord(ch): None for ch in set(label) if category(ch) in ("Cf", "Mn") and _ignored(ch)}
     squeezed = label.translate(ignored) if ignored else label
     return squeezed, len(squeezed.translate(_DROP).encode("utf-8", "surrogatepass"))
 
