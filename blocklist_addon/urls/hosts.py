@@ -11,10 +11,10 @@ A host a browser refuses (a Bidi or joiner rule broken, a label that starts with
 combining mark, a code point UTS 46 disallows) is never fetched by a browser, but other
 clients resolve it leniently: Python's IDNA 2003 codec (which mitmproxy uses for the hosts
 it connects to), and libidn2's transitional fallback. Each label is then read on its own:
-as ada reads it when it accepts the label alone, else as the A-label of its UTS 46 mapping
-without validity checks (what those clients put on the wire, so an entry written either
-way meets the request written the other way), else, for a label no DNS name can hold, as
-its text lower-cased (the caller escapes its bytes).
+as ada reads it when it accepts the label alone, else as the A-label of its UTS 46
+transitional mapping without validity checks (what those clients put on the wire, so an
+entry written either way meets the request written the other way), else, for a label no
+DNS name can hold, as its text lower-cased (the caller escapes its bytes).
 
 Everything here is a pure function that never raises, and the work is bounded: only the
 last 127 labels are read (no DNS name has more; the others keep their text), ada is handed
