@@ -170,6 +170,38 @@ async def test_failover_between_parts_and_pointer(cluster: SentinelCluster) -> N
         await store.close()
 
 
+async def test_failover_outlasting_the_publish_leaves_the_old_version(
+    cluster: SentinelCluster,
+) -> None:
+    """The same kill with a failover_timeout too short to see the new primary: the publish
+    fails with one line, and the promoted replica has the previous version active, whole,
+    not a pointer to half a version."""
+    store = open_store(cluster.url(failover_timeout="0.3"), prefix="t:")
+    assert isinstance(store, RedisStore)
+    try:
+        first = build_snapshot("kept")
+        kept = await store.publish(first.data, **first.publish_args())
+        flip = store._activate_durably
+
+        async def kill_then_flip(number: int) -> bool:
+            cluster.primary.kill()
+            return await flip(number)
+
+        store._activate_durably = kill_then_flip  # type: ignore[method-assign]
+        second = build_snapshot("lost")
+        with pytest.raises(StoreError, match="unreachable") as caught:
+            await store.publish(second.data, **second.publish_args())
+        assert "\n" not in str(caught.value)
+    finally:
+        await store.close()
+    cluster.wait(cluster.failed_over, "every sentinel to name the new primary", 30)
+    after = open_store(cluster.url(failover_timeout="30"), prefix="t:")
+    try:
+        assert await after.load_active() == (kept, first.data)
+    finally:
+        await after.close()
+
+
 # -- proxies under load through a failover -------------------------------------------------
 
 
