@@ -1,11 +1,12 @@
 """Image hash lists: refusing known abuse images by exact and perceptual (PDQ) hashes.
 
 One-way flow: ``kinds`` (hash kinds, hex) and ``images`` (recognize, decode under limits)
-feed ``pdq`` (hashing, the distance index); ``snapshot`` is the stored form; ``hashlist``
+feed ``pdq`` (hashing) and ``pdqindex`` (the exact distance index, its loops in ``_mih.c``);
+``snapshot`` is the stored form, ``mapped`` the file a machine's processes share; ``hashlist``
 matches files against it. Pure: no store, proxy or logging here except ``HashList.load``.
 
-Names are imported on first use: the sync worker needs the snapshot format, not faiss,
-numpy and Pillow (0.2 s to import).
+Names are imported on first use: the sync worker needs the snapshot format, not numpy's
+index and Pillow (0.2 s to import).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A platform runs a proxy process per core; each building its own PDQ index of a
 10,000,000-hash list would hold its own gigabyte. Instead the first process to load a
 version writes the snapshot and its index to one file named by the snapshot's checksum
-(built in a temporary file, fsynced, renamed into place, under a lock per version: a second
+(built in a temporary file and renamed into place, under a lock per version: a second
 process that arrives meanwhile waits, then maps what the first wrote); every process maps
 that file read-only and shared, so the kernel holds one copy in its page cache for all of
 them. A new version is a new file: a process swaps to it by mapping it, and one still
@@ -80,7 +80,8 @@ def file_for(directory: os.PathLike[str] | str, checksum: str) -> pathlib.Path:
 
 def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex) -> None:
     """Write ``snapshot`` and ``index`` to ``path`` atomically (a temporary file beside it,
-    0600, fsynced, renamed, the directory fsynced)."""
+    0600, renamed). Not fsynced: a file a crash left incomplete fails its checksum when it
+    is next opened and is built again, and a gigabyte's fsync costs seconds."""
     path = pathlib.Path(path)
     arrays = index.arrays()
     parts = [
@@ -109,7 +110,6 @@ def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex)
                     digest.update(piece)
                 written = offset + len(part)
             out.write(digest.digest())
-        os.fsync(fd)
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
@@ -119,7 +119,6 @@ def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
 
 
 def open_mapped(path: os.PathLike[str] | str, checksum: str) -> tuple[HashSnapshot, PdqIndex]:
@@ -262,13 +261,5 @@ def _locked(path: pathlib.Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
