@@ -86,6 +86,8 @@ def test_sentinel_passwords_from_files(
     sentinels = store._sentinel.manager.sentinels[0].connection_pool.connection_kwargs
     assert sentinels["password"] == "sentinel-secret"
     assert "secret" not in store.url
+    in_query = open_store("redis+sentinel://u:pw1@s.test/m?sentinel_password=pw2&db=1")
+    assert in_query.url == "redis+sentinel://u@s.test/m?db=1"
 
 
 @pytest.mark.parametrize(

@@ -482,7 +482,11 @@ def _redact(url: str) -> str:
         user = userinfo.partition(":")[0]
         netloc = f"{user}@{hostport}" if user else hostport
     query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+        [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k not in ("password", "sentinel_password")
+        ]
     )
     # Built by hand: urlunsplit drops the "//" of unix:///path, whose netloc is empty.
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
