@@ -12,6 +12,9 @@ MULTI/EXEC and pub/sub behaving exactly as Redis does.
   store; ``store`` is its first client. ``file_store`` and ``redis_store`` are one backend
   each.
 - ``make_snapshot`` builds small, valid compiled lists from reserved names.
+- ``net``: every test that starts real processes (redis-server, mitmdump, the sync, network
+  namespaces) is marked, from the fixtures it uses or by its module's ``pytestmark``;
+  ``pytest -m "not net"`` is the quick loop of the pure tests.
 - On CI (``$CI`` set, as ``.ci/run`` is run), a skipped test fails unless it is marked
   ``opt_in``: a missing package or a failed install must not pass as a green run.
 - ``ca`` and ``confdir`` (session): the test CA and mitmproxy's confdir, made once;
@@ -403,6 +406,76 @@ def faults(tmp_path: pathlib.Path) -> Callable[..., None]:
     set_faults()
     set_faults.path = path  # type: ignore[attr-defined]
     return set_faults
+
+
+#: Fixtures that start real processes: a test using one is marked ``net``.
+PROCESS_FIXTURES = frozenset(
+    {"redis_server", "redis_factory", "redis_store", "world", "make_proxy", "proxy_with_entries"}
+)
+
+
+#: Modules whose tests start processes of their own (a proxy, the sync or scan commands,
+#: namespaces, BIRD, Chromium, node, logrotate): every test in them is marked ``net``.
+PROCESS_MODULES = frozenset(
+    {
+        "test_audit",
+        "test_bgp",
+        "test_blocklog",
+        "test_browser",
+        "test_ca",
+        "test_container",
+        "test_content",
+        "test_decoder",
+        "test_deploy",
+        "test_divert_export",
+        "test_divert_faults",
+        "test_divert_nft",
+        "test_divert_planes",
+        "test_divert_resolve",
+        "test_divert_run",
+        "test_errors",
+        "test_faults",
+        "test_gateway",
+        "test_grafana",
+        "test_hashcategory",
+        "test_hashmapped",
+        "test_hosts_browser",
+        "test_hosts_proxy",
+        "test_imageproxy",
+        "test_imageproxy_wrapped",
+        "test_managed_clients",
+        "test_netns",
+        "test_pac",
+        "test_progress",
+        "test_proxy",
+        "test_proxy_evasion",
+        "test_proxy_fleet",
+        "test_proxy_ipv6",
+        "test_proxy_lifecycle",
+        "test_proxy_wrappers",
+        "test_quickstart",
+        "test_scan",
+        "test_sentinel",
+        "test_startup_traffic",
+        "test_status_page",
+        "test_sync",
+        "test_upstream_tls",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``net`` what starts processes: a process module, a process fixture, or the
+    ``redis`` side of the store fixtures parametrized over both backends."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            item.path.stem in PROCESS_MODULES
+            or fixtures & PROCESS_FIXTURES
+            or "redis" in params.values()
+        ):
+            item.add_marker(pytest.mark.net)
 
 
 @pytest.hookimpl(hookwrapper=True)
