@@ -225,8 +225,10 @@ def path_parameter_end(text: str, tagged: str, start: int, limit: int, c: int) -
     "=" ends a key that follows a "/" or ";" of the wrapper's path."""
     if start < 3 or text[start - 1] != "=":
         return None
-    lo = max(0, start - 34)
-    before = max(text.rfind(sep, lo, start - 1) for sep in "/\\;")
+    lo, key_end = max(0, start - 34), start - 1
+    before = max(
+        text.rfind("/", lo, key_end), text.rfind(";", lo, key_end), text.rfind("\\", lo, key_end)
+    )
     if (
         before < 0
         or depth_of(tagged[before]) > c
