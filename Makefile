@@ -37,7 +37,7 @@ DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' tests/debian-packages.txt)
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := canonical embedded matcher pages uploads feeds
 
-.PHONY: test lint format run bench clean venv system fuzz test-container
+.PHONY: test quick lint format run bench clean venv system fuzz test-container
 
 venv: $(VENV)/.installed
 
@@ -80,8 +80,18 @@ system:
 	    exit 1; fi; }; \
 	fi
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; a module's tests stay on one, so
+# its proxies and origins are started once): more than the cores, since most tests wait on
+# processes they started. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: lint system
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# `make quick`: the tests that start no process (pytest -m "not net"), for the edit loop.
+quick: venv
+	$(PY) -m pytest -m "not net" $(XDIST) $(PYTEST_ARGS)
 
 # `make test-container`: deploy/compose built and run with podman on a Debian trixie base
 # made from deb.debian.org (no registry needed); minutes, so not part of `make test`. Root.
