@@ -17,7 +17,9 @@
 #include <string.h>
 
 /* Candidates whose hash is requested before it is compared. */
+#ifndef AHEAD
 #define AHEAD 12
+#endif
 
 static inline uint64_t word_of(const uint8_t *hash, int word) {
     uint64_t w;
