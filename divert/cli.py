@@ -165,20 +165,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> DivertConfig:
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The config file this command reads: --config, else $BLOCKLIST_DIVERT_CONFIG, else
+    the default location when a file is there."""
     path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
     if path:
-        config = load_config(Path(path))
-    elif DEFAULT_CONFIG.exists():
-        config = load_config(DEFAULT_CONFIG)
-    else:
-        config = DivertConfig()
+        return Path(path)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def resolve_config(args: argparse.Namespace) -> DivertConfig:
+    path = config_path(args)
+    config = load_config(path) if path is not None else DivertConfig()
     key_file = getattr(args, "key_file", None) or os.environ.get(KEY_FILE_ENV)
     if key_file:
         config = dataclasses.replace(config, key_file=Path(key_file))
     if getattr(args, "store", None):
         config = dataclasses.replace(config, store=args.store)
     return config
+
+
+def store_origin(args: argparse.Namespace, config: DivertConfig) -> str:
+    """Where the store URL came from, for every line that names the store: an operator who
+    meant Redis must see at once that the embedded file store was read instead."""
+    if getattr(args, "store", None):
+        return "from --store"
+    path = config_path(args)
+    if config.store is not None and path is not None:
+        return f"from {path}"
+    if path is not None:
+        return f"the embedded store: {path} names no store; set store there or give --store"
+    return (
+        f"the embedded store: no --store, no ${CONFIG_ENV} and no {DEFAULT_CONFIG}; give "
+        "--config or --store to read another"
+    )
+
+
+def store_label(config: DivertConfig, origin: str) -> str:
+    """``<store URL without its password> (<origin>)``; the store is not contacted."""
+    try:
+        url = open_divert(config).url  # nothing is contacted before the first operation
+    except ConfigError:
+        url = "an invalid store URL"
+    return f"{url} ({origin})"
 
 
 def key_path(config: DivertConfig) -> Path:
@@ -219,10 +248,10 @@ async def cmd_resolve(
     return EXIT_OK
 
 
-async def _active(store: Store) -> tuple[int, DiversionSet]:
+async def _active(store: Store, label: str) -> tuple[int, DiversionSet]:
     loaded = await load_set(store)
     if loaded is None:
-        raise DivertError("no diversion set yet: run blocklist-divert resolve first")
+        raise DivertError(f"no diversion set yet in {label}: run blocklist-divert resolve first")
     return loaded[0].version, loaded[1]
 
 
@@ -236,7 +265,7 @@ def open_divert(config: DivertConfig) -> Store:
 async def cmd_export(config: DivertConfig, args: argparse.Namespace) -> int:
     hops = export.next_hops(args.next_hop or config.next_hop)
     async with open_divert(config) as store:
-        version, dset = await _active(store)
+        version, dset = await _active(store, args.store_label)
     text = export.render(
         args.format,
         dset,
@@ -255,7 +284,10 @@ async def cmd_export(config: DivertConfig, args: argparse.Namespace) -> int:
     except OSError as e:
         raise DivertError(f"cannot write {args.output}: {e.strerror or e}") from None
     if not getattr(args, "quiet", False):
-        print(f"wrote diversion set version {version} ({len(dset):,} addresses) to {args.output}")
+        print(
+            f"wrote diversion set version {version} ({len(dset):,} addresses) from "
+            f"{args.store_label} to {args.output}"
+        )
     return EXIT_OK
 
 
@@ -263,7 +295,7 @@ async def cmd_apply(config: DivertConfig, args: argparse.Namespace) -> int:
     table = args.table or config.nft_table
     plane = NftPlane(table)
     async with open_divert(config) as store:
-        version, dset = await _active(store)
+        version, dset = await _active(store, args.store_label)
     if args.force:
         await asyncio.to_thread(plane.apply, dset)
     else:
@@ -271,8 +303,9 @@ async def cmd_apply(config: DivertConfig, args: argparse.Namespace) -> int:
             await asyncio.to_thread(plane.apply, dset)
     if not getattr(args, "quiet", False):
         print(
-            f"applied diversion set version {version}: {len(dset):,} addresses "
-            f"({len(dset.ipv4):,} IPv4, {len(dset.ipv6):,} IPv6) into nft table inet {table}"
+            f"applied diversion set version {version} of {args.store_label}: "
+            f"{len(dset):,} addresses ({len(dset.ipv4):,} IPv4, {len(dset.ipv6):,} IPv6) into "
+            f"nft table inet {table}"
         )
     return EXIT_OK
 
@@ -288,6 +321,7 @@ async def cmd_status(config: DivertConfig, args: argparse.Namespace) -> int:
     if args.json:
         doc: dict[str, Any] = {
             "store": url,
+            "store_origin": args.store_origin,
             "active": None
             if info is None or dset is None
             else {**info.__dict__, "ipv4": len(dset.ipv4), "ipv6": len(dset.ipv6)},
@@ -297,7 +331,7 @@ async def cmd_status(config: DivertConfig, args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
         return EXIT_OK if info else EXIT_FAILED
-    print(f"store: {url}")
+    print(f"store: {args.store_label}")
     if info is None or dset is None:
         print("active set: none (run blocklist-divert resolve)")
     else:
@@ -338,7 +372,10 @@ async def cmd_status(config: DivertConfig, args: argparse.Namespace) -> int:
 async def cmd_rollback(config: DivertConfig, args: argparse.Namespace) -> int:
     async with open_divert(config) as store:
         info = await rollback(store)
-    print(f"rolled back: diversion set version {info.version} ({info.source}), {info.entries:,}")
+    print(
+        f"rolled back: diversion set version {info.version} ({info.source}), "
+        f"{info.entries:,} addresses, in {args.store_label}"
+    )
     print("the rolled-back set is not published again until DNS answers change (or --force)")
     return EXIT_OK
 
@@ -407,6 +444,8 @@ COMMANDS = {
 async def run(args: argparse.Namespace, *, progress: Progress | None = None) -> int:
     """Run the command in ``args``; ``progress`` replaces resolve's terminal line (tests)."""
     config = resolve_config(args)
+    args.store_origin = store_origin(args, config)
+    args.store_label = store_label(config, args.store_origin)
     if args.command == "resolve":
         return await cmd_resolve(config, args, progress=progress)
     return await COMMANDS[args.command](config, args)
@@ -421,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (DivertError, HostKeyError, StoreError) as e:
         keeps = "; the previous set stays active" if args.command == "resolve" else ""
-        print(f"blocklist-divert: {e}{keeps}", file=sys.stderr)
+        label = getattr(args, "store_label", None)
+        where = f" (store {label})" if isinstance(e, StoreError) and label else ""
+        print(f"blocklist-divert: {e}{where}{keeps}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED

@@ -260,7 +260,10 @@ class Runner:
             info = await self.store.active()
             self.store_down = False
             if info is None and self.active is None:
-                self._say("the store holds no diversion set yet; leaving the sets as they are")
+                self._say(
+                    f"the store {self.store.url} holds no diversion set yet; leaving the sets "
+                    "as they are"
+                )
             if info is None or info.version == self.version:
                 return
             loaded = await self.store.load_active()
@@ -270,7 +273,10 @@ class Runner:
             self.active, self.version = DiversionSet.from_bytes(data), info.version
         except (StoreError, DivertError) as exc:
             self.store_down = True
-            self._say(f"cannot read the active diversion set: {exc}; keeping the sets as they are")
+            self._say(
+                f"cannot read the active diversion set from {self.store.url}: {exc}; keeping "
+                "the sets as they are"
+            )
             return
         log.info(
             "active diversion set: version %d, %d IPv4 and %d IPv6 addresses",

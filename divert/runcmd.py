@@ -86,6 +86,7 @@ async def cmd_run(
                 metrics_file=getattr(args, "metrics_file", None),
                 plane=plane,
                 api_in=sys.stdin if kind == "exabgp" else None,
+                store_label=getattr(args, "store_label", None),
             )
     finally:
         sys.stdout = stdout
@@ -101,14 +102,19 @@ async def run_command(
     nft: str | list[str] = "nft",
     plane: DataPlane | None = None,
     api_in: Any = None,
+    store_label: str | None = None,
 ) -> int:
     """``blocklist-divert run`` until SIGTERM or SIGINT (exit 0), or, under ExaBGP, until
     ExaBGP shuts down (``api_in``: ExaBGP's pipe to this process)."""
     plane = plane or make_plane(config, nft=nft)
     if plane.lock is None:
-        return await _run(config, store, resolve, plane, status_file, metrics_file, api_in)
+        return await _run(
+            config, store, resolve, plane, status_file, metrics_file, api_in, store_label
+        )
     with runlock.hold(runlock.lock_path(config, plane.lock), plane.what):
-        return await _run(config, store, resolve, plane, status_file, metrics_file, api_in)
+        return await _run(
+            config, store, resolve, plane, status_file, metrics_file, api_in, store_label
+        )
 
 
 async def _run(
@@ -119,6 +125,7 @@ async def _run(
     status_file: Path | None,
     metrics_file: Path | None,
     api_in: Any,
+    store_label: str | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,8 +156,10 @@ async def _run(
             lastgood=lastgood.path(config, plane.name),
         )
         log.info(
-            "running: %s; resolve every %.0f s, health %s every %.1f s, withdraw after %.0f s",
+            "running: %s from store %s; resolve every %.0f s, health %s every %.1f s, "
+            "withdraw after %.0f s",
             plane.what,
+            store_label or store.url,
             config.interval,
             config.health_url,
             poll_interval(config.withdraw_after),
