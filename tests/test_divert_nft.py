@@ -122,8 +122,8 @@ async def test_apply_command_loads_the_active_set(netns: Netns, tmp_path) -> Non
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
-        "applied diversion set version 1: 3 addresses (2 IPv4, 1 IPv6) into nft table "
-        "inet blocklist\n"
+        f"applied diversion set version 1 of {store_url}/divert (from --store): 3 addresses "
+        "(2 IPv4, 1 IPv6) into nft table inet blocklist\n"
     )
     assert netns.elements("divert4") == ["192.0.2.10", "203.0.113.7"]
     assert netns.elements("divert6") == ["2001:db8::10"]
