@@ -443,6 +443,7 @@ PROCESS_MODULES = frozenset(
         "test_hosts_proxy",
         "test_imageproxy",
         "test_imageproxy_wrapped",
+        "test_long_urls",
         "test_managed_clients",
         "test_netns",
         "test_pac",

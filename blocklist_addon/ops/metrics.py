@@ -36,6 +36,10 @@ COUNTERS = {
         "Checks that failed with an error, by where (request, connect, tls, server, page, "
         "upload, image) and action (refuse, pass: blocklist_on_error)."
     ),
+    "blocklist_too_long_total": (
+        "Requests refused (414) for a URL longer than blocklist_max_url_length: never "
+        "forwarded, never looked up."
+    ),
     "blocklist_render_errors_total": (
         "451 answers that could not be rendered; the minimal 451 was sent instead."
     ),
