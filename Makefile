@@ -37,7 +37,15 @@ DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' tests/debian-packages.txt)
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := canonical embedded matcher pages uploads feeds
 
-.PHONY: test quick lint format run bench clean venv system fuzz test-container
+# `make mutate`: mutmut over the security-critical modules (MUTATE: default, all of them in
+# mutate/mutate.py's table), each in a copy of the working tree (MUTATE_REV=HEAD: of a
+# commit) under var/mutate/, with the tests that exercise it; fails when a surviving mutant
+# is not explained in mutate/equivalent.toml. Minutes, so not part of `make test`.
+MUTATE ?=
+MUTATE_REV ?=
+MUTATE_CHILDREN ?= 2
+
+.PHONY: test quick lint format run bench clean venv system fuzz mutate test-container
 
 venv: $(VENV)/.installed
 
@@ -132,6 +140,10 @@ fuzz: venv
 	  else echo "$$t: FAILED (input saved as var/fuzz/crash-*); see var/fuzz/$$t.log"; \
 	    tail -25 $$t.log; exit 1; fi; \
 	done
+
+mutate: venv
+	@$(PY) -c 'import mutmut' 2>/dev/null || $(PY) -m pip install --quiet -e '.[mutate]'
+	$(PY) mutate/mutate.py --children $(MUTATE_CHILDREN) $(if $(MUTATE_REV),--rev $(MUTATE_REV)) $(MUTATE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -39,9 +39,13 @@ import threading
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 from PIL import Image
+
+try:
+    import faiss  # the reference scan; not a dependency of the product
+except ImportError:
+    sys.exit("bench/hashes.py needs faiss-cpu: .venv/bin/pip install -e '.[bench]'")
 from proxy import ProxyProcess
 from support import free_port
 

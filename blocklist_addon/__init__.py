@@ -36,7 +36,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """The hash list names on first use (they import faiss, numpy and Pillow)."""
+    """The hash list names on first use (they import numpy and Pillow)."""
     if name in ("HashEntry", "HashList", "HashMatch"):
         from blocklist_addon import hashes
 
