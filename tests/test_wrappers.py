@@ -110,8 +110,9 @@ def imgproxy_plain(url: str, data: st.DataObject) -> str:
 
 
 def tracker_version(url: str, data: st.DataObject) -> str:
-    """A search engine's click tracker: a short version tag, then the URL in base64url."""
-    tag = data.draw(st.one_of(st.just("a1"), st.from_regex(r"[a-z][0-9a-z]{0,3}", fullmatch=True)))
+    """A search engine's click tracker: a version tag (a letter and 1 to 3 digits, "a1"),
+    then the URL in base64url."""
+    tag = data.draw(st.one_of(st.just("a1"), st.from_regex(r"[a-zA-Z][0-9]{1,3}", fullmatch=True)))
     click = data.draw(TOKEN)
     encoded = b64url(url, data).rstrip("=")
     return f"https://www.search.example/ck/a?!&&p={click}&ptn=3&ver=2&u={tag}{encoded}&ntb=1"

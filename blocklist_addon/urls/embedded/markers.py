@@ -75,7 +75,8 @@ _HTTP = r"[hH][tT][tT][pP][sS]?:"
 _REST_OF_HOST = r"[^/\\?#&]*+"
 # (Case spelled out: re.IGNORECASE makes this search twice as slow.)
 # imgproxy and image-search proxies split base64url by "/" anywhere, so a "/" may part the
-# encoded scheme too; a tracker may put a short version tag before it ("u=a1aHR0cHM6...").
+# encoded scheme too; a tracker may put a version tag (a letter and 1 to 3 digits) before it
+# ("u=a1aHR0cHM6...").
 
 
 def _trie(words: list[str]) -> str:
@@ -92,7 +93,7 @@ def _trie(words: list[str]) -> str:
 
 
 _B64 = r"(?=[aS]/?[HF]/?R)(?P<b64%s>" + _trie(_B64_SCHEMES) + r"[A-Za-z0-9+/_\-]*+=*+)"
-_B64_TAG = r"(?:[A-Za-z0-9]{1,4}(?=[aS][HF]R))?"
+_B64_TAG = r"(?:[A-Za-z][0-9]{1,3}(?=[aS][HF]R))?"
 _HEXED = r"(?P<hex%s>" + _HEX_SCHEME + r"(?:[0-9a-fA-F]{2})*+)"
 # Alternatives grouped by their first character, so that a position is tried once.
 MARKER = re.compile(
@@ -139,14 +140,14 @@ PLAIN = re.compile(
     _OUTER
     + r"""(?:
         [^:wW=?&%./\\\[\t\n\r\x80-\xff]++  # characters that start nothing
-      | [=?&](?![A-Za-z0-9]{0,4}[aS][HF]R|[46]8[57]4|[hH][tT][tT][pP][sS]?-  # a value that
+      | [=?&](?![aS][HF]R|[A-Za-z][0-9]{1,3}[aS][HF]R|[46]8[57]4|[hH][tT][tT][pP][sS]?-  # value
           |[\x00-\x20]*+(?:[/\\]|[a-zA-Z0-9_\-]++\.[a-zA-Z0-9_\-.]*?[a-zA-Z]  # starts no
                          |[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]))  # host, no "/" ...
           [^=?&#%/\\:wW\[\t\n\r\x80-\xff]*+(?![/\\%\[\x80-\xff])
       | [wW](?![wW])  # a "w" that does not start "ww"
       | (?<![pPsSeElL]):  # a ":" that does not end "http", "https", "cache" or "ssl"
       | \.(?![a-zA-Z][a-zA-Z0-9\-]*+\.?(?::[0-9]*+)?[/\\])  # not a TLD before a "/"
-      | [/\\](?!(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]*+)?[/\\]|[aS]/?[HF]/?R|[46]8[57]4)
+      | [/\\](?!(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]*+)?[/\\]|[aS][/HF]|[46]8[57]4)
     )*+""",
     re.VERBOSE,
 )
