@@ -56,7 +56,8 @@ from typing import Any
 
 import aiohttp
 
-from blocklist_addon.lists.store import Store, StoreError
+from blocklist_addon.lists.hosts import ACTIVE as HOSTS_STATE
+from blocklist_addon.lists.store import Store, StoreError, VersionInfo
 from divert import DivertError, lastgood, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
@@ -136,6 +137,11 @@ def poll_interval(withdraw_after: float) -> float:
 
 #: Each wait between resolutions is interval times 1 +/- this, at random.
 JITTER = 0.2
+#: How long a new list version may wait for its hostnames (the sync stores them right after
+#: it publishes the list) before ``run`` leaves it to the next scheduled resolution.
+HOSTS_WAIT = 60.0
+#: How often the hostnames' state is read while waiting for them.
+HOSTS_POLL = 0.2
 _random = random.SystemRandom()
 
 
@@ -179,6 +185,7 @@ class Runner:
     in_sync: bool = False  # the plane was last seen holding what it should
     apply_errors: int = 0
     repairs: int = 0  # times the plane was found changed behind run's back
+    lists: Store | None = None  # the URL list's store: its announcements start a resolution
     lastgood: Path | None = None  # the local copy of the last set applied (divert.lastgood)
     from_lastgood: bool = False  # the plane holds the local copy, not a set read this run
     store_down: bool = False  # the last read of the store failed
@@ -193,23 +200,32 @@ class Runner:
     health_reason: str = ""
     _verify_now: bool = False
     _said: str = ""  # the last error line said, so a failing store or nft is not repeated
+    _resolve_now: asyncio.Event = field(default_factory=asyncio.Event)  # a new list version
+    _tick_now: asyncio.Event = field(default_factory=asyncio.Event)  # a resolution ended
+    list_version: int | None = None  # the last list version announced (and followed)
 
     def __post_init__(self) -> None:
         self.gate = HealthGate(self.config.withdraw_after)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set: health and the store every poll, resolve every interval."""
-        resolver = asyncio.create_task(self._resolve_loop(stop)) if self.resolve else None
+        """Until ``stop`` is set: health and the store every poll, resolve every interval
+        and as soon as a new list version's hostnames are stored."""
+        tasks = []
+        if self.resolve:
+            tasks.append(asyncio.create_task(self._resolve_loop(stop)))
+            if self.lists is not None:
+                tasks.append(asyncio.create_task(self._follow_lists(stop)))
         try:
             while not stop.is_set():
+                self._tick_now.clear()
                 await self.tick()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_interval(self.config.withdraw_after))
+                await _first(stop, self._tick_now, poll_interval(self.config.withdraw_after))
         finally:
-            if resolver:
-                resolver.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await resolver
+                    await task
 
     async def tick(self) -> None:
         now = self.clock()
@@ -397,9 +413,68 @@ class Runner:
 
     # -- resolution --------------------------------------------------------------------------
 
+    async def _follow_lists(self, stop: asyncio.Event) -> None:
+        """Start a resolution as soon as a new list version is announced (the store's
+        pub/sub, or its pointer polled) and its hostnames are stored, so that a newly listed
+        host is diverted within seconds of the sync, not at the next scheduled resolution.
+        The version active at start is the first resolution's."""
+        assert self.lists is not None
+        backoff, said = 1.0, ""
+        while not stop.is_set():
+            try:
+                async for _number in self.lists.watch(poll_interval=1.0):
+                    backoff, said = 1.0, ""
+                    info = await self.lists.active()
+                    if info is None:
+                        continue
+                    if self.list_version is None:
+                        self.list_version = info.version  # what the first resolution reads
+                        continue
+                    if info.version == self.list_version:
+                        continue
+                    self.list_version = info.version
+                    await self._when_hosts_stored(info, stop)
+            except StoreError as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    log.warning(
+                        "cannot follow the list's announcements in %s: %s; new hosts wait for "
+                        "the next scheduled resolution until it answers",
+                        self.lists.url,
+                        exc,
+                    )
+                await _first(stop, asyncio.Event(), backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def _when_hosts_stored(self, info: VersionInfo, stop: asyncio.Event) -> None:
+        """Wake the resolution once the hostnames of list ``info`` are stored (the sync
+        writes them right after it publishes the list)."""
+        deadline = time.monotonic() + HOSTS_WAIT
+        while not stop.is_set():
+            state = await self.store.get_state(HOSTS_STATE) or {}
+            if state.get("list") == info.checksum:
+                log.info(
+                    "list version %d announced, its %s hostnames stored: resolving now",
+                    info.version,
+                    state.get("hosts", "?"),
+                )
+                self._resolve_now.set()
+                return
+            if time.monotonic() > deadline:
+                log.warning(
+                    "list version %d was announced but its hostnames were not stored within "
+                    "%.0f s (does blocklist-sync have the divert key?): its new hosts wait for "
+                    "the next scheduled resolution",
+                    info.version,
+                    HOSTS_WAIT,
+                )
+                return
+            await _first(stop, asyncio.Event(), HOSTS_POLL)
+
     async def _resolve_loop(self, stop: asyncio.Event) -> None:
         assert self.resolve is not None
         while not stop.is_set():
+            self._resolve_now.clear()
             started = self.clock()
             try:
                 outcome, ok = await self.resolve(), True
@@ -415,8 +490,8 @@ class Runner:
             else:
                 log.error("resolve failed: %s; the active set stays", outcome)
             self._verify_now = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), resolve_wait(self.config.interval))
+            self._tick_now.set()  # apply what it published now, not at the next poll
+            await _first(stop, self._resolve_now, resolve_wait(self.config.interval))
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -442,3 +517,13 @@ class Runner:
                 runreport.write_atomic(path, text())
             except OSError as exc:
                 self._say(f"cannot write {path}: {exc.strerror or exc}")
+
+
+async def _first(stop: asyncio.Event, other: asyncio.Event, timeout: float) -> None:
+    """Wait until ``stop`` or ``other`` is set, or ``timeout`` seconds have passed."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(other.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -77,11 +77,15 @@ async def cmd_run(
         sys.stdout = sys.stderr
     try:
         plane = make_plane(config, kind=kind, out=stdout if kind == "exabgp" else None)
-        async with open_store(config.store, keep=config.keep_versions, namespace="divert") as store:
+        async with (
+            open_store(config.store, keep=config.keep_versions, namespace="divert") as store,
+            open_store(config.store, keep=config.keep_versions) as lists,
+        ):
             return await run_command(
                 config,
                 store,
                 resolve,
+                lists=lists if resolve is not None else None,
                 status_file=getattr(args, "status_file", None),
                 metrics_file=getattr(args, "metrics_file", None),
                 plane=plane,
@@ -103,17 +107,18 @@ async def run_command(
     plane: DataPlane | None = None,
     api_in: Any = None,
     store_label: str | None = None,
+    lists: Store | None = None,
 ) -> int:
     """``blocklist-divert run`` until SIGTERM or SIGINT (exit 0), or, under ExaBGP, until
     ExaBGP shuts down (``api_in``: ExaBGP's pipe to this process)."""
     plane = plane or make_plane(config, nft=nft)
     if plane.lock is None:
         return await _run(
-            config, store, resolve, plane, status_file, metrics_file, api_in, store_label
+            config, store, resolve, plane, status_file, metrics_file, api_in, store_label, lists
         )
     with runlock.hold(runlock.lock_path(config, plane.lock), plane.what):
         return await _run(
-            config, store, resolve, plane, status_file, metrics_file, api_in, store_label
+            config, store, resolve, plane, status_file, metrics_file, api_in, store_label, lists
         )
 
 
@@ -126,6 +131,7 @@ async def _run(
     metrics_file: Path | None,
     api_in: Any,
     store_label: str | None = None,
+    lists: Store | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,6 +160,7 @@ async def _run(
             status_file=status_file,
             metrics_file=metrics_file,
             lastgood=lastgood.path(config, plane.name),
+            lists=lists,
         )
         log.info(
             "running: %s from store %s; resolve every %.0f s, health %s every %.1f s, "
