@@ -332,14 +332,22 @@ async def cmd_rollback(stores: Stores, config: SyncConfig, args: argparse.Namesp
 
 
 async def cmd_suppress(stores: Stores, config: SyncConfig, args: argparse.Namespace) -> int:
+    """Suppress or unsuppress one entry: the list is rebuilt from the feeds' kept entries
+    and announced at once, from the configured feeds or, with no configuration naming
+    any of this kind, from those the store records the active list was built from."""
     on = args.command == "suppress"
-    feeds = _feeds(config, args.kind)
+    store = stores(args.kind)
+    feeds = _feeds(config, args.kind) or await worker.recorded_feeds(store, args.kind)
     label = LABELS[args.kind]
     hosts = open_hosts(args, config) if args.kind == "urls" else None
     try:
         info = await worker.set_suppressed(
-            stores(args.kind), feeds, args.entry_id, on, getattr(args, "note", ""), hosts
+            store, feeds, args.entry_id, on, getattr(args, "note", ""), hosts
         )
+    except worker.UnknownEntry as e:
+        where = f" ({label.strip()})" if label else ""
+        print(f"blocklist-sync: {args.command}{where}: {e}; nothing changed", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if hosts is not None:
             await hosts.store.close()
@@ -347,13 +355,8 @@ async def cmd_suppress(stores: Stores, config: SyncConfig, args: argparse.Namesp
     print(f"{verb}: {args.entry_id}" + (f" ({label.strip()})" if label else ""))
     if info is not None:
         print(f"activated {label}{describe(info)}")
-    elif feeds:
-        print(
-            f"note: the active {label or 'list '}did not change: is {args.entry_id} an id in force?"
-        )
     else:
-        kind = " of this kind" if label else ""
-        print(f"note: no feeds{kind} configured here; it applies at the next sync (give --config)")
+        print(f"the active {label or 'list '}already {'leaves it out' if on else 'holds it'}")
     return EXIT_OK
 
 

@@ -31,7 +31,7 @@ from blocklist_addon.urls.snapshot import Snapshot
 from sync import compiled
 from sync.config import Feed, SyncConfig
 from sync.feeds import FeedError, parse_feed, validate
-from sync.fetch import FetchError, FetchState, fetch_feed
+from sync.fetch import FeedSource, FetchError, FetchState, fetch_feed
 
 SUPPRESSED = "suppressed"
 ROLLED_BACK = "rolled-back"
@@ -304,6 +304,41 @@ async def rollback(
         return info
 
 
+class UnknownEntry(ValueError):
+    """A suppression names an id the list does not hold (or an unsuppression one that is
+    not suppressed): refused, nothing changes."""
+
+
+async def recorded_feeds(store: Store, kind: str) -> list[Feed]:
+    """The feeds the active list was last built from, as the store records them (name and
+    list name): what a suppression rebuilds from when no configuration names the feeds, so
+    that ``suppress`` without ``--config`` reaches the proxies at once too."""
+    built = await store.get_state(BUILT) or {}
+    recorded = (built.get("inputs") or {}).get("feeds") or {}
+    fmt = "hashes-jsonl" if kind == "hashes" else "text"
+    feeds = []
+    for name, value in sorted(recorded.items()):
+        list_name = value[0] if isinstance(value, list) and value else name
+        feeds.append(Feed(FeedSource(name=name, url="", format=fmt), str(list_name)))
+    return feeds
+
+
+async def holds_entry(store: Store, feeds: Iterable[Feed], entry_id: str) -> bool:
+    """Whether any feed's kept entries (what the active list is built from, before
+    suppressions) hold ``entry_id``, as the block log names entries."""
+    needle = entry_id.encode("utf-8")
+    for feed in feeds:
+        blob = await store.get_blob(feed_key(feed.source.name))
+        if blob is None:
+            continue
+        if feed.kind == "hashes":
+            if needle in blob and HashSnapshot.from_bytes(blob).has_id(entry_id):
+                return True
+        elif any((e.entry_id or e.digest.hex()) == entry_id for e in compiled.unpack(blob)):
+            return True
+    return False
+
+
 async def set_suppressed(
     store: Store,
     feeds: Iterable[Feed],
@@ -313,18 +348,25 @@ async def set_suppressed(
     hosts: HostStore | None = None,
 ) -> VersionInfo | None:
     """Stop (or resume) enforcing one entry by its opaque id, at once: the active list is
-    rebuilt from the kept feed entries without a download."""
+    rebuilt from the kept feed entries without a download, and announced. An id that no
+    kept entry holds (or, to resume, one not suppressed) raises :class:`UnknownEntry`."""
     async with store.lock("sync", wait=30.0) as acquired:
         if not acquired:
             raise RuntimeError("another sync holds the lock; try again in a minute")
         state = await store.get_state(SUPPRESSED) or {}
         ids = state.setdefault("ids", {})
+        feeds = list(feeds)
+        if not feeds:
+            raise UnknownEntry("no list built by blocklist-sync in this store: nothing to suppress")
         if on:
+            if not await holds_entry(store, feeds, entry_id):
+                raise UnknownEntry(f"{entry_id} is not an entry of the active list")
             ids[entry_id] = {"since": time.time(), "note": note}
         else:
-            ids.pop(entry_id, None)
+            if entry_id not in ids:
+                raise UnknownEntry(f"{entry_id} is not suppressed")
+            ids.pop(entry_id)
         await store.set_state(SUPPRESSED, state)
-        feeds = list(feeds)
         activated = await activate(store, feeds, force=True)
         if hosts is not None:
             await refresh_hosts(store, feeds, hosts)

@@ -86,7 +86,11 @@ def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex)
     arrays = index.arrays()
     parts = [
         memoryview(snapshot.to_bytes()).cast("B"),
-        *(memoryview(np.ascontiguousarray(arrays[name])).cast("B") for name in _SECTIONS[1:]),
+        # As flat bytes: memoryview.cast refuses an empty 2-D array (a list without PDQ).
+        *(
+            memoryview(np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8))
+            for name in _SECTIONS[1:]
+        ),
     ]
     offsets, at = [], _HEADER.size
     for part in parts:

@@ -505,6 +505,21 @@ class HashSnapshot:
         raw = self._id_blob[self._id_offsets[number] : self._id_offsets[number + 1]]
         return name, str(raw, "utf-8", "replace")
 
+    def has_id(self, entry_id: str) -> bool:
+        """Whether an entry has this id (``blocklist-sync suppress`` refuses unknown ids)."""
+        blob, needle = bytes(self._id_blob), entry_id.encode("utf-8")
+        if not needle:
+            return False
+        starts = np.frombuffer(self._id_offsets, dtype=np.uint32)
+        at = blob.find(needle)
+        while at >= 0:
+            number = int(np.searchsorted(starts, at))
+            end = at + len(needle)
+            if number < len(self) and starts[number] == at and starts[number + 1] == end:
+                return True
+            at = blob.find(needle, at + 1)
+        return False
+
     def category(self, number: int) -> str | None:
         """The hotline's category of entry ``number``, when its feed gave one."""
         if self._categories is None or not (index := self._categories[number]):
