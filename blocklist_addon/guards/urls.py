@@ -34,7 +34,7 @@ from blocklist_addon.guards.flow import (
 )
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops import splash
-from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address
+from blocklist_addon.ops.blocklog import BlockEvent, BlockLog, client_address, uploader_of
 from blocklist_addon.ops.errors import describe_error
 from blocklist_addon.ops.metrics import Metrics
 from blocklist_addon.ops.options import int_option
@@ -290,6 +290,7 @@ class Enforcer:
                 reference=reference,
                 as_json=_wants_json(request),
                 image=where == "image",
+                site=isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode),
             ),
         )
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where=where)
@@ -301,6 +302,7 @@ class Enforcer:
             reference=reference,
             url=request_url(request, by_host_header=True),
             method=request.method,
+            uploader=uploader_of(request.headers),
         )
         self.blocklog.write(event)
         return event

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -30,7 +31,17 @@ from blocklist_addon.urls.matcher import Match
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashMatch
 
-__all__ = ["BlockEvent", "BlockLog", "ConnectionLog", "client_address", "client_field"]
+__all__ = [
+    "BlockEvent",
+    "BlockLog",
+    "ConnectionLog",
+    "client_address",
+    "client_field",
+    "uploader_of",
+]
+
+#: Longest uploader value kept; characters other than printable ASCII are dropped.
+UPLOADER_MAX = 128
 
 #: The logger of mitmproxy's per-connection lines (each names the client and destination).
 CONNECTION_LOGGER = "mitmproxy.proxy.server"
@@ -49,6 +60,7 @@ class BlockEvent:
     reference: str
     url: str | None = None  # logged only when blocklist_log_url is on
     method: str | None = None
+    uploader: str | None = None  # blocklist_uploader_header's value, when the operator set one
 
 
 def client_address(client: connection.Client) -> str | None:
@@ -71,6 +83,17 @@ def client_field(address: str | None, mode: ClientMode) -> str | None:
         ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def uploader_of(headers: Mapping[str, str]) -> str | None:
+    """The uploader, as the platform names it in the request header that
+    ``blocklist_uploader_header`` names (None when unset or absent): printable ASCII only,
+    at most UPLOADER_MAX characters, so that a value cannot forge a log line."""
+    name = ctx.options.blocklist_uploader_header
+    if not name or (value := headers.get(name)) is None:
+        return None
+    value = "".join(c for c in value if " " <= c <= "~").strip()[:UPLOADER_MAX]
+    return value or None
 
 
 def record(event: BlockEvent, *, client_mode: ClientMode, with_url: bool) -> str:
@@ -97,6 +120,8 @@ def record(event: BlockEvent, *, client_mode: ClientMode, with_url: bool) -> str
         doc["client"] = client
     if event.method:
         doc["method"] = event.method
+    if event.uploader is not None:
+        doc["uploader"] = event.uploader
     if with_url and event.url is not None:
         doc["url"] = event.url
     return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
@@ -131,6 +156,16 @@ class BlockLog:
             False,
             "Also write the requested URL into block lines. Off by default: logs must not "
             "become a plaintext copy of the confidential list.",
+        )
+        loader.add_option(
+            "blocklist_uploader_header",
+            str,
+            "",
+            "In front of a platform: the name of a request header the platform (or its "
+            "authenticating gateway in front of this proxy) sets to the uploading account, "
+            "e.g. X-Platform-User. Its value goes into the block line and the webhook event "
+            "of a refused upload as 'uploader': personal data, so off (empty) by default; the "
+            "header must be one clients cannot set themselves.",
         )
 
     def configure(self, updated: set[str]) -> None:

@@ -257,6 +257,11 @@ def _test_page(config: SplashConfig, *, list_name: str, reference: str, page: bo
     ).encode()
 
 
+#: Who refuses an upload, when the operator has not named itself: in front of a platform
+#: (reverse mode) the site refuses it; elsewhere (a school's or an ISP's proxy) the provider.
+DEFAULT_SITE = "this site"
+
+
 def refused_upload(
     config: SplashConfig,
     *,
@@ -264,22 +269,27 @@ def refused_upload(
     reference: str,
     as_json: bool,
     image: bool = False,
+    site: bool = False,
 ) -> SplashResponse:
     """The 451 answer to a post or upload that carries a listed URL (``image``: a file that
     matches the image hash list): it never reached the site. JSON for API clients, a short
-    HTML page for forms; nothing of the post is shown."""
+    HTML page for forms; nothing of the post is shown. ``site``: the proxy stands in front
+    of the platform (reverse mode), so the one refusing is the site (``blocklist_operator``
+    when set), never "your access provider"; the operator's contact is given either way."""
     ref = _reference(reference)
+    who = config.operator
+    if site and who == DEFAULT_OPERATOR:
+        who = DEFAULT_SITE
     if image:
         reason = (
-            "The submission was not accepted: it contains an image that matches a list of "
-            f"known child sexual abuse images from {config.hotline}, which {config.operator} "
-            "refuses."
+            f"The submission was not accepted by {who}: it contains an image that matches a "
+            f"list of known child sexual abuse images from {config.hotline}."
         )
     else:
         reason = (
-            "The submission was not accepted: it contains a link to a page that "
-            f"{config.operator} blocks because it may contain indecent images of children "
-            f"as identified by {config.hotline}."
+            f"The submission was not accepted by {who}: it contains a link to a page that is "
+            "blocked because it may contain indecent images of children as identified by "
+            f"{config.hotline}."
         )
     if as_json:
         doc = {
@@ -289,8 +299,18 @@ def refused_upload(
             "reference": ref,
             "about": config.about_url,
         }
+        if config.contact:
+            doc["contact"] = _contact_href(config.contact)
         body = (json.dumps(doc, ensure_ascii=True) + "\n").encode("ascii")
         return SplashResponse(STATUS, _headers(config, "application/json"), body)
+    contact = ""
+    if config.contact:
+        href = _contact_href(config.contact)
+        label = href[7:].partition("?")[0] if href[:7].lower() == "mailto:" else href
+        contact = (
+            f' Contact {html.escape(who)}: <a href="{html.escape(href, quote=True)}">'
+            f"{html.escape(label)}</a>."
+        )
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>Submission not accepted</title></head><body>"
@@ -298,6 +318,7 @@ def refused_upload(
         f"<p>{'Remove the file' if image else 'Remove the link'} and submit again. "
         "If you think this is a mistake, quote "
         f"reference <code>{html.escape(ref)}</code> (list {html.escape(_showable(list_name))})."
+        f"{contact}"
         f' More: <a href="{html.escape(config.about_url)}">{html.escape(config.about_url)}</a>'
         "</p></body></html>\n"
     )
