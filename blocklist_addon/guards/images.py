@@ -264,13 +264,18 @@ class ImageGuard:
             # body before it sends an answer, so the connection is closed instead.
             self._unchecked(flow, ["unknown-length"], refuse=True)
             flow.kill()
-        elif length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
+        elif (
+            self.uncheckable == "refuse"
+            and length is not None
+            and length.strip().isdigit()
+            and int(length) > self.max_bytes
+        ):
             self._unchecked(flow, ["too-large"])
-            if flow.response is not None:
-                flow.kill()  # refused: closed rather than read whole for a 413
-            else:
-                flow.request.stream = True  # passes, without sitting in memory
+            flow.kill()  # refused: closed rather than read whole for a 413
         else:
+            # Under "pass" an upload declared larger than max_bytes is held too, and its
+            # head checked (request): a listed picture followed by padding must not pass
+            # for its size alone. mitmproxy's body_size_limit bounds what is held.
             # Held until checked, even when the URL upload check (a lower limit) would
             # have let it stream past.
             flow.request.stream = False
@@ -289,8 +294,9 @@ class ImageGuard:
         coding = header(request.headers, b"content-encoding")
         content_type = header(request.headers, b"content-type") or ""
         if len(raw) > self.max_bytes:
-            self._unchecked(flow, ["too-large"])
-            return None
+            # Too large to check whole: its first max_bytes are checked as any body (an
+            # image starts there; carving finds one further in), and its exact hashes.
+            return self._check_off_loop(flow, hashlist, raw, coding, content_type)
         if len(raw) <= INLINE_BYTES and not coding:
             outcome = self._check(hashlist, raw, coding, content_type, pixels=False)
             if outcome.match is not None or not outcome.pending:
@@ -349,6 +355,13 @@ class ImageGuard:
         clock = time.perf_counter()
         outcome = _Outcome()
         try:
+            if len(raw) > self.max_bytes:
+                outcome.unchecked.append("too-large")
+                outcome.files += 1
+                if (match := hashlist.match_exact_bytes(raw)) is not None:
+                    outcome.match = match
+                    return outcome
+                raw = raw[: self.max_bytes]  # the head, checked below as any body
             try:
                 body = inflate(raw, coding, self.max_bytes)
             except TooLarge:
