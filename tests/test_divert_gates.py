@@ -9,7 +9,7 @@ import pytest
 
 from divert.config import ConfigError, DivertConfig
 from divert.dataset import DiversionSet
-from divert.gates import decide, literal
+from divert.gates import Decision, decide, literal
 from divert.lookup import Answer, Resolution
 from divert.protect import BUILTIN, Protected, load_file, own_addresses
 
@@ -336,3 +336,158 @@ def test_most_hosts_unanswered_means_broken_resolvers() -> None:
     assert "2 of 3 hosts" in out.refused.detail
     assert run(answers, force=True).refused is None
     assert run(answers, config=DivertConfig(max_failed=0.7, growth_allowance=0)).refused is None
+
+
+# -- what the decisions say: the lines `blocklist-divert` logs and prints, and its status -
+
+GRACE = "(grace 6 h)"
+
+
+def test_a_decision_names_its_host_by_digest_or_the_whole_set() -> None:
+    """``line()`` is what the log and the CLI print; ``to_dict()`` is the status JSON."""
+    host = Decision("kept", "A timeout: ...", "h1")
+    whole = Decision("total", "11 addresses")
+    assert host.line() == "host h1: kept: A timeout: ..."
+    assert whole.line() == "set: total: 11 addresses"
+    assert host.to_dict() == {"gate": "kept", "detail": "A timeout: ...", "digest": "h1"}
+    assert whole.to_dict() == {"gate": "total", "detail": "11 addresses", "digest": ""}
+    assert (host.refusal, whole.refusal) == (False, True)
+
+
+def test_counts_by_state_most_notable_first() -> None:
+    """The status shows the states in STATES order, each with how many hosts are in it."""
+    answers = {
+        "h1": status("timeout"),
+        "h2": ok("192.0.2.20"),
+        "h3": ok("192.0.2.30"),
+        "h9": status("nxdomain"),
+    }
+    assert list(run(answers).counts().items()) == [("kept", 1), ("nxdomain", 1), ("ok", 2)]
+
+
+def test_ip_literals_answer_their_own_family_and_nodata_for_the_other() -> None:
+    assert literal("192.0.2.44") == Resolution(Answer("ok", ("192.0.2.44",)), Answer("nodata"))
+    assert literal("[2001:db8:0::44]") == Resolution(
+        Answer("nodata"), Answer("ok", ("2001:db8::44",))
+    )
+
+
+def test_the_new_set_is_dated_by_the_run_not_the_clock() -> None:
+    assert run({"h2": ok("192.0.2.20")}).dset.created_at == NOW
+
+
+def test_the_protected_decision_shows_four_addresses_and_counts_the_rest() -> None:
+    """Four blocked addresses are all shown; a fifth is counted, not shown."""
+    four = [f"10.0.0.{i}" for i in range(1, 5)]
+    shown = ", ".join(f"{a} in 10.0.0.0/8" for a in four)
+    out = run({"h3": ok(*four)}, previous=None, memory={})
+    detail = f"4 of 4 addresses in protected prefixes ({shown}): not diverted"
+    assert out.decisions == [Decision("protected", detail, "h3")]
+    assert out.states == {"h3": "refused"} and out.dset.hosts == {}
+    out = run({"h3": ok(*four, "10.0.0.5", "192.0.2.30")}, previous=None, memory={})
+    detail = f"5 of 6 addresses in protected prefixes ({shown} and 1 more): not diverted"
+    assert out.decisions == [Decision("protected", detail, "h3")]
+    assert out.states == {"h3": "protected"} and out.dset.hosts == {"h3": ("192.0.2.30",)}
+
+
+def test_max_per_host_addresses_are_diverted_one_more_refuses_them_all() -> None:
+    four = [f"203.0.113.{i}" for i in range(1, 5)]
+    out = run({"h3": ok(*four)}, previous=None, memory={})
+    assert out.dset.hosts == {"h3": tuple(four)} and out.decisions == []
+    out = run({"h3": ok(*four, "2001:db8::5")}, previous=None, memory={})
+    detail = "5 addresses, over max_per_host 4: none diverted"
+    assert out.decisions == [Decision("per-host", detail, "h3")] and out.dset.hosts == {}
+
+
+def test_a_refused_answer_keeps_the_previous_addresses_saying_why() -> None:
+    many = [f"203.0.113.{i}" for i in range(1, 6)]
+    out = run({"h2": ok(*many)})
+    assert out.decisions == [
+        Decision("per-host", "5 addresses, over max_per_host 4: none diverted", "h2"),
+        Decision(
+            "kept",
+            f"A refused by a gate: keeps its 1 previous address(es), last answered 60 min ago "
+            f"{GRACE}",
+            "h2",
+        ),
+    ]
+
+
+def test_kept_and_expired_name_the_family_the_failure_and_the_age() -> None:
+    answers = {"h1": status("timeout"), "h2": ok("192.0.2.20")}
+    kept = "{} timeout: keeps its 1 previous address(es), last answered 60 min ago " + GRACE
+    assert run(answers).decisions == [
+        Decision("kept", kept.format("A"), "h1"),
+        Decision("kept", kept.format("AAAA"), "h1"),
+    ]
+    gone = "{} timeout for 7 h, beyond grace 6 h: its 1 previous address(es) removed"
+    out = run(answers, now=NOW + 6 * HOUR)
+    assert out.decisions == [
+        Decision("expired", gone.format("A"), "h1"),
+        Decision("expired", gone.format("AAAA"), "h1"),
+    ]
+    assert out.refused is None  # 1 of 2 hosts failed: max_failed 0.5 is not exceeded
+
+
+@pytest.mark.parametrize(
+    ("age", "shown"),
+    [
+        (-5.0, "0 s"),  # the clock went back
+        (0.0, "0 s"),
+        (119.0, "119 s"),
+        (120.0, "2 min"),
+        (7199.0, "119 min"),
+        (7200.0, "2 h"),
+        (10799.0, "2 h"),
+    ],
+)
+def test_ages_in_seconds_minutes_then_hours(age: float, shown: str) -> None:
+    out = run({"h2": status("timeout")}, memory={"h2": {"4": NOW - age}})
+    detail = f"A timeout: keeps its 1 previous address(es), last answered {shown} ago {GRACE}"
+    assert out.decisions[0] == Decision("kept", detail, "h2")
+
+
+def test_max_total_addresses_are_published_one_more_is_refused() -> None:
+    answers = {f"n{i}": ok(f"203.0.113.{i}") for i in range(1, 11)}
+    config = DivertConfig(max_total=10)
+    assert run(answers, previous=None, memory={}, config=config).refused is None
+    answers["n11"] = ok("203.0.113.11")
+    out = run(answers, previous=None, memory={}, config=config)
+    assert out.refused == Decision("total", "11 addresses, over max_total 10: not published")
+    assert out.decisions == [out.refused]
+
+
+def test_ip_literals_do_not_count_among_the_hosts_the_resolvers_answer() -> None:
+    """One host asked, one timed out: the resolvers failed, whatever the literals."""
+    answers = {"h3": status("timeout"), "l1": literal("192.0.2.44"), "l2": literal("192.0.2.45")}
+    out = run(answers, previous=None, memory={}, literals=frozenset({"l1", "l2"}))
+    detail = (
+        "1 of 1 hosts got no answer from the resolvers (timeout, SERVFAIL), over max_failed "
+        "0.5: are the resolvers working? (--force to publish anyway)"
+    )
+    assert out.refused == Decision("failed", detail)
+    assert out.decisions == [out.refused]
+
+
+def test_the_growth_decision_gives_the_ratio_or_from_nothing() -> None:
+    answers = {f"n{i}": ok(f"203.0.113.{i}") for i in range(1, 8)}
+    limits = "(max_growth 2, growth_allowance 0): not published (--force to accept)"
+    detail = f"7 addresses, 2.3x the previous 3 {limits}"
+    assert run(answers).refused == Decision("growth", detail)
+    empty = DiversionSet.build({}, created_at=NOW - HOUR)
+    out = run({"n1": ok("203.0.113.1")}, previous=empty, memory={})
+    assert out.refused == Decision("growth", f"1 addresses, from nothing the previous 0 {limits}")
+
+
+def test_the_vanished_decision_asks_about_the_resolvers() -> None:
+    before = {f"n{i}": [f"203.0.113.{i}"] for i in range(1, 13)}
+    previous = DiversionSet.build(before, created_at=NOW - 8 * HOUR)
+    memory = {d: {"4": NOW - 8 * HOUR} for d in before}
+    answers = {d: status("nxdomain") for d in before}
+    answers |= {"n1": ok("203.0.113.1"), "n2": ok("203.0.113.2")}
+    detail = (
+        "10 of the 12 listed hosts that had addresses lost all of them in one run (max_vanished "
+        "0.5, vanished_allowance 8): do the resolvers filter or rewrite these names? (--force "
+        "to publish anyway)"
+    )
+    assert run(answers, previous=previous, memory=memory).refused == Decision("vanished", detail)
