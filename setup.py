@@ -1,7 +1,18 @@
 """The one compiled part of the package: the PDQ index's two loops (plain C, built with the
 compiler ``pdqhash`` already needs). Everything else is in pyproject.toml."""
 
-from setuptools import Extension, setup
+import sys
+
+# pip does not check requires-python for a local directory before resolving dependencies:
+# on Python 3.11 (Debian 12) it only said "No matching distribution found for mitmproxy".
+if sys.version_info < (3, 12):  # noqa: UP036  (the point: older Pythons run this file)
+    sys.exit(
+        "blocklist-proxy needs Python 3.12 or newer (this is "
+        f"{sys.version_info.major}.{sys.version_info.minor}): use Debian 13, Ubuntu 24.04 "
+        "or the container (deploy/compose/), see docs/operators-guide.md"
+    )
+
+from setuptools import Extension, setup  # after the check: any Python runs it
 
 setup(
     ext_modules=[

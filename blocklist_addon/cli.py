@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--store",
         metavar="URL",
         help="redis://host[:port][/db], rediss://..., unix:///path or file:///dir. "
-        "Default: the embedded store in $BLOCKLIST_DATA_DIR.",
+        "Default: the embedded store in the data directory: $BLOCKLIST_DATA_DIR, else "
+        "/var/lib/blocklist-proxy when it exists, else ~/.local/share/blocklist-proxy.",
     )
     parser.add_argument(
         "--listen-host", metavar="H", help=f"address to listen on ({DEFAULTS['listen_host']})"

@@ -133,8 +133,10 @@ class ImageGuard:
             "blocklist_image_max_bytes",
             int,
             32 * 1024 * 1024,
-            "Largest upload body checked against the image hash list; a larger one cannot "
-            "be checked (see blocklist_image_uncheckable).",
+            "Largest upload body checked whole against the image hash list. Of a larger one "
+            "the exact hashes and the first max_bytes are checked (an image starts there), and "
+            "it counts as unchecked, too-large (see blocklist_image_uncheckable). Set it to the "
+            "site's own upload limit where memory allows.",
         )
         loader.add_option(
             "blocklist_image_max_pixels",

@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="redis://, rediss://, unix:// or file:// URL (default: the embedded store in "
-        "$BLOCKLIST_DATA_DIR)",
+        help="redis://, rediss://, unix:// or file:// URL (default: the embedded store in the "
+        "data directory: $BLOCKLIST_DATA_DIR, else /var/lib/blocklist-proxy when it exists, "
+        "else ~/.local/share/blocklist-proxy)",
     )
     parser.add_argument(
         "--threshold", type=int, default=31, help="PDQ distance that matches (default 31)"
@@ -256,12 +257,13 @@ def walk(
             pending.extend(reversed(below))
 
 
-async def _load(store_url: str | None) -> tuple[Any, bytes] | None:
+async def _load(store_url: str | None) -> tuple[Any, bytes] | str | None:
+    """The active hash list, or the store's name (as messages show it) when it has none."""
     from blocklist_addon.hashes import NAMESPACE
 
     store = open_store(store_url, namespace=NAMESPACE)
     try:
-        return await store.load_active()
+        return await store.load_active() or store.url
     finally:
         await store.close()
 
@@ -280,10 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"blocklist-scan: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if pair is None:
+    if pair is None or isinstance(pair, str):
         print(
-            "blocklist-scan: no image hash list is active in the store: run blocklist-sync "
-            "with a hashes-jsonl or hashes-csv feed first",
+            f"blocklist-scan: no image hash list is active in the store {pair}: run "
+            "blocklist-sync with a hashes-jsonl or hashes-csv feed first (or give --store)",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -4,7 +4,8 @@ request path: the 451 never waits for the webhook.
 Events queue in memory (bounded: when the platform's endpoint is down for long, the oldest
 events are kept and new ones dropped, counted) and go out one at a time with a few retries
 and backoff. An event is the block log's JSON line: ids, kinds, distances and the hotline's
-category of the entry, never an image or a hash. The bearer token comes from a file, never from an option's value, and only
+category of the entry (and the uploader, when blocklist_uploader_header names one), never
+an image or a hash. The bearer token comes from a file, never from an option's value, and only
 from a private one (blocklist_addon.ops.credentials: not a symbolic link, the proxy user's, mode
 0600 or stricter); it is never sent over plain http:// except to loopback.
 

@@ -41,6 +41,7 @@ from blocklist_addon.lists.store.redis_store import RedisStore
 __all__ = [
     "SCHEMES",
     "SYNCED_STATE",
+    "SYSTEM_DATA_DIR",
     "FileStore",
     "IncompleteVersion",
     "RedisStore",
@@ -57,11 +58,22 @@ __all__ = [
 _NAMESPACE = re.compile(r"(?!(?:versions|state|blob|lock)$)[a-z][a-z0-9-]{0,31}")
 
 
+#: The data directory of a system install: the service user's home, which the install
+#: step makes (docs/operators-guide.md). Once it exists every command uses it by default,
+#: whoever runs it, so the sync, the proxy, blocklist-scan and blocklist-divert agree
+#: without each being told (issue 25, item 7).
+SYSTEM_DATA_DIR = pathlib.Path("/var/lib/blocklist-proxy")
+
+
 def default_data_dir() -> pathlib.Path:
-    """``$BLOCKLIST_DATA_DIR``, else ``$XDG_DATA_HOME/blocklist-proxy``
-    (``~/.local/share/blocklist-proxy``): the embedded store when no store URL is given."""
+    """Where every command keeps the embedded store (when no store URL is given) and its
+    local copies: ``$BLOCKLIST_DATA_DIR``; else :data:`SYSTEM_DATA_DIR` when it exists (a
+    system install); else ``$XDG_DATA_HOME/blocklist-proxy``
+    (``~/.local/share/blocklist-proxy``: a checkout used without installing)."""
     if configured := os.environ.get(DATA_DIR_ENV):
         return pathlib.Path(configured)
+    if SYSTEM_DATA_DIR.is_dir():
+        return SYSTEM_DATA_DIR
     xdg = os.environ.get("XDG_DATA_HOME")
     base = pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".local" / "share"
     return base / "blocklist-proxy"
