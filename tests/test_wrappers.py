@@ -187,6 +187,19 @@ def test_the_same_wrapper_around_an_unlisted_url_passes(
     assert blocklist(case).match(url) is None, url
 
 
+@pytest.mark.parametrize("at", [8, 12, 20])
+def test_a_split_url_is_not_cut_inside_itself(at: int) -> None:
+    """A clean URL split across segments is read whole: a piece boundary that falls just
+    after a listed page (``http://a.test/b`` in ``http://a.test/bx``) is not that page,
+    nor is the first piece alone; the listed page split the same way is found."""
+    bl = Blocklist.from_entries(["http://a.test/b", "http://a.test/b/"])
+    longer = base64.urlsafe_b64encode(b"http://a.test/bx").decode()
+    listed = base64.urlsafe_b64encode(b"http://a.test/b").decode()
+    assert longer.startswith(listed)  # 15 bytes: 20 characters, a whole number of groups
+    assert bl.match(f"https://img.example/insecure/{longer[:at]}/{longer[at:]}") is None
+    assert bl.match(f"https://img.example/insecure/{listed[:at]}/{listed[at:]}") is not None
+
+
 # -- item 3: a host named in another site's path ------------------------------------------
 
 #: Pages about a host, which fetch nothing from it: each must pass a whole-host entry.

@@ -42,13 +42,16 @@ def decoded_urls(text: str, encoded: list[re.Match[str]], begin: int) -> list[tu
         if kind.startswith("b64"):
             url = _from_base64(value)
             if "/" in value and (url is None or _NOT_URL.search(url)):
-                # Not one URL with "/" as a base64 character: base64url in a path, up to
-                # the first "/" with more segments after it, or split across segments.
-                if url is not None:
-                    out.append((url, False))
-                if (first := _from_base64(value.split("/", 1)[0])) is not None:
-                    out.append((first, True))
-                out += _split_base64(value.split("/"))
+                # Not one URL with "/" as a base64 character: base64url split across
+                # segments (then that URL alone: a shorter reading would be its parent),
+                # or up to the first "/" with more segments after it.
+                split = _split_base64(value.split("/"))
+                if len(split) != 1:
+                    if url is not None:
+                        out.append((url, False))
+                    if (first := _from_base64(value.split("/", 1)[0])) is not None:
+                        out.append((first, True))
+                out += split
             elif url is not None:
                 out.append((url, True))
         elif kind.startswith("hex"):
