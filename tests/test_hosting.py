@@ -17,8 +17,10 @@ import json
 import math
 import pathlib
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -433,3 +435,31 @@ def test_an_install_with_python_3_11_says_that_3_12_is_needed() -> None:
     )
     assert done.returncode == 1
     assert "blocklist-proxy needs Python 3.12 or newer (this is 3.11)" in done.stderr
+
+
+def guide_install() -> str:
+    """The install block of docs/operators-guide.md, as an operator copies it."""
+    text = (ROOT / "docs" / "operators-guide.md").read_text()
+    section = text.split("## Common to all: install", 1)[1]
+    return section.split("```sh", 1)[1].split("```", 1)[0]
+
+
+def test_the_guides_install_block_works_as_written() -> None:
+    """Item 13 and 14: the version check in the guide's install step stops Python 3.11 with
+    the sentence and lets this Python through; the source directory is made before it is
+    used; every command is linked; /etc/blocklist-proxy is the service user's; no sudo."""
+    block = guide_install()
+    check = next(line for line in block.splitlines() if line.startswith("python3 -c"))
+    code = shlex.split(check)[2]
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
+    if old := shutil.which("python3.11"):
+        done = subprocess.run([old, "-c", code], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        assert "blocklist-proxy needs Python 3.12 or newer" in done.stderr
+    made = block.index(" /opt/blocklist-proxy-src")
+    assert made < block.index("pip install /opt/blocklist-proxy-src")
+    linked = block[block.index("ln -s") :].split("/usr/local/bin/", 1)[0]
+    for command in ("blocklist-sync", "blocklist-proxy", "blocklist-divert", "blocklist-scan"):
+        assert f"/opt/blocklist-proxy/bin/{command} " in linked.replace("\\\n", " ")
+    assert "install -d -o blocklist -g blocklist -m 0750 /etc/blocklist-proxy" in block
+    assert "mkdir -p /etc/blocklist-proxy" not in block and "sudo" not in block
