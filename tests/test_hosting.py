@@ -463,3 +463,20 @@ def test_the_guides_install_block_works_as_written() -> None:
         assert f"/opt/blocklist-proxy/bin/{command} " in linked.replace("\\\n", " ")
     assert "install -d -o blocklist -g blocklist -m 0750 /etc/blocklist-proxy" in block
     assert "mkdir -p /etc/blocklist-proxy" not in block and "sudo" not in block
+
+
+def test_the_refusal_wording_follows_the_deployment() -> None:
+    """A school's or an ISP's proxy (not reverse mode) still speaks as the access provider;
+    an operator's own name wins everywhere; no contact set, no contact shown."""
+    from blocklist_addon.ops.splash import SplashConfig, refused_upload
+
+    def message(config: SplashConfig, *, site: bool) -> str:
+        answer = refused_upload(config, list_name="l", reference="r", as_json=True, site=site)
+        return str(json.loads(answer.body)["message"])
+
+    assert "not accepted by your access provider" in message(SplashConfig(), site=False)
+    assert "not accepted by this site" in message(SplashConfig(), site=True)
+    named = SplashConfig(operator="Example Photos")
+    assert "not accepted by Example Photos" in message(named, site=True)
+    plain = refused_upload(SplashConfig(), list_name="l", reference="r", as_json=False, site=True)
+    assert b"Contact" not in plain.body and b"mailto:" not in plain.body
