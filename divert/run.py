@@ -142,6 +142,10 @@ JITTER = 0.2
 HOSTS_WAIT = 60.0
 #: How often the hostnames' state is read while waiting for them.
 HOSTS_POLL = 0.2
+#: The longest wait between attempts to follow the list's store when its watch fails; a
+#: watch that ran this long (s) before failing starts the backoff (and the warning) afresh.
+FOLLOW_BACKOFF = 60.0
+FOLLOW_HEALTHY = 30.0
 _random = random.SystemRandom()
 
 
@@ -421,9 +425,9 @@ class Runner:
         assert self.lists is not None
         backoff, said = 1.0, ""
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 async for _number in self.lists.watch(poll_interval=1.0):
-                    backoff, said = 1.0, ""
                     info = await self.lists.active()
                     if info is None:
                         continue
@@ -435,16 +439,21 @@ class Runner:
                     self.list_version = info.version
                     await self._when_hosts_stored(info, stop)
             except StoreError as exc:
+                # Each retry reads the pointer again (the watch's first answer), so a store
+                # that refuses SUBSCRIBE is still followed, every backoff (at most 60 s).
+                if time.monotonic() - started > FOLLOW_HEALTHY:
+                    backoff, said = 1.0, ""
                 if str(exc) != said:
                     said = str(exc)
                     log.warning(
-                        "cannot follow the list's announcements in %s: %s; new hosts wait for "
-                        "the next scheduled resolution until it answers",
+                        "cannot follow the list's announcements in %s: %s; reading the list's "
+                        "pointer every %.0f s or less instead",
                         self.lists.url,
                         exc,
+                        FOLLOW_BACKOFF,
                     )
                 await _first(stop, asyncio.Event(), backoff)
-                backoff = min(backoff * 2, 60.0)
+                backoff = min(backoff * 2, FOLLOW_BACKOFF)
 
     async def _when_hosts_stored(self, info: VersionInfo, stop: asyncio.Event) -> None:
         """Wake the resolution once the hostnames of list ``info`` are stored (the sync

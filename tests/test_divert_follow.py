@@ -1,12 +1,16 @@
 """``blocklist-divert run`` follows the list's announcements (issue 25, item 4): a host the
 sync newly lists is diverted within seconds, not at the next scheduled resolution
 (``interval``, 300 s by default; 3600 s here, so the schedule cannot explain it). Real
-processes throughout: a private Redis (its pub/sub carries the announcement), the real
-``blocklist-sync`` with the divert key, ``run`` in a network namespace this test makes with
-the shipped table, a DNS server and the proxy's /healthz inside that namespace."""
+processes throughout: a private Redis locked down as the operator's guide does it (the
+shipped users.acl; the sync, ``resolve`` and ``run`` as the ``blocklist-sync`` user that
+divert.toml names, its password from $BLOCKLIST_REDIS_PASSWORD_FILE; the announcement on
+its pub/sub), the real ``blocklist-sync`` with the divert key, ``run`` in a network
+namespace this test makes with the shipped table, a DNS server and the proxy's /healthz
+inside that namespace."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import subprocess
 import time
@@ -14,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from test_deploy import hardened_conf, password_file, write_acl
 from test_divert_run import HealthServer, eventually
 
 from testlab.divert_lab import load_table, set_contents, start_run
@@ -61,10 +66,18 @@ def feed(directory: pathlib.Path, *hosts: str) -> pathlib.Path:
 
 
 async def test_a_newly_listed_host_is_diverted_seconds_after_the_sync(
-    gateway: Gateway, tmp_path: pathlib.Path, redis_factory: Callable[..., object]
+    gateway: Gateway,
+    tmp_path: pathlib.Path,
+    redis_factory: Callable[..., object],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    redis = redis_factory()
-    store = f"unix://{redis.unix_socket}"  # type: ignore[attr-defined]  # any namespace
+    _, sync_file = password_file(tmp_path, "sync")
+    _, proxy_file = password_file(tmp_path, "proxy")
+    write_acl(tmp_path / "users.acl", sync_file, proxy_file)
+    redis = redis_factory(config=hardened_conf(tmp_path, tmp_path / "users.acl"))
+    # Its unix socket reaches it from any namespace; the user the guide's divert.toml names.
+    store = f"unix://blocklist-sync@{redis.unix_socket}"  # type: ignore[attr-defined]
+    monkeypatch.setenv("BLOCKLIST_REDIS_PASSWORD_FILE", str(sync_file))  # sync and run
     key = tmp_path / "divert.key"
     keygen = subprocess.run(
         [str(VENV_BIN / "blocklist-divert"), "keygen", "--key-file", str(key)],
@@ -87,13 +100,21 @@ async def test_a_newly_listed_host_is_diverted_seconds_after_the_sync(
     first = {LISTED[1], LISTED[2]}
     await eventually(lambda: gateway.sets() == first, "the first resolution applied", 30)
 
-    sync(store, feed(tmp_path, LISTED[0], ADDED[0]), data_dir=tmp_path / "data", env=env)
+    # In a thread: the proxy's /healthz is served by this event loop, which must not stop
+    # answering while the sync runs (run would withdraw the sets after withdraw_after).
+    await asyncio.to_thread(
+        sync, store, feed(tmp_path, LISTED[0], ADDED[0]), data_dir=tmp_path / "data", env=env
+    )
     synced = time.monotonic()
     both = first | {ADDED[1], ADDED[2]}
     await eventually(lambda: gateway.sets() == both, "the new host diverted", 10)
     print(f"new host diverted {time.monotonic() - synced:.2f} s after the sync returned")
     text = log.read_text()
     assert "resolving now" in text, text
+    assert "WITHDRAWN" not in text, text
+    # Followed through Redis' pub/sub with the shipped ACL, not the fallback of reading the
+    # pointer after each refused SUBSCRIBE (which took up to a minute).
+    assert "cannot follow" not in text, text
     assert gateway.dns.asked(ADDED[0]) >= 1
     for name in (LISTED[0], ADDED[0]):
         assert name not in text  # hosts by digest only, also in this new line
