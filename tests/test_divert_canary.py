@@ -19,7 +19,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from testlab.divert_lab import Site, set_contents, start_proxy, start_run
+from testlab.divert_lab import (
+    Site,
+    listed_store,
+    set_contents,
+    set_elements,
+    start_proxy,
+    start_run,
+)
 from testlab.dnsserver import DNSServer
 from testlab.harness import VENV_BIN, Proxy, TestCA, wait_for
 from testlab.netns import Lab, unavailable
@@ -128,3 +135,22 @@ def test_a_subscriber_checks_the_diversion_with_the_canary_address(
         if proxy is not None:
             proxy.stop()
         dns.stop()
+
+
+def test_a_proxy_without_the_self_test_list_answers_the_canary_with_a_502(
+    site: Site, tmp_path: pathlib.Path, confdir: pathlib.Path
+) -> None:
+    """The guide's outcome table: diverted, but the proxy's list lacks the self-test feed.
+    The proxy then fetches the address itself (nothing answers there) and says 502."""
+    gateway = site.topo.gateway
+    set_elements(gateway, [CANARY4])  # what apply does with a set holding the canary
+    proxy = start_proxy(
+        gateway, site.ca, tmp_path / "proxy", listed_store(tmp_path), confdir,
+        blocklist_intercept="never",
+    )  # fmt: skip
+    try:
+        response = site.get(CANARY4, CANARY4, "/")
+        assert response.status == 502, response.text
+        assert not proxy.blocks()
+    finally:
+        proxy.stop()
