@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DivertError, HostKeyError, StoreError) as e:
         keeps = "; the previous set stays active" if args.command == "resolve" else ""
         label = getattr(args, "store_label", None)
-        where = f" (store {label})" if isinstance(e, StoreError) and label else ""
+        where = f"; store {label}" if isinstance(e, StoreError) and label else ""
         print(f"blocklist-divert: {e}{where}{keeps}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
