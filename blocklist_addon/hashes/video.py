@@ -425,31 +425,64 @@ class VideoIndex:
     def within(self, query: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Positions of every listed frame within the threshold of ``query`` (sorted) and
         their distances."""
-        q = np.frombuffer(query, dtype=np.uint8)
-        if len(q) != SIZE:
+        _, positions, distances = self.pairs([query])
+        return positions, distances
+
+    def pairs(self, queries: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (query number, listed position, distance) within the threshold, sorted by
+        query then position: the index's candidates of a batch of queries at once, each
+        verified by its full distance."""
+        joined = np.frombuffer(b"".join(queries), dtype=np.uint8)
+        if len(joined) != SIZE * len(queries):
             raise ValueError("PDQ hashes must be 32 bytes each")
-        if not len(self._rows):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        if not len(self._rows) or not queries:
+            return empty, empty, empty
+        query_rows = joined.reshape(-1, SIZE)
+        # batches bound the candidate pairs held at once (~1M: 32 MB of xor)
+        per = len(self._rows) if self._plan is None else len(self._plan) * 4 + len(self._hot)
+        batch = max(1, (1 << 20) // max(1, per))
+        found = [self._batch(query_rows, start, batch) for start in range(0, len(queries), batch)]
+        return tuple(np.concatenate(part) for part in zip(*found, strict=True))  # type: ignore[return-value]
+
+    def _batch(
+        self, query_rows: np.ndarray, start: int, batch: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows_q = query_rows[start : start + batch]
+        count = len(rows_q)
         if self._plan is None:
-            candidates = np.arange(len(self._rows), dtype=np.int64)
+            listed = np.tile(np.arange(len(self._rows), dtype=np.int64), count)
+            asked = np.repeat(np.arange(count, dtype=np.int64), len(self._rows))
         else:
-            words = q.view(">u8")
+            words = rows_q.view(">u8").reshape(count, 4)
             tables = self._plan[:, 0]
             word = self._layout[tables, 0]
             shift = self._layout[tables, 1].astype(np.uint64)
             mask = np.uint64((1 << self._bits) - 1)
-            values = ((words[word] >> shift) & mask).astype(np.int64) ^ self._plan[:, 1]
-            lo = self._dirs[tables, values].astype(np.int64)
-            hi = self._dirs[tables, values + 1].astype(np.int64)
-            sizes = hi - lo
-            rows = np.repeat(tables, sizes)
+            values = ((words[:, word] >> shift) & mask).astype(np.int64) ^ self._plan[:, 1]
+            all_tables = np.broadcast_to(tables, values.shape).reshape(-1)
+            values = values.reshape(-1)
+            lo = self._dirs[all_tables, values].astype(np.int64)
+            sizes = self._dirs[all_tables, values + 1].astype(np.int64) - lo
+            total = int(sizes.sum())
             starts = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
-            columns = starts + np.arange(int(sizes.sum()), dtype=np.int64)
-            found = self._ids[rows, columns].astype(np.int64)
-            candidates = np.unique(np.concatenate([found, self._hot]))
-        distances = np.bitwise_count(self._rows[candidates] ^ q).sum(axis=1)
+            columns = starts + np.arange(total, dtype=np.int64)
+            # a frame found in several tables is verified each time: cheaper than making
+            # the candidates unique first (few are near)
+            probed = self._ids[np.repeat(all_tables, sizes), columns].astype(np.int64)
+            owner = np.repeat(np.arange(count, dtype=np.int64), len(tables))
+            listed = np.concatenate([probed, np.tile(self._hot, count)])
+            asked = np.concatenate(
+                [np.repeat(owner, sizes), np.repeat(np.arange(count), len(self._hot))]
+            )
+        distances = np.bitwise_count(self._rows[listed] ^ rows_q[asked]).sum(axis=1)
         near = distances <= self.distance_threshold
-        return candidates[near], distances[near].astype(np.int64)
+        keys, first = np.unique(asked[near] * len(self._rows) + listed[near], return_index=True)
+        return (
+            keys // len(self._rows) + start,
+            keys % len(self._rows),
+            distances[near][first].astype(np.int64),
+        )
 
     def matches(self, frames: Iterable[tuple[bytes, int]]) -> list[VideoMatch]:
         """Every listed video the query's frames match, best first (the higher query share,
@@ -457,29 +490,19 @@ class VideoIndex:
         query = prepare(frames, self.quality_threshold)
         if not query or not len(self._rows):
             return []
-        query_hits: dict[int, int] = {}
-        listed_hits: dict[int, set[int]] = {}
-        closest: dict[int, int] = {}
-        for value in query:
-            positions, distances = self.within(value)
-            if not len(positions):
-                continue
-            videos = self._owners[positions]
-            for video in np.unique(videos).tolist():
-                query_hits[video] = query_hits.get(video, 0) + 1
-                mine = videos == video
-                listed_hits.setdefault(video, set()).update(positions[mine].tolist())
-                best = int(distances[mine].min())
-                closest[video] = min(best, closest.get(video, best))
+        asked, positions, distances = self.pairs(query)
+        videos = self._owners[positions]
         found = []
-        for video, hits in query_hits.items():
-            query_percent = hits * 100 / len(query)
-            compared_percent = len(listed_hits[video]) * 100 / int(self.counts[video])
+        for video in np.unique(videos).tolist():
+            mine = videos == video
+            query_percent = len(np.unique(asked[mine])) * 100 / len(query)
+            compared_percent = len(np.unique(positions[mine])) * 100 / int(self.counts[video])
             if (
                 query_percent >= self.query_match_percent
                 and compared_percent >= self.compared_match_percent
             ):
-                found.append(VideoMatch(video, query_percent, compared_percent, closest[video]))
+                distance = int(distances[mine].min())
+                found.append(VideoMatch(video, query_percent, compared_percent, distance))
         found.sort(key=lambda m: (-m.query_percent, -m.compared_percent, m.video))
         return found
 
