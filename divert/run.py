@@ -10,7 +10,9 @@ One long-running process on the gateway (``deploy/systemd/blocklist-divert.servi
 under ExaBGP (``deploy/exabgp.conf``):
 
 - resolves every ``interval`` seconds (the same resolution as ``blocklist-divert resolve``,
-  in this process), which publishes a new set to the store when the gates let it;
+  in this process), which publishes a new set to the store when the gates let it, and at
+  once when the list's store announces a new version whose hostnames are stored (a newly
+  listed host is diverted seconds after the sync, not up to ``interval`` later);
 - follows the store's active set and applies it to nftables (one transaction) when it
   changes. It never applies a set it has not read: started with the store down (or a store
   holding no set yet), it leaves the sets as it finds them, and applies an empty set only
@@ -438,7 +440,9 @@ class Runner:
                         continue
                     self.list_version = info.version
                     await self._when_hosts_stored(info, stop)
-            except StoreError as exc:
+            except Exception as exc:  # StoreError; a bug must not end the following either
+                if not isinstance(exc, StoreError):
+                    log.exception("following the list's announcements failed unexpectedly")
                 # Each retry reads the pointer again (the watch's first answer), so a store
                 # that refuses SUBSCRIBE is still followed, every backoff (at most 60 s).
                 if time.monotonic() - started > FOLLOW_HEALTHY:
