@@ -1,7 +1,9 @@
 import hashlib
+import json
 import random
 import struct
 from collections.abc import Callable
+from itertools import accumulate, pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from blocklist_addon.urls.snapshot import (
     Snapshot,
     SnapshotError,
     expression_digest,
+    frame,
     host_key,
 )
 
@@ -320,3 +323,215 @@ def test_crafted_snapshots_with_a_valid_checksum_never_break_lookups(
     except SnapshotError:
         return
     assert_lookups_never_fail(snapshot, [*probes, *SAMPLE_DIGESTS])
+
+
+# -- what each refusal says (the proxy logs it when it refuses a stored version) ----------
+
+HEADER = struct.Struct("<8sI8I4x")
+SECTIONS = (
+    "digests",
+    "digest_index",
+    "hosts",
+    "host_index",
+    "id_offsets",
+    "list_index",
+    "id_blob",
+    "metadata",
+)
+#: Where SAMPLE's host keys are: its host index says [96, 108).
+HOSTS_AT = (96, 108)
+
+
+def u32(*values: int) -> bytes:
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+def crafted(**sections: bytes) -> bytes:
+    """SAMPLE with some sections replaced, framed and checksummed as the writer does: what
+    a crafted (or miscompiled) snapshot looks like to the loader."""
+    lengths = struct.unpack_from("<8I", SAMPLE, 12)
+    parts = [SAMPLE[a:b] for a, b in pairwise(accumulate(lengths, initial=48))]
+    for name, value in sections.items():
+        parts[SECTIONS.index(name)] = value
+    return frame(HEADER, MAGIC, FORMAT_VERSION, parts)
+
+
+def metadata(**fields: object) -> bytes:
+    document = {"hostless": 1, "lists": ["iwf", "local"], "meta": {}} | fields
+    return json.dumps(document).encode()
+
+
+def refusal(data: bytes) -> str:
+    with pytest.raises(SnapshotError) as info:
+        Snapshot.from_bytes(data)
+    return str(info.value)
+
+
+def test_sample_layout() -> None:
+    """The offsets the crafted snapshots below rely on."""
+    assert crafted() == SAMPLE
+    assert SAMPLE[HOSTS_AT[0] : HOSTS_AT[1]] == b"".join(
+        sorted(host_key(h) for h in ("listed.example.com", "www.example.net", "bad.test"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "truncated snapshot: only 0 bytes"),
+        (SAMPLE[:-1], "truncated snapshot: 328 of 329 bytes"),
+        (SAMPLE + b"\0\0", "snapshot has 2 bytes after its end"),
+        (b"GIF89a" + SAMPLE[6:], "not a blocklist snapshot (bad magic)"),
+        (SAMPLE[:8] + u32(2) + SAMPLE[12:], "unsupported snapshot format version 2 (this reads 1)"),
+        (SAMPLE[:100] + b"\0" + SAMPLE[101:], "snapshot checksum mismatch: the data is corrupted"),
+        # the smallest frame (80 bytes, every section empty) is read, not called truncated
+        (frame(HEADER, MAGIC, FORMAT_VERSION, [b""] * 8), "malformed snapshot: bucket index size"),
+    ],
+)
+def test_damaged_snapshots_are_refused_saying_exactly_why(data: bytes, message: str) -> None:
+    assert refusal(data) == message
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"digests": SAMPLE[48:88] + b"\0"}, "key section of a partial key"),
+        ({"hosts": SAMPLE[96:108] + b"\0"}, "key section of a partial key"),
+        ({"digest_index": u32(48, 88) + b"\0"}, "bucket index size"),
+        ({"host_index": u32(96, 96, 96, 108)}, "bucket index size"),  # 3 buckets
+        ({"host_index": u32(*[96] * 2**17, 108)}, "bucket index size"),  # over 2**16
+        ({"host_index": u32(97, 108)}, "bucket index out of order"),  # not its section's start
+        ({"host_index": u32(96, 107)}, "bucket index out of order"),  # ... nor its end
+        ({"host_index": u32(96, 112, 108)}, "bucket index out of order"),
+        ({"id_offsets": u32(0, 7, 7, 7, 9)}, "id offsets do not match the entries"),
+        ({"id_offsets": u32(1, 7, 7, 7, 9, 9)}, "id offsets do not match the ids"),
+        ({"id_blob": b"local-7e1+"}, "id offsets do not match the ids"),
+        ({"id_offsets": b""}, "ids without offsets"),
+        ({"list_index": b"\1\0\0\0"}, "list index does not match the entries"),
+        ({"list_index": b"\1\0\0\0\2"}, "list index out of range"),
+        ({"list_index": b""}, "list names do not match the entries"),
+        ({"metadata": b"{"}, "metadata is not JSON"),
+        ({"metadata": b"\xff"}, "metadata is not JSON"),
+        ({"metadata": b"[]"}, "metadata is not an object"),
+        ({"metadata": metadata(hostless=True)}, "bad hostless count"),
+        ({"metadata": metadata(hostless=6)}, "bad hostless count"),
+        ({"metadata": metadata(hostless=-1)}, "bad hostless count"),
+        ({"metadata": metadata(lists=["iwf", 1])}, "bad list names"),
+        ({"metadata": metadata(lists="iwf")}, "bad list names"),
+        ({"metadata": metadata(lists=[f"l{i}" for i in range(256)])}, "too many list names"),
+        ({"metadata": metadata(meta=[])}, "bad meta"),
+    ],
+)
+def test_malformed_sections_are_refused_saying_which(
+    sections: dict[str, bytes], message: str
+) -> None:
+    """Each passes the checksum (a snapshot written wrong, or crafted): the check of the
+    section refuses it, and its message names what is wrong."""
+    assert refusal(crafted(**sections)) == f"malformed snapshot: {message}"
+
+
+def test_the_largest_bucket_index_is_accepted() -> None:
+    """2**16 buckets, the most the writer makes (past about 500,000 keys)."""
+    snapshot = Snapshot.from_bytes(crafted(host_index=u32(*[96] * 2**16, 108)))
+    assert len(snapshot) == 5
+
+
+def test_entries_are_checked_with_exact_reasons() -> None:
+    with pytest.raises(ValueError) as info:
+        Snapshot.build([("12345678", None, "iwf", None)])  # type: ignore[list-item]
+    assert str(info.value) == "expression digest must be 8 bytes: '12345678'"
+    with pytest.raises(ValueError) as info:
+        Snapshot.build([(b"short", None, "iwf", None)])
+    assert str(info.value) == "expression digest must be 8 bytes: b'short'"
+    with pytest.raises(ValueError) as info:
+        Snapshot.build([(bytes(8), b"toolong", "iwf", None)])
+    assert str(info.value) == "host key must be 4 bytes or None: b'toolong'"
+    with pytest.raises(TypeError) as info:
+        Snapshot.build([(bytes(8), None, None, None)])  # type: ignore[list-item]
+    assert str(info.value) == "list name must be a str and entry id a str or None"
+
+
+def test_metadata_is_strict_json() -> None:
+    """NaN is not JSON: a reader other than Python's would refuse the snapshot."""
+    with pytest.raises(ValueError, match="JSON compliant"):
+        Snapshot.build([], {"ratio": float("nan")})
+
+
+def test_one_list_needs_no_list_index() -> None:
+    """The list index costs a byte an entry, so a single list writes none."""
+    one = Snapshot.build([listed("listed.example.com/", "listed.example.com")]).to_bytes()
+    assert struct.unpack_from("<8I", one, 12)[SECTIONS.index("list_index")] == 0
+    assert struct.unpack_from("<8I", SAMPLE, 12)[SECTIONS.index("list_index")] == 5
+
+
+def test_a_snapshot_keeps_its_own_bytes() -> None:
+    """Loaded from a bytearray, it copies it: the caller changing it later changes nothing."""
+    data = bytearray(SAMPLE)
+    snapshot = Snapshot.from_bytes(data)
+    data[48:56] = bytes(8)
+    assert type(snapshot.to_bytes()) is bytes and snapshot.to_bytes() == SAMPLE
+    assert snapshot.find(SAMPLE_DIGESTS[0]) == 0
+
+
+def test_lookups_read_only_their_own_section() -> None:
+    """Every 8 bytes of the snapshot as a digest, every 4 as a host key: only the keys of
+    the digest (host) section are found, and there only whole ones (a host key may span two,
+    which only costs a lookup)."""
+    snapshot = sample_snapshot()
+    for at in range(len(SAMPLE) - 7):
+        aligned = 48 <= at < 88 and at % 8 == 0
+        assert snapshot.find(SAMPLE[at : at + 8]) == ((at - 48) // 8 if aligned else None), at
+    for at in range(len(SAMPLE) - 3):
+        inside = HOSTS_AT[0] <= at <= HOSTS_AT[1] - 4
+        assert snapshot.has_host(SAMPLE[at : at + 4]) is inside, at
+
+
+def test_a_digest_is_found_past_copies_of_it_spanning_two_others() -> None:
+    """The search goes on after a misaligned hit, one byte further, and stops at the first
+    aligned one: here one copy spans the first two digests and another the last two, and a
+    digest made of one repeated byte overlaps itself one byte on."""
+    x = bytes.fromhex("0501090a0b0c0d0e")
+    digests = [
+        bytes.fromhex("0000000000000005"),  # ends with x[:1] ...
+        bytes.fromhex("01090a0b0c0d0e00"),  # ... and this begins with x[1:]
+        x,
+        bytes.fromhex("05ffffffffff0501"),  # ends with x[:2] ...
+        bytes.fromhex("090a0b0c0d0e0000"),  # ... and this begins with x[2:]
+    ]
+    snapshot = Snapshot.build([(d, None, "iwf", None) for d in digests])
+    assert [snapshot.find(d) for d in digests] == [0, 1, 2, 3, 4]
+    same = bytes([0xAA]) * 8
+    snapshot = Snapshot.build([(b"\0" + same[:7], None, "iwf", None), (same, None, "iwf", None)])
+    assert snapshot.find(same) == 1
+
+
+def test_the_search_past_a_misaligned_hit_stays_in_its_bucket() -> None:
+    """``x`` spans the two digests, and lies 8-aligned in the id blob further on: still not
+    listed (read past its bucket, it would be entry 6 of 2)."""
+    x = b"abcdefgh"
+    first, second = b"\0\0\0\0" + x[:4], x[4:] + b"\0\0\0\0"
+    snapshot = Snapshot.build(
+        [(first, None, "iwf", "xxxx" + x.decode()), (second, None, "iwf", "y")]
+    )
+    assert snapshot.to_bytes().index(x, 56) == 96  # 48 + 8 * 6
+    assert snapshot.find(x) is None
+    assert (snapshot.find(first), snapshot.find(second)) == (0, 1)
+
+
+def test_entry_index_out_of_range_says_so() -> None:
+    snapshot = sample_snapshot()
+    for index in (-1, 5):
+        with pytest.raises(IndexError) as info:
+            snapshot.entry(index)
+        assert str(info.value) == "snapshot entry index out of range"
+
+
+def test_an_id_that_is_not_utf8_is_read_with_replacement() -> None:
+    """A crafted id blob must not make a lookup raise."""
+    snapshot = Snapshot.from_bytes(crafted(id_blob=b"local-7e\xff"))
+    assert snapshot.entry(0) == ("local", "local-7")
+    assert snapshot.entry(3) == ("iwf", "e\ufffd")
+
+
+def test_repr_shows_the_size_and_the_checksum() -> None:
+    assert repr(sample_snapshot()) == f"<Snapshot entries=5 checksum={GOLDEN_CHECKSUM[:16]}>"
