@@ -118,7 +118,8 @@ class ActiveList:
             "rediss://..., unix:///path/to/redis.sock, "
             "redis+sentinel://[user:password@]host:port[,host:port...]/service[/db] "
             "(rediss+sentinel:// for TLS) or file:///path/to/dir. Empty: the "
-            "embedded store in $BLOCKLIST_DATA_DIR (else the XDG data directory). A Redis "
+            "embedded store in $BLOCKLIST_DATA_DIR, else /var/lib/blocklist-proxy when it "
+            "exists, else the XDG data directory (as every command). A Redis "
             "password can also come from $BLOCKLIST_REDIS_PASSWORD or "
             "$BLOCKLIST_REDIS_PASSWORD_FILE.",
         )
