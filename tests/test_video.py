@@ -6,6 +6,7 @@ says why."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -16,11 +17,13 @@ from blocklist_addon.hashes import images
 from blocklist_addon.hashes.decoder import DecoderPool
 from blocklist_addon.hashes.video import (
     CODECS,
+    MAX_FEED_FRAMES,
     VideoHashes,
     VideoIndex,
     VideoLimits,
     VideoMatch,
     hash_video,
+    parse_vpdq,
     prepare,
     sniff_video,
     truncated,
@@ -313,3 +316,57 @@ def test_the_thresholds_are_options() -> None:
     assert VideoIndex(listed, distance_threshold=10).match(cut) is None
     with pytest.raises(ValueError):
         VideoIndex(listed, query_match_percent=101)
+
+
+# -- a feed's vpdq field ---------------------------------------------------------------------
+
+FRAMES = st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(0, 100)), min_size=1)
+
+
+@given(FRAMES, st.sampled_from(["compact", "signal", "cli", "old", "objects"]))
+def test_a_vpdq_field_reads_back_in_each_form_hma_writes(
+    frames: list[tuple[bytes, int]], form: str
+) -> None:
+    """HMA's compact features (a list, or its JSON signal string), the vpdq CLI's lines,
+    the older signal string keyed by frame number, and objects: the same frames."""
+    compact = [f"{h.hex()},{q},{n:.3f}" for n, (h, q) in enumerate(frames)]
+    value = {
+        "compact": compact,
+        "signal": json.dumps(compact),
+        "cli": [f"{n},{h.hex().upper()},{q},{n}" for n, (h, q) in enumerate(frames)],
+        "old": json.dumps(
+            {
+                str(n): {"hash": h.hex(), "quality": q, "timestamp": n}
+                for n, (h, q) in enumerate(frames)
+            }
+        ),
+        "objects": [{"hash": h.hex(), "quality": q} for h, q in frames],
+    }[form]
+    assert parse_vpdq(value) == tuple(frames)
+
+
+def test_a_malformed_vpdq_field_is_refused() -> None:
+    good = "ab" * 32
+    for value in [
+        None,
+        "",
+        "[]",
+        [],
+        "not json",
+        [f"{good},100"],  # no timestamp
+        [f"{good[:-2]},100,0"],  # 31 bytes
+        [f"{'zz' * 32},100,0"],
+        [f"{good},101,0"],
+        [f"{good},-1,0"],
+        [f"{good},high,0"],
+        [f"{good},100,1", f"{good},100,0.5"],  # time goes back
+        [f"{good},100,-1"],
+        [f"{good},100,nan"],
+        [{"hash": good, "quality": True}],
+        [{"hash": good}],
+        [[good, 100]],
+        {"x": {"hash": good, "quality": 1}},
+        [f"{good},100,0"] * (MAX_FEED_FRAMES + 1),
+    ]:
+        assert parse_vpdq(value) is None, value
+    assert parse_vpdq([f"{good},100,0"] * MAX_FEED_FRAMES) is not None

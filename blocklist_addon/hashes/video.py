@@ -56,7 +56,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ __all__ = [
     "VideoLimits",
     "VideoMatch",
     "hash_video",
+    "parse_vpdq",
     "prepare",
     "sniff_video",
     "truncated",
@@ -88,6 +91,10 @@ QUALITY_THRESHOLD = 50
 QUERY_MATCH_PERCENT = 80.0
 COMPARED_MATCH_PERCENT = 0.0
 SIZE = 32
+
+#: Most frames one listed video may carry (a day of video at vPDQ's one a second).
+MAX_FEED_FRAMES = 86_400
+_HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
 
 #: FFmpeg demuxer for each container family sniff_video names.
 DEMUXERS = {"mp4": "mov", "matroska": "matroska", "avi": "avi"}
@@ -230,6 +237,72 @@ def _vint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
     for byte in data[pos + 1 : pos + width]:
         value = value << 8 | byte
     return value, width
+
+
+def parse_vpdq(value: object) -> tuple[tuple[bytes, int], ...] | None:
+    """A feed's ``vpdq`` field as (PDQ hash, quality) frames in order, or None when it is
+    malformed or empty (the record is then invalid; errors never quote it: hashes are
+    confidential). Accepted, as HMA and the vpdq tools write it:
+
+    - a list of HMA's compact features, ``"<64 hex>,<quality>,<timestamp>"`` each
+      (``VpdqCompactFeature.__str__``), or of the vpdq CLI's lines
+      ``"<frame>,<64 hex>,<quality>,<timestamp>"``;
+    - that list as a JSON string (HMA's ``VideoVPDQSignal`` signal string: what a CSV
+      column holds), or the older signal string, a JSON object of frame number to
+      ``{"hash", "quality", "timestamp"}`` (``OLD_json_to_vpdq``);
+    - a list of ``{"hash": hex, "quality": n}`` objects.
+
+    Quality is an integer 0-100; timestamps, when given, are numbers >= 0 that never go
+    back (vPDQ's frame order); at most MAX_FEED_FRAMES frames.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+    if isinstance(value, dict):
+        try:
+            ordered = sorted(value.items(), key=lambda item: int(item[0]))
+        except (TypeError, ValueError):
+            return None
+        value = [item for _, item in ordered]
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_FEED_FRAMES:
+        return None
+    frames = []
+    last = 0.0
+    for item in value:
+        stamp: object = None
+        if isinstance(item, str):
+            parts = item.split(",")
+            if len(parts) == 4:
+                parts = parts[1:]
+            if len(parts) != 3:
+                return None
+            text, quality_text, stamp = parts
+            try:
+                quality: object = int(quality_text)
+                stamp = float(stamp)
+            except ValueError:
+                return None
+        elif isinstance(item, dict):
+            text, quality, stamp = item.get("hash"), item.get("quality"), item.get("timestamp")
+        else:
+            return None
+        if not isinstance(text, str) or not _HEX64.fullmatch(text.strip()):
+            return None
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
+            return None
+        if stamp is not None:
+            if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+                return None
+            if not (math.isfinite(stamp) and stamp >= last):
+                return None
+            last = float(stamp)
+        frames.append((bytes.fromhex(text.strip()), quality))
+    return tuple(frames)
 
 
 # -- decoding and hashing ------------------------------------------------------------------
