@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -169,10 +170,62 @@ def test_corrupt_or_foreign_bytes_are_undecodable() -> None:
     ftyp = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
     garbled = ftyp + (8 + len(junk)).to_bytes(4, "big") + b"moov" + junk
     unknown_codec = encode(LISTED[:20], "mkv", codec="ffv1")
+    webm = encode(LISTED[:20], "webm")
+    no_codec = webm.replace(b"V_VP9", b"V_ZZZ")  # a codec id FFmpeg does not know
     assert "ffv1" not in CODECS
     assert hash_video(junk) == VideoHashes((), None, "undecodable")
     assert hash_video(garbled) == VideoHashes((), "mp4", "undecodable")
     assert hash_video(unknown_codec) == VideoHashes((), "matroska", "undecodable")
+    assert no_codec != webm
+    assert hash_video(no_codec) == VideoHashes((), "matroska", "undecodable")
+
+
+SMALL = {kind: encode(LISTED[:30], kind) for kind in ("mp4", "webm", "avi", "mkv")}
+REASONS = {None, "too-large", "truncated", "undecodable", "frames-skipped", "decoder-crashed"}
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[DecoderPool]:
+    pool = DecoderPool(2, work=hash_video)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(sorted(SMALL)),
+    st.lists(
+        st.tuples(st.sampled_from("sdi"), st.floats(0, 1), st.binary(min_size=1, max_size=64)),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_a_damaged_clip_is_answered_with_a_reason_never_an_error(
+    workers: DecoderPool, kind: str, edits: list[tuple[str, float, bytes]]
+) -> None:
+    """Bytes set, deleted or inserted anywhere in a 3 s clip: hash_video answers (in a
+    worker, as the proxy runs it: a crash there is decoder-crashed, never the process),
+    with hashes of good PDQ form and one of the reason words. A codec FFmpeg does not
+    know once raised AttributeError here (found by this kind of mutation)."""
+    data = bytearray(SMALL[kind])
+    for op, where, chunk in edits:
+        at = int(where * (len(data) - 1))
+        if op == "s":
+            data[at : at + len(chunk)] = chunk
+        elif op == "d":
+            del data[at : at + len(chunk)]
+        else:
+            data[at:at] = chunk
+    try:
+        got = workers.run(bytes(data), VideoLimits(max_ms=5000), cpu_seconds=10, timeout=60)
+    except images.Uncheckable as exc:
+        assert exc.reason == "decoder-crashed"
+        return
+    assert isinstance(got, VideoHashes) and got.unchecked in REASONS
+    assert all(len(h) == 32 and 0 <= q <= 100 for h, q in got.frames)
+    assert len(got.frames) <= got.decoded
 
 
 # -- recognizing -----------------------------------------------------------------------------

@@ -347,6 +347,8 @@ def hash_video(data: bytes, limits: VideoLimits | None = None) -> VideoHashes:
             return VideoHashes((), container, "undecodable")
         stream = media.streams.video[0]
         context = stream.codec_context
+        if context is None:  # a codec FFmpeg does not know (PyAV gives no context)
+            return VideoHashes((), container, "undecodable")
         width, height = context.width, context.height
         if context.name not in CODECS or width < 1 or height < 1:
             return VideoHashes((), container, "undecodable")
