@@ -6,10 +6,12 @@ says why."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator
 
+import av
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -102,6 +104,23 @@ def test_one_frame_a_second_from_the_first_whatever_the_frame_rate() -> None:
     assert (
         max(distance(a, b) for (a, _), (b, _) in zip(at_10.frames, at_25.frames, strict=True)) <= 16
     )
+
+
+def test_a_forged_frame_rate_does_not_thin_the_sampling(listing: VideoIndex) -> None:
+    """A listed clip in Matroska whose DefaultDuration claims 1 ms a frame (1,000 fps):
+    FFmpeg then reports that rate, so sampling by frame count (vPDQ's every
+    int(rate)-th frame) would hash frame 0 alone, and a plain first frame (quality < 50,
+    filtered) would leave nothing to match. By presentation time: 8 frames, matched."""
+    whole = encode(LISTED, "mkv")
+    at = whole.index(b"\x23\xe3\x83\x84")  # DefaultDuration, 4 bytes: 100,000,000 ns
+    assert int.from_bytes(whole[at + 4 : at + 8], "big") == 100_000_000
+    forged = whole[: at + 4] + (1_000_000).to_bytes(4, "big") + whole[at + 8 :]
+    with av.open(io.BytesIO(forged)) as media:
+        assert media.streams.video[0].average_rate == 1000
+    hashed = hash_video(forged)
+    assert (hashed.unchecked, len(hashed.frames), hashed.decoded) == (None, 8, 80)
+    match = listing.match(hashed.frames)
+    assert match is not None and match.video == 0 and match.query_percent == 100.0
 
 
 def test_the_worker_pool_gives_what_this_process_does() -> None:

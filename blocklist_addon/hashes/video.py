@@ -10,7 +10,8 @@ hash and quality of sampled frames. What this module follows, and where:
   ``avg_frame_rate`` (else ``r_frame_rate``). Here a frame is hashed when its presentation
   time reaches the next whole step from the first frame's: for a constant frame rate that
   is the same frames (frame n at n / rate), and a rate header that lies (a listed clip
-  remuxed to claim 1,000 fps) cannot thin the sampling out, nor a variable rate skew it.
+  remuxed to claim 1,000 fps: vPDQ would hash its first frame alone) cannot thin the
+  sampling out, nor a variable rate skew it.
   A timestamp that goes back starts a new step count (a concatenation, or a forged jump).
   Frames are scaled to at most ``side`` pixels a side (swscale, area averaging) before
   PDQ, as images are (``images.Limits.side``); vPDQ hashes them at full size unless asked
@@ -47,9 +48,10 @@ header before a frame is decoded, decoded frames, seconds of video and wall time
 that cannot be fully checked gets one ``images.Uncheckable``-style reason word: ``too-large``,
 ``truncated`` (the container's own framing says bytes are missing), ``undecodable``, or
 ``frames-skipped`` (stopped at a limit, or a decode error after some frames); the frames
-hashed until then are still matched. FFmpeg is native code: the proxy runs ``hash_video``
-in its decoder workers (``decoder.DecoderPool(work=hash_video)``: address-space and CPU
-rlimits, restarted when one dies), never in its own process.
+hashed until then are still matched. FFmpeg is native code: ``hash_video`` is meant to run
+in the decoder workers (``decoder.DecoderPool(work=hash_video)``: address-space and CPU
+rlimits, restarted when one dies), never in the proxy's own process (the upload guard and
+``blocklist-scan`` do not call it yet).
 """
 
 from __future__ import annotations
