@@ -14,6 +14,8 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from blocklist_addon.lists.store.base import URL_FORMS
+
 __all__ = ["build_args", "main"]
 
 #: The addon script, found without importing it (importing would build its addons).
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="redis://host[:port][/db], rediss://..., unix:///path or file:///dir. "
+        help=f"{URL_FORMS}. "
         "Default: the embedded store in the data directory: $BLOCKLIST_DATA_DIR, else "
         "/var/lib/blocklist-proxy when it exists, else ~/.local/share/blocklist-proxy.",
     )

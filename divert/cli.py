@@ -25,7 +25,7 @@ from typing import Any
 from blocklist_addon.lists import hostkey
 from blocklist_addon.lists.hostkey import HostKeyError
 from blocklist_addon.lists.hosts import ACTIVE as HOSTS_STATE
-from blocklist_addon.lists.store import Store, StoreError, open_store, write_atomic
+from blocklist_addon.lists.store import URL_FORMS, Store, StoreError, open_store, write_atomic
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress, terminal_progress
 from divert import DivertError, runcmd, runlock
 from divert.config import (
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--store",
         default=argparse.SUPPRESS,
-        help="the sync's store URL: redis://, rediss://, unix:// or file:// (default: config, "
+        help=f"the sync's store URL: {URL_FORMS} (default: config, "
         "else the data dir); the set lives in its namespace 'divert'",
     )
     common.add_argument(

@@ -27,7 +27,7 @@ from pathlib import Path
 from blocklist_addon.lists import hostkey
 from blocklist_addon.lists.hostkey import KEY_FILE_ENV, HostKeyError
 from blocklist_addon.lists.hosts import HostStore
-from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
+from blocklist_addon.lists.store import URL_FORMS, Store, StoreError, VersionInfo, open_store
 from blocklist_addon.ops.config import ConfigError
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress, terminal_progress
 from sync import worker
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--store",
         default=argparse.SUPPRESS,
-        help="redis://, rediss://, unix:// or file:// URL (default: config, else the data dir)",
+        help=f"{URL_FORMS} URL (default: config, else the data dir)",
     )
     common.add_argument(
         "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only failures"

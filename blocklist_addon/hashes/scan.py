@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, NamedTuple
 
-from blocklist_addon.lists.store import StoreError, open_store, write_atomic
+from blocklist_addon.lists.store import URL_FORMS, StoreError, open_store, write_atomic
 
 __all__ = ["Target", "main", "scan_file", "walk"]
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="redis://, rediss://, unix:// or file:// URL (default: the embedded store in the "
+        help=f"{URL_FORMS} URL (default: the embedded store in the "
         "data directory: $BLOCKLIST_DATA_DIR, else /var/lib/blocklist-proxy when it exists, "
         "else ~/.local/share/blocklist-proxy)",
     )

@@ -14,6 +14,8 @@ from types import TracebackType
 from typing import Any, Self
 
 SCHEMES = ("redis://", "rediss://", "unix://", "file://", "redis+sentinel://", "rediss+sentinel://")
+#: The store URL forms, as every command's --help names them.
+URL_FORMS = "redis://, rediss://, redis+sentinel://host:26379,.../service, unix:// or file://"
 PASSWORD_ENV = "BLOCKLIST_REDIS_PASSWORD"
 PASSWORD_FILE_ENV = "BLOCKLIST_REDIS_PASSWORD_FILE"
 DATA_DIR_ENV = "BLOCKLIST_DATA_DIR"
