@@ -33,7 +33,8 @@ list is still enforced: withdrawing would enforce nothing at all). "starting", "
 (the proxy answers every request with an error) and no answer within the timeout are ill
 health. Until the first health answer the sets are left as they are.
 
-Status and metrics are ``divert.runreport``; the command line, the lock that keeps one
+The proxy's health probe and gate are ``divert.health``; status and metrics are
+``divert.runreport``; the command line, the lock that keeps one
 ``run`` per data plane, and the process wiring are ``divert.runcmd``.
 
 Stopping ``run`` leaves the sets (and BIRD's routes) as they are, so a restart opens no gap;
@@ -46,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import random
@@ -56,86 +56,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from blocklist_addon.lists.hosts import ACTIVE as HOSTS_STATE
 from blocklist_addon.lists.store import Store, StoreError, VersionInfo
 from divert import DivertError, lastgood, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
+from divert.health import HealthGate, Phase, poll_interval
 
-__all__ = [
-    "HealthGate",
-    "Phase",
-    "Runner",
-    "poll_interval",
-    "probe_health",
-    "resolve_wait",
-    "same",
-]
+__all__ = ["Runner", "resolve_wait", "same"]
 
 log = logging.getLogger("blocklist-divert")
-
-#: /healthz states of a proxy that serves traffic (DESIGN "Failure behaviour").
-SERVING = {"ok", "degraded", "stale"}
-
-
-class Phase(enum.StrEnum):
-    STARTING = "starting"  # no health answer yet: the sets are left as they are
-    DIVERTING = "diverting"  # the proxy is healthy: the sets hold the active set
-    WITHDRAWN = "withdrawn"  # the proxy failed for withdraw_after seconds: the sets are empty
-
-
-@dataclass
-class HealthGate:
-    """Turns health observations into the phase; pure, so it is tested with a table."""
-
-    withdraw_after: float
-    phase: Phase = Phase.STARTING
-    failing_since: float | None = None
-
-    def observe(self, healthy: bool, now: float) -> Phase | None:
-        """Record one health check made at ``now``; the new phase when it changes."""
-        if healthy:
-            self.failing_since = None
-            if self.phase is Phase.DIVERTING:
-                return None
-            self.phase = Phase.DIVERTING
-            return self.phase
-        if self.failing_since is None:
-            self.failing_since = now
-        if self.phase is not Phase.WITHDRAWN and now - self.failing_since >= self.withdraw_after:
-            self.phase = Phase.WITHDRAWN
-            return self.phase
-        return None
-
-
-async def probe_health(
-    session: aiohttp.ClientSession, url: str, timeout: float
-) -> tuple[bool, str]:
-    """(healthy, why) for one GET of the proxy's health endpoint."""
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            body = await response.read()
-    except TimeoutError:
-        return False, f"no answer within {timeout:g} s"
-    except aiohttp.ClientConnectorError as exc:
-        return False, f"no answer ({exc.os_error.strerror or exc.os_error})"
-    except (aiohttp.ClientError, OSError) as exc:
-        return False, f"no answer ({type(exc).__name__}: {exc})"[:200]
-    try:
-        status = str(json.loads(body).get("status", "?"))
-    except (ValueError, AttributeError):
-        status = "?"
-    if response.status == 200 or (response.status == 503 and status in SERVING):
-        return True, status
-    return False, f"HTTP {response.status} ({status})"
-
-
-def poll_interval(withdraw_after: float) -> float:
-    """How often health is checked: ten times per withdraw_after, between 0.2 and 5 s."""
-    return min(max(withdraw_after / 10, 0.2), 5.0)
-
 
 #: Each wait between resolutions is interval times 1 +/- this, at random.
 JITTER = 0.2

@@ -20,9 +20,10 @@ import aiohttp
 from blocklist_addon.lists.store import Store, open_store
 from divert import lastgood, runlock
 from divert.config import DATA_PLANES, DivertConfig
+from divert.health import poll_interval, probe_health
 from divert.planes import DataPlane, make_plane
 from divert.planes.exabgp import ExaBgpPlane, read_api
-from divert.run import Runner, poll_interval, probe_health
+from divert.run import Runner
 
 __all__ = ["add_parser", "cmd_run", "run_command"]
 

@@ -23,8 +23,9 @@ from blocklist_addon.lists.store import Store, open_store
 from divert import DivertError
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
+from divert.health import HealthGate, Phase, poll_interval, probe_health
 from divert.planes import nft
-from divert.run import HealthGate, Phase, Runner, poll_interval, probe_health, resolve_wait
+from divert.run import Runner, resolve_wait
 from testlab.divert_lab import load_table, set_contents
 from testlab.netns import Lab, Namespace, unavailable
 
