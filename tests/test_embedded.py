@@ -322,6 +322,29 @@ def test_adversarial_64k_is_bounded(name: str) -> None:
     assert_bounded(url, embedded_urls(url))
 
 
+def test_a_candidate_cut_inside_its_host_is_not_one() -> None:
+    """The window or the length cap cutting a candidate inside its authority leaves no host
+    (the text goes on): such a candidate is dropped, where each of its host's suffixes was a
+    lookup for nothing (nine for each bare value of bench/adversarial.py's "bare values").
+    One that runs to the end of the text, or to a delimiter, is kept."""
+    values = "".join(f"a=h{i}.test&" for i in range(10))
+    runs = [f"h{i}.test&" + "".join(f"a=h{j}.test&" for j in range(i + 1, 10)) for i in range(10)]
+    shorts = [f"h{i}.test" for i in range(10)]
+    assert embedded_urls("http://r.example.net/?" + values) == [
+        "h0.test",
+        "h1.test",
+        *(c for pair in zip(runs[2:], shorts[2:], strict=True) for c in pair),
+    ]
+    assert embedded_urls("http://r.example.net/?" + values + "z/")[2] == runs[2] + "z/"
+    assert embedded_urls("http://r.example.net/?u=http://" + "a." * 5000 + "listed.test/x") == []
+    assert embedded_urls("http://r.example.net/?u=http://a&b.test/x&v=1") == [
+        "http://a&b.test/x&v=1",
+        "http://a",
+        "b.test/x&v=1",
+        "b.test/x",
+    ]
+
+
 def test_listed_url_after_thousands_of_markers_is_found() -> None:
     decoys = "".join(f"a{i}=http://h{i}.test/x&b{i}=www.w{i}.test&" for i in range(1500))
     url = f"http://r.example.net/?{decoys}u={quote(PAGE, safe='')}&{decoys}"

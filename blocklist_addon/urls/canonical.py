@@ -63,8 +63,12 @@ _DIGITS = re.compile(r"[0-9]+")
 _OCTAL = re.compile(r"0[0-7]*")
 _HEX = re.compile(r"0[xX][0-9A-Fa-f]*")
 # A host that needs none of the slow steps: ASCII labels, single dots, and a last label
-# that cannot be read as a number (so it is not an IPv4 address in any encoding).
-_PLAIN_HOST = re.compile(r"(?:[a-z0-9_\-]+\.)*(?![0-9]*$)(?!0x)[a-z0-9_\-]+")
+# that cannot be read as a number (so it is not an IPv4 address in any encoding). RFC
+# 3986's sub-delimiters and "~" are kept as they are by every step too: a hostile URL's
+# bare values run on past the wrapper's "&" ("h0.test&a=h1.test&a=...") by the thousand.
+_PLAIN_HOST = re.compile(
+    r"(?:[a-z0-9_\-~!$&'()*+,;=]+\.)*(?![0-9]*$)(?!0x)[a-z0-9_\-~!$&'()*+,;=]+"
+)
 # NAT64's well-known prefix (RFC 6052): on a network with a NAT64 gateway the address
 # reaches the IPv4 address in its last 32 bits, so it is read as that address.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")

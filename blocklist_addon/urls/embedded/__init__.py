@@ -183,6 +183,12 @@ def _candidates(
             ends = [limit] if amp == -1 else [limit, amp]
             if start < query_at < limit:
                 ends.append(query_at)
+        if limit < len(text) and limit in ends and _cut_in_host(tagged, start, limit):
+            # The window or the length cap cuts this candidate inside its authority: what
+            # is left of the host is no host (the text goes on), and a listed one never
+            # holds MARKER_WINDOW markers or 8 KiB; its suffixes were each a lookup for
+            # nothing ("a=h0.test&a=h1.test&..." made nine a value).
+            ends = [end for end in ends if end != limit]
         if plain and text[start - 7 : start].lower() == "/plain/":
             # imgproxy's /plain/<URL>@<extension>: the extension is the output format
             ends += [at for end in ends if (at := _extension_at(text, start, end)) is not None]
@@ -195,6 +201,9 @@ def _candidates(
 
 
 _REST_OF_HOST = re.compile(r"[^/\\?#&=]*")
+# A candidate's scheme, slashes and authority: where it ends before a delimiter, written or
+# encoded (an encoded character's stand-in is outside latin-1), the host ends there.
+_AUTHORITY = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?[/\\\x00-\x20]*[^/\\?#\u0100-\U0010ffff]*")
 _EXTENSION = re.compile(r"@[A-Za-z0-9]{1,10}\Z")
 
 
@@ -223,6 +232,12 @@ def _named(text: str, m: re.Match[str], words: dict[int, str]) -> bool:
     else:
         return False
     return slash in words and is_mention(text, slash, host_end, words)
+
+
+def _cut_in_host(tagged: str, start: int, limit: int) -> bool:
+    """Whether no delimiter (nor any encoded character) ends the authority of the candidate
+    at ``start`` before ``limit``."""
+    return _AUTHORITY.match(tagged, start, limit).end() == limit
 
 
 def _extension_at(text: str, start: int, end: int) -> int | None:
