@@ -566,6 +566,19 @@ def assert_splash(response: Response, *, page: bool) -> None:
         assert len(response.body) < 200
 
 
+def assert_blocked(proxy: Proxy, world: World, url: str) -> None:
+    """``url`` through ``proxy`` gets the splash page, and no origin sees a connection."""
+    before = world.connections()
+    assert_splash(proxy.get(url, headers={"Accept": "text/html"}), page=True)
+    assert world.connections() == before
+
+
+def feed_entries(path: pathlib.Path) -> list[str]:
+    """The entries of a text feed file (no blank lines, no comments)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def synced_store(directory: pathlib.Path) -> str:
     """A file store in ``directory`` with the sample feed synced into it (by the real sync)."""
     store = (directory / "store").as_uri()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from test_hosts import OKINA, OKINA_ASCII
 
-from testlab.harness import Proxy, TestCA, World, assert_splash
+from testlab.harness import Proxy, TestCA, World, assert_blocked, assert_splash
 
 #: "hangul" and a Hangul filler (U+1160) in punycode: browsers refuse it (UTS 46 drops the
 #: filler, so the A-label does not decode to a valid label), but mitmproxy accepts it from
@@ -66,10 +66,7 @@ def proxy(proxy_with_entries: Callable[..., Proxy]) -> Proxy:
 
 @pytest.mark.parametrize("url", LISTED.values(), ids=LISTED.keys())
 def test_listed_idn_is_blocked_before_any_connection(proxy: Proxy, world: World, url: str) -> None:
-    before = world.connections()
-    response = proxy.get(url, headers={"Accept": "text/html"})
-    assert_splash(response, page=True)
-    assert world.connections() == before
+    assert_blocked(proxy, world, url)
 
 
 @pytest.mark.parametrize("url", NEAR_MISSES.values(), ids=NEAR_MISSES.keys())

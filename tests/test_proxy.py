@@ -20,6 +20,7 @@ from testlab.harness import (
     Proxy,
     TestCA,
     World,
+    assert_blocked,
     assert_splash,
     running,
     synced_store,
@@ -92,10 +93,7 @@ def proxy(
 def test_listed_urls_get_the_splash_and_no_origin_sees_a_connection(
     proxy: Proxy, world: World, url: str
 ) -> None:
-    before = world.connections()
-    response = proxy.get(url, headers={"Accept": "text/html"})
-    assert_splash(response, page=True)
-    assert world.connections() == before
+    assert_blocked(proxy, world, url)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,9 @@ from testlab.harness import (
     Proxy,
     TestCA,
     World,
+    assert_blocked,
     assert_splash,
+    feed_entries,
 )
 
 EXTRA_ENTRIES = [
@@ -34,11 +36,6 @@ EXEMPT = "report.hotline.example"
 
 PAGE = "http://blocked.example.com/page.html"
 EXACT = "http://exact.example.net/view?id=42"
-
-
-def feed_entries(path: pathlib.Path) -> list[str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 def q(url: str) -> str:
@@ -154,10 +151,7 @@ def proxy(proxy_with_entries: Callable[..., Proxy], world: World) -> Proxy:
 def test_listed_spelling_is_blocked_before_any_connection(
     proxy: Proxy, world: World, url: str
 ) -> None:
-    before = world.connections()
-    response = proxy.get(url, headers={"Accept": "text/html"})
-    assert_splash(response, page=True)
-    assert world.connections() == before
+    assert_blocked(proxy, world, url)
 
 
 @pytest.mark.parametrize("url", NEAR_MISSES.values(), ids=NEAR_MISSES.keys())

@@ -11,8 +11,7 @@ the real ``blocklist-sync``). The generators over random listed URLs are in
 from __future__ import annotations
 
 import base64
-import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -21,12 +20,9 @@ from blocklist_addon import Blocklist
 from testlab.harness import (
     SAMPLE_FEED,
     Proxy,
-    TestCA,
     World,
-    assert_splash,
-    feed_with,
-    running,
-    sync,
+    assert_blocked,
+    feed_entries,
 )
 
 EXACT = "http://exact.example.net/view?id=42"
@@ -100,32 +96,18 @@ NEAR_MISSES = {
 }
 
 
-def feed_entries(path: pathlib.Path) -> list[str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
 @pytest.fixture(scope="module")
-def proxy(
-    tmp_path_factory: pytest.TempPathFactory, world: World, confdir: pathlib.Path, ca: TestCA
-) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("wrappers")
-    store = (directory / "store").as_uri()
-    sync(store, feed_with(directory, EXACT), data_dir=directory / "data")
-    routes = {**world.routes, "exact.example.net:80": world.listed_http.port}
-    proxy = Proxy(directory / "proxy", store=store, routes=routes, confdir=confdir, ca=ca)
-    with running(proxy):
-        yield proxy
+def proxy(proxy_with_entries: Callable[..., Proxy], world: World) -> Proxy:
+    return proxy_with_entries(
+        "wrappers", EXACT, routes={"exact.example.net:80": world.listed_http.port}
+    )
 
 
 @pytest.mark.parametrize("url", LISTED.values(), ids=LISTED.keys())
 def test_wrapped_listed_url_is_blocked_before_any_connection(
     proxy: Proxy, world: World, url: str
 ) -> None:
-    before = world.connections()
-    response = proxy.get(url, headers={"Accept": "text/html"})
-    assert_splash(response, page=True)
-    assert world.connections() == before
+    assert_blocked(proxy, world, url)
 
 
 @pytest.mark.parametrize("url", NEAR_MISSES.values(), ids=NEAR_MISSES.keys())
