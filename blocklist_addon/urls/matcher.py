@@ -221,12 +221,16 @@ class Blocklist:
         """What a URL's scheme and host (as written) can match: the listed hosts it falls
         under (None: none, so no URL there matches). Entries known only by digest are
         not indexed by host: every host is its own key then."""
-        c = parse(authority)
-        if c is None:
-            return None
+        m = _SIMPLE_AUTHORITY.match(authority)
+        found = canonical_host(m.group(1).lower()) if m is not None else None
+        if found is None:  # (the fast reading's None is parse's too, as in _match_url)
+            c = parse(authority) if m is None else None
+            if c is None:
+                return None
+            found = c.host, c.is_ip
         if self.snapshot.hostless:
-            return (c.host,)
-        return tuple(self._listed_hosts(c.host, c.is_ip)) or None
+            return (found[0],)
+        return tuple(self._listed_hosts(*found)) or None
 
     def _listed_hosts(self, host: str, is_ip: bool) -> list[str]:
         return self._hosts_listed(dns_suffixes(host, is_ip))

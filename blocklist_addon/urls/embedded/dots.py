@@ -88,6 +88,7 @@ def emit_resolved(
     events = sorted(live + groups)
     r_query, query_gone = resolved(query_at) if query_at >= 0 else (-1, False)
     seen: dict[int, set[Hashable]] = {}  # resolved tail -> keys of removed hosts built
+    known: dict[str, object] = {}  # authority -> its host_key
     for i, start in enumerate(starts):
         host_end, r_from = host_ends[i], tails[i]
         if where[i][1]:
@@ -95,7 +96,9 @@ def emit_resolved(
             cut = events[k] if k < len(events) else len(r_text)
             keys = seen.setdefault(r_from, set())
             if host_key is not None:
-                key = host_key(text[start:host_end])
+                authority = text[start:host_end]  # padding repeats one ("/www.a/../")
+                if (key := known.get(authority, known)) is known:
+                    key = known[authority] = host_key(authority)
                 if key is None or key in keys:
                     continue
             else:
