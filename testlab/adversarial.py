@@ -1,15 +1,32 @@
 """Hostile URL shapes of about 64 KiB: marker floods, nested escapes, dot-segment padding,
-base64 chains, ideographic hosts. ``tests/test_embedded.py`` bounds the search's output on
-each; ``bench/adversarial.py`` times the worst of them. Reserved names only."""
+base64 chains, ideographic hosts, the wrapper families' triggers repeated, hosts of
+thousands of labels and paths of thousands of directories. ``tests/test_embedded.py``
+bounds the search's output on each, ``tests/test_matcher_bounds.py`` the lookups ``match``
+makes; ``bench/adversarial.py`` times them. Reserved names only."""
 
 from __future__ import annotations
 
 import base64
 
-__all__ = ["ADVERSARIAL", "N"]
+from blocklist_addon.urls.matcher import Blocklist
+from blocklist_addon.urls.snapshot import Snapshot
+
+__all__ = ["ADVERSARIAL", "CountingBlocklist", "N", "nested_base64"]
 
 #: The size the shapes are built to.
 N = 64 * 1024
+
+
+def nested_base64(levels: int) -> str:
+    """A URL in base64 in a redirector's URL in base64 ..., ``levels`` deep."""
+    url = "http://a.test/x"
+    for level in range(levels):
+        url = f"http://r{level}.example.net/?u=" + base64.b64encode(url.encode()).decode()
+    return url
+
+
+#: A host of about 8 KiB: 4,090 one-letter labels above a listed host.
+_HOST_8K = "a." * 4090 + "listed.test"
 
 ADVERSARIAL = {
     "schemes": "http://r.example.net/?u=" + "http://" * (N // 7),
@@ -46,4 +63,63 @@ ADVERSARIAL = {
     "dot-padded nested": "http://r.example.net/?u=http://listed.test/"
     + "www.a/" * (N // 12)
     + "../" * (N // 12),
+    # the wrapper families of issue 21, their triggers repeated
+    "split base64": "http://r.example.net" + "/aHR0cDovL2EudGVzdC9h" * (N // 21),
+    "split base64 pieces": "http://r.example.net" + "/aH/R0/cD/ov" * (N // 12),
+    "split base64 junk": "http://r.example.net/aHR0c/DovL/2EudGVzdC9h" + "/x" * (N // 2),
+    "version tags": "http://r.example.net/?" + "u=a1aHR0cDovL2EudGVzdC8&" * (N // 24),
+    "path parameters": "http://r.example.net" + "/RU=http%3A%2F%2Fa.test%2Fx" * (N // 27),
+    "user info": "http://r.example.net/?u=" + "http://a.test%252F@" * (N // 19),
+    "plain extensions": "http://r.example.net" + "/plain/http://a.test/x@png" * (N // 26),
+    "mention words": "http://r.example.net" + "/tag/a.test/page/2" * (N // 18),
+    "ssl values": "http://r.example.net/?" + "url=ssl:a.test/x&" * (N // 17),
+    "base64 levels": nested_base64(22),
+    # hosts of thousands of labels, paths of thousands of directories (issue 21, item 4)
+    "one-letter labels": "http://" + "a." * (N // 2 - 10) + "listed.test/x",
+    "one-letter labels embedded": "http://r.example.net/?u=http://"
+    + "a." * (N // 2 - 20)
+    + "listed.test/x",
+    "seven 8 KiB hosts": "http://r.example.net/?"
+    + "&".join(f"u{i}=http://{_HOST_8K}/x" for i in range(7)),
+    "deep path": "http://listed.test/" + "a/" * (N // 2 - 10) + "x",
+    "deep path embedded": "http://r.example.net/?u=http://listed.test/" + "a/" * (N // 2 - 20),
+    "deep path escaped": "http://r.example.net/?u=http%3A%2F%2Flisted.test%2F"
+    + "a%2F" * (N // 4 - 20),
+    # eight URLs on a listed host, then 8 KiB of directories, seven times: each of the eight
+    # candidates runs into the directories (no marker there ends it before the length cap)
+    # and every directory of each is a digest, about 4 a byte
+    "directory clusters": "http://r.example.net/?"
+    + "".join("u=http://a.test/&" * 8 + f"{i}/" * 4096 for i in range(7)),
 }
+
+
+class CountingBlocklist(Blocklist):
+    """A Blocklist that counts the lookups ``match`` makes: host-index probes (one per host
+    name in each call of ``_hosts_listed``, and the bytes of those names, each hashed
+    once) and expression digests (``_find``). The bench prints them, the tests bound them."""
+
+    __slots__ = ("digests", "host_bytes", "hosts")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__(snapshot)
+        self.hosts = self.host_bytes = self.digests = 0
+        hosts_listed, find = self._hosts_listed, self._find
+
+        def counted_hosts(names: list[str]) -> list[str]:
+            self.hosts += len(names)
+            self.host_bytes += sum(len(name.encode("utf-8")) for name in names)
+            return hosts_listed(names)
+
+        def counted_find(digest: bytes) -> int | None:
+            self.digests += 1
+            return find(digest)
+
+        self._hosts_listed = counted_hosts
+        self._find = counted_find
+
+    @property
+    def lookups(self) -> int:
+        return self.hosts + self.digests
+
+    def reset(self) -> None:
+        self.hosts = self.host_bytes = self.digests = 0

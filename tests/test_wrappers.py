@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
 from blocklist_addon.urls.embedded import embedded_urls
-from testlab.adversarial import N
+from testlab.adversarial import nested_base64
 
 LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 WORD = st.from_regex(r"[a-z0-9_-]{1,10}", fullmatch=True)
@@ -365,45 +365,6 @@ def test_the_redirect_target_agrees_with_whatwg(
 
 
 # -- bounds ---------------------------------------------------------------------------------
-
-
-def nested_base64(levels: int) -> str:
-    """A URL in base64 in a redirector's URL in base64 ..., ``levels`` deep."""
-    url = "http://a.test/x"
-    for level in range(levels):
-        url = f"http://r{level}.example.net/?u=" + base64.b64encode(url.encode()).decode()
-    return url
-
-
-#: The new families' triggers repeated to about 64 KiB (the shapes of testlab.adversarial
-#: hold the older ones).
-HOSTILE = {
-    "split base64": "http://r.example.net" + "/aHR0cDovL2EudGVzdC9h" * (N // 21),
-    "split base64 pieces": "http://r.example.net" + "/aH/R0/cD/ov" * (N // 12),
-    "split base64 junk": "http://r.example.net/aHR0c/DovL/2EudGVzdC9h" + "/x" * (N // 2),
-    "version tags": "http://r.example.net/?" + "u=a1aHR0cDovL2EudGVzdC8&" * (N // 24),
-    "path parameters": "http://r.example.net" + "/RU=http%3A%2F%2Fa.test%2Fx" * (N // 27),
-    "user info": "http://r.example.net/?u=" + "http://a.test%252F@" * (N // 19),
-    "plain extensions": "http://r.example.net" + "/plain/http://a.test/x@png" * (N // 26),
-    "mention words": "http://r.example.net" + "/tag/a.test/page/2" * (N // 18),
-    "ssl values": "http://r.example.net/?" + "url=ssl:a.test/x&" * (N // 17),
-    "base64 levels": nested_base64(22),
-}
-
-
-@pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_shapes_of_the_new_families_are_bounded(name: str) -> None:
-    """The output stays linear in the URL (the bounds of tests/test_embedded.py), however
-    many levels of base64 the budget of decoded bytes lets through."""
-    from blocklist_addon.urls.embedded import MARKER_WINDOW, MAX_CANDIDATE_CHARS
-
-    url = HOSTILE[name]
-    assert len(url) >= N // 2
-    out = embedded_urls(url)
-    n = len(url)
-    assert len(out) <= 4 * n
-    assert all(len(c) <= 3 * MAX_CANDIDATE_CHARS for c in out)
-    assert sum(map(len, out)) <= 3 * 6 * MARKER_WINDOW * (MARKER_WINDOW + 2) * n
 
 
 def test_base64_is_decoded_to_any_depth_within_the_budget() -> None:

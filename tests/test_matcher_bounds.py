@@ -1,0 +1,167 @@
+"""The work of one ``Blocklist.match`` is linear in the URL (issue 21, item 4): lookups
+counted, never timed, over URLs built from the hostile shapes' fragments and random ones."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blocklist_addon.urls.canonical import _PLAIN_HOST, MAX_DNS_NAME, _canonical_host
+from blocklist_addon.urls.embedded import MARKER_WINDOW
+from testlab.adversarial import ADVERSARIAL, CountingBlocklist
+
+#: Hosts the fragments carry (pages they never name, so nothing ends a match early), a whole
+#: host and a directory, so that the directory walks happen too. No host is a suffix of
+#: another: a URL's host has at most one listed suffix here.
+LIST = [
+    "listed.test/x.html",
+    "a.test/none.html",
+    "h1.test/y",
+    "h.test/none",
+    "whole.test/",
+    "a.test/d/",
+]
+
+#: The repeating units of testlab.adversarial's shapes, and pieces that join them.
+FRAGMENTS = [
+    "http://",
+    "http://h.test/",
+    "http://whole.test/",
+    "www.h.test/",
+    "a=h.test&",
+    "=//",
+    "k=v&",
+    "%25",
+    "%C3%A9%FF",
+    "www.a/../",
+    "www.h.test/../",
+    "a=aHR0cDovL2EudGVzdC8&",
+    "/687474703a2f2f612e74",
+    "/__http://a.test/*__;JQ!!",
+    "__http:",
+    "/h.test",
+    "/h\u3002test",
+    "/aHR0cDovL2EudGVzdC9h",
+    "/aH/R0/cD/ov",
+    "u=a1aHR0cDovL2EudGVzdC8&",
+    "/RU=http%3A%2F%2Fa.test%2Fx",
+    "http://a.test%252F@",
+    "/plain/http://a.test/x@png",
+    "/tag/a.test/page/2",
+    "url=ssl:a.test/x&",
+    "u=http://a.test/&",
+    "a=a.b.c.d.e.f.g.h.i.j.k.test&",
+    "a.",
+    "a/",
+    "a%2F",
+    "listed.test/",
+    "?",
+    "/",
+    "&",
+    "=",
+    ".",
+    "www.",
+]
+
+PREFIXES = [
+    "http://r.example.net/?u=",
+    "http://r.example.net/",
+    "http://listed.test/",
+    "http://a.test/?",
+    "http://",
+]
+
+
+@st.composite
+def hostile_urls(draw: st.DrawFn) -> str:
+    """A prefix, then fragments each repeated a random number of times (up to ~64 KiB)."""
+    parts = draw(
+        st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.integers(1, 800)), min_size=1, max_size=5)
+    )
+    return draw(st.sampled_from(PREFIXES)) + "".join(fragment * k for fragment, k in parts)
+
+
+URLS = st.one_of(
+    hostile_urls(),
+    st.builds(
+        str.__add__,
+        st.sampled_from(PREFIXES),
+        st.text(alphabet="ahtw.:/?&=%2F5@#\\x-", max_size=3000),
+    ),
+    st.text(max_size=500),
+)
+
+#: At most this many suffixes of one host are probed: each but the host itself starts after
+#: a dot and is at most MAX_DNS_NAME characters of labels and dots.
+SUFFIXES = (MAX_DNS_NAME + 1) // 2 + 1
+
+
+def lookups_bound(n: int) -> tuple[int, int]:
+    """The most host probes and expression digests a URL of ``n`` bytes may cost.
+
+    Host probes: a probe is a suffix of a candidate's host, so one a dot of the text (a dot
+    takes a label character before it: half a probe a byte for one reading of the text). A
+    candidate cut by the window or the length cap inside its host is dropped
+    (tests/test_embedded.py), so only the hosts of the last MARKER_WINDOW candidates, which
+    end at the text's end, may run across other values: the constant term, MARKER_WINDOW + 1
+    hosts of SUFFIXES probes. The readings of the text (escapes, base64, resolved dot
+    segments) overlap little in practice; the fragments' worst is 0.14 a byte ("www").
+
+    Digests: a candidate on a listed host hashes at most 6 exact expressions and one digest
+    per directory of its path ("x/", two bytes). The directory walk is every directory (the
+    matcher's deliberate departure from the spec's 4), and up to MARKER_WINDOW + 1
+    candidates of one text can run through the same marker-free directories before the
+    length cap ends them ("directory clusters": 3.9 a byte), so (MARKER_WINDOW + 1) / 2 a
+    byte, plus the exact expressions of the last few candidates."""
+    hosts = n // 2 + (MARKER_WINDOW + 1) * SUFFIXES
+    digests = (MARKER_WINDOW + 1) * n // 2 + 6 * (MARKER_WINDOW + 1) + 64
+    return hosts, digests
+
+
+BLOCKLIST = CountingBlocklist.from_entries(LIST)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(URLS)
+def test_lookups_per_byte_are_bounded(url: str) -> None:
+    """Host probes and digests stay linear in the URL's length, and no probe hashes more
+    than a DNS name (a host of 4,000 labels once hashed 4,000 suffixes of up to 8 KiB)."""
+    BLOCKLIST.reset()
+    BLOCKLIST.match(url)
+    n = len(url.encode("utf-8"))
+    hosts, digests = lookups_bound(n)
+    assert BLOCKLIST.hosts <= hosts, (BLOCKLIST.hosts, n)
+    assert BLOCKLIST.digests <= digests, (BLOCKLIST.digests, n)
+    assert BLOCKLIST.host_bytes <= MAX_DNS_NAME * BLOCKLIST.hosts
+
+
+def test_the_adversarial_shapes_are_within_the_bound() -> None:
+    """Each of testlab.adversarial's shapes, and their worst figures as measured when the
+    bound was set (so that a change that doubles one is seen)."""
+    per_byte = {}
+    for name, url in ADVERSARIAL.items():
+        BLOCKLIST.reset()
+        BLOCKLIST.match(url)
+        n = len(url.encode("utf-8"))
+        hosts, digests = lookups_bound(n)
+        assert BLOCKLIST.hosts <= hosts and BLOCKLIST.digests <= digests, name
+        per_byte[name] = BLOCKLIST.lookups / n
+    assert max(per_byte, key=per_byte.__getitem__) == "directory clusters"
+    assert per_byte["bare values"] < 0.1  # 0.70 before the window stopped cutting hosts
+    assert per_byte["deep path"] < 0.51  # one digest a directory, "a/"
+    assert max(v for k, v in per_byte.items() if k not in ("directory clusters", "deep path")) < 0.2
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet="ab0x19_-~!$&'()*+,;=.AX%", max_size=24))
+def test_the_plain_host_fast_path_agrees_with_the_full_one(host: str) -> None:
+    """canonical's fast path for plain hosts (now with RFC 3986's sub-delimiters, which a
+    hostile URL's bare values hold by the thousand) gives what the slow steps give."""
+    if not _PLAIN_HOST.fullmatch(host):
+        return
+    # A trailing dot takes the slow path, whose first steps remove it.
+    assert _canonical_host(host) == _canonical_host(host + ".") == (host, False)
