@@ -10,6 +10,7 @@ connections it accepted, which is how "the listed origin saw no connection" is c
 from __future__ import annotations
 
 import http.client
+import os
 import pathlib
 import re
 from collections.abc import Iterator
@@ -264,12 +265,45 @@ def test_health_and_metrics(proxy: Proxy) -> None:
     assert doc["status"] == "ok"
     assert doc["entries"] == 5
     assert doc["source"] == "store"
+    blocks = proxy.metric_series("blocklist_blocks_total", list="sample", where="request")
+    lookups = proxy.metric("blocklist_lookups_total")
     proxy.get("http://blocked.example.com/page.html")
     metrics = proxy.metrics()
     assert re.search(r"(?m)^blocklist_list_entries 5(\.0)?$", metrics)
-    assert re.search(r'blocklist_blocks_total\{list="sample",where="request"\} [1-9]', metrics)
-    assert proxy.metric("blocklist_lookups_total") >= 1
-    assert proxy.metric("process_resident_memory_bytes") > 10_000_000  # the process metrics
+    assert (
+        proxy.metric_series("blocklist_blocks_total", list="sample", where="request") == blocks + 1
+    )
+    assert proxy.metric("blocklist_lookups_total") == lookups + 1
+
+
+def vm_rss(pid: int) -> int:
+    """The resident memory of ``pid`` in bytes, as the kernel says it (VmRSS, in kB)."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_the_process_metrics_are_the_proxys_own(proxy: Proxy) -> None:
+    """process_resident_memory_bytes is the proxy process's RSS: between (within 10%) what
+    the kernel says just before and just after the scrape, not some other process's."""
+    assert proxy.process is not None
+    pid = proxy.process.pid
+    assert b"/blocklist-proxy\0" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    # Its start time names the process: ticks after boot in /proc/<pid>/stat, plus boot time.
+    ticks = int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    [boot] = [
+        int(line.split()[1])
+        for line in pathlib.Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime ")
+    ]
+    started = boot + ticks / os.sysconf("SC_CLK_TCK")
+    assert proxy.metric("process_start_time_seconds") == pytest.approx(started, abs=0.02)
+    before = vm_rss(pid)
+    reported = proxy.metric("process_resident_memory_bytes")
+    after = vm_rss(pid)
+    low, high = min(before, after), max(before, after)
+    assert low * 0.9 <= reported <= high * 1.1, (before, reported, after)
 
 
 def test_metrics_speak_openmetrics_when_asked(proxy: Proxy) -> None:
