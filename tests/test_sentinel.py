@@ -439,7 +439,7 @@ def test_every_command_and_the_library_speak_sentinel(
     import hashlib
     import json
 
-    from blocklist_addon.hashes.hashlist import HashList
+    from blocklist_addon.hashes.hashlist import HashList, HashMatch
 
     url = cluster.url(failover_timeout="10")
     picture = b"bytes of a listed picture, for the test only"
@@ -453,7 +453,7 @@ def test_every_command_and_the_library_speak_sentinel(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     hashes = HashList.load(url)
-    assert hashes.match_bytes(picture) is not None
+    assert hashes.match_bytes(picture) == HashMatch("pictures", "h1", "sha256", 0)
     assert hashes.match_bytes(picture + b".") is None
 
     done = subprocess.run(
