@@ -15,7 +15,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocklist_addon.hashes import HashList, HashSnapshot
+from blocklist_addon.hashes import HashList, HashMatch, HashSnapshot
 from blocklist_addon.hashes.snapshot import MAX_CATEGORY, HashRecords, category_of
 from blocklist_addon.ops.blocklog import BlockEvent, record
 from sync.feeds import parse_feed
@@ -49,12 +49,12 @@ def test_jsonl_and_csv_categories_reach_the_match() -> None:
         snapshot = HashSnapshot.build(parsed.entries.named("hotline"))  # type: ignore[union-attr]
         hashes = HashList(snapshot)
         pdq = hashes.match_pdq([bytes.fromhex(PDQ)], 100)
-        assert pdq is not None and (pdq.entry_id, pdq.category) == ("a", "A")
+        assert pdq == HashMatch("hotline", "a", "pdq", 0, "A"), fmt
         md5 = hashes.match_exact({"md5": bytes.fromhex(MD5)})
-        assert md5 is not None and (md5.entry_id, md5.category) == ("b", "2")
-        for kind, value in (("sha1", "2" * 40), ("sha256", "3" * 64)):
+        assert md5 == HashMatch("hotline", "b", "md5", 0, "2"), fmt
+        for entry, kind, value in (("c", "sha1", "2" * 40), ("d", "sha256", "3" * 64)):
             match = hashes.match_exact({kind: bytes.fromhex(value)})
-            assert match is not None and match.category is None
+            assert match == HashMatch("hotline", entry, kind, 0, None), fmt
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_snapshots_without_categories_stay_format_1_and_rebuilds_keep_them() -> 
 def test_the_block_line_carries_the_category_never_the_hash() -> None:
     hashes = HashList.from_entries([{"id": "iwf-7", "pdq": PDQ, "category": "A"}])
     match = hashes.match_pdq([bytes.fromhex(PDQ)], 100)
-    assert match is not None
+    assert match == HashMatch("default", "iwf-7", "pdq", 0, "A")
     line = record(
         BlockEvent(match, "image", "refuse", "192.0.2.1", "ref-1"),
         client_mode="none",
