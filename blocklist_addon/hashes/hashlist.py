@@ -4,8 +4,11 @@
     hl = HashList.from_entries([{"id": "42", "md5": "...", "pdq": "..."}])  # or HashList.load()
     hl.match_bytes(upload)  # -> HashMatch(list_name, entry_id, kind, distance) or None
 
-``check(data)`` says more: the match, the image format, and why the pixels could not be
-checked when they could not (the exact hashes always are). A match never carries the
+``check(data)`` says more: the match, the image format (or the video container), and why
+the pixels could not be checked when they could not (the exact hashes always are). A video
+(``video.sniff_video``) is matched by vPDQ against the list's videos when it has some
+(``check_video``: decoded in this process; the proxy will decode in its workers and call
+``match_video``). A match never carries the
 listed hash or the file's: only the entry's opaque id, the kind of hash that matched and
 the Hamming distance (0 for exact hashes).
 """
@@ -30,6 +33,14 @@ from blocklist_addon.hashes.kinds import (
 )
 from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex
 from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot, record_of
+from blocklist_addon.hashes.video import (
+    COMPARED_MATCH_PERCENT,
+    QUERY_MATCH_PERCENT,
+    VideoIndex,
+    VideoLimits,
+    hash_video,
+    sniff_video,
+)
 
 __all__ = ["Check", "HashEntry", "HashList", "HashMatch"]
 
@@ -42,8 +53,8 @@ class HashMatch:
 
     list_name: str
     entry_id: str
-    kind: str  # md5, sha1, sha256 or pdq
-    distance: int  # Hamming distance of a PDQ match; 0 for exact kinds
+    kind: str  # md5, sha1, sha256, pdq or vpdq
+    distance: int  # Hamming distance of a PDQ match (a vpdq match's closest frames); 0 exact
     category: str | None = None  # the hotline's category of the entry, when its feed gave one
 
 
@@ -54,6 +65,7 @@ class Check:
     match: HashMatch | None
     image: str | None = None  # the image format its bytes name, None for other files
     unchecked: str | None = None  # why its pixels were not checked (Uncheckable.reason)
+    video: str | None = None  # the video container its bytes name (video.sniff_video)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +114,14 @@ class HashList:
         dihedral: bool = True,
         limits: Limits | None = None,
         index: PdqIndex | None = None,
+        video_limits: VideoLimits | None = None,
+        video_query_percent: float = QUERY_MATCH_PERCENT,
+        video_compared_percent: float = COMPARED_MATCH_PERCENT,
     ) -> None:
         """``index``: the PDQ index over ``snapshot``'s PDQ section, built earlier (mapped
-        from a file: ``hashes.mapped``); built here when not given."""
+        from a file: ``hashes.mapped``); built here when not given. The listed videos'
+        index is built here, in each process (``video.VideoIndex``, HMA's rule with the
+        two percentages; frames match within ``threshold``)."""
         if not 0 <= threshold <= 128:
             raise ValueError("threshold must be between 0 and 128 bits (31 is the default)")
         self.threshold = threshold
@@ -124,6 +141,19 @@ class HashList:
         self._pdq = index if index is not None else PdqIndex(hashes)
         self._pdq_owners = owners
         self._count = len(snapshot)
+        self.video_limits = video_limits or VideoLimits()
+        videos = list(snapshot.videos())
+        self._video_entries = [number for number, _ in videos]
+        self._videos = (
+            VideoIndex(
+                (frames for _, frames in videos),
+                distance_threshold=threshold,
+                query_match_percent=video_query_percent,
+                compared_match_percent=video_compared_percent,
+            )
+            if videos
+            else None
+        )
         # Entries are read from the snapshot in place: its bytes are kept anyway (the index
         # compares the listed PDQ hashes where the snapshot holds them).
         self._snapshot = snapshot
@@ -135,7 +165,8 @@ class HashList:
         cls, entries: Iterable[HashEntry | Mapping[str, object]], **settings: object
     ) -> HashList:
         """Compile entries (HashEntry or mappings with ``id`` and hex ``md5``, ``sha1``,
-        ``sha256``, ``pdq``); ValueError names the position of a malformed one."""
+        ``sha256``, ``pdq``, and ``vpdq`` frames as feeds give them); ValueError names the
+        position of a malformed one."""
 
         def records() -> Iterable[tuple[str, HashRecord]]:
             for number, entry in enumerate(entries, 1):
@@ -207,6 +238,8 @@ class HashList:
         kinds = set(self._exact)
         if len(self._pdq):
             kinds.add("pdq")
+        if self._videos is not None:
+            kinds.add("vpdq")
         return frozenset(kinds)
 
     def match_bytes(self, data: bytes) -> HashMatch | None:
@@ -215,11 +248,31 @@ class HashList:
 
     def check(self, data: bytes) -> Check:
         """Exact hashes first (cheap, and they hold for any file); then, for an image, the
-        PDQ hashes of its frames."""
+        PDQ hashes of its frames; for a video, its vPDQ (``check_video``)."""
         match = self.match_exact_bytes(data)
         if match is not None:
-            return Check(match, sniff(data))
+            return Check(match, sniff(data), video=sniff_video(data))
+        if (container := sniff_video(data)) is not None:
+            return self._check_video(data, container)
         return self.check_pixels(data)
+
+    def check_video(self, data: bytes) -> Check:
+        """Exact hashes, then the vPDQ of a video (``video.hash_video`` under
+        ``video_limits``, in this process) against the listed videos: a match of kind
+        ``vpdq``, or why the video could not be wholly checked (``unchecked``; the frames
+        decoded until then are still matched). A list without videos decodes nothing."""
+        match = self.match_exact_bytes(data)
+        container = sniff_video(data)
+        if match is not None or container is None:
+            return Check(match, sniff(data), video=container)
+        return self._check_video(data, container)
+
+    def _check_video(self, data: bytes, container: str) -> Check:
+        if self._videos is None:
+            return Check(None, video=container)
+        hashed = hash_video(data, self.video_limits)
+        match = self.match_video(hashed.frames)
+        return Check(match, None, None if match is not None else hashed.unchecked, container)
 
     def match_exact_bytes(self, data: bytes) -> HashMatch | None:
         """The entry whose exact hash ``data`` has, or None."""
@@ -241,6 +294,17 @@ class HashList:
             if (match := self.match_pdq(hashes, quality)) is not None:
                 return match
         return None
+
+    def match_video(self, frames: Iterable[tuple[bytes, int]]) -> HashMatch | None:
+        """The listed video a video's (PDQ hash, quality) frames match by HMA's rule (the
+        best: the higher shares, then the earlier entry), its distance the closest pair's;
+        None when none does (or the list has no videos)."""
+        if self._videos is None:
+            return None
+        found = self._videos.match(frames)
+        if found is None:
+            return None
+        return self._match(self._video_entries[found.video], "vpdq", found.distance)
 
     def match_exact(self, digests: Mapping[str, bytes]) -> HashMatch | None:
         for kind, digest in digests.items():

@@ -6,7 +6,8 @@ themselves (a hash list cannot be stored as digests of digests: a PDQ hash is co
 distance), which is why the store and the proxy's copy keep it in 0600 files and no log
 line ever prints one. Integers are unsigned, little-endian::
 
-    header       64 bytes: magic, format version (u32), the 13 section lengths (u32)
+    header       64 bytes: magic, format version (u32), the 13 section lengths (u32);
+                 format 3 adds a u32 count of further sections (3) and their lengths
     per kind (md5, sha1, sha256, pdq):
       hashes     n x size bytes, sorted
       entries    n x u32: the entry each hash belongs to
@@ -18,10 +19,21 @@ line ever prints one. Integers are unsigned, little-endian::
                  no entry has one (format version 2; version 1 has no such section, its
                  length field was padding, always 0: a version 1 snapshot reads as one
                  without categories, and one without categories is written as version 1)
+    vpdq frames  f x 32 bytes: the PDQ hashes of the listed videos' sampled frames, the
+                 frames of an entry together and in their order (format 3)
+    vpdq quality f bytes: each frame's PDQ quality, 0-100 (format 3)
+    vpdq entries f x u32: the entry each frame belongs to, never decreasing (format 3)
     checksum     SHA-256 of everything before it
 
-An entry is one record of a feed (one id with one or more hashes of the same image, and
-the hotline's category for it when the feed gives one).
+Format 3 is format 2 with the three video sections: its header is format 2's 64 bytes
+followed by the count of further sections (3) and their lengths, so a reader of formats
+1 and 2 finds version 3 where it expects its version and refuses the snapshot whole (its
+proxy keeps the list it has). A snapshot without videos is written in format 2 (or 1,
+without categories) byte for byte as before.
+
+An entry is one record of a feed (one id with one or more hashes of the same image or
+video, its vPDQ frames when the feed gives them, and the hotline's category for it when
+the feed gives one).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from array import array
 from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
+from typing import Any
 
 import numpy as np
 
@@ -52,14 +65,20 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BLHASH\n"
-FORMAT_VERSION = 2
-#: Versions read: 1 is 2 without categories.
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions read: 1 is 2 without categories, 2 is 3 without videos.
+READ_VERSIONS = (1, 2, 3)
 MAX_LISTS = 255
 MAX_CATEGORIES = 65535
 #: Longest category a record may carry (a hotline's severity class: "A", "1", "category-2").
 MAX_CATEGORY = 64
-_HEADER = struct.Struct("<8sI13I")
+_SECTIONS = 13
+_HEADER = struct.Struct(f"<8sI{_SECTIONS}I")
+#: Format 3's further sections (vpdq frames, qualities, entries): a count, then lengths.
+_EXTRA = 3
+_EXTRA_HEADER = struct.Struct(f"<I{_EXTRA}I")
+#: Bytes of one vPDQ frame hash.
+FRAME_SIZE = 32
 _CHECKSUM_SIZE = 32
 _U32 = struct.Struct("<I")
 
@@ -71,14 +90,26 @@ class HashRecord:
     hashes: tuple[tuple[str, bytes], ...]  # (kind, hash), kinds in KINDS order
     entry_id: str | None = None
     category: str | None = None  # the hotline's category (severity) of the image
+    vpdq: tuple[tuple[bytes, int], ...] = ()  # a video's (PDQ hash, quality) frames
 
     @property
     def digest(self) -> bytes:
         """What makes two records the same (a feed's duplicates are counted by it)."""
-        return b"".join(kind.encode() + value for kind, value in self.hashes)
+        exact = b"".join(kind.encode() + value for kind, value in self.hashes)
+        return exact + (b"vpdq" + video_key(self.vpdq) if self.vpdq else b"")
 
     def id(self) -> str:
-        return self.entry_id or opaque_id(*self.hashes[0])
+        if self.entry_id:
+            return self.entry_id
+        if self.hashes:
+            return opaque_id(*self.hashes[0])
+        return opaque_id("vpdq", video_key(self.vpdq))
+
+
+def video_key(frames: Iterable[tuple[bytes, int]]) -> bytes:
+    """What identifies a listed video: a SHA-256 of its frames' hashes and qualities in
+    order (two records listing the same frames list the same video)."""
+    return hashlib.sha256(b"".join(value + bytes([quality]) for value, quality in frames)).digest()
 
 
 def opaque_id(kind: str, value: bytes) -> str:
@@ -88,18 +119,34 @@ def opaque_id(kind: str, value: bytes) -> str:
 
 
 def record_of(fields: Mapping[str, object]) -> HashRecord | None:
-    """The record for a feed object's hash fields, or None when any given hash is malformed
-    or none is given, or its category is not one (``category_of``). Empty fields count as
-    absent."""
-    hashes = hashes_of(fields)
-    if hashes is None:
-        return None
+    """The record for a feed object's hash fields, or None when any given hash (or its
+    ``vpdq``) is malformed or none is given, or its category is not one (``category_of``).
+    Empty fields count as absent."""
+    hashes = hashes_of(fields, empty=True)
     try:
+        video = video_of(fields)
         category = category_of(fields.get("category"))
     except ValueError:
         return None
+    if hashes is None or not (hashes or video):
+        return None
     entry_id = fields.get("id")
-    return HashRecord(hashes, str(entry_id) if entry_id not in (None, "") else None, category)
+    entry_id = str(entry_id) if entry_id not in (None, "") else None
+    return HashRecord(hashes, entry_id, category, video)
+
+
+def video_of(fields: Mapping[str, object]) -> tuple[tuple[bytes, int], ...]:
+    """A feed object's ``vpdq`` frames (``video.parse_vpdq``): () when absent or empty,
+    ValueError when malformed (the message never quotes it)."""
+    value = fields.get("vpdq")
+    if value is None or value == [] or (isinstance(value, str) and value.strip() in ("", "[]")):
+        return ()
+    from blocklist_addon.hashes.video import parse_vpdq
+
+    frames = parse_vpdq(value)
+    if frames is None:
+        raise ValueError("malformed vpdq")
+    return frames
 
 
 def category_of(value: object) -> str | None:
@@ -116,8 +163,11 @@ def category_of(value: object) -> str | None:
     return text or None
 
 
-def hashes_of(fields: Mapping[str, object]) -> tuple[tuple[str, bytes], ...] | None:
-    """A feed object's (kind, hash) pairs in KINDS order, or None as for ``record_of``."""
+def hashes_of(
+    fields: Mapping[str, object], *, empty: bool = False
+) -> tuple[tuple[str, bytes], ...] | None:
+    """A feed object's (kind, hash) pairs in KINDS order, or None as for ``record_of``
+    (``empty``: () rather than None when no hash is given, for a record with only vpdq)."""
     hashes = []
     for kind in KINDS:
         text = fields.get(kind)
@@ -127,7 +177,7 @@ def hashes_of(fields: Mapping[str, object]) -> tuple[tuple[str, bytes], ...] | N
         if value is None:
             return None
         hashes.append((kind, value))
-    return tuple(hashes) or None
+    return tuple(hashes) or (() if empty else None)
 
 
 class HashRecords:
@@ -135,7 +185,9 @@ class HashRecords:
     built without an object a record (read into ``HashRecord``s, a feed of MD5 + PDQ took
     ~700 B a record; packed, its hashes and id and 4 bytes a hash and 5 a record). Per kind:
     the hashes end to end and the record each belongs to (u32, in record order); the UTF-8
-    ids end to end and where each ends; a byte a record for its list name. Iterating gives
+    ids end to end and where each ends; a byte a record for its list name; the vPDQ frames
+    end to end (32 bytes each), their qualities (a byte each) and the record each belongs
+    to, with a SHA-256 key a video record (``video_key``, for duplicates). Iterating gives
     ``HashRecord``s again, one at a time, each with its id (an opaque one when the feed gave
     none)."""
 
@@ -144,6 +196,8 @@ class HashRecords:
         "_category_names",
         "_category_of",
         "_counts",
+        "_frame_owners",
+        "_frames",
         "_hashes",
         "_id_ends",
         "_ids",
@@ -151,6 +205,9 @@ class HashRecords:
         "_name_of",
         "_names",
         "_owners",
+        "_qualities",
+        "_video_keys",
+        "_video_owners",
     )
 
     def __init__(self) -> None:
@@ -164,21 +221,36 @@ class HashRecords:
         self._categories = array("H")  # a record's category: 0 none, else 1 + its index
         self._category_names: list[str] = []
         self._category_of: dict[str, int] = {}
+        self._frames = bytearray()  # vPDQ frame hashes, 32 bytes each, by record
+        self._qualities = bytearray()  # each frame's quality
+        self._frame_owners = array("I")  # the record each frame belongs to
+        self._video_keys = bytearray()  # video_key of each record with frames
+        self._video_owners = array("I")
         self._counts: tuple[int, int] | None = None  # (entries, duplicate hashes) once merged
 
     def append(self, record: HashRecord, list_name: str = "default") -> None:
         """Add ``record`` to ``list_name``; ValueError for a hash of the wrong size, or past
         the limits of the format (4 GiB of ids, MAX_LISTS names)."""
         number = len(self._id_ends)
-        hashes = record.hashes
+        hashes, video = record.hashes, record.vpdq
         for kind, value in hashes:
             if len(value) != SIZES.get(kind):
                 raise ValueError(f"a {kind} hash must be {SIZES.get(kind)} bytes")
+        for value, quality in video:
+            if len(value) != FRAME_SIZE or not 0 <= quality <= 100:
+                raise ValueError("a vpdq frame is a 32-byte PDQ hash and a quality 0-100")
         for kind, value in hashes:
             self._hashes[kind] += value
             self._owners[kind].append(number)
-        if hashes:
-            self._ids += (record.entry_id or opaque_id(*hashes[0])).encode("utf-8")
+        if video:
+            for value, quality in video:
+                self._frames += value
+                self._qualities.append(quality)
+            self._frame_owners.extend([number] * len(video))
+            self._video_keys += video_key(video)
+            self._video_owners.append(number)
+        if hashes or video:
+            self._ids += record.id().encode("utf-8")
         try:
             self._id_ends.append(len(self._ids))
         except OverflowError:
@@ -225,6 +297,20 @@ class HashRecords:
                 dtype=np.uint16,
             )
             self._categories.frombytes(ours[theirs[kept]].tobytes())
+        if (video := snapshot.video()) is not None:
+            frames, qualities, of = video
+            mask = kept[of]
+            rows = np.frombuffer(frames, dtype=np.uint8).reshape(-1, FRAME_SIZE)[mask]
+            marks = np.frombuffer(qualities, dtype=np.uint8)[mask]
+            self._frames += rows.tobytes()
+            self._qualities += marks.tobytes()
+            self._frame_owners.frombytes(numbers[of[mask]].tobytes())
+            kept_of = of[mask]
+            starts = np.flatnonzero(np.r_[True, kept_of[1:] != kept_of[:-1]])
+            ends = [*starts[1:], len(kept_of)] if len(kept_of) else []
+            for start, end in zip(starts[: len(ends)], ends, strict=True):
+                self._video_keys += _key_of(rows[start:end], marks[start:end])
+                self._video_owners.append(int(numbers[kept_of[start]]))
         self._counts = None
 
     def named(self, list_name: str) -> HashRecords:
@@ -283,8 +369,21 @@ class HashRecords:
             for i in used:
                 remap[i] = categories.index(self._category_names[i - 1]) + 1
             document["categories"] = categories
+        frames = np.frombuffer(self._frame_owners, dtype=np.uint32).astype(np.int64)
+        keep_frames = merged["vpdq"][frames] if len(frames) else np.zeros(0, dtype=bool)
+        if keep_frames.any():
+            meta_doc = document["meta"]
+            assert isinstance(meta_doc, dict)
+            meta_doc["videos"] = int(merged["vpdq"].sum())
+            meta_doc["frames"] = int(keep_frames.sum())
         sections.append(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
         sections.append(remap[numbers].astype("<u2").tobytes() if len(used) else b"")
+        if keep_frames.any():
+            rows = np.frombuffer(self._frames, dtype=np.uint8).reshape(-1, FRAME_SIZE)
+            sections.append(rows[keep_frames].tobytes())
+            sections.append(np.frombuffer(self._qualities, dtype=np.uint8)[keep_frames].tobytes())
+            entry_numbers = np.cumsum(kept, dtype=np.int64) - 1
+            sections.append(entry_numbers[frames[keep_frames]].astype("<u4").tobytes())
         return sections
 
     def __len__(self) -> int:
@@ -292,6 +391,7 @@ class HashRecords:
 
     def __iter__(self) -> Iterator[HashRecord]:
         at = dict.fromkeys(KINDS, 0)
+        frame = 0
         start = 0
         for number, end in enumerate(self._id_ends):
             hashes = []
@@ -301,11 +401,17 @@ class HashRecords:
                     hashes.append((kind, bytes(self._hashes[kind][i * size : (i + 1) * size])))
                     i += 1
                 at[kind] = i
+            video = []
+            while frame < len(self._frame_owners) and self._frame_owners[frame] == number:
+                value = bytes(self._frames[frame * FRAME_SIZE : (frame + 1) * FRAME_SIZE])
+                video.append((value, self._qualities[frame]))
+                frame += 1
             category = self._categories[number]
             yield HashRecord(
                 tuple(hashes),
                 self._ids[start:end].decode("utf-8"),
                 self._category_names[category - 1] if category else None,
+                tuple(video),
             )
             start = end
 
@@ -331,9 +437,10 @@ class HashRecords:
             self._names.append(name)
         return index
 
-    def _merge(self) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    def _merge(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Which records keep a hash of their own, and per kind the sorted distinct hashes
-        with the record that listed each first."""
+        with the record that listed each first; under "vpdq", which records keep their
+        video (the first to list each distinct one)."""
         kept = np.zeros(len(self), dtype=bool)
         merged = {}
         for kind in KINDS:
@@ -345,9 +452,21 @@ class HashRecords:
             first[1:] = hashes[1:] != hashes[:-1]
             merged[kind] = hashes[first], owners[first]
             kept[owners[first]] = True
+        keys = np.frombuffer(self._video_keys, dtype=f"S{FRAME_SIZE}")
+        owners = np.frombuffer(self._video_owners, dtype=np.uint32)
+        order = np.lexsort((owners, keys))
+        keys, owners = keys[order], owners[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        videos = np.zeros(len(self), dtype=bool)
+        videos[owners[first]] = True
+        kept |= videos
+        merged["vpdq"] = videos
         self._counts = (
             int(kept.sum()),
-            sum(len(self._owners[k]) - len(merged[k][0]) for k in KINDS),
+            sum(len(self._owners[k]) - len(merged[k][0]) for k in KINDS)
+            + len(keys)
+            - int(first.sum()),
         )
         return kept, merged
 
@@ -356,6 +475,12 @@ class HashRecords:
             self._merge()
         assert self._counts is not None
         return self._counts
+
+
+def _key_of(rows: np.ndarray, qualities: np.ndarray) -> bytes:
+    """``video_key`` of frames packed as (n, 32) hash rows and n qualities."""
+    joined = np.concatenate([rows, qualities.reshape(-1, 1)], axis=1)
+    return hashlib.sha256(joined.tobytes()).digest()
 
 
 def _gather(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -377,6 +502,8 @@ class HashSnapshot:
         "_id_offsets",
         "_list_index",
         "_lists",
+        "_starts",
+        "_video",
         "category_names",
         "checksum",
         "meta",
@@ -388,6 +515,8 @@ class HashSnapshot:
     _id_offsets: memoryview
     _list_index: memoryview
     _lists: list[str]
+    _starts: list[int]  # where each section starts in the bytes, and where the last ends
+    _video: tuple[memoryview, memoryview, np.ndarray] | None
     checksum: str
     meta: dict[str, object]
 
@@ -405,7 +534,14 @@ class HashSnapshot:
                 packed.append(record, name)
             records = packed
         sections = records.sections(meta)
-        version = FORMAT_VERSION if sections[-1] else 1
+        if len(sections) > _SECTIONS:  # the video sections: format 3
+            head = _HEADER.pack(MAGIC, 3, *map(len, sections[:_SECTIONS]))
+            head += _EXTRA_HEADER.pack(_EXTRA, *map(len, sections[_SECTIONS:]))
+            checksum = hashlib.sha256(head)
+            for section in sections:
+                checksum.update(section)
+            return cls.from_bytes(b"".join([head, *sections, checksum.digest()]))
+        version = 2 if sections[-1] else 1
         return cls.from_bytes(frame(_HEADER, MAGIC, version, sections))
 
     @classmethod
@@ -425,7 +561,19 @@ class HashSnapshot:
                 f"unsupported hash snapshot format version {version} "
                 f"(this reads {', '.join(map(str, READ_VERSIONS))})"
             )
-        expected = _HEADER.size + sum(lengths) + _CHECKSUM_SIZE
+        header = _HEADER.size
+        if version == 3:
+            if len(view) < _HEADER.size + _EXTRA_HEADER.size + _CHECKSUM_SIZE:
+                raise SnapshotError(f"truncated hash snapshot: only {len(view)} bytes")
+            extra, *more = _EXTRA_HEADER.unpack_from(view, _HEADER.size)
+            if extra != _EXTRA:
+                raise SnapshotError(
+                    f"unsupported hash snapshot format 3 with {extra} further sections "
+                    f"(this reads {_EXTRA})"
+                )
+            lengths += more
+            header += _EXTRA_HEADER.size
+        expected = header + sum(lengths) + _CHECKSUM_SIZE
         if len(view) != expected:
             what = "truncated" if len(view) < expected else "overlong"
             raise SnapshotError(f"{what} hash snapshot: {len(view)} of {expected} bytes")
@@ -434,14 +582,14 @@ class HashSnapshot:
         ):
             raise SnapshotError("hash snapshot checksum mismatch: the data is corrupted")
         snapshot = object.__new__(cls)
-        snapshot._load(data if isinstance(data, bytes) else view, lengths)
+        snapshot._load(data if isinstance(data, bytes) else view, lengths, header)
         return snapshot
 
-    def _load(self, data: bytes | memoryview, lengths: list[int]) -> None:
+    def _load(self, data: bytes | memoryview, lengths: list[int], header: int) -> None:
         view = memoryview(data)
-        bounds = list(accumulate(lengths, initial=_HEADER.size))
+        bounds = list(accumulate(lengths, initial=header))
         parts = [view[start:end] for start, end in pairwise(bounds)]
-        id_offsets, list_index, id_blob, metadata, categories = parts[8:]
+        id_offsets, list_index, id_blob, metadata, categories = parts[8:13]
         if len(id_offsets) % 4 or not id_offsets:
             raise SnapshotError("malformed hash snapshot: id offsets")
         count = len(id_offsets) // 4 - 1
@@ -478,6 +626,23 @@ class HashSnapshot:
                 raise SnapshotError("malformed hash snapshot: list index")
         elif count and len(lists) != 1:
             raise SnapshotError("malformed hash snapshot: list names do not match the entries")
+        self._video = None
+        if len(parts) > 13:
+            frames, qualities, owners = parts[13:16]
+            n, rest = divmod(len(frames), FRAME_SIZE)
+            of = np.frombuffer(owners, dtype="<u4")
+            marks = np.frombuffer(qualities, dtype=np.uint8)
+            if (
+                rest
+                or len(qualities) != n
+                or len(owners) != 4 * n
+                or (n and int(of[-1]) >= count)
+                or bool((of[1:] < of[:-1]).any())
+                or int(marks.max(initial=0)) > 100
+            ):
+                raise SnapshotError("malformed hash snapshot: vpdq sections")
+            self._video = frames, qualities, of
+        self._starts = bounds
         self._data = data
         self._id_offsets = offsets
         self._list_index = list_index
@@ -491,13 +656,31 @@ class HashSnapshot:
     def section(self, kind: str) -> tuple[memoryview, memoryview]:
         """The sorted hashes of ``kind`` and, for each, its entry number (u32)."""
         i = KINDS.index(kind)
-        lengths = _HEADER.unpack_from(self._data)[2:]
-        start = _HEADER.size + sum(lengths[: 2 * i])
-        hashes = memoryview(self._data)[start : start + lengths[2 * i]]
-        owners = memoryview(self._data)[
-            start + lengths[2 * i] : start + lengths[2 * i] + lengths[2 * i + 1]
-        ]
-        return hashes, owners.cast("I")
+        start, middle, end = self._starts[2 * i : 2 * i + 3]
+        view = memoryview(self._data)
+        return view[start:middle], view[middle:end].cast("I")
+
+    def video(self) -> tuple[memoryview, memoryview, np.ndarray] | None:
+        """The listed videos' frames (32-byte PDQ hashes end to end, an entry's together
+        and in order), their qualities (a byte each) and each frame's entry number; None
+        when no entry has a video (formats 1 and 2)."""
+        return self._video
+
+    def videos(self) -> Iterator[tuple[int, tuple[tuple[bytes, int], ...]]]:
+        """(entry number, its frames) of every entry with a video, in entry order."""
+        if self._video is None:
+            return
+        frames, qualities, owners = self._video
+        start = 0
+        for end in [*np.flatnonzero(owners[1:] != owners[:-1]) + 1, len(owners)]:
+            yield (
+                int(owners[start]),
+                tuple(
+                    (bytes(frames[i * FRAME_SIZE : (i + 1) * FRAME_SIZE]), qualities[i])
+                    for i in range(start, end)
+                ),
+            )
+            start = end
 
     def entry(self, number: int) -> tuple[str, str]:
         """(list name, entry id) of entry ``number``."""
@@ -542,9 +725,11 @@ class HashSnapshot:
             size = SIZES[kind]
             for i, owner in enumerate(owners):
                 grouped[owner].append((kind, bytes(hashes[i * size : (i + 1) * size])))
+        videos = dict(self.videos())
         for number, hashes in enumerate(grouped):
             name, entry_id = self.entry(number)
-            yield name, HashRecord(tuple(hashes), entry_id, self.category(number))
+            video = videos.get(number, ())
+            yield name, HashRecord(tuple(hashes), entry_id, self.category(number), video)
 
     def counts(self) -> dict[str, int]:
         """Hashes of each kind."""
