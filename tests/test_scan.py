@@ -272,3 +272,84 @@ def test_the_report_file_is_replaced_atomically_private_and_never_written_throug
     assert victim.read_text() == "precious\n"
     assert not report.is_symlink() and json.loads(report.read_text())["files"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["report.json"]  # no temporary left
+
+
+# -- videos (issue 22, item 3) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """A store whose list has one video (its vPDQ as HMA's compact features) and an MD5,
+    synced by the real sync; and the listed frames' hex, which no output may show."""
+    from blocklist_addon.hashes.video import hash_video
+    from testlab import videos
+
+    directory = tmp_path_factory.mktemp("scan-video-store")
+    frames = hash_video(videos.encode(videos.draw(1))).frames
+    compact = [f"{value.hex()},{quality},{n}" for n, (value, quality) in enumerate(frames)]
+    feed = directory / "hashes.jsonl"
+    feed.write_text(
+        json.dumps({"id": "clip-1", "category": "A", "vpdq": compact})
+        + "\n"
+        + json.dumps({"id": "scan-2", "md5": md5(EXACT)})
+        + "\n"
+    )
+    url = (directory / "store").as_uri()
+    sync(url, feed, name="hotline", data_dir=directory / "data", fmt="hashes-jsonl")
+    return url, [value.hex() for value, _ in frames]
+
+
+def test_a_listed_clip_reencoded_and_renamed_is_found_in_a_tree(
+    video_store: tuple[str, list[str]], tmp_path: pathlib.Path
+) -> None:
+    """The listed clip re-encoded at CRF 40, resized and named .bin is matched by vPDQ in a
+    pool of workers; other clips pass; a cut file is unchecked (truncated); and the
+    --video-* limits are applied (a byte limit under the clip makes it unchecked, too-large,
+    exit 3)."""
+    from testlab import videos
+
+    store, secrets = video_store
+    listed = videos.draw(1)
+    root = tmp_path / "uploads"
+    (root / "2024").mkdir(parents=True)
+    copy = videos.encode(listed, size=(240, 180), options={"crf": "40"})
+    (root / "2024" / "holiday.bin").write_bytes(copy)
+    for seed in range(300, 306):
+        clip = videos.encode(videos.draw(seed, seconds=3, fps=5, size=(128, 96)), fps=5)
+        (root / f"clip-{seed}.mp4").write_bytes(clip)
+    other = videos.draw(310, seconds=3, fps=5, size=(128, 96))
+    (root / "cut.webm").write_bytes(videos.encode(other, "webm", fps=5)[:-2000])
+    (root / "archive.mp4").write_bytes(EXACT)  # a zip named .mp4: not a video, its MD5 listed
+    (root / "notes.txt").write_text("hello\n")
+
+    done = scan("--store", store, "--jobs", "2", str(root))
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["files"] == 10
+    assert report["matched"] == [
+        {
+            "path": str(root / "2024" / "holiday.bin"),
+            "list": "hotline",
+            "entry": "clip-1",
+            "kind": "vpdq",
+            "distance": report["matched"][0]["distance"],
+        },
+        {
+            "path": str(root / "archive.mp4"),
+            "list": "hotline",
+            "entry": "scan-2",
+            "kind": "md5",
+            "distance": 0,
+        },
+    ]
+    assert 0 <= report["matched"][0]["distance"] <= 31
+    assert report["unchecked"] == [{"path": str(root / "cut.webm"), "unchecked": "truncated"}]
+    assert "MATCH " + ascii(str(root / "2024" / "holiday.bin")) in done.stderr
+    assert "1 images or videos not checkable (1 truncated)" in done.stderr
+    assert not any(secret in (done.stdout + done.stderr).lower() for secret in secrets)
+
+    limited = scan("--store", store, "--video-max-bytes", "1000", str(root / "2024"))
+    assert limited.returncode == 3, limited.stderr
+    unchecked = json.loads(limited.stdout)["unchecked"]
+    assert unchecked == [{"path": str(root / "2024" / "holiday.bin"), "unchecked": "too-large"}]
+    assert scan("--store", store, "--video-max-ms", "0", str(root)).returncode == 2

@@ -3,19 +3,24 @@ against the active image hash list.
 
 Every regular file under each PATH (recursively) is checked in a pool of one process per
 core: exact hashes of its bytes and, for an image, PDQ of its first frames, exactly as the
-proxy checks an upload. The tree is an uploader's: symbolic links, FIFOs, sockets and
-devices under a PATH are skipped and reported, never followed or opened (a file is opened
-beneath its tree with O_NOFOLLOW at every step and fstat'ed, so a link swapped in after the
-walk is refused too; a FIFO cannot hang the scan). A file the checker fails on (a hostile
-multi-page TIFF made Pillow raise) is reported unreadable and the scan goes on. Paths are
-printed with ``ascii()``: a name holding a newline or a terminal escape cannot forge a line.
+proxy checks an upload; a file whose bytes name a video (MP4/MOV, Matroska/WebM, AVI,
+whatever its name), when the list has videos, is decoded within the --video-* limits and
+matched by vPDQ (``HashList.check_video``), or reported unchecked with its reason
+(too-large, truncated, undecodable, frames-skipped). The tree is an uploader's: symbolic
+links, FIFOs, sockets and devices under a PATH are skipped and reported, never followed or
+opened (a file is opened beneath its tree with O_NOFOLLOW at every step and fstat'ed, so a
+link swapped in after the walk is refused too; a FIFO cannot hang the scan). A file the
+checker fails on (a hostile multi-page TIFF made Pillow raise) is reported unreadable and
+the scan goes on. Paths are printed with ``ascii()``: a name holding a newline or a
+terminal escape cannot forge a line.
 A progress bar goes to stderr when it is a terminal; the JSON report goes to stdout or to
 --output (replaced atomically, mode 0600). The report never holds a hash.
 
 Exit status: 1 something matched (whatever else happened); 0 nothing matched and every
-file was read and checked; 3 nothing matched but some file was unreadable or an image could
-not be checked (the scan is incomplete: see the report); 2 usage or configuration error (a
-PATH that does not exist, no active hash list). Skipped files do not change it.
+file was read and checked; 3 nothing matched but some file was unreadable or an image or
+a video could not be checked (the scan is incomplete: see the report); 2 usage or
+configuration error (a PATH that does not exist, no active hash list). Skipped files do
+not change it.
 """
 
 from __future__ import annotations
@@ -57,21 +62,36 @@ The report (JSON): {"hash_list": {"version", "entries"}, "files": N, "matched": 
 "list", "entry", "kind", "distance"}], "unreadable": [{"path", "reason", "error"}],
 "unchecked": [{"path", "unchecked"}], "skipped": [{"path", "reason"}]}.
 Unreadable reasons: denied, gone, io-error, check-error (the checker, usually an image
-decoder, failed on the file). Skipped (never followed or opened): symlink, fifo, device,
-socket, not-a-file. A PATH named here is followed if it is a symbolic link.
+decoder, failed on the file). A match's kind is md5, sha1, sha256, pdq or vpdq (a video:
+distance is its closest frames'). Unchecked (an image or a video whose frames could not
+all be checked): too-large, truncated, undecodable, frames-skipped, and the image reasons.
+Skipped (never followed or opened): symlink, fifo, device, socket, not-a-file. A PATH
+named here is followed if it is a symbolic link.
 --output is replaced atomically (a temporary file beside it, then a rename), mode 0600.
 On stderr: a MATCH line per match as found, then UNREADABLE and SKIPPED lines, then a
 summary; paths in them are printed with Python's ascii() (escapes, never control bytes).
 
 exit status: 0 clean (every file read and checked), 1 something matched, 2 usage or
-configuration error, 3 nothing matched but the scan is incomplete (unreadable files or
-images that could not be checked).
+configuration error, 3 nothing matched but the scan is incomplete (unreadable files, or
+images or videos that could not be checked).
 
 What to do on a match (preserve, report to the hotline or the police as the law requires)
 is the platform's duty; this tool never copies the file.
 """
 
 _hashlist: Any = None  # the worker process's HashList
+
+
+class _VideoDefaults:
+    """``video.VideoLimits``' defaults, without importing it (and numpy) for --help."""
+
+    max_bytes = 256 * 1024 * 1024
+    max_frames = 100_000
+    max_seconds = 3600.0
+    max_ms = 60_000
+
+
+_VIDEO = _VideoDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,14 +119,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", metavar="FILE", help="write the JSON report here (atomically, mode 0600)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    video = parser.add_argument_group("videos (when the hash list has vpdq entries)")
+    video.add_argument(
+        "--video-max-bytes",
+        type=int,
+        default=_VIDEO.max_bytes,
+        metavar="N",
+        help=f"larger videos are only hashed exactly (default {_VIDEO.max_bytes:,})",
+    )
+    video.add_argument(
+        "--video-max-frames",
+        type=int,
+        default=_VIDEO.max_frames,
+        metavar="N",
+        help=f"frames decoded a video (default {_VIDEO.max_frames:,})",
+    )
+    video.add_argument(
+        "--video-max-seconds",
+        type=float,
+        default=_VIDEO.max_seconds,
+        metavar="S",
+        help=f"seconds of video checked (default {_VIDEO.max_seconds:g})",
+    )
+    video.add_argument(
+        "--video-max-ms",
+        type=int,
+        default=_VIDEO.max_ms,
+        metavar="MS",
+        help=f"wall time to decode and hash a video (default {_VIDEO.max_ms:,})",
+    )
     return parser
 
 
-def _init(data: bytes, threshold: int) -> None:
+def video_limits(args: argparse.Namespace) -> Any:
+    """The decode limits the --video-* flags give (``video.VideoLimits``)."""
+    from blocklist_addon.hashes.video import VideoLimits
+
+    return VideoLimits(
+        max_bytes=args.video_max_bytes,
+        max_frames=args.video_max_frames,
+        max_seconds=args.video_max_seconds,
+        max_ms=args.video_max_ms,
+    )
+
+
+def _init(data: bytes, threshold: int, limits: Any = None) -> None:
     global _hashlist
     from blocklist_addon.hashes import HashList
 
-    _hashlist = HashList.from_bytes(data, threshold=threshold)
+    _hashlist = HashList.from_bytes(data, threshold=threshold, video_limits=limits)
 
 
 class Target(NamedTuple):
@@ -141,12 +202,19 @@ def scan_file(target: Target) -> dict[str, object]:
             mode = os.fstat(file.fileno())
             if not stat.S_ISREG(mode.st_mode):
                 raise _Skip(_kind(mode.st_mode))
-            if mode.st_size <= READ_WHOLE:
-                check = _hashlist.check(file.read(READ_WHOLE + 1))
+            whole = mode.st_size <= READ_WHOLE
+            video = None
+            if not whole and "vpdq" in _hashlist.kinds:
+                video = _sniff_video(file.read(16))
+                file.seek(0)
+                whole = video is not None and mode.st_size <= _hashlist.video_limits.max_bytes
+            if whole:
+                check = _hashlist.check(file.read(max(READ_WHOLE, mode.st_size) + 1))
                 match, unchecked = check.match, check.unchecked
             else:
                 digests = _exact_by_chunks(file, _hashlist.kinds)
-                match, unchecked = _hashlist.match_exact(digests), None
+                match = _hashlist.match_exact(digests)
+                unchecked = "too-large" if video is not None and match is None else None
     except _Skip as skip:
         return {"path": path, "skipped": skip.reason}
     except OSError as exc:
@@ -210,8 +278,14 @@ def _kind(mode: int) -> str:
     return "not-a-file"
 
 
+def _sniff_video(head: bytes) -> str | None:
+    from blocklist_addon.hashes.video import sniff_video
+
+    return sniff_video(head)
+
+
 def _exact_by_chunks(file: BinaryIO, kinds: frozenset[str]) -> dict[str, bytes]:
-    hashers = {kind: hashlib.new(kind) for kind in kinds if kind != "pdq"}
+    hashers = {kind: hashlib.new(kind) for kind in kinds if kind not in ("pdq", "vpdq")}
     while chunk := file.read(_CHUNK):
         for hasher in hashers.values():
             hasher.update(chunk)
@@ -276,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.jobs < 1 or not 0 <= args.threshold <= 128:
         print("blocklist-scan: --jobs must be 1 or more, --threshold 0-128", file=sys.stderr)
+        return EXIT_USAGE
+    if min(args.video_max_bytes, args.video_max_frames, args.video_max_ms) < 1 or not (
+        args.video_max_seconds > 0
+    ):
+        print("blocklist-scan: the --video-* limits must be above 0", file=sys.stderr)
         return EXIT_USAGE
     try:
         pair = asyncio.run(_load(args.store))
@@ -344,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"blocklist-scan: {count:,} files, {len(matched):,} matched, "
             f"{len(unreadable):,} unreadable{_reasons(unreadable)}, "
-            f"{len(unchecked):,} images not checkable{_reasons(unchecked, 'unchecked')}, "
+            f"{len(unchecked):,} images or videos not checkable"
+            f"{_reasons(unchecked, 'unchecked')}, "
             f"{len(skipped):,} skipped{_reasons(skipped)}",
             file=sys.stderr,
         )
@@ -365,12 +445,13 @@ def _results(
 ) -> Iterator[Iterator[dict[str, object]]]:
     """Each file's result, from a pool of processes (a process starts in about a second, so
     a few files are checked in this one)."""
+    limits = video_limits(args)
     if args.jobs == 1 or len(files) <= IN_PROCESS:
-        _init(data, args.threshold)
+        _init(data, args.threshold, limits)
         yield map(scan_file, files)
         return
     context = multiprocessing.get_context("spawn")  # no threads of ours cross a fork
-    with context.Pool(args.jobs, _init, (data, args.threshold)) as pool:
+    with context.Pool(args.jobs, _init, (data, args.threshold, limits)) as pool:
         yield pool.imap_unordered(scan_file, files, chunksize=4)
 
 
