@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
 from blocklist_addon.content.pages import BLOCKED_RESOURCE, charset_of, find_links, neutralize
+from blocklist_addon.urls.matcher import Entry
 
 BL = Blocklist.from_entries(
     [
@@ -105,12 +106,20 @@ def test_every_spelling_of_a_listed_url(spelling: str) -> None:
 
 
 def test_relative_links_resolve_against_the_page_and_base_href() -> None:
+    bl = Blocklist.from_entries(
+        [
+            Entry("http://blocked.example.com/page.html", id="page"),
+            Entry("http://blocked.example.com/gallery/", id="gallery"),
+        ]
+    )
     page = "http://blocked.example.com/gallery/index.html"
-    out, found = neutralize(b'<a href="photo.html">p</a>', "text/html", page, BL.match, str)
-    assert len(found) == 1
+    out, found = neutralize(b'<a href="photo.html">p</a>', "text/html", page, bl.match, str)
+    resolved = [(link.url, match.entry_id) for link, match in found]
+    assert resolved == [("http://blocked.example.com/gallery/photo.html", "gallery")]
     body = b'<base href="http://blocked.example.com/"><a href="page.html">p</a><a href=x.html>q</a>'
-    out, found = neutralize(body, "text/html", PAGE, BL.match, lambda m: SPLASH)
-    assert len(found) == 1
+    out, found = neutralize(body, "text/html", PAGE, bl.match, lambda m: SPLASH)
+    resolved = [(link.url, match.entry_id) for link, match in found]
+    assert resolved == [("http://blocked.example.com/page.html", "page")]
     assert out.endswith(b"<a href=x.html>q</a>")
 
 
