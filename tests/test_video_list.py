@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from blocklist_addon.hashes import HashList, HashSnapshot
+from blocklist_addon.hashes import HashEntry, HashList, HashMatch, HashSnapshot
 from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, SnapshotError, record_of
 from blocklist_addon.hashes.video import hash_video
 from sync import cli
@@ -109,6 +109,8 @@ def test_record_of_reads_vpdq_as_the_feed_does() -> None:
     unnamed = record_of({"vpdq": COMPACT})
     assert unnamed is not None and len(unnamed.id()) == 16
     assert all(value.hex()[:16] != unnamed.id() for value, _ in FRAMES)
+    listed = HashList.from_entries([HashEntry(id="e", vpdq=COMPACT, category="A")])
+    assert listed.match_video(FRAMES) == HashMatch("default", "e", "vpdq", 0, "A")
 
 
 # -- the snapshot --------------------------------------------------------------------------

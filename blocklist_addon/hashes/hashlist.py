@@ -70,7 +70,8 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class HashEntry:
-    """One list entry as a feed gives it: hex hashes of one image and an optional id."""
+    """One list entry as a feed gives it: hex hashes of one image (or video) and an
+    optional id; ``vpdq``: a video's frames as a feed's vpdq field holds them."""
 
     id: str | None = None
     md5: str | None = None
@@ -78,6 +79,8 @@ class HashEntry:
     sha256: str | None = None
     pdq: str | None = None
     list_name: str = DEFAULT_LIST
+    vpdq: object = None
+    category: str | None = None
 
 
 class _Exact:
@@ -173,6 +176,8 @@ class HashList:
                 if isinstance(entry, HashEntry):
                     fields: Mapping[str, object] = {
                         "id": entry.id,
+                        "vpdq": entry.vpdq,
+                        "category": entry.category,
                         **{kind: getattr(entry, kind) for kind in KINDS},
                     }
                     name = entry.list_name
