@@ -6,8 +6,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blocklist_addon.urls.canonical import _PLAIN_HOST, MAX_DNS_NAME, _canonical_host
+from blocklist_addon.urls.canonical import _PLAIN_HOST, MAX_DNS_NAME, _canonical_host, parse
 from blocklist_addon.urls.embedded import MARKER_WINDOW
+from blocklist_addon.urls.matcher import Blocklist, expression_of
+from blocklist_addon.urls.snapshot import expression_digest, host_key
 from testlab.adversarial import ADVERSARIAL, CountingBlocklist
 
 #: Hosts the fragments carry (pages they never name, so nothing ends a match early), a whole
@@ -165,3 +167,34 @@ def test_the_plain_host_fast_path_agrees_with_the_full_one(host: str) -> None:
         return
     # A trailing dot takes the slow path, whose first steps remove it.
     assert _canonical_host(host) == _canonical_host(host + ".") == (host, False)
+
+
+SNAPSHOT_ENTRIES = [f"h{i}.test/p{i % 7}/" for i in range(300)] + [
+    f"{i}.example/" for i in range(50)
+]
+SNAPSHOT = Blocklist.from_entries(SNAPSHOT_ENTRIES).snapshot
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([expression_of(parse(e)) for e in SNAPSHOT_ENTRIES]),
+            st.text(max_size=12),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.binary(min_size=7, max_size=9), max_size=4),
+)
+def test_the_batched_lookups_are_the_single_ones(expressions: list[str], junk: list[bytes]) -> None:
+    """find_first and listed_hosts (one call for all of a URL's digests or host suffixes, as
+    the matcher and the count above use them) answer what find and has_host answer one by
+    one, in order, also for keys of the wrong size."""
+    digests = [expression_digest(e) for e in expressions] + junk
+    singles = [(at, SNAPSHOT.find(d)) for at, d in enumerate(digests)]
+    first = next(((at, index) for at, index in singles if index is not None), None)
+    assert SNAPSHOT.find_first(digests) == first
+    hosts = [e.split("/", 1)[0] for e in expressions]
+    listed = [h for h in hosts if SNAPSHOT.has_host(host_key(h))]
+    assert SNAPSHOT.listed_hosts(hosts) == listed
+    assert any(SNAPSHOT.find(d) is not None for d in digests) == (first is not None)

@@ -316,6 +316,27 @@ class Snapshot:
             pos = self._data.find(digest, pos + 1, end)
         return (pos - _DIGESTS) // DIGEST_SIZE
 
+    def find_first(self, digests: Iterable[bytes]) -> tuple[int, int] | None:
+        """``find`` of each of ``digests`` in turn: the position of the first found and its
+        entry number, or None. One call for all the expressions of a URL on a listed host
+        (a path of thousands of directories is one digest each)."""
+        data = self._data
+        index = self._digest_index
+        shift = self._digest_shift
+        for at, digest in enumerate(digests):
+            if len(digest) != DIGEST_SIZE:
+                continue
+            bucket = (digest[0] << 8 | digest[1]) >> shift
+            end = index[bucket + 1]
+            pos = data.find(digest, index[bucket], end)
+            while pos % DIGEST_SIZE:  # not found (-1), or found spanning two digests
+                if pos < 0:
+                    break
+                pos = data.find(digest, pos + 1, end)
+            else:
+                return at, (pos - _DIGESTS) // DIGEST_SIZE
+        return None
+
     def entry(self, index: int) -> tuple[str, str]:
         if not 0 <= index < self._count:
             raise IndexError("snapshot entry index out of range")
