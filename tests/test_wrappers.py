@@ -246,6 +246,7 @@ FETCHES = [
 
 
 @pytest.mark.parametrize("shape", MENTIONS)
+@settings(deadline=None)  # counted, never timed: a loaded machine took 361 ms once
 @given(host=HOST)
 def test_a_page_about_a_listed_host_is_not_a_fetch(shape: str, host: str) -> None:
     bl = Blocklist.from_entries([f"{host}/"])
@@ -253,12 +254,14 @@ def test_a_page_about_a_listed_host_is_not_a_fetch(shape: str, host: str) -> Non
 
 
 @pytest.mark.parametrize("shape", FETCHES)
+@settings(deadline=None)  # counted, never timed: a loaded machine took 361 ms once
 @given(host=HOST)
 def test_a_fetch_through_another_sites_path_is_blocked(shape: str, host: str) -> None:
     bl = Blocklist.from_entries([f"{host}/"])
     assert bl.match(shape.format(host=host)) is not None
 
 
+@settings(deadline=None)
 @given(case=cases(), data=st.data())
 def test_a_listed_page_behind_any_other_word_is_a_fetch(case: Case, data: st.DataObject) -> None:
     """After a word that is not a page about the host, a path naming the listed page or
