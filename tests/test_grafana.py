@@ -1,7 +1,8 @@
 """The Grafana dashboard and the alerting rules in deploy/grafana/ cannot drift from the code:
-every metric a panel or a rule names is one a live proxy exports on /metrics (a renamed
-counter turns this red), and the dashboard is JSON Grafana imports (panels on its 24-column
-grid, unique ids, the data source an input chosen at import)."""
+every metric a panel or a rule names is one the code exports (a renamed counter turns this
+red): the proxy's from a live proxy's /metrics, ``blocklist-divert run``'s from the metrics
+file a Runner renders. The dashboard is JSON Grafana imports (panels on its 24-column grid,
+unique ids, the data source an input chosen at import)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,18 @@ from collections.abc import Callable
 
 from ruamel.yaml import YAML
 
+from blocklist_addon.lists.store import open_store
+from divert.config import DivertConfig
+from divert.dataset import DiversionSet
+from divert.run import Runner
 from testlab.harness import Proxy, synced_store
 
 GRAFANA = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "grafana"
-#: Series Prometheus makes itself, not the proxy.
-PROMETHEUS_OWN = {"up"}
+#: Series Prometheus makes itself (up) or node_exporter's textfile collector does (the mtime
+#: of each file it reads), not our code.
+PROMETHEUS_OWN = {"up", "node_textfile_mtime_seconds"}
+#: The prefix of the names ``blocklist-divert run`` writes (divert/runreport.py).
+DIVERT = "blocklist_divert_"
 _IDENT = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*")
 _KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 
@@ -65,21 +73,55 @@ def test_names_are_read_from_expressions() -> None:
         "blocklist_list_loaded"
     }
     assert metric_names('up{job="blocklist-proxy"} == 0') == {"up"}
+    assert metric_names('time() - node_textfile_mtime_seconds{file=~".*divert.*"} > 300') == {
+        "node_textfile_mtime_seconds"
+    }
+
+
+def exposed(text: str) -> set[str]:
+    """The metric names with a sample in Prometheus text exposition."""
+    return {
+        line.split("{", 1)[0].split(" ", 1)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def named() -> set[str]:
+    return {name for expr in dashboard_exprs() + alert_exprs() for name in metric_names(expr)}
 
 
 def test_every_metric_named_is_exported(
     make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
 ) -> None:
-    """Each name in a panel, a variable or an alerting rule is in a live proxy's /metrics."""
+    """Each proxy name in a panel, a variable or an alerting rule is in a live proxy's
+    /metrics (the diversion gateway's are checked below)."""
     proxy = make_proxy(synced_store(tmp_path)).start()
-    exported = {
-        line.split("{", 1)[0].split(" ", 1)[0]
-        for line in proxy.metrics().splitlines()
-        if line and not line.startswith("#")
-    }
-    named = {name for expr in dashboard_exprs() + alert_exprs() for name in metric_names(expr)}
-    assert len(named) >= 25, sorted(named)  # the dashboard covers the proxy's metrics
-    assert named - exported - PROMETHEUS_OWN == set()
+    exported = exposed(proxy.metrics())
+    proxy_names = {n for n in named() if not n.startswith(DIVERT)}
+    assert len(proxy_names) >= 25, sorted(proxy_names)  # the dashboard covers the proxy
+    assert proxy_names - exported - PROMETHEUS_OWN == set()
+
+
+async def test_every_divert_metric_named_is_in_the_metrics_file(tmp_path: pathlib.Path) -> None:
+    """Each blocklist_divert_* name a panel or a rule uses is in the metrics file a Runner
+    writes for node_exporter's textfile collector, and every one the file has is on the
+    dashboard: an operator sees all of what the gateway reports."""
+
+    async def healthy() -> tuple[bool, str]:
+        return True, "ok"
+
+    store = open_store((tmp_path / "store").as_uri(), namespace="divert")
+    runner = Runner(DivertConfig(), store, None, lambda _: None, healthy)
+    runner.held = DiversionSet(("192.0.2.10",), ("2001:db8::10",))
+    runner.version = 3
+    written = exposed(runner.metrics())
+    await store.close()
+    divert_names = {n for n in named() if n.startswith(DIVERT)}
+    assert {"blocklist_divert_withdrawn", "blocklist_divert_in_sync"} <= divert_names
+    assert divert_names - written == set()
+    dashboard_names = {n for e in dashboard_exprs() for n in metric_names(e)}
+    assert written - dashboard_names == set()
 
 
 def test_dashboard_imports() -> None:
