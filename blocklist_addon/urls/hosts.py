@@ -167,12 +167,14 @@ def _read_labels(labels: list[str], squeezed: list[tuple[str, int]] | None) -> s
             out[i] = found
     if len(refused) <= MAX_LENIENT:  # else every refused label keeps its text
         for i, light in refused:
-            out[i] = _lenient(light) or out[i]
+            lenient = _lenient(light)
+            out[i] = out[i] if lenient is None else lenient
     return ".".join(out)
 
 
 def _lenient(label: str) -> str | None:
     """The A-label of ``label``'s UTS 46 transitional mapping, without validity checks;
+    "" when it maps to nothing (soft hyphens, joiners: browsers read an empty label there);
     None when that is no DNS label (over 63 octets, or holding "." or "%")."""
     label = label.translate(_TRANSITIONAL)
     if len(label) > _MAX_LENIENT_POINTS:
@@ -182,7 +184,9 @@ def _lenient(label: str) -> str | None:
     except (UnicodeError, ValueError, idna.IDNAError):
         mapped = unicodedata.normalize("NFC", label.lower())
     mapped = mapped.translate(_TRANSITIONAL)
-    if "." in mapped or "%" in mapped or "\x00" in mapped or not mapped:
+    if not mapped:
+        return ""
+    if "." in mapped or "%" in mapped or "\x00" in mapped:
         return None
     if mapped.isascii():
         return mapped.lower()
