@@ -9,8 +9,14 @@ not arrive), 503 with no list or a list older than ``blocklist_max_age``.
 The status page is for an operator without Prometheus: the list in force (version, age,
 entries, the feeds it was built from), the image hash list, the store's state, and blocks and
 checks over the last hour (a chart drawn on the server as SVG: no script, nothing fetched from
-elsewhere). It shows no list content, no URL and no client address; every value it reflects is
+elsewhere), and, when the store holds a diversion set (``blocklist-divert resolve`` publishes it
+in the namespace "divert"), that set's version, age and address counts. It shows no list
+content, no URL, no address or hostname and no client address; every value it reflects is
 escaped (a version's source is free text from whoever published it).
+
+A diverting gateway's health state (withdrawn or not, the kernel's sets in sync) is known to
+``blocklist-divert run`` on the gateway alone, which has no listener: it writes a status file
+and a metrics file there, and the page says so rather than guess.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import collections
 import contextlib
 import html
 import itertools
+import json
 import logging
 import re
 import time
@@ -31,6 +38,7 @@ from mitmproxy import ctx
 from mitmproxy.exceptions import OptionsError
 
 from blocklist_addon.lists.active import ActiveList
+from blocklist_addon.lists.store import Store, StoreError, VersionInfo, open_store
 from blocklist_addon.ops.metrics import Metrics
 
 __all__ = ["History", "StatusServer", "health", "page", "parse_listen"]
@@ -43,6 +51,16 @@ SAMPLES = 60
 #: The counters the page charts: what was blocked, and what was checked.
 BLOCKS, CHECKS = "blocklist_blocks_total", "blocklist_lookups_total"
 UNCHECKED = "blocklist_images_unchecked_total"
+#: The store namespace of the diversion set (divert.dataset), and how long the page waits for it.
+DIVERT_NAMESPACE = "divert"
+DIVERT_WAIT = 2.0
+#: What the last resolution may have done (divert.resolve.ResolveResult.status), as shown.
+RESOLVE_OUTCOMES = ("published", "unchanged", "refused", "skipped")
+#: Where a gateway's own state is: ``blocklist-divert run`` serves nothing, it writes files.
+GATEWAY_STATE = (
+    "not known to the proxy: blocklist-divert run on the gateway writes it to its status file "
+    "and metrics file (blocklist_divert_withdrawn, blocklist_divert_in_sync)"
+)
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -187,6 +205,37 @@ def _list_rows(kind: ActiveList) -> list[tuple[str, str]]:
     ]
 
 
+def _diversion_rows(
+    info: VersionInfo, counts: dict[str, int] | None, last_run: dict[str, Any], now: float
+) -> list[tuple[str, str]]:
+    """The diversion set in the store: its version, age and sizes, and the last resolution's
+    time and outcome (a word), never an address or a host."""
+    rows = [("version", str(info.version)), ("published", _age(now - info.created_at) + " ago")]
+    at, outcome = last_run.get("at"), last_run.get("status")
+    if isinstance(at, (int, float)):
+        word = outcome if outcome in RESOLVE_OUTCOMES else "unknown outcome"
+        rows.append(("last resolution", f"{_age(max(0.0, now - at))} ago: {word}"))
+    if counts is None:
+        rows.append(("addresses", f"{info.entries:,} (the set could not be read)"))
+    else:
+        rows += [
+            ("IPv4 addresses", f"{counts['ipv4']:,}"),
+            ("IPv6 addresses", f"{counts['ipv6']:,}"),
+            ("listed hosts resolved", f"{counts['hosts']:,}"),
+        ]
+    return [*rows, ("built by", info.source), ("gateway state", GATEWAY_STATE)]
+
+
+def _set_counts(data: bytes) -> dict[str, int] | None:
+    """Address counts by family and the hosts' count of a stored diversion set (its JSON),
+    None when it is not one."""
+    try:
+        doc = json.loads(data)
+        return {k: len(doc[k]) for k in ("ipv4", "ipv6", "hosts")}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
@@ -218,13 +267,16 @@ def page(
     store_url: str,
     minutes: list[tuple[float, float]],
     unchecked: list[tuple[str, str]],
+    diversion: list[tuple[str, str]] | None = None,
 ) -> str:
-    """The status page's HTML. Every value from elsewhere goes through html.escape."""
+    """The status page's HTML. Every value from elsewhere goes through html.escape.
+    ``diversion``: the rows of the store's diversion set, None when there is none."""
     status, doc = health(lists, hashes)
     blocks = sum(b for b, _ in minutes)
     checks = sum(c for _, c in minutes)
     failing = ", ".join(doc.get("failing", [])) or "none"
     hash_rows = _list_rows(hashes) if hashes is not None else [("in force", "none")]
+    divert = "" if diversion is None else f"<h2>Diversion set</h2>\n{_table(diversion)}\n"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>blocklist-proxy status</title>
@@ -245,7 +297,7 @@ th, td {{ text-align: left; padding: .2em 1em .2em 0 }} th {{ font-weight: norma
 {_table(unchecked)}
 <h2>Store</h2>
 {_table([("kind", _store_kind(store_url)), ("state", doc["store"]), ("failing tasks", failing)])}
-<h2>Last hour</h2>
+{divert}<h2>Last hour</h2>
 {_table([("blocked", f"{blocks:,.0f}"), ("checked", f"{checks:,.0f}")])}
 {_chart(minutes)}
 <p>Checks (grey) and blocks (red) per minute, newest on the right.</p>
@@ -263,6 +315,8 @@ class StatusServer:
         self.history = History()
         self._sampler: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self._divert: Store | None = None
+        self._counts: tuple[str, dict[str, int] | None] | None = None  # by set checksum
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -298,6 +352,10 @@ class StatusServer:
             )
             return
         self._runner = runner
+        with contextlib.suppress(StoreError):  # the lists report a store they cannot use
+            self._divert = open_store(
+                ctx.options.blocklist_store or None, namespace=DIVERT_NAMESPACE
+            )
         self._sampler = asyncio.create_task(self._sample(), name="blocklist status history")
         log.info(f"blocklist: status page, /metrics and /healthz on http://{spec}/")
 
@@ -315,6 +373,28 @@ class StatusServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._divert is not None:
+            await self._divert.close()
+            self._divert = None
+
+    async def _diversion(self) -> list[tuple[str, str]] | None:
+        """The store's diversion set as rows, None when it holds none (not a diversion
+        deployment); the set is read once per version, for its counts."""
+        if self._divert is None:
+            return None
+        try:
+            async with asyncio.timeout(DIVERT_WAIT):
+                info = await self._divert.active()
+                if info is None:
+                    return None
+                last_run = await self._divert.get_state("last-run") or {}
+                if self._counts is None or self._counts[0] != info.checksum:
+                    loaded = await self._divert.load_active()
+                    counts = None if loaded is None else _set_counts(loaded[1])
+                    self._counts = (info.checksum, counts)
+        except (StoreError, OSError, TimeoutError):
+            return [("state", "the store did not answer")]
+        return _diversion_rows(info, self._counts[1], last_run, time.time())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         gauges = self.lists.gauges()
@@ -326,7 +406,10 @@ class StatusServer:
     async def _page(self, request: web.Request) -> web.Response:
         minutes = self.history.minutes(*_totals(self.metrics))
         unchecked = _unchecked(self.metrics)
-        body = page(self.lists, self.hashes, ctx.options.blocklist_store, minutes, unchecked)
+        diversion = await self._diversion()
+        body = page(
+            self.lists, self.hashes, ctx.options.blocklist_store, minutes, unchecked, diversion
+        )
         return web.Response(
             text=body,
             content_type="text/html",
