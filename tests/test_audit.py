@@ -1,6 +1,7 @@
 """Confidentiality audit: after a sync and traffic that hits listed URLs, nothing the product
 wrote holds a listed URL, host or path in plaintext: every Redis key and value, every file
-of the data directories (store, last-known-good copy), the proxy's log and the block log.
+of the data directories (store, last-known-good copy), the proxy's log, the block log and
+what its status port serves (the status page, /healthz, /metrics).
 The sync runs with diversion enabled and ``blocklist-divert resolve`` runs after it, so the
 store also holds the hostnames (encrypted), the diversion set, the resolver's memory and
 its last run: no hostname may show there either. The set necessarily lists addresses, so
@@ -121,7 +122,7 @@ def audit(
     options: dict[str, str] | None = None,
 ) -> dict[str, set[bytes]]:
     """Sync, send blocked traffic of every kind, suppress, reload; then every needle found,
-    by where it was found (``redis``, ``files``, ``proxy log``, ``block log``)."""
+    by where it was found (``redis``, ``files``, ``proxy log``, ``block log``, ``status page``)."""
     server = redis_factory()
     data = tmp_path / "sync-data"
     hostkey.generate(tmp_path / "divert.key")
@@ -160,10 +161,14 @@ def audit(
         wait_for(lambda: proxy.get(fresh).status == 451, 10, "the new version to be enforced")
         assert len(proxy.blocks()) == 8  # the TLS hello of a client without the CA makes none
 
-    with DNSServer() as dns:
-        output = resolve_diversion(server.url, tmp_path / "divert.key", dns)
+        with DNSServer() as dns:
+            output = resolve_diversion(server.url, tmp_path / "divert.key", dns)
+        # The status port's page (with the diversion set just published), health and metrics.
+        status_page = [proxy._status(path)[1] for path in ("/", "/healthz", "/metrics")]
+        assert b"<h2>Diversion set</h2>" in status_page[0]
     places: dict[str, list[bytes]] = {
         "resolve output": [output.encode()],
+        "status page": status_page,
         "redis": list(redis_contents(server.port)),
         "files": [
             blob
