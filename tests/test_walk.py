@@ -1,0 +1,465 @@
+"""The school chapter of docs/operators-guide.md, walked on a fresh Debian 13 by its own words.
+
+Opt-in (it installs Debian packages and the project from PyPI into a fresh system: minutes):
+``BLOCKLIST_WALK_TESTS=1 .venv/bin/python -m pytest -s tests/test_walk.py``, as root, with
+mmdebstrap, unshare and chroot (``apt-get install mmdebstrap``).
+
+- The system is Debian trixie as ``mmdebstrap`` makes it by default from deb.debian.org
+  (required and important packages: what a fresh install has, logrotate and cron included,
+  no curl, no sudo), kept as ``var/walk/base-trixie.tar`` between runs, unpacked afresh
+  under ``var/walk/`` for each run and removed after it (``BLOCKLIST_WALK_KEEP=1`` keeps it).
+- The guide's commands are taken from the guide itself (its ``sh`` and ``yaml`` blocks and
+  the commands quoted in its text), not copied here, and run in the system by chroot in its
+  own mount, PID and UTS namespaces: the install steps with this machine's network (they
+  need the mirror and PyPI), everything from the proxy's start on in a network namespace of
+  its own, where the pupil's client (curl) runs too.
+- What is not typed as written, and why: ``git clone REPOSITORY-URL`` is the guide's own
+  alternative, a copy of the checkout (``git archive HEAD``); ``apt-get install`` gets
+  ``-y`` (the typist's yes); ``[feeds.iwf]`` points at samples/sample-feed.txt (the
+  licensee's feed stands in: no token); systemd is not PID 1 in a chroot, so
+  ``systemctl enable --now blocklist-proxy@PORT`` runs the unit's ExecStart as its User=
+  with its Environment= after making its LogsDirectory= (all read from the shipped unit),
+  and the sync timer is not started (the walk runs the sync by hand, which the guide does
+  too); ``proxy.example`` and the unlisted origin ``unlisted.example.org`` (a
+  ``python3 -m http.server``) are names in the system's /etc/hosts.
+- The working state: the self-test entry answers 451 through the proxy over HTTP and HTTPS
+  (with the school's CA trusted system-wide as the guide says for Linux desktops, the
+  guide's three curl lines all answer 451), an unlisted page passes through each instance,
+  the block log has the self-test's lines without the URL and follows logrotate's rename,
+  and each instance's status page answers.
+
+One setting is this machine's: its egress intercepts TLS, so pip gets the host's CA bundle
+(``PIP_CERT``) when the host has one.
+"""
+
+# ruff: noqa: E501  (shell lines written as an operator types them)
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "operators-guide.md"
+UNIT = ROOT / "deploy" / "systemd" / "blocklist-proxy@.service"
+WALK = ROOT / "var" / "walk"
+BASE = WALK / "base-trixie.tar"
+MIRROR = "http://deb.debian.org/debian"
+HOST_CA = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
+SRC = "/opt/blocklist-proxy-src"  # where the guide puts the checkout
+
+pytestmark = [
+    pytest.mark.opt_in,
+    pytest.mark.skipif(
+        os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
+        reason="walks the school chapter on a fresh Debian 13 (minutes): BLOCKLIST_WALK_TESTS=1",
+    ),
+]
+
+
+# -- the guide's own words ------------------------------------------------------------------
+
+
+def section(text: str, heading: str) -> str:
+    """From the heading line to the next heading of the same level."""
+    start = text.index(heading)
+    level = heading.split(" ", 1)[0]
+    end = text.find(f"\n{level} ", start + len(heading))
+    return text[start : end if end != -1 else len(text)]
+
+
+def blocks(text: str, lang: str) -> list[str]:
+    """The fenced blocks of a language, dedented (the school's steps are indented)."""
+    found = re.finditer(rf"^( *)```{lang}\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(m.group(2)) for m in found]
+
+
+def block(text: str, lang: str, containing: str) -> str:
+    matches = [b for b in blocks(text, lang) if containing in b]
+    assert len(matches) == 1, f"the guide should have one {lang} block with {containing!r}"
+    return matches[0]
+
+
+def quoted(text: str, pattern: str) -> str:
+    """A command the guide quotes in its text (`...`), whitespace joined across lines."""
+    flat = re.sub(r"\s*\n\s*", " ", text)
+    match = re.search(rf"`({pattern}[^`]*)`", flat)
+    assert match, f"the guide no longer quotes {pattern!r}"
+    return match.group(1)
+
+
+def unit_start(instances: list[str]) -> str:
+    """What `systemctl enable --now blocklist-proxy@PORT` does, read from the shipped unit:
+    its LogsDirectory= and StateDirectory= made for User=, then ExecStart= as User= with
+    Environment=, in the background."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().replace("\\\n", " ").splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    user, group = settings["User"][0], settings["Group"][0]
+    lines = []
+    for directory, base, mode in (
+        ("LogsDirectory", "/var/log", settings.get("LogsDirectoryMode", ["0755"])[0]),
+        ("StateDirectory", "/var/lib", settings.get("StateDirectoryMode", ["0755"])[0]),
+    ):
+        for name in settings.get(directory, []):
+            lines.append(f"install -d -o {user} -g {group} -m {mode} {base}/{name}")
+    env = " ".join(shlex.quote(e) for e in settings.get("Environment", []))
+    for instance in instances:
+        command = " ".join(settings["ExecStart"]).replace("%i", instance)
+        lines.append(f"runuser -u {user} -- env {env} {command} > /tmp/proxy-{instance}.log 2>&1 &")
+    return "\n".join(lines) + "\n"
+
+
+def wait_healthy(instances: list[str]) -> str:
+    """Type=notify: systemctl returns once the unit is ready; here, once /healthz answers."""
+    urls = " ".join(f"http://127.0.0.1:1{i}/healthz" for i in instances)
+    return textwrap.dedent(f"""\
+        for url in {urls}; do
+          for n in $(seq 120); do curl -sf "$url" > /dev/null && break; sleep 0.5; done
+        done
+        """)
+
+
+Steps = list[tuple[str, str]]
+
+
+def install_steps() -> tuple[Steps, list[str]]:
+    """The install, as far as the first sync with the self-test feed: (steps, not run)."""
+    guide = GUIDE.read_text()
+    install = section(guide, "## Common to all: install")
+    check = section(guide, "## Check that blocking works")
+    not_run = []
+
+    first = block(install, "sh", "useradd")
+    clone = re.search(r"^git clone REPOSITORY-URL .*$", first, re.MULTILINE)
+    assert clone and "cp -a a checkout there" in clone.group(0)
+    first = first.replace(clone.group(0), f"cp -a /root/checkout {SRC}   # (walk) the checkout")
+    assert "apt-get install " in first
+    first = first.replace("apt-get install ", "apt-get install -y ")
+    sync = block(install, "sh", "blocklist-sync status")
+    timer = block(install, "sh", "blocklist-sync.timer")
+    not_run.append(f"{timer.strip()}  # no systemd as PID 1 in a chroot")
+    feed = textwrap.dedent(f"""\
+        # (walk) the licensee's feed, as the operator edits [feeds.iwf]: the sample list
+        cd /etc/blocklist-proxy
+        grep -q '^url = "https://feed.example.net/urllist.csv"' sync.toml
+        sed -i -e 's|^url = "https://feed.example.net/urllist.csv"|url = "file://{SRC}/samples/sample-feed.txt"|' \\
+               -e 's|^format = "csv" |format = "text"|' -e 's|^token_file = |# token_file = |' sync.toml
+        """)
+    selftest = block(check, "sh", "selftest.txt")
+    return (
+        [
+            ("install", first),
+            ("the feed (stand-in)", feed),
+            ("first sync", f"cd {SRC}\n{sync}"),
+            ("self-test feed", f"cd {SRC}\n{selftest}"),
+            ("the next sync", f"cd {SRC}\n{sync}"),
+        ],
+        not_run,
+    )
+
+
+def school_steps() -> Steps:
+    """The school chapter from its proxy.yaml on, and its check: in the walk's network."""
+    guide = GUIDE.read_text()
+    school = section(guide, "## 1. A school")
+    check = section(guide, "## Check that blocking works")
+    proxy_yaml = block(school, "yaml", "blocklist_intercept: listed")
+    confdir = re.search(r"^confdir: (\S+)", proxy_yaml, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    log_file = re.search(r"^blocklist_log_file: (\S+)", proxy_yaml, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    logrotate = quoted(school, "cp deploy/logrotate/")
+    units = block(school, "sh", "blocklist-proxy@.service")
+    enable = re.search(
+        r"^systemctl daemon-reload && systemctl enable --now (.*)$", units, re.MULTILINE
+    )
+    assert enable, "the school's unit block should enable the instances"
+    instances = re.findall(r"blocklist-proxy@(\d+)", enable.group(1))
+    assert len(instances) >= 2
+    units = units.replace(enable.group(0), unit_start(instances) + wait_healthy(instances))
+    ca_linux = quoted(school, "cp mitmproxy-ca-cert.pem /usr/local/share/ca-certificates/")
+    checks = [
+        line.split("#", 1)[0].strip()
+        for line in block(check, "sh", "curl -i -x").splitlines()
+        if line.startswith("curl ")
+    ]
+    assert len(checks) == 3
+
+    hosts = "echo '127.0.0.1 proxy.example unlisted.example.org' >> /etc/hosts  # (walk)\n"
+    origin = textwrap.dedent("""\
+        # (walk) an ordinary site, unlisted
+        mkdir -p /srv/www && echo 'an ordinary page' > /srv/www/index.html
+        cd /srv/www && python3 -m http.server 80 --bind 127.0.0.1 > /tmp/origin.log 2>&1 &
+        for n in $(seq 60); do curl -s http://unlisted.example.org/ > /dev/null && break; sleep 0.5; done
+        """)
+    expect_451 = "".join(
+        f'out=$({c} 2>&1); echo "$out"; echo "$out" | grep -Eq \'^HTTP/[0-9.]+ 451\'\n'
+        for c in checks
+    )
+    unlisted = "".join(
+        f"curl -si -x http://proxy.example:{i} http://unlisted.example.org/ | tee /tmp/u\n"
+        "grep -q '^an ordinary page' /tmp/u\n"
+        for i in instances
+    )
+    block_log = textwrap.dedent(f"""\
+        cat {log_file}
+        grep -q '"list":"selftest"' {log_file}
+        if grep -q 'blocklist-check' {log_file}; then exit 1; fi    # no URL, no host
+        """)
+    status = "".join(
+        f"curl -sf http://127.0.0.1:1{i}/ | grep -q '<title>blocklist-proxy status</title>'\n"
+        for i in instances
+    )
+    rotation = textwrap.dedent(f"""\
+        logrotate --force /etc/logrotate.d/blocklist-proxy
+        {checks[0]} > /dev/null 2>&1
+        ls -l {log_file}*
+        test -s {log_file}.1
+        grep -q '"list":"selftest"' {log_file}
+        """)
+    return [
+        ("proxy.yaml", f"cat > /etc/blocklist-proxy/proxy.yaml <<'EOF'\n{proxy_yaml}EOF\n"),
+        ("logrotate", f"cd {SRC}\n{logrotate}\n"),
+        ("names (walk)", hosts + origin),
+        ("the instances", f"cd {SRC}\n{units}"),
+        ("the CA, Linux desktop", f"cd {confdir}\n{ca_linux}\n"),
+        ("self-test check", expect_451),
+        ("unlisted page", unlisted),
+        ("block log", block_log),
+        ("status page", status),
+        ("log rotation", rotation),
+    ]
+
+
+#: (walk) the platform's upload site on 127.0.0.1:8000, standing in for the operator's:
+#: stores what it is sent under /srv/uploads and says so.
+UPLOAD_SITE = """\
+from aiohttp import web
+import pathlib, secrets
+store = pathlib.Path("/srv/uploads"); store.mkdir(parents=True, exist_ok=True)
+async def upload(request):
+    form = await request.post()
+    (store / secrets.token_hex(8)).write_bytes(form["file"].file.read())
+    return web.Response(text="stored\\n")
+async def home(request):
+    return web.Response(text="<p>Example Photos</p>", content_type="text/html")
+app = web.Application(client_max_size=64 << 20)
+app.add_routes([web.post("/upload", upload), web.get("/", home)])
+web.run_app(app, host="127.0.0.1", port=8000, print=None)
+"""
+
+
+def hosting_steps() -> tuple[Steps, list[str]]:
+    """The hosting chapter in front of a small upload site, and its image check: (steps in
+    the walk's network, not run)."""
+    guide = GUIDE.read_text()
+    hosting = section(guide, "## 3. A hosting platform")
+    not_run = []
+    proxy_yaml = block(hosting, "yaml", 'mode: ["reverse:')
+    log_file = re.search(r"^blocklist_log_file: (\S+)", proxy_yaml, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    feeds = block(hosting, "toml", "[feeds.selftest-hashes]")
+    licensed, selftest = feeds.split("[feeds.selftest-hashes]")
+    assert "[feeds.iwf-hashes]" in licensed
+    not_run.append("[feeds.iwf-hashes]  # the licensee's hash feed: no such feed here")
+    sync = quoted(hosting, "runuser -u blocklist -- blocklist-sync --config")
+    webhook = block(hosting, "yaml", "blocklist_image_webhook:")
+    not_run.append(f"{webhook.strip()}  # no moderation endpoint here")
+    units = block(hosting, "sh", "blocklist-proxy@8080")
+    enable = re.search(
+        r"^systemctl daemon-reload && systemctl enable --now (.*)$", units, re.MULTILINE
+    )
+    assert enable, "the hosting unit block should enable the instance"
+    instances = re.findall(r"blocklist-proxy@(\d+)", enable.group(1))
+    units = units.replace(enable.group(0), unit_start(instances) + wait_healthy(instances))
+    check = block(hosting, "sh", "docs/splash.png")
+    lines = check.splitlines()
+    assert lines[1].startswith("curl -s -o /dev/null -w '%{http_code}\\n' -F file=@docs/splash.png")
+    assert lines[3].startswith("curl -s -H 'Accept: application/json' -F file=@/tmp/copy.jpg")
+    check = (
+        "\n".join(
+            [
+                lines[0],
+                f'code=$({lines[1]}); echo "$code"; test "$code" = 451   # the guide: prints 451',
+                lines[2],
+                f'out=$({lines[3]}); echo "$out"',
+                'echo "$out" | grep -q \'"list": *"selftest"\'   # the guide: a JSON error naming list selftest',
+            ]
+        )
+        + "\n"
+    )
+    site = (
+        "# (walk) the platform's upload site\n"
+        f"cat > /srv/site.py <<'EOF'\n{UPLOAD_SITE}EOF\n"
+        "/opt/blocklist-proxy/bin/python /srv/site.py > /tmp/site.log 2>&1 &\n"
+        "for n in $(seq 60); do curl -s http://127.0.0.1:8000/ > /dev/null && break; sleep 0.5; done\n"
+    )
+    logged = quoted(hosting, '"where":"image",').removesuffix("...")
+    afterwards = textwrap.dedent(f"""\
+        cat {log_file}
+        grep -qF {shlex.quote(logged)} {log_file}    # the guide's words for the line
+        test -z "$(ls /srv/uploads)"    # the platform received nothing
+        # (walk) an ordinary picture passes and is stored
+        /opt/blocklist-proxy/bin/python -c "from PIL import Image; Image.new('RGB', (200, 120), (40, 120, 200)).save('/tmp/ordinary.png')"
+        curl -s -F file=@/tmp/ordinary.png http://127.0.0.1:8080/upload | grep -q stored
+        test "$(ls /srv/uploads | wc -l)" = 1
+        curl -sf http://127.0.0.1:18080/ | grep -q '<title>blocklist-proxy status</title>'
+        """)
+    return (
+        [
+            ("proxy.yaml", f"cat > /etc/blocklist-proxy/proxy.yaml <<'EOF'\n{proxy_yaml}EOF\n"),
+            (
+                "hash feeds",
+                f"cat >> /etc/blocklist-proxy/sync.toml <<'EOF'\n\n[feeds.selftest-hashes]{selftest}EOF\n",
+            ),
+            ("sync", f"{sync}\nrunuser -u blocklist -- blocklist-sync status\n"),
+            ("upload site (walk)", site),
+            ("the instance", f"cd {SRC}\n{units}"),
+            ("self-test uploads", check),
+            ("block log, site, status", afterwards),
+        ],
+        not_run,
+    )
+
+
+# -- the system ------------------------------------------------------------------------------
+
+
+def enter(root: pathlib.Path, *, net: bool) -> list[str]:
+    """A shell in root by chroot, in new mount, PID and UTS namespaces (and network ones)."""
+    inner = textwrap.dedent("""\
+        root=$1; shift
+        mount --rbind /dev "$root/dev"
+        mount -t sysfs sys "$root/sys" 2>/dev/null || mount --rbind /sys "$root/sys"
+        mount -t tmpfs tmpfs "$root/tmp"; mount -t tmpfs tmpfs "$root/run"
+        cp /etc/resolv.conf "$root/etc/resolv.conf"
+        hostname walk; [ -z "$WALK_NET" ] || ip link set lo up
+        exec chroot "$root" env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \\
+          PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+          ${PIP_CERT:+PIP_CERT=$PIP_CERT} "$@"
+        """)
+    flags = ["--mount", "--pid", "--fork", "--uts", f"--mount-proc={root}/proc"]
+    net_flags = ["--net", "env", "WALK_NET=1"] if net else []
+    return ["unshare", *flags, *net_flags, "sh", "-c", inner, "sh", str(root)]
+
+
+def run_steps(root: pathlib.Path, named: list[tuple[str, str]], *, net: bool) -> dict[str, float]:
+    """The steps in one shell (background processes live on from step to step), each with
+    -e, stopping at the first that fails; the output is printed, and the failing step's
+    name and output end the test."""
+    directory = root / "root" / "walk"
+    directory.mkdir(parents=True, exist_ok=True)
+    driver = ["#!/bin/sh"]
+    for n, (name, script) in enumerate(named):
+        path = directory / f"{n:02d}.sh"
+        path.write_text(script)
+        driver.append(
+            f"printf '\\n@@ step %s\\n' '{name}'; s=$(date +%s.%N); (cd /root && sh -ex /root/walk/{n:02d}.sh); rc=$?\n"
+            f'printf "\\n@@ done rc=%s %s %s\\n" $rc $(date +%s.%N) $s; [ $rc = 0 ] || exit $rc'
+        )
+    (directory / "run.sh").write_text("\n".join(driver) + "\n")
+    env = {**os.environ}
+    if HOST_CA.is_file():  # this machine's TLS-intercepting egress, for pip
+        shutil.copy(HOST_CA, root / "etc" / "walk-host-ca.pem")
+        env["PIP_CERT"] = "/etc/walk-host-ca.pem"
+    done = subprocess.run(
+        [*enter(root, net=net), "sh", "/root/walk/run.sh"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1800,
+        env=env,
+    )
+    print(done.stdout[-20000:], flush=True)
+    figures = {}
+    current = None
+    for line in done.stdout.splitlines():
+        if line.startswith("@@ step "):
+            current = line[len("@@ step ") :]
+        elif line.startswith("@@ done ") and current:
+            _, _, rc, end, start = line.split()
+            figures[current] = float(end) - float(start)
+            assert rc == "rc=0", f"the guide's step {current!r} failed ({rc}): see the output above"
+    assert done.returncode == 0, f"the walk stopped after {current!r}: exit {done.returncode}"
+    assert len(figures) == len(named)
+    return figures
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[tuple[pathlib.Path, dict[str, float]]]:
+    """A fresh Debian 13 with the guide's install done in it, and the install's figures."""
+    for tool in ("mmdebstrap", "unshare", "chroot", "tar"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing (apt-get install mmdebstrap)")
+    if os.geteuid() != 0:
+        pytest.fail("the walk needs root (namespaces, chroot)")
+    WALK.mkdir(parents=True, exist_ok=True)
+    if not BASE.exists():
+        started = time.monotonic()
+        partial = WALK / "partial-base-trixie.tar"  # mmdebstrap: a .tar name makes a tarball
+        subprocess.run(
+            ["mmdebstrap", "--quiet", "trixie", str(partial), MIRROR], check=True, timeout=1800
+        )
+        partial.rename(BASE)
+        print(f"\n[walk] base (mmdebstrap): {time.monotonic() - started:.0f} s", flush=True)
+    root = WALK / f"run-{os.getpid()}"
+    root.mkdir()
+    try:
+        subprocess.run(["tar", "-x", "-C", str(root), "-f", str(BASE)], check=True, timeout=600)
+        checkout = root / "root" / "checkout"
+        checkout.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "HEAD"], stdout=subprocess.PIPE, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(checkout)], input=archive.stdout, check=True)
+        install, not_run = install_steps()
+        figures = run_steps(root, install, net=False)
+        for command in not_run:
+            print(f"[walk] not run: {command}")
+        yield root, figures
+    finally:
+        if os.environ.get("BLOCKLIST_WALK_KEEP") != "1":
+            shutil.rmtree(root)
+
+
+def report(chapter: str, figures: dict[str, float], not_run: list[str]) -> None:
+    print(f"\n[walk] {chapter} on Debian 13 (HEAD {git_head()}), step by step:")
+    for name, seconds in figures.items():
+        print(f"[walk]   {name}: {seconds:.1f} s")
+    print(f"[walk] in all: {sum(figures.values()):.0f} s")
+    for command in not_run:
+        print(f"[walk] not run: {command}")
+
+
+def test_the_school_chapter_walked_on_debian_13(
+    system: tuple[pathlib.Path, dict[str, float]],
+) -> None:
+    root, installed = system
+    figures = installed | run_steps(root, school_steps(), net=True)
+    report("the install and the school chapter", figures, [])
+
+
+def test_the_hosting_chapter_walked_on_debian_13(
+    system: tuple[pathlib.Path, dict[str, float]],
+) -> None:
+    """After the school's walk on the same system (the install is common to both): the
+    school's proxies went with their namespace."""
+    root, _ = system
+    steps, not_run = hosting_steps()
+    figures = run_steps(root, steps, net=True)
+    report("the hosting chapter (after the install)", figures, not_run)
+
+
+def git_head() -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
