@@ -30,6 +30,7 @@ from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import URL_FORMS, Store, StoreError, VersionInfo, open_store
 from blocklist_addon.ops.config import ConfigError
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress, terminal_progress
+from sync import metrics as sync_metrics
 from sync import worker
 from sync.config import (
     DEFAULT_CONFIG,
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="accept a feed that shrank beyond max_shrink"
     )
+    parser.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="after the sync, write Prometheus metrics to FILE for node_exporter's textfile "
+        "collector (e.g. /var/lib/prometheus/node-exporter/blocklist-sync.prom)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     status = sub.add_parser("status", parents=[common], help="show what is active")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -181,8 +189,10 @@ async def cmd_sync(
     args: argparse.Namespace,
     *,
     progress: Progress | None = None,
+    results: dict[str, worker.SyncResult] | None = None,
 ) -> int:
-    """``progress`` None: a progress line on stderr if it is a terminal. --quiet: none."""
+    """``progress`` None: a progress line on stderr if it is a terminal. --quiet: none.
+    ``results``: filled with each kind's sync result (for --metrics-file)."""
     if not config.feeds:
         raise ConfigError(
             "no feeds configured: give --config FILE with [feeds.NAME] tables, "
@@ -221,6 +231,8 @@ async def cmd_sync(
         finally:
             if hosts is not None:
                 await hosts.store.close()
+        if results is not None:
+            results[kind] = result
         label = LABELS[kind]
         if result.skipped:
             if not quiet:
@@ -407,12 +419,33 @@ async def run(args: argparse.Namespace, *, progress: Progress | None = None) -> 
     except StoreError as e:
         raise ConfigError(str(e)) from None
     try:
+        if args.command is None and getattr(args, "metrics_file", None):
+            return await _sync_with_metrics(stores, config, args, progress)
         if args.command is None:
             return await cmd_sync(stores, config, args, progress=progress)
         return await COMMANDS[args.command](stores, config, args)
     finally:
         for store in opened.values():
             await store.close()
+
+
+async def _sync_with_metrics(
+    stores: Stores, config: SyncConfig, args: argparse.Namespace, progress: Progress | None
+) -> int:
+    """The sync, then --metrics-file written whatever its outcome (a run that raised is a
+    failed run there too)."""
+    started, results, status = time.time(), {}, EXIT_FAILED
+    try:
+        status = await cmd_sync(stores, config, args, progress=progress, results=results)
+        return status
+    finally:
+        feeds = {k: [f.source.name for f in _feeds(config, k)] for k in KINDS if _feeds(config, k)}
+        try:
+            await sync_metrics.write(
+                args.metrics_file, stores, feeds, results, status=status, started=started
+            )
+        except (OSError, StoreError) as e:
+            print(f"blocklist-sync: cannot write {args.metrics_file}: {e}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,14 +1,18 @@
 """The Grafana dashboard and the alerting rules in deploy/grafana/ cannot drift from the code:
 every metric a panel or a rule names is one the code exports (a renamed counter turns this
 red): the proxy's from a live proxy's /metrics, ``blocklist-divert run``'s from the metrics
-file a Runner renders. The dashboard is JSON Grafana imports (panels on its 24-column grid,
-unique ids, the data source an input chosen at import)."""
+file a Runner renders, ``blocklist-sync``'s from the file a real sync writes with
+``--metrics-file`` (which says a failed run too, as the sync alerts need). The dashboard is
+JSON Grafana imports (panels on its 24-column grid, unique ids, the data source an input chosen
+at import)."""
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import subprocess
 from collections.abc import Callable
 
 from ruamel.yaml import YAML
@@ -17,7 +21,7 @@ from blocklist_addon.lists.store import open_store
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
 from divert.run import Runner
-from testlab.harness import Proxy, synced_store
+from testlab.harness import SAMPLE_FEED, VENV_BIN, Proxy, synced_store
 
 GRAFANA = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "grafana"
 #: Series Prometheus makes itself (up) or node_exporter's textfile collector does (the mtime
@@ -25,6 +29,8 @@ GRAFANA = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "grafana"
 PROMETHEUS_OWN = {"up", "node_textfile_mtime_seconds"}
 #: The prefix of the names ``blocklist-divert run`` writes (divert/runreport.py).
 DIVERT = "blocklist_divert_"
+#: ... and ``blocklist-sync --metrics-file`` (sync/metrics.py).
+SYNC = "blocklist_sync_"
 _IDENT = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*")
 _KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 
@@ -56,8 +62,12 @@ def dashboard_exprs() -> list[str]:
 
 
 def alert_exprs() -> list[str]:
-    rules = YAML(typ="safe").load((GRAFANA / "prometheus-alerts.yml").read_text())
-    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    """The rules of every shipped file: the proxies' and gateways', and the sync's."""
+    exprs = []
+    for name in ("prometheus-alerts.yml", "prometheus-alerts-sync.yml"):
+        rules = YAML(typ="safe").load((GRAFANA / name).read_text())
+        exprs += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    return exprs
 
 
 def test_names_are_read_from_expressions() -> None:
@@ -95,10 +105,10 @@ def test_every_metric_named_is_exported(
     make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
 ) -> None:
     """Each proxy name in a panel, a variable or an alerting rule is in a live proxy's
-    /metrics (the diversion gateway's are checked below)."""
+    /metrics (the diversion gateway's and the sync's are checked below)."""
     proxy = make_proxy(synced_store(tmp_path)).start()
     exported = exposed(proxy.metrics())
-    proxy_names = {n for n in named() if not n.startswith(DIVERT)}
+    proxy_names = {n for n in named() if not n.startswith((DIVERT, SYNC))}
     assert len(proxy_names) >= 25, sorted(proxy_names)  # the dashboard covers the proxy
     assert proxy_names - exported - PROMETHEUS_OWN == set()
 
@@ -141,3 +151,56 @@ def test_dashboard_imports() -> None:
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${DS_PROMETHEUS}"
             assert target["expr"].count("(") == target["expr"].count(")")
+
+
+def sync_with_metrics(
+    store: str, feed: pathlib.Path, data: pathlib.Path, metrics: pathlib.Path
+) -> subprocess.CompletedProcess[str]:
+    """The real ``blocklist-sync`` of one feed file, writing its metrics file."""
+    command = [
+        str(VENV_BIN / "blocklist-sync"), "--store", store, "--feed-url", feed.as_uri(),
+        "--format", "text", "--name", "sample", "--metrics-file", str(metrics),
+    ]  # fmt: skip
+    env = {**os.environ, "BLOCKLIST_DATA_DIR": str(data)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def samples(text: str) -> dict[str, float]:
+    """Each series line of Prometheus text (name and labels as written) and its value."""
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_every_sync_metric_named_is_in_the_file_a_sync_writes(tmp_path: pathlib.Path) -> None:
+    """Each blocklist_sync_* name a panel or a rule uses is in the file a real sync wrote, and
+    every name the file has is on the dashboard; a later failing run says so (success 0, the
+    feed 0) while the store's times of the last good fetch and confirmation stay."""
+    store, metrics = (tmp_path / "store").as_uri(), tmp_path / "textfile" / "sync.prom"
+    done = sync_with_metrics(store, SAMPLE_FEED, tmp_path / "data", metrics)
+    assert done.returncode == 0, done.stderr
+    text = metrics.read_text()
+    written = exposed(text)
+    sync_names = {n for n in named() if n.startswith(SYNC)}
+    assert {"blocklist_sync_last_run_success", "blocklist_sync_feed_fetch_success"} <= sync_names
+    assert sync_names - written == set()
+    assert written - {n for e in dashboard_exprs() for n in metric_names(e)} == set()
+    first = samples(text)
+    assert first["blocklist_sync_last_run_success"] == 1
+    assert first['blocklist_sync_feed_fetch_success{kind="urls",feed="sample"}'] == 1
+    assert first['blocklist_sync_active_version{kind="urls"}'] == 1
+    confirmed = first['blocklist_sync_list_confirmed_timestamp_seconds{kind="urls"}']
+    assert confirmed > 1e9
+
+    done = sync_with_metrics(store, tmp_path / "missing.txt", tmp_path / "data", metrics)
+    assert done.returncode == 1, done.stderr
+    second = samples(metrics.read_text())
+    assert second["blocklist_sync_last_run_success"] == 0
+    assert second['blocklist_sync_feed_fetch_success{kind="urls",feed="sample"}'] == 0
+    assert second['blocklist_sync_list_confirmed_timestamp_seconds{kind="urls"}'] == confirmed
+    assert (
+        second["blocklist_sync_last_run_timestamp_seconds"]
+        > first["blocklist_sync_last_run_timestamp_seconds"]
+    )
