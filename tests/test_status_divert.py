@@ -19,7 +19,7 @@ import pytest
 
 from blocklist_addon.lists.store import open_store
 from divert.dataset import DiversionSet
-from testlab.harness import Proxy, synced_store
+from testlab.harness import SAMPLE_FEED, Proxy, sync, synced_store
 
 #: Documentation addresses (RFC 5737, RFC 3849) and made-up host digests.
 FIRST = {
@@ -90,6 +90,22 @@ def test_status_page_shows_the_stores_diversion_set_by_counts(
     for secret in [*SECOND, *(a for addresses in SECOND.values() for a in addresses)]:
         assert secret not in body, secret
     assert "192.0.2." not in body and "2001:db8" not in body
+
+
+def test_status_page_says_when_the_store_stops_answering(
+    make_proxy: Callable[..., Proxy], redis_factory, tmp_path: pathlib.Path
+) -> None:
+    """A Redis store holding a set, then killed: the page still loads, within the bounded
+    wait, and says the store did not answer instead of showing the last counts as current."""
+    server = redis_factory()
+    sync(server.url, SAMPLE_FEED, data_dir=tmp_path / "data")
+    publish(server.url, FIRST, "published")
+    proxy = make_proxy(server.url).start()
+    assert row("IPv4 addresses", "2") in fetch_page(proxy)
+    server.kill()
+    body = fetch_page(proxy)
+    assert "<h2>Diversion set</h2>" in body and row("state", "the store did not answer") in body
+    assert row("IPv4 addresses", "2") not in body
 
 
 def test_status_page_with_a_diversion_set_in_chromium(

@@ -393,7 +393,8 @@ class StatusServer:
                     counts = None if loaded is None else _set_counts(loaded[1])
                     self._counts = (info.checksum, counts)
         except (StoreError, OSError, TimeoutError):
-            return [("state", "the store did not answer")]
+            # Said only where a set was seen: a proxy not behind a gateway shows no section.
+            return None if self._counts is None else [("state", "the store did not answer")]
         return _diversion_rows(info, self._counts[1], last_run, time.time())
 
     async def _metrics(self, request: web.Request) -> web.Response:
