@@ -283,7 +283,8 @@ def page(
 <style>
 body {{ font: 15px/1.4 system-ui, sans-serif; margin: 2em; max-width: 46em; color: #222 }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em }}
-th, td {{ text-align: left; padding: .2em 1em .2em 0 }} th {{ font-weight: normal; color: #555 }}
+th, td {{ text-align: left; padding: .2em 1em .2em 0 }}
+th {{ font-weight: normal; color: #555; white-space: nowrap }}
 .ok {{ color: #070 }} .bad {{ color: #b00 }}
 </style></head><body>
 <h1>blocklist-proxy</h1>
