@@ -448,6 +448,7 @@ PROCESS_MODULES = frozenset(
         "test_hosts_browser",
         "test_hosts_proxy",
         "test_imageproxy",
+        "test_imageproxy_video",
         "test_imageproxy_wrapped",
         "test_long_urls",
         "test_managed_clients",
@@ -464,9 +465,11 @@ PROCESS_MODULES = frozenset(
         "test_scan",
         "test_sentinel",
         "test_startup_traffic",
+        "test_status_divert",
         "test_status_page",
         "test_sync",
         "test_upstream_tls",
+        "test_walk",
     }
 )
 
