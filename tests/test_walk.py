@@ -275,12 +275,20 @@ def hosting_steps() -> tuple[Steps, list[str]]:
     webhook = block(hosting, "yaml", "blocklist_image_webhook:")
     not_run.append(f"{webhook.strip()}  # no moderation endpoint here")
     units = block(hosting, "sh", "blocklist-proxy@8080")
-    enable = re.search(
-        r"^systemctl daemon-reload && systemctl enable --now (.*)$", units, re.MULTILINE
+    not_run.append(f"{units.strip()}  # no systemd: the guide's own way without it instead")
+    by_hand = block(hosting, "sh", "install -d -o blocklist")
+    assert "To try it without systemd" in hosting
+    start = re.search(r"^runuser -u blocklist -- blocklist-proxy .*$", by_hand, re.MULTILINE)
+    assert start, "the hosting chapter's start without systemd"
+    status_port = re.search(r"status page is then on `127\.0\.0\.1:(\d+)`", hosting)
+    assert status_port, "the hosting chapter should say where the status page is without systemd"
+    status_url = f"http://127.0.0.1:{status_port.group(1)}"
+    units = by_hand.replace(  # the typist's second terminal
+        start.group(0), f"{start.group(0)} > /tmp/proxy-8080.log 2>&1 &"
+    ) + (
+        f"for n in $(seq 120); do curl -sf {status_url}/healthz > /dev/null && break; sleep 0.5; done\n"
+        f"curl -s {status_url}/healthz\n"
     )
-    assert enable, "the hosting unit block should enable the instance"
-    instances = re.findall(r"blocklist-proxy@(\d+)", enable.group(1))
-    units = units.replace(enable.group(0), unit_start(instances) + wait_healthy(instances))
     check = block(hosting, "sh", "docs/splash.png")
     lines = check.splitlines()
     assert lines[1].startswith("curl -s -o /dev/null -w '%{http_code}\\n' -F file=@docs/splash.png")
@@ -312,7 +320,7 @@ def hosting_steps() -> tuple[Steps, list[str]]:
         /opt/blocklist-proxy/bin/python -c "from PIL import Image; Image.new('RGB', (200, 120), (40, 120, 200)).save('/tmp/ordinary.png')"
         curl -s -F file=@/tmp/ordinary.png http://127.0.0.1:8080/upload | grep -q stored
         test "$(ls /srv/uploads | wc -l)" = 1
-        curl -sf http://127.0.0.1:18080/ | grep -q '<title>blocklist-proxy status</title>'
+        curl -sf {status_url}/ | grep -q '<title>blocklist-proxy status</title>'
         """)
     return (
         [
@@ -323,7 +331,7 @@ def hosting_steps() -> tuple[Steps, list[str]]:
             ),
             ("sync", f"{sync}\nrunuser -u blocklist -- blocklist-sync status\n"),
             ("upload site (walk)", site),
-            ("the instance", f"cd {SRC}\n{units}"),
+            ("the instance, without systemd", f"cd {SRC}\n{units}"),
             ("self-test uploads", check),
             ("block log, site, status", afterwards),
         ],
