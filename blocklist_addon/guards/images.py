@@ -7,12 +7,15 @@ traffic is decrypted) is held until checked: each part of a multipart form, or t
 body, by exact hashes (any file) and, when its bytes are an image, by PDQ of its first
 frames. A match is refused with 451 before a byte goes upstream, written to the block log
 (entry id, hash kind, distance: never the image or a hash) and POSTed to the optional
-webhook. Images too large, broken or slow to decode are passed and logged, or refused with
-413/422, as ``blocklist_image_uncheckable`` says. Nothing is written to disk.
+webhook. When the list holds videos, each piece whose bytes are a video (MP4, MOV,
+WebM, Matroska, AVI) is decoded too and matched by vPDQ (``hashes.video``). Images and
+videos too large, broken or slow to decode are passed and logged, or refused with 413/422,
+as ``blocklist_image_uncheckable`` says. Nothing is written to disk.
 
-Decoding and hashing (about 15 ms for a 1-megapixel JPEG) run in a pool of one thread per
-core, so the event loop keeps serving other connections and at most that many images are
-in memory at once.
+Decoding and hashing (about 15 ms for a 1-megapixel JPEG, 12 ms a second of 320x240
+video) run in worker processes (``DecoderPool``: one pool for images, one for videos),
+driven from a pool of one thread per core, so the event loop keeps serving other
+connections and at most that many uploads are in memory at once.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
@@ -38,10 +41,17 @@ from blocklist_addon.hashes.images import Uncheckable, sniff
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
+from blocklist_addon.hashes.video import (
+    COMPARED_MATCH_PERCENT,
+    QUERY_MATCH_PERCENT,
+    VideoLimits,
+    hash_video,
+    sniff_video,
+)
 from blocklist_addon.lists.active import ActiveList, ListKind
 from blocklist_addon.ops.blocklog import record
 from blocklist_addon.ops.metrics import Metrics
-from blocklist_addon.ops.options import int_option
+from blocklist_addon.ops.options import float_option, int_option
 from blocklist_addon.ops.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -63,7 +73,11 @@ REQUEST_BUDGET = 4
 QUEUE_WAIT = 60.0
 #: Images decoded per request at most: a post of 200,000 tiny images must not hold a worker
 #: for minutes (the rest are reported as too-many-parts; their exact hashes are checked).
+#: Videos are capped the same way, apart.
 MAX_IMAGES = 256
+#: Defaults of blocklist_video_max_frames and _max_seconds (a video's bytes and pixels
+#: follow the image options, its decoding time the request's budget).
+_VIDEO = VideoLimits()
 
 
 @dataclass
@@ -71,8 +85,9 @@ class _Outcome:
     match: HashMatch | None = None
     unchecked: list[str] = field(default_factory=list)
     images: int = 0
+    videos: int = 0  # decoded (or sent to a worker to be)
     files: int = 0
-    pending: int = 0  # images whose pixels are still to be checked
+    pending: int = 0  # images and videos whose pixels are still to be checked
     failed: bool = False  # the check raised, and blocklist_on_error says refuse
 
 
@@ -89,6 +104,10 @@ class ImageGuard:
     max_frames: int = field(default=1000, init=False)
     max_seconds: float = field(default=2.0, init=False)
     uncheckable: str = field(default="pass", init=False)
+    video_max_frames: int = field(default=_VIDEO.max_frames, init=False)
+    video_max_seconds: int = field(default=int(_VIDEO.max_seconds), init=False)
+    video_query_percent: float = field(default=QUERY_MATCH_PERCENT, init=False)
+    video_compared_percent: float = field(default=COMPARED_MATCH_PERCENT, init=False)
 
     def __post_init__(self) -> None:
         self.hashes = ActiveList(
@@ -106,6 +125,7 @@ class ImageGuard:
         self.webhook = Webhook(self.metrics)
         # Untrusted images are decoded in worker processes, never in the proxy's own.
         self.decoders = DecoderPool()
+        self.video_decoders = DecoderPool(work=hash_video)  # FFmpeg: as untrusted as Pillow
         self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blocklist-image")
 
     def load(self, loader) -> None:
@@ -160,6 +180,40 @@ class ImageGuard:
             "decoded, and beyond which the proxy stops waiting for a check.",
         )
         loader.add_option(
+            "blocklist_video_max_frames",
+            int,
+            _VIDEO.max_frames,
+            "Frames of an uploaded video decoded at most (every frame is decoded, about one a "
+            "second hashed); a longer video is matched on those and reported unchecked "
+            "(frames-skipped). Checked only when the hash list holds videos; its bytes are "
+            "bounded by blocklist_image_max_bytes, its time by the request's budget (4 x "
+            "blocklist_image_max_ms).",
+        )
+        loader.add_option(
+            "blocklist_video_max_seconds",
+            int,
+            int(_VIDEO.max_seconds),
+            "Seconds of an uploaded video decoded at most, from its first frame; a longer "
+            "video is matched on those and reported unchecked (frames-skipped).",
+        )
+        loader.add_option(
+            "blocklist_video_query_match_percent",
+            str,
+            str(QUERY_MATCH_PERCENT),
+            "Share (0-100) of an uploaded video's frames (of PDQ quality 50 or more, each "
+            "distinct hash once) that must be within blocklist_image_threshold of a listed "
+            "video's frames for it to match (HMA's default, 80). Read when a list version "
+            "is loaded.",
+        )
+        loader.add_option(
+            "blocklist_video_compared_match_percent",
+            str,
+            str(COMPARED_MATCH_PERCENT),
+            "Share (0-100) of a listed video's frames that must be near the upload's too "
+            "(HMA's default, 0: a clip cut from a listed video matches however short; raise "
+            "it to refuse only near-whole copies). Read when a list version is loaded.",
+        )
+        loader.add_option(
             "blocklist_image_uncheckable",
             str,
             "pass",
@@ -198,6 +252,10 @@ class ImageGuard:
         self.max_frames = int_option("blocklist_image_max_frames", 1)
         self.max_seconds = int_option("blocklist_image_max_ms", 1) / 1000
         self.uncheckable = o.blocklist_image_uncheckable
+        self.video_max_frames = int_option("blocklist_video_max_frames", 1)
+        self.video_max_seconds = int_option("blocklist_video_max_seconds", 1)
+        self.video_query_percent = float_option("blocklist_video_query_match_percent", 0, 100)
+        self.video_compared_percent = float_option("blocklist_video_compared_match_percent", 0, 100)
         try:
             self.webhook.configure(o.blocklist_image_webhook, o.blocklist_image_webhook_token_file)
         except ValueError as exc:
@@ -207,9 +265,14 @@ class ImageGuard:
 
     async def running(self) -> None:
         await self.hashes.running()
-        if self.hashes.blocklist is not None:
+        hashlist = self.hashes.blocklist
+        if hashlist is not None:
+            pools = [self.decoders]
+            if "vpdq" in hashlist.kinds:  # type: ignore[attr-defined]
+                pools.append(self.video_decoders)
             try:
-                await asyncio.to_thread(self.decoders.warm)
+                for pool in pools:
+                    await asyncio.to_thread(pool.warm)
             except Exception as exc:  # the first upload tries again, and says if it fails
                 log.warning(f"blocklist: image decoder workers did not start: {exc}")
 
@@ -218,6 +281,7 @@ class ImageGuard:
         await self.hashes.done()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.decoders.close()
+        self.video_decoders.close()
 
     # -- the list --------------------------------------------------------------------------
 
@@ -227,7 +291,15 @@ class ImageGuard:
         from blocklist_addon.hashes import HashList
 
         directory = self.hashes._lastgood_path().parent / "hashindex"
-        hashlist, note = HashList.mapped(snapshot, directory)
+        # The listed videos' index is built with its rule (frames within the threshold, the
+        # two shares): a change of these options takes effect with the next version loaded.
+        hashlist, note = HashList.mapped(
+            snapshot,
+            directory,
+            threshold=self.threshold,
+            video_query_percent=self.video_query_percent,
+            video_compared_percent=self.video_compared_percent,
+        )
         if note:
             log.warning(f"blocklist: hash list index: {note}")
         return self._apply(hashlist)
@@ -239,6 +311,13 @@ class ImageGuard:
         hashlist.min_quality = self.min_quality
         hashlist.dihedral = self.dihedral
         hashlist.limits = Limits(self.max_pixels, self.max_frames, self.max_seconds)
+        hashlist.video_limits = VideoLimits(
+            max_bytes=self.max_bytes,
+            max_pixels=self.max_pixels,
+            max_frames=self.video_max_frames,
+            max_seconds=self.video_max_seconds,
+            max_ms=round(self.max_seconds * REQUEST_BUDGET * 1000),  # each run gets what is left
+        )
         return hashlist
 
     def loaded(self) -> bool:
@@ -350,9 +429,9 @@ class ImageGuard:
         pixels: bool = True,
     ) -> _Outcome:
         """Runs in a worker thread for images: pure, touches no flow. Every piece's exact
-        hashes first (cheap, and a match ends the check), then the pixels of the images
-        (unless not ``pixels``: they are then counted as ``pending``), until the request's
-        budget is spent."""
+        hashes first (cheap, and a match ends the check), then the pixels of the images,
+        then of the videos when the list has some (unless not ``pixels``: they are then
+        counted as ``pending``), until the request's budget is spent."""
         started = time.monotonic()
         clock = time.perf_counter()
         outcome = _Outcome()
@@ -383,8 +462,11 @@ class ImageGuard:
                     return outcome
             budget = self.max_seconds * REQUEST_BUDGET
             images = [piece for piece in pieces.files if sniff(piece) is not None]
+            videos = []
+            if "vpdq" in hashlist.kinds:
+                videos = [piece for piece in pieces.files if sniff_video(piece) is not None]
             if not pixels:
-                outcome.pending = len(images)
+                outcome.pending = len(images) + len(videos)
                 return outcome
             if len(images) > MAX_IMAGES:
                 outcome.unchecked.append("too-many-parts")
@@ -408,19 +490,55 @@ class ImageGuard:
                     outcome.unchecked.append(reason)
                 if (match := hashlist.match_frames(hashed)) is not None:
                     outcome.match = match
-                    break
+                    return outcome
+            self._check_videos(hashlist, videos, outcome, started + budget)
         except Exception as exc:  # an internal error: blocklist_on_error decides
             outcome.failed = self.enforcer.check_failed("image", exc)
         finally:
             self.metrics.inc("blocklist_image_check_seconds_total", time.perf_counter() - clock)
         return outcome
 
+    def _check_videos(
+        self, hashlist: HashList, videos: list[bytes], outcome: _Outcome, deadline: float
+    ) -> None:
+        """Each video decoded and hashed in a video worker (``hash_video``) within what is
+        left of the request's budget, and matched here by vPDQ; the frames hashed before a
+        limit are still matched."""
+        if len(videos) > MAX_IMAGES:
+            outcome.unchecked.append("too-many-parts")
+            del videos[MAX_IMAGES:]
+        for piece in videos:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                outcome.unchecked.append("too-slow")
+                return
+            outcome.videos += 1
+            limits = replace(hashlist.video_limits, max_ms=max(1, round(left * 1000)))
+            try:
+                hashed = self.video_decoders.run(
+                    piece,
+                    limits,
+                    cpu_seconds=left + 1,
+                    timeout=left + 10,  # a first worker starts in ~1 s
+                )
+            except Uncheckable as exc:  # the worker died, or never answered
+                outcome.unchecked.append(exc.reason)
+                continue
+            if hashed.unchecked:
+                outcome.unchecked.append(hashed.unchecked)
+            if (match := hashlist.match_video(hashed.frames)) is not None:
+                outcome.match = match
+                return
+
     def _decide(self, flow: http.HTTPFlow, outcome: _Outcome) -> None:
         if flow.response is not None:
             return  # the client went away, or another concern answered meanwhile
         self.metrics.inc("blocklist_uploads_checked_total", outcome.images, file="image")
+        self.metrics.inc("blocklist_uploads_checked_total", outcome.videos, file="video")
         self.metrics.inc(
-            "blocklist_uploads_checked_total", outcome.files - outcome.images, file="other"
+            "blocklist_uploads_checked_total",
+            outcome.files - outcome.images - outcome.videos,
+            file="other",
         )
         if outcome.match is not None:
             self._refuse(flow, outcome.match)

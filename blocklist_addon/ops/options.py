@@ -5,10 +5,12 @@ spin)."""
 
 from __future__ import annotations
 
+import math
+
 from mitmproxy import ctx
 from mitmproxy.exceptions import OptionsError
 
-__all__ = ["int_option"]
+__all__ = ["float_option", "int_option"]
 
 
 def int_option(name: str, low: int, high: int | None = None) -> int:
@@ -17,4 +19,17 @@ def int_option(name: str, low: int, high: int | None = None) -> int:
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise OptionsError(f"{name} must be {bounds}, not {value}")
+    return value
+
+
+def float_option(name: str, low: float, high: float) -> float:
+    """The option ``name``, a string (mitmproxy's ``--set`` reads no floats), as a number,
+    refused unless it is one, finite, and ``low <= value <= high``."""
+    text = getattr(ctx.options, name)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise OptionsError(f"{name} must be a number between {low:g} and {high:g}, not {text!r}")
     return value
