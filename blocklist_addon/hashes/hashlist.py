@@ -7,8 +7,8 @@
 ``check(data)`` says more: the match, the image format (or the video container), and why
 the pixels could not be checked when they could not (the exact hashes always are). A video
 (``video.sniff_video``) is matched by vPDQ against the list's videos when it has some
-(``check_video``: decoded in this process; the proxy will decode in its workers and call
-``match_video``). A match never carries the
+(``check_video``: decoded in this process; the proxy decodes in its workers,
+``guards/images``, and calls ``match_video``). A match never carries the
 listed hash or the file's: only the entry's opaque id, the kind of hash that matched and
 the Hamming distance (0 for exact hashes).
 """

@@ -50,9 +50,9 @@ that cannot be fully checked gets one ``images.Uncheckable``-style reason word: 
 ``frames-skipped`` (stopped at a limit, or a decode error after some frames); the frames
 hashed until then are still matched. FFmpeg is native code: ``hash_video`` is meant to run
 in the decoder workers (``decoder.DecoderPool(work=hash_video)``: address-space and CPU
-rlimits, restarted when one dies), never in the proxy's own process (the upload guard
-does not call it yet; ``blocklist-scan`` does, through ``HashList.check_video``, in its
-own worker processes).
+rlimits, restarted when one dies), never in the proxy's own process: the upload guard runs
+it in a pool of its own, ``blocklist-scan`` through ``HashList.check_video`` in its own
+worker processes.
 """
 
 from __future__ import annotations

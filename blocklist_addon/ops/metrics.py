@@ -63,7 +63,7 @@ COUNTERS = {
     ),
     "blocklist_lastgood_errors_total": "Failed writes of the last-known-good copy.",
     "blocklist_uploads_checked_total": (
-        "Uploaded files checked against the image hash list, by file (image, other)."
+        "Uploaded files checked against the image hash list, by file (image, video, other)."
     ),
     "blocklist_image_matches_total": (
         "Uploads refused for matching the image hash list, by hash kind (md5, sha1, sha256, pdq)."
