@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from blocklist_addon.hashes.snapshot import HashRecords, HashSnapshot
+from blocklist_addon.hashes.records import HashRecords
+from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.lists.hosts import HostStore
 from blocklist_addon.lists.store import SYNCED_STATE, Store, VersionInfo
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress

@@ -107,7 +107,8 @@ def test_the_shipped_logrotate_file_rotates_without_losing_a_line(tmp_path: path
     config = tmp_path / "logrotate.conf"
     config.write_text(
         shipped.replace("/var/log/blocklist-proxy", str(logs)).replace(
-            "create 0640 blocklist adm", "create 0640"  # the guide's service user
+            "create 0640 blocklist adm",
+            "create 0640",  # the guide's service user
         )
     )
     path = logs / "blocks.jsonl"

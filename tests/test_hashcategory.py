@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blocklist_addon.hashes import HashList, HashMatch, HashSnapshot
-from blocklist_addon.hashes.snapshot import MAX_CATEGORY, HashRecords, category_of
+from blocklist_addon.hashes.records import MAX_CATEGORY, HashRecords, category_of
 from blocklist_addon.ops.blocklog import BlockEvent, record
 from sync.feeds import parse_feed
 from testlab.harness import Origins, Proxy, TestCA, running, sync, wait_for

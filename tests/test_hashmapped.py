@@ -17,7 +17,7 @@ import pytest
 from blocklist_addon.hashes import HashList, HashSnapshot
 from blocklist_addon.hashes import mapped as mapped_module
 from blocklist_addon.hashes.mapped import file_for
-from blocklist_addon.hashes.snapshot import HashRecord
+from blocklist_addon.hashes.records import HashRecord
 from testlab.harness import Proxy, TestCA, running, sync, wait_for
 from testlab.images import draw, encode, reference_pdq, variants
 

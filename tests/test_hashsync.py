@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon.hashes import KINDS, HashList, HashSnapshot
-from blocklist_addon.hashes.snapshot import HashRecord, HashRecords
+from blocklist_addon.hashes.records import HashRecord, HashRecords
 from blocklist_addon.lists.store import open_store
 from blocklist_addon.ops.config import ConfigError
 from sync import cli

@@ -258,7 +258,8 @@ def test_a_hash_list_without_pdq_hashes_maps(tmp_path: pathlib.Path) -> None:
     file like any other: the empty PDQ tables made writing it raise, and the proxy never
     followed the new version."""
     from blocklist_addon.hashes import HashList
-    from blocklist_addon.hashes.snapshot import HashSnapshot, record_of
+    from blocklist_addon.hashes.records import record_of
+    from blocklist_addon.hashes.snapshot import HashSnapshot
 
     record = record_of({"id": "only-md5", "md5": "ab" * 16})
     assert record is not None

@@ -15,7 +15,8 @@ import struct
 import pytest
 
 from blocklist_addon.hashes import HashEntry, HashList, HashMatch, HashSnapshot
-from blocklist_addon.hashes.snapshot import HashRecord, HashRecords, SnapshotError, record_of
+from blocklist_addon.hashes.records import HashRecord, HashRecords, record_of
+from blocklist_addon.hashes.snapshot import SnapshotError
 from blocklist_addon.hashes.video import hash_video
 from sync import cli
 from sync.feeds import FeedError, parse_feed, validate

@@ -38,13 +38,13 @@ _WHERE = {
     "HashEntry": "hashlist",
     "HashList": "hashlist",
     "HashMatch": "hashlist",
-    "record_of": "snapshot",
+    "record_of": "records",
     "Limits": "images",
     "Uncheckable": "images",
     "sniff": "images",
     "DEFAULT_THRESHOLD": "pdq",
     "MIN_QUALITY": "pdq",
-    "HashRecord": "snapshot",
+    "HashRecord": "records",
     "HashSnapshot": "snapshot",
 }
 
@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from blocklist_addon.hashes.images import Limits, Uncheckable, sniff
     from blocklist_addon.hashes.kinds import KINDS, NAMESPACE
     from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY
-    from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot, record_of
+    from blocklist_addon.hashes.records import HashRecord, record_of
+    from blocklist_addon.hashes.snapshot import HashSnapshot
 
 
 def __getattr__(name: str) -> object:

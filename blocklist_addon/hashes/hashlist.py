@@ -32,7 +32,8 @@ from blocklist_addon.hashes.kinds import (
     exact_digests,
 )
 from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex
-from blocklist_addon.hashes.snapshot import HashRecord, HashSnapshot, record_of
+from blocklist_addon.hashes.records import HashRecord, record_of
+from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.video import (
     COMPARED_MATCH_PERCENT,
     QUERY_MATCH_PERCENT,

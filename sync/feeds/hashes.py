@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterator
 
 from blocklist_addon.hashes.kinds import KINDS
-from blocklist_addon.hashes.snapshot import (
+from blocklist_addon.hashes.records import (
     HashRecord,
     HashRecords,
     category_of,

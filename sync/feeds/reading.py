@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from blocklist_addon.hashes.snapshot import HashRecords
+from blocklist_addon.hashes.records import HashRecords
 from blocklist_addon.ops.progress import Progress
 
 __all__ = [
