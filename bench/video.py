@@ -30,7 +30,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from blocklist_addon.hashes.video import VideoIndex, VideoLimits, hash_video
+from blocklist_addon.hashes.video import VideoLimits, hash_video
+from blocklist_addon.hashes.vpdq import VideoIndex
 from testlab.videos import draw, encode
 
 #: Frame size and bit rate of each clip.

@@ -20,17 +20,13 @@ from blocklist_addon.hashes import images
 from blocklist_addon.hashes.decoder import DecoderPool
 from blocklist_addon.hashes.video import (
     CODECS,
-    MAX_FEED_FRAMES,
     VideoHashes,
-    VideoIndex,
     VideoLimits,
-    VideoMatch,
     hash_video,
-    parse_vpdq,
-    prepare,
     sniff_video,
     truncated,
 )
+from blocklist_addon.hashes.vpdq import MAX_FEED_FRAMES, VideoIndex, VideoMatch, parse_vpdq, prepare
 from testlab import images as test_images
 from testlab.videos import FORMATS, draw, encode
 

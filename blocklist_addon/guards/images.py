@@ -8,9 +8,10 @@ body, by exact hashes (any file) and, when its bytes are an image, by PDQ of its
 frames. A match is refused with 451 before a byte goes upstream, written to the block log
 (entry id, hash kind, distance: never the image or a hash) and POSTed to the optional
 webhook. When the list holds videos, each piece whose bytes are a video (MP4, MOV,
-WebM, Matroska, AVI) is decoded too and matched by vPDQ (``hashes.video``). Images and
-videos too large, broken or slow to decode are passed and logged, or refused with 413/422,
-as ``blocklist_image_uncheckable`` says. Nothing is written to disk.
+WebM, Matroska, AVI) is decoded too (``hashes.video``) and matched by vPDQ
+(``hashes.vpdq``). Images and videos too large, broken or slow to decode are passed and
+logged, or refused with 413/422, as ``blocklist_image_uncheckable`` says. Nothing is
+written to disk.
 
 Decoding and hashing (about 15 ms for a 1-megapixel JPEG, 12 ms a second of 320x240
 video) run in worker processes (``DecoderPool``: one pool for images, one for videos),
@@ -41,13 +42,8 @@ from blocklist_addon.hashes.images import Uncheckable, sniff
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
-from blocklist_addon.hashes.video import (
-    COMPARED_MATCH_PERCENT,
-    QUERY_MATCH_PERCENT,
-    VideoLimits,
-    hash_video,
-    sniff_video,
-)
+from blocklist_addon.hashes.video import VideoLimits, hash_video, sniff_video
+from blocklist_addon.hashes.vpdq import COMPARED_MATCH_PERCENT, QUERY_MATCH_PERCENT
 from blocklist_addon.lists.active import ActiveList, ListKind
 from blocklist_addon.ops.blocklog import record
 from blocklist_addon.ops.metrics import Metrics

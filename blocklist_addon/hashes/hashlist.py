@@ -34,14 +34,8 @@ from blocklist_addon.hashes.kinds import (
 from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex
 from blocklist_addon.hashes.records import HashRecord, record_of
 from blocklist_addon.hashes.snapshot import HashSnapshot
-from blocklist_addon.hashes.video import (
-    COMPARED_MATCH_PERCENT,
-    QUERY_MATCH_PERCENT,
-    VideoIndex,
-    VideoLimits,
-    hash_video,
-    sniff_video,
-)
+from blocklist_addon.hashes.video import VideoLimits, hash_video, sniff_video
+from blocklist_addon.hashes.vpdq import COMPARED_MATCH_PERCENT, QUERY_MATCH_PERCENT, VideoIndex
 
 __all__ = ["Check", "HashEntry", "HashList", "HashMatch"]
 
@@ -124,7 +118,7 @@ class HashList:
     ) -> None:
         """``index``: the PDQ index over ``snapshot``'s PDQ section, built earlier (mapped
         from a file: ``hashes.mapped``); built here when not given. The listed videos'
-        index is built here, in each process (``video.VideoIndex``, HMA's rule with the
+        index is built here, in each process (``vpdq.VideoIndex``, HMA's rule with the
         two percentages; frames match within ``threshold``)."""
         if not 0 <= threshold <= 128:
             raise ValueError("threshold must be between 0 and 128 bits (31 is the default)")

@@ -92,12 +92,12 @@ def record_of(fields: Mapping[str, object]) -> HashRecord | None:
 
 
 def video_of(fields: Mapping[str, object]) -> tuple[tuple[bytes, int], ...]:
-    """A feed object's ``vpdq`` frames (``video.parse_vpdq``): () when absent or empty,
+    """A feed object's ``vpdq`` frames (``vpdq.parse_vpdq``): () when absent or empty,
     ValueError when malformed (the message never quotes it)."""
     value = fields.get("vpdq")
     if value is None or value == [] or (isinstance(value, str) and value.strip() in ("", "[]")):
         return ()
-    from blocklist_addon.hashes.video import parse_vpdq
+    from blocklist_addon.hashes.vpdq import parse_vpdq
 
     frames = parse_vpdq(value)
     if frames is None:

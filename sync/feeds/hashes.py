@@ -9,7 +9,7 @@ than its hashes and ids, never an object a record.
 A record is one line: an optional ``id`` and ``category`` (the hotline's severity class,
 text or a number, kept with the entry for block events) and one or more of ``md5``,
 ``sha1``, ``sha256``, ``pdq`` in hex (any case), or ``vpdq``: a video's frame hashes as
-HMA and the vpdq tools write them (``hashes.video.parse_vpdq``; in a CSV column, HMA's
+HMA and the vpdq tools write them (``hashes.vpdq.parse_vpdq``; in a CSV column, HMA's
 JSON signal string). A record may carry ``vpdq`` alone. A record with a malformed hash
 (wrong length, not hex), a malformed ``vpdq``, no hash at all, a bad id or a bad category
 is invalid; it is counted, and ``validate`` refuses the feed when too many are (naming
