@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist, Entry, Match
 from blocklist_addon.urls.canonical import canonical_host, parse
-from blocklist_addon.urls.matcher import _SIMPLE_AUTHORITY, exempt_hosts
+from blocklist_addon.urls.matcher import (
+    _SIMPLE_AUTHORITY,
+    compile_entry,
+    exempt_hosts,
+    expression_of,
+)
 from blocklist_addon.urls.snapshot import expression_digest
 
 PAGE = "http://listed.example/gallery/page.html"
@@ -23,6 +28,34 @@ LISTED = [
     "http://192.0.2.7/img/a.jpg",  # an IP host
     "http://deep.example.org/a/b/c/d/e/",  # a directory deeper than the spec's 4 prefixes
 ]
+
+
+def listed(
+    entry: str, *, embedded: bool = False, list_name: str = "iwf", entry_id: str = ""
+) -> Match:
+    """The exact match of the entry ``entry`` (its id by its place in LISTED unless given)."""
+    c = compile_entry(entry)
+    assert c is not None
+    return Match(
+        list_name=list_name,
+        entry_id=entry_id or f"e{LISTED.index(entry)}",
+        digest=expression_digest(expression_of(c)).hex(),
+        embedded=embedded,
+    )
+
+
+def entry_of(url: str) -> str:
+    """Which of LISTED a BLOCKED URL falls under (by its host, and its path on listed.example)."""
+    for host, entry in (
+        ("whole-site", LISTED[2]),
+        ("q.example.net", LISTED[3]),
+        ("deep.example.org", LISTED[5]),
+        ("/img/a.jpg", LISTED[4]),
+        ("/dir/", LISTED[1]),
+    ):
+        if host in url:
+            return entry
+    return PAGE
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +162,7 @@ NOT_BLOCKED = [
 
 @pytest.mark.parametrize("url", BLOCKED)
 def test_blocked(bl: Blocklist, url: str) -> None:
-    m = bl.match(url)
-    assert m is not None, url
-    assert m.list_name == "iwf"
-    assert not m.embedded
+    assert bl.match(url) == listed(entry_of(url)), url
 
 
 @pytest.mark.parametrize("url", NOT_BLOCKED)
@@ -159,21 +189,20 @@ def wrap(url: str, depth: int) -> str:
 
 @pytest.mark.parametrize("url", WRAPPED)
 def test_embedded_urls_are_blocked(bl: Blocklist, url: str) -> None:
-    m = bl.match(url)
-    assert m is not None, url
-    assert m.embedded
+    assert bl.match(url) == listed(entry_of(url), embedded=True), url
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
 def test_nested_redirectors(bl: Blocklist, depth: int) -> None:
-    m = bl.match(wrap(PAGE, depth))
-    assert m is not None and m.embedded
+    assert bl.match(wrap(PAGE, depth)) == listed(PAGE, embedded=True)
     assert bl.match(wrap("http://listed.example/gallery/other.html", depth)) is None
 
 
 def test_embedded_query_entry_needs_its_query(bl: Blocklist) -> None:
     inner = "http://q.example.net/view.php?id=42"
-    assert bl.match("http://r.example.com/?u=" + urllib.parse.quote(inner, safe="")) is not None
+    assert bl.match("http://r.example.com/?u=" + urllib.parse.quote(inner, safe="")) == listed(
+        LISTED[3], embedded=True
+    )
     assert bl.match("http://r.example.com/?u=http://q.example.net/view.php&id=43") is None
 
 
@@ -519,18 +548,19 @@ REPORT = "https://report.hotline.example/report?url=" + urllib.parse.quote(PAGE,
 
 
 def test_embedded_exempt_hosts_are_not_checked_for_embedded_urls(bl: Blocklist) -> None:
-    assert bl.match(REPORT) is not None
+    found = listed(PAGE, embedded=True)
+    assert bl.match(REPORT) == found
     assert bl.match(REPORT, embedded_exempt=["report.hotline.example"]) is None
     assert bl.match(REPORT, embedded_exempt=["Hotline.Example."]) is None  # and subdomains
-    assert bl.match(REPORT, embedded_exempt=["other.example"]) is not None
-    assert bl.match(REPORT, embedded_exempt=["hotline.example.net"]) is not None
+    assert bl.match(REPORT, embedded_exempt=["other.example"]) == found
+    assert bl.match(REPORT, embedded_exempt=["hotline.example.net"]) == found
     assert bl.match(
         REPORT.replace("report.", "evilreport."), embedded_exempt=["report.hotline.example"]
     )
 
 
 def test_embedded_exempt_hosts_are_still_checked_themselves(bl: Blocklist) -> None:
-    assert bl.match(PAGE, embedded_exempt=["listed.example"]) is not None
+    assert bl.match(PAGE, embedded_exempt=["listed.example"]) == listed(PAGE)
     translated = "https://listed-example.translate.goog/gallery/page.html"
     assert bl.match(translated, embedded_exempt=["translate.goog"]) is not None
 
@@ -584,8 +614,14 @@ def test_a_listed_host_under_thousands_of_labels_is_still_found() -> None:
     made 4,000 suffixes of up to 8 KiB each); the listed ones are still among them."""
     bl = Blocklist.from_entries(["whole-site.blocked.test/", "http://blocked.example.com/p.html"])
     padding = ".".join(["a"] * 4000)
-    assert bl.match(f"http://{padding}.whole-site.blocked.test/x") is not None
-    assert bl.match(f"http://{padding}.blocked.example.com/p.html") is not None
+    whole, page = (
+        bl.match("http://whole-site.blocked.test/x"),
+        bl.match("http://blocked.example.com/p.html"),
+    )
+    assert whole is not None and whole.digest == expression_digest("whole-site.blocked.test/").hex()
+    assert page is not None and page.digest == expression_digest("blocked.example.com/p.html").hex()
+    assert bl.match(f"http://{padding}.whole-site.blocked.test/x") == whole
+    assert bl.match(f"http://{padding}.blocked.example.com/p.html") == page
     assert bl.match(f"http://{padding}.blocked.example.com/other.html") is None
     assert bl.match(f"http://{padding}.test/x") is None
 
@@ -595,5 +631,8 @@ def test_deep_paths_on_a_listed_host_cost_linear_work() -> None:
     listed host were built and hashed whole, 1.9 s for 64 KiB), found wherever it is."""
     bl = Blocklist.from_entries(["http://blocked.example.com/" + "a/" * 20000])
     deep = "http://blocked.example.com/" + "a/" * 32000 + "page.html"
-    assert bl.match(deep) is not None  # the listed directory, 20,000 levels down
+    found = bl.match(deep)  # the listed directory, 20,000 levels down
+    entry = compile_entry("http://blocked.example.com/" + "a/" * 20000)
+    assert entry is not None and found is not None
+    assert found.digest == expression_digest(expression_of(entry)).hex()
     assert bl.match("http://blocked.example.com/" + "a/" * 19999 + "b/page.html") is None
