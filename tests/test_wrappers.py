@@ -13,6 +13,7 @@ same families is ``tests/test_proxy_wrappers.py``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,7 +172,10 @@ def blocklist(case: Case) -> Blocklist:
 @given(case=cases(), data=st.data())
 def test_a_wrapped_listed_url_is_blocked(family: str, case: Case, data: st.DataObject) -> None:
     url = FAMILIES[family](case.url, data)
-    assert blocklist(case).match(url) is not None, url
+    bl = blocklist(case)
+    direct = bl.match(case.url)
+    assert direct is not None, case.url
+    assert bl.match(url) == dataclasses.replace(direct, embedded=True), url  # that entry
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -374,7 +378,9 @@ def test_base64_is_decoded_to_any_depth_within_the_budget() -> None:
     """Twenty-two levels of base64 (each level a third longer than the one it holds): every
     level is found, where decoding used to stop at two."""
     bl = Blocklist.from_entries(["http://a.test/x"])
-    assert bl.match(nested_base64(22)) is not None
+    assert bl.match(nested_base64(22)) == dataclasses.replace(
+        bl.match("http://a.test/x"), embedded=True
+    )
     assert Blocklist.from_entries(["http://a.test/y"]).match(nested_base64(22)) is None
 
 
