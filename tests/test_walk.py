@@ -20,13 +20,21 @@ mmdebstrap, unshare and chroot (``apt-get install mmdebstrap``).
   ``systemctl enable --now blocklist-proxy@PORT`` runs the unit's ExecStart as its User=
   with its Environment= after making its LogsDirectory= (all read from the shipped unit),
   and the sync timer is not started (the walk runs the sync by hand, which the guide does
-  too); ``proxy.example`` and the unlisted origin ``unlisted.example.org`` (a
-  ``python3 -m http.server``) are names in the system's /etc/hosts.
+  too); the units the guide copies are checked with ``systemd-analyze verify`` instead;
+  ``proxy.example`` and the unlisted origin ``unlisted.example.org`` (a
+  ``python3 -m http.server``) are names in the system's /etc/hosts. In the hosting chapter
+  the proxy starts the guide's way without systemd, the licensee's hash feed is left out
+  (the self-test hash feed stays), the platform is a small aiohttp upload site on
+  127.0.0.1:8000 whose moderation endpoint takes the webhook over loopback (the guide's
+  ``https://platform.example.net`` has no server here), with a token written by the walk.
 - The working state: the self-test entry answers 451 through the proxy over HTTP and HTTPS
   (with the school's CA trusted system-wide as the guide says for Linux desktops, the
   guide's three curl lines all answer 451), an unlisted page passes through each instance,
   the block log has the self-test's lines without the URL and follows logrotate's rename,
-  and each instance's status page answers.
+  and each instance's status page answers; for the hosting platform, the self-test image and
+  a smaller JPEG copy are refused (451, the JSON error naming the list), the block log has
+  the line the guide quotes, the site received nothing, the moderation webhook got the
+  events with the token, the log says what the guide says, and an ordinary picture is stored.
 
 One setting is this machine's: its egress intercepts TLS, so pip gets the host's CA bundle
 (``PIP_CERT``) when the host has one.
@@ -149,7 +157,16 @@ def install_steps() -> tuple[Steps, list[str]]:
     first = first.replace("apt-get install ", "apt-get install -y ")
     sync = block(install, "sh", "blocklist-sync status")
     timer = block(install, "sh", "blocklist-sync.timer")
-    not_run.append(f"{timer.strip()}  # no systemd as PID 1 in a chroot")
+    copy = [line for line in timer.splitlines() if line.startswith("cp ")]
+    enable = [line for line in timer.splitlines() if line.startswith("systemctl ")]
+    assert copy and enable
+    not_run.append(f"{enable[0]}  # no systemd as PID 1 in a chroot: the units are verified")
+    units = re.findall(r"deploy/systemd/(\S+)", copy[0])
+    timer_units = "\n".join(copy) + (
+        "\nsystemd-analyze verify "  # what systemctl would refuse to load, offline
+        + " ".join(f"/etc/systemd/system/{u}" for u in units)
+        + "\n"
+    )
     feed = textwrap.dedent(f"""\
         # (walk) the licensee's feed, as the operator edits [feeds.iwf]: the sample list
         cd /etc/blocklist-proxy
@@ -165,6 +182,7 @@ def install_steps() -> tuple[Steps, list[str]]:
             ("first sync", f"cd {SRC}\n{sync}"),
             ("self-test feed", f"cd {SRC}\n{selftest}"),
             ("the next sync", f"cd {SRC}\n{sync}"),
+            ("the sync timer's units (verified)", f"cd {SRC}\n{timer_units}"),
         ],
         not_run,
     )
@@ -186,7 +204,12 @@ def school_steps() -> Steps:
     assert enable, "the school's unit block should enable the instances"
     instances = re.findall(r"blocklist-proxy@(\d+)", enable.group(1))
     assert len(instances) >= 2
-    units = units.replace(enable.group(0), unit_start(instances) + wait_healthy(instances))
+    verify = "systemd-analyze verify " + " ".join(
+        f"/etc/systemd/system/blocklist-proxy@{i}.service" for i in instances
+    )
+    units = units.replace(
+        enable.group(0), f"{verify}\n{unit_start(instances)}{wait_healthy(instances)}"
+    )
     ca_linux = quoted(school, "cp mitmproxy-ca-cert.pem /usr/local/share/ca-certificates/")
     checks = [
         line.split("#", 1)[0].strip()
@@ -251,10 +274,15 @@ async def upload(request):
     form = await request.post()
     (store / secrets.token_hex(8)).write_bytes(form["file"].file.read())
     return web.Response(text="stored\\n")
+async def moderation(request):
+    events = pathlib.Path("/srv/events"); events.mkdir(exist_ok=True)
+    body = await request.read()
+    (events / secrets.token_hex(8)).write_text(request.headers.get("Authorization", "") + "\\n" + body.decode())
+    return web.Response(status=204)
 async def home(request):
     return web.Response(text="<p>Example Photos</p>", content_type="text/html")
 app = web.Application(client_max_size=64 << 20)
-app.add_routes([web.post("/upload", upload), web.get("/", home)])
+app.add_routes([web.post("/upload", upload), web.post("/internal/moderation", moderation), web.get("/", home)])
 web.run_app(app, host="127.0.0.1", port=8000, print=None)
 """
 
@@ -273,7 +301,12 @@ def hosting_steps() -> tuple[Steps, list[str]]:
     not_run.append("[feeds.iwf-hashes]  # the licensee's hash feed: no such feed here")
     sync = quoted(hosting, "runuser -u blocklist -- blocklist-sync --config")
     webhook = block(hosting, "yaml", "blocklist_image_webhook:")
-    not_run.append(f"{webhook.strip()}  # no moderation endpoint here")
+    platform = "https://platform.example.net/internal/moderation"
+    assert platform in webhook
+    # (walk) the platform's moderation endpoint is the upload site's, over loopback
+    webhook = webhook.replace(platform, "http://127.0.0.1:8000/internal/moderation")
+    token_file = quoted(hosting, "install -m 600 -o blocklist -g blocklist /dev/null ")
+    enforcing = quoted(hosting, "enforcing hash list version")
     units = block(hosting, "sh", "blocklist-proxy@8080")
     not_run.append(f"{units.strip()}  # no systemd: the guide's own way without it instead")
     by_hand = block(hosting, "sh", "install -d -o blocklist")
@@ -316,6 +349,11 @@ def hosting_steps() -> tuple[Steps, list[str]]:
         cat {log_file}
         grep -qF {shlex.quote(logged)} {log_file}    # the guide's words for the line
         test -z "$(ls /srv/uploads)"    # the platform received nothing
+        grep -q {shlex.quote(enforcing)} /tmp/proxy-8080.log    # what the guide says the log says
+        for n in $(seq 20); do [ -n "$(ls /srv/events 2>/dev/null)" ] && break; sleep 0.5; done
+        cat /srv/events/*    # the moderation webhook's events
+        grep -q '^Bearer walk-token$' /srv/events/*
+        grep -q '"selftest"' /srv/events/*
         # (walk) an ordinary picture passes and is stored
         /opt/blocklist-proxy/bin/python -c "from PIL import Image; Image.new('RGB', (200, 120), (40, 120, 200)).save('/tmp/ordinary.png')"
         curl -s -F file=@/tmp/ordinary.png http://127.0.0.1:8080/upload | grep -q stored
@@ -325,6 +363,11 @@ def hosting_steps() -> tuple[Steps, list[str]]:
     return (
         [
             ("proxy.yaml", f"cat > /etc/blocklist-proxy/proxy.yaml <<'EOF'\n{proxy_yaml}EOF\n"),
+            (
+                "moderation webhook",
+                f"{token_file}\nprintf walk-token > /etc/blocklist-proxy/webhook.token  # (walk) the token\n"
+                f"cat >> /etc/blocklist-proxy/proxy.yaml <<'EOF'\n{webhook}EOF\n",
+            ),
             (
                 "hash feeds",
                 f"cat >> /etc/blocklist-proxy/sync.toml <<'EOF'\n\n[feeds.selftest-hashes]{selftest}EOF\n",
@@ -371,7 +414,7 @@ def run_steps(root: pathlib.Path, named: list[tuple[str, str]], *, net: bool) ->
         path = directory / f"{n:02d}.sh"
         path.write_text(script)
         driver.append(
-            f"printf '\\n@@ step %s\\n' '{name}'; s=$(date +%s.%N); (cd /root && sh -ex /root/walk/{n:02d}.sh); rc=$?\n"
+            f"printf '\\n@@ step %s\\n' {shlex.quote(name)}; s=$(date +%s.%N); (cd /root && sh -ex /root/walk/{n:02d}.sh); rc=$?\n"
             f'printf "\\n@@ done rc=%s %s %s\\n" $rc $(date +%s.%N) $s; [ $rc = 0 ] || exit $rc'
         )
     (directory / "run.sh").write_text("\n".join(driver) + "\n")
