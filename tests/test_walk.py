@@ -1,4 +1,4 @@
-"""The school chapter of docs/operators-guide.md, walked on a fresh Debian 13 by its own words.
+"""The install, school and hosting chapters of docs/operators-guide.md, walked on Debian 13.
 
 Opt-in (it installs Debian packages and the project from PyPI into a fresh system: minutes):
 ``BLOCKLIST_WALK_TESTS=1 .venv/bin/python -m pytest -s tests/test_walk.py``, as root, with
@@ -69,7 +69,7 @@ pytestmark = [
     pytest.mark.opt_in,
     pytest.mark.skipif(
         os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
-        reason="walks the school chapter on a fresh Debian 13 (minutes): BLOCKLIST_WALK_TESTS=1",
+        reason="walks the install, school and hosting chapters on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
     ),
 ]
 
