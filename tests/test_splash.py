@@ -674,3 +674,25 @@ def test_a_test_list_gets_neutral_wording_not_the_hotlines() -> None:
     quiet = splash.SplashConfig(test_lists=frozenset())
     shown = splash.render(quiet, url="u", list_name="selftest", reference="r4", page=True)
     assert b"indecent images of children" in shown.body  # not a test list: the real wording
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+@pytest.mark.parametrize("image", [False, True])
+def test_a_refused_test_upload_speaks_as_a_test(as_json: bool, image: bool) -> None:
+    """The self-test image and link refused at upload (the hosting chapter's check) say it
+    is a test, as the self-test page does, not that the file matches the hotline's list of
+    abuse images; a list not named in test_lists keeps the real wording."""
+    config = splash.SplashConfig(operator="Example Uploads")
+    test = splash.refused_upload(
+        config, list_name="selftest", reference="r5", as_json=as_json, image=image, site=True
+    )
+    real = splash.refused_upload(
+        config, list_name="iwf", reference="r6", as_json=as_json, image=image, site=True
+    )
+    assert test.status == real.status == 451
+    assert dict(test.headers).keys() == dict(real.headers).keys()
+    for hotline in (b"child sexual abuse", b"indecent images of children"):
+        assert hotline not in test.body
+    assert (b"child sexual abuse" if image else b"indecent images of children") in real.body
+    assert b"self-test" in test.body and b"Example Uploads" in test.body
+    assert b"r5" in test.body

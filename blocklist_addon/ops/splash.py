@@ -280,7 +280,13 @@ def refused_upload(
     who = config.operator
     if site and who == DEFAULT_OPERATOR:
         who = DEFAULT_SITE
-    if image:
+    if list_name in config.test_lists:  # the self-test upload: words that accuse no one
+        reason = (
+            f"blocklist-proxy self-test: the submission was not accepted by {who}: it contains "
+            f"{'an image' if image else 'a link'} on the test list '{_showable(list_name)}', "
+            "so it went through the proxy and was refused. Blocking works."
+        )
+    elif image:
         reason = (
             f"The submission was not accepted by {who}: it contains an image that matches a "
             f"list of known child sexual abuse images from {config.hotline}."
