@@ -58,10 +58,22 @@ TEST_NAMES = [
 START_TIMEOUT = 60.0
 
 
+#: Ports this process has handed out: the kernel may give a port that was just released
+#: to the next bind(0), so two calls in a row (a proxy's listen and status ports) could
+#: return the same port and the second server fail with "address already in use".
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now and never handed out before by this process."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port left that this process has not handed out")
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -328,13 +340,26 @@ class Proxy:
         return self.netns.exec_prefix() + command if self.netns else command
 
     def start(self, *, wait: bool = True) -> Proxy:
+        """Start the proxy (and with ``wait``, until it answers). A port another test process
+        took between ``free_port`` and the proxy's bind is the harness's race, not the
+        proxy's failure: the start is tried again on new ports, at most twice more."""
         env = {**os.environ, "BLOCKLIST_DATA_DIR": str(self.workdir / "data"), **self.env}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
-            )
-        if wait:
-            wait_for(self._ready, START_TIMEOUT, f"the proxy to start (log: {self.log_path})")
+        for attempt in range(3):
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+                )
+            if not wait:
+                return self
+            try:
+                wait_for(self._ready, START_TIMEOUT, f"the proxy to start (log: {self.log_path})")
+                return self
+            except AssertionError:
+                taken = b"address already in use" in self.log_path.read_bytes()[logged:]
+                if not taken or attempt == 2 or self.netns is not None:
+                    raise
+                self.port, self.status_port = free_port(), free_port()
         return self
 
     def _ready(self) -> bool:

@@ -17,17 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from testlab.harness import free_port
+
 SERVICE = "mymaster"
 #: Seconds each process gets to answer PING, and the sentinels to see each other.
 START_TIMEOUT = 20.0
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 2000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def command(port: int, *args: str, auth: tuple[str, ...] = (), timeout: float = 2.0) -> bytes:
@@ -74,7 +70,7 @@ class Process:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

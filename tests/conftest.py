@@ -47,7 +47,16 @@ import redis.asyncio as aioredis
 from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import FileStore, RedisStore, Store, open_store
 from blocklist_addon.urls.snapshot import Snapshot
-from testlab.harness import Origins, Proxy, TestCA, World, feed_with, running, sync
+from testlab.harness import (
+    Origins,
+    Proxy,
+    TestCA,
+    World,
+    feed_with,
+    free_port,
+    running,
+    sync,
+)
 
 #: How long a redis-server gets to answer PING after it is started.
 REDIS_START_TIMEOUT = 10.0
@@ -68,12 +77,6 @@ def find_redis_server() -> pathlib.Path | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(port: int) -> bool:
@@ -123,7 +126,7 @@ class RedisServer:
     def start(self) -> Self:
         """Start and wait until it answers; a fresh port is retried if another took it."""
         for _ in range(3):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             options = {
                 "port": str(port),
                 "bind": "127.0.0.1",
