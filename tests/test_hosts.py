@@ -153,8 +153,12 @@ NEAR_MISSES = [
 
 @pytest.mark.parametrize("url", LISTED)
 def test_an_entry_matches_its_host_written_either_way(blocklist: Blocklist, url: str) -> None:
+    direct = blocklist.match(url)
+    assert direct is not None, url
     for spelling in wrapped(url):
-        assert blocklist.match(spelling) is not None, spelling
+        found = blocklist.match(spelling)
+        assert found is not None, spelling
+        assert (found.entry_id, found.digest) == (direct.entry_id, direct.digest), spelling
 
 
 @pytest.mark.parametrize("url", NEAR_MISSES)
