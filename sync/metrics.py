@@ -11,14 +11,11 @@ name; no entry, URL or store location is written.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from blocklist_addon.lists.store import SYNCED_STATE, Store, StoreError
+from blocklist_addon.lists.store import SYNCED_STATE, Store, StoreError, write_atomic
 from sync import worker
 
 __all__ = ["METRICS", "render", "write"]
@@ -138,13 +135,4 @@ async def write(
     """Collect and write the file atomically (mode 0644, for node_exporter)."""
     samples = await collect(stores, feeds, results, status=status, started=started, now=time.time())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(render(samples))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, render(samples).encode(), mode=0o644)
