@@ -26,9 +26,9 @@ from collections.abc import Iterator
 import pytest
 from ruamel.yaml import YAML
 from test_grafana import GRAFANA, PROMETHEUS_OWN, metric_names
-from test_imageproxy import LISTED, Site, feed, make, multipart, post, site_app
+from test_imageproxy import LISTED, Site, feed, make, multipart, post, upload_site
 
-from testlab.harness import ROOT, VENV_BIN, Origin, Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.harness import ROOT, VENV_BIN, Proxy, TestCA, running, sync, wait_for
 from testlab.images import encode, variants
 
 LISTED_JPEG = variants(LISTED)["jpeg-q40"]
@@ -37,14 +37,8 @@ CLEAN_JPEG = encode(LISTED.rotate(45), quality=85)  # not within the threshold o
 
 @pytest.fixture(scope="module")
 def site(ca: TestCA) -> Iterator[Site]:
-    origins = Origins(ca)
-    site = Site(Origin("placeholder"))
-    try:
-        site.origin = origins.start("uploads", app=site_app(site))
-        site.moderation = origins.start("moderation", app=site_app(site))
-        yield site
-    finally:
-        origins.close()
+    with upload_site(ca) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ list at all: a hash list alone is enough to start)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import pathlib
@@ -69,8 +70,9 @@ def feed(directory: pathlib.Path, *extra: dict[str, str]) -> pathlib.Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def site(ca: TestCA) -> Iterator[Site]:
+@contextlib.contextmanager
+def upload_site(ca: TestCA) -> Iterator[Site]:
+    """The upload site and its moderation endpoint (the webhook's target), stopped after."""
     origins = Origins(ca)
     site = Site(Origin("placeholder"))
     try:
@@ -79,6 +81,12 @@ def site(ca: TestCA) -> Iterator[Site]:
         yield site
     finally:
         origins.close()
+
+
+@pytest.fixture(scope="module")
+def site(ca: TestCA) -> Iterator[Site]:
+    with upload_site(ca) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.test import taddons
-from test_imageproxy import Site, make, multipart, post, site_app
+from test_imageproxy import Site, make, multipart, post, upload_site
 
 from blocklist_addon.addon import BlocklistAddon
 from blocklist_addon.guards.images import INLINE_BYTES
 from blocklist_addon.hashes.video import hash_video
-from testlab.harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.harness import Proxy, TestCA, running, sync, wait_for
 from testlab.videos import draw, encode
 
 LISTED = draw(1)  # 8 s at 10 fps, 320 x 240: 8 frames hashed, PDQ quality 96-100
@@ -56,14 +56,8 @@ def others() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def site(ca: TestCA) -> Iterator[Site]:
-    origins = Origins(ca)
-    site = Site(Origin("placeholder"))
-    try:
-        site.origin = origins.start("uploads", app=site_app(site))
-        site.moderation = origins.start("moderation", app=site_app(site))
-        yield site
-    finally:
-        origins.close()
+    with upload_site(ca) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
