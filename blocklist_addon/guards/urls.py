@@ -218,7 +218,8 @@ class Enforcer:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return
-        if len(request_url(flow.request)) > self.max_url_length:
+        url = request_url(flow.request)
+        if len(url) > self.max_url_length:
             self.refuse_too_long(flow)
             return
         blocklist = self.lists.blocklist
@@ -230,7 +231,7 @@ class Enforcer:
                 )
             return
         try:
-            match = self._match(blocklist, flow.request)
+            match = self._match(blocklist, flow.request, url)
         except TooLong:
             self.refuse_too_long(flow)
             return
@@ -352,23 +353,23 @@ class Enforcer:
         )
         return refuse
 
-    def _match(self, blocklist: Blocklist, request: http.Request) -> Match | None:
-        """The match for the URL, else for the URL by Host header; each runs even when the
-        other raised. With no match and an error, the request is answered (refused) or
+    def _match(self, blocklist: Blocklist, request: http.Request, url: str) -> Match | None:
+        """The match for ``url`` (the request's), else for the URL by Host header; each runs
+        even when the other raised. With no match and an error, the request is answered (refused) or
         passed as ``blocklist_on_error`` says."""
         self.metrics.inc("blocklist_lookups_total")
         error: Exception | None = None
         try:
-            found = blocklist.match(request_url(request), embedded_exempt=self.embedded_exempt)
+            found = blocklist.match(url, embedded_exempt=self.embedded_exempt)
         except Exception as exc:
             found, error = None, exc
         if found is None:
             try:
                 if names_another_host(request):
-                    url = request_url(request, by_host_header=True)
-                    if len(url) > self.max_url_length:
+                    by_host = request_url(request, by_host_header=True)
+                    if len(by_host) > self.max_url_length:
                         raise TooLong
-                    found = blocklist.match(url, embedded_exempt=self.embedded_exempt)
+                    found = blocklist.match(by_host, embedded_exempt=self.embedded_exempt)
             except TooLong:
                 raise
             except Exception as exc:
