@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from blocklist_addon.lists.hosts import ACTIVE as HOSTS_STATE
-from blocklist_addon.lists.store import Store, StoreError, VersionInfo
+from blocklist_addon.lists.store import Store, StoreError, VersionInfo, write_atomic
 from divert import DivertError, lastgood, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
@@ -457,7 +457,8 @@ class Runner:
             if path is None:
                 continue
             try:
-                runreport.write_atomic(path, text())
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, text().encode(), mode=0o644, durable=False)
             except OSError as exc:
                 self._say(f"cannot write {path}: {exc.strerror or exc}")
 

@@ -10,10 +10,6 @@ that is (the store not read yet); ``apply_errors_total`` counts failed applies.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from divert.dataset import DiversionSet
@@ -21,7 +17,7 @@ from divert.dataset import DiversionSet
 if TYPE_CHECKING:
     from divert.run import Runner
 
-__all__ = ["METRICS", "metrics", "status", "write_atomic"]
+__all__ = ["METRICS", "metrics", "status"]
 
 #: Every metric ``run`` exports, with its type and help (a dashboard or alert names these).
 METRICS = {
@@ -128,18 +124,3 @@ def metrics(runner: Runner) -> str:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         lines += [f"{name}{labels} {value}" for labels, value in values[name]]
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

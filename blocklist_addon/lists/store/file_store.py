@@ -305,14 +305,21 @@ def _read_or_none(path: pathlib.Path) -> bytes | None:
 
 
 def write_atomic(
-    path: pathlib.Path, data: bytes, *, hold: bool = False, mode: int = 0o600
+    path: pathlib.Path,
+    data: bytes,
+    *,
+    hold: bool = False,
+    mode: int = 0o600,
+    durable: bool = True,
 ) -> int | None:
-    """Replace ``path`` with ``data`` atomically and durably.
+    """Replace ``path`` with ``data`` atomically and (unless ``durable`` is false) durably.
 
     The temporary file is flock'ed while it is written so that a cleaner never removes a
     live writer's file. With ``hold`` the still-locked descriptor is returned (the caller
     closes it); otherwise it is closed. ``mode`` is set before the rename (not subject to
-    the umask), so a reader of another user never sees the file unreadable.
+    the umask), so a reader of another user never sees the file unreadable. A report that
+    is rewritten every few seconds passes ``durable=False``: a crash may lose its last
+    version, never show a part of one, and it pays no fsync on the event loop.
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -324,14 +331,16 @@ def write_atomic(
         while view:
             written = os.write(fd, view[:_CHUNK])
             view = view[written:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     if hold:
         return fd
     os.close(fd)
