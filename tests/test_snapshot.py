@@ -86,9 +86,10 @@ def test_round_trip_preserves_every_lookup(entries: list[Entry], absent: list[by
 
     assert len(snapshot) == len(first)
     assert snapshot.hostless == sum(host is None for host, _, _ in first.values())
+    in_order = sorted(first)  # entries are numbered in sorted-digest order
     for digest, (host, name, entry_id) in first.items():
         index = snapshot.find(digest)
-        assert index is not None
+        assert index == in_order.index(digest)
         assert snapshot.entry(index) == (name, entry_id or digest.hex())
         if host is not None:
             assert snapshot.has_host(host)
@@ -146,7 +147,9 @@ def test_entry_id_is_derived_from_the_digest_when_not_given() -> None:
 def test_hostless_entries_are_counted() -> None:
     snapshot = sample_snapshot()
     assert snapshot.hostless == 1
-    assert snapshot.find(expression_digest("hashed.invalid/only")) is not None
+    digest = expression_digest("hashed.invalid/only")
+    assert snapshot.find(digest) == 2  # the third of the five digests in sorted order
+    assert snapshot.entry(snapshot.find(digest)) == ("iwf", digest.hex())
     assert not snapshot.has_host(host_key("hashed.invalid"))
 
 
