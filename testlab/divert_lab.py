@@ -25,7 +25,17 @@ from dataclasses import dataclass, field
 
 from blocklist_addon.lists.store import open_store
 from divert.dataset import DiversionSet
-from testlab.harness import VENV_BIN, Origin, Origins, Proxy, Response, TestCA, feed_with, sync
+from testlab.harness import (
+    VENV_BIN,
+    Origin,
+    Origins,
+    Proxy,
+    Response,
+    TestCA,
+    feed_with,
+    send,
+    sync,
+)
 from testlab.netns import Lab, Namespace, Topology, gateway_topology
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -235,12 +245,7 @@ class Site:
         try:
             with self.client.entered():
                 conn.connect()
-            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-            for key, value in {"Host": host, **(headers or {})}.items():
-                conn.putheader(key, value)
-            conn.endheaders()
-            response = conn.getresponse()
-            return Response(response.status, response.headers, response.read())
+            return send(conn, "GET", path, host, headers)
         finally:
             conn.close()
 

@@ -265,6 +265,23 @@ class Response:
         return self.body.decode("utf-8", "replace")
 
 
+def send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    target: str,
+    host: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """One request with ``target`` and the Host header exactly as given (http.client adds
+    neither its own Host nor Accept-Encoding), and its whole response."""
+    conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+    for key, value in {"Host": host, **(headers or {})}.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+    response = conn.getresponse()
+    return Response(response.status, response.headers, response.read())
+
+
 class Proxy:
     """``blocklist-proxy`` in a subprocess, on free ports, with its own data directory.
 
@@ -460,13 +477,8 @@ class Proxy:
         """A plain-HTTP request through the proxy with ``url`` sent exactly as given."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
         try:
-            conn.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
             host = url.split("/")[2] if "://" in url else "unknown.invalid"
-            for key, value in {"Host": host, **(headers or {})}.items():
-                conn.putheader(key, value)
-            conn.endheaders()
-            response = conn.getresponse()
-            return Response(response.status, response.headers, response.read())
+            return send(conn, method, url, host, headers)
         finally:
             conn.close()
 
