@@ -25,24 +25,20 @@ import asyncio
 import json
 import logging
 import os
-import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon.content.inflate import TooLarge, inflate
 from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, header, respond
+from blocklist_addon.guards.uploadcheck import REQUEST_BUDGET, Outcome, UploadCheck
 from blocklist_addon.guards.urls import Enforcer
-from blocklist_addon.hashes.decoder import DecoderPool
-from blocklist_addon.hashes.images import Uncheckable, sniff
 from blocklist_addon.hashes.kinds import NAMESPACE
 from blocklist_addon.hashes.snapshot import HashSnapshot
-from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
-from blocklist_addon.hashes.video import VideoLimits, hash_video, sniff_video
+from blocklist_addon.hashes.video import VideoLimits
 from blocklist_addon.hashes.vpdq import COMPARED_MATCH_PERCENT, QUERY_MATCH_PERCENT
 from blocklist_addon.lists.active import ActiveList, ListKind
 from blocklist_addon.ops.blocklog import record
@@ -62,29 +58,11 @@ log = logging.getLogger(__name__)
 INLINE_BYTES = 64 * 1024
 #: Statuses for an upload refused because it could not be checked, by reason.
 _UNCHECKED_STATUS = {"too-large": 413}
-#: A request's check may take this many times blocklist_image_max_ms in all (each image is
-#: bounded by max_ms on its own); the wait for a free worker does not count.
-REQUEST_BUDGET = 4
 #: Seconds an upload may wait for a free worker before it counts as unchecked (too-busy).
 QUEUE_WAIT = 60.0
-#: Images decoded per request at most: a post of 200,000 tiny images must not hold a worker
-#: for minutes (the rest are reported as too-many-parts; their exact hashes are checked).
-#: Videos are capped the same way, apart.
-MAX_IMAGES = 256
 #: Defaults of blocklist_video_max_frames and _max_seconds (a video's bytes and pixels
 #: follow the image options, its decoding time the request's budget).
 _VIDEO = VideoLimits()
-
-
-@dataclass
-class _Outcome:
-    match: HashMatch | None = None
-    unchecked: list[str] = field(default_factory=list)
-    images: int = 0
-    videos: int = 0  # decoded (or sent to a worker to be)
-    files: int = 0
-    pending: int = 0  # images and videos whose pixels are still to be checked
-    failed: bool = False  # the check raised, and blocklist_on_error says refuse
 
 
 @dataclass(eq=False)
@@ -119,9 +97,7 @@ class ImageGuard:
             ),
         )
         self.webhook = Webhook(self.metrics)
-        # Untrusted images are decoded in worker processes, never in the proxy's own.
-        self.decoders = DecoderPool()
-        self.video_decoders = DecoderPool(work=hash_video)  # FFmpeg: as untrusted as Pillow
+        self.check = UploadCheck(self.metrics, lambda exc: self.enforcer.check_failed("image", exc))
         self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blocklist-image")
 
     def load(self, loader) -> None:
@@ -263,9 +239,9 @@ class ImageGuard:
         await self.hashes.running()
         hashlist = self.hashes.blocklist
         if hashlist is not None:
-            pools = [self.decoders]
+            pools = [self.check.decoders]
             if "vpdq" in hashlist.kinds:  # type: ignore[attr-defined]
-                pools.append(self.video_decoders)
+                pools.append(self.check.video_decoders)
             try:
                 for pool in pools:
                     await asyncio.to_thread(pool.warm)
@@ -276,8 +252,7 @@ class ImageGuard:
         await self.webhook.done()
         await self.hashes.done()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.decoders.close()
-        self.video_decoders.close()
+        self.check.close()
 
     # -- the list --------------------------------------------------------------------------
 
@@ -375,7 +350,7 @@ class ImageGuard:
             # image starts there; carving finds one further in), and its exact hashes.
             return self._check_off_loop(flow, hashlist, raw, coding, content_type)
         if len(raw) <= INLINE_BYTES and not coding:
-            outcome = self._check(hashlist, raw, coding, content_type, pixels=False)
+            outcome = self._run(hashlist, raw, coding, content_type, pixels=False)
             if outcome.match is not None or not outcome.pending:
                 self._decide(flow, outcome)
                 return None
@@ -392,9 +367,9 @@ class ImageGuard:
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
 
-        def work() -> _Outcome:
+        def work() -> Outcome:
             loop.call_soon_threadsafe(started.set)
-            return self._check(hashlist, raw, coding, content_type)
+            return self._run(hashlist, raw, coding, content_type)
 
         future = loop.run_in_executor(self._pool, work)
         try:
@@ -403,7 +378,7 @@ class ImageGuard:
                 await started.wait()
         except TimeoutError:
             future.cancel()
-            outcome = _Outcome(unchecked=["too-busy"])
+            outcome = Outcome(unchecked=["too-busy"])
         else:
             # The check stops starting work at its budget; this bounds the wait for a
             # decoder that never returns (the thread finishes on its own).
@@ -412,10 +387,10 @@ class ImageGuard:
                     future, self.max_seconds * (REQUEST_BUDGET + 1) + 5.0
                 )
             except TimeoutError:
-                outcome = _Outcome(unchecked=["too-slow"])
+                outcome = Outcome(unchecked=["too-slow"])
         self._decide(flow, outcome)
 
-    def _check(
+    def _run(
         self,
         hashlist: HashList,
         raw: bytes,
@@ -423,110 +398,19 @@ class ImageGuard:
         content_type: str,
         *,
         pixels: bool = True,
-    ) -> _Outcome:
-        """Runs in a worker thread for images: pure, touches no flow. Every piece's exact
-        hashes first (cheap, and a match ends the check), then the pixels of the images,
-        then of the videos when the list has some (unless not ``pixels``: they are then
-        counted as ``pending``), until the request's budget is spent."""
-        started = time.monotonic()
-        clock = time.perf_counter()
-        outcome = _Outcome()
-        try:
-            if len(raw) > self.max_bytes:
-                outcome.unchecked.append("too-large")
-                outcome.files += 1
-                if (match := hashlist.match_exact_bytes(raw)) is not None:
-                    outcome.match = match
-                    return outcome
-                raw = raw[: self.max_bytes]  # the head, checked below as any body
-            try:
-                body = inflate(raw, coding, self.max_bytes)
-            except TooLarge:
-                outcome.unchecked.append("too-large")
-                body = raw
-            except ValueError:  # a coding unknown or broken: check what was sent
-                outcome.unchecked.append("undecodable-encoding")
-                body = raw
-            pieces = unwrap(body, content_type, max_files=MAX_FILES, max_bytes=self.max_bytes)
-            outcome.unchecked += pieces.unchecked
-            if body is not raw:
-                pieces.files.append(raw)
-            for piece in pieces.files:
-                outcome.files += 1
-                if (match := hashlist.match_exact_bytes(piece)) is not None:
-                    outcome.match = match
-                    return outcome
-            budget = self.max_seconds * REQUEST_BUDGET
-            images = [piece for piece in pieces.files if sniff(piece) is not None]
-            videos = []
-            if "vpdq" in hashlist.kinds:
-                videos = [piece for piece in pieces.files if sniff_video(piece) is not None]
-            if not pixels:
-                outcome.pending = len(images) + len(videos)
-                return outcome
-            if len(images) > MAX_IMAGES:
-                outcome.unchecked.append("too-many-parts")
-                del images[MAX_IMAGES:]
-            for piece in images:
-                if time.monotonic() - started > budget:
-                    outcome.unchecked.append("too-slow")
-                    break
-                outcome.images += 1
-                try:
-                    hashed, reason = self.decoders.run(
-                        piece,
-                        hashlist.limits,
-                        hashlist.dihedral,
-                        cpu_seconds=2 * self.max_seconds + 1,
-                        timeout=2 * self.max_seconds + 10,  # a first worker starts in ~1 s
-                    )
-                except Uncheckable as exc:  # the worker died, or never answered
-                    hashed, reason = [], exc.reason
-                if reason:
-                    outcome.unchecked.append(reason)
-                if (match := hashlist.match_frames(hashed)) is not None:
-                    outcome.match = match
-                    return outcome
-            self._check_videos(hashlist, videos, outcome, started + budget)
-        except Exception as exc:  # an internal error: blocklist_on_error decides
-            outcome.failed = self.enforcer.check_failed("image", exc)
-        finally:
-            self.metrics.inc("blocklist_image_check_seconds_total", time.perf_counter() - clock)
-        return outcome
+    ) -> Outcome:
+        """The check under the options as configured now."""
+        return self.check.run(
+            hashlist,
+            raw,
+            coding,
+            content_type,
+            max_bytes=self.max_bytes,
+            max_seconds=self.max_seconds,
+            pixels=pixels,
+        )
 
-    def _check_videos(
-        self, hashlist: HashList, videos: list[bytes], outcome: _Outcome, deadline: float
-    ) -> None:
-        """Each video decoded and hashed in a video worker (``hash_video``) within what is
-        left of the request's budget, and matched here by vPDQ; the frames hashed before a
-        limit are still matched."""
-        if len(videos) > MAX_IMAGES:
-            outcome.unchecked.append("too-many-parts")
-            del videos[MAX_IMAGES:]
-        for piece in videos:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                outcome.unchecked.append("too-slow")
-                return
-            outcome.videos += 1
-            limits = replace(hashlist.video_limits, max_ms=max(1, round(left * 1000)))
-            try:
-                hashed = self.video_decoders.run(
-                    piece,
-                    limits,
-                    cpu_seconds=left + 1,
-                    timeout=left + 10,  # a first worker starts in ~1 s
-                )
-            except Uncheckable as exc:  # the worker died, or never answered
-                outcome.unchecked.append(exc.reason)
-                continue
-            if hashed.unchecked:
-                outcome.unchecked.append(hashed.unchecked)
-            if (match := hashlist.match_video(hashed.frames)) is not None:
-                outcome.match = match
-                return
-
-    def _decide(self, flow: http.HTTPFlow, outcome: _Outcome) -> None:
+    def _decide(self, flow: http.HTTPFlow, outcome: Outcome) -> None:
         if flow.response is not None:
             return  # the client went away, or another concern answered meanwhile
         self.metrics.inc("blocklist_uploads_checked_total", outcome.images, file="image")
