@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from blocklist_addon.urls.canonical import _PLAIN_HOST, MAX_DNS_NAME, _canonical_host, parse
 from blocklist_addon.urls.embedded import MARKER_WINDOW
-from blocklist_addon.urls.matcher import Blocklist, expression_of
-from blocklist_addon.urls.snapshot import expression_digest, host_key
+from blocklist_addon.urls.matcher import WALK_FLOOR, Blocklist, compile_entry, expression_of
+from blocklist_addon.urls.snapshot import Snapshot, expression_digest, host_key
 from testlab.adversarial import ADVERSARIAL, CountingBlocklist
 
 #: Hosts the fragments carry (pages they never name, so nothing ends a match early), a whole
@@ -110,17 +110,40 @@ def lookups_bound(n: int) -> tuple[int, int]:
     segments) overlap little in practice; the fragments' worst is 0.14 a byte ("www").
 
     Digests: a candidate on a listed host hashes at most 6 exact expressions and one digest
-    per directory of its path ("x/", two bytes). The directory walk is every directory (the
-    matcher's deliberate departure from the spec's 4), and up to MARKER_WINDOW + 1
-    candidates of one text can run through the same marker-free directories before the
-    length cap ends them ("directory clusters": 3.9 a byte), so (MARKER_WINDOW + 1) / 2 a
-    byte, plus the exact expressions of the last few candidates."""
+    per directory of its path down to its host's deepest directory entry, WALK_FLOOR at
+    least (the snapshot's depths; LIST's are shallower), so a long path costs no more
+    than a short one: what is left grows with the candidates on listed hosts, each of which
+    holds a listed host's text and most a marker (measured: 0.14 a byte at most, on runs of
+    "http://" or "a/" after a listed host; the last MARKER_WINDOW + 1 candidates may each
+    walk their WALK_FLOOR directories)."""
     hosts = n // 2 + (MARKER_WINDOW + 1) * SUFFIXES
-    digests = (MARKER_WINDOW + 1) * n // 2 + 6 * (MARKER_WINDOW + 1) + 64
+    digests = n // 4 + (6 + WALK_FLOOR) * (MARKER_WINDOW + 1)
     return hosts, digests
 
 
+def unknown_depth_bound(n: int) -> int:
+    """The digests of a list whose depths are unknown (a snapshot written without them):
+    one per directory, and up to MARKER_WINDOW + 1 candidates of one text can run through
+    the same marker-free directories before the length cap ends them ("directory clusters":
+    3.9 a byte), so (MARKER_WINDOW + 1) / 2 a byte, plus the exact expressions of the last
+    few candidates."""
+    return (MARKER_WINDOW + 1) * n // 2 + 6 * (MARKER_WINDOW + 1) + 64
+
+
+def without_depths(entries: list[str]) -> CountingBlocklist:
+    """The list as a snapshot written before depths were recorded (no fifth item)."""
+    compiled = [compile_entry(e) for e in entries]
+    return CountingBlocklist(
+        Snapshot.build(
+            (expression_digest(expression_of(c)), host_key(c.host), "default", None)
+            for c in compiled
+            if c is not None
+        )
+    )
+
+
 BLOCKLIST = CountingBlocklist.from_entries(LIST)
+UNKNOWN_DEPTHS = without_depths(LIST)
 
 
 @settings(
@@ -152,10 +175,46 @@ def test_the_adversarial_shapes_are_within_the_bound() -> None:
         hosts, digests = lookups_bound(n)
         assert BLOCKLIST.hosts <= hosts and BLOCKLIST.digests <= digests, name
         per_byte[name] = BLOCKLIST.lookups / n
-    assert max(per_byte, key=per_byte.__getitem__) == "directory clusters"
+    assert max(per_byte, key=per_byte.__getitem__) == "www"  # 0.136: host probes
     assert per_byte["bare values"] < 0.1  # 0.70 before the window stopped cutting hosts
-    assert per_byte["deep path"] < 0.51  # one digest a directory, "a/"
-    assert max(v for k, v in per_byte.items() if k not in ("directory clusters", "deep path")) < 0.2
+    # One digest a directory, every directory, before the walk stopped at the depths:
+    # 0.5 and 3.9 a byte (16,384 and 227,869 digests); 17 and 982 now.
+    assert per_byte["deep path"] < 0.001
+    assert per_byte["directory clusters"] < 0.02
+    assert max(per_byte.values()) < 0.14
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(URLS)
+def test_lookups_are_bounded_without_depths(url: str) -> None:
+    """A snapshot with no depths (written before they were recorded) walks every
+    directory, as matching did then: still linear in the URL, and the same result."""
+    UNKNOWN_DEPTHS.reset()
+    found = UNKNOWN_DEPTHS.match(url)
+    n = len(url.encode("utf-8"))
+    assert UNKNOWN_DEPTHS.hosts <= lookups_bound(n)[0]
+    assert UNKNOWN_DEPTHS.digests <= unknown_depth_bound(n), (UNKNOWN_DEPTHS.digests, n)
+    assert found == BLOCKLIST.match(url)
+
+
+def test_the_walk_stops_at_the_listed_depth() -> None:
+    """The deep shapes on a list without depths cost one digest a directory (the bound
+    above), and with depths WALK_FLOOR directories however deep the path."""
+    for name in ("deep path", "directory clusters"):
+        url = ADVERSARIAL[name]
+        UNKNOWN_DEPTHS.reset()
+        UNKNOWN_DEPTHS.match(url)
+        BLOCKLIST.reset()
+        BLOCKLIST.match(url)
+        assert UNKNOWN_DEPTHS.digests <= unknown_depth_bound(len(url)), name
+        assert UNKNOWN_DEPTHS.digests > 100 * BLOCKLIST.digests, name
+    BLOCKLIST.reset()
+    BLOCKLIST.match(ADVERSARIAL["deep path"])
+    assert BLOCKLIST.digests == 1 + WALK_FLOOR  # the path, then "/" and 15 directories
 
 
 @settings(max_examples=2000)

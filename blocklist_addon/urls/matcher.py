@@ -29,7 +29,13 @@ from blocklist_addon.urls.canonical import (
     path_prefixes,
 )
 from blocklist_addon.urls.embedded import embedded_urls
-from blocklist_addon.urls.snapshot import DIGEST_SIZE, Snapshot, expression_digest, host_key
+from blocklist_addon.urls.snapshot import (
+    DIGEST_SIZE,
+    UNKNOWN_DEPTH,
+    Snapshot,
+    expression_digest,
+    host_key,
+)
 
 __all__ = [
     "Blocklist",
@@ -37,12 +43,18 @@ __all__ = [
     "HostListing",
     "Match",
     "compile_entry",
+    "directory_depth",
     "exempt_hosts",
     "expression_of",
     "untranslated_host",
 ]
 
 DEFAULT_LIST = "default"
+
+#: The directories of a path on a listed host are looked up to the host's deepest directory
+#: entry (the snapshot's ``depths``), but never fewer than this many: then the time a URL
+#: takes tells nothing of how deep a host's entries go, unless one is deeper than this.
+WALK_FLOOR = 16
 
 # An ordinary http(s) URL, protocol-relative URL or host/path whose host is plain ASCII (no
 # userinfo, IPv6 literal, escapes, whitespace or backslash), so the host can be read without
@@ -99,6 +111,14 @@ def compile_entry(url: str) -> Canonical | None:
     return parse(url.strip())
 
 
+def directory_depth(c: Canonical) -> int:
+    """A compiled entry's directory depth for ``Snapshot.build``: how many directory
+    expressions of a URL on its host must be looked up for it to match (one more than its
+    segments for a directory entry, ``host/`` 1; 0 for a page or query entry, which the
+    walk never meets). The sync worker passes it with each entry's digest."""
+    return c.path.count("/") if c.query is None and c.path.endswith("/") else 0
+
+
 def expression_of(c: Canonical) -> str:
     """The expression a compiled entry is listed under (host, path and query, no scheme):
     the text whose digest the list stores; the sync worker digests feed entries with it."""
@@ -109,7 +129,7 @@ def expression_of(c: Canonical) -> str:
 class Blocklist:
     """An immutable, compiled list; ``match`` is safe to call from any thread."""
 
-    __slots__ = ("_find", "_hosts_listed", "snapshot")
+    __slots__ = ("_depth", "_find", "_hosts_listed", "snapshot")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -118,6 +138,7 @@ class Blocklist:
         # expression digests of a URL on a listed host, one call for each listed host.
         self._hosts_listed = snapshot.listed_hosts
         self._find = snapshot.find_first
+        self._depth = snapshot.host_depth
 
     @classmethod
     def from_entries(
@@ -129,7 +150,7 @@ class Blocklist:
         """Compile URLs (or ``Entry`` objects) into a list. An entry that is not a URL is
         an error naming its position, never its text (the list is confidential)."""
 
-        def compiled() -> Iterable[tuple[bytes, bytes, str, str | None]]:
+        def compiled() -> Iterable[tuple[bytes, bytes, str, str | None, int]]:
             for n, item in enumerate(entries, 1):
                 entry = Entry(item, list_name=list_name) if isinstance(item, str) else item
                 c = compile_entry(entry.url)
@@ -140,6 +161,7 @@ class Blocklist:
                     host_key(c.host),
                     entry.list_name,
                     entry.id,
+                    directory_depth(c),
                 )
 
         return cls(Snapshot.build(compiled(), meta))
@@ -289,17 +311,20 @@ class Blocklist:
         """``_find_any(hosts, _paths(c, None), embedded)`` in time linear in the path: the
         digests of the directory expressions are made by extending one hash, not by
         building and hashing each prefix whole (a 64 KiB path of 32,000 directories on a
-        listed host took 1.9 s, on the event loop). Same expressions, same order; a host's
-        are looked up in one call."""
+        listed host took 1.9 s, on the event loop), and only down to the host's deepest
+        directory entry (``WALK_FLOOR`` at least): no deeper one can match. Same
+        expressions, same order; a host's are looked up in one call."""
         before, after = _exact_paths(c)
-        segments = [segment.encode("utf-8") + b"/" for segment in c.path.split("/")[1:-1]]
+        segments = c.path.split("/")[1:-1]
         size = DIGEST_SIZE
         for h in hosts:
             digests = [expression_digest(h + p) for p in before]
+            depth = self._depth(h)
+            walk = segments if depth == UNKNOWN_DEPTH else segments[: max(depth, WALK_FLOOR) - 1]
             state = hashlib.sha256(h.encode("utf-8") + b"/")
             digests.append(state.copy().digest()[:size])
-            for segment in segments:
-                state.update(segment)
+            for segment in walk:
+                state.update(segment.encode("utf-8") + b"/")
                 digests.append(state.copy().digest()[:size])
             digests += [expression_digest(h + p) for p in after]
             if (found := self._found(digests, embedded)) is not None:
@@ -320,17 +345,23 @@ class Blocklist:
 
 
 def _exact_paths(c: Canonical) -> tuple[list[str], list[str]]:
-    """The path expressions of ``_paths(c, None)`` that are not directories of the path:
-    those before the directories (the path with its query, the path) and those after (the
-    page-as-directory spelling, Google's reading of an escaped "?"); the directories of
-    the latter's head are the path's own."""
+    """The path expressions a URL is matched by, but the directories of its path: those
+    before the directories (the path with its query, the path) and those after (the
+    page-as-directory spelling, Google's reading of an escaped "?"). The directories are
+    walked apart (``_find_on_hosts`` extends one hash, ``_paths`` builds the spec's few):
+    the directories of the escaped-"?" reading's head are the path's own, so one walk
+    serves both readings."""
     before = ([f"{c.path}?{c.query}"] if c.query is not None else []) + [c.path]
     after = []
     if len(c.path) > 1 and c.path.endswith("/"):
+        # "/page/" is the same resource as the listed page "/page" on most servers.
         after.append(c.path[:-1])
         if c.query is not None:
             after.append(f"{c.path[:-1]}?{c.query}")
     if "%3F" in c.path:
+        # Canonicalization keeps an escaped "?" in the path, as browsers do; Google's
+        # reference implementation (and a server that unescapes before it splits) starts
+        # the query there, so "page.html%3Fid=1" is also the page "page.html".
         head, _, rest = c.path.partition("%3F")
         query = rest.replace("%3F", "?") + ("" if c.query is None else "?" + c.query)
         after += [f"{head}?{query}", head]
@@ -338,22 +369,11 @@ def _exact_paths(c: Canonical) -> tuple[list[str], list[str]]:
 
 
 def _paths(c: Canonical, limit: int | None) -> list[str]:
-    """The path expressions a URL is matched by: its own (every directory with no
-    ``limit``), the page-as-directory spelling, and Google's reading of an escaped "?"."""
-    paths = path_prefixes(c.path, c.query, limit)
-    if len(c.path) > 1 and c.path.endswith("/"):
-        # "/page/" is the same resource as the listed page "/page" on most servers.
-        paths.append(c.path[:-1])
-        if c.query is not None:
-            paths.append(f"{c.path[:-1]}?{c.query}")
-    if "%3F" in c.path:
-        # Canonicalization keeps an escaped "?" in the path, as browsers do; Google's
-        # reference implementation (and a server that unescapes before it splits) starts
-        # the query there, so "page.html%3Fid=1" is also the page "page.html".
-        head, _, rest = c.path.partition("%3F")
-        query = rest.replace("%3F", "?") + ("" if c.query is None else "?" + c.query)
-        paths += path_prefixes(head, query, limit)
-    return paths
+    """The path expressions a URL is matched by (every directory with no ``limit``, else
+    the spec's first ``limit``): ``_exact_paths`` around the directories of the path."""
+    before, after = _exact_paths(c)
+    directories = path_prefixes(c.path, None, limit)[1:]
+    return before + directories + after
 
 
 _TRANSLATE_SUFFIXES = (".translate.goog", ".translate.goog.")

@@ -17,8 +17,20 @@ It is stored as one bytes object (integers unsigned, little-endian)::
     id offsets     u32 x (n + 1) into *id blob*; empty when no entry has an id
     list index     n bytes, index into the list names; empty when there is one list
     id blob        UTF-8 entry ids, concatenated
-    metadata       JSON: {"hostless": int, "lists": [name, ...], "meta": {...}}
+    metadata       JSON: {"hostless": int, "lists": [name, ...], "meta": {...}}, and
+                   "depths" when the builder knew them (below)
     checksum       SHA-256 of everything before it
+
+``depths``: one byte per host key, in the order of *hosts*, base64-encoded: how many
+directory expressions (``host/``, ``host/a/``, ...) a URL on that host needs looked up,
+that is one more than the segments of the deepest directory entry listed there (0: none;
+255: unknown or deeper, every directory is looked up). The matcher stops walking a path's
+directories there, so that a 64 KiB path costs what the list can match, not its length. It
+is in the metadata rather than a section of its own so that a proxy of the previous release
+reads a snapshot that has it (and ignores it), and a snapshot without it (written before,
+or by a builder that passes no depths) reads as "unknown" for every host: loading older
+snapshots, and older proxies loading newer ones, keep working with the one format version.
+It tells no more than the host keys do (which hosts have entries) beyond a directory depth.
 
 Loading verifies the checksum and keeps the bytes object itself: a lookup is one
 ``bytes.find`` over one bucket of a few keys, so nothing is parsed or copied per entry and
@@ -28,6 +40,8 @@ buckets, so lookups slow down gently beyond about a million keys.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import struct
@@ -43,6 +57,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HOST_KEY_SIZE",
     "MAGIC",
+    "UNKNOWN_DEPTH",
     "Snapshot",
     "SnapshotError",
     "expression_digest",
@@ -56,6 +71,9 @@ HOST_KEY_SIZE = 4
 _sha256 = hashlib.sha256
 MAX_LISTS = 255
 FORMAT_VERSION = 1
+#: The depth byte of a host whose deepest directory entry is unknown (or this deep or
+#: deeper): every directory of a URL there is looked up.
+UNKNOWN_DEPTH = 255
 #: PNG-style: the high byte and the newline expose 7-bit and text-mode transfers.
 MAGIC = b"\x89BLSNAP\n"
 
@@ -130,6 +148,7 @@ class Snapshot:
     __slots__ = (
         "_count",
         "_data",
+        "_depths",
         "_digest_index",
         "_digest_shift",
         "_host_index",
@@ -145,6 +164,7 @@ class Snapshot:
 
     _count: int
     _data: bytes
+    _depths: bytes
     _digest_index: memoryview
     _digest_shift: int
     _host_index: memoryview
@@ -160,26 +180,41 @@ class Snapshot:
     @classmethod
     def build(
         cls,
-        entries: Iterable[tuple[bytes, bytes | None, str, str | None]],
+        entries: Iterable[
+            tuple[bytes, bytes | None, str, str | None]
+            | tuple[bytes, bytes | None, str, str | None, int | None]
+        ],
         meta: Mapping[str, object] | None = None,
     ) -> Snapshot:
-        """Compile (digest, host key or None, list name, entry id or None) tuples.
+        """Compile (digest, host key or None, list name, entry id or None) tuples, each
+        with an optional fifth item: the entry's directory depth (``depths`` above: 0 for
+        a page or query entry, one more than its segments for a directory one), None
+        when unknown.
 
         The first of several entries with one digest wins. An empty id counts as none:
         such an entry's id is its digest in hex, which stays the same across versions.
+        A host's depth is the deepest of its entries' (unknown when one of them gives
+        none); the snapshot records depths when any entry gives one.
         """
         kept: dict[bytes, tuple[str, str]] = {}
-        hosts: set[bytes] = set()
+        hosts: dict[bytes, int] = {}
+        given_depths = False
         hostless = 0
-        for digest, host, name, entry_id in entries:
-            if digest in kept:
+        for digest, host, name, entry_id, *more in entries:
+            if digest in kept:  # the same expression: the same host and depth
                 continue
             if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
                 raise ValueError(f"expression digest must be {DIGEST_SIZE} bytes: {digest!r}")
+            depth = more[0] if more else None
+            if depth is not None:
+                if type(depth) is not int or depth < 0:
+                    raise ValueError(f"directory depth must be an int >= 0 or None: {depth!r}")
+                given_depths = True
             if host is None:
                 hostless += 1
             elif isinstance(host, bytes) and len(host) == HOST_KEY_SIZE:
-                hosts.add(host)
+                deepest = UNKNOWN_DEPTH if depth is None else min(depth, UNKNOWN_DEPTH)
+                hosts[host] = max(hosts.get(host, 0), deepest)
             else:
                 raise ValueError(f"host key must be {HOST_KEY_SIZE} bytes or None: {host!r}")
             if not isinstance(name, str) or not isinstance(entry_id, str | None):
@@ -207,11 +242,14 @@ class Snapshot:
             id_offsets = _pack_u32(accumulate(map(len, encoded), initial=0))
             id_blob = b"".join(encoded)
 
-        document = {
+        document: dict[str, object] = {
             "hostless": hostless,
             "lists": names,
             "meta": {**(meta or {}), "entries": len(digests), "lists": dict(counts)},
         }
+        if given_depths:
+            depths = bytes(hosts[key] for key in host_keys)
+            document["depths"] = base64.b64encode(depths).decode("ascii")
         metadata = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
         sections = [
             digest_blob,
@@ -261,7 +299,9 @@ class Snapshot:
         self._id_offsets = id_offsets
         self._id_blob = id_blob
 
-        self.hostless, self._lists, self.meta = _load_metadata(metadata, count)
+        self.hostless, self._lists, self.meta, self._depths = _load_metadata(metadata, count)
+        if self._depths and len(self._depths) * HOST_KEY_SIZE != len(hosts):
+            raise SnapshotError("malformed snapshot: host depths do not match the hosts")
         if list_index:
             if len(list_index) != count:
                 raise SnapshotError("malformed snapshot: list index does not match the entries")
@@ -301,6 +341,21 @@ class Snapshot:
             if data.find(key[:HOST_KEY_SIZE], index[bucket], index[bucket + 1]) >= 0:
                 listed.append(host)
         return listed
+
+    def host_depth(self, host: str) -> int:
+        """How many directory expressions a URL on ``host`` needs looked up (``depths``
+        above): UNKNOWN_DEPTH when the snapshot has no depths or no such host key."""
+        if not self._depths:
+            return UNKNOWN_DEPTH
+        key = _sha256(host.encode("utf-8")).digest()[:HOST_KEY_SIZE]
+        index = self._host_index
+        bucket = (key[0] << 8 | key[1]) >> self._host_shift
+        start, end = index[bucket], index[bucket + 1]
+        first = index[0]
+        pos = self._data.find(key, start, end)
+        while pos >= 0 and (pos - first) % HOST_KEY_SIZE:  # found spanning two keys
+            pos = self._data.find(key, pos + 1, end)
+        return UNKNOWN_DEPTH if pos < 0 else self._depths[(pos - first) // HOST_KEY_SIZE]
 
     def find(self, digest: bytes) -> int | None:
         """The entry number of ``digest`` for ``entry``, or None when it is not listed."""
@@ -404,7 +459,7 @@ def _load_index(index: memoryview, section: list[int]) -> tuple[memoryview, int]
     return table, 16 - bits
 
 
-def _load_metadata(data: memoryview, count: int) -> tuple[int, list[str], dict[str, object]]:
+def _load_metadata(data: memoryview, count: int) -> tuple[int, list[str], dict[str, object], bytes]:
     try:
         document = json.loads(str(data, "utf-8"))
     except (ValueError, RecursionError):
@@ -420,4 +475,11 @@ def _load_metadata(data: memoryview, count: int) -> tuple[int, list[str], dict[s
         raise SnapshotError("malformed snapshot: too many list names")
     if not isinstance(meta, dict):
         raise SnapshotError("malformed snapshot: bad meta")
-    return hostless, lists, meta
+    depths = document.get("depths", "")
+    try:
+        if not isinstance(depths, str):
+            raise ValueError(depths)
+        decoded = base64.b64decode(depths, validate=True)
+    except (ValueError, binascii.Error):
+        raise SnapshotError("malformed snapshot: bad host depths") from None
+    return hostless, lists, meta, decoded
