@@ -9,6 +9,7 @@ requested URL (listed ones included) to its log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import pathlib
 import sys
@@ -183,6 +184,10 @@ def _text(value: object) -> str | list[str]:
 def main(argv: Sequence[str] | None = None) -> int | None:
     from mitmproxy.tools.main import mitmdump
 
+    # Under systemd (the journal) or with output to a file, stdout is no terminal and Python
+    # would hold the log back in 8 KB blocks, for minutes: one line at a time instead.
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     argv = sys.argv[1:] if argv is None else argv
     try:
         made = make_ca(_options(argv)[0])
