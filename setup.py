@@ -1,5 +1,7 @@
-"""The one compiled part of the package: the PDQ index's two loops (plain C, built with the
-compiler ``pdqhash`` already needs). Everything else is in pyproject.toml."""
+"""The compiled parts of the package, plain C built with the compiler ``pdqhash`` already
+needs: the PDQ index's two loops, and the URL matcher's lookups (SHA-256 of host suffixes
+and expressions, the host index and the directory walk; the Python matcher is their
+reference). Everything else is in pyproject.toml."""
 
 import sys
 
@@ -20,6 +22,11 @@ setup(
             "blocklist_addon.hashes._mih",
             ["blocklist_addon/hashes/_mih.c"],
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "blocklist_addon.urls._lookup",
+            ["blocklist_addon/urls/_lookup.c"],
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -97,30 +97,52 @@ class CountingBlocklist(Blocklist):
     """A Blocklist that counts the lookups ``match`` makes: host-index probes (one per host
     name in each call of ``_hosts_listed``, and the bytes of those names, each hashed
     once) and expression digests (each digest of each call of ``_find``, all hashed). The
-    bench prints them, the tests bound them."""
+    compiled lookups (``compiled=True``, the default as in the proxy) count their own,
+    the same way; the bench prints them, the tests bound them and hold the two to the same
+    counts."""
 
-    __slots__ = ("digests", "host_bytes", "hosts")
+    __slots__ = ("_counted", "_since")
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__(snapshot)
-        self.hosts = self.host_bytes = self.digests = 0
+    def __init__(self, snapshot: Snapshot, *, compiled: bool = True) -> None:
+        super().__init__(snapshot, compiled=compiled)
+        self._counted = [0, 0, 0]  # host probes, their bytes, digests (the reference's)
+        self._since = self._compiled_counts()
         hosts_listed, find = self._hosts_listed, self._find
 
         def counted_hosts(names: list[str]) -> list[str]:
-            self.hosts += len(names)
-            self.host_bytes += sum(len(name.encode("utf-8")) for name in names)
+            self._counted[0] += len(names)
+            self._counted[1] += sum(len(name.encode("utf-8")) for name in names)
             return hosts_listed(names)
 
         def counted_find(digests: list[bytes]) -> tuple[int, int] | None:
-            self.digests += len(digests)
+            self._counted[2] += len(digests)
             return find(digests)
 
         self._hosts_listed = counted_hosts
         self._find = counted_find
+
+    def _compiled_counts(self) -> tuple[int, int, int]:
+        return (0, 0, 0) if self._compiled is None else self._compiled.counts()
+
+    def _count(self, k: int) -> int:
+        return self._counted[k] + self._compiled_counts()[k] - self._since[k]
+
+    @property
+    def hosts(self) -> int:
+        return self._count(0)
+
+    @property
+    def host_bytes(self) -> int:
+        return self._count(1)
+
+    @property
+    def digests(self) -> int:
+        return self._count(2)
 
     @property
     def lookups(self) -> int:
         return self.hosts + self.digests
 
     def reset(self) -> None:
-        self.hosts = self.host_bytes = self.digests = 0
+        self._counted = [0, 0, 0]
+        self._since = self._compiled_counts()

@@ -143,6 +143,8 @@ def without_depths(entries: list[str]) -> CountingBlocklist:
 
 
 BLOCKLIST = CountingBlocklist.from_entries(LIST)
+#: The pure-Python reference: the compiled lookups must make exactly its lookups.
+REFERENCE = CountingBlocklist.from_entries(LIST, compiled=False)
 UNKNOWN_DEPTHS = without_depths(LIST)
 
 
@@ -156,12 +158,21 @@ def test_lookups_per_byte_are_bounded(url: str) -> None:
     """Host probes and digests stay linear in the URL's length, and no probe hashes more
     than a DNS name (a host of 4,000 labels once hashed 4,000 suffixes of up to 8 KiB)."""
     BLOCKLIST.reset()
-    BLOCKLIST.match(url)
+    found = BLOCKLIST.match(url)
     n = len(url.encode("utf-8"))
     hosts, digests = lookups_bound(n)
     assert BLOCKLIST.hosts <= hosts, (BLOCKLIST.hosts, n)
     assert BLOCKLIST.digests <= digests, (BLOCKLIST.digests, n)
     assert BLOCKLIST.host_bytes <= MAX_DNS_NAME * BLOCKLIST.hosts
+    REFERENCE.reset()
+    assert REFERENCE.match(url) == found
+    # The same lookups, but that the compiled walk stops at a hit where the reference
+    # has made a listed host's digests already.
+    assert (REFERENCE.hosts, REFERENCE.host_bytes) == (BLOCKLIST.hosts, BLOCKLIST.host_bytes)
+    if found is None:
+        assert REFERENCE.digests == BLOCKLIST.digests
+    else:
+        assert REFERENCE.digests >= BLOCKLIST.digests
 
 
 def test_the_adversarial_shapes_are_within_the_bound() -> None:
@@ -175,6 +186,9 @@ def test_the_adversarial_shapes_are_within_the_bound() -> None:
         hosts, digests = lookups_bound(n)
         assert BLOCKLIST.hosts <= hosts and BLOCKLIST.digests <= digests, name
         per_byte[name] = BLOCKLIST.lookups / n
+        REFERENCE.reset()
+        REFERENCE.match(url)
+        assert (REFERENCE.hosts, REFERENCE.digests) == (BLOCKLIST.hosts, BLOCKLIST.digests), name
     assert max(per_byte, key=per_byte.__getitem__) == "www"  # 0.136: host probes
     assert per_byte["bare values"] < 0.1  # 0.70 before the window stopped cutting hosts
     # One digest a directory, every directory, before the walk stopped at the depths:

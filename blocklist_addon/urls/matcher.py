@@ -8,6 +8,11 @@ and everything below it, or a whole host, and never a parent or a sibling.
 Most URLs are decided by the host index alone: the host and its suffixes are looked up as
 4-byte keys, and only a URL on a listed host pays for full canonicalization and the
 expression digests.
+
+Those lookups (hashing a host's suffixes and probing the host index; hashing a listed
+URL's expressions and walking its directories) run in C (``_lookup.c``) when the extension
+is built; the Python here and in ``snapshot.py`` is the reference it is tested against,
+and what ``Blocklist(snapshot, compiled=False)`` runs.
 """
 
 from __future__ import annotations
@@ -129,10 +134,12 @@ def expression_of(c: Canonical) -> str:
 class Blocklist:
     """An immutable, compiled list; ``match`` is safe to call from any thread."""
 
-    __slots__ = ("_depth", "_find", "_hosts_listed", "snapshot")
+    __slots__ = ("_compiled", "_depth", "_find", "_hosts_listed", "snapshot")
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, *, compiled: bool = True) -> None:
         self.snapshot = snapshot
+        # The compiled lookups (None: the reference below, also when not built).
+        self._compiled = snapshot.compiled_lookup(WALK_FLOOR) if compiled else None
         # The two lookups every match is made of (instance attributes, so that a test can
         # count them): the host index, one call for all the suffixes of a host, then the
         # expression digests of a URL on a listed host, one call for each listed host.
@@ -146,11 +153,13 @@ class Blocklist:
         entries: Iterable[str | Entry],
         list_name: str = DEFAULT_LIST,
         meta: Mapping[str, object] | None = None,
+        *,
+        compiled: bool = True,
     ) -> Blocklist:
         """Compile URLs (or ``Entry`` objects) into a list. An entry that is not a URL is
         an error naming its position, never its text (the list is confidential)."""
 
-        def compiled() -> Iterable[tuple[bytes, bytes, str, str | None, int]]:
+        def entries_compiled() -> Iterable[tuple[bytes, bytes, str, str | None, int]]:
             for n, item in enumerate(entries, 1):
                 entry = Entry(item, list_name=list_name) if isinstance(item, str) else item
                 c = compile_entry(entry.url)
@@ -164,11 +173,11 @@ class Blocklist:
                     directory_depth(c),
                 )
 
-        return cls(Snapshot.build(compiled(), meta))
+        return cls(Snapshot.build(entries_compiled(), meta), compiled=compiled)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Blocklist:
-        return cls(Snapshot.from_bytes(data))
+    def from_bytes(cls, data: bytes, *, compiled: bool = True) -> Blocklist:
+        return cls(Snapshot.from_bytes(data), compiled=compiled)
 
     @classmethod
     def load(cls, store_url: str | None = None) -> Blocklist:
@@ -255,6 +264,10 @@ class Blocklist:
         return tuple(self._listed_hosts(*found)) or None
 
     def _listed_hosts(self, host: str, is_ip: bool) -> list[str]:
+        if self._compiled is not None:
+            listed = self._compiled.listed_hosts(host, is_ip)
+            if listed is not None:  # (None: not ASCII, which canonical hosts are)
+                return listed
         return self._hosts_listed(dns_suffixes(host, is_ip))
 
     def _match_url(self, url: str, embedded: bool = False) -> Match | None:
@@ -315,6 +328,12 @@ class Blocklist:
         directory entry (``WALK_FLOOR`` at least): no deeper one can match. Same
         expressions, same order; a host's are looked up in one call."""
         before, after = _exact_paths(c)
+        if self._compiled is not None and c.path.startswith("/"):
+            hit = self._compiled.find_on_hosts(hosts, before, c.path, after)
+            if hit is None:
+                return None
+            list_name, entry_id = self.snapshot.entry(hit[0])
+            return Match(list_name, entry_id, hit[1].hex(), embedded)
         segments = c.path.split("/")[1:-1]
         size = DIGEST_SIZE
         for h in hosts:

@@ -51,6 +51,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import accumulate, pairwise
 from operator import le
+from typing import Any
+
+try:  # the matcher's compiled lookups (_lookup.c, built with the package)
+    from blocklist_addon.urls import _lookup
+except ImportError:  # a source tree nobody built: the pure-Python lookups below serve
+    _lookup = None
 
 __all__ = [
     "DIGEST_SIZE",
@@ -356,6 +362,23 @@ class Snapshot:
         while pos >= 0 and (pos - first) % HOST_KEY_SIZE:  # found spanning two keys
             pos = self._data.find(key, pos + 1, end)
         return UNKNOWN_DEPTH if pos < 0 else self._depths[(pos - first) // HOST_KEY_SIZE]
+
+    def compiled_lookup(self, floor: int) -> Any | None:
+        """The compiled lookups over this snapshot's sections (``_lookup.Lookup``: what
+        ``listed_hosts``, ``host_depth`` and ``find_first`` answer, for a whole host or a
+        whole URL on a listed host in one call), walking at least ``floor`` directories;
+        None when the extension is not built."""
+        if _lookup is None:
+            return None
+        return _lookup.Lookup(
+            self._data,
+            self._digest_index,
+            self._digest_shift,
+            self._host_index,
+            self._host_shift,
+            self._depths,
+            floor,
+        )
 
     def find(self, digest: bytes) -> int | None:
         """The entry number of ``digest`` for ``entry``, or None when it is not listed."""
