@@ -4,6 +4,8 @@ checks hold, replaced when they fail, and a swap to a new version loses no check
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import multiprocessing
 import os
 import pathlib
@@ -12,6 +14,7 @@ import re
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from blocklist_addon.hashes import HashList, HashSnapshot
@@ -128,6 +131,67 @@ def test_an_unusable_directory_builds_in_memory(tmp_path: pathlib.Path) -> None:
     hashes, note = HashList.mapped(snapshot, tmp_path / "file" / "index")
     assert note is not None and "built in memory" in note
     same_answers(hashes, HashList(snapshot), snapshot, random.Random(6))
+
+
+def test_a_file_of_the_old_format_is_rebuilt_never_misread(tmp_path: pathlib.Path) -> None:
+    """A file written by the previous layout (format 1: u32 tables, no videos) under the
+    same name, intact and checksummed: refused by its version, removed and written again
+    in this format, and the list answers as one built in memory."""
+    snapshot = snapshot_of(3_000, 13)
+    HashList.mapped(snapshot, tmp_path)
+    path = file_for(tmp_path, snapshot.checksum)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (1).to_bytes(4, "little")
+    data[-32:] = hashlib.sha256(data[:-32]).digest()
+    path.write_bytes(data)
+    hashes, note = HashList.mapped(snapshot, tmp_path)
+    assert note == (
+        f"unusable index file {path}: format version 1 with {len(mapped_module._SECTIONS)} "
+        f"sections (this reads 2, {len(mapped_module._SECTIONS)})"
+    )
+    assert int.from_bytes(path.read_bytes()[8:12], "little") == mapped_module.FORMAT_VERSION == 2
+    same_answers(hashes, HashList(snapshot), snapshot, random.Random(14))
+
+
+def video_snapshot(videos: int, frames: int, seed: int) -> HashSnapshot:
+    """``videos`` entries with a video of ``frames`` random frames each (ids v0, v1, ...)
+    and an image entry."""
+    rng = random.Random(seed)
+    records = [("l", HashRecord((("pdq", rng.randbytes(SIZE)),), "image"))]
+    for i in range(videos):
+        video = tuple((rng.randbytes(SIZE), 100) for _ in range(frames))
+        records.append(("l", HashRecord((("md5", rng.randbytes(16)),), f"v{i}", None, video)))
+    return HashSnapshot.build(records)
+
+
+def test_the_videos_index_is_in_the_shared_file(tmp_path: pathlib.Path) -> None:
+    """The listed videos' index (their prepared frames, owners, counts and PDQ tables) is
+    written into the file with the images' and mapped from it, not built in each process:
+    every array the matcher reads lies in the file's map, and a listed video's frames,
+    near copies of them, match its entry as an index built in memory does."""
+    snapshot = video_snapshot(50, 20, 15)
+    HashList.mapped(snapshot, tmp_path)
+    path = file_for(tmp_path, snapshot.checksum)
+    hashes, note = HashList.mapped(HashSnapshot.from_bytes(snapshot.to_bytes()), tmp_path)
+    assert note is None
+    videos = hashes._videos
+    assert videos is not None
+    arrays = videos.arrays()
+    assert set(arrays) == set(mapped_module._VIDEO)
+    for name, array in arrays.items():
+        base = array
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        assert isinstance(base, mmap.mmap | memoryview), name
+    assert len(videos) == 50 and int(videos.counts.sum()) == 1_000
+    rng = random.Random(16)
+    in_memory = HashList(snapshot)
+    for number, frames in list(snapshot.videos())[::7]:
+        query = [(near(value, rng.randrange(20), rng), quality) for value, quality in frames]
+        found = hashes.match_video(query)
+        assert found == in_memory.match_video(query)
+        assert found is not None and found.entry_id == snapshot.entry(number)[1]
+    assert path.stat().st_size > 50 * 20 * SIZE
 
 
 def _load_in_child(directory: str, data: bytes, start: multiprocessing.synchronize.Event) -> tuple:

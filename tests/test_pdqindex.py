@@ -58,8 +58,7 @@ def tight_flips(bits: int, distance: int, threshold: int, rng: random.Random) ->
     chunks = layout(bits)
     indexed = set()
     per_chunk = []
-    for word, shift in chunks:
-        first = 64 * word + (64 - shift - bits)  # the chunk's first bit, from the top
+    for first in chunks:  # the chunk's first bit, from the top
         per_chunk.append(list(range(first, first + bits)))
         indexed.update(per_chunk[-1])
     flips = [b for b in range(256) if b not in indexed and rng.random() < 0.5]
@@ -78,12 +77,13 @@ def tight_flips(bits: int, distance: int, threshold: int, rng: random.Random) ->
     return flips
 
 
-@pytest.mark.parametrize("bits", [None, 21, 6])
+@pytest.mark.parametrize("bits", [None, 23, 6])
 def test_planted_at_every_distance(bits: int | None) -> None:
     """2,460 queries, each with a listed hash planted at a distance from 0 to 40 (60 of
     each), with the flips placed the tightest way: every one within 31 is found at its
-    distance, none beyond. ``bits`` None is the size chosen for the list; 21 is what a
-    10,000,000-hash list uses (12 tables: 8 searched within 2 bits, 4 within 1)."""
+    distance, none beyond. ``bits`` None is the size chosen for the list; 23 is what a
+    10,000,000-hash list uses (11 tables: 10 searched within 2 bits, 1 within 1, 3 bits
+    in none; chunks across the 64-bit words)."""
     rng = random.Random(22)
     listed = bytearray(random_list(20_000, rng))
     count = len(listed) // SIZE
@@ -180,10 +180,13 @@ def test_skewed_list_hot_buckets_scanned_and_exact() -> None:
     default = PdqIndex(data)
     strict = PdqIndex(data, hot_limit=64)
     assert 0 < strict.hot < len(rows) // 2
-    for index in (default, strict):
-        dirs = index.arrays()["dirs"]
-        largest = max(int(np.diff(dirs[t]).max()) for t in range(len(dirs)))
-        assert largest <= (64 if index is strict else len(rows) // pdqindex.HOT_SHARE)
+    # By default only the shared prefix's bucket is hot (its 3,000 and any random hash
+    # that falls in it): the clusters stay in their tables.
+    leading = pdqindex.chunks_of(rows, 0, default.bits)
+    prefix_bucket = np.bincount(leading).argmax()
+    assert default.hot == int((leading == prefix_bucket).sum()) >= 3_000
+    assert strict.largest_bucket() <= 64
+    assert default.largest_bucket() > 64  # the clusters and the shared prefix stay in tables
     for _ in range(400):
         base = bytes(rows[rng.randrange(len(rows))])
         queries = [flip(base, rng.sample(range(256), rng.randrange(40))) for _ in range(2)]
@@ -206,6 +209,7 @@ def test_a_hostile_list_is_answered_by_one_scan() -> None:
         assert index.nearest([query], 31) == scan(rows, [query], 31)
     everything_hot = PdqIndex(data, hot_limit=0)  # no table holds a hash: all compared
     assert everything_hot.hot == len(rows)
+    assert everything_hot.largest_bucket() == 0
     for _ in range(20):
         query = flip(bytes(rows[rng.randrange(len(rows))]), rng.sample(range(256), 25))
         assert everything_hot.nearest([query], 31) == scan(rows, [query], 31)
@@ -234,20 +238,85 @@ def test_numpy_path_matches_the_extension(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_corrupt_tables_raise_never_crash() -> None:
-    """Tables that point outside the hashes (a bug, or a damaged file that slipped past its
-    checks) make a lookup raise ValueError, never read out of bounds."""
+    """Tables that point outside the hashes or their own bounds (a bug, or a damaged file
+    that slipped past its checks) make a lookup raise ValueError, never read out of
+    bounds: a directory of ones (no bucket ends), entries past the list, a table placed
+    past the blob."""
     rng = random.Random(3)
     data = random_list(2_000, rng)
     arrays = dict(PdqIndex(data).arrays())
-    for broken in ("dirs", "ids"):
-        damaged = {name: array.copy() for name, array in arrays.items()}
-        damaged[broken].reshape(-1)[len(damaged[broken].reshape(-1)) // 2 :] = 2**31
-        index = PdqIndex.from_arrays(data, damaged)
-        with pytest.raises(ValueError, match="corrupt"):
+    meta = arrays["meta"]
+    words_at, nwords, entries_at = (int(x) for x in meta[1, [1, 2, 4]])
+    directory = arrays["blob"].copy()
+    directory[words_at : words_at + 8 * nwords] = 0xFF
+    entries = arrays["blob"].copy()
+    entries[entries_at : entries_at + 8 * nwords] = 0xFF
+    outside = meta.copy()
+    outside[2, 1] = len(arrays["blob"])
+    for damaged in ({"blob": directory}, {"blob": entries}, {"meta": outside}):
+        index = PdqIndex.from_arrays(data, arrays | damaged)
+        with pytest.raises(ValueError, match=r"corrupt|out of range"):
             for _ in range(200):
                 index.nearest([rng.randbytes(SIZE)], 31)
     with pytest.raises(ValueError):
-        PdqIndex.from_arrays(data[:-SIZE], arrays)  # tables of another list
+        PdqIndex.from_arrays(
+            data[:-SIZE] + bytes(SIZE),
+            arrays
+            | {
+                "hot": np.array([2_000], dtype=np.uint32),
+                "hot_hashes": np.zeros(SIZE, dtype=np.uint8),
+            },
+        )  # a hot position past the list
+    with pytest.raises(ValueError):
+        PdqIndex.from_arrays(data, arrays | {"meta": meta[:-1]})  # a table missing
+
+
+def test_the_tables_are_compact() -> None:
+    """Bytes a hash of the tables: the leading chunk costs no entries (the hashes are
+    sorted by it), every other table an entry of ``width`` bits a hash (a group of two
+    neighbours) and its directory about 2 bits a hash, and an unsorted list stores table
+    0 like the others."""
+    rng = random.Random(4)
+    data = random_list(50_000, rng)
+    index = PdqIndex(data)
+    tables = len(layout(index.bits))
+    assert index.width == (50_000 - 1 >> pdqindex.GROUP_SHIFT).bit_length() == 15
+    entries = (tables - 1) * index.width / 8
+    assert entries < index.nbytes / 50_000 < entries + tables * 0.45
+    assert int(index.arrays()["meta"][0, 4]) == pdqindex.NO_ENTRIES
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, SIZE)
+    shuffled = rows[::-1].copy().tobytes()
+    reverse = PdqIndex(shuffled)
+    assert int(reverse.arrays()["meta"][0, 4]) != pdqindex.NO_ENTRIES
+    assert reverse.nbytes > index.nbytes
+    for _ in range(100):
+        position = rng.randrange(len(rows))
+        query = flip(bytes(rows[position]), rng.sample(range(256), 25))
+        assert reverse.nearest([query], 31) == (len(rows) - 1 - position, 25)
+
+
+def test_within_finds_every_pair() -> None:
+    """The range search (videos' matcher) finds every (query, listed hash) within the
+    threshold once, as a scan does, in the C loop and in numpy."""
+    rng = random.Random(6)
+    data = skewed_list(6_000, rng)
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, SIZE)
+    index = PdqIndex(data)
+    queries = [
+        flip(bytes(rows[rng.randrange(len(rows))]), rng.sample(range(256), rng.randrange(30)))
+        for _ in range(40)
+    ]
+    expected = [
+        (q, p, int(d))
+        for q, query in enumerate(queries)
+        for p, d in enumerate(np.bitwise_count(rows ^ np.frombuffer(query, np.uint8)).sum(axis=1))
+        if d <= 31
+    ]
+    asked, positions, distances = index.within(queries, 31)
+    assert (
+        list(zip(asked.tolist(), positions.tolist(), distances.tolist(), strict=True)) == expected
+    )
+    assert len(expected) > 40  # the clusters give queries several neighbours
 
 
 def test_empty_and_tiny_lists() -> None:

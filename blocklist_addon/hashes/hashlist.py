@@ -35,7 +35,12 @@ from blocklist_addon.hashes.pdq import DEFAULT_THRESHOLD, MIN_QUALITY, PdqIndex
 from blocklist_addon.hashes.records import HashRecord, record_of
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.hashes.video import VideoLimits, hash_video, sniff_video
-from blocklist_addon.hashes.vpdq import COMPARED_MATCH_PERCENT, QUERY_MATCH_PERCENT, VideoIndex
+from blocklist_addon.hashes.vpdq import (
+    COMPARED_MATCH_PERCENT,
+    QUERY_MATCH_PERCENT,
+    VideoIndex,
+    snapshot_arrays,
+)
 
 __all__ = ["Check", "HashEntry", "HashList", "HashMatch"]
 
@@ -112,14 +117,16 @@ class HashList:
         dihedral: bool = True,
         limits: Limits | None = None,
         index: PdqIndex | None = None,
+        video_arrays: Mapping[str, np.ndarray] | None = None,
         video_limits: VideoLimits | None = None,
         video_query_percent: float = QUERY_MATCH_PERCENT,
         video_compared_percent: float = COMPARED_MATCH_PERCENT,
     ) -> None:
         """``index``: the PDQ index over ``snapshot``'s PDQ section, built earlier (mapped
-        from a file: ``hashes.mapped``); built here when not given. The listed videos'
-        index is built here, in each process (``vpdq.VideoIndex``, HMA's rule with the
-        two percentages; frames match within ``threshold``)."""
+        from a file: ``hashes.mapped``); built here when not given. ``video_arrays``: the
+        listed videos' index the same way (``vpdq.snapshot_arrays``, mapped; empty when
+        the list has no video), matched by HMA's rule with the two percentages, frames
+        within ``threshold``."""
         if not 0 <= threshold <= 128:
             raise ValueError("threshold must be between 0 and 128 bits (31 is the default)")
         self.threshold = threshold
@@ -140,16 +147,16 @@ class HashList:
         self._pdq_owners = owners
         self._count = len(snapshot)
         self.video_limits = video_limits or VideoLimits()
-        videos = list(snapshot.videos())
-        self._video_entries = [number for number, _ in videos]
+        if video_arrays is None:
+            video_arrays = snapshot_arrays(snapshot.video())
         self._videos = (
-            VideoIndex(
-                (frames for _, frames in videos),
+            VideoIndex.from_arrays(
+                video_arrays,
                 distance_threshold=threshold,
                 query_match_percent=video_query_percent,
                 compared_match_percent=video_compared_percent,
             )
-            if videos
+            if video_arrays
             else None
         )
         # Entries are read from the snapshot in place: its bytes are kept anyway (the index
@@ -201,12 +208,12 @@ class HashList:
         from blocklist_addon.hashes import mapped
 
         try:
-            shared, index, note = mapped.load(snapshot, directory)
+            shared, index, videos, note = mapped.load(snapshot, directory)
         except (OSError, mapped.MappedError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             note = f"cannot share the index in {directory} ({reason}); built in memory"
             return cls(snapshot, **settings), note  # type: ignore[arg-type]
-        return cls(shared, index=index, **settings), note  # type: ignore[arg-type]
+        return cls(shared, index=index, video_arrays=videos, **settings), note  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, store_url: str | None = None, **settings: object) -> HashList:
@@ -304,7 +311,7 @@ class HashList:
         found = self._videos.match(frames)
         if found is None:
             return None
-        return self._match(self._video_entries[found.video], "vpdq", found.distance)
+        return self._match(int(self._videos.entries[found.video]), "vpdq", found.distance)
 
     def match_exact(self, digests: Mapping[str, bytes]) -> HashMatch | None:
         for kind, digest in digests.items():

@@ -17,17 +17,20 @@ and the snapshot and index are then read as from any other source (structure, ra
 file that fails is removed and built again from the snapshot in hand; when the directory
 cannot be used at all (read-only, full), the caller builds the index in memory instead.
 
-Layout (integers little-endian; every section starts on a 64-byte boundary)::
+Layout (integers little-endian; every section starts on a 64-byte boundary but the
+snapshot, which is placed so that its PDQ hashes do: the index reads them in pairs of 64
+bytes)::
 
     header      MAGIC, format version u32, sections u32, the snapshot's SHA-256 (32 bytes),
                 then each section's offset and length (u64, u64)
     snapshot    the hash snapshot, byte for byte as the store holds it
-    bits        u32: the index's chunk size
-    dirs        u32 tables x (2**bits + 1)
-    ids         u32 tables x indexed hashes
-    hot         u32 positions of the hashes left out of the tables
-    hot hashes  those hashes, 32 bytes each
+    pdq index   params, meta, blob, hot, hot hashes (``pdqindex``: the compact tables)
+    videos      settings, hashes, owners, counts, entries, then their own PDQ index's five
+                sections (``vpdq.VideoIndex``; all empty when the list has no video)
     checksum    SHA-256 of everything before it
+
+Format 2 (the compact tables and the videos) replaced format 1 (12 tables of u32
+positions, no videos): a format 1 file is refused by its version, removed and built again.
 """
 
 from __future__ import annotations
@@ -43,19 +46,26 @@ import secrets
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from blocklist_addon.hashes.pdqindex import PdqIndex, layout
+from blocklist_addon.hashes.pdqindex import PdqIndex
 from blocklist_addon.hashes.snapshot import HashSnapshot, SnapshotError
+from blocklist_addon.hashes.vpdq import INDEX_ARRAYS, VideoIndex, snapshot_arrays
 
 __all__ = ["MAGIC", "MappedError", "file_for", "load", "open_mapped", "write"]
 
 MAGIC = b"\x89BLHIDX\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".pdqx"
-_SECTIONS = ("snapshot", "bits", "dirs", "ids", "hot", "hot_hashes")
+_VIDEO = ("settings", "hashes", "owners", "counts", "entries")
+_VIDEO += tuple(f"index_{n}" for n in INDEX_ARRAYS)
+_SECTIONS = ("snapshot", *(f"pdq_{n}" for n in INDEX_ARRAYS), *(f"video_{n}" for n in _VIDEO))
+#: Each array section's type (the snapshot's is bytes).
+_TYPES = {"params": "<u4", "meta": "<u8", "blob": "u1", "hot": "<u4", "hot_hashes": "u1",
+          "settings": "<u4", "hashes": "u1", "owners": "<u4", "counts": "<u4",
+          "entries": "<u4"}  # fmt: skip
 _HEADER = struct.Struct("<8sII32s" + "QQ" * len(_SECTIONS))
 _ALIGN = 64
 _CHECKSUM = 32
@@ -78,23 +88,33 @@ def file_for(directory: os.PathLike[str] | str, checksum: str) -> pathlib.Path:
     return pathlib.Path(directory) / f"{checksum}{SUFFIX}"
 
 
-def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex) -> None:
-    """Write ``snapshot`` and ``index`` to ``path`` atomically (a temporary file beside it,
-    0600, renamed). Not fsynced: a file a crash left incomplete fails its checksum when it
-    is next opened and is built again, and a gigabyte's fsync costs seconds."""
+def write(
+    path: os.PathLike[str] | str,
+    snapshot: HashSnapshot,
+    index: PdqIndex,
+    videos: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Write ``snapshot``, its PDQ ``index`` and its ``videos``' index arrays to ``path``
+    atomically (a temporary file beside it, 0600, renamed). Not fsynced: a file a crash
+    left incomplete fails its checksum when it is next opened and is built again, and a
+    gigabyte's fsync costs seconds."""
     path = pathlib.Path(path)
-    arrays = index.arrays()
+    arrays = {f"pdq_{name}": array for name, array in index.arrays().items()}
+    arrays |= {f"video_{name}": array for name, array in (videos or {}).items()}
+    empty = np.zeros(0, dtype=np.uint8)
     parts = [
         memoryview(snapshot.to_bytes()).cast("B"),
         # As flat bytes: memoryview.cast refuses an empty 2-D array (a list without PDQ).
         *(
-            memoryview(np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8))
+            memoryview(np.ascontiguousarray(arrays.get(name, empty)).reshape(-1).view(np.uint8))
             for name in _SECTIONS[1:]
         ),
     ]
     offsets, at = [], _HEADER.size
-    for part in parts:
+    for number, part in enumerate(parts):
         at = -(-at // _ALIGN) * _ALIGN
+        if number == 0:  # the snapshot: its PDQ hashes on a 64-byte boundary
+            at += -snapshot.pdq_offset % _ALIGN
         offsets.append(at)
         at += len(part)
     fields = [x for offset, part in zip(offsets, parts, strict=True) for x in (offset, len(part))]
@@ -125,9 +145,13 @@ def write(path: os.PathLike[str] | str, snapshot: HashSnapshot, index: PdqIndex)
         raise
 
 
-def open_mapped(path: os.PathLike[str] | str, checksum: str) -> tuple[HashSnapshot, PdqIndex]:
-    """The snapshot and index in ``path``, mapped read-only, once every check holds;
-    FileNotFoundError when there is no file, MappedError when it must not be used."""
+Mapped = tuple[HashSnapshot, PdqIndex, dict[str, np.ndarray] | None]
+
+
+def open_mapped(path: os.PathLike[str] | str, checksum: str) -> Mapped:
+    """The snapshot, its PDQ index and its video index's arrays (None: no video) in
+    ``path``, mapped read-only, once every check holds; FileNotFoundError when there is no
+    file, MappedError when it must not be used."""
     path = pathlib.Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -148,7 +172,7 @@ def open_mapped(path: os.PathLike[str] | str, checksum: str) -> tuple[HashSnapsh
         os.close(fd)
     view = memoryview(mapped)
     try:
-        return _read(view, checksum, path)
+        return _read(view, checksum)
     except (MappedError, SnapshotError, ValueError) as exc:
         with contextlib.suppress(BufferError):
             view.release()
@@ -156,18 +180,21 @@ def open_mapped(path: os.PathLike[str] | str, checksum: str) -> tuple[HashSnapsh
         raise MappedError(f"unusable index file {path}: {exc}") from None
 
 
-def _read(view: memoryview, checksum: str, path: pathlib.Path) -> tuple[HashSnapshot, PdqIndex]:
+def _read(view: memoryview, checksum: str) -> Mapped:
     magic, version, count, named, *fields = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise MappedError("not an index file (bad magic)")
     if version != FORMAT_VERSION or count != len(_SECTIONS):
-        raise MappedError(f"format version {version} with {count} sections (this reads 1, 6)")
+        raise MappedError(
+            f"format version {version} with {count} sections "
+            f"(this reads {FORMAT_VERSION}, {len(_SECTIONS)})"
+        )
     if named.hex() != checksum:
         raise MappedError("it holds another version of the list")
     end = len(view) - _CHECKSUM
     bounds, at = {}, _HEADER.size
     for name, offset, length in zip(_SECTIONS, fields[0::2], fields[1::2], strict=True):
-        if offset % _ALIGN or offset < at or offset + length > end:
+        if (offset % _ALIGN and name != "snapshot") or offset < at or offset + length > end:
             raise MappedError(f"section {name} out of place")
         bounds[name] = (offset, length)
         at = offset + length
@@ -178,37 +205,35 @@ def _read(view: memoryview, checksum: str, path: pathlib.Path) -> tuple[HashSnap
     if snapshot.checksum != checksum:
         raise MappedError("its snapshot is another version of the list")
 
-    def array(name: str, dtype: str) -> np.ndarray:
-        offset, size = bounds[name]
-        if size % np.dtype(dtype).itemsize:
-            raise MappedError(f"section {name} is not whole")
-        return np.frombuffer(view, dtype=dtype, count=size // np.dtype(dtype).itemsize,
-                             offset=offset)  # fmt: skip
+    def arrays(prefix: str, names: Iterable[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for name in names:
+            offset, size = bounds[prefix + name]
+            dtype = np.dtype(_TYPES[name.removeprefix("index_")])
+            if size % dtype.itemsize:
+                raise MappedError(f"section {prefix + name} is not whole")
+            found[name] = np.frombuffer(view, dtype=dtype, count=size // dtype.itemsize,
+                                        offset=offset)  # fmt: skip
+        return found
 
-    bits = array("bits", "<u4")
-    if len(bits) != 1 or not 1 <= int(bits[0]) <= 30:
-        raise MappedError("bad chunk size")
-    tables = len(layout(int(bits[0])))
-    dirs, ids = array("dirs", "<u4"), array("ids", "<u4")
-    if len(dirs) != tables * ((1 << int(bits[0])) + 1) or len(ids) % tables:
-        raise MappedError("tables of the wrong size")
-    arrays = {
-        "bits": bits,
-        "dirs": dirs.reshape(tables, -1),
-        "ids": ids.reshape(tables, -1),
-        "hot": array("hot", "<u4"),
-        "hot_hashes": array("hot_hashes", "u1"),
-    }
+    pdq = arrays("pdq_", INDEX_ARRAYS)
+    pdq["meta"] = pdq["meta"].reshape(-1, 6) if len(pdq["meta"]) % 6 == 0 else pdq["meta"]
     hashes, _ = snapshot.section("pdq")
-    return snapshot, PdqIndex.from_arrays(hashes, arrays)
+    index = PdqIndex.from_arrays(hashes, pdq)
+    videos = arrays("video_", _VIDEO)
+    if not len(videos["settings"]):
+        if any(len(a) for a in videos.values()) or snapshot.video() is not None:
+            raise MappedError("the snapshot's videos are not indexed")
+        return snapshot, index, None
+    videos["index_meta"] = videos["index_meta"].reshape(-1, 6)
+    VideoIndex.from_arrays(videos)  # checked as any other source's
+    return snapshot, index, videos
 
 
-def load(
-    snapshot: HashSnapshot, directory: os.PathLike[str] | str
-) -> tuple[HashSnapshot, PdqIndex, str | None]:
-    """``snapshot`` and its index, mapped from ``directory`` (written there first when no
-    usable file is), and a note when a file had to be replaced (why). OSError when the
-    directory cannot be used."""
+def load(snapshot: HashSnapshot, directory: os.PathLike[str] | str) -> tuple[*Mapped, str | None]:
+    """``snapshot``, its PDQ index and its video index's arrays, mapped from ``directory``
+    (written there first when no usable file is), and a note when a file had to be
+    replaced (why). OSError when the directory cannot be used."""
     directory = pathlib.Path(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = file_for(directory, snapshot.checksum)
@@ -228,10 +253,12 @@ def load(
         except MappedError as exc:
             note = str(exc)
             path.unlink(missing_ok=True)
-        write(path, snapshot, PdqIndex(snapshot.section("pdq")[0]))
-    mapped_snapshot, index = open_mapped(path, snapshot.checksum)
+        index = PdqIndex(snapshot.section("pdq")[0])
+        write(path, snapshot, index, snapshot_arrays(snapshot.video()))
+        del index
+    mapped = open_mapped(path, snapshot.checksum)
     prune(directory, keep=path)
-    return mapped_snapshot, index, note
+    return (*mapped, note)
 
 
 def prune(directory: pathlib.Path, *, keep: pathlib.Path) -> None:

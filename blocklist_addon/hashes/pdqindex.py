@@ -1,30 +1,40 @@
 """The PDQ index: every listed hash within a Hamming distance of a query, exactly, without
 reading them all (multi-index hashing, Norouzi, Punjani and Fleet, CVPR 2012).
 
-Each 256-bit hash is cut into ``tables`` disjoint chunks of ``bits`` bits (three a 64-bit
-word, 21 bits each at 10,000,000 hashes: 12 chunks). Pigeonhole: if a listed hash is within
-``threshold`` of the query, the chunks cannot all differ by more than their radii when the
-radii plus one add up to more than the threshold (for 31 over 12 chunks: 8 chunks searched
-within 2 bits, 4 within 1). So each table is probed at every chunk value within its radius
-(1,944 probes for 31), and each hash found there is verified by its full distance: the
-answer is exactly the flat scan's. A threshold too large for probing to pay is answered by
-a scan of every hash.
+Each 256-bit hash is cut into ``tables`` disjoint chunks of ``bits`` bits (23 bits at
+10,000,000 hashes: 11 chunks, the last 3 bits in none). Pigeonhole: if a listed hash is
+within ``threshold`` of the query, the chunks cannot all differ by more than their radii
+when the radii plus one add up to more than the threshold (for 31 over 11 chunks: 10
+searched within 2 bits, one within 1; bits in no chunk only make the argument looser). So
+each table is probed at every chunk value within its radius (2,794 probes for 31), and
+each hash found there is verified by its full distance: the answer is exactly the flat
+scan's. A threshold too large for probing to pay is answered by a scan of every hash.
 
-A table is the hashes' positions grouped by that chunk's value, and where each value's
-group starts (``dirs``, 2**bits + 1 u32). The hashes themselves are the snapshot's sorted
-PDQ section, not a copy. Skew: real lists hold clusters of near-identical images, whose
-chunks pile into a few buckets, and degenerate hashes that share chunk values by the
-hundred thousand. A cluster's buckets stay in the tables (only a query near it probes
-them, and that query has to verify its members anyway); a bucket of more than
-``hot_limit`` hashes (1/64 of the list) would make every probe of it cost that much, so
-every hash in such a bucket (in any table) is left out of all tables and kept in a hot set
-instead, compared with every query one by one (a contiguous copy: a sequential scan).
-Exactness holds whatever the data. The cost is capped too: a query whose probes gather
-more candidates than half the list is answered by a scan, so no list, however skewed or
-hostile, makes a lookup cost much more than the flat scan.
+Memory is what a hash list of 10,000,000 costs on every machine, so the tables are
+compact (about 31 bytes a hash at 10,000,000, beside the 32 of the hash itself):
+
+- the hashes are the snapshot's PDQ section, sorted, so table 0 (the leading chunk) is
+  implicit: its buckets are runs of positions, and it stores nothing but where they start;
+- every other table stores, bucket by bucket, the *group* of each hash (its position
+  divided by 4: the 4 neighbours, 128 contiguous bytes, are verified together), bit-packed
+  in as few bits as the list needs (22 at 10,000,000), a group once a bucket;
+- where each bucket starts is a unary directory (a bucket's count as that many one bits,
+  then a zero: about 2 bits a hash) with the start of every 64th bucket (u32): a lookup
+  reads one sample and a word or two.
+
+Skew: real lists hold clusters of near-identical images, whose chunks pile into a few
+buckets, and degenerate hashes that share chunk values by the hundred thousand. A
+cluster's buckets stay in the tables (only a query near it probes them, and that query has
+to verify its members anyway); a bucket of more than ``hot_limit`` hashes (1/64 of the
+list) would make every probe of it cost that much, so every hash in such a bucket (in any
+table) is left out of the stored tables (and such a bucket of the implicit table is never
+probed) and kept in a hot set instead, compared with every query one by one (a contiguous
+copy: a sequential scan). Exactness holds whatever the data. The cost is capped too: a
+query whose probes gather more candidates than half the list is answered by a scan, so no
+list, however skewed or hostile, makes a lookup cost much more than the flat scan.
 
 The loops are a small C extension (``_mih.c``, built by pip with the package); without it
-(a source checkout not installed) the same lookup runs in numpy, slower.
+(a source checkout not installed) the same index is built and searched in numpy, slower.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
@@ -41,15 +52,18 @@ try:
 except ImportError:  # pragma: no cover - a checkout used without pip install
     _mih = None
 
-__all__ = ["PdqIndex", "choose_bits"]
+__all__ = ["PdqIndex", "choose_bits", "layout", "radii"]
 
 SIZE = 32
-#: Largest chunk: 2**21 + 1 u32 a table (8 MiB), 12 tables; about 4.8 hashes a bucket at
-#: 10,000,000.
-MAX_BITS = 21
+#: Chunk sizes: about one hash a bucket (a directory costs 2**bits bits, plus a u32 each
+#: 64 buckets), 23 bits at 10,000,000.
+MAX_BITS = 24
 MIN_BITS = 6
 #: No more tables than a threshold of 31 can use (32 chunks searched exactly).
 MAX_TABLES = 32
+#: A stored table's entries are groups of 2**GROUP_SHIFT neighbouring hashes (128 bytes):
+#: 2 bits less an entry, and the 4 hashes read together.
+GROUP_SHIFT = 1
 #: A bucket holding more than a HOT_SHARE of the list (and HOT_MIN, and 8 times the mean
 #: bucket, which small lists with short chunks come near) is hot: one probe of
 #: it would cost a good part of a scan (156,250 hashes at 10,000,000). Anything smaller
@@ -61,23 +75,28 @@ HOT_SHARE = 64
 HOT_MIN = 64
 #: Probing is used while its expected candidates stay under this share of a scan.
 SCAN_SHARE = 0.25
+#: A table without entries (meta's entries_at): implicit, its buckets are runs of positions.
+NO_ENTRIES = 2**64 - 1
+_U32_MAX = 2**32 - 1
 _EMPTY = np.zeros(0, dtype=np.uint32)
 
 
 def choose_bits(count: int) -> int:
-    """Chunk size for ``count`` hashes: a bucket a quarter the size of the list's log, so a
-    bucket holds a few hashes, within MIN_BITS..MAX_BITS (directory memory)."""
+    """Chunk size for ``count`` hashes: about one hash a bucket, within MIN_BITS..MAX_BITS."""
     if count < 2:
         return MIN_BITS
-    return max(MIN_BITS, min(MAX_BITS, round(math.log2(count)) - 2))
+    return max(MIN_BITS, min(MAX_BITS, round(math.log2(count))))
 
 
-def layout(bits: int) -> list[tuple[int, int]]:
-    """(word, shift) of each table's chunk: ``64 // bits`` chunks a big-endian word, from
-    the top, so table 0's chunk is the hash's leading bits."""
-    per_word = 64 // bits
-    tables = min(4 * per_word, MAX_TABLES)
-    return [(t // per_word, 64 - bits * (t % per_word + 1)) for t in range(tables)]
+def layout(bits: int) -> list[int]:
+    """Each table's chunk: its first bit (0 is the hash's first bit), chunks end to end
+    from the top, so table 0's chunk is the hash's leading bits."""
+    return [bits * t for t in range(min(256 // bits, MAX_TABLES))]
+
+
+def width_for(count: int) -> int:
+    """Bits an entry (a group of GROUP_SHIFT neighbours) needs among ``count`` hashes."""
+    return max(1, ((count - 1) >> GROUP_SHIFT).bit_length()) if count else 1
 
 
 @cache
@@ -99,20 +118,37 @@ def radii(tables: int, threshold: int) -> list[int]:
     return [base] * extra + [base - 1] * (tables - extra)
 
 
+def chunks_of(rows: np.ndarray, offset: int, bits: int) -> np.ndarray:
+    """The chunk at ``offset`` of each hash (rows of 32 bytes), as int64."""
+    words = np.ascontiguousarray(rows).view(">u8").reshape(-1, 4).astype(np.uint64)
+    word, off = divmod(offset, 64)
+    mask = np.uint64((1 << bits) - 1)
+    if off + bits <= 64:
+        value = words[:, word] >> np.uint64(64 - off - bits)
+    else:
+        value = (words[:, word] << np.uint64(off + bits - 64)) | (
+            words[:, word + 1] >> np.uint64(128 - off - bits)
+        )
+    return (value & mask).astype(np.int64)
+
+
 class PdqIndex:
     """Listed PDQ hashes (32 bytes each, sorted), searched by Hamming distance. Immutable
     once built; safe to query from several threads (the C loop releases the GIL)."""
 
     __slots__ = (
-        "_dirs",
+        "_blob",
+        "_decoded",
         "_hashes",
         "_hot",
         "_hot_hashes",
-        "_ids",
-        "_layout",
+        "_meta",
+        "_params",
         "_plans",
         "bits",
         "count",
+        "hot_limit",
+        "width",
     )
 
     def __init__(
@@ -123,9 +159,9 @@ class PdqIndex:
         hot_limit: int | None = None,
     ) -> None:
         """Build the tables over ``hashes`` (the snapshot's sorted PDQ section); ``bits``
-        and ``hot_limit`` are chosen from their number unless given (tests)."""
-        arrays = build(hashes, bits=bits, hot_limit=hot_limit)
-        self._attach(hashes, arrays)
+        and ``hot_limit`` are chosen from their number unless given (tests). Unsorted
+        hashes work too (table 0 is then stored like the others)."""
+        self._attach(hashes, build(hashes, bits=bits, hot_limit=hot_limit))
 
     @classmethod
     def from_arrays(cls, hashes: bytes | memoryview, arrays: Mapping[str, np.ndarray]) -> PdqIndex:
@@ -140,36 +176,45 @@ class PdqIndex:
             raise ValueError("PDQ hashes must be 32 bytes each")
         self.count = len(data) // SIZE
         self._hashes = data
-        self.bits = int(arrays["bits"][0])
-        if not MIN_BITS <= self.bits <= MAX_BITS:
+        params = arrays["params"]
+        if params.dtype != np.uint32 or params.shape != (4,):
+            raise ValueError("PDQ index: bad parameters")
+        self._params = params
+        self.bits, group_shift, self.width, self.hot_limit = (int(x) for x in params)
+        if not MIN_BITS <= self.bits <= MAX_BITS or group_shift != GROUP_SHIFT:
             raise ValueError("PDQ index: chunk size out of range")
-        self._layout = np.array(layout(self.bits), dtype=np.int32)
-        self._dirs = arrays["dirs"]
-        self._ids = arrays["ids"]
+        self._meta = arrays["meta"]
+        self._blob = arrays["blob"]
         self._hot = arrays["hot"]
         self._hot_hashes = arrays["hot_hashes"]
-        tables = len(self._layout)
+        offsets = layout(self.bits)
         if (
-            self._dirs.shape != (tables, (1 << self.bits) + 1)
-            or self._ids.ndim != 2
-            or len(self._ids) != tables
+            self._meta.dtype != np.uint64
+            or self._meta.shape != (len(offsets), 6)
+            or self._meta[:, 0].tolist() != offsets
             or len(self._hot_hashes) != SIZE * len(self._hot)
-            or self._ids.shape[1] + len(self._hot) != self.count
+            or len(self._hot) > self.count
         ):
             raise ValueError("PDQ index: tables do not match the hashes")
         if len(self._hot) and int(self._hot.max()) >= self.count:
             raise ValueError("PDQ index: a hot position is out of range")
         self._plans: dict[int, np.ndarray | None] = {}
+        self._decoded: list[tuple[np.ndarray, np.ndarray | None]] | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The tables, to store beside the hashes (``from_arrays`` reads them back)."""
         return {
-            "bits": np.array([self.bits], dtype=np.uint32),
-            "dirs": self._dirs,
-            "ids": self._ids,
+            "params": self._params,
+            "meta": self._meta,
+            "blob": self._blob,
             "hot": self._hot,
             "hot_hashes": self._hot_hashes,
         }
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tables (beyond the hashes themselves)."""
+        return sum(a.nbytes for a in self.arrays().values())
 
     @property
     def hot(self) -> int:
@@ -181,39 +226,82 @@ class PdqIndex:
         plan = self._plan(threshold)
         return None if plan is None else len(plan)
 
+    def largest_bucket(self) -> int:
+        """Entries of the most crowded bucket of any stored table (a test's and the
+        bench's look at skew; the implicit table's hot buckets are never probed)."""
+        largest = 0
+        for starts, entries in self._tables():
+            sizes = np.diff(starts)
+            if entries is None:
+                sizes = sizes[sizes <= self.hot_limit]
+            largest = max(largest, int(sizes.max(initial=0)))
+        return largest
+
     def nearest(self, queries: list[bytes], threshold: int) -> tuple[int, int] | None:
         """(position, distance) of the listed hash closest to any of ``queries`` if it is
         within ``threshold``; ties go to the lowest position, so the answer is stable (and
         the same as a scan's)."""
         if not self.count or not queries or threshold < 0:
             return None
+        joined = self._joined(queries)
+        plan = self._plan(threshold)
+        if _mih is None:
+            found = self._within_numpy(joined, threshold, plan)
+            if not len(found[0]):
+                return None
+            best = np.lexsort((found[1], found[2]))[0]
+            return int(found[1][best]), int(found[2][best])
+        return self._lookup(joined, threshold, plan, every=False)
+
+    def within(self, queries: list[bytes], threshold: int) -> tuple[np.ndarray, ...]:
+        """Every (query number, listed position, distance) within ``threshold``, each pair
+        once, sorted by query then position (int64 arrays): a range search, for videos."""
+        empty = np.zeros(0, dtype=np.int64)
+        if not self.count or not queries or threshold < 0:
+            return empty, empty, empty
+        joined = self._joined(queries)
+        plan = self._plan(threshold)
+        if _mih is None:
+            asked, positions, distances = self._within_numpy(joined, threshold, plan)
+        else:
+            triples = np.frombuffer(
+                self._lookup(joined, threshold, plan, every=True), dtype=np.uint32
+            ).reshape(-1, 3)
+            asked, positions, distances = (triples[:, i].astype(np.int64) for i in range(3))
+        keys, first = np.unique(asked * self.count + positions, return_index=True)
+        return keys // self.count, keys % self.count, distances[first]
+
+    @staticmethod
+    def _joined(queries: list[bytes]) -> bytes:
         joined = b"".join(queries)
         if len(joined) != SIZE * len(queries):
             raise ValueError("PDQ hashes must be 32 bytes each")
-        plan = self._plan(threshold)
-        if _mih is None:
-            return self._nearest_numpy(joined, threshold, plan)
-        return _mih.nearest(
+        return joined
+
+    def _lookup(self, joined: bytes, threshold: int, plan: np.ndarray | None, *, every: bool):
+        assert _mih is not None
+        return _mih.lookup(
             self._hashes,
-            self._dirs,
-            self._ids,
-            self.bits,
-            self._layout,
+            self._blob,
+            self._meta,
+            self._params,
             _EMPTY if plan is None else plan,
             self._hot,
             self._hot_hashes,
             joined,
             threshold,
             plan is None,
+            every,
         )
 
     def _plan(self, threshold: int) -> np.ndarray | None:
         """(table, xor mask) pairs to probe, u32; None: scan instead."""
         if threshold in self._plans:
             return self._plans[threshold]
-        chosen = radii(len(self._layout), threshold)
+        chosen = radii(len(self._meta), threshold)
         probes = sum(sum(math.comb(self.bits, k) for k in range(r + 1)) for r in chosen)
-        expected = probes * (1 + self._ids.shape[1] / (1 << self.bits)) + len(self._hot)
+        # A bucket's entries, each a group of neighbours read as one cache line.
+        expected = probes * (1 + self.count / (1 << self.bits)) + len(self._hot)
         plan = None
         if expected < SCAN_SHARE * self.count:
             plan = np.concatenate(
@@ -226,46 +314,80 @@ class PdqIndex:
         self._plans[threshold] = plan
         return plan
 
-    def _nearest_numpy(
+    # -- the numpy path (no C extension) ---------------------------------------------------
+
+    def _tables(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each table decoded: where each bucket starts (2**bits + 1) and its entries (the
+        groups), None for the implicit table (the starts are positions)."""
+        if self._decoded is None:
+            blob, buckets = np.asarray(self._blob, dtype=np.uint8), 1 << self.bits
+            decoded = []
+            for _, words_at, nwords, _, entries_at, entries in self._meta.tolist():
+                bits = np.unpackbits(blob[words_at : words_at + 8 * nwords], bitorder="little")
+                zeros = np.flatnonzero(bits[: entries + buckets] == 0)[:buckets]
+                if len(zeros) != buckets:
+                    raise ValueError("PDQ index: the index is corrupt")
+                starts = np.concatenate([[0], zeros - np.arange(buckets)]).astype(np.int64)
+                values = None
+                if entries_at != NO_ENTRIES:
+                    size = entries * self.width
+                    raw = blob[entries_at : entries_at + (size + 7) // 8]
+                    flat = np.unpackbits(raw, bitorder="little")[:size].reshape(-1, self.width)
+                    values = flat.astype(np.int64) @ (1 << np.arange(self.width, dtype=np.int64))
+                if starts[-1] != entries or (values is not None and len(values) != entries):
+                    raise ValueError("PDQ index: the index is corrupt")
+                decoded.append((starts, values))
+            self._decoded = decoded
+        return self._decoded
+
+    def _within_numpy(
         self, joined: bytes, threshold: int, plan: np.ndarray | None
-    ) -> tuple[int, int] | None:
-        """The same lookup in numpy (no C extension): candidates, then their distances."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lookup in numpy: candidates, then their distances; (query, position,
+        distance) of every pair within ``threshold``, perhaps twice."""
         rows = self._hashes.reshape(-1, SIZE)
         query_rows = np.frombuffer(joined, dtype=np.uint8).reshape(-1, SIZE)
-        if plan is None:
-            candidates = np.arange(self.count)
-            pairs = [(candidates, q) for q in range(len(query_rows))]
-        else:
-            words = query_rows.view(">u8").reshape(-1, 4)
-            mask = np.uint64((1 << self.bits) - 1)
-            tables = plan[:, 0].astype(np.int64)
-            word = self._layout[tables, 0]
-            shift = self._layout[tables, 1].astype(np.uint64)
-            stride = (1 << self.bits) + 1
-            flat_dirs = self._dirs.reshape(-1)
-            flat_ids = self._ids.reshape(-1)
-            width = self._ids.shape[1]
-            pairs = []
-            for q in range(len(query_rows)):
-                values = ((words[q, word] >> shift) & mask).astype(np.int64) ^ plan[:, 1]
-                lo = flat_dirs[tables * stride + values].astype(np.int64)
-                hi = flat_dirs[tables * stride + values + 1].astype(np.int64)
-                sizes = hi - lo
-                starts = np.repeat(lo + tables * width - (np.cumsum(sizes) - sizes), sizes)
-                picked = flat_ids[starts + np.arange(int(sizes.sum()))].astype(np.int64)
-                pairs.append((np.concatenate([picked, self._hot.astype(np.int64)]), q))
-        best: tuple[int, int] | None = None
-        for candidates, q in pairs:
-            if not len(candidates):
-                continue
+        everything = np.arange(self.count, dtype=np.int64)
+        parts = []
+        tables = None if plan is None else self._tables()
+        for q in range(len(query_rows)):
+            if plan is None or tables is None:
+                candidates = everything
+            else:
+                picked = [self._hot.astype(np.int64)]
+                for t, (starts, values) in enumerate(tables):
+                    masks = plan[plan[:, 0] == t, 1].astype(np.int64)
+                    if not len(masks):
+                        continue
+                    value = chunks_of(query_rows[q : q + 1], int(self._meta[t, 0]), self.bits)
+                    buckets = value[0] ^ masks
+                    lo, hi = starts[buckets], starts[buckets + 1]
+                    if values is None:
+                        keep = hi - lo <= self.hot_limit
+                        lo, hi = lo[keep], hi[keep]
+                    if np.any(hi > (self.count if values is None else len(values))):
+                        raise ValueError("PDQ index: the index is corrupt")
+                    sizes = hi - lo
+                    at = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
+                    at = at + np.arange(int(sizes.sum()))
+                    if values is None:
+                        picked.append(at)
+                        continue
+                    groups = values[at]
+                    spread = (groups[:, None] << GROUP_SHIFT) + np.arange(1 << GROUP_SHIFT)
+                    if len(groups) and int(groups.max()) << GROUP_SHIFT >= self.count:
+                        raise ValueError("PDQ index: the index is corrupt")
+                    picked.append(spread.reshape(-1)[spread.reshape(-1) < self.count])
+                candidates = np.concatenate(picked)
+                if len(candidates) > self.count // 2:
+                    candidates = everything
             distances = np.bitwise_count(rows[candidates] ^ query_rows[q]).sum(axis=1)
             ok = distances <= threshold
-            if ok.any():
-                found = sorted(zip(distances[ok].tolist(), candidates[ok].tolist(), strict=True))
-                d, p = found[0]
-                if best is None or (d, p) < (best[1], best[0]):
-                    best = (p, d)
-        return best
+            parts.append((np.full(int(ok.sum()), q), candidates[ok], distances[ok]))
+        asked, positions, distances = (
+            np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(3)
+        )
+        return asked, positions, distances
 
     def __len__(self) -> int:
         return self.count
@@ -282,47 +404,117 @@ def build(
     bits = choose_bits(count) if bits is None else bits
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"PDQ index: chunks of {MIN_BITS} to {MAX_BITS} bits")
-    chunks = layout(bits)
+    offsets = layout(bits)
     if hot_limit is None:
         mean = -(-count // (1 << bits))
         hot_limit = max(HOT_MIN, count // HOT_SHARE, 8 * mean)
-    dirs, ids = _tables(data, chunks, bits, _EMPTY, count)
-    hot = np.zeros(count, dtype=bool)
-    for t in range(len(chunks)):
-        sizes = np.diff(dirs[t])
-        for value in np.flatnonzero(sizes > hot_limit):
-            hot[ids[t, dirs[t, value] : dirs[t, value + 1]]] = True
-    hot_positions = np.flatnonzero(hot).astype(np.uint32)
-    if len(hot_positions):
-        cold = np.flatnonzero(~hot).astype(np.uint32)
-        dirs, ids = _tables(data, chunks, bits, cold, len(cold))
+    hot_limit = min(max(hot_limit, 0), _U32_MAX)
     rows = data.reshape(-1, SIZE)
+    # Sorted by the leading 64 bits (as a snapshot's section is): table 0 is implicit.
+    leading = rows.view(">u8")[:, 0] if count else np.zeros(0, dtype=">u8")
+    implicit = bool(np.all(leading[1:] >= leading[:-1]))
+    width = width_for(count)
+    everything = _EMPTY
+    tables = _tables(data, offsets, bits, width, implicit, everything, subset=False)
+    hot_positions = _EMPTY
+    if any(largest > hot_limit for *_, largest in tables):
+        hot = np.zeros(count, dtype=np.uint8)
+        if _mih is not None:
+            _mih.hot(data, np.array(offsets, dtype=np.int32), bits, hot_limit, hot)
+        else:
+            for offset in offsets:
+                keys = chunks_of(rows, offset, bits)
+                hot |= (np.bincount(keys, minlength=1 << bits)[keys] > hot_limit).astype(np.uint8)
+        hot_positions = np.flatnonzero(hot).astype(np.uint32)
+        cold = np.flatnonzero(hot == 0).astype(np.uint32)
+        # The implicit table keeps every position (its hot buckets are never probed).
+        again = _tables(data, offsets, bits, width, implicit, cold, subset=True)
+        tables = [tables[0] if implicit else again[0], *again[1:]]
+    parts: list[bytes] = []
+    meta = []
+    at = 0
+    for t, (offset, (words, samples, entries, _)) in enumerate(zip(offsets, tables, strict=True)):
+        stored = not (t == 0 and implicit)
+        row = [offset]
+        for part in (words, samples, entries):
+            pad = -at % 8
+            parts.append(b"\0" * pad)
+            at += pad
+            row.append(at)
+            parts.append(part)
+            at += len(part)
+        _, words_at, samples_at, entries_at = row
+        entries_at, entry_count = (entries_at, _ones(words)) if stored else (NO_ENTRIES, count)
+        meta.append([offset, words_at, len(words) // 8, samples_at, entries_at, entry_count])
+    blob = np.frombuffer(b"".join(parts), dtype=np.uint8)
     return {
-        "bits": np.array([bits], dtype=np.uint32),
-        "dirs": dirs,
-        "ids": ids,
+        "params": np.array([bits, GROUP_SHIFT, width, hot_limit], dtype=np.uint32),
+        "meta": np.array(meta, dtype=np.uint64).reshape(len(offsets), 6),
+        "blob": blob,
         "hot": hot_positions,
         "hot_hashes": rows[hot_positions].reshape(-1).copy(),
     }
 
 
 def _tables(
-    data: np.ndarray, chunks: list[tuple[int, int]], bits: int, positions: np.ndarray, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    dirs = np.empty((len(chunks), (1 << bits) + 1), dtype=np.uint32)
-    ids = np.empty((len(chunks), width), dtype=np.uint32)
-    for t, (word, shift) in enumerate(chunks):
-        if not width:
-            dirs[t] = 0  # every hash is in the hot set
-            continue
-        if _mih is not None:
-            _mih.table(data, positions, word, shift, bits, dirs[t], ids[t])
-            continue
-        rows = data.reshape(-1, SIZE)
-        chosen = positions if len(positions) else np.arange(len(rows), dtype=np.uint32)
-        words = rows[chosen].view(">u8").reshape(-1, 4)[:, word]
-        keys = ((words >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
-        dirs[t, 0] = 0
-        np.cumsum(np.bincount(keys, minlength=1 << bits), out=dirs[t, 1:])
-        ids[t] = chosen[np.argsort(keys, kind="stable")]
-    return dirs, ids
+    data: np.ndarray,
+    offsets: list[int],
+    bits: int,
+    width: int,
+    implicit: bool,
+    positions: np.ndarray,
+    *,
+    subset: bool,
+) -> list[tuple[bytes, bytes, bytes, int]]:
+    """Every table over ``positions`` (all when not ``subset``), two at a time (the C
+    loop releases the GIL; each holds ~4 bytes a hash and 12 a bucket while it runs)."""
+
+    def one(t: int) -> tuple[bytes, bytes, bytes, int]:
+        stored = not (t == 0 and implicit)
+        return _table(data, positions, subset and stored, offsets[t], bits, width, stored)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(one, range(len(offsets))))
+
+
+def _ones(words: bytes) -> int:
+    """Entries a unary directory counts (its one bits)."""
+    return int(np.bitwise_count(np.frombuffer(words, dtype=np.uint64)).sum())
+
+
+def _table(
+    data: np.ndarray,
+    positions: np.ndarray,
+    subset: bool,
+    offset: int,
+    bits: int,
+    width: int,
+    stored: bool,
+) -> tuple[bytes, bytes, bytes, int]:
+    """One table: its unary directory, samples, packed entries and largest bucket
+    (``_mih.table``)."""
+    if _mih is not None:
+        return _mih.table(data, positions, subset, offset, bits, GROUP_SHIFT, width, stored)
+    rows = data.reshape(-1, SIZE)
+    chosen = positions.astype(np.int64) if subset else np.arange(len(rows), dtype=np.int64)
+    keys = chunks_of(rows[chosen], offset, bits) if len(chosen) else np.zeros(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys, chosen = keys[order], chosen[order]
+    buckets = 1 << bits
+    largest = int(np.bincount(keys, minlength=buckets).max(initial=0))
+    groups = chosen >> GROUP_SHIFT if stored else np.arange(len(chosen))
+    keep = np.ones(len(keys), dtype=bool)
+    keep[1:] = (keys[1:] != keys[:-1]) | (groups[1:] != groups[:-1])
+    keys, groups = keys[keep], groups[keep]
+    total = len(keys) + buckets
+    unary = np.zeros(-(-total // 64) * 64, dtype=np.uint8)
+    unary[np.arange(len(keys)) + keys] = 1
+    words = np.packbits(unary, bitorder="little").tobytes()
+    starts = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=buckets))])
+    samples = starts[0:buckets:64].astype("<u4").tobytes()
+    if not stored:
+        return words, samples, b"", largest
+    flat = ((groups[:, None] >> np.arange(width)) & 1).astype(np.uint8).reshape(-1)
+    entries = np.packbits(flat, bitorder="little").tobytes()
+    tail = b"\0" * ((len(keys) * width + 7) // 8 + 8 - len(entries))
+    return words, samples, entries + tail, largest

@@ -233,6 +233,12 @@ class HashSnapshot:
         view = memoryview(self._data)
         return view[start:middle], view[middle:end].cast("I")
 
+    @property
+    def pdq_offset(self) -> int:
+        """Where the PDQ hashes start in the snapshot's bytes (the shared index file puts
+        them on a cache line's boundary)."""
+        return self._starts[2 * KINDS.index("pdq")]
+
     def video(self) -> tuple[memoryview, memoryview, np.ndarray] | None:
         """The listed videos' frames (32-byte PDQ hashes end to end, an entry's together
         and in order), their qualities (a byte each) and each frame's entry number; None

@@ -28,16 +28,15 @@ percentages are counted from those pairs, so the answer is the brute-force rule'
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from blocklist_addon.hashes.pdqindex import PdqIndex, layout, radii
+from blocklist_addon.hashes.pdqindex import PdqIndex
 
 __all__ = [
     "COMPARED_MATCH_PERCENT",
@@ -160,7 +159,13 @@ def prepare(
 
 class VideoIndex:
     """Listed videos (each a sequence of (PDQ hash, quality) frames, as vPDQ gives them),
-    matched by HMA's rule. Immutable once built."""
+    matched by HMA's rule. Immutable once built.
+
+    What it holds is a set of arrays (``arrays()``): every listed video's prepared frames
+    (quality at least the threshold, each distinct hash once a video) sorted by hash, the
+    video each belongs to, each video's count of them and its entry in the snapshot, and
+    a PDQ index over the frames. ``hashes.mapped`` writes them into the machine's shared
+    index file, so that every process maps one copy (``from_arrays``)."""
 
     def __init__(
         self,
@@ -174,53 +179,100 @@ class VideoIndex:
     ) -> None:
         """``bits``: the index's chunk size, chosen from the number of frames unless given
         (tests, to reach both the probing and the scanning path)."""
+        frames: list[bytes] = []
+        qualities: list[int] = []
+        numbers: list[int] = []
+        count = 0
+        for number, video in enumerate(videos):
+            count = number + 1
+            for value, quality in video:
+                if len(value) != SIZE:
+                    raise ValueError("PDQ hashes must be 32 bytes each")
+                frames.append(value)
+                qualities.append(quality)
+                numbers.append(number)
+        arrays = build_arrays(
+            b"".join(frames),
+            np.array(qualities, dtype=np.uint8),
+            np.array(numbers, dtype=np.int64),
+            np.arange(count, dtype=np.uint32),
+            quality_threshold=quality_threshold,
+            bits=bits,
+        )
+        self._attach(
+            arrays,
+            distance_threshold=distance_threshold,
+            query_match_percent=query_match_percent,
+            compared_match_percent=compared_match_percent,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        distance_threshold: int = DISTANCE_THRESHOLD,
+        query_match_percent: float = QUERY_MATCH_PERCENT,
+        compared_match_percent: float = COMPARED_MATCH_PERCENT,
+    ) -> VideoIndex:
+        """An index over arrays built earlier (``build_arrays``, ``arrays()``), e.g. mapped
+        from the shared file; the match settings are this process's."""
+        index = object.__new__(cls)
+        index._attach(
+            arrays,
+            distance_threshold=distance_threshold,
+            query_match_percent=query_match_percent,
+            compared_match_percent=compared_match_percent,
+        )
+        return index
+
+    def _attach(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        distance_threshold: int,
+        query_match_percent: float,
+        compared_match_percent: float,
+    ) -> None:
         if not 0 <= distance_threshold <= 128:
             raise ValueError("distance_threshold must be between 0 and 128 bits (31 default)")
         if not (0 <= query_match_percent <= 100 and 0 <= compared_match_percent <= 100):
             raise ValueError("match percentages must be between 0 and 100")
         self.distance_threshold = distance_threshold
-        self.quality_threshold = quality_threshold
         self.query_match_percent = query_match_percent
         self.compared_match_percent = compared_match_percent
-        owners: list[int] = []
-        chunks: list[bytes] = []
-        counts: list[int] = []
-        for number, frames in enumerate(videos):
-            kept = prepare(frames, quality_threshold)
-            counts.append(len(kept))
-            chunks += kept
-            owners += [number] * len(kept)
-        self.counts = np.array(counts, dtype=np.int64)  # frames of each video, prepared
-        self._owners = np.array(owners, dtype=np.int64)
-        self._hashes = b"".join(chunks)
-        self._rows = np.frombuffer(self._hashes, dtype=np.uint8).reshape(-1, SIZE)
-        self.index = PdqIndex(self._hashes, bits=bits)
-        arrays = self.index.arrays()
-        self._bits = int(arrays["bits"][0])
-        self._dirs = arrays["dirs"]
-        self._ids = arrays["ids"]
-        self._hot = arrays["hot"].astype(np.int64)
-        self._layout = np.array(layout(self._bits), dtype=np.int64)
-        self._plan = self._probe_plan()
+        self._settings = arrays["settings"]
+        if self._settings.shape != (1,):
+            raise ValueError("video index: bad settings")
+        self.quality_threshold = int(self._settings[0])
+        self.counts = arrays["counts"]  # frames of each video, prepared
+        self.entries = arrays["entries"]  # each video's entry number in its snapshot
+        self._owners = arrays["owners"]
+        hashes = arrays["hashes"]
+        if (
+            len(self.entries) != len(self.counts)
+            or len(hashes) != SIZE * len(self._owners)
+            or int(self.counts.sum(dtype=np.int64)) != len(self._owners)
+            or (len(self._owners) and int(self._owners.max()) >= len(self.counts))
+        ):
+            raise ValueError("video index: arrays do not agree")
+        self.index = PdqIndex.from_arrays(
+            hashes, {name: arrays[f"index_{name}"] for name in INDEX_ARRAYS}
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What ``from_arrays`` reads back."""
+        return {
+            "settings": self._settings,
+            "hashes": self.index._hashes,
+            "owners": self._owners,
+            "counts": self.counts,
+            "entries": self.entries,
+            **{f"index_{name}": array for name, array in self.index.arrays().items()},
+        }
 
     def __len__(self) -> int:
         return len(self.counts)
-
-    def _probe_plan(self) -> np.ndarray | None:
-        """(table, xor mask) pairs to probe at the distance threshold, as the index does
-        (pigeonhole over its chunks); None when a scan is cheaper."""
-        threshold, bits = self.distance_threshold, self._bits
-        chosen = radii(len(self._layout), threshold)
-        probes = sum(sum(math.comb(bits, k) for k in range(r + 1)) for r in chosen)
-        expected = probes * (1 + self._ids.shape[1] / (1 << bits)) + len(self._hot)
-        if expected >= 0.25 * len(self._rows):
-            return None
-        pairs = []
-        for table, radius in enumerate(chosen):
-            for k in range(radius + 1):
-                for flips in itertools.combinations(range(bits), k):
-                    pairs.append((table, sum(1 << i for i in flips)))
-        return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
     def within(self, query: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Positions of every listed frame within the threshold of ``query`` (sorted) and
@@ -230,65 +282,15 @@ class VideoIndex:
 
     def pairs(self, queries: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query number, listed position, distance) within the threshold, sorted by
-        query then position: the index's candidates of a batch of queries at once, each
-        verified by its full distance."""
-        joined = np.frombuffer(b"".join(queries), dtype=np.uint8)
-        if len(joined) != SIZE * len(queries):
-            raise ValueError("PDQ hashes must be 32 bytes each")
-        empty = np.zeros(0, dtype=np.int64)
-        if not len(self._rows) or not queries:
-            return empty, empty, empty
-        query_rows = joined.reshape(-1, SIZE)
-        # batches bound the candidate pairs held at once (~1M: 32 MB of xor)
-        per = len(self._rows) if self._plan is None else len(self._plan) * 4 + len(self._hot)
-        batch = max(1, (1 << 20) // max(1, per))
-        found = [self._batch(query_rows, start, batch) for start in range(0, len(queries), batch)]
-        return tuple(np.concatenate(part) for part in zip(*found, strict=True))  # type: ignore[return-value]
-
-    def _batch(
-        self, query_rows: np.ndarray, start: int, batch: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows_q = query_rows[start : start + batch]
-        count = len(rows_q)
-        if self._plan is None:
-            listed = np.tile(np.arange(len(self._rows), dtype=np.int64), count)
-            asked = np.repeat(np.arange(count, dtype=np.int64), len(self._rows))
-        else:
-            words = rows_q.view(">u8").reshape(count, 4)
-            tables = self._plan[:, 0]
-            word = self._layout[tables, 0]
-            shift = self._layout[tables, 1].astype(np.uint64)
-            mask = np.uint64((1 << self._bits) - 1)
-            values = ((words[:, word] >> shift) & mask).astype(np.int64) ^ self._plan[:, 1]
-            all_tables = np.broadcast_to(tables, values.shape).reshape(-1)
-            values = values.reshape(-1)
-            lo = self._dirs[all_tables, values].astype(np.int64)
-            sizes = self._dirs[all_tables, values + 1].astype(np.int64) - lo
-            total = int(sizes.sum())
-            starts = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
-            columns = starts + np.arange(total, dtype=np.int64)
-            # a frame found in several tables is verified each time: cheaper than making
-            # the candidates unique first (few are near)
-            probed = self._ids[np.repeat(all_tables, sizes), columns].astype(np.int64)
-            owner = np.repeat(np.arange(count, dtype=np.int64), len(tables))
-            listed = np.concatenate([probed, np.tile(self._hot, count)])
-            asked = np.concatenate(
-                [np.repeat(owner, sizes), np.repeat(np.arange(count), len(self._hot))]
-            )
-        distances = np.bitwise_count(self._rows[listed] ^ rows_q[asked]).sum(axis=1)
-        near = distances <= self.distance_threshold
-        keys, first = np.unique(asked[near] * len(self._rows) + listed[near], return_index=True)
-        return (
-            keys // len(self._rows) + start,
-            keys % len(self._rows),
-            distances[near][first].astype(np.int64),
-        )
+        query then position: the index's range search, each candidate verified by its full
+        distance."""
+        return self.index.within(queries, self.distance_threshold)
 
     def matches(self, frames: Iterable[tuple[bytes, int]]) -> list[VideoMatch]:
         """Every listed video the query's frames match, best first (the higher query share,
         then the higher compared share, then the lower number)."""
         query = prepare(frames, self.quality_threshold)
-        if not query or not len(self._rows):
+        if not query or not len(self._owners):
             return []
         asked, positions, distances = self.pairs(query)
         videos = self._owners[positions]
@@ -310,3 +312,62 @@ class VideoIndex:
         """The best listed video the query's frames match, or None."""
         found = self.matches(frames)
         return found[0] if found else None
+
+
+#: The PDQ index's arrays, kept as ``index_<name>`` among a video index's.
+INDEX_ARRAYS = ("params", "meta", "blob", "hot", "hot_hashes")
+
+
+def build_arrays(
+    frames: bytes | memoryview,
+    qualities: np.ndarray,
+    numbers: np.ndarray,
+    entries: np.ndarray,
+    *,
+    quality_threshold: int = QUALITY_THRESHOLD,
+    bits: int | None = None,
+) -> dict[str, np.ndarray]:
+    """A video index's arrays from listed frames end to end: 32-byte hashes, their
+    qualities and video numbers (never decreasing, below ``len(entries)``), and each
+    video's entry number. HMA's preparation, vectorized: frames under
+    ``quality_threshold`` are left out and a hash repeated within a video counted once;
+    the frames are then sorted by hash (the PDQ index reads the sorted order as a table)."""
+    rows = np.frombuffer(frames, dtype=np.uint8).reshape(-1, SIZE)
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if len(qualities) != len(rows) or len(numbers) != len(rows):
+        raise ValueError("frames, qualities and video numbers do not agree")
+    if len(numbers) and (bool((numbers[1:] < numbers[:-1]).any()) or numbers[-1] >= len(entries)):
+        raise ValueError("frames must be grouped by video, in order")
+    keep = np.asarray(qualities) >= quality_threshold
+    rows, numbers = rows[keep], numbers[keep]
+    words = rows.view(">u8").reshape(-1, 4).astype(np.uint64)
+    order = np.lexsort((numbers, words[:, 3], words[:, 2], words[:, 1], words[:, 0]))
+    rows, numbers, words = rows[order], numbers[order], words[order]
+    distinct = np.ones(len(rows), dtype=bool)
+    distinct[1:] = (numbers[1:] != numbers[:-1]) | (words[1:] != words[:-1]).any(axis=1)
+    rows, numbers = rows[distinct], numbers[distinct]
+    hashes = np.ascontiguousarray(rows).reshape(-1)
+    index = PdqIndex(hashes, bits=bits)
+    return {
+        "settings": np.array([quality_threshold], dtype=np.uint32),
+        "hashes": hashes,
+        "owners": numbers.astype(np.uint32),
+        "counts": np.bincount(numbers, minlength=len(entries)).astype(np.uint32),
+        "entries": np.asarray(entries, dtype=np.uint32),
+        **{f"index_{name}": array for name, array in index.arrays().items()},
+    }
+
+
+def snapshot_arrays(
+    video: tuple[memoryview, memoryview, np.ndarray] | None,
+) -> dict[str, np.ndarray] | None:
+    """The video index's arrays of a snapshot's vpdq sections (``HashSnapshot.video()``:
+    frames, qualities, each frame's entry), the entries numbered as videos in their
+    order; None when it has no video."""
+    if video is None or not len(video[2]):
+        return None
+    frames, qualities, owners = video
+    entries, numbers = np.unique(np.asarray(owners), return_inverse=True)
+    return build_arrays(
+        frames, np.frombuffer(qualities, dtype=np.uint8), numbers, entries.astype(np.uint32)
+    )
