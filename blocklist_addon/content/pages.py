@@ -27,7 +27,9 @@ from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-from blocklist_addon.urls.matcher import Match
+from blocklist_addon.urls.canonical import canonical_host, dns_suffixes
+from blocklist_addon.urls.embedded.markers import PLAIN
+from blocklist_addon.urls.matcher import Blocklist, Match
 
 __all__ = ["BLOCKED_RESOURCE", "Found", "charset_of", "find_links", "neutralize"]
 
@@ -275,6 +277,240 @@ def _first(groups: tuple[str | None, ...]) -> str | None:
     return next((g for g in groups if g is not None), None)
 
 
+# -- the fast scan --------------------------------------------------------------------------
+#
+# ``neutralize`` does not go through ``find_links``: it finds and checks in one pass, with no
+# generator or ``Found`` per link, each distinct attribute value resolved once a page and each
+# distinct URL checked once (then remembered for the list in force), and only links on a
+# listed host, or carrying an embedded URL, sent to the matcher. ``find_links`` stays the
+# readable reference: tests/test_pages_fast.py holds the two to the same output on generated
+# pages.
+
+Verdict = Callable[[str], "Match | None"]
+Hits = list[tuple[Found, Match]]
+
+# tag -> {attribute: what it holds}: a kind of URL, CSS ("style"), or half of a meta refresh.
+_STYLE_ONLY: dict[str, str] = {"style": "style"}
+_TAG_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "meta": {"style": "style", "content": "content", "http-equiv": "http-equiv"}
+}
+for (_tag, _attribute), _kind in _URL_ATTRIBUTES.items():
+    _TAG_ATTRIBUTES.setdefault(_tag, dict(_STYLE_ONLY))[_attribute] = _kind
+_END_TAGS = {name: re.compile(r"</" + name + r"[\s/>]", re.IGNORECASE) for name in _RAW_TEXT}
+_NOTHING = ("", None)  # a value with no URL to check, or one not listed
+
+
+def _scan(text: str, page_url: str, css: bool, verdict: Verdict) -> Hits:
+    """``[(found, match)]`` for the listed links of ``text``, in ``find_links``'s order."""
+    hits: Hits = []
+    if css:
+        _scan_css(text, 0, len(text), page_url, verdict, hits, {})
+        return hits
+    base = page_url
+    if (found := _BASE.search(text)) is not None:
+        base = _resolve(page_url, html.unescape(_first(found.groups()) or ""))
+    values: dict[str, tuple[str, Match | None]] = {}  # attribute value -> (URL, match)
+    styles: dict[str, tuple[str, Match | None]] = {}  # the same for CSS URLs
+    next_tag = _NEXT_TAG.match
+    attributes = _ATTRIBUTE.finditer
+    pos = 0
+    while (tag := next_tag(text, pos)) is not None:
+        pos = tag.end()
+        name = tag.group(1).lower()
+        wanted = _TAG_ATTRIBUTES.get(name, _STYLE_ONLY)
+        seen: set[str] = set()
+        refresh: dict[str, tuple[int, int]] = {}
+        start, end = tag.span(2)
+        for attribute in attributes(text, start, end) if start != end else ():
+            group = attribute.lastindex
+            if group == 1:  # no value: not an attribute the browser reads a URL from
+                continue
+            key = attribute.group(1).lower()
+            what = wanted.get(key)
+            if what is None or key in seen:  # (the first of a repeated attribute counts)
+                continue
+            seen.add(key)
+            value_start, value_end = attribute.span(group)
+            if what == "style":
+                _scan_css(text, value_start, value_end, base, verdict, hits, styles, True)
+            elif what == "content" or what == "http-equiv":
+                refresh[what] = (value_start, value_end)
+            elif key == "srcset":
+                for candidate in _SRCSET_URL.finditer(text, value_start, value_end):
+                    url_start, url_end = candidate.span(1)
+                    while url_end > url_start and text[url_end - 1] == ",":
+                        url_end -= 1
+                    _check_value(text, url_start, url_end, what, base, verdict, hits, values)  # type: ignore[arg-type]
+            else:
+                _check_value(text, value_start, value_end, what, base, verdict, hits, values)  # type: ignore[arg-type]
+        if len(refresh) == 2 and text[slice(*refresh["http-equiv"])].strip().lower() == "refresh":
+            found = _REFRESH.match(text, *refresh["content"])
+            if found is not None and found.group(2):
+                _check_value(text, *found.span(2), "navigate", base, verdict, hits, values)
+        if name in _RAW_TEXT:
+            closed = _END_TAGS[name].search(text, pos)
+            close = len(text) if closed is None else closed.start()
+            if name == "style":
+                _scan_css(text, pos, close, base, verdict, hits, styles)
+            pos = close
+    return hits
+
+
+def _check_value(
+    text: str,
+    start: int,
+    end: int,
+    kind: Kind,
+    base: str,
+    verdict: Verdict,
+    hits: Hits,
+    values: dict[str, tuple[str, Match | None]],
+) -> None:
+    """``_found`` and the check of what it finds, once for each distinct value of a page."""
+    raw = text[start:end]
+    known = values.get(raw)
+    if known is None:
+        url = _resolve(base, html.unescape(raw) if "&" in raw else raw)
+        known = values[raw] = _NOTHING if url is None else (url, verdict(url))
+    if known[1] is not None:
+        hits.append((Found(start, end, kind, known[0]), known[1]))
+
+
+def _scan_css(
+    text: str,
+    start: int,
+    end: int,
+    base: str,
+    verdict: Verdict,
+    hits: Hits,
+    values: dict[str, tuple[str, Match | None]],
+    entities: bool = False,
+) -> None:
+    """``_css_links`` and the checks of what it finds."""
+    if entities and "&" in text[start:end]:
+        value = html.unescape(text[start:end])
+        inner: Hits = []
+        _scan_css(value, 0, len(value), base, verdict, inner, values)
+        hits.extend((Found(start, end, found.kind, found.url), match) for found, match in inner)
+        return
+    for found in _CSS_URL.finditer(text, start, end):
+        url_start, url_end = found.span(found.lastindex or 0)
+        raw = text[url_start:url_end]
+        known = values.get(raw)
+        if known is None:
+            url = _resolve(base, _CSS_ESCAPE.sub(_css_unescape, raw) if "\\" in raw else raw)
+            known = values[raw] = _NOTHING if url is None else (url, verdict(url))
+        if known[1] is not None:
+            hits.append((Found(url_start, url_end, "resource", known[0]), known[1]))
+
+
+# -- checking ----------------------------------------------------------------------------------
+
+#: Verdicts kept for the list in force (an unlisted URL costs the matcher 5 to 30 us, a
+#: remembered one a dict lookup): pages of a site share their navigation, scripts and
+#: stylesheets. Bounded: at most this many URLs (then forgotten all at once) ...
+VERDICTS_KEPT = 4096
+#: ... of at most this many characters each (under 5 MiB in all).
+VERDICT_URL_CHARS = 1024
+
+# An http(s) URL whose host is plain ASCII letters, digits and hyphens in non-empty labels
+# (no user info, escape, trailing dot or IPv6): the matcher reads that host without its full
+# parser (its _SIMPLE_AUTHORITY matches every such URL and takes the same host).
+_PLAIN_HTTP_HOST = re.compile(
+    r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*+)(?::[0-9]++)?+(?=[/?#]|\Z)"
+)
+_TRANSLATE_HOST = ".translate.goog"  # Google Translate's proxy: the matcher reads its label
+
+# The list whose verdicts are kept, those verdicts (URL -> match), and what its host index
+# says of hosts (name -> on a listed host). Replaced whole when another list is in force.
+_kept: tuple[Blocklist, dict[str, Match | None], dict[str, bool]] | None = None
+
+
+def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> Verdict:
+    """``check`` of a URL found in a page, as ``neutralize`` always called it: a URL with
+    bytes >= 0x80 decoded in the page's ``charset`` first (None: it already is).
+
+    ``Blocklist.match`` itself gets two shortcuts, both exact: a URL it has answered for the
+    same list is answered from memory, and a plain http(s) URL whose host has no listed
+    suffix and which holds no embedded URL (the embedded-URL search's own fast refusal,
+    ``PLAIN``) is not listed, as the matcher would find after more work (its host index is
+    the same lookup). Any other ``check`` is called once for each distinct URL of a page."""
+    global _kept
+    blocklist = getattr(check, "__self__", None)
+    if not (
+        isinstance(blocklist, Blocklist) and getattr(check, "__func__", None) is Blocklist.match
+    ):
+        cache: dict[str, Match | None] = {}
+        return _remembering(check, cache, charset, None, {})
+    kept = _kept
+    if kept is None or kept[0] is not blocklist:
+        kept = _kept = (blocklist, {}, {})
+    return _remembering(check, kept[1], charset, _host_index(blocklist), kept[2])
+
+
+def _host_index(blocklist: Blocklist) -> Callable[[str, bool], bool] | None:
+    """Whether a canonical host or a parent domain is in ``blocklist``'s host index, by the
+    lookup the matcher makes (compiled when built); None for a list with entries known only
+    by digest (no host index covers them)."""
+    snapshot = blocklist.snapshot
+    if snapshot.hostless:
+        return None
+    compiled = snapshot.compiled_lookup(0)
+    listed_hosts = snapshot.listed_hosts
+
+    def on_listed_host(host: str, is_ip: bool) -> bool:
+        if compiled is not None and (listed := compiled.listed_hosts(host, is_ip)) is not None:
+            return bool(listed)
+        return bool(listed_hosts(dns_suffixes(host, is_ip)))
+
+    return on_listed_host
+
+
+def _remembering(
+    check: Callable[[str], Match | None],
+    cache: dict[str, Match | None],
+    charset: str | None,
+    host_index: Callable[[str, bool], bool] | None,
+    hosts: dict[str, bool],
+) -> Verdict:
+    plain_host = _PLAIN_HTTP_HOST.match
+    plain = PLAIN.fullmatch
+
+    def on_listed_host(name: str) -> bool:
+        assert host_index is not None
+        found = canonical_host(name)
+        listed = found is None or name.endswith(_TRANSLATE_HOST) or host_index(*found)
+        if len(hosts) >= VERDICTS_KEPT:
+            hosts.clear()
+        hosts[name] = listed
+        return listed
+
+    def verdict(url: str) -> Match | None:
+        if charset is not None and not url.isascii():
+            url = url.encode("latin-1").decode(charset, "replace")
+        try:
+            return cache[url]
+        except KeyError:
+            pass
+        match = None
+        if (
+            host_index is None
+            or (m := plain_host(url)) is None
+            or not url.isascii()
+            or plain(url) is None
+            or hosts.get(name := m.group(1).lower())
+            or (name not in hosts and on_listed_host(name))
+        ):
+            match = check(url)
+        if len(url) <= VERDICT_URL_CHARS:
+            if len(cache) >= VERDICTS_KEPT:
+                cache.clear()
+            cache[url] = match
+        return match
+
+    return verdict
+
+
 # -- neutralizing ------------------------------------------------------------------------------
 
 
@@ -290,6 +526,20 @@ def neutralize(
     ``check`` is the matcher (``Blocklist.match``); ``splash_url`` says where a neutralized
     link or frame points. A body that cannot be decoded exactly is returned unchanged.
     """
+    return _neutralize(body, content_type, page_url, check, splash_url, fast=True)
+
+
+def _neutralize(
+    body: bytes,
+    content_type: str | None,
+    page_url: str,
+    check: Callable[[str], Match | None],
+    splash_url: Callable[[Match], str],
+    *,
+    fast: bool,
+) -> tuple[bytes, list[tuple[Found, Match]]]:
+    """``neutralize``; with ``fast=False`` by ``find_links`` and a ``check`` of every link
+    found, the reference the fast scan is tested against."""
     css = "css" in (content_type or "").lower()
     charset = charset_of(content_type, body, css=css)
     # Latin-1 maps each byte to one character: positions are byte offsets, and bytes outside
@@ -301,13 +551,16 @@ def neutralize(
     except (UnicodeDecodeError, LookupError):
         return body, []
 
-    edits: list[tuple[Found, Match]] = []
-    for found in find_links(text, page_url, css=css):
-        url = found.url
-        if as_bytes and not url.isascii():
-            url = url.encode("latin-1").decode(charset, "replace")
-        if (match := check(url)) is not None:
-            edits.append((found, match))
+    if fast:
+        edits = _scan(text, page_url, css, _verdicts(check, charset if as_bytes else None))
+    else:
+        edits = []
+        for found in find_links(text, page_url, css=css):
+            url = found.url
+            if as_bytes and not url.isascii():
+                url = url.encode("latin-1").decode(charset, "replace")
+            if (match := check(url)) is not None:
+                edits.append((found, match))
     if not edits:
         return body, []
     edits.sort(key=lambda edit: edit[0].start)

@@ -1,0 +1,263 @@
+"""The fast page scan (``neutralize``) against the reference (``find_links``, then the matcher
+for every link found, as the scanner worked before it was made fast): the same bytes out and
+the same links reported, on generated pages, so that a speed change cannot change a result.
+Also what the fast scan remembers between pages: never across lists, and bounded."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blocklist_addon import Blocklist
+from blocklist_addon.content import pages
+from blocklist_addon.urls.matcher import Entry, Match
+from blocklist_addon.urls.snapshot import Snapshot, expression_digest
+
+LISTED = [
+    Entry("http://listed.example.com/page.html", id="page"),
+    Entry("http://listed.example.com/dir/", id="dir"),
+    Entry("whole.listed.test/", id="whole"),
+    Entry("http://192.0.2.44/img/a.jpg", id="ip"),
+    Entry("q.example.net/view.php?id=42", id="query"),
+    Entry("http://listed-host.test/x.html", id="translated"),
+    Entry("http://listed.example.com/caf\u00e9.html", id="cafe"),
+]
+BL = Blocklist.from_entries(LISTED)
+# Entries known only by digest (a sha256 feed): no host index, every URL goes to the matcher.
+HOSTLESS = Blocklist(
+    Snapshot.build(
+        [
+            (expression_digest("listed.example.com/page.html"), None, "hashed", "h1"),
+            (expression_digest("whole.listed.test/"), None, "hashed", "h2"),
+        ]
+    )
+)
+SPLASH = "http://site.example.org/.well-known/blocklist-proxy/blocked?list=x"
+
+TARGET = "http://listed.example.com/page.html"
+URLS = [
+    TARGET,
+    "HTTP://LISTED.EXAMPLE.COM./page.html",
+    "http://listed.example.com:80/./page.html?x=1",
+    "//listed.example.com/page.html",
+    "http://www.listed.example.com/dir/a/b.jpg",
+    "http://listed.example.com/other.html",  # unlisted page on a listed host
+    "http://listed.example.com/%70age.html",
+    "https://sub.whole.listed.test/",
+    "https://whole.listed.test",
+    "http://3221226028/img/a.jpg",
+    "http://192.0.2.44/img/a.jpg",
+    "http://192.0.2.45/img/a.jpg",
+    "http://q.example.net/view.php?id=42",
+    "http://q.example.net/view.php?id=43",
+    "https://listed--host-test.translate.goog/x.html?_x_tr_sl=auto",
+    "https://other.translate.goog/x.html",
+    "http://r.example.net/?u=" + quote(TARGET, safe=""),
+    "http://r.example.net/go?u=" + base64.b64encode(TARGET.encode()).decode(),
+    "https://cdn.example.net/c/s/listed.example.com/page.html",
+    "https://cdn.example.net/c/s/listed\u3002example\u3002com/page.html",
+    "http://archive.example.org/web/2020/" + TARGET,
+    "http://r.example.net/?u=http://listed.example.com%252F@evil.example/",
+    "http://user@listed.example.com/page.html",
+    "http://a..listed.example.com/page.html",
+    "h&#116;tp://listed.example.com/page&#46;html",
+    "http://listed.example.com/page.html?a=1&amp;b=2",
+    "http://site.example.org/a.html?x=1&amp;y=2",
+    "http://www.site.example.org/articles/4/story.html?ref=home&p=4",
+    "https://cdn.example.net/static/js/app.min.js?v=1.2.3",
+    "http://search.example.com/search?q=hello%20world&lang=en",
+    "https://img.example.org/photos/3.jpg",
+    "http://caf\u00e9.example.org/x.html",
+    "http://listed.example.com/caf\u00e9.html",
+    "page.html",
+    "../dir/x.jpg",
+    "/dir/",
+    "/page.html",
+    "?id=42",
+    "#top",
+    "",
+    " ",
+    "data:text/html,<b>x</b>",
+    "javascript:void(0)",
+    "mailto:a@example.com",
+    "http://[2001:db8::1]/x",
+    "http://[::ffff:192.0.2.44]/img/a.jpg",
+    "http://[bad/x",
+    "https:listed.example.com/page.html",
+    "\\\\listed.example.com\\page.html",
+    "http://listed.example.com\\page.html",
+]
+NAVIGATE_OR_RESOURCE = [
+    '<a href="{u}">x</a>',
+    "<a href='{u}'>x</a>",
+    "<a href={u}>x</a>",
+    '<A HREF = "{u}" class=x>x</A>',
+    '<a href href="{u}">x</a>',  # a first href without a value
+    '<a href="{u}" href="http://listed.example.com/page.html">x</a>',  # the first counts
+    '<area shape=rect href="{u}">',
+    '<iframe src="{u}"></iframe>',
+    '<form action="{u}" method=post></form>',
+    '<button formaction="{u}">go</button>',
+    '<meta http-equiv="refresh" content="0; url={u}">',
+    "<meta content=\"5;URL='{u}'\" http-equiv=Refresh>",
+    "<meta http-equiv=refresh>",
+    '<img src="{u}" srcset="{u} 1x, {u},, 2x">',
+    '<img srcset="{u}">',
+    '<script src="{u}"></script>',
+    '<link rel=stylesheet href="{u}">',
+    '<video src="{u}" poster="{u}"></video>',
+    '<object data="{u}"></object>',
+    '<input type=image src="{u}" formaction="{u}">',
+    '<div style="background: url({u})">x</div>',
+    "<div style=\"background: url('{u}'); border-image: url({u})\">x</div>",
+    '<p style="a:url(&quot;{u}&quot;)">x</p>',
+    '<style>body {{ background: url("{u}") }} @import "{u}";</style>',
+    "<style>@import url({u});</style>",
+    "<base href='{u}'>",
+    "<!-- {u} --><a href='{u}'>",
+    "<script>var s = \"<a href='{u}'>\";</script>",
+    "<textarea><a href='{u}'></textarea>",
+    "<title>{u}</title>",
+    "<p title='<a href={u}>'>x</p>",
+    '<a x=\'unterminated <a href="{u}">y</a>',
+]
+CSS = [
+    "a {{ background: url({u}) }}\n",
+    'b {{ background: url("{u}") }} @import "{u}";\n',
+    "c {{ background: url(http://listed.example.com/p\\61 ge.html) }} d {{ x: url('{u}') }}\n",
+]
+NOISE = st.text(alphabet="ab <>\"'=/&;#-!\u00e9\n", max_size=12)
+PAGE_URLS = [
+    "http://site.example.org/dir/index.html",
+    "http://listed.example.com/dir/index.html",
+    "https://listed--host-test.translate.goog/index.html",
+]
+CONTENT_TYPES = [
+    "text/html",
+    "text/html; charset=utf-8",
+    "text/html; charset=windows-1252",
+    "application/xhtml+xml",
+]
+
+
+@st.composite
+def html_pages(draw: st.DrawFn) -> bytes:
+    parts = []
+    for _ in range(draw(st.integers(1, 8))):
+        parts.append(draw(NOISE))
+        template = draw(st.sampled_from(NAVIGATE_OR_RESOURCE))
+        parts.append(template.format(u=draw(st.sampled_from(URLS))))
+    parts.append(draw(NOISE))
+    text = "".join(parts)
+    charset = draw(st.sampled_from(["utf-8", "latin-1", "utf-16"]))
+    if charset == "utf-16":
+        return b"\xff\xfe" + text.encode("utf-16-le")
+    return text.encode(charset, "replace")
+
+
+def both(
+    body: bytes, content_type: str, page_url: str, check
+) -> tuple[tuple[bytes, list], tuple[bytes, list]]:
+    splash = lambda match: f"{SPLASH}&id={match.entry_id}"  # noqa: E731
+    fast = pages._neutralize(body, content_type, page_url, check, splash, fast=True)
+    reference = pages._neutralize(body, content_type, page_url, check, splash, fast=False)
+    return fast, reference
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(html_pages(), st.sampled_from(CONTENT_TYPES), st.sampled_from(PAGE_URLS))
+def test_the_fast_scan_finds_exactly_what_the_reference_finds(
+    body: bytes, content_type: str, page_url: str
+) -> None:
+    for check in (BL.match, HOSTLESS.match, lambda url: BL.match(url)):
+        fast, reference = both(body, content_type, page_url, check)
+        assert fast == reference
+        # and again, with the verdicts of the first pass remembered
+        assert both(body, content_type, page_url, check)[0] == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(CSS), st.sampled_from(URLS)), min_size=1, max_size=5),
+    NOISE,
+)
+def test_css_files_the_same(rules: list[tuple[str, str]], noise: str) -> None:
+    body = (noise + "".join(rule.format(u=url) for rule, url in rules)).encode()
+    for check in (BL.match, HOSTLESS.match):
+        fast, reference = both(body, "text/css", PAGE_URLS[0], check)
+        assert fast == reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from(URLS), st.sampled_from(NAVIGATE_OR_RESOURCE))
+def test_arbitrary_bytes_around_a_link_the_same(noise: bytes, url: str, template: str) -> None:
+    body = noise[:300] + template.format(u=url).encode("utf-8", "replace") + noise[300:]
+    for content_type in ("text/html", "text/css"):
+        fast, reference = both(body, content_type, PAGE_URLS[1], BL.match)
+        assert fast == reference
+
+
+def test_the_generated_pages_do_hold_listed_links() -> None:
+    """(The comparison above means little if nothing in the pool is listed.)"""
+    listed = [url for url in URLS if BL.match(pages._resolve(PAGE_URLS[0], url) or "#")]
+    assert len(listed) == 25  # and the character references of one, decoded in a page
+    body = "".join(f'<a href="{url}">' for url in URLS).encode()
+    fast, reference = both(body, "text/html", PAGE_URLS[0], BL.match)
+    assert [found.url for found, _ in fast[1]] == [found.url for found, _ in reference[1]]
+    assert [match.entry_id for _, match in fast[1]] == [
+        "page", "page", "page", "page", "dir", "page", "whole", "whole", "ip", "ip",
+        "query", "translated", "page", "page", "page", "page", "page", "page", "page", "page",
+        "page", "cafe", "ip", "page", "page", "page",
+    ]  # fmt: skip
+
+
+def test_a_url_is_checked_once_a_page() -> None:
+    calls: list[str] = []
+
+    def check(url: str) -> Match | None:
+        calls.append(url)
+        return BL.match(url)
+
+    link = '<a href="http://site.example.org/a.html">a</a><img src="/a.html" srcset="/a.html 2x">'
+    body = (link * 50 + f'<a href="{TARGET}">' * 3).encode()
+    out, found = pages.neutralize(body, "text/html", PAGE_URLS[0], check, lambda m: SPLASH)
+    assert calls == ["http://site.example.org/a.html", TARGET]
+    assert [f.url for f, _ in found] == [TARGET] * 3
+    assert out == (link * 50 + f'<a href="{SPLASH}">' * 3).encode()
+
+
+def test_verdicts_are_never_carried_to_another_list() -> None:
+    url = "http://later.example.net/page.html"
+    body = f'<a href="{url}">x</a>'.encode()
+    first = Blocklist.from_entries(["http://listed.example.com/page.html"])
+    second = Blocklist.from_entries([url])
+    assert pages.neutralize(body, "text/html", PAGE_URLS[0], first.match, str) == (body, [])
+    _, found = pages.neutralize(body, "text/html", PAGE_URLS[0], second.match, str)
+    assert [(f.url, m.list_name) for f, m in found] == [(url, "default")]
+    assert pages.neutralize(body, "text/html", PAGE_URLS[0], first.match, str) == (body, [])
+
+
+def test_what_is_remembered_is_bounded() -> None:
+    many = "".join(
+        f'<a href="http://h{i}.example.org/{"x" * (i % 3) * 700}">'
+        for i in range(pages.VERDICTS_KEPT + 10)
+    )
+    pages.neutralize(many.encode(), "text/html", PAGE_URLS[0], BL.match, str)
+    assert pages._kept is not None and pages._kept[0] is BL
+    verdicts, hosts = pages._kept[1], pages._kept[2]
+    assert 0 < len(verdicts) <= pages.VERDICTS_KEPT
+    assert 0 < len(hosts) <= pages.VERDICTS_KEPT
+    assert max(map(len, verdicts)) <= pages.VERDICT_URL_CHARS
+
+
+@pytest.mark.parametrize("url", ["http://listed.example.com/page.html", "//whole.listed.test/"])
+def test_a_listed_link_found_again_from_memory_is_still_neutralized(url: str) -> None:
+    body = f'<a href="{url}">x</a><img src="{url}">'.encode()
+    for _ in range(3):
+        out, found = pages.neutralize(body, "text/html", PAGE_URLS[0], BL.match, lambda m: SPLASH)
+        assert out == f'<a href="{SPLASH}">x</a><img src="{pages.BLOCKED_RESOURCE}">'.encode()
+        assert len(found) == 2
