@@ -18,10 +18,15 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon.urls.canonical import (
+    _ESCAPES,
+    _HOST_NEEDS_ESCAPE,
+    _NEEDS_ESCAPE,
+    _PATH_NEEDS_ESCAPE,
     MAX_DNS_NAME,
     MAX_SB_HOSTS,
     MAX_SB_PREFIXES,
     Canonical,
+    _escapes,
     canonical_host,
     canonicalize,
     dns_suffixes,
@@ -804,3 +809,103 @@ def test_a_host_of_thousands_of_labels_costs_what_a_dns_name_does() -> None:
     bounded = dns_suffixes(host, False)
     assert len(bounded) <= 128 and bounded[-1] == "listed.example"
     assert sum(map(len, bounded)) <= MAX_DNS_NAME * (MAX_DNS_NAME // 2 + 1)
+
+
+# -- 5. the edges `make mutate` found untested ---------------------------------------------
+
+_A63, _B61 = "a" * 63, "b" * 61
+#: A DNS name of the longest length (253 characters), and one character longer.
+_H253 = f"{_A63}.{_A63}.{_A63}.{_B61}"
+_H254 = "c" + _H253
+
+# dns_suffixes: the host itself, then every suffix of two labels or more, longest first;
+# nothing longer than MAX_DNS_NAME. In the reference style: input, then expected output.
+DNS_SUFFIX_VECTORS = [
+    ("a.b.c", ["a.b.c", "b.c"]),  # a suffix starting at the second character
+    ("b.c", ["b.c"]),
+    ("c", ["c"]),
+    (".a.b", [".a.b", "a.b"]),  # the first dot at index 0 (not a canonical host: the
+    (".a.b.c", [".a.b.c", "a.b.c", "b.c"]),  # contract is host_suffixes' for any string)
+    ("a..b", ["a..b", ".b"]),
+    (_H253, [_H253, f"{_A63}.{_A63}.{_B61}", f"{_A63}.{_B61}"]),  # exactly 253: kept
+    (_H254, [f"{_A63}.{_A63}.{_B61}", f"{_A63}.{_B61}"]),  # 254: the host itself is not
+    ("x." + _H253, [_H253, f"{_A63}.{_A63}.{_B61}", f"{_A63}.{_B61}"]),  # a suffix of 253
+    ("x." + _H254, [f"{_A63}.{_A63}.{_B61}", f"{_A63}.{_B61}"]),  # ... and of 254
+]
+
+
+@pytest.mark.parametrize(("host", "expected"), DNS_SUFFIX_VECTORS, ids=lambda v: repr(v)[:24])
+def test_dns_suffixes_vector(host: str, expected: list[str]) -> None:
+    assert len(_H253) == MAX_DNS_NAME
+    assert dns_suffixes(host, False) == expected
+    assert expected == [h for h in host_suffixes(host, False, limit=None) if len(h) <= 253]
+    assert dns_suffixes(host, True) == [host]  # an IP address is its only "suffix"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(MAX_DNS_NAME - 6, MAX_DNS_NAME + 6).flatmap(
+        lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), max_size=8))
+    )
+)
+def test_dns_suffixes_at_the_length_of_a_dns_name(shape: tuple[int, set[int]]) -> None:
+    """Hosts of 247 to 259 characters with dots anywhere (at the ends and side by side
+    too): the hosts and suffixes either side of 253 are where a bound is off by one."""
+    length, dots = shape
+    host = "".join("." if i in dots else "x" for i in range(length))
+    everything = host_suffixes(host, False, limit=None)
+    assert dns_suffixes(host, False) == [h for h in everything if len(h) <= MAX_DNS_NAME]
+
+
+# The zone id of an IPv6 literal ends the address at its first "%": whatever follows never
+# becomes part of the host (ipaddress would read "addr%zone" with a scope and keep it).
+IPV6_ZONE_VECTORS = [
+    ("http://[2001:db8::1%25eth0]/a", "http://[2001:db8::1]/a"),
+    ("http://[2001:db8::1%25eth0%25x]/a", "http://[2001:db8::1]/a"),
+    ("http://[2001:DB8::1%2525eth0]/a", "http://[2001:db8::1]/a"),
+    ("http://[::ffff:192.0.2.1%25eth0%25x]/a", "http://192.0.2.1/a"),
+    ("http://[64:ff9b::192.0.2.1%25a%25b]/a", "http://192.0.2.1/a"),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), IPV6_ZONE_VECTORS)
+def test_ipv6_zone_id_vector(url: str, expected: str) -> None:
+    assert canonicalize(url) == expected
+
+
+# Deep nesting (over three passes) is finished by the linear stack reduction; a "%" that
+# starts no escape must not stop it.
+DEEP_UNESCAPE_VECTORS = [
+    ("%25252541", "A"),  # four passes
+    ("%x%25252541", "%xA"),
+    ("%%25252541", "%A"),
+    ("%2%25252541", "*"),  # the "A" decoded last completes "%2A"
+    ("%25252541%zz%4", "A%zz%4"),
+    ("%25252525%zz", "%%zz"),
+    ("%252525%32%35%34%31", "A"),
+]
+
+
+@pytest.mark.parametrize(("s", "expected"), DEEP_UNESCAPE_VECTORS)
+def test_deep_unescape_vector(s: str, expected: str) -> None:
+    assert unescape(s) == expected == _naive_unescape(s)
+    assert unescape(s.encode("latin-1")) == expected.encode("latin-1")
+    assert canonicalize(f"http://www.example.com/{s}") == (
+        "http://www.example.com/" + expected.replace("%", "%25")
+    )
+
+
+def test_the_escape_tables_write_exactly_the_bytes_their_pattern_names() -> None:
+    """The tables are built once, at import: build them again and compare, and pin what
+    the canonical URL escapes (controls, space, DEL and above, "#", "%"; in a path "?" too;
+    in a host also the characters that would end it)."""
+    controls = {*range(0x21), *range(0x7F, 0x100)}
+    expected = {
+        _NEEDS_ESCAPE: controls | {ord("#"), ord("%")},
+        _PATH_NEEDS_ESCAPE: controls | {ord("#"), ord("%"), ord("?")},
+        _HOST_NEEDS_ESCAPE: controls | {ord(c) for c in "#%/:?@[\\]"},
+    }
+    for pattern, escaped in expected.items():
+        table = _escapes(pattern)
+        assert table == {b: f"%{b:02X}" for b in sorted(escaped)}
+        assert table == _ESCAPES[pattern]
