@@ -59,6 +59,7 @@ def main() -> None:
     blocklist = Blocklist.from_entries(LIST)
     counting = CountingBlocklist.from_entries(LIST)
     print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    print(f"lookups: {'compiled' if blocklist._compiled is not None else 'Python (not built)'}")
     unit = best(lambda: reference(ADVERSARIAL["params"]), args.rounds)
     print(f"unit: the reference on 'params', {unit:.2f} ms")
     print(

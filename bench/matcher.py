@@ -6,7 +6,10 @@ where absolute figures do not.
 Targets (DESIGN "Performance targets", at 1,000,000 entries): unlisted URL <= 2x urlsplit,
 unlisted path on a listed host <= 6x, <= 24 resident bytes per entry, load from bytes < 1 s.
 Also measured, with no target: an unlisted URL inside a redirector, AMP path, base64 value or
-archive path (the embedded-URL search, paid only by URLs that carry one).
+archive path (the embedded-URL search, paid only by URLs that carry one). The "python"
+columns are the same matcher with its lookups in Python (``compiled=False``, the reference
+the C extension ``_lookup.c`` is tested against, and what runs when it is not built),
+measured in the same run: the compiled lookups' gain as a same-run ratio.
 
     .venv/bin/python bench/matcher.py [--sizes 10000,100000,1000000] [--urls 20000]
 """
@@ -25,6 +28,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from blocklist_addon import Blocklist
+from blocklist_addon.urls import snapshot as _snapshot
 
 TARGETS = {"unlisted": 2.0, "listed_host": 6.0, "bytes_per_entry": 24.0, "load_s": 1.0}
 
@@ -33,6 +37,7 @@ TARGETS = {"unlisted": 2.0, "listed_host": 6.0, "bytes_per_entry": 24.0, "load_s
 _MEMORY_CHILD = """
 import sys, tracemalloc
 from blocklist_addon import Blocklist
+from blocklist_addon.urls import snapshot as _snapshot
 tracemalloc.start()
 with open(sys.argv[1], "rb") as f:
     bl = Blocklist.from_bytes(f.read())
@@ -160,6 +165,9 @@ def run(n: int, k: int) -> dict[str, float]:
     match_unlisted, split_unlisted = per_call_ns(loaded.match, split, unlisted)
     match_on_host, split_on_host = per_call_ns(loaded.match, split, on_host)
     match_wrapped, split_wrapped = per_call_ns(loaded.match, split, wrapped_urls(k, 3))
+    python = Blocklist.from_bytes(data, compiled=False)
+    python_unlisted, split_unlisted_py = per_call_ns(python.match, split, unlisted)
+    python_on_host, split_on_host_py = per_call_ns(python.match, split, on_host)
     return {
         "entries": count,
         "build_s": build_s,
@@ -173,7 +181,17 @@ def run(n: int, k: int) -> dict[str, float]:
         "listed_host": match_on_host / split_on_host,
         "wrapped_ns": match_wrapped,
         "wrapped": match_wrapped / split_wrapped,
+        "python_unlisted": python_unlisted / split_unlisted_py,
+        "python_listed_host": python_on_host / split_on_host_py,
     }
+
+
+def _lookup_kind() -> str:
+    """Which lookups ``Blocklist.match`` runs here: the figures depend on it."""
+    compiled = _snapshot._lookup
+    if compiled is None:
+        return "Python (the C extension is not built)"
+    return "compiled, SHA-256 by " + ("the SHA extensions" if compiled.ACCELERATED else "C")
 
 
 def main() -> None:
@@ -185,9 +203,10 @@ def main() -> None:
     header = (
         f"{'entries':>9} {'build s':>8} {'snap MB':>8} {'load ms':>8} {'B/entry':>8} "
         f"{'split ns':>9} {'unlisted ns':>12} {'x split':>8} {'on-host ns':>11} {'x split':>8} "
-        f"{'wrapped ns':>11} {'x split':>8}"
+        f"{'wrapped ns':>11} {'x split':>8} {'python: unlisted':>16} {'on-host':>8}"
     )
     print(f"python {sys.version.split()[0]}, {args.urls} unique URLs per case, CPU time, best of 7")
+    print(f"lookups: {_lookup_kind()}; load average {os.getloadavg()[0]:.1f}")
     print(header)
     last: dict[str, float] = {}
     for n in (int(s) for s in args.sizes.split(",")):
@@ -197,7 +216,8 @@ def main() -> None:
             f"{r['entries']:>9,.0f} {r['build_s']:>8.2f} {r['snapshot_bytes'] / 1e6:>8.1f} "
             f"{r['load_ms']:>8.1f} {r['bytes_per_entry']:>8.1f} {r['split_ns']:>9.0f} "
             f"{r['unlisted_ns']:>12.0f} {r['unlisted']:>8.2f} {r['listed_host_ns']:>11.0f} "
-            f"{r['listed_host']:>8.2f} {r['wrapped_ns']:>11.0f} {r['wrapped']:>8.2f}",
+            f"{r['listed_host']:>8.2f} {r['wrapped_ns']:>11.0f} {r['wrapped']:>8.2f} "
+            f"{r['python_unlisted']:>16.2f} {r['python_listed_host']:>8.2f}",
             flush=True,
         )
     if last:
@@ -211,6 +231,11 @@ def main() -> None:
         for name, value, target, unit in verdicts:
             verdict = "meets" if value <= target else "MISSES"
             print(f"  {name}: {value:.2f}{unit} (target <= {target}{unit}) {verdict}")
+        print(
+            f"  (python lookups, same run: unlisted {last['python_unlisted']:.2f}x, "
+            f"on a listed host {last['python_listed_host']:.2f}x)"
+        )
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon.urls import _lookup
-from blocklist_addon.urls.canonical import dns_suffixes
-from blocklist_addon.urls.matcher import WALK_FLOOR, Blocklist
+from blocklist_addon.urls.canonical import _PLAIN_HOST, dns_suffixes
+from blocklist_addon.urls.matcher import _SIMPLE_AUTHORITY, WALK_FLOOR, Blocklist
 from blocklist_addon.urls.snapshot import Snapshot, expression_digest, host_key
 
 #: Pages, directories (one deeper than WALK_FLOOR), exact queries, whole hosts, an escaped
@@ -67,6 +67,67 @@ def test_listed_hosts_are_the_references(host: str, is_ip: bool) -> None:
     reference = COMPILED.snapshot.listed_hosts(dns_suffixes(host, is_ip))
     assert listed == (None if not host.isascii() else reference)
     assert COMPILED._listed_hosts(host, is_ip) == reference
+
+
+def simple_hosts(url: str) -> list[str] | None:
+    """What ``Lookup.simple_hosts`` stands for, in the matcher's own regular expressions."""
+    m = _SIMPLE_AUTHORITY.match(url)
+    if m is None:
+        return None
+    name = m.group(1).lower()
+    if not _PLAIN_HOST.fullmatch(name) or name.endswith(".translate.goog"):
+        return None
+    return COMPILED.snapshot.listed_hosts(dns_suffixes(name, False))
+
+
+AUTHORITIES = st.one_of(
+    st.text(alphabet="htpsHTPSwfW:/.?#\n0x9aAb-_~!@[]%\u017f\u212a", max_size=24),
+    st.builds(
+        str.__add__,
+        st.sampled_from(
+            ["", "http://", "HTTPS:", "https:", "//", "ws:", "wss://", "ftp:", "Http:/"]
+        ),
+        st.builds(
+            str.__add__,
+            st.sampled_from(
+                [
+                    "listed.test",
+                    "a.Listed.TEST",
+                    "sub.whole.test",
+                    "x.translate.goog",
+                    "192.0.2.7",
+                    "1.2.3.4x",
+                    "0x1.test",
+                    "a..test",
+                    ".test",
+                    "test.",
+                    "a.b.0x9",
+                    "a.9",
+                    "a_b.test",
+                    "a&b=c.test",
+                    "",
+                    "é.test",
+                ]
+            ),
+            st.sampled_from(["", "/", ":80/", ":/", ":8x", "?q", "#f", "\n", "\nx", "@x/", ":"]),
+        ),
+    ),
+)
+
+
+@settings(max_examples=2000)
+@given(AUTHORITIES)
+def test_the_fast_reading_is_the_regular_expressions(url: str) -> None:
+    """The fast reading of a URL's host (scheme, "//", host, port: four readings where the
+    regular expression backtracks; "$" before a final newline; the plain-host test) gives
+    what the regular expressions give, and None wherever they send the URL to the parser."""
+    assert COMPILED._compiled.simple_hosts(url) == simple_hosts(url)
+
+
+def test_the_fast_reading_of_a_long_host() -> None:
+    for url in ["http://" + "a." * 5000 + "listed.test/x", "http://" + "A" * 600 + ".test/"]:
+        assert COMPILED._compiled.simple_hosts(url) == simple_hosts(url)
+    assert simple_hosts("http://" + "a." * 5000 + "listed.test/x") == ["listed.test"]
 
 
 SEGMENTS = st.sampled_from(["a", "b", "d", "c%3Fd", "page.html", "e.html", "q.php", "x", ".."])

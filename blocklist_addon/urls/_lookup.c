@@ -339,20 +339,13 @@ static int Lookup_init(Lookup *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-/* The DNS suffixes of ``host`` (canonical.dns_suffixes: the host unless longer than a DNS
- * name, then each suffix of at least two labels up to MAX_DNS_NAME, longest first) whose
- * key the host index holds, in order. None for a host that is not ASCII: the caller asks
- * the reference. */
-static PyObject *Lookup_listed_hosts(Lookup *self, PyObject *args)
+/* The DNS suffixes of the ASCII host ``s`` (canonical.dns_suffixes: the host unless longer
+ * than a DNS name, then each suffix of at least two labels up to MAX_DNS_NAME, longest
+ * first) whose key the host index holds, in order, as str: substrings of ``host`` when it
+ * is given (it holds ``s``), else new ones. */
+static PyObject *listed_suffixes(Lookup *self, const uint8_t *s, Py_ssize_t n, int is_ip,
+                                 PyObject *host)
 {
-    PyObject *host;
-    int is_ip;
-    if (!PyArg_ParseTuple(args, "Up", &host, &is_ip))
-        return NULL;
-    if (!PyUnicode_IS_ASCII(host))
-        Py_RETURN_NONE;
-    const uint8_t *s = PyUnicode_1BYTE_DATA(host);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(host);
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
@@ -393,7 +386,11 @@ static PyObject *Lookup_listed_hosts(Lookup *self, PyObject *args)
     }
     for (int k = 0; k < count; k++) {
         if (probe(self, s + starts[k], (size_t)(n - starts[k]))) {
-            PyObject *name = starts[k] ? PyUnicode_Substring(host, starts[k], n) : Py_NewRef(host);
+            PyObject *name;
+            if (host == NULL)
+                name = PyUnicode_DecodeASCII((const char *)s + starts[k], n - starts[k], NULL);
+            else
+                name = starts[k] ? PyUnicode_Substring(host, starts[k], n) : Py_NewRef(host);
             if (name == NULL || PyList_Append(out, name) < 0) {
                 Py_XDECREF(name);
                 Py_DECREF(out);
@@ -402,6 +399,140 @@ static PyObject *Lookup_listed_hosts(Lookup *self, PyObject *args)
             Py_DECREF(name);
         }
     }
+    return out;
+}
+
+/* listed_hosts(host, is_ip): ``listed_suffixes`` of a canonical host; None for a host that
+ * is not ASCII (canonical hosts are): the caller asks the reference. */
+static PyObject *Lookup_listed_hosts(Lookup *self, PyObject *args)
+{
+    PyObject *host;
+    int is_ip;
+    if (!PyArg_ParseTuple(args, "Up", &host, &is_ip))
+        return NULL;
+    if (!PyUnicode_IS_ASCII(host))
+        Py_RETURN_NONE;
+    return listed_suffixes(self, PyUnicode_1BYTE_DATA(host), PyUnicode_GET_LENGTH(host), is_ip,
+                           host);
+}
+
+/* A character of matcher._SIMPLE_AUTHORITY's host: [A-Za-z0-9._~!$&'()*+,;=-]. */
+static inline int authority_char(Py_UCS4 c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && c < 128 && strchr("._~!$&'()*+,;=-", (int)c) != NULL);
+}
+
+static inline int ci_is(Py_UCS4 c, char lower)
+{
+    return c == (Py_UCS4)lower || c == (Py_UCS4)(lower - 32);
+}
+
+/* simple_hosts(url): what Matcher._match_url's fast reading finds, when it finds a plain
+ * host: ``_SIMPLE_AUTHORITY.match(url)``, its host lower-cased, and when that is a plain
+ * host (canonical._PLAIN_HOST: it is its own canonical form) and no Translate proxy host,
+ * ``listed_suffixes`` of it; None for anything else (the caller reads it in Python). The
+ * regular expression's backtracking comes down to four readings: with and without the
+ * scheme, with and without "//", each taken whole where present, first that fits. */
+static PyObject *Lookup_simple_hosts(Lookup *self, PyObject *url)
+{
+    if (!PyUnicode_Check(url)) {
+        PyErr_SetString(PyExc_TypeError, "url must be str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(url);
+    const void *data = PyUnicode_DATA(url);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(url);
+#define AT(i) ((i) < len ? PyUnicode_READ(kind, data, (i)) : 0)
+    /* (?!(?i:wss?|ftp):) */
+    if ((ci_is(AT(0), 'w') && ci_is(AT(1), 's') &&
+         (AT(2) == ':' || (ci_is(AT(2), 's') && AT(3) == ':'))) ||
+        (ci_is(AT(0), 'f') && ci_is(AT(1), 't') && ci_is(AT(2), 'p') && AT(3) == ':'))
+        Py_RETURN_NONE;
+    Py_ssize_t scheme = 0; /* (?:[hH][tT][tT][pP][sS]?:)? */
+    if (ci_is(AT(0), 'h') && ci_is(AT(1), 't') && ci_is(AT(2), 't') && ci_is(AT(3), 'p')) {
+        if (AT(4) == ':')
+            scheme = 5;
+        else if (ci_is(AT(4), 's') && AT(5) == ':')
+            scheme = 6;
+    }
+    Py_ssize_t host = -1, end = -1;
+    for (int reading = 0; reading < 4 && host < 0; reading++) {
+        Py_ssize_t at = reading < 2 ? scheme : 0;
+        if (reading < 2 && scheme == 0)
+            continue;
+        if (reading % 2 == 0) { /* (?://)? taken */
+            if (!(AT(at) == '/' && AT(at + 1) == '/'))
+                continue;
+            at += 2;
+        }
+        Py_ssize_t stop = at;
+        while (stop < len && authority_char(PyUnicode_READ(kind, data, stop)))
+            stop++;
+        if (stop == at)
+            continue;
+        Py_ssize_t after = stop;
+        if (AT(after) == ':' && AT(after + 1) >= '0' && AT(after + 1) <= '9') {
+            after++;
+            while (AT(after) >= '0' && AT(after) <= '9')
+                after++;
+        }
+        /* (?=[/?#]|$): "$" also before a final newline */
+        Py_UCS4 next = AT(after);
+        if (after == len || next == '/' || next == '?' || next == '#' ||
+            (after == len - 1 && next == '\n')) {
+            host = at;
+            end = stop;
+        }
+        else if (after != stop) {
+            /* the port read did not fit: without it, ":" follows the host, which does not */
+            continue;
+        }
+    }
+#undef AT
+    if (host < 0)
+        Py_RETURN_NONE;
+    /* lower-cased; a plain host: labels of [a-z0-9_~!$&'()*+,;=-], single dots, the last
+     * label neither all digits nor starting "0x" */
+    Py_ssize_t n = end - host;
+    uint8_t small[512];
+    uint8_t *s = n <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)n);
+    if (s == NULL)
+        return PyErr_NoMemory();
+    int plain = 1;
+    Py_ssize_t label = 0; /* where the current label starts */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, host + i);
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        s[i] = (uint8_t)c;
+        if (c == '.') {
+            if (i == label) {
+                plain = 0;
+                break;
+            }
+            label = i + 1;
+        }
+    }
+    PyObject *out = NULL;
+    if (plain && label < n) {
+        int digits = 1;
+        for (Py_ssize_t i = label; i < n; i++)
+            if (s[i] < '0' || s[i] > '9')
+                digits = 0;
+        if (digits || (n - label >= 2 && s[label] == '0' && s[label + 1] == 'x'))
+            plain = 0;
+    }
+    else
+        plain = 0;
+    static const char translate[] = ".translate.goog";
+    Py_ssize_t tn = (Py_ssize_t)sizeof translate - 1;
+    if (plain && !(n >= tn && memcmp(s + n - tn, translate, (size_t)tn) == 0))
+        out = listed_suffixes(self, s, n, 0, NULL);
+    else
+        out = Py_NewRef(Py_None);
+    if (s != small)
+        PyMem_Free(s);
     return out;
 }
 
@@ -507,6 +638,8 @@ static PyObject *Lookup_counts(Lookup *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef Lookup_methods[] = {
     {"listed_hosts", (PyCFunction)Lookup_listed_hosts, METH_VARARGS,
      "listed_hosts(host, is_ip) -> the listed DNS suffixes of host, or None (not ASCII)"},
+    {"simple_hosts", (PyCFunction)Lookup_simple_hosts, METH_O,
+     "simple_hosts(url) -> the listed suffixes of a plain host read fast, or None"},
     {"find_on_hosts", (PyCFunction)Lookup_find_on_hosts, METH_VARARGS,
      "find_on_hosts(hosts, before, path, after) -> (entry, digest) or None"},
     {"counts", (PyCFunction)Lookup_counts, METH_NOARGS,

@@ -252,6 +252,10 @@ class Blocklist:
         """What a URL's scheme and host (as written) can match: the listed hosts it falls
         under (None: none, so no URL there matches). Entries known only by digest are
         not indexed by host: every host is its own key then."""
+        if self._compiled is not None and not self.snapshot.hostless:
+            listed = self._compiled.simple_hosts(authority)  # (None: read it here)
+            if listed is not None:
+                return tuple(listed) or None
         m = _SIMPLE_AUTHORITY.match(authority)
         found = canonical_host(m.group(1).lower()) if m is not None else None
         if found is None:  # (the fast reading's None is parse's too, as in _match_url)
@@ -272,7 +276,12 @@ class Blocklist:
 
     def _match_url(self, url: str, embedded: bool = False) -> Match | None:
         hosts: list[str] | None = None
-        m = _SIMPLE_AUTHORITY.match(url)
+        if self._compiled is not None and self.snapshot.hostless == 0:
+            # The fast reading below, for a plain host, in one call (None: read it here).
+            hosts = self._compiled.simple_hosts(url)
+            if hosts is not None and not hosts:
+                return None
+        m = _SIMPLE_AUTHORITY.match(url) if hosts is None else None
         if m is not None and self.snapshot.hostless == 0:
             name = m.group(1).lower()
             host = canonical_host(name)
