@@ -126,7 +126,7 @@ def test_the_block_line_carries_the_category_never_the_hash() -> None:
     unrated = HashList.from_entries([{"id": "iwf-8", "pdq": PDQ}]).match_pdq(
         [bytes.fromhex(PDQ)], 100
     )
-    assert unrated is not None
+    assert unrated == HashMatch("default", "iwf-8", "pdq", 0, None)
     doc = json.loads(
         record(
             BlockEvent(unrated, "image", "refuse", None, "ref-2"),

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from blocklist_addon.hashes import HashList, HashSnapshot
+from blocklist_addon.hashes import HashList, HashMatch, HashSnapshot
 from blocklist_addon.hashes import mapped as mapped_module
 from blocklist_addon.hashes.mapped import file_for
 from blocklist_addon.hashes.records import HashRecord
@@ -113,10 +113,20 @@ def test_a_file_that_fails_its_checks_is_never_used(tmp_path: pathlib.Path, how:
     if how == "not a file":
         # A directory in its place cannot be removed like a file: built in memory instead.
         hashes, note = HashList.mapped(snapshot, tmp_path)
-        assert note is not None and "built in memory" in note
+        assert note == f"cannot share the index in {tmp_path} (Is a directory); built in memory"
     else:
         hashes, note = HashList.mapped(snapshot, tmp_path)
-        assert note is not None and str(path) in note
+        unusable = f"unusable index file {path}: "
+        assert (
+            note
+            == {
+                "flipped byte": unusable + "checksum mismatch: the file is damaged",
+                "truncated": unusable + "section snapshot out of place",
+                "readable by others": f"{path} is not this user's own private file (0600)",
+                "symbolic link": f"cannot open {path}: Too many levels of symbolic links",
+                "another version": unusable + "it holds another version of the list",
+            }[how]
+        )
         assert path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077 == 0
         _, note = HashList.mapped(snapshot, tmp_path)
         assert note is None
@@ -129,7 +139,8 @@ def test_an_unusable_directory_builds_in_memory(tmp_path: pathlib.Path) -> None:
     (tmp_path / "file").write_text("")
     snapshot = snapshot_of(1_000, 5)
     hashes, note = HashList.mapped(snapshot, tmp_path / "file" / "index")
-    assert note is not None and "built in memory" in note
+    directory = tmp_path / "file" / "index"
+    assert note == f"cannot share the index in {directory} (Not a directory); built in memory"
     same_answers(hashes, HashList(snapshot), snapshot, random.Random(6))
 
 
@@ -189,8 +200,11 @@ def test_the_videos_index_is_in_the_shared_file(tmp_path: pathlib.Path) -> None:
     for number, frames in list(snapshot.videos())[::7]:
         query = [(near(value, rng.randrange(20), rng), quality) for value, quality in frames]
         found = hashes.match_video(query)
+        nearest = min(
+            (int.from_bytes(a) ^ int.from_bytes(b)).bit_count() for a, _ in query for b, _ in frames
+        )
         assert found == in_memory.match_video(query)
-        assert found is not None and found.entry_id == snapshot.entry(number)[1]
+        assert found == HashMatch("l", snapshot.entry(number)[1], "vpdq", nearest)
     assert path.stat().st_size > 50 * 20 * SIZE
 
 
@@ -200,7 +214,7 @@ def _load_in_child(directory: str, data: bytes, start: multiprocessing.synchroni
     path = file_for(directory, hashes.checksum)
     info = path.stat()
     probe = hashes.match_pdq([bytes(HashSnapshot.from_bytes(data).section("pdq")[0][:SIZE])], 31)
-    return note, info.st_ino, info.st_mtime_ns, probe is not None
+    return note, info.st_ino, info.st_mtime_ns, probe
 
 
 def test_processes_loading_at_once_write_one_file(tmp_path: pathlib.Path) -> None:
@@ -217,7 +231,9 @@ def test_processes_loading_at_once_write_one_file(tmp_path: pathlib.Path) -> Non
         ]
         start.set()
         results = [p.get(120) for p in pending]
-    assert all(note is None and found for note, _, _, found in results)
+    first = snapshot.entry(snapshot.section("pdq")[1][0])[1]  # the lowest hash's entry
+    expected = HashMatch("l", first, "pdq", 0)
+    assert [(note, found) for note, _, _, found in results] == [(None, expected)] * 4
     assert len({(ino, mtime) for _, ino, mtime, _ in results}) == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 

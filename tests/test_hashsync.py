@@ -14,7 +14,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocklist_addon.hashes import KINDS, HashList, HashSnapshot
+from blocklist_addon.hashes import KINDS, HashList, HashMatch, HashSnapshot
 from blocklist_addon.hashes.records import HashRecord, HashRecords
 from blocklist_addon.lists.store import open_store
 from blocklist_addon.ops.config import ConfigError
@@ -432,7 +432,7 @@ async def test_url_and_hash_feeds_in_one_config(store_url, feed_url, tmp_path, c
     assert hl.match_exact({"md5": bytes(16)}) is None
     record = next(r for r in RECORDS if "md5" in r)
     found = hl.match_exact({"md5": bytes.fromhex(str(record["md5"]))})
-    assert found is not None and found.list_name == "hotline" and found.entry_id == record["id"]
+    assert found == HashMatch("hotline", str(record["id"]), "md5", 0, "A")
     assert await run("--config", str(config), "status") == 0
     out = capsys.readouterr().out
     assert "feed urls: 1 entry" in out and "feed hashes: 40 entries" in out

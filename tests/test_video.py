@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator
 
 import av
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,9 +38,14 @@ DECOYS = [encode(draw(seed, seconds=4)) for seed in range(2, 6)]
 
 
 @pytest.fixture(scope="module")
-def listing() -> VideoIndex:
-    videos = [hash_video(LISTED_FILE).frames] + [hash_video(d).frames for d in DECOYS]
-    return VideoIndex(videos)
+def listed() -> list[tuple[tuple[bytes, int], ...]]:
+    """The listed clip's frames, then the decoys'."""
+    return [hash_video(LISTED_FILE).frames] + [hash_video(d).frames for d in DECOYS]
+
+
+@pytest.fixture(scope="module")
+def listing(listed: list[tuple[tuple[bytes, int], ...]]) -> VideoIndex:
+    return VideoIndex(listed)
 
 
 # -- what matches --------------------------------------------------------------------------
@@ -65,20 +71,17 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_a_listed_clip_reencoded_resized_or_cut_matches(listing: VideoIndex, variant: str) -> None:
+def test_a_listed_clip_reencoded_resized_or_cut_matches(
+    listing: VideoIndex, listed: list, variant: str
+) -> None:
     """HMA's rule at its defaults (80% of the query's frames within 31 bits of the listed
-    video's): a copy made another way is found, and the shares are the exact counts."""
+    video's): a copy made another way is found, it alone (no decoy), the shares are the
+    exact counts and the distance the closest frames' (computed here pair by pair)."""
     make, query_share, compared_share = VARIANTS[variant]
     hashed = hash_video(make())
     assert hashed.unchecked is None
-    match = listing.match(hashed.frames)
-    assert match is not None
-    assert (match.video, match.query_percent, match.compared_percent) == (
-        0,
-        query_share,
-        compared_share,
-    )
-    assert match.distance <= 31
+    nearest = closest(hashed.frames, listed[0])
+    assert listing.matches(hashed.frames) == [VideoMatch(0, query_share, compared_share, nearest)]
 
 
 def test_fifty_other_clips_do_not_match(listing: VideoIndex) -> None:
@@ -102,7 +105,7 @@ def test_one_frame_a_second_from_the_first_whatever_the_frame_rate() -> None:
     )
 
 
-def test_a_forged_frame_rate_does_not_thin_the_sampling(listing: VideoIndex) -> None:
+def test_a_forged_frame_rate_does_not_thin_the_sampling(listing: VideoIndex, listed: list) -> None:
     """A listed clip in Matroska whose DefaultDuration claims 1 ms a frame (1,000 fps):
     FFmpeg then reports that rate, so sampling by frame count (vPDQ's every
     int(rate)-th frame) would hash frame 0 alone, and a plain first frame (quality < 50,
@@ -115,8 +118,10 @@ def test_a_forged_frame_rate_does_not_thin_the_sampling(listing: VideoIndex) -> 
         assert media.streams.video[0].average_rate == 1000
     hashed = hash_video(forged)
     assert (hashed.unchecked, len(hashed.frames), hashed.decoded) == (None, 8, 80)
-    match = listing.match(hashed.frames)
-    assert match is not None and match.video == 0 and match.query_percent == 100.0
+    assert listing.matches(hashed.frames) == hma_brute(hashed.frames, listed)
+    assert listing.match(hashed.frames) == VideoMatch(
+        0, 100.0, 100.0, closest(hashed.frames, listed[0])
+    )
 
 
 def test_the_worker_pool_gives_what_this_process_does() -> None:
@@ -168,15 +173,18 @@ def test_a_truncated_file_is_unchecked_as_truncated(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["webm", "mkv", "avi"])
-def test_a_truncated_stream_is_matched_as_far_as_it_goes(listing: VideoIndex, kind: str) -> None:
+def test_a_truncated_stream_is_matched_as_far_as_it_goes(
+    listing: VideoIndex, listed: list, kind: str
+) -> None:
     """Matroska and AVI cut at three quarters: the frames before the cut (0-5 s) are
     hashed and matched, and the check says truncated. (FFmpeg opens no cut MP4, not even
     a fragmented one: that is the test above.)"""
     whole = encode(LISTED, kind)
     hashed = hash_video(whole[: len(whole) * 3 // 4])
     assert (hashed.unchecked, len(hashed.frames)) == ("truncated", 6)
-    match = listing.match(hashed.frames)
-    assert match is not None and (match.video, match.query_percent) == (0, 100.0)
+    # 6 of the 8 listed frames, the closest pair as computed here
+    expected = VideoMatch(0, 100.0, 75.0, closest(hashed.frames, listed[0]))
+    assert listing.matches(hashed.frames) == hma_brute(hashed.frames, listed) == [expected]
 
 
 def test_corrupt_or_foreign_bytes_are_undecodable() -> None:
@@ -276,6 +284,11 @@ def distance(a: bytes, b: bytes) -> int:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
 
 
+def closest(query: tuple[tuple[bytes, int], ...], listed: tuple[tuple[bytes, int], ...]) -> int:
+    """The smallest distance between frames of quality 50 or more of both (HMA's filter)."""
+    return min(distance(a, b) for a, qa in query for b, qb in listed if qa >= 50 and qb >= 50)
+
+
 def hma_brute(
     query: list[tuple[bytes, int]], listed: list[list[tuple[bytes, int]]], threshold: int = 31
 ) -> list[VideoMatch]:
@@ -331,7 +344,18 @@ def probed() -> tuple[list[list], VideoIndex]:
     prefix = rng.randbytes(8)
     listed.append([(prefix + rng.randbytes(24), 100) for _ in range(80)])
     index = VideoIndex(listed, bits=8)
-    assert index.index.probes(31) is not None and index.index.hot >= 80
+    # 32 tables of 8 bits, each probed at the query's chunk alone (radius 0)
+    assert index.index.probes(31) == 32
+    # hot: every prepared frame in a bucket of more than the limit in any table (the 80
+    # sharing their first 8 chunks, and whatever else falls in those buckets), no other
+    rows = np.frombuffer(index.arrays()["hashes"], dtype=np.uint8).reshape(-1, 32)
+    limit = index.index.hot_limit
+    crowded = np.zeros(len(rows), dtype=bool)
+    for offset in range(0, 256, 8):
+        chunk = rows[:, offset // 8].astype(np.int64)
+        crowded |= np.bincount(chunk, minlength=256)[chunk] > limit
+    assert np.flatnonzero(crowded).tolist() == index.index.arrays()["hot"].tolist()
+    assert index.index.hot >= 80
     return listed, index
 
 
@@ -379,7 +403,8 @@ def test_the_thresholds_are_options() -> None:
     video's share must be 80% too, nor when frames must agree within 10 bits."""
     listed = [hash_video(LISTED_FILE).frames]
     cut = hash_video(encode(LISTED[:30], options={"crf": "40"})).frames
-    assert VideoIndex(listed).match(cut) is not None
+    assert VideoIndex(listed).matches(cut) == hma_brute(cut, listed)
+    assert [m.video for m in hma_brute(cut, listed)] == [0]
     assert VideoIndex(listed, compared_match_percent=80.0).match(cut) is None
     assert VideoIndex(listed, distance_threshold=10).match(cut) is None
     with pytest.raises(ValueError):
@@ -437,4 +462,6 @@ def test_a_malformed_vpdq_field_is_refused() -> None:
         [f"{good},100,0"] * (MAX_FEED_FRAMES + 1),
     ]:
         assert parse_vpdq(value) is None, value
-    assert parse_vpdq([f"{good},100,0"] * MAX_FEED_FRAMES) is not None
+    assert parse_vpdq([f"{good},100,0"] * MAX_FEED_FRAMES) == ((bytes.fromhex(good), 100),) * (
+        MAX_FEED_FRAMES
+    )
