@@ -6,6 +6,7 @@ Also what the fast scan remembers between pages: never across lists, and bounded
 from __future__ import annotations
 
 import base64
+import html
 from urllib.parse import quote
 
 import pytest
@@ -107,6 +108,7 @@ NAVIGATE_OR_RESOURCE = [
     "<meta http-equiv=refresh>",
     '<img src="{u}" srcset="{u} 1x, {u},, 2x">',
     '<img srcset="{u}">',
+    '<img srcset="{u},">',
     '<script src="{u}"></script>',
     '<link rel=stylesheet href="{u}">',
     '<video src="{u}" poster="{u}"></video>',
@@ -248,10 +250,59 @@ def test_what_is_remembered_is_bounded() -> None:
     )
     pages.neutralize(many.encode(), "text/html", PAGE_URLS[0], BL.match, str)
     assert pages._kept is not None and pages._kept[0] is BL
-    verdicts, hosts = pages._kept[1], pages._kept[2]
+    verdicts = pages._kept[1]
     assert 0 < len(verdicts) <= pages.VERDICTS_KEPT
-    assert 0 < len(hosts) <= pages.VERDICTS_KEPT
     assert max(map(len, verdicts)) <= pages.VERDICT_URL_CHARS
+
+
+# Text of one byte a character, with what decides a token: tags (wanted or not, any case),
+# attributes with and without style, comments, end tags, and bytes >= 0x80.
+TOKENIZER_TEXT = st.lists(
+    st.sampled_from(
+        [
+            *("<", ">", "/", "!", "?", "-", "=", " ", '"', "'", "\t", "a", "p", "S"),
+            *("\xe9", "\xff", "\xb5", "<a ", "<IMG ", "<Style>", "<script>", "</script>"),
+            *("<!--", "-->", "<meta", "style=", "<xmp>", "<noFrames>", "<textarea", "<title>"),
+            *("<b ", "href=", "<aside ", "STYLE=", "Style ="),
+        ]
+    ),
+    max_size=40,
+).map("".join)
+
+
+def tokens(pattern, text: str) -> list[tuple[tuple[int, int], ...]]:
+    out, pos = [], 0
+    while (tag := pattern.match(text, pos)) is not None:
+        out.append((tag.span(), tag.span(1), tag.span(2)))
+        pos = tag.end()
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(TOKENIZER_TEXT)
+def test_the_latin1_tokenizer_reads_tags_as_the_case_folding_one(text: str) -> None:
+    assert tokens(pages._NEXT_TAG_LATIN1, text) == tokens(pages._NEXT_TAG, text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["&", ";", "#", "x", "1", "a", "amp", "not", "para", "=", "lt", "AMP", "e"]
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_unescape_is_html_unescape(value: str) -> None:
+    assert pages._unescape(value) == html.unescape(value)
+
+
+def test_unescape_leaves_a_query_alone_and_reads_references() -> None:
+    assert pages._unescape("?a=1&b=2") == "?a=1&b=2"
+    assert pages._unescape("?a=1&not=2") == "?a=1\u00ac=2"
+    assert pages._unescape("h&#116;tp") == "http"
+    assert pages._unescape("a&amp;b") == "a&b"
+    assert pages._unescape("a&hellip;b") == "a\u2026b"  # a reference only with its ";"
 
 
 @pytest.mark.parametrize("url", ["http://listed.example.com/page.html", "//whole.listed.test/"])

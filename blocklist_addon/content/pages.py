@@ -22,13 +22,12 @@ from __future__ import annotations
 import codecs
 import functools
 import html
+import html.entities
 import re
 from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-from blocklist_addon.urls.canonical import canonical_host, dns_suffixes
-from blocklist_addon.urls.embedded.markers import PLAIN
 from blocklist_addon.urls.matcher import Blocklist, Match
 
 __all__ = ["BLOCKED_RESOURCE", "Found", "charset_of", "find_links", "neutralize"]
@@ -88,6 +87,8 @@ _NEXT_TAG = re.compile(
     re.DOTALL | re.IGNORECASE,
 )
 _ATTRIBUTE = re.compile(r"[\s/]*+(" + _NAME + r")(?:\s*+=\s*+" + _VALUE_PARTS + r")?")
+# The same, for findall: name, "=" (empty: no value), and the value in one of three groups.
+_ATTRIBUTE_TEXTS = re.compile(r"[\s/]*+(" + _NAME + r")(?:\s*+(=)\s*+" + _VALUE_PARTS + r")?")
 _CSS_URL = re.compile(
     r"""url\(\s*+(?:"([^"]*+)"|'([^']*+)'|((?:\\[0-9a-fA-F]{1,6}\s?|\\.|[^\s"')\\])++))\s*+\)"""
     r"""|@import\s++(?:"([^"]*+)"|'([^']*+)')""",
@@ -289,19 +290,72 @@ def _first(groups: tuple[str | None, ...]) -> str | None:
 Verdict = Callable[[str], "Match | None"]
 Hits = list[tuple[Found, Match]]
 
-# tag -> {attribute: what it holds}: a kind of URL, CSS ("style"), or half of a meta refresh.
-_STYLE_ONLY: dict[str, str] = {"style": "style"}
+# tag -> {attribute: what it holds}: a kind of URL, a srcset, CSS, or half of a meta refresh.
+_STYLE, _SRCSET, _CONTENT, _HTTP_EQUIV = "style", "srcset", "content", "http-equiv"
+_STYLE_ONLY: dict[str, str] = {"style": _STYLE}
 _TAG_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "meta": {"style": "style", "content": "content", "http-equiv": "http-equiv"}
+    "meta": {"style": _STYLE, "content": _CONTENT, "http-equiv": _HTTP_EQUIV}
 }
 for (_tag, _attribute), _kind in _URL_ATTRIBUTES.items():
-    _TAG_ATTRIBUTES.setdefault(_tag, dict(_STYLE_ONLY))[_attribute] = _kind
+    _TAG_ATTRIBUTES.setdefault(_tag, dict(_STYLE_ONLY))[_attribute] = (
+        _SRCSET if _attribute == "srcset" else _kind
+    )
 _END_TAGS = {name: re.compile(r"</" + name + r"[\s/>]", re.IGNORECASE) for name in _RAW_TEXT}
 _NOTHING = ("", None)  # a value with no URL to check, or one not listed
 
 
-def _scan(text: str, page_url: str, css: bool, verdict: Verdict) -> Hits:
-    """``[(found, match)]`` for the listed links of ``text``, in ``find_links``'s order."""
+def _case_free(words: list[str]) -> str:
+    """A regex for ``words`` in any ASCII case without re.IGNORECASE, as a trie."""
+    groups: dict[str, list[str]] = {}
+    for word in words:
+        groups.setdefault(word[:1], []).append(word[1:])
+    branches = []
+    for first, rests in sorted(groups.items()):
+        if not first:
+            continue
+        tail = _case_free([rest for rest in rests if rest])
+        letter = f"[{first}{first.upper()}]" if first.isalpha() else re.escape(first)
+        branches.append(
+            letter + (("(?:" + tail + ")" + ("?" if "" in rests else "")) if tail else "")
+        )
+    return "|".join(branches)
+
+
+# _NEXT_TAG for text of one byte a character (a page in an ASCII-compatible charset, held as
+# latin-1): no latin-1 character folds to an ASCII letter, so the same tokens without
+# re.IGNORECASE, whose case-folded name alternation cost a quarter of the whole tokenizer.
+_WANTED_ALTERNATION = "(?:" + "|".join(_WANTED) + r")[\s/>]"
+assert _WANTED_ALTERNATION in _NEXT_TAG.pattern and "(?!style[" in _NEXT_TAG.pattern
+_NEXT_TAG_LATIN1 = re.compile(
+    _NEXT_TAG.pattern.replace(
+        _WANTED_ALTERNATION, "(?:" + _case_free(_WANTED) + r")[\s/>]"
+    ).replace("(?!style[", "(?![sS][tT][yY][lL][eE]["),
+    re.DOTALL,
+)
+# html.unescape changes a value without ";" only at "&#" or at a legacy reference (a name
+# HTML5 reads without its ";", such as "&not"): a value with neither is returned as it is,
+# so "?a=1&b=2" is not run through it.
+_LEGACY_REFERENCE = re.compile(
+    "&(?:#|"
+    + "|".join(
+        sorted(
+            (name for name in html.entities.html5 if not name.endswith(";")), key=len, reverse=True
+        )
+    )
+    + ")"
+)
+
+
+def _unescape(value: str) -> str:
+    """``html.unescape(value)``, without its cost for the common ``&`` of a query."""
+    if "&" not in value or (";" not in value and _LEGACY_REFERENCE.search(value) is None):
+        return value
+    return html.unescape(value)
+
+
+def _scan(text: str, page_url: str, css: bool, verdict: Verdict, latin1: bool = False) -> Hits:
+    """``[(found, match)]`` for the listed links of ``text``, in ``find_links``'s order;
+    ``latin1``: ``text`` holds no character above U+00FF."""
     hits: Hits = []
     if css:
         _scan_css(text, 0, len(text), page_url, verdict, hits, {})
@@ -311,43 +365,63 @@ def _scan(text: str, page_url: str, css: bool, verdict: Verdict) -> Hits:
         base = _resolve(page_url, html.unescape(_first(found.groups()) or ""))
     values: dict[str, tuple[str, Match | None]] = {}  # attribute value -> (URL, match)
     styles: dict[str, tuple[str, Match | None]] = {}  # the same for CSS URLs
-    next_tag = _NEXT_TAG.match
-    attributes = _ATTRIBUTE.finditer
+    next_tag = (_NEXT_TAG_LATIN1 if latin1 else _NEXT_TAG).match
+    attributes = _ATTRIBUTE_TEXTS.findall
+    raw_text = _RAW_TEXT
     pos = 0
     while (tag := next_tag(text, pos)) is not None:
         pos = tag.end()
         name = tag.group(1).lower()
-        wanted = _TAG_ATTRIBUTES.get(name, _STYLE_ONLY)
-        seen: set[str] = set()
-        refresh: dict[str, tuple[int, int]] = {}
         start, end = tag.span(2)
-        for attribute in attributes(text, start, end) if start != end else ():
-            group = attribute.lastindex
-            if group == 1:  # no value: not an attribute the browser reads a URL from
-                continue
-            key = attribute.group(1).lower()
-            what = wanted.get(key)
-            if what is None or key in seen:  # (the first of a repeated attribute counts)
-                continue
-            seen.add(key)
-            value_start, value_end = attribute.span(group)
-            if what == "style":
-                _scan_css(text, value_start, value_end, base, verdict, hits, styles, True)
-            elif what == "content" or what == "http-equiv":
-                refresh[what] = (value_start, value_end)
-            elif key == "srcset":
-                for candidate in _SRCSET_URL.finditer(text, value_start, value_end):
-                    url_start, url_end = candidate.span(1)
-                    while url_end > url_start and text[url_end - 1] == ",":
-                        url_end -= 1
-                    _check_value(text, url_start, url_end, what, base, verdict, hits, values)  # type: ignore[arg-type]
-            else:
-                _check_value(text, value_start, value_end, what, base, verdict, hits, values)  # type: ignore[arg-type]
-        if len(refresh) == 2 and text[slice(*refresh["http-equiv"])].strip().lower() == "refresh":
-            found = _REFRESH.match(text, *refresh["content"])
-            if found is not None and found.group(2):
-                _check_value(text, *found.span(2), "navigate", base, verdict, hits, values)
-        if name in _RAW_TEXT:
+        if start != end:
+            # The attributes' texts first (one call, no match objects): their positions are
+            # only needed for a tag that holds a listed link, read again by _tag_hits.
+            wanted = _TAG_ATTRIBUTES.get(name, _STYLE_ONLY)
+            listed = False
+            seen: list[str] | None = None
+            refresh: dict[str, str] | None = None
+            for key, equals, double, single, unquoted in attributes(text, start, end):
+                if not equals:  # no value: not an attribute the browser reads a URL from
+                    continue
+                key = key.lower()
+                what = wanted.get(key)
+                if what is None:
+                    continue
+                if seen is None:
+                    seen = [key]
+                elif key in seen:  # the first of a repeated attribute counts
+                    continue
+                else:
+                    seen.append(key)
+                raw = double or single or unquoted
+                if what is _STYLE:
+                    scratch: Hits = []
+                    _scan_css(raw, 0, len(raw), base, verdict, scratch, styles, True)
+                    listed = listed or bool(scratch)
+                elif what is _SRCSET:
+                    for candidate in _SRCSET_URL.finditer(raw):
+                        url = candidate.group(1).rstrip(",")
+                        if (values.get(url) or _value(url, base, verdict, values))[1] is not None:
+                            listed = True
+                elif what is _CONTENT or what is _HTTP_EQUIV:
+                    if refresh is None:
+                        refresh = {}
+                    refresh[what] = raw
+                elif (values.get(raw) or _value(raw, base, verdict, values))[1] is not None:
+                    listed = True
+            if (
+                refresh is not None
+                and len(refresh) == 2
+                and refresh[_HTTP_EQUIV].strip().lower() == "refresh"
+                and (found := _REFRESH.match(refresh[_CONTENT])) is not None
+                and found.group(2)
+            ):
+                raw = found.group(2)
+                if (values.get(raw) or _value(raw, base, verdict, values))[1] is not None:
+                    listed = True
+            if listed:
+                _tag_hits(text, start, end, wanted, base, verdict, hits, values, styles)
+        if name in raw_text:
             closed = _END_TAGS[name].search(text, pos)
             close = len(text) if closed is None else closed.start()
             if name == "style":
@@ -356,24 +430,77 @@ def _scan(text: str, page_url: str, css: bool, verdict: Verdict) -> Hits:
     return hits
 
 
-def _check_value(
+def _tag_hits(
     text: str,
     start: int,
     end: int,
-    kind: Kind,
+    wanted: dict[str, str],
     base: str,
     verdict: Verdict,
     hits: Hits,
     values: dict[str, tuple[str, Match | None]],
+    styles: dict[str, tuple[str, Match | None]],
 ) -> None:
-    """``_found`` and the check of what it finds, once for each distinct value of a page."""
-    raw = text[start:end]
-    known = values.get(raw)
-    if known is None:
-        url = _resolve(base, html.unescape(raw) if "&" in raw else raw)
-        known = values[raw] = _NOTHING if url is None else (url, verdict(url))
-    if known[1] is not None:
-        hits.append((Found(start, end, kind, known[0]), known[1]))
+    """The listed links of the attributes ``text[start:end]`` of one tag, with their
+    positions (``_tag_links``); the verdicts are the page's, remembered."""
+    seen: list[str] | None = None
+    refresh: dict[str, tuple[int, int]] | None = None
+    for attribute in _ATTRIBUTE.finditer(text, start, end):
+        group = attribute.lastindex
+        if group == 1:
+            continue
+        key = attribute.group(1).lower()
+        what = wanted.get(key)
+        if what is None:
+            continue
+        if seen is None:
+            seen = [key]
+        elif key in seen:
+            continue
+        else:
+            seen.append(key)
+        value_start, value_end = attribute.span(group)
+        if what is _STYLE:
+            _scan_css(text, value_start, value_end, base, verdict, hits, styles, True)
+        elif what is _SRCSET:
+            for candidate in _SRCSET_URL.finditer(text, value_start, value_end):
+                url_start, url_end = candidate.span(1)
+                while url_end > url_start and text[url_end - 1] == ",":
+                    url_end -= 1
+                raw = text[url_start:url_end]
+                known = values.get(raw) or _value(raw, base, verdict, values)
+                if known[1] is not None:
+                    hits.append((Found(url_start, url_end, "resource", known[0]), known[1]))
+        elif what is _CONTENT or what is _HTTP_EQUIV:
+            if refresh is None:
+                refresh = {}
+            refresh[what] = (value_start, value_end)
+        else:
+            raw = text[value_start:value_end]
+            known = values.get(raw) or _value(raw, base, verdict, values)
+            if known[1] is not None:
+                hits.append((Found(value_start, value_end, what, known[0]), known[1]))  # type: ignore[arg-type]
+    if (
+        refresh is not None
+        and len(refresh) == 2
+        and text[slice(*refresh[_HTTP_EQUIV])].strip().lower() == "refresh"
+    ):
+        found = _REFRESH.match(text, *refresh[_CONTENT])
+        if found is not None and found.group(2):
+            url_start, url_end = found.span(2)
+            raw = text[url_start:url_end]
+            known = values.get(raw) or _value(raw, base, verdict, values)
+            if known[1] is not None:
+                hits.append((Found(url_start, url_end, "navigate", known[0]), known[1]))
+
+
+def _value(
+    raw: str, base: str, verdict: Verdict, values: dict[str, tuple[str, Match | None]]
+) -> tuple[str, Match | None]:
+    """What an attribute value links to and its verdict (``_found``), remembered for the page."""
+    url = _resolve(base, _unescape(raw))
+    known = values[raw] = _NOTHING if url is None else (url, verdict(url))
+    return known
 
 
 def _scan_css(
@@ -413,99 +540,38 @@ VERDICTS_KEPT = 4096
 #: ... of at most this many characters each (under 5 MiB in all).
 VERDICT_URL_CHARS = 1024
 
-# An http(s) URL whose host is plain ASCII letters, digits and hyphens in non-empty labels
-# (no user info, escape, trailing dot or IPv6): the matcher reads that host without its full
-# parser (its _SIMPLE_AUTHORITY matches every such URL and takes the same host).
-_PLAIN_HTTP_HOST = re.compile(
-    r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*+)(?::[0-9]++)?+(?=[/?#]|\Z)"
-)
-_TRANSLATE_HOST = ".translate.goog"  # Google Translate's proxy: the matcher reads its label
-
-# The list whose verdicts are kept, those verdicts (URL -> match), and what its host index
-# says of hosts (name -> on a listed host). Replaced whole when another list is in force.
-_kept: tuple[Blocklist, dict[str, Match | None], dict[str, bool]] | None = None
+# The list whose verdicts are kept and those verdicts (URL -> match), replaced whole when
+# another list is in force.
+_kept: tuple[Blocklist, dict[str, Match | None]] | None = None
+_UNKNOWN = Match("", "", "", False)  # (a verdict not yet known)
 
 
 def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> Verdict:
     """``check`` of a URL found in a page, as ``neutralize`` always called it: a URL with
-    bytes >= 0x80 decoded in the page's ``charset`` first (None: it already is).
-
-    ``Blocklist.match`` itself gets two shortcuts, both exact: a URL it has answered for the
-    same list is answered from memory, and a plain http(s) URL whose host has no listed
-    suffix and which holds no embedded URL (the embedded-URL search's own fast refusal,
-    ``PLAIN``) is not listed, as the matcher would find after more work (its host index is
-    the same lookup). Any other ``check`` is called once for each distinct URL of a page."""
+    bytes >= 0x80 decoded in the page's ``charset`` first (None: it already is). Each
+    distinct URL is checked once a page; ``Blocklist.match``'s verdicts are also kept for
+    the next pages while the same list is in force (the matcher is a pure function of the
+    URL and the immutable list)."""
     global _kept
     blocklist = getattr(check, "__self__", None)
-    if not (
-        isinstance(blocklist, Blocklist) and getattr(check, "__func__", None) is Blocklist.match
-    ):
-        cache: dict[str, Match | None] = {}
-        return _remembering(check, cache, charset, None, {})
-    kept = _kept
-    if kept is None or kept[0] is not blocklist:
-        kept = _kept = (blocklist, {}, {})
-    return _remembering(check, kept[1], charset, _host_index(blocklist), kept[2])
-
-
-def _host_index(blocklist: Blocklist) -> Callable[[str, bool], bool] | None:
-    """Whether a canonical host or a parent domain is in ``blocklist``'s host index, by the
-    lookup the matcher makes (compiled when built); None for a list with entries known only
-    by digest (no host index covers them)."""
-    snapshot = blocklist.snapshot
-    if snapshot.hostless:
-        return None
-    compiled = snapshot.compiled_lookup(0)
-    listed_hosts = snapshot.listed_hosts
-
-    def on_listed_host(host: str, is_ip: bool) -> bool:
-        if compiled is not None and (listed := compiled.listed_hosts(host, is_ip)) is not None:
-            return bool(listed)
-        return bool(listed_hosts(dns_suffixes(host, is_ip)))
-
-    return on_listed_host
-
-
-def _remembering(
-    check: Callable[[str], Match | None],
-    cache: dict[str, Match | None],
-    charset: str | None,
-    host_index: Callable[[str, bool], bool] | None,
-    hosts: dict[str, bool],
-) -> Verdict:
-    plain_host = _PLAIN_HTTP_HOST.match
-    plain = PLAIN.fullmatch
-
-    def on_listed_host(name: str) -> bool:
-        assert host_index is not None
-        found = canonical_host(name)
-        listed = found is None or name.endswith(_TRANSLATE_HOST) or host_index(*found)
-        if len(hosts) >= VERDICTS_KEPT:
-            hosts.clear()
-        hosts[name] = listed
-        return listed
+    if isinstance(blocklist, Blocklist) and getattr(check, "__func__", None) is Blocklist.match:
+        kept = _kept
+        if kept is None or kept[0] is not blocklist:
+            kept = _kept = (blocklist, {})
+        cache = kept[1]
+    else:
+        cache = {}
 
     def verdict(url: str) -> Match | None:
         if charset is not None and not url.isascii():
             url = url.encode("latin-1").decode(charset, "replace")
-        try:
-            return cache[url]
-        except KeyError:
-            pass
-        match = None
-        if (
-            host_index is None
-            or (m := plain_host(url)) is None
-            or not url.isascii()
-            or plain(url) is None
-            or hosts.get(name := m.group(1).lower())
-            or (name not in hosts and on_listed_host(name))
-        ):
+        match = cache.get(url, _UNKNOWN)
+        if match is _UNKNOWN:
             match = check(url)
-        if len(url) <= VERDICT_URL_CHARS:
-            if len(cache) >= VERDICTS_KEPT:
-                cache.clear()
-            cache[url] = match
+            if len(url) <= VERDICT_URL_CHARS:
+                if len(cache) >= VERDICTS_KEPT:
+                    cache.clear()
+                cache[url] = match
         return match
 
     return verdict
@@ -552,7 +618,8 @@ def _neutralize(
         return body, []
 
     if fast:
-        edits = _scan(text, page_url, css, _verdicts(check, charset if as_bytes else None))
+        verdict = _verdicts(check, charset if as_bytes else None)
+        edits = _scan(text, page_url, css, verdict, latin1=as_bytes)
     else:
         edits = []
         for found in find_links(text, page_url, css=css):
