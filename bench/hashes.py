@@ -136,8 +136,7 @@ def tight_query(listed: bytes, distance: int, bits: int, rng: random.Random) -> 
     order = list(range(len(chunks)))
     rng.shuffle(order)
     for t in order:
-        word, shift = chunks[t]
-        first = 64 * word + 64 - shift - bits
+        first = chunks[t]  # the chunk's first bit, from the top
         take = min(plan[t] + 1 if t < len(plan) else bits, distance - len(positions))
         positions += rng.sample(range(first, first + bits), take)
     rest = [b for b in range(256) if b not in positions]
@@ -182,8 +181,7 @@ def bench_index(count: int, tmp: Path) -> dict[str, float]:
     assert note is None, note
     index = hashlist._pdq
     size = sum(p.stat().st_size for p in directory.glob("*.pdqx"))
-    arrays = index.arrays()
-    tables = sum(arrays[name].nbytes for name in ("dirs", "ids", "hot", "hot_hashes"))
+    tables = index.nbytes
 
     flat = faiss.IndexBinaryFlat(256)
     flat.add(np.frombuffer(hashes, dtype=np.uint8).reshape(count, 32))
@@ -227,7 +225,7 @@ def bench_index(count: int, tmp: Path) -> dict[str, float]:
     hit = per_image(lambda image: index.nearest(image, 31), matching, 3)[0]
     print(f"   faiss IndexBinaryFlat (scan)  {flat_one * 1000:7.2f} ms a hash, "
           f"{flat_eight * 1000:7.2f} ms an image (8 orientations)")  # fmt: skip
-    print(f"   multi-index ({len(arrays['dirs'])} tables of {index.bits} bits, "
+    print(f"   multi-index ({len(layout(index.bits))} tables of {index.bits} bits, "
           f"{index.probes(31):,} probes a hash)")  # fmt: skip
     print(f"     {one * 1000:7.3f} ms a hash ({flat_one / one:.0f}x the scan), "
           f"{eight * 1000:7.3f} ms an image ({flat_eight / eight:.0f}x; median "
@@ -240,11 +238,13 @@ def bench_index(count: int, tmp: Path) -> dict[str, float]:
     print(f"   build (index + file, first process) {build:.2f} s; load (map + verify, every "
           f"other process) {load:.2f} s, plus {parsed:.2f} s to check the snapshot from "
           f"the store")  # fmt: skip
-    print(f"   resident, one copy a machine: {size / count:.1f} bytes a hash in the file "
-          f"(hashes 32, entry numbers 4, tables {tables / count:.1f}, ids and offsets "
-          f"{(len(data) - 36 * count) / count:.1f})")  # fmt: skip
+    print(f"   resident, one copy a machine: {32 + tables / count:.1f} bytes a hash for the "
+          f"hashes and their index (hashes 32, tables {tables / count:.1f}: target <= 64); "
+          f"{size / count:.1f} in the file with the entries (entry numbers 4, ids and "
+          f"offsets {(len(data) - 36 * count) / count:.1f})")  # fmt: skip
     verdict = "met" if eight * 1000 <= TARGET_MS and flat_eight / eight >= 18 else "NOT MET"
-    print(f"   target: an image in <= {TARGET_MS} ms and >= 18x the scan: {verdict}")
+    print(f"   target: an image in <= {TARGET_MS} ms and >= 18x the scan: {verdict}; "
+          f"<= 64 bytes a hash: {'met' if 32 + tables / count <= 64 else 'NOT MET'}")  # fmt: skip
     return {"image_ms": eight * 1000, "flat_image_ms": flat_eight * 1000}
 
 
@@ -257,8 +257,7 @@ def bench_skew(count: int) -> None:
     start = time.perf_counter()
     index = PdqIndex(hashes)
     build = time.perf_counter() - start
-    dirs = index.arrays()["dirs"]
-    largest = max(int(np.diff(dirs[t]).max()) for t in range(len(dirs)))
+    largest = index.largest_bucket()
     flat = faiss.IndexBinaryFlat(256)
     flat.add(np.frombuffer(hashes, dtype=np.uint8).reshape(count, 32))
     faiss.omp_set_num_threads(1)
