@@ -58,6 +58,7 @@ from typing import Any
 
 from blocklist_addon.lists.hosts import ACTIVE as HOSTS_STATE
 from blocklist_addon.lists.store import Store, StoreError, VersionInfo, write_atomic
+from blocklist_addon.ops import notify
 from divert import DivertError, lastgood, runreport
 from divert.config import DivertConfig
 from divert.dataset import DiversionSet
@@ -152,9 +153,12 @@ class Runner:
             if self.lists is not None:
                 tasks.append(asyncio.create_task(self._follow_lists(stop)))
         try:
+            ready = False
             while not stop.is_set():
                 self._tick_now.clear()
                 await self.tick()
+                if not ready:  # Type=notify: systemctl start returns with the status written
+                    ready = notify.ready(f"first check done: {self.gate.phase}") or True
                 await _first(stop, self._tick_now, poll_interval(self.config.withdraw_after))
         finally:
             for task in tasks:

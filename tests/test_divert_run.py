@@ -421,3 +421,42 @@ def test_the_systemd_unit_verifies(tmp_path: pathlib.Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+@needs_nft
+async def test_run_tells_systemd_it_is_ready_once_its_first_check_is_written(
+    gateway: Namespace,
+    store: Store,
+    health: HealthServer,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unit is Type=notify: ``systemctl enable --now blocklist-divert`` returns once run
+    has asked the proxy and the store, applied, and written its status file, which the
+    guide's next line reads (the ISP walk found it missing: with Type=simple systemctl
+    returned before run had written anything). READY=1 is sent once."""
+    await publish(store, A)
+    address = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(address))
+    listener.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+    async with ClientSession() as session:
+        runner = make_runner(gateway, store, health, session, tmp_path)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            message = await asyncio.wait_for(
+                asyncio.get_running_loop().sock_recv(listener, 4096), 10
+            )
+            assert b"READY=1" in message.split(b"\n")
+            assert json.loads(runner.status_file.read_text())["phase"] == "diverting"
+            assert sets(gateway) == A.addresses
+            await asyncio.sleep(2 * poll_interval(WITHDRAW_AFTER))  # more ticks: no more READY
+            with pytest.raises(BlockingIOError):
+                listener.recv(4096)
+        finally:
+            stop.set()
+            await task
+            listener.close()
+    assert UNIT.read_text().count("\nType=notify\n") == 1
