@@ -460,7 +460,7 @@ def test_level_is_how_often_a_character_was_encoded(char: str, times: int) -> No
     assert depth_of(tagged[1]) == min(times, DEEPEST)
 
 
-@given(st.text(alphabet="253aAfF/\\:?&=#.wWhHtTpPsSlL x0", max_size=60))
+@given(st.text(alphabet="253aAfF/\\:?&=#.wWhHtTpPsSlL x0%", max_size=60))
 def test_plain_means_no_marker(url: str) -> None:
     """The fast path returns [] only where the full search finds nothing."""
     if PLAIN.fullmatch(url):
@@ -484,6 +484,7 @@ TOKENS = st.sampled_from(
         ],
         *["68747470", "687474703a2f2f", "4854545053", "http-3A__", "__http:", "__;!", "x.test"],
         *["\xe3\x80\x82", "\xef\xbc\x8e", "\xef\xbd\xa1", "\xc3\xa9", "%2F", "%3A", "%2e"],
+        *["%20", "%2520", "%20%20", "%09", "=%20", "a%20"],
     ]
 )
 
@@ -503,6 +504,35 @@ def test_plain_means_nothing_to_find(outer: str, tokens: list[str]) -> None:
         found: dict[str, None] = {}
         assert not _candidates(found, url, None)  # nothing decoded to search again
         assert not found
+
+
+#: URLs that carry a URL, each one the full search finds.
+CARRIERS = [
+    "http://r.example.net/web/http://listed.test/page.html",
+    "http://r.example.net/out?u=http://listed.test/page.html&x=1",
+    "http://r.example.net/c/s/listed.test/page.html",
+    "http://r.example.net/go?q=a b&u=//listed.test/",
+    "http://r.example.net/a/www.listed.test/",
+    "http://r.example.net/?u= listed.test/x",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(CARRIERS), st.data())
+def test_plain_refuses_every_escaped_spelling_of_a_carrier(url: str, data: st.DataObject) -> None:
+    """Escaping any characters of a URL that carries one (once or twice, as %20 for a
+    space) leaves it to the full search: the fast path reads escapes only as spaces."""
+    assert embedded_urls(url)
+    chars = []
+    for ch in url[len("http://r.example.net") :]:
+        times = data.draw(st.integers(0, 2))
+        for _ in range(times):
+            ch = quote(ch, safe="")
+        chars.append(ch)
+    escaped = "http://r.example.net" + "".join(chars)
+    assert unescape(escaped) == url
+    assert not PLAIN.fullmatch(escaped)
+    assert embedded_urls(escaped)
 
 
 @given(st.sampled_from(["http://", "https://", "HTTP://", "http:/", "http:\\\\", "//", "www."]))

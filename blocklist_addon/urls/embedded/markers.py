@@ -133,17 +133,20 @@ MARKER = re.compile(
 LEADS = frozenset("/\\=?&")
 ENCODINGS = frozenset({"b64", "b64_v", "hex", "hex_v", "pp2", "pp3"})
 SKIP_OUTER = re.compile(_OUTER)
-# Matches only strings in which MARKER finds nothing after the outer host: the
-# common case, decided by one fullmatch, several times cheaper than a MARKER search. It
-# may refuse more than it must (a refused URL takes the full search).
+# Matches only strings in which MARKER finds nothing after the outer host, also once
+# unescaped: the common case, decided by one fullmatch, several times cheaper than a MARKER
+# search. It may refuse more than it must (a refused URL takes the full search). The only
+# escape it takes is "%20" (a space, which starts nothing), and not at the start of a value,
+# where a marker may follow spaces ("?q=hello%20world" is plain, "?u=%20//host" is not).
 PLAIN = re.compile(
     _OUTER
     + r"""(?:
         [^:wW=?&%./\\\[\t\n\r\x80-\xff]++  # characters that start nothing
+      | %20  # a space
       | [=?&](?![aS][HF]R|[A-Za-z][0-9]{1,3}[aS][HF]R|[46]8[57]4|[hH][tT][tT][pP][sS]?-  # value
           |[\x00-\x20]*+(?:[/\\]|[a-zA-Z0-9_\-]++\.[a-zA-Z0-9_\-.]*?[a-zA-Z]  # starts no
                          |[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]))  # host, no "/" ...
-          [^=?&#%/\\:wW\[\t\n\r\x80-\xff]*+(?![/\\%\[\x80-\xff])
+          (?:[^=?&#%/\\:wW\[\t\n\r\x80-\xff]|(?<![=?&])%20)*+(?![/\\%\[\x80-\xff])
       | [wW](?![wW])  # a "w" that does not start "ww"
       | (?<![pPsSeElL]):  # a ":" that does not end "http", "https", "cache" or "ssl"
       | \.(?![a-zA-Z][a-zA-Z0-9\-]*+\.?(?::[0-9]*+)?[/\\])  # not a TLD before a "/"
