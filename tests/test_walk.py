@@ -266,6 +266,10 @@ BROWSE = textwrap.dedent("""\
         || { tail -20 /tmp/chromium.err; return 1; }
       cat /tmp/dom; echo
     }
+    intercepted() {  # (walk) TLS connections the proxies decrypted, both instances together
+      for i in 18081 18082; do curl -s http://127.0.0.1:$i/metrics; done \\
+        | awk '/^blocklist_tls_total.*"intercept"/ {n += $2} END {print n + 0}'
+    }
     """)
 
 #: What the splash page says for a listed page (the default wording).
@@ -322,12 +326,16 @@ def desktop_steps() -> tuple[str, Steps]:
         + textwrap.dedent(f"""\
             grep -qF {listed_https} /tmp/dom   # what was blocked: no certificate error, since
             # on one Chromium shows no page from the host at all (the guest below)
-            # the self-test page
+            # the self-test page, over HTTP and HTTPS (the proxy decrypts it too)
             browse http://blocklist-check.invalid/
             grep -q 'self-test' /tmp/dom
+            browse https://blocklist-check.invalid/
+            grep -q 'self-test' /tmp/dom
             # an unlisted page on an unlisted host, and one on a decrypted host, as the origin serves them
+            before=$(intercepted)
             browse https://unlisted.example.org/hello.html
             grep -q 'an ordinary page on unlisted.example.org/hello.html' /tmp/dom
+            test "$(intercepted)" = "$before"   # not decrypted: the origin's own certificate
             browse https://blocked.example.com/about.html
             grep -q 'an ordinary page on blocked.example.com/about.html' /tmp/dom
             browse http://unlisted.example.org/plain.html
@@ -339,6 +347,7 @@ def desktop_steps() -> tuple[str, Steps]:
             if grep -E 'blocked\\.example|gallery' /var/log/blocklist-proxy/blocks.jsonl; then exit 1; fi
             # the decisions at the TLS handshake, both instances together
             for i in 18081 18082; do curl -s http://127.0.0.1:$i/metrics; done | grep '^blocklist_tls_total'
+            test "$(intercepted)" -ge 3
             # what a pupil sees, for the guide
             runuser -l pupil -c 'timeout 120 chromium --headless --window-size=900,900 --screenshot={shot} {listed_https}'
             cp {shot} /root/walk/
