@@ -51,8 +51,9 @@ mmdebstrap, unshare and chroot (``apt-get install mmdebstrap``).
   ``https://``: the splash says which it asked for), one on an address (plain HTTP) and one
   over HTTPS show the splash page with the hotline's wording, which shows no certificate
   error (an account without the CA gets no page from the host at all); the self-test page
-  says it is one; an unlisted page on an unlisted host and one on a decrypted listed host
-  come from the origin untouched; the listed pages never reached the origin; the block log
+  says it is one, over HTTP and HTTPS; an unlisted page on an unlisted host (not decrypted)
+  and one on a decrypted listed host come from the origin untouched; the listed pages never
+  reached the origin; the block log
   holds them without their URLs; a screenshot of the listed HTTPS page, 900x900, is copied to
   ``var/walk/pupil-blocked.png`` (and ``$BLOCKLIST_SCREENSHOTS``; docs/pupil-blocked.png
   comes from there); and with the PAC file's server gone, Chromium does not go direct
