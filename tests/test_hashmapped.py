@@ -208,6 +208,29 @@ def test_the_videos_index_is_in_the_shared_file(tmp_path: pathlib.Path) -> None:
     assert path.stat().st_size > 50 * 20 * SIZE
 
 
+def test_a_video_section_out_of_range_is_refused_though_checksummed(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The checksum is not the only check: a file whose video entries name an entry the
+    snapshot lacks (checksummed again after the change) is refused, rebuilt, and the
+    list answers as one built in memory."""
+    snapshot = video_snapshot(5, 10, 17)
+    HashList.mapped(snapshot, tmp_path)
+    path = file_for(tmp_path, snapshot.checksum)
+    data = bytearray(path.read_bytes())
+    _, _, _, _, *fields = mapped_module._HEADER.unpack_from(data)
+    offset, length = fields[2 * mapped_module._SECTIONS.index("video_entries") :][:2]
+    assert length == 5 * 4
+    data[offset : offset + 4] = (2**32 - 1).to_bytes(4, "little")
+    data[-32:] = hashlib.sha256(data[:-32]).digest()
+    path.write_bytes(data)
+    hashes, note = HashList.mapped(snapshot, tmp_path)
+    assert note == f"unusable index file {path}: a video's entry is out of range"
+    frames = next(iter(snapshot.videos()))[1]
+    assert hashes.match_video(frames) == HashList(snapshot).match_video(frames)
+    assert hashes.match_video(frames) == HashMatch("l", "v0", "vpdq", 0)
+
+
 def _load_in_child(directory: str, data: bytes, start: multiprocessing.synchronize.Event) -> tuple:
     start.wait(30)
     hashes, note = HashList.mapped(HashSnapshot.from_bytes(data), directory)

@@ -222,11 +222,14 @@ def _read(view: memoryview, checksum: str) -> Mapped:
     index = PdqIndex.from_arrays(hashes, pdq)
     videos = arrays("video_", _VIDEO)
     if not len(videos["settings"]):
-        if any(len(a) for a in videos.values()) or snapshot.video() is not None:
+        video = snapshot.video()
+        if any(len(a) for a in videos.values()) or (video is not None and len(video[2])):
             raise MappedError("the snapshot's videos are not indexed")
         return snapshot, index, None
     videos["index_meta"] = videos["index_meta"].reshape(-1, 6)
     VideoIndex.from_arrays(videos)  # checked as any other source's
+    if len(videos["entries"]) and int(videos["entries"].max()) >= len(snapshot):
+        raise MappedError("a video's entry is out of range")
     return snapshot, index, videos
 
 
