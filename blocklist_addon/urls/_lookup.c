@@ -215,7 +215,9 @@ typedef struct {
 
 static inline uint32_t index_at(const Py_buffer *index, Py_ssize_t i)
 {
-    return ((const uint32_t *)index->buf)[i];
+    uint32_t value; /* (memcpy: any caller's buffer, aligned or not) */
+    memcpy(&value, (const char *)index->buf + 4 * i, sizeof value);
+    return value;
 }
 
 /* Whether the host key of ``name`` is in its bucket at any offset: ``bytes.find``, as
@@ -308,11 +310,22 @@ static int Lookup_init(Lookup *self, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"data",        "digest_index", "digest_shift", "host_index",
                              "host_shift",  "depths",       "floor",        NULL};
     PyObject *data, *depths;
+    Py_buffer digest_index, host_index;
+    int digest_shift, host_shift, floor;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!y*iy*iO!i", kwlist, &PyBytes_Type, &data,
-                                     &self->digest_index, &self->digest_shift,
-                                     &self->host_index, &self->host_shift, &PyBytes_Type,
-                                     &depths, &self->floor))
+                                     &digest_index, &digest_shift, &host_index, &host_shift,
+                                     &PyBytes_Type, &depths, &floor))
         return -1;
+    /* __init__ called again: the tables it held are let go */
+    if (self->digest_index.obj)
+        PyBuffer_Release(&self->digest_index);
+    if (self->host_index.obj)
+        PyBuffer_Release(&self->host_index);
+    self->digest_index = digest_index;
+    self->host_index = host_index;
+    self->digest_shift = digest_shift;
+    self->host_shift = host_shift;
+    self->floor = floor;
     Py_INCREF(data);
     Py_XSETREF(self->data, data);
     Py_INCREF(depths);
@@ -670,6 +683,7 @@ static PyObject *module_sha256(PyObject *module, PyObject *args, PyObject *kwarg
     Py_ssize_t step = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|pn", kwlist, &data, &accelerated, &step))
         return NULL;
+    /* (the GIL is held throughout: no lookup runs while the portable one stands in) */
     compress_fn saved = compress;
     if (!accelerated)
         compress = compress_portable;
