@@ -9,6 +9,7 @@ import os
 import pytest
 
 from blocklist_addon import HashList
+from blocklist_addon.hashes import HashMatch
 from blocklist_addon.hashes.decoder import DecoderPool
 from blocklist_addon.hashes.images import Limits, Uncheckable
 from testlab.decoder_faults import hostile
@@ -31,9 +32,13 @@ def check(pool: DecoderPool, data: bytes) -> object:
 
 
 def listed(pool: DecoderPool) -> bool:
+    """The pool's workers hash the listed picture as this process does: the same match,
+    entry p at the same distance."""
     hashlist = HashList.from_entries([{"id": "p", "pdq": reference_pdq(LISTED)}])
     hashed, reason = check(pool, encode(LISTED))
-    return reason is None and hashlist.match_frames(hashed) is not None
+    here = hashlist.match_bytes(encode(LISTED))
+    expected = HashMatch("default", "p", "pdq", here.distance if here else -1)
+    return (reason, hashlist.match_frames(hashed), here) == (None, expected, expected)
 
 
 @pytest.mark.parametrize("fault", [b"segfault", b"spin"])
