@@ -74,6 +74,7 @@ URLS = [
     "https://img.example.org/photos/3.jpg",
     "http://caf\u00e9.example.org/x.html",
     "http://listed.example.com/caf\u00e9.html",
+    "http://listed.example.com/caf&eacute;.html",  # listed in a windows-1252 page only
     "page.html",
     "../dir/x.jpg",
     "/dir/",
@@ -180,6 +181,19 @@ def test_the_fast_scan_finds_exactly_what_the_reference_finds(
         assert fast == reference
         # and again, with the verdicts of the first pass remembered
         assert both(body, content_type, page_url, check)[0] == reference
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(html_pages(), st.permutations(CONTENT_TYPES), st.sampled_from(PAGE_URLS))
+def test_what_is_kept_from_a_page_is_right_for_the_next(
+    body: bytes, content_types: list[str], page_url: str
+) -> None:
+    """The same links on pages of other charsets and other URLs, one after the other."""
+    for content_type in content_types:
+        fast, reference = both(body, content_type, page_url, BL.match)
+        assert fast == reference
+        fast, reference = both(body, content_type, PAGE_URLS[0], BL.match)
+        assert fast == reference
 
 
 @settings(max_examples=200, deadline=None)
@@ -303,6 +317,28 @@ def test_unescape_leaves_a_query_alone_and_reads_references() -> None:
     assert pages._unescape("h&#116;tp") == "http"
     assert pages._unescape("a&amp;b") == "a&b"
     assert pages._unescape("a&hellip;b") == "a\u2026b"  # a reference only with its ";"
+
+
+def test_a_relative_link_is_resolved_again_on_every_page() -> None:
+    body = b'<a href="page.html">x</a>'
+    found = []
+    for page_url in ["", "http://listed.example.com/index.html", "page.html"]:
+        fast, reference = both(body, "text/html", page_url, BL.match)
+        assert fast == reference
+        found.append([(link.url, match.entry_id) for link, match in fast[1]])
+    assert found == [[], [("http://listed.example.com/page.html", "page")], []]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_link_read_in_another_charset_is_checked_again(order: int) -> None:
+    """ "caf&eacute;" is "caf\u00e9" in a windows-1252 page (listed), not in a UTF-8 one."""
+    body = b'<a href="http://listed.example.com/caf&eacute;.html">x</a>'
+    found = {}
+    for content_type in ["text/html; charset=windows-1252", "text/html; charset=utf-8"][::order]:
+        fast, reference = both(body, content_type, PAGE_URLS[0], BL.match)
+        assert fast == reference
+        found[content_type] = [match.entry_id for _, match in fast[1]]
+    assert found == {"text/html; charset=windows-1252": ["cafe"], "text/html; charset=utf-8": []}
 
 
 @pytest.mark.parametrize("url", ["http://listed.example.com/page.html", "//whole.listed.test/"])

@@ -289,6 +289,7 @@ def _first(groups: tuple[str | None, ...]) -> str | None:
 
 Verdict = Callable[[str], "Match | None"]
 Hits = list[tuple[Found, Match]]
+Links = dict[str, tuple[str, "Match | None"]]
 
 # tag -> {attribute: what it holds}: a kind of URL, a srcset, CSS, or half of a meta refresh.
 _STYLE, _SRCSET, _CONTENT, _HTTP_EQUIV = "style", "srcset", "content", "http-equiv"
@@ -353,9 +354,19 @@ def _unescape(value: str) -> str:
     return html.unescape(value)
 
 
-def _scan(text: str, page_url: str, css: bool, verdict: Verdict, latin1: bool = False) -> Hits:
+def _scan(
+    text: str,
+    page_url: str,
+    css: bool,
+    verdict: Verdict,
+    latin1: bool = False,
+    links: Links | None = None,
+) -> Hits:
     """``[(found, match)]`` for the listed links of ``text``, in ``find_links``'s order;
-    ``latin1``: ``text`` holds no character above U+00FF."""
+    ``latin1``: ``text`` holds no character above U+00FF; ``links``: absolute links' verdicts
+    kept from earlier pages (``_value``)."""
+    if links is None:
+        links = {}
     hits: Hits = []
     if css:
         _scan_css(text, 0, len(text), page_url, verdict, hits, {})
@@ -401,13 +412,15 @@ def _scan(text: str, page_url: str, css: bool, verdict: Verdict, latin1: bool = 
                 elif what is _SRCSET:
                     for candidate in _SRCSET_URL.finditer(raw):
                         url = candidate.group(1).rstrip(",")
-                        if (values.get(url) or _value(url, base, verdict, values))[1] is not None:
+                        if (values.get(url) or _value(url, base, verdict, values, links))[
+                            1
+                        ] is not None:
                             listed = True
                 elif what is _CONTENT or what is _HTTP_EQUIV:
                     if refresh is None:
                         refresh = {}
                     refresh[what] = raw
-                elif (values.get(raw) or _value(raw, base, verdict, values))[1] is not None:
+                elif (values.get(raw) or _value(raw, base, verdict, values, links))[1] is not None:
                     listed = True
             if (
                 refresh is not None
@@ -417,10 +430,10 @@ def _scan(text: str, page_url: str, css: bool, verdict: Verdict, latin1: bool = 
                 and found.group(2)
             ):
                 raw = found.group(2)
-                if (values.get(raw) or _value(raw, base, verdict, values))[1] is not None:
+                if (values.get(raw) or _value(raw, base, verdict, values, links))[1] is not None:
                     listed = True
             if listed:
-                _tag_hits(text, start, end, wanted, base, verdict, hits, values, styles)
+                _tag_hits(text, start, end, wanted, base, verdict, hits, values, styles, links)
         if name in raw_text:
             closed = _END_TAGS[name].search(text, pos)
             close = len(text) if closed is None else closed.start()
@@ -440,6 +453,7 @@ def _tag_hits(
     hits: Hits,
     values: dict[str, tuple[str, Match | None]],
     styles: dict[str, tuple[str, Match | None]],
+    links: Links,
 ) -> None:
     """The listed links of the attributes ``text[start:end]`` of one tag, with their
     positions (``_tag_links``); the verdicts are the page's, remembered."""
@@ -468,7 +482,7 @@ def _tag_hits(
                 while url_end > url_start and text[url_end - 1] == ",":
                     url_end -= 1
                 raw = text[url_start:url_end]
-                known = values.get(raw) or _value(raw, base, verdict, values)
+                known = values.get(raw) or _value(raw, base, verdict, values, links)
                 if known[1] is not None:
                     hits.append((Found(url_start, url_end, "resource", known[0]), known[1]))
         elif what is _CONTENT or what is _HTTP_EQUIV:
@@ -477,7 +491,7 @@ def _tag_hits(
             refresh[what] = (value_start, value_end)
         else:
             raw = text[value_start:value_end]
-            known = values.get(raw) or _value(raw, base, verdict, values)
+            known = values.get(raw) or _value(raw, base, verdict, values, links)
             if known[1] is not None:
                 hits.append((Found(value_start, value_end, what, known[0]), known[1]))  # type: ignore[arg-type]
     if (
@@ -489,17 +503,37 @@ def _tag_hits(
         if found is not None and found.group(2):
             url_start, url_end = found.span(2)
             raw = text[url_start:url_end]
-            known = values.get(raw) or _value(raw, base, verdict, values)
+            known = values.get(raw) or _value(raw, base, verdict, values, links)
             if known[1] is not None:
                 hits.append((Found(url_start, url_end, "navigate", known[0]), known[1]))
 
 
 def _value(
-    raw: str, base: str, verdict: Verdict, values: dict[str, tuple[str, Match | None]]
+    raw: str,
+    base: str,
+    verdict: Verdict,
+    values: dict[str, tuple[str, Match | None]],
+    links: Links,
 ) -> tuple[str, Match | None]:
-    """What an attribute value links to and its verdict (``_found``), remembered for the page."""
-    url = _resolve(base, _unescape(raw))
+    """What an attribute value links to and its verdict (``_found``), remembered for the page,
+    and for later pages when it names its scheme (so the page's URL does not enter into it)
+    and is ASCII once its references are undone (so the page's charset does not either)."""
+    known = links.get(raw)
+    if known is not None:
+        return known
+    written = _unescape(raw)
+    url = _resolve(base, written)
     known = values[raw] = _NOTHING if url is None else (url, verdict(url))
+    if (
+        url is not None
+        and url == written.strip()
+        and _SCHEME.match(url)
+        and url.isascii()
+        and len(raw) <= VERDICT_URL_CHARS
+    ):
+        if len(links) >= VERDICTS_KEPT:
+            links.clear()
+        links[raw] = known
     return known
 
 
@@ -515,7 +549,7 @@ def _scan_css(
 ) -> None:
     """``_css_links`` and the checks of what it finds."""
     if entities and "&" in text[start:end]:
-        value = html.unescape(text[start:end])
+        value = _unescape(text[start:end])
         inner: Hits = []
         _scan_css(value, 0, len(value), base, verdict, inner, values)
         hits.extend((Found(start, end, found.kind, found.url), match) for found, match in inner)
@@ -540,13 +574,14 @@ VERDICTS_KEPT = 4096
 #: ... of at most this many characters each (under 5 MiB in all).
 VERDICT_URL_CHARS = 1024
 
-# The list whose verdicts are kept and those verdicts (URL -> match), replaced whole when
-# another list is in force.
-_kept: tuple[Blocklist, dict[str, Match | None]] | None = None
+# The list whose verdicts are kept, those verdicts (URL -> match) and those of absolute links
+# as written in an attribute (value -> (URL, match)), replaced whole when another list is in
+# force.
+_kept: tuple[Blocklist, dict[str, Match | None], Links] | None = None
 _UNKNOWN = Match("", "", "", False)  # (a verdict not yet known)
 
 
-def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> Verdict:
+def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> tuple[Verdict, Links]:
     """``check`` of a URL found in a page, as ``neutralize`` always called it: a URL with
     bytes >= 0x80 decoded in the page's ``charset`` first (None: it already is). Each
     distinct URL is checked once a page; ``Blocklist.match``'s verdicts are also kept for
@@ -557,10 +592,10 @@ def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> Verd
     if isinstance(blocklist, Blocklist) and getattr(check, "__func__", None) is Blocklist.match:
         kept = _kept
         if kept is None or kept[0] is not blocklist:
-            kept = _kept = (blocklist, {})
-        cache = kept[1]
+            kept = _kept = (blocklist, {}, {})
+        cache, links = kept[1], kept[2]
     else:
-        cache = {}
+        cache, links = {}, {}
 
     def verdict(url: str) -> Match | None:
         if charset is not None and not url.isascii():
@@ -574,7 +609,7 @@ def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> Verd
                 cache[url] = match
         return match
 
-    return verdict
+    return verdict, links
 
 
 # -- neutralizing ------------------------------------------------------------------------------
@@ -618,8 +653,8 @@ def _neutralize(
         return body, []
 
     if fast:
-        verdict = _verdicts(check, charset if as_bytes else None)
-        edits = _scan(text, page_url, css, verdict, latin1=as_bytes)
+        verdict, links = _verdicts(check, charset if as_bytes else None)
+        edits = _scan(text, page_url, css, verdict, latin1=as_bytes, links=links)
     else:
         edits = []
         for found in find_links(text, page_url, css=css):
