@@ -9,12 +9,18 @@ page; resources (``img``, ``script``, ``link``, ``source``, ``video``, ``audio``
 ``@import``, in ``<style>`` and ``style=""``) are replaced by ``about:invalid#blocked``,
 which no browser fetches. Every other byte of the page is kept as it was.
 
-Pure functions, no I/O: ``neutralize(body, content_type, page_url, check, splash_url)``.
-The scanner is a small tokenizer, not a full HTML parser: it knows tags, quoted and unquoted
-attribute values, comments, and the raw-text elements (``script``, ``style``, ``textarea``,
+No I/O: ``neutralize(body, content_type, page_url, check, splash_url)``. The scanner is a
+small tokenizer, not a full HTML parser: it knows tags, quoted and unquoted attribute
+values, comments, and the raw-text elements (``script``, ``style``, ``textarea``,
 ``title``) whose contents are not markup, which is what decides where a URL is. Work is
 linear in the page: every regex is possessive or bounded, and an unterminated quote or
 comment ends the scan as a browser would end the document.
+
+Two scanners with one result: ``find_links`` (every link, as a generator, the readable
+reference) and the fast pass ``neutralize`` makes, which finds and checks together, checks
+each distinct URL once a page and keeps ``Blocklist.match``'s verdicts for later pages while
+the same list is in force (``VERDICTS_KEPT``; the only state here, safe from any thread).
+tests/test_pages_fast.py holds them to the same output on generated pages.
 """
 
 from __future__ import annotations
