@@ -13,7 +13,8 @@ path and ``parse_qsl`` of its query), is printed beside each shape; since it cos
 to nothing on most shapes, ``match`` is also given as a multiple of it on the "params"
 shape (7,645 parameters, the costliest for it), so that a loaded machine moves that figure
 less than the times. The figure that matters is the worst time, since one hostile request
-costs that.
+costs that. "no depths" is ``match`` on the same list as a snapshot without directory depths
+(one written by a sync that passes none): every directory of a listed host is walked.
 
     .venv/bin/python bench/adversarial.py [--rounds 3]
 """
@@ -29,6 +30,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from blocklist_addon import Blocklist
 from blocklist_addon.urls.embedded import embedded_urls
+from blocklist_addon.urls.matcher import compile_entry, expression_of
+from blocklist_addon.urls.snapshot import Snapshot, expression_digest, host_key
 from testlab.adversarial import ADVERSARIAL, CountingBlocklist
 
 #: Hosts the shapes carry, with pages they never name: every candidate is looked up and none
@@ -52,11 +55,23 @@ def reference(url: str) -> object:
     return unquote(parts.path), parse_qsl(parts.query, keep_blank_values=True)
 
 
+def without_depths(entries: list[str]) -> Blocklist:
+    """The list as a snapshot with no directory depths (four items an entry)."""
+    compiled = [c for c in map(compile_entry, entries) if c is not None]
+    return Blocklist(
+        Snapshot.build(
+            (expression_digest(expression_of(c)), host_key(c.host), "default", None)
+            for c in compiled
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     blocklist = Blocklist.from_entries(LIST)
+    no_depths = without_depths(LIST)
     counting = CountingBlocklist.from_entries(LIST)
     print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
     print(f"lookups: {'compiled' if blocklist._compiled is not None else 'Python (not built)'}")
@@ -64,13 +79,15 @@ def main() -> None:
     print(f"unit: the reference on 'params', {unit:.2f} ms")
     print(
         f"{'shape':>26} {'KiB':>4} {'ref ms':>7} {'embedded ms':>11} {'match ms':>8}"
-        f" {'units':>6} {'lookups':>7} {'a byte':>6}"
+        f" {'units':>6} {'lookups':>7} {'a byte':>6} {'no depths ms':>12}"
     )
-    worst = {"embedded": (0.0, ""), "match": (0.0, "")}
+    worst = {"embedded": (0.0, ""), "match": (0.0, ""), "match, no depths": (0.0, "")}
     for name, url in ADVERSARIAL.items():
         ref = best(lambda u=url: reference(u), args.rounds)
         found = best(lambda u=url: embedded_urls(u), args.rounds)
         matched = best(lambda u=url: blocklist.match(u), args.rounds)
+        undepthed = best(lambda u=url: no_depths.match(u), args.rounds)
+        worst["match, no depths"] = max(worst["match, no depths"], (undepthed, name))
         counting.reset()
         counting.match(url)
         worst["embedded"] = max(worst["embedded"], (found, name))
@@ -79,7 +96,7 @@ def main() -> None:
         ratio = matched / unit
         print(
             f"{name:>26} {kib:4.0f} {ref:7.2f} {found:11.1f} {matched:8.1f} {ratio:6.1f}"
-            f" {counting.lookups:7,} {counting.lookups / len(url):6.3f}"
+            f" {counting.lookups:7,} {counting.lookups / len(url):6.3f} {undepthed:12.1f}"
         )
     for what, (ms, name) in worst.items():
         print(f"worst {what}: {ms:.1f} ms, {ms / unit:.1f} units ({name})")
