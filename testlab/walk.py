@@ -154,6 +154,7 @@ def enter(root: pathlib.Path, *, net: bool) -> list[str]:
     """A shell in root by chroot, in new mount, PID and UTS namespaces (and network ones)."""
     inner = textwrap.dedent("""\
         root=$1; shift
+        mount --rbind "$root" "$root"   # / a mount point in the chroot: ip netns needs one
         mount --rbind /dev "$root/dev"
         mount -t sysfs sys "$root/sys" 2>/dev/null || mount --rbind /sys "$root/sys"
         mount -t tmpfs tmpfs "$root/tmp"; mount -t tmpfs tmpfs "$root/run"
@@ -261,3 +262,172 @@ def git_head() -> str:
     return subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+
+
+# -- systemd, where it is not PID 1 ----------------------------------------------------------
+
+#: What ``systemctl start``/``stop`` do with one unit, for a chroot with no systemd: written
+#: into the system as /root/walk/systemctl.py and run by its python3. It reads the unit
+#: installed in the system (/etc/systemd/system before /usr/lib/systemd/system, template
+#: units for NAME@INSTANCE, drop-ins NAME.d/*.conf) as the guide's commands left it, makes
+#: its RuntimeDirectory=, StateDirectory= and LogsDirectory= for User= (and says where, as
+#: systemd does, in $RUNTIME_DIRECTORY and so on), runs ExecStartPre= and then ExecStart= as
+#: User=/Group= with Environment=/EnvironmentFile= and AmbientCapabilities= (setpriv), its
+#: output in /tmp/NAME.log (the journal's stand-in); for Type=notify it returns once the
+#: service says READY=1 on $NOTIFY_SOCKET, and fails when it exits first or after
+#: TimeoutStartSec=. ``stop`` sends SIGTERM to the service's process group, by its PID.
+#: Not emulated: the sandboxing settings (ProtectSystem=, ReadWritePaths=, PrivateTmp=, ...)
+#: and Restart=.
+SYSTEMCTL = r"""
+import os, pathlib, pwd, grp, shlex, signal, socket, subprocess, sys, time
+
+RUN = pathlib.Path("/run/walk-units"); RUN.mkdir(parents=True, exist_ok=True)
+DIRS = {"RuntimeDirectory": "/run", "StateDirectory": "/var/lib", "LogsDirectory": "/var/log",
+        "CacheDirectory": "/var/cache", "ConfigurationDirectory": "/etc"}
+RESETTABLE = {"ExecStart", "ExecStartPre", "Environment", "EnvironmentFile"}
+
+def unit_files(name):
+    base = name
+    if "@" in name:
+        prefix, rest = name.split("@", 1)
+        base = prefix + "@" + rest[rest.rindex("."):]
+    for d in ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"):
+        for candidate in (name, base):
+            path = pathlib.Path(d, candidate)
+            if path.is_file():
+                drop = []
+                for dd in ("/usr/lib/systemd/system", "/etc/systemd/system"):
+                    drop += sorted(pathlib.Path(dd, candidate + ".d").glob("*.conf"))
+                return [path, *drop]
+    sys.exit(f"Unit {name} not found.")
+
+def settings(name):
+    instance = name.split("@", 1)[1].rsplit(".", 1)[0] if "@" in name else ""
+    found = {}
+    for path in unit_files(name):
+        text = path.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line[0] in "#;[" or "=" not in line:
+                continue
+            key, value = (part.strip() for part in line.split("=", 1))
+            value = value.replace("%i", instance).replace("%%", "%")
+            if value == "" and key in RESETTABLE:
+                found[key] = []
+            else:
+                found.setdefault(key, []).append(value)
+    return found
+
+def command(value):
+    flags = ""
+    while value and value[0] in "+-!@:":
+        flags += value[0]; value = value[1:]
+    return flags, shlex.split(value)
+
+def start(name):
+    s = settings(name)
+    user = s.get("User", ["root"])[-1]
+    entry = pwd.getpwnam(user)
+    group = s.get("Group", [grp.getgrgid(entry.pw_gid).gr_name])[-1]
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin", "LANG": "C.UTF-8",
+           "HOME": entry.pw_dir, "USER": user, "LOGNAME": user, "SHELL": entry.pw_shell}
+    for key, base in DIRS.items():
+        for value in s.get(key, []):
+            mode = int(s.get(key + "Mode", ["0755"])[-1], 8)
+            for sub in value.split():
+                path = pathlib.Path(base, sub)
+                path.mkdir(parents=True, exist_ok=True)
+                os.chown(path, entry.pw_uid, grp.getgrnam(group).gr_gid); path.chmod(mode)
+                env[key.upper().replace("DIRECTORY", "_DIRECTORY")] = str(path)
+    for value in s.get("EnvironmentFile", []):
+        path = value.lstrip("-")
+        if os.path.exists(path):
+            for line in pathlib.Path(path).read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    k, v = line.split("=", 1); env[k.strip()] = v.strip().strip('"')
+    for value in s.get("Environment", []):
+        for item in shlex.split(value):
+            k, v = item.split("=", 1); env[k] = v
+    log = open(f"/tmp/{name}.log", "ab")
+    caps = [c.lower().removeprefix("cap_") for v in s.get("AmbientCapabilities", []) for c in v.split()]
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups"]
+    if caps:
+        spec = ",".join("+" + c for c in caps)
+        as_user += [f"--inh-caps={spec}", f"--ambient-caps={spec}"]
+    for value in s.get("ExecStartPre", []):
+        flags, argv = command(value)
+        done = subprocess.run(argv if "+" in flags else [*as_user, "--", *argv], env=env, stdout=log, stderr=log)
+        if done.returncode and "-" not in flags:
+            sys.exit(f"{name}: ExecStartPre {argv} exited {done.returncode}")
+    flags, argv = command(s["ExecStart"][-1])
+    notify = s.get("Type", ["simple"])[-1] == "notify"
+    if notify:
+        address = RUN / f"{name}.notify"
+        address.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); listener.bind(str(address))
+        os.chmod(address, 0o777)
+        env["NOTIFY_SOCKET"] = str(address)
+    process = subprocess.Popen(argv if "+" in flags else [*as_user, "--", *argv], env=env,
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               cwd=s.get("WorkingDirectory", ["/"])[-1], start_new_session=True)
+    (RUN / f"{name}.pid").write_text(f"{process.pid}\n")
+    if not notify:
+        return
+    listener.settimeout(0.2)
+    timeout = float(s.get("TimeoutStartSec", ["90"])[-1].removesuffix("s"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"Job for {name} failed: exited {process.returncode} (see /tmp/{name}.log)")
+        try:
+            if b"READY=1" in listener.recv(4096).split(b"\n"):
+                return
+        except TimeoutError:
+            pass
+    sys.exit(f"Job for {name} failed: no READY=1 within {timeout} s")
+
+def stop(name):
+    path = RUN / f"{name}.pid"
+    if not path.exists():
+        return
+    pid = int(path.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    path.unlink()
+
+action, names = sys.argv[1], sys.argv[2:]
+for name in names:
+    name = name if "." in name.rsplit("@", 1)[-1] else name + ".service"
+    if action in ("stop", "restart"):
+        stop(name)
+    if action in ("start", "restart"):
+        start(name)
+"""
+
+
+def systemctl(action: str, *units: str) -> str:
+    """The shell line that does what ``systemctl ACTION UNIT...`` does (SYSTEMCTL)."""
+    return (
+        f"python3 /root/walk/systemctl.py {action} {' '.join(units)}   # (walk) systemctl {action}"
+    )
+
+
+def write_systemctl(root: pathlib.Path) -> None:
+    """SYSTEMCTL into the system, for ``systemctl()``'s lines."""
+    directory = root / "root" / "walk"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "systemctl.py").write_text(SYSTEMCTL)

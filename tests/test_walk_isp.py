@@ -1,0 +1,429 @@
+"""The ISP chapter at scale (docs/operators-guide.md, section 4: two-stage diversion with
+nftables, on Redis as section 2, steps 1 and 2, set it up), walked on Debian 13.
+
+Opt-in like tests/test_walk.py (minutes; root, mmdebstrap, unshare, chroot):
+``BLOCKLIST_WALK_TESTS=1 .venv/bin/python -m pytest -s tests/test_walk_isp.py``, or
+``make test-walk``. The system, the install and the machinery are testlab/walk.py's: a fresh
+mmdebstrap'd trixie, the guide's install done in it, the chapter's steps run by chroot.
+
+- The guide's commands are taken from the guide itself (its ``sh``, ``toml`` and ``yaml``
+  blocks, and the commands it quotes), not copied here. Debian's packages come from
+  Debian: ``redis-server`` as section 2 says, ``nftables`` as the base system has it.
+- The networks: the walk's own network namespace is the gateway (Redis, the proxy,
+  ``blocklist-divert run``, the table); inside it the walk makes two more, ``sub`` (a
+  subscriber, 198.51.100.2 and 2001:db8:1::2, its gateway's interface named ``eth1`` as in
+  the guide) and ``inet`` (the Internet behind ``eth0``: the origins, and a DNS server on
+  the guide's resolver addresses 192.0.2.53 and 2001:db8::53, testlab/dnsserver.py serving a
+  zone the walk writes). The subscriber resolves names through it (``/etc/netns/sub/``), as
+  a customer's machine does. Everything goes with the walk's namespaces.
+- What is not typed as written, and why: ``apt-get install`` gets ``-y``; the package
+  install of section 2, step 1 runs before the chapter's network exists (it needs the
+  mirror), the rest of that block in it. systemd is not PID 1 in a chroot: ``systemctl
+  restart/enable --now UNIT`` run testlab/walk.py's SYSTEMCTL, which starts the unit the
+  guide's commands installed (drop-ins, User=, Environment= as uncommented by the guide's
+  ``sed``, the unit's directories, AmbientCapabilities=, waiting for READY=1 where the unit
+  is Type=notify); its sandboxing settings are not applied. ``systemctl daemon-reload`` and
+  ``systemctl enable nftables`` (the boot) are not run; the boot is simulated instead (the
+  ruleset flushed and /etc/nftables.conf loaded again, as the guide describes).
+  ``[feeds.iwf]`` is samples/sample-feed.txt (test_walk.py). The optional notrack chain
+  (a plain router only) and the TTL rules are not loaded. The subscriber's commands (the
+  canary's two curl lines, and the walk's own checks) run in ``ip netns exec sub``; the
+  guide's ``blocklist-divert export --format json`` gets the password file as its ``apply``
+  line shows.
+  ``protect.txt`` is written with the walk's own prefixes (the guide says what it lists).
+- The working state: before the first set the canary answers nothing (the table's row);
+  once ``run`` applied the set, both canary addresses answer the self-test page, a listed
+  page answers 451 over IPv4 and IPv6, a host listed whole is refused at the TLS handshake,
+  an unlisted page on a diverted host passes (the origin sees the gateway), an undiverted
+  host is reached directly (the origin sees the subscriber; the proxy's connection count and
+  the table's counters do not move); the proxy stopped: ``Connection refused`` within
+  ``withdraw_after``, then withdrawn (sets empty, the listed page reached directly, the
+  canary no answer); the proxy back: restored, 451 again; a reboot's reload of
+  /etc/nftables.conf repaired by ``run``; a newly listed host diverted right after the sync.
+"""
+
+# ruff: noqa: E501  (shell lines written as an operator types them)
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import textwrap
+
+import pytest
+
+from testlab.walk import (
+    GUIDE,
+    SRC,
+    Steps,
+    block,
+    installed_system,
+    quoted,
+    report,
+    run_steps,
+    section,
+    systemctl,
+    write_systemctl,
+)
+
+pytestmark = [
+    pytest.mark.opt_in,
+    pytest.mark.skipif(
+        os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
+        reason="walks the ISP chapter (two-stage diversion) on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
+    ),
+]
+
+SUB = "ip netns exec sub"
+LISTED, WHOLE, UNLISTED = "blocked.example.com", "whole-site.blocked.test", "unlisted.example.org"
+NEWLY = "newly.example.net"
+ZONE = {
+    LISTED: {"a": ["203.0.113.20"], "aaaa": ["2001:db8:3::20"]},
+    WHOLE: {"a": ["203.0.113.21"]},
+    "www.example.org": {"a": ["203.0.113.22"]},
+    UNLISTED: {"a": ["203.0.113.30"], "aaaa": ["2001:db8:3::30"]},
+    NEWLY: {"a": ["203.0.113.40"]},
+}
+
+#: (walk) the subscriber and the Internet around the gateway (the walk's namespace).
+NETWORKS = textwrap.dedent(f"""\
+    ip netns add sub
+    ip netns add inet
+    ip link add eth1 type veth peer name eth0 netns sub
+    ip link add eth0 type veth peer name eth0 netns inet
+    ip addr add 198.51.100.1/24 dev eth1; ip addr add 2001:db8:1::1/64 dev eth1 nodad
+    ip addr add 203.0.113.1/24 dev eth0; ip addr add 2001:db8:2::1/64 dev eth0 nodad
+    ip -n sub addr add 198.51.100.2/24 dev eth0; ip -n sub addr add 2001:db8:1::2/64 dev eth0 nodad
+    ip -n inet addr add 203.0.113.2/24 dev eth0; ip -n inet addr add 2001:db8:2::2/64 dev eth0 nodad
+    for a in 20 21 22 30 40; do ip -n inet addr add 203.0.113.$a/32 dev lo; done
+    for a in 20 30; do ip -n inet addr add 2001:db8:3::$a/128 dev lo; done
+    ip -n inet addr add 192.0.2.53/32 dev lo; ip -n inet addr add 2001:db8::53/128 dev lo
+    ip link set eth1 up; ip link set eth0 up
+    for ns in sub inet; do ip -n $ns link set lo up; ip -n $ns link set eth0 up; done
+    ip route add default via 203.0.113.2; ip -6 route add default via 2001:db8:2::2
+    ip -n sub route add default via 198.51.100.1; ip -n sub -6 route add default via 2001:db8:1::1
+    ip -n inet route add 198.51.100.0/24 via 203.0.113.1; ip -n inet -6 route add 2001:db8:1::/64 via 2001:db8:2::1
+    # the Internet answers "unreachable" for addresses no host has (the canary's, undiverted)
+    ip netns exec inet sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    # DNS: the resolvers divert.toml names, serving the listed and unlisted hosts
+    cat > /srv/zone.json <<'EOF'
+    {json.dumps({k: v for k, v in ZONE.items() if k != NEWLY})}
+    EOF
+    for listen in 192.0.2.53:53 '[2001:db8::53]:53'; do
+      ip netns exec inet /opt/blocklist-proxy/bin/python {SRC}/testlab/dnsserver.py --listen "$listen" --zone /srv/zone.json > /tmp/dns.log 2>&1 &
+    done
+    mkdir -p /etc/netns/sub && echo 'nameserver 192.0.2.53' > /etc/netns/sub/resolv.conf
+    # the origins: every page exists; each request's peer is in /tmp/origin-ADDRESS.log
+    mkdir -p /srv/www/gallery && for p in page.html other.html gallery/a.html index.html; do echo "origin page $p" > /srv/www/$p; done
+    for a in 203.0.113.20 203.0.113.21 203.0.113.22 203.0.113.30 203.0.113.40 2001:db8:3::20 2001:db8:3::30; do
+      (cd /srv/www && exec ip netns exec inet python3 -m http.server 80 --bind $a > /tmp/origin-$a.log 2>&1) &
+    done
+    for n in $(seq 60); do curl -s -m 1 -o /dev/null http://203.0.113.30/ && break; sleep 0.5; done
+    for n in $(seq 60); do curl -s -m 1 -o /dev/null -g 'http://[2001:db8:3::30]/' && break; sleep 0.5; done   # DAD
+    curl -sS -m 5 -g 'http://[2001:db8:3::30]/index.html' | grep -q 'origin page'
+    for n in $(seq 60); do {SUB} ping -c1 -W1 2001:db8:1::1 > /dev/null && break; sleep 0.5; done
+    """)
+
+
+def expect(name: str, command: str, pattern: str, *, tries: int = 1) -> str:
+    """Run ``command`` (up to ``tries`` times, a second apart) until its output (stdout and
+    stderr) matches the extended regular expression ``pattern``; print what it said."""
+    return textwrap.dedent(f"""\
+        # {name}
+        ok=; for n in $(seq {tries}); do
+          out=$({command} 2>&1) || true
+          if printf '%s\\n' "$out" | grep -Eq {shell_quote(pattern)}; then ok=1; break; fi
+          sleep 1
+        done
+        printf '%s\\n' "$out" | head -20
+        [ -n "$ok" ] || {{ echo "expected /{pattern}/ from: {command}"; exit 1; }}
+        """)
+
+
+def shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def canary_table(setup: str) -> tuple[list[str], str, str]:
+    """The guide's table of what the canary's answers mean: (the words of the first row,
+    which all appear when the whole path works; an extended regular expression for the
+    words of "no answer"; one for the proxy's port closed)."""
+    rows = [r for r in setup.splitlines() if r.startswith("   | ") and "---" not in r]
+    assert rows[0].startswith("   | what the subscriber gets |")
+    cells = [r.strip().removeprefix("| ").split(" | ")[0] for r in rows[1:]]
+    works = re.findall(r'`([^`]+)`|"([^"]+)"', cells[0])
+    assert "no answer" in cells[1] and "refused" in cells[2]
+
+    def words(cell: str) -> str:
+        found = re.findall(r"`([^`]+)`", cell)
+        assert found, cell
+        return "|".join(re.sub(r"([.^$*+?()[\]{}|\\])", r"\\\1", w) for w in found)
+
+    return [a or b for a, b in works], words(cells[1]), words(cells[2])
+
+
+def systemctl_lines(script: str) -> tuple[str, list[str]]:
+    """The guide's systemctl lines as SYSTEMCTL does them: (script, lines not run)."""
+    not_run = []
+    out = []
+    for line in script.splitlines():
+        started = re.match(r"^systemctl daemon-reload && systemctl enable --now (.+)$", line)
+        restart = re.match(r"^systemctl (restart|start) (.+)$", line)
+        if started:
+            out.append(systemctl("start", *started.group(1).split()))
+        elif restart:
+            out.append(systemctl(restart.group(1), *restart.group(2).split()))
+        elif line.startswith("systemctl "):
+            not_run.append(f"{line}  # no systemd as PID 1 in a chroot")
+            out.append(f"# (walk, not run) {line}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n", not_run
+
+
+def isp_steps() -> tuple[Steps, Steps, list[str]]:
+    """(steps with the machine's network: packages; steps in the walk's networks; not run)."""
+    guide = GUIDE.read_text()
+    small = section(guide, "## 2. A small ISP")
+    scale = section(guide, "## 4. An ISP at scale")
+    setup = section(scale, "### Setting it up")
+    not_run: list[str] = []
+    password = "BLOCKLIST_REDIS_PASSWORD_FILE=/etc/blocklist-proxy/redis-sync.password"
+
+    # Section 2, step 1: Redis locked down. The package needs the mirror; the rest runs in
+    # the walk's network, where Redis is started.
+    redis = block(small, "sh", "apt-get install redis-server")
+    install_line = re.search(r"^apt-get install .*$", redis, re.MULTILINE)
+    assert install_line
+    packages = install_line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n"
+    redis = redis.replace(
+        install_line.group(0), "# (walk) installed before: " + install_line.group(0)
+    )
+    redis, skipped = systemctl_lines(redis)
+    not_run += skipped
+    assert "python3 /root/walk/systemctl.py restart redis-server" in redis, (
+        "section 2, step 1 should start Redis with the shipped redis.conf"
+    )
+    redis += "redis-cli ping 2>&1 | grep -q NOAUTH   # (walk) up, and no way in without a user\n"
+    # Section 2, step 2: the sync into Redis.
+    sync = block(small, "sh", "s|^# store = ")
+    sync, skipped = systemctl_lines(sync)
+    not_run += skipped
+
+    # Section 4, steps 1 and 2: the key, divert.toml, the first sync and resolve.
+    key = block(setup, "sh", "blocklist-divert keygen")
+    divert_toml = block(setup, "toml", "key_file = ")
+    protect = re.search(r"^protect_file = \"(\S+)\"", divert_toml, re.MULTILINE)
+    assert protect
+    resolve = block(setup, "sh", "resolve")
+    # (walk) what protect.txt lists, per the guide: the resolvers, the customers' ranges
+    protect_txt = f"printf '192.0.2.53/32\\n2001:db8::53/128\\n198.51.100.0/24\\n2001:db8:1::/64\\n' > {protect.group(1)}   # (walk)\n"
+
+    # Step 3: the table, and its include for the boot.
+    table = block(setup, "sh", "nft -D SUBSCRIBERS=eth1 -f deploy/nftables-divert.nft")
+    include = block(setup, "sh", "nftables-divert-include.nft")
+    include, skipped = systemctl_lines(include)
+    not_run += skipped
+    notrack = block(setup, "sh", "nftables-divert-notrack.nft")
+    not_run.append(f"{notrack.strip()}  # on a plain router that tracked nothing only")
+
+    # Step 4: the proxy.
+    proxy_yaml = block(setup, "yaml", "blocklist_intercept: never")
+    proxy_units = block(setup, "sh", "blocklist-proxy@.service")
+    proxy_units, skipped = systemctl_lines(proxy_units)
+    not_run += skipped
+    assert "systemctl.py start blocklist-proxy@8081" in proxy_units
+
+    # Step 5: run.
+    run_unit = block(setup, "sh", "blocklist-divert.service")
+    run_unit, skipped = systemctl_lines(run_unit)
+    not_run += skipped
+    apply_line = block(setup, "sh", "blocklist-divert apply").strip()
+
+    # Step 6: the canary, from a subscriber; what the table says each outcome means.
+    canary = [c for c in block(setup, "sh", "192.0.2.254").splitlines() if c.startswith("curl ")]
+    assert len(canary) == 2
+    works, nothing, refused = canary_table(setup)
+    listing = quoted(setup, "blocklist-divert export --format json")
+
+    canary_none = "".join(
+        expect(
+            "(walk) before the first set: the table's 'no answer' row",
+            f"{SUB} {c}",
+            nothing,
+        )
+        for c in canary
+    )
+    canary_ok = "".join(
+        expect(
+            "the canary: the whole path works",
+            f"{SUB} {c}",
+            works[-1],
+            tries=30,
+        )
+        + "".join(f"printf '%s\\n' \"$out\" | grep -qF {shell_quote(w)}\n" for w in works)
+        for c in canary
+    )
+    metrics = "curl -s http://127.0.0.1:18081/metrics"
+    connections = f"{metrics} | awk '/^blocklist_client_connections_total/ {{print $2}}'"
+    counters = "nft list chain inet blocklist prerouting | grep -o 'packets [0-9]*' | awk '{s+=$2} END {print s}'"
+    working = (
+        expect(
+            "a listed page: the splash page",
+            f"{SUB} curl -sS -m 10 -i -4 -H 'Accept: text/html' http://{LISTED}/page.html",
+            "^HTTP/1.1 451",
+        )
+        + expect(
+            "the same over IPv6",
+            f"{SUB} curl -sS -m 10 -i -6 http://{LISTED}/gallery/a.html",
+            "^HTTP/1.1 451",
+        )
+        + expect(
+            "a host listed whole, over HTTPS: refused at the handshake, nothing decrypted",
+            f"{SUB} curl -sS -m 10 -k https://{WHOLE}/",
+            r"curl: \((35|52|56)\)",
+        )
+        + expect(
+            "an unlisted page on a diverted host passes, fetched by the proxy",
+            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/other.html",
+            "origin page other.html",
+        )
+        + "grep -q '^203.0.113.1 .*GET /other.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the gateway\n"
+        + f'before=$({connections}); counted=$({counters}); test -n "$before"\n'
+        + expect(
+            "an undiverted host: reached directly",
+            f"{SUB} curl -sS -m 10 -4 http://{UNLISTED}/index.html",
+            "origin page index.html",
+        )
+        + expect(
+            "and over IPv6",
+            f"{SUB} curl -sS -m 10 -6 http://{UNLISTED}/index.html",
+            "origin page index.html",
+        )
+        + "grep -q '^198.51.100.2 .*GET /index.html' /tmp/origin-203.0.113.30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the subscriber\n"
+        + "grep -q '^2001:db8:1::2 .*GET /index.html' /tmp/origin-2001:db8:3::30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
+        + f'test "$({connections})" = "$before"   # never proxied\n'
+        + f'test "$({counters})" = "$counted"   # never diverted\n'
+    )
+    withdrawal = (
+        systemctl("stop", "blocklist-proxy@8081")
+        + "\n"
+        + expect(
+            "the table: diverted, nothing answers on the proxy's port (within withdraw_after)",
+            f"{SUB} {canary[0]}",
+            refused,
+        )
+        + expect(
+            "withdrawn after withdraw_after: the table's 'no answer' row",
+            f"{SUB} {canary[0]}",
+            nothing,
+            tries=60,
+        )
+        + "grep -q '^blocklist_divert_withdrawn 1' /run/blocklist-divert/metrics.prom\n"
+        + "grep -q WITHDRAWN /tmp/blocklist-divert.service.log\n"
+        + expect(
+            "the listed page, reached directly (fail-open)",
+            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
+            "origin page page.html",
+        )
+        + "grep -q '^198.51.100.2 .*GET /page.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
+    )
+    restore = (
+        systemctl("start", "blocklist-proxy@8081")
+        + "\n"
+        + expect(
+            "the proxy healthy again: diverted again",
+            f"{SUB} {canary[0]}",
+            works[-1],
+            tries=60,
+        )
+        + expect(
+            "and the listed page blocked",
+            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
+            "^HTTP/1.1 451",
+        )
+        + "grep -q '^blocklist_divert_withdrawn 0' /run/blocklist-divert/metrics.prom\n"
+    )
+    reboot = (
+        "# (walk) a boot's load of /etc/nftables.conf (flush ruleset): the sets come back empty\n"
+        "nft flush ruleset && nft -f /etc/nftables.conf\n"
+        "if nft list set inet blocklist divert4 | grep -q 192.0.2.254; then exit 1; fi\n"
+        + expect(
+            "run refills them (verify_interval)",
+            "nft list set inet blocklist divert4",
+            "192.0.2.254",
+            tries=40,
+        )
+        + "grep -q repairing /tmp/blocklist-divert.service.log\n"
+        + expect(
+            "and the canary answers again",
+            f"{SUB} {canary[1]}",
+            works[-1],
+            tries=10,
+        )
+    )
+    sync_line = re.search(r"^runuser .*\n.*blocklist-sync --config .*$", resolve, re.MULTILINE)
+    assert sync_line, "step 2 should sync by hand"
+    newly = (
+        "# (walk) the hotline lists a new host: the licensee's feed gains a line\n"
+        f'python3 -c \'import json; z = json.load(open("/srv/zone.json")); z["{NEWLY}"] = {json.dumps(ZONE[NEWLY])}; json.dump(z, open("/srv/zone.json", "w"))\'\n'
+        f"echo 'http://{NEWLY}/new.html' >> {SRC}/samples/sample-feed.txt\n"
+        + sync_line.group(0)
+        + "\n"
+        + expect(
+            "run resolves the new version at once: the new host is diverted",
+            f"{SUB} curl -sS -m 10 -i http://{NEWLY}/new.html",
+            "^HTTP/1.1 451",
+            tries=20,
+        )
+    )
+
+    steps: Steps = [
+        ("(walk) networks, DNS, origins", NETWORKS),
+        ("2.1 Redis, locked down", f"cd {SRC}\n{redis}"),
+        ("2.2 sync into Redis", f"cd {SRC}\n{sync}"),
+        ("4.1 the hostnames, encrypted", f"cd {SRC}\n{key}"),
+        (
+            "4.2 divert.toml, sync and resolve",
+            f"cat > /etc/blocklist-proxy/divert.toml <<'EOF'\n{divert_toml}EOF\n{protect_txt}cd {SRC}\n{resolve}",
+        ),
+        ("4.3 the table", f"cd {SRC}\n{table}"),
+        ("4.3 the table at boot", f"cd {SRC}\n{include}"),
+        (
+            "(walk) the canary before the first set",
+            f"{SUB} curl -sS -m 5 http://{UNLISTED}/index.html | grep -q 'origin page'   # the gateway forwards\n"
+            + canary_none,
+        ),
+        (
+            "4.4 the proxy",
+            f"cat > /etc/blocklist-proxy/proxy.yaml <<'EOF'\n{proxy_yaml}EOF\ncd {SRC}\n{proxy_units}",
+        ),
+        ("4.5 run", f"cd {SRC}\n{run_unit}"),
+        (
+            "4.5 apply by hand: refused while run keeps the sets",
+            f"out=$({apply_line} 2>&1) && exit 1; printf '%s\\n' \"$out\"\n",
+        ),
+        ("4.6 the canary from a subscriber", canary_ok),
+        (
+            "4.6 status, block log, metric",
+            f"{password} {listing} | tee /tmp/set.json\ngrep -q '\"192.0.2.254\"' /tmp/set.json\ngrep -q '\"2001:db8::254\"' /tmp/set.json\n"
+            f"{password} blocklist-divert status\n"
+            f"{metrics} | grep 'blocklist_blocks_total{{.*selftest'\n",
+        ),
+        ("(walk) the working state", working),
+        ("(walk) withdrawal", withdrawal),
+        ("(walk) restore", restore),
+        ("(walk) a reboot's reload of the ruleset", reboot),
+        ("(walk) a newly listed host", newly),
+    ]
+    return [("2.1 Redis: the package", packages)], steps, not_run
+
+
+def test_the_isp_chapter_walked_on_debian_13() -> None:
+    with installed_system() as (root, installed):
+        packages, steps, not_run = isp_steps()
+        write_systemctl(root)
+        figures = installed | run_steps(root, packages, net=False)
+        figures |= run_steps(root, steps, net=True)
+        report("the install and the ISP chapter (two-stage diversion)", figures, not_run)
