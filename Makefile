@@ -113,7 +113,7 @@ test-container: venv
 # guide, run as written on a fresh Debian 13 made by mmdebstrap (minutes; root).
 test-walk: venv
 	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="mmdebstrap"
-	BLOCKLIST_WALK_TESTS=1 $(PY) -m pytest -s tests/test_walk.py $(PYTEST_ARGS)
+	BLOCKLIST_WALK_TESTS=1 $(PY) -m pytest -s tests/test_walk.py tests/test_walk_isp.py $(PYTEST_ARGS)
 
 run: venv
 	@BLOCKLIST_DATA_DIR="$(RUN_DIR)/blocklist" $(VENV)/bin/blocklist-sync \
