@@ -10,7 +10,11 @@ its work:
 - ``url``: keep-alive GETs of unlisted URLs (everyday pages, assets and searches; one in
   ten an unlisted page on a listed host) answered with text/plain: the URL check alone.
 - ``pages``: the same GETs answered with a 16 KiB HTML page of 60 links (one in ten on a
-  listed host, none listed): the URL check plus the page scan.
+  listed host, none listed): the URL check plus the page scan. Every answer is the same page,
+  so after the first one the scanner answers its links from the verdicts it keeps for the
+  list in force (a site's pages sharing their links, at best);
+- ``pages-new``: the same, but each answer one of 500 pages whose 30,000 links are all
+  distinct, more than the scanner keeps verdicts for: every link is checked (at worst).
 - ``uploads``: reverse mode in front of a site, keep-alive form POSTs of 2 KiB with five
   URLs each: the URL check plus the upload guard.
 - ``tls``: one new connection per exchange, CONNECT to an unlisted host, a TLS handshake
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import itertools
 import json
 import os
 import ssl
@@ -62,7 +68,7 @@ START_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 10.0
 #: Requests of one run that may get no answer before the run is abandoned.
 MAX_FAILED = 100
-SCENARIOS = ["url", "pages", "uploads", "tls"]
+SCENARIOS = ["url", "pages", "pages-new", "uploads", "tls"]
 TEXT_BODY = b"x" * 512
 TLS_HOST = "tls.example.org"
 
@@ -70,16 +76,18 @@ TLS_HOST = "tls.example.org"
 # -- the upstream: minimal HTTP/1.1 servers, so that the proxies dominate -----------------------
 
 
-def html_page(n: int, links: int = 60, size: int = 16 * 1024) -> bytes:
+def html_page(
+    n: int, links: int = 60, size: int = 16 * 1024, page: int = 0, pages: int = 1
+) -> bytes:
     """An HTML page of ``links`` links (anchors, images, scripts), one in ten on a listed
-    host, none listed, padded with text to ``size`` bytes."""
-    everyday = unlisted_urls(links, 3)
+    host, none listed, padded with text to ``size`` bytes: page ``page`` of ``pages`` that
+    share no link."""
+    everyday = _everyday(links * pages)[links * page :]
     shapes = ['<a href="{u}">a link</a>', '<img src="{u}" alt="">', '<script src="{u}"></script>']
     parts = []
     for j in range(links):
-        url = (
-            f"http://{entry_host((j * 7919) % n)}/gallery/p{j}.html" if j % 10 == 0 else everyday[j]
-        )
+        host = entry_host((j * 7919 + page * 104729) % n)
+        url = f"http://{host}/gallery/p{page}x{j}.html" if j % 10 == 0 else everyday[j]
         parts.append(shapes[j % 3].format(u=url) + "<p>Lorem ipsum dolor sit amet.</p>\n")
     body = "<!DOCTYPE html><html><body>\n" + "".join(parts)
     filler = "<p>" + "Consectetur adipiscing elit, sed do eiusmod tempor. " * 8 + "</p>\n"
@@ -88,9 +96,17 @@ def html_page(n: int, links: int = 60, size: int = 16 * 1024) -> bytes:
     return (body + "</body></html>\n").encode()
 
 
-def http_handler(body: bytes, content_type: bytes):
+@functools.cache
+def _everyday(k: int) -> list[str]:
+    return unlisted_urls(k, 3)
+
+
+def http_handler(body: bytes | list[bytes], content_type: bytes):
+    """An upstream answering every request with ``body`` (or each of a list in turn)."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
-    response = head % (content_type, len(body)) + body
+    bodies = body if isinstance(body, list) else [body]
+    responses = [head % (content_type, len(b)) + b for b in bodies]
+    turn = itertools.count()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -98,7 +114,7 @@ def http_handler(body: bytes, content_type: bytes):
                 length = _content_length(request)
                 if length:
                     await reader.readexactly(length)
-                writer.write(response)
+                writer.write(responses[next(turn) % len(responses)])
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
@@ -408,6 +424,14 @@ async def scenarios(
         return Scenario("pages", "GETs, 16 KiB HTML pages of 60 links", keepalive_session,
                         requests, port, ["--mode", "regular"], probes=probes)  # fmt: skip
 
+    async def pages_new() -> Scenario:
+        bodies = [html_page(n, page=k, pages=500) for k in range(500)]
+        port = await server(http_handler(bodies, b"text/html; charset=utf-8"))
+        requests = [(get_bytes(u), 200) for u in gets]
+        return Scenario("pages-new", "GETs, 500 16 KiB HTML pages of 60 links never repeated",
+                        keepalive_session, requests, port, ["--mode", "regular"],
+                        probes=probes)  # fmt: skip
+
     async def uploads() -> Scenario:
         port = await server(http_handler(b"thanks\n", b"text/plain"))
         bodies = [form_body(gets[j : j + 5]) for j in range(0, min(len(gets), 5000), 5)]
@@ -430,7 +454,7 @@ async def scenarios(
                         plain_args=["--set", "ignore_hosts=.*"],
                         connections=4)  # fmt: skip
 
-    return {"url": url, "pages": pages, "uploads": uploads, "tls": tls}
+    return {"url": url, "pages": pages, "pages-new": pages_new, "uploads": uploads, "tls": tls}
 
 
 async def measure(args, tmp: Path, store: str, scenario: Scenario) -> dict[str, list[Run]]:
