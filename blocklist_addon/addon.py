@@ -156,6 +156,9 @@ class BlocklistAddon:
     def tls_clienthello(self, data: tls.ClientHelloData) -> Awaitable[None] | None:
         return self._each(data, ("tls", self.policy.tls_clienthello), wait=True)
 
+    def tls_failed_client(self, data: tls.TlsData) -> Awaitable[None] | None:
+        return self._each(data, ("tls", self.policy.tls_failed_client))
+
     def tls_failed_server(self, data: tls.TlsData) -> Awaitable[None] | None:
         return self._each(data, ("server", self.policy.tls_failed_server))
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import http.client
 import pathlib
+import ssl
 
 import pytest
 
-from testlab.harness import Proxy, World, running, synced_store
+from testlab.harness import Proxy, World, running, synced_store, wait_for
 
 MANAGED = "127.0.0.2"
 UNMANAGED = "127.0.0.1"
@@ -72,3 +73,30 @@ def test_a_bad_network_is_refused_when_set(make_proxy, tmp_path: pathlib.Path) -
     # thousands of lines and a RecursionError's traceback.
     assert "blocklist: blocklist_managed_clients: '10.20.0.0/33'" in log
     assert "Traceback" not in log and len(log.splitlines()) < 20, log
+
+
+def test_a_device_without_the_ca_is_counted_and_said_without_the_host(
+    make_proxy, tmp_path: pathlib.Path, world: World
+) -> None:
+    """With every client taken as managed (no blocklist_managed_clients), a device without
+    the proxy's CA refuses the decrypted listed host's certificate. mitmproxy's own line
+    names the host and stays out of the log (blocklist_log_connections is off); the proxy
+    counts it and says so without the host, so an operator sees devices that lack the CA."""
+    with running(make_proxy(synced_store(tmp_path))) as proxy:
+        before = world.listed_tls.connections
+        for _ in range(2):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                proxy.https_get("blocked.example.com", "/page.html", trust_mitm=False)
+        wait_for(
+            lambda: (
+                proxy.metric_series("blocklist_client_tls_errors_total", reason="certificate") == 2
+            ),
+            10,
+            "both refusals counted",
+        )
+        assert world.listed_tls.connections == before  # nothing fetched for it
+        log = proxy.log()
+        said = [line for line in log.splitlines() if "refused the proxy's certificate" in line]
+        assert len(said) == 1, log  # once a minute at most, not once a connection
+        assert "blocklist_managed_clients" in said[0]
+        assert "blocked.example.com" not in log

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from mitmproxy import ctx, http, tls
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 INTERCEPT_CHOICES = ["listed", "never", "all"]
 #: Hosts whose listing is remembered (then the cache starts afresh).
 CACHE_HOSTS = 8192
+#: Seconds between two log lines about devices that refused the proxy's certificate.
+SAY_EVERY = 60.0
+#: What a client's TLS alert says when it does not trust the certificate it was shown.
+_DISTRUST = ("unknown ca", "bad certificate", "certificate unknown")
 #: What mitmproxy's log says about a refused server connection (no host in it).
 REFUSED = "refused by blocklist-proxy: the destination is listed as a whole"
 #: ... and about one refused to a client outside blocklist_managed_clients.
@@ -89,6 +94,7 @@ class InterceptPolicy:
     _cache: dict[str, HostListing] = field(default_factory=dict, init=False)
     _cached_for: Blocklist | None = field(default=None, init=False)
     # Options, read in configure (these defaults are the options' own).
+    _said_at: float = field(default=-SAY_EVERY, init=False)
     mode: str = field(default="listed", init=False)
     managed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
         default_factory=list, init=False
@@ -208,6 +214,24 @@ class InterceptPolicy:
             f"blocklist: TLS with an upstream server failed ({reason}); the client got a 502 "
             "(set ssl_verify_upstream_trusted_ca if the origin uses a private CA)"
         )
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        """A client's handshake on a decrypted host failed: mostly a device without the CA
+        (a decrypted host is a listed one under ``listed``). mitmproxy's own line names the
+        host and stays out of the log (``ConnectionLog``); count it and say so without the
+        host, at most once a minute, so that an operator sees the devices that lack it."""
+        error = str(data.conn.error or "").lower()
+        reason = "certificate" if any(s in error for s in _DISTRUST) else "handshake"
+        self.metrics.inc("blocklist_client_tls_errors_total", reason=reason)
+        now = time.monotonic()
+        if reason == "certificate" and now - self._said_at >= SAY_EVERY:
+            self._said_at = now
+            log.warning(
+                "blocklist: a client refused the proxy's certificate on a decrypted host (it "
+                "does not trust the proxy's CA; counted in blocklist_client_tls_errors_total): "
+                "install the CA on managed devices, and name their networks in "
+                "blocklist_managed_clients so that the others are refused, never decrypted"
+            )
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         blocklist = self.lists.blocklist

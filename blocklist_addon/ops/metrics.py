@@ -44,6 +44,10 @@ COUNTERS = {
         "451 answers that could not be rendered; the minimal 451 was sent instead."
     ),
     "blocklist_tls_total": "TLS client hellos by decision (intercept, pass).",
+    "blocklist_client_tls_errors_total": (
+        "TLS handshakes with a client on a decrypted host that failed, by reason (certificate: "
+        "the client does not trust the proxy's CA; handshake: anything else)."
+    ),
     "blocklist_upstream_tls_errors_total": (
         "TLS handshakes with an origin that failed, by reason (certificate: not trusted or "
         "not for the host; handshake: anything else). The client got a 502."
