@@ -473,6 +473,7 @@ PROCESS_MODULES = frozenset(
         "test_sync",
         "test_upstream_tls",
         "test_walk",
+        "test_walk_isp",
     }
 )
 
