@@ -264,9 +264,11 @@ def test_what_is_remembered_is_bounded() -> None:
     )
     pages.neutralize(many.encode(), "text/html", PAGE_URLS[0], BL.match, str)
     assert pages._kept is not None and pages._kept[0] is BL
-    verdicts = pages._kept[1]
+    verdicts, links = pages._kept[1], pages._kept[2]
     assert 0 < len(verdicts) <= pages.VERDICTS_KEPT
     assert max(map(len, verdicts)) <= pages.VERDICT_URL_CHARS
+    assert 0 < len(links) <= pages.VERDICTS_KEPT
+    assert max(map(len, links)) <= pages.VERDICT_URL_CHARS
 
 
 # Text of one byte a character, with what decides a token: tags (wanted or not, any case),
