@@ -147,13 +147,19 @@ static PyObject *table(PyObject *Py_UNUSED(self), PyObject *args) {
     size_t buckets = (size_t)1 << bits, nsamples = (buckets + 63) / 64;
     const uint8_t *h = hashes.buf;
     const uint32_t *pos = positions.buf;
-    uint32_t *start = calloc(buckets + 1, 4);
-    uint32_t *sorted = malloc(4 * (size_t)(count ? count : 1));
+    /* A stable LSD radix sort of (chunk, position) by the chunk, in two digits: three
+     * passes that stream through memory (2**bits buckets counted at random would miss
+     * the cache at every hash: twice as slow at 10,000,000). */
+    unsigned lo = (unsigned)bits / 2;
+    size_t nlo = (size_t)1 << lo, nhi = (size_t)1 << (bits - lo), room = count ? count : 1;
+    uint32_t *keys = malloc(4 * room), *keys2 = malloc(4 * room), *pos2 = malloc(4 * room);
+    uint32_t *clo = calloc(nlo + 1, 4), *chi = calloc(nhi + 1, 4);
+    uint32_t *sorted = malloc(4 * room);
     uint32_t *kept = calloc(buckets, 4);
     uint8_t *packed = NULL;
     uint64_t *words = NULL;
     uint32_t *samples = malloc(4 * nsamples);
-    if (!start || !sorted || !kept || !samples) {
+    if (!keys || !keys2 || !pos2 || !clo || !chi || !sorted || !kept || !samples) {
         PyErr_NoMemory();
         goto done;
     }
@@ -164,28 +170,37 @@ static PyObject *table(PyObject *Py_UNUSED(self), PyObject *args) {
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t p = subset ? pos[i] : i;
         if (p >= n || (i && subset && pos[i] <= pos[i - 1])) { bad = 1; break; }
-        start[chunk_at(h + 32 * p, offset, bits) + 1]++;
+        uint32_t k = chunk_at(h + 32 * p, offset, bits);
+        keys[i] = k;
+        clo[(k & (nlo - 1)) + 1]++;
+        chi[(k >> lo) + 1]++;
     }
     if (!bad) {
-        for (size_t v = 0; v < buckets; v++) {
-            if (start[v + 1] > largest) largest = start[v + 1];
-            start[v + 1] += start[v];
+        for (size_t d = 0; d < nlo; d++) clo[d + 1] += clo[d];
+        for (size_t d = 0; d < nhi; d++) chi[d + 1] += chi[d];
+        for (Py_ssize_t i = 0; i < count; i++) {
+            uint32_t at = clo[keys[i] & (nlo - 1)]++;
+            keys2[at] = keys[i];
+            pos2[at] = subset ? pos[i] : (uint32_t)i;
         }
         for (Py_ssize_t i = 0; i < count; i++) {
-            Py_ssize_t p = subset ? pos[i] : i;
-            sorted[start[chunk_at(h + 32 * p, offset, bits)]++] = (uint32_t)p;
+            uint32_t at = chi[keys2[i] >> lo]++;
+            keys[at] = keys2[i];
+            sorted[at] = pos2[i];
         }
-        /* start[v] is now where bucket v + 1 starts; each bucket's distinct groups. */
-        for (size_t v = 0, at = 0; v < buckets; v++) {
-            int64_t last = -1;
-            for (; at < start[v]; at++) {
-                int64_t g = stored ? (int64_t)(sorted[at] >> group_shift) : (int64_t)at;
-                if (g != last) {
-                    sorted[entries++] = (uint32_t)g;
-                    kept[v]++;
-                    last = g;
-                }
+        /* Each bucket's distinct groups, in order, and its size. */
+        int64_t last_value = -1, last_group = -1;
+        uint32_t run = 0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            int64_t v = keys[i], g = stored ? (int64_t)(sorted[i] >> group_shift) : i;
+            run = v == last_value ? run + 1 : 1;
+            if (run > largest) largest = run;
+            if (v != last_value || g != last_group) {
+                sorted[entries++] = (uint32_t)g;
+                kept[v]++;
             }
+            last_value = v;
+            last_group = g;
         }
     }
     Py_END_ALLOW_THREADS
@@ -227,7 +242,11 @@ static PyObject *table(PyObject *Py_UNUSED(self), PyObject *args) {
                            (const char *)samples, (Py_ssize_t)(4 * nsamples),
                            (const char *)packed, (Py_ssize_t)nbytes, largest);
 done:
-    free(start);
+    free(keys);
+    free(keys2);
+    free(pos2);
+    free(clo);
+    free(chi);
     free(sorted);
     free(kept);
     free(samples);
