@@ -42,8 +42,13 @@ MODULES: dict[str, list[str]] = {
     "blocklist_addon/guards/flow.py": ["tests/test_flow.py"],
     # unescape_by_level is tested with the embedded URL tables it is written for
     "blocklist_addon/urls/canonical.py": ["tests/test_canonical.py", "tests/test_embedded.py"],
-    # not tests/test_wrappers.py: a minute a mutant, where test_matcher.py takes seconds
-    "blocklist_addon/urls/matcher.py": ["tests/test_matcher.py"],
+    # not tests/test_wrappers.py: a minute a mutant, where these take seconds; the Python
+    # reference lookups run only with compiled=False, in test_matcher_compiled.py
+    "blocklist_addon/urls/matcher.py": [
+        "tests/test_matcher.py",
+        "tests/test_matcher_compiled.py",
+        "tests/test_matcher_depth.py",
+    ],
 }
 #: What the tests import or read besides the module (mutmut copies only what it is told to).
 ALSO_COPY = ["blocklist_addon", "divert", "sync", "testlab", "samples", "deploy", "fuzz"]
@@ -140,7 +145,8 @@ def mutate(module: str, rev: str | None, children: int) -> dict[str, dict[str, s
 
 
 def copy_tree(work: Path, rev: str | None) -> None:
-    """The working tree's files (tracked, and new ones git does not ignore), or ``rev``'s."""
+    """The working tree's files (tracked, new ones git does not ignore, and the extensions
+    built from its C sources), or ``rev``'s (without extensions: the Python fallbacks run)."""
     if rev:
         archive = subprocess.run(
             ["git", "archive", rev], cwd=ROOT, capture_output=True, check=True
@@ -153,7 +159,16 @@ def copy_tree(work: Path, rev: str | None) -> None:
         capture_output=True,
         check=True,
     ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
+    names = list(filter(None, listed.split("\0")))
+    # The extensions built from the tree's C sources (git ignores them): without
+    # _lookup.so the matcher's compiled branches would never run under a mutant.
+    names += [
+        str(built.relative_to(ROOT))
+        for name in names
+        if name.endswith(".c")
+        for built in (ROOT / name).parent.glob(Path(name).stem + ".*.so")
+    ]
+    for name in names:
         source = ROOT / name
         if source.is_file():  # not a file deleted in the tree
             (work / name).parent.mkdir(parents=True, exist_ok=True)
