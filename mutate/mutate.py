@@ -48,6 +48,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_matcher.py",
         "tests/test_matcher_compiled.py",
         "tests/test_matcher_depth.py",
+        "tests/test_matcher_mutants.py",
     ],
 }
 #: What the tests import or read besides the module (mutmut copies only what it is told to).

@@ -22,6 +22,7 @@ from blocklist_addon.urls.matcher import (
     Match,
     compile_entry,
     directory_depth,
+    exempt_hosts,
     expression_of,
     untranslated_host,
 )
@@ -402,3 +403,83 @@ def test_untranslated_host() -> None:
     assert untranslated_host("192-0-2-7.translate.goog") == ("192.0.2.7", True)
     for host in ["translate.goog", ".translate.goog", "example.com", "a.translate.goog.example"]:
         assert untranslated_host(host) is None, host
+
+
+#: A page, its query spellings and an escaped "?", with no directory listed above them:
+#: the expressions after the directories decide.
+AFTER = [
+    "listed.test/a/q.html?id=1?x=1",  # u0
+    "listed.test/a/q.html?id=1",  # u1
+    "listed.test/a/q.html",  # u2
+    "listed.test/a/page.html",  # u3
+    "listed.test/a/page.html?x=1",  # u4
+    "listed.test/a/v.php?id=42",  # u5
+]
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("url", "n"),
+    [
+        ("http://listed.test/a/q.html%3Fid=1?x=1", 0),
+        ("http://listed.test/a/q.html%3Fid=1%3Fx=1", 0),
+        ("http://listed.test/a/q.html%3Fid=1", 1),
+        ("http://listed.test/a/q.html%3Fid=2", 2),
+        ("http://listed.test/a/q.html%3F", 2),
+        ("http://listed.test/a/page.html/?x=1", 3),  # the page before the page with its query
+        ("http://listed.test/a/page.html/?x=2", 3),
+        ("http://listed.test/a/page.html?x=1", 4),
+        ("http://listed.test/a/v.php/?id=42", 5),
+        ("http://listed.test/a/v.php%3Fid=42", 5),
+        ("http://listed.test/a/page.html%3Fx=1", 4),
+        ("http://listed.test/a/page.html%3Fx=2", 3),
+    ],
+)
+def test_the_spellings_after_the_directories(compiled: bool, url: str, n: int) -> None:
+    bl = build([], AFTER, compiled=compiled)
+    assert bl.match(url) == Match("url", f"u{n}", digest_of(AFTER[n]), False)
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://listed.test/a/page.htmlx",  # not a page's prefix, only a directory's
+        "http://listed.test/a/page.html/x",
+        "http://listed.test/a/page.html/x/",
+        "http://listed.test/a/q.htm%3Fid=1",
+        "http://listed.test/a/v.php/?id=4",
+        "http://listed.test/a/v.php/",
+        "http://listed.test/a/v.php%3F",
+        "http://listed.test/a/",
+        "http://listed.test/a%3Fq.html",
+    ],
+)
+def test_the_spellings_after_the_directories_go_no_further(compiled: bool, url: str) -> None:
+    assert build([], AFTER, compiled=compiled).match(url) is None
+
+
+@BOTH
+def test_a_single_entry_known_by_digest(compiled: bool) -> None:
+    """One such entry (the list's ``hostless`` count is 1) turns the host index's
+    shortcut off as many do: a URL on a host with no entry known by host is checked."""
+    bl = build(["a.hostless.test/"], ["listed.test/p.html"], compiled=compiled)
+    found = Match("sha", "h0", digest_of("a.hostless.test/"), False)
+    assert bl.match("http://a.hostless.test/x.html") == found
+    assert bl.match("http://www.a.hostless.test/") == found
+    assert bl.match("http://user@a.hostless.test/") == found
+    assert bl.match("http://hostless.test/") is None
+    assert bl.match("http://listed.test/p.html") == Match(
+        "url", "u0", digest_of("listed.test/p.html"), False
+    )
+    assert bl.host_listing("a.hostless.test") == HostListing(False, found)
+
+
+def test_the_errors_name_what_is_wrong() -> None:
+    with pytest.raises(ValueError) as err:
+        Blocklist.from_entries(["listed.example/a.html", "listed.example/b.html", "mailto:x"])
+    assert str(err.value) == "entry 3 is not a URL or host/path expression"
+    for bad in ["a b", "http://report.hotline.example/", "x:80"]:
+        with pytest.raises(ValueError) as err:
+            exempt_hosts(f"report.hotline.example, {bad} ,other.example")
+        assert str(err.value) == f"not a host name: {bad!r}"
