@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from blocklist_addon.lists.store import StoreError, open_store
 from blocklist_addon.urls.matcher import (
     NOT_LISTED,
+    WALK_FLOOR,
     Blocklist,
     HostListing,
     Match,
@@ -483,3 +484,21 @@ def test_the_errors_name_what_is_wrong() -> None:
         with pytest.raises(ValueError) as err:
             exempt_hosts(f"report.hotline.example, {bad} ,other.example")
         assert str(err.value) == f"not a host name: {bad!r}"
+
+
+@BOTH
+def test_the_walk_reaches_each_hosts_deepest_directory_entry(compiled: bool) -> None:
+    """A host's walk stops at its deepest directory entry (``WALK_FLOOR`` at least): an
+    entry exactly there, or as deep as the floor, is still found."""
+    deep = "listed.test/" + "d/" * (WALK_FLOOR + 3)
+    floor = "floor.test/" + "f/" * (WALK_FLOOR - 1)
+    bl = build([], [deep, "listed.test/e/", floor], compiled=compiled)
+    found = Match("url", "u0", digest_of(deep), False)
+    assert bl.match("http://listed.test/" + "d/" * (WALK_FLOOR + 3)) == found
+    assert bl.match("http://listed.test/" + "d/" * (WALK_FLOOR + 3) + "x.html") == found
+    assert bl.match("http://listed.test/" + "d/" * (WALK_FLOOR + 40) + "x.html") == found
+    assert bl.match("http://listed.test/" + "d/" * (WALK_FLOOR + 2) + "x.html") is None
+    at_floor = Match("url", "u2", digest_of(floor), False)
+    assert bl.match("http://floor.test/" + "f/" * (WALK_FLOOR - 1) + "x.html") == at_floor
+    assert bl.match("http://www.floor.test/" + "f/" * WALK_FLOOR) == at_floor
+    assert bl.match("http://floor.test/" + "f/" * (WALK_FLOOR - 2) + "x.html") is None
