@@ -288,8 +288,7 @@ def _first(groups: tuple[str | None, ...]) -> str | None:
 #
 # ``neutralize`` does not go through ``find_links``: it finds and checks in one pass, with no
 # generator or ``Found`` per link, each distinct attribute value resolved once a page and each
-# distinct URL checked once (then remembered for the list in force), and only links on a
-# listed host, or carrying an embedded URL, sent to the matcher. ``find_links`` stays the
+# distinct URL checked once (then remembered for the list in force). ``find_links`` stays the
 # readable reference: tests/test_pages_fast.py holds the two to the same output on generated
 # pages.
 
@@ -332,7 +331,8 @@ def _case_free(words: list[str]) -> str:
 # latin-1): no latin-1 character folds to an ASCII letter, so the same tokens without
 # re.IGNORECASE, whose case-folded name alternation cost a quarter of the whole tokenizer.
 _WANTED_ALTERNATION = "(?:" + "|".join(_WANTED) + r")[\s/>]"
-assert _WANTED_ALTERNATION in _NEXT_TAG.pattern and "(?!style[" in _NEXT_TAG.pattern
+if _WANTED_ALTERNATION not in _NEXT_TAG.pattern or "(?!style[" not in _NEXT_TAG.pattern:
+    raise RuntimeError("_NEXT_TAG changed: derive _NEXT_TAG_LATIN1 from it again")
 _NEXT_TAG_LATIN1 = re.compile(
     _NEXT_TAG.pattern.replace(
         _WANTED_ALTERNATION, "(?:" + _case_free(_WANTED) + r")[\s/>]"
