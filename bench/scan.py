@@ -109,12 +109,14 @@ def main() -> None:
             page, "text/html", PAGE_URL, blocklist.match, lambda m: SPLASH, fast=False
         )
 
-    def cold_scan() -> object:
-        pages._kept = None  # no verdict kept from an earlier page
+    verdicts = pages.Verdicts()
+
+    def cold_scan() -> object:  # no verdict kept from an earlier page
         return neutralize(page, "text/html", PAGE_URL, blocklist.match, lambda m: SPLASH)
 
     def warm_scan() -> object:
-        return neutralize(page, "text/html", PAGE_URL, blocklist.match, lambda m: SPLASH)
+        kept = verdicts.of(blocklist)
+        return neutralize(page, "text/html", PAGE_URL, blocklist.match, lambda m: SPLASH, kept)
 
     if not cold_scan() == warm_scan() == reference_scan():
         raise SystemExit("the fast scan and the reference scanner disagree on this page")

@@ -162,11 +162,24 @@ def html_pages(draw: st.DrawFn) -> bytes:
     return text.encode(charset, "replace")
 
 
+def kept_for(check) -> pages.Kept | None:
+    """The verdicts the scans of one list keep from page to page, as the page guard keeps
+    them (one ``Kept`` a list, for the whole test session); none for any other check."""
+    for blocklist in (BL, HOSTLESS):
+        if check == blocklist.match:
+            return KEPT.setdefault(id(blocklist), pages.Verdicts().of(blocklist))
+    return None
+
+
+KEPT: dict[int, pages.Kept] = {}
+
+
 def both(
     body: bytes, content_type: str, page_url: str, check
 ) -> tuple[tuple[bytes, list], tuple[bytes, list]]:
     splash = lambda match: f"{SPLASH}&id={match.entry_id}"  # noqa: E731
-    fast = pages._neutralize(body, content_type, page_url, check, splash, fast=True)
+    kept = kept_for(check)
+    fast = pages._neutralize(body, content_type, page_url, check, splash, fast=True, kept=kept)
     reference = pages._neutralize(body, content_type, page_url, check, splash, fast=False)
     return fast, reference
 
@@ -251,10 +264,18 @@ def test_verdicts_are_never_carried_to_another_list() -> None:
     body = f'<a href="{url}">x</a>'.encode()
     first = Blocklist.from_entries(["http://listed.example.com/page.html"])
     second = Blocklist.from_entries([url])
-    assert pages.neutralize(body, "text/html", PAGE_URLS[0], first.match, str) == (body, [])
-    _, found = pages.neutralize(body, "text/html", PAGE_URLS[0], second.match, str)
+    verdicts = pages.Verdicts()
+
+    def scan(blocklist: Blocklist) -> tuple[bytes, list]:
+        kept = verdicts.of(blocklist)
+        return pages.neutralize(body, "text/html", PAGE_URLS[0], blocklist.match, str, kept)
+
+    assert scan(first) == (body, [])
+    assert verdicts.of(first).urls == {url: None}
+    _, found = scan(second)
     assert [(f.url, m.list_name) for f, m in found] == [(url, "default")]
-    assert pages.neutralize(body, "text/html", PAGE_URLS[0], first.match, str) == (body, [])
+    assert scan(first) == (body, [])
+    assert verdicts.of(first) is verdicts.of(first)
 
 
 def test_what_is_remembered_is_bounded() -> None:
@@ -262,9 +283,9 @@ def test_what_is_remembered_is_bounded() -> None:
         f'<a href="http://h{i}.example.org/{"x" * (i % 3) * 700}">'
         for i in range(pages.VERDICTS_KEPT + 10)
     )
-    pages.neutralize(many.encode(), "text/html", PAGE_URLS[0], BL.match, str)
-    assert pages._kept is not None and pages._kept[0] is BL
-    verdicts, links = pages._kept[1], pages._kept[2]
+    kept = pages.Verdicts().of(BL)
+    pages.neutralize(many.encode(), "text/html", PAGE_URLS[0], BL.match, str, kept)
+    verdicts, links = kept.urls, kept.links
     assert 0 < len(verdicts) <= pages.VERDICTS_KEPT
     assert max(map(len, verdicts)) <= pages.VERDICT_URL_CHARS
     assert 0 < len(links) <= pages.VERDICTS_KEPT
@@ -346,7 +367,10 @@ def test_a_link_read_in_another_charset_is_checked_again(order: int) -> None:
 @pytest.mark.parametrize("url", ["http://listed.example.com/page.html", "//whole.listed.test/"])
 def test_a_listed_link_found_again_from_memory_is_still_neutralized(url: str) -> None:
     body = f'<a href="{url}">x</a><img src="{url}">'.encode()
+    kept = pages.Verdicts().of(BL)
     for _ in range(3):
-        out, found = pages.neutralize(body, "text/html", PAGE_URLS[0], BL.match, lambda m: SPLASH)
+        out, found = pages.neutralize(
+            body, "text/html", PAGE_URLS[0], BL.match, lambda m: SPLASH, kept
+        )
         assert out == f'<a href="{SPLASH}">x</a><img src="{pages.BLOCKED_RESOURCE}">'.encode()
         assert len(found) == 2

@@ -18,8 +18,8 @@ comment ends the scan as a browser would end the document.
 
 Two scanners with one result: ``find_links`` (every link, as a generator, the readable
 reference) and the fast pass ``neutralize`` makes, which finds and checks together, checks
-each distinct URL once a page and keeps ``Blocklist.match``'s verdicts for later pages while
-the same list is in force (``VERDICTS_KEPT``; the only state here, safe from any thread).
+each distinct URL once a page and, given a list's ``Kept`` verdicts (``Verdicts.of``, held by
+the page guard), checks a URL once while the same list is in force (``VERDICTS_KEPT``).
 tests/test_pages_fast.py holds them to the same output on generated pages.
 """
 
@@ -36,7 +36,15 @@ from urllib.parse import urljoin, urlsplit
 
 from blocklist_addon.urls.matcher import Blocklist, Match
 
-__all__ = ["BLOCKED_RESOURCE", "Found", "charset_of", "find_links", "neutralize"]
+__all__ = [
+    "BLOCKED_RESOURCE",
+    "Found",
+    "Kept",
+    "Verdicts",
+    "charset_of",
+    "find_links",
+    "neutralize",
+]
 
 #: What a listed resource URL becomes: a URL no browser fetches.
 BLOCKED_RESOURCE = "about:invalid#blocked"
@@ -582,28 +590,46 @@ VERDICTS_KEPT = 4096
 #: from: at worst about 12 MiB in all, for pages of 1 KiB links; under 1 MiB for usual ones).
 VERDICT_URL_CHARS = 1024
 
-# The list whose verdicts are kept, those verdicts (URL -> match) and those of absolute links
-# as written in an attribute (value -> (URL, match)), replaced whole when another list is in
-# force.
-_kept: tuple[Blocklist, dict[str, Match | None], Links] | None = None
+
+class Kept:
+    """One list's verdicts kept from page to page: ``urls`` (URL -> match) and ``links`` (an
+    absolute link as written in an attribute -> (URL, match)), each bounded by
+    ``VERDICTS_KEPT`` and ``VERDICT_URL_CHARS``. Only dict gets and sets: safe from the
+    threads that scan big pages (a clear loses verdicts, never mixes them up)."""
+
+    __slots__ = ("links", "urls")
+
+    def __init__(self) -> None:
+        self.urls: dict[str, Match | None] = {}
+        self.links: Links = {}
+
+
+class Verdicts:
+    """The verdicts kept for the list in force: the matcher is a pure function of the URL
+    and the immutable list, so they hold while it does; another list starts afresh."""
+
+    def __init__(self) -> None:
+        self._held: tuple[Blocklist, Kept] | None = None
+
+    def of(self, blocklist: Blocklist) -> Kept:
+        """The verdicts of ``blocklist`` (whose ``match`` the scan is given as its check)."""
+        held = self._held
+        if held is None or held[0] is not blocklist:
+            held = self._held = (blocklist, Kept())
+        return held[1]
+
+
 _UNKNOWN = Match("", "", "", False)  # (a verdict not yet known)
 
 
-def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> tuple[Verdict, Links]:
+def _verdicts(
+    check: Callable[[str], Match | None], charset: str | None, kept: Kept | None
+) -> tuple[Verdict, Links]:
     """``check`` of a URL found in a page, as ``neutralize`` always called it: a URL with
     bytes >= 0x80 decoded in the page's ``charset`` first (None: it already is). Each
-    distinct URL is checked once a page; ``Blocklist.match``'s verdicts are also kept for
-    the next pages while the same list is in force (the matcher is a pure function of the
-    URL and the immutable list)."""
-    global _kept
-    blocklist = getattr(check, "__self__", None)
-    if isinstance(blocklist, Blocklist) and getattr(check, "__func__", None) is Blocklist.match:
-        kept = _kept
-        if kept is None or kept[0] is not blocklist:
-            kept = _kept = (blocklist, {}, {})
-        cache, links = kept[1], kept[2]
-    else:
-        cache, links = {}, {}
+    distinct URL is checked once a page, and once while ``kept`` holds its verdict."""
+    kept = kept or Kept()
+    cache = kept.urls
 
     def verdict(url: str) -> Match | None:
         if charset is not None and not url.isascii():
@@ -617,7 +643,7 @@ def _verdicts(check: Callable[[str], Match | None], charset: str | None) -> tupl
                 cache[url] = match
         return match
 
-    return verdict, links
+    return verdict, kept.links
 
 
 # -- neutralizing ------------------------------------------------------------------------------
@@ -629,13 +655,16 @@ def neutralize(
     page_url: str,
     check: Callable[[str], Match | None],
     splash_url: Callable[[Match], str],
+    kept: Kept | None = None,
 ) -> tuple[bytes, list[tuple[Found, Match]]]:
     """``body`` with every listed link neutralized, and what was found listed.
 
     ``check`` is the matcher (``Blocklist.match``); ``splash_url`` says where a neutralized
-    link or frame points. A body that cannot be decoded exactly is returned unchanged.
+    link or frame points; ``kept``, the verdicts of ``check``'s list from earlier pages
+    (``Verdicts.of``), read and added to. A body that cannot be decoded exactly is returned
+    unchanged.
     """
-    return _neutralize(body, content_type, page_url, check, splash_url, fast=True)
+    return _neutralize(body, content_type, page_url, check, splash_url, fast=True, kept=kept)
 
 
 def _neutralize(
@@ -646,6 +675,7 @@ def _neutralize(
     splash_url: Callable[[Match], str],
     *,
     fast: bool,
+    kept: Kept | None = None,
 ) -> tuple[bytes, list[tuple[Found, Match]]]:
     """``neutralize``; with ``fast=False`` by ``find_links`` and a ``check`` of every link
     found, the reference the fast scan is tested against."""
@@ -661,7 +691,7 @@ def _neutralize(
         return body, []
 
     if fast:
-        verdict, links = _verdicts(check, charset if as_bytes else None)
+        verdict, links = _verdicts(check, charset if as_bytes else None, kept)
         edits = _scan(text, page_url, css, verdict, latin1=as_bytes, links=links)
     else:
         edits = []

@@ -61,6 +61,8 @@ class PageScanner:
     # Options, read in configure (these defaults are the options' own).
     action: str = field(default="neutralize", init=False)
     limit: int = field(default=4 * 1024 * 1024, init=False)
+    #: The list in force's verdicts, kept from page to page (sites repeat their links).
+    verdicts: pages.Verdicts = field(default_factory=pages.Verdicts, init=False)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -201,6 +203,7 @@ class PageScanner:
                 page_url,
                 blocklist.match,
                 splash_url,
+                kept=self.verdicts.of(blocklist),
             )
         except Exception as exc:
             return None if self.enforcer.check_failed("page", exc) else body
