@@ -19,6 +19,7 @@ from blocklist_addon.urls.matcher import (
     NOT_LISTED,
     WALK_FLOOR,
     Blocklist,
+    Entry,
     HostListing,
     Match,
     compile_entry,
@@ -502,3 +503,21 @@ def test_the_walk_reaches_each_hosts_deepest_directory_entry(compiled: bool) -> 
     assert bl.match("http://floor.test/" + "f/" * (WALK_FLOOR - 1) + "x.html") == at_floor
     assert bl.match("http://www.floor.test/" + "f/" * WALK_FLOOR) == at_floor
     assert bl.match("http://floor.test/" + "f/" * (WALK_FLOOR - 2) + "x.html") is None
+
+
+def test_a_list_is_compiled_unless_told_and_keeps_its_name_and_meta() -> None:
+    bl = Blocklist.from_entries(
+        ["listed.example/a.html", Entry("listed.example/b.html", "b", "other")],
+        list_name="iwf",
+        meta={"source": "feed.example"},
+    )
+    assert bl._compiled is not None
+    assert Blocklist(bl.snapshot)._compiled is not None
+    assert Blocklist(bl.snapshot, compiled=False)._compiled is None
+    assert Blocklist.from_entries([], compiled=True)._compiled is not None
+    assert bl.snapshot.meta["source"] == "feed.example"
+    a = digest_of("listed.example/a.html")  # an entry without an id is known by its digest
+    assert bl.match("http://listed.example/a.html") == Match("iwf", a, a, False)
+    assert bl.match("http://listed.example/b.html") == Match(
+        "other", "b", digest_of("listed.example/b.html"), False
+    )
