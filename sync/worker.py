@@ -145,6 +145,10 @@ async def sync_feed(
     # kept: otherwise a 304 would leave nothing.
     previous = state.get("entries")
     validators = previous is not None and (hosts is None or await hosts.has_feed(name))
+    if feed.kind == "urls" and state.get("compiled") != compiled.FORMAT:
+        # Kept by a release before the directory depths (or never): read the feed once more
+        # in full to keep it with them. The kept entries stay in force until that succeeds.
+        validators = False
     fetch_state = FetchState.from_dict(state.get("fetch")) if validators else FetchState()
     state["last_attempt"] = now
     try:
@@ -184,6 +188,8 @@ async def sync_feed(
         await hosts.save_feed(name, {e.host for e in parsed.entries if e.host is not None})
     await store.set_blob(key, _pack(feed, parsed.entries))
     entries = parsed.distinct()  # as validate() and the snapshot count
+    if feed.kind == "urls":
+        state["compiled"] = compiled.FORMAT
     state.update(
         fetch=result.state.to_dict(),
         entries=entries,
@@ -216,7 +222,7 @@ async def build(
     """The union of every feed's kept entries, less suppressed ids; None with no feed kept."""
     feeds = list(feeds)
     hashes = any(feed.kind == "hashes" for feed in feeds)  # one kind per store
-    entries: list[tuple[bytes, bytes | None, str, str | None]] = []
+    entries: list[tuple[bytes, bytes | None, str, str | None, int | None]] = []
     records = HashRecords()  # packed: a million entries, never a million objects
     names = []
     for feed in feeds:
@@ -229,7 +235,7 @@ async def build(
             continue
         for e in compiled.unpack(blob):
             if (e.entry_id or e.digest.hex()) not in suppressed:
-                entries.append((e.digest, e.host_key, feed.list_name, e.entry_id))
+                entries.append((e.digest, e.host_key, feed.list_name, e.entry_id, e.depth))
     if not names:
         return None
     meta = {"feeds": sorted(names)}

@@ -93,6 +93,11 @@ class FeedEntry:
     #: The canonical host (an IP literal as written in URLs), for diversion: in memory only,
     #: stored encrypted or not at all (``compiled`` never keeps it). None when unknown.
     host: str | None = field(default=None, repr=False, compare=False)
+    #: The directory depth ``Snapshot.build`` takes (``matcher.directory_depth``: 0 for a
+    #: page or query, one more than its segments for a directory); None when unknown (sha256
+    #: feeds, entries kept by a release before depths). A function of the expression, so
+    #: not compared; read back from ``compiled`` it is its host's deepest in the feed.
+    depth: int | None = field(default=None, compare=False)
 
 
 @dataclass

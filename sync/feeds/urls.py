@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from blocklist_addon.ops.progress import Progress
-from blocklist_addon.urls.matcher import compile_entry, expression_of
+from blocklist_addon.urls.matcher import compile_entry, directory_depth, expression_of
 from blocklist_addon.urls.snapshot import DIGEST_SIZE, expression_digest, host_key
 from sync.feeds.reading import (
     FeedEntry,
@@ -54,7 +54,8 @@ def _url_entry(url: object, entry_id: str | None = None) -> FeedEntry | None:
     if c is None or not (c.is_ip or _HOSTNAME.fullmatch(c.host)):
         return None
     host = _same_host(c.host)
-    return FeedEntry(expression_digest(expression_of(c)), _host_key(host), entry_id, host)
+    digest = expression_digest(expression_of(c))
+    return FeedEntry(digest, _host_key(host), entry_id, host, directory_depth(c))
 
 
 def _parse_text(text: str, progress: Progress, max_entries: int | None = None) -> ParsedFeed:
