@@ -416,6 +416,7 @@ AFTER = [
     "listed.test/a/page.html",  # u3
     "listed.test/a/page.html?x=1",  # u4
     "listed.test/a/v.php?id=42",  # u5
+    "listed.test/a/n.html?None",  # u6: a query that is only a query's text
 ]
 
 
@@ -455,6 +456,9 @@ def test_the_spellings_after_the_directories(compiled: bool, url: str, n: int) -
         "http://listed.test/a/v.php%3F",
         "http://listed.test/a/",
         "http://listed.test/a%3Fq.html",
+        "http://listed.test/a/n.html",  # no query is no query, not "None"
+        "http://listed.test/a/n.html/",
+        "http://listed.test/a/n.html%3F",
     ],
 )
 def test_the_spellings_after_the_directories_go_no_further(compiled: bool, url: str) -> None:
