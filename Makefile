@@ -109,8 +109,9 @@ test-container: venv
 	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="$(CONTAINER_PACKAGES)"
 	BLOCKLIST_CONTAINER_TESTS=1 $(PY) -m pytest -s tests/test_container.py $(PYTEST_ARGS)
 
-# `make test-walk`: the install steps and the school and hosting chapters of the operator's
-# guide, run as written on a fresh Debian 13 made by mmdebstrap (minutes; root).
+# `make test-walk`: the install steps and the school, hosting and ISP (sections 2 and 4)
+# chapters of the operator's guide, run as written on a fresh Debian 13 made by mmdebstrap
+# (about 15 minutes; root).
 test-walk: venv
 	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="mmdebstrap"
 	BLOCKLIST_WALK_TESTS=1 $(PY) -m pytest -s tests/test_walk.py tests/test_walk_isp.py $(PYTEST_ARGS)
