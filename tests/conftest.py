@@ -472,6 +472,7 @@ PROCESS_MODULES = frozenset(
         "test_status_page",
         "test_sync",
         "test_upstream_tls",
+        "test_sync_depths",
         "test_walk",
         "test_walk_isp",
     }
