@@ -417,6 +417,7 @@ AFTER = [
     "listed.test/a/page.html?x=1",  # u4
     "listed.test/a/v.php?id=42",  # u5
     "listed.test/a/n.html?None",  # u6: a query that is only a query's text
+    "listed.test/a/r%3Fs.html",  # u7: a page whose name holds an escaped "?"
 ]
 
 
@@ -436,6 +437,8 @@ AFTER = [
         ("http://listed.test/a/v.php%3Fid=42", 5),
         ("http://listed.test/a/page.html%3Fx=1", 4),
         ("http://listed.test/a/page.html%3Fx=2", 3),
+        ("http://listed.test/a/r%3Fs.html/", 7),  # the page as a directory, "?" or not
+        ("http://listed.test/a/r%3Fs.html", 7),
     ],
 )
 def test_the_spellings_after_the_directories(compiled: bool, url: str, n: int) -> None:
@@ -525,3 +528,17 @@ def test_a_list_is_compiled_unless_told_and_keeps_its_name_and_meta() -> None:
     assert bl.match("http://listed.example/b.html") == Match(
         "other", "b", digest_of("listed.example/b.html"), False
     )
+
+
+@BOTH
+def test_a_listed_host_among_removed_decoys_is_found(compiled: bool) -> None:
+    """Hosts whose segments ".." removes all continue with the same tail: ``embedded_urls``
+    builds one candidate per listed host under them (the matcher's host key), not only the
+    first few, so decoys before the listed one do not hide it."""
+    bl = build([], ["listed.test/page.html"], compiled=compiled)
+    found = Match("url", "u0", digest_of("listed.test/page.html"), True)
+    before = "".join(f"/www.h{i}.other.test/.." for i in range(10))
+    after = "".join(f"/www.g{i}.other.test/.." for i in range(10))
+    url = "http://archive.example.org/web" + before + "/www.listed.test/.." + after
+    assert bl.match(url + "/page.html") == found
+    assert bl.match(url + "/other.html") is None
