@@ -29,6 +29,7 @@ from blocklist_addon.urls.matcher import (
     untranslated_host,
 )
 from blocklist_addon.urls.snapshot import Snapshot, expression_digest, host_key
+from testlab.adversarial import CountingBlocklist
 
 BOTH = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "reference"])
 
@@ -542,3 +543,26 @@ def test_a_listed_host_among_removed_decoys_is_found(compiled: bool) -> None:
     url = "http://archive.example.org/web" + before + "/www.listed.test/.." + after
     assert bl.match(url + "/page.html") == found
     assert bl.match(url + "/other.html") is None
+
+
+@BOTH
+def test_each_url_costs_its_exact_lookups(compiled: bool) -> None:
+    """The host's suffixes probed once, and on a listed host its expressions: the path, the
+    root, the directories down to ``WALK_FLOOR`` or the host's deepest directory entry
+    (never fewer: the time a URL takes tells nothing of a host's entries above the floor),
+    and the spellings after them. No lookup is made twice, on either road."""
+    deep = "deep.test/" + "d/" * (WALK_FLOOR + 3)
+    bl = CountingBlocklist.from_entries(["shallow.test/a/", deep], compiled=compiled)
+    for url, hosts, digests in [
+        ("http://other.test/" + "x/" * 40, 1, 0),
+        ("http://a.b.other.test/p.html", 3, 0),
+        ("http://a.shallow.test/x/y/p.html", 2, 1 + 1 + 2),
+        ("http://shallow.test/" + "x/" * 40 + "p.html", 1, 1 + 1 + WALK_FLOOR - 1),
+        ("http://shallow.test/" + "x/" * 40 + "page/", 1, 1 + 1 + WALK_FLOOR - 1 + 1),
+        ("http://shallow.test/" + "x/" * 40 + "?q", 1, 2 + 1 + WALK_FLOOR - 1 + 2),
+        ("http://deep.test/" + "x/" * 40 + "p.html", 1, 1 + 1 + WALK_FLOOR + 3),
+        ("http://user@deep.test/" + "x/" * 40 + "p.html", 1, 1 + 1 + WALK_FLOOR + 3),
+    ]:
+        bl.reset()
+        assert bl.match(url) is None, url
+        assert (bl.hosts, bl.digests) == (hosts, digests), url
