@@ -19,6 +19,7 @@ import pytest
 
 from blocklist_addon.hashes import HashList, HashMatch, HashSnapshot
 from blocklist_addon.hashes import mapped as mapped_module
+from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.mapped import file_for
 from blocklist_addon.hashes.records import HashRecord
 from testlab.harness import Proxy, TestCA, running, sync, wait_for
@@ -276,19 +277,25 @@ def _pss_of(pid: int, path: pathlib.Path) -> tuple[int, int]:
 
 
 def _hold(directory: str, data: bytes, ready, done) -> None:
-    hashes, _ = HashList.mapped(HashSnapshot.from_bytes(data), directory)
+    snapshot = HashSnapshot.from_bytes(data)
+    hashes, _ = HashList.mapped(snapshot, directory)
     hashes.match_pdq([bytes(SIZE)], 31)
+    listed = bytes(snapshot.section("pdq")[0][:SIZE])
+    assert (
+        hashes.match_pdq([listed], 31).entry_id == snapshot.entry(snapshot.section("pdq")[1][0])[1]
+    )
     ready.set()
     done.wait(60)
 
 
 def test_the_index_is_one_copy_shared_by_processes(tmp_path: pathlib.Path) -> None:
-    """Two processes holding the list: each maps the whole file (its checks read every
-    page), and the kernel counts each for half of it (PSS): one copy in memory, not two."""
+    """Two processes holding the list (each has looked up a hash and matched one): each
+    holds what a lookup reads of the file (the hashes and their index), not what only a
+    match reads, and the kernel counts each for half of it (PSS): one copy, not two."""
     snapshot = snapshot_of(40_000, 8)
     HashList.mapped(snapshot, tmp_path)
     path = file_for(tmp_path, snapshot.checksum)
-    size_kb = path.stat().st_size // 1024
+    hot_kb = (path.stat().st_size - cold_bytes(snapshot)) / 1024
     context = multiprocessing.get_context("spawn")
     manager = context.Manager()
     done = manager.Event()
@@ -308,8 +315,143 @@ def test_the_index_is_one_copy_shared_by_processes(tmp_path: pathlib.Path) -> No
         for child in children:
             child.join(30)
     for rss, pss in figures:
-        assert rss >= size_kb * 0.9  # the whole file is in each process's map
+        assert hot_kb * 0.9 <= rss <= hot_kb + SLACK_KB  # what a lookup reads, no more
         assert pss <= rss * 0.6  # ... and counted about half to each
+
+
+#: Pages at the edges of what is let go (a page shared by a hash section and an entry
+#: section stays), and the headers: what the map may hold beyond the hot sections.
+SLACK_KB = 64
+
+
+def cold_bytes(snapshot: HashSnapshot) -> int:
+    """Bytes of the snapshot that only a match reads: all of it but the hashes."""
+    return len(snapshot.to_bytes()) - sum(len(snapshot.section(k)[0]) for k in KINDS)
+
+
+def mapping_of(array: np.ndarray) -> tuple[int, int]:
+    """(Rss, Pss) in kB of this process's maps of the file that holds ``array`` (its
+    mappings: the map is cut where pages are let go)."""
+    address = array.ctypes.data
+    vmas: list[tuple[int, int, str, dict[str, int]]] = []
+    for line in pathlib.Path("/proc/self/smaps").read_text().splitlines():
+        if found := re.match(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+ *(.*)$", line):
+            vmas.append((int(found[1], 16), int(found[2], 16), found[3], {}))
+        elif line.split(":")[0] in ("Rss", "Pss"):
+            vmas[-1][3][line.split(":")[0]] = int(line.split()[1])
+    (path,) = {name for low, high, name, _ in vmas if low <= address < high}
+    assert path.endswith(mapped_module.SUFFIX)
+    mine = [figures for _, _, name, figures in vmas if name == path]
+    return sum(f["Rss"] for f in mine), sum(f["Pss"] for f in mine)
+
+
+def listed_with_entries(count: int, seed: int) -> HashSnapshot:
+    """``count`` entries in two lists, each with a PDQ hash and every third with an MD5
+    too, ids of varied lengths, categories on some: every section a match reads."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        hashes: tuple[tuple[str, bytes], ...] = (("pdq", rng.randbytes(SIZE)),)
+        if i % 3 == 0:
+            hashes = (("md5", rng.randbytes(16)), *hashes)
+        category = None if i % 5 else f"c{i % 3}"
+        records.append((f"list{i % 2}", HashRecord(hashes, f"id-{i}-{'x' * (i % 7)}", category)))
+    return HashSnapshot.build(records)
+
+
+def test_what_only_a_match_reads_stays_out_of_memory_and_a_match_finds_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Once loaded, this process's map of the file holds the hashes and their index and not
+    the entries (numbers, ids, lists, categories: checked at load, then let go); thousands
+    of lookups, a thousand of them matches, find the right list, id and category (read
+    from the file, as an index built in memory finds them) without bringing them back;
+    and a file pruned meanwhile still answers."""
+    snapshot = listed_with_entries(60_000, 30)
+    hashes, note = HashList.mapped(snapshot, tmp_path)
+    assert note is None
+    path = file_for(tmp_path, snapshot.checksum)
+    cold = cold_bytes(snapshot)
+    hot_kb = (path.stat().st_size - cold) / 1024
+    assert cold > 1_000_000  # the entries are a large share of this file
+    rss, _ = mapping_of(hashes._pdq._hashes)
+    assert hot_kb * 0.9 <= rss <= hot_kb + SLACK_KB
+
+    in_memory = HashList(snapshot)
+    rng = random.Random(31)
+    pdq, pdq_owners = snapshot.section("pdq")
+    md5, md5_owners = snapshot.section("md5")
+    seen = set()
+    for _ in range(1_000):
+        i = rng.randrange(len(pdq_owners))
+        query = near(bytes(pdq[i * SIZE : (i + 1) * SIZE]), rng.randrange(12), rng)
+        number = pdq_owners[i]
+        queries = [query, rng.randbytes(SIZE)]
+        found = hashes.match_pdq(queries, 100)
+        assert found == in_memory.match_pdq(queries, 100)
+        assert found is not None
+        assert (found.list_name, found.entry_id) == snapshot.entry(number)
+        assert found.category == snapshot.category(number)
+        j = rng.randrange(len(md5_owners))
+        exact = hashes.match_exact({"md5": bytes(md5[j * 16 : (j + 1) * 16])})
+        assert exact is not None
+        assert (exact.list_name, exact.entry_id) == snapshot.entry(md5_owners[j])
+        seen |= {(found.list_name, found.category), (exact.list_name, exact.category)}
+        assert hashes.match_pdq([rng.randbytes(SIZE)], 100) is None
+    assert seen == {(f"list{i}", c) for i in (0, 1) for c in (None, "c0", "c1", "c2")}
+    rss, _ = mapping_of(hashes._pdq._hashes)
+    assert hot_kb * 0.9 <= rss <= hot_kb + SLACK_KB
+
+    path.unlink()  # pruned: the map and the descriptor keep the file
+    last = len(pdq_owners) - 1
+    found = hashes.match_pdq([bytes(pdq[last * SIZE :])], 100)
+    assert found is not None and found.entry_id == snapshot.entry(pdq_owners[last])[1]
+
+
+def _section_in_file(path: pathlib.Path, snapshot: HashSnapshot, number: int) -> tuple[int, int]:
+    """Where the snapshot's section ``number`` lies in the index file (start, end)."""
+    _, _, _, _, *fields = mapped_module._HEADER.unpack_from(path.read_bytes())
+    at = fields[0]  # the snapshot's offset
+    starts = snapshot._starts  # the sections' bounds in its bytes
+    return at + starts[number], at + starts[number + 1]
+
+
+@pytest.mark.parametrize(
+    ("section", "how"),
+    [
+        (7, "flipped"),  # the PDQ hashes' entry numbers
+        (8, "flipped"),  # the ids' offsets
+        (10, "flipped"),  # the ids
+        (12, "flipped"),  # the categories
+        (7, "out of range, checksummed again"),
+    ],
+)
+def test_a_damaged_entry_section_is_still_refused_at_load(
+    tmp_path: pathlib.Path, section: int, how: str
+) -> None:
+    """The sections let go after the load are checked at the load all the same: a byte
+    changed in one fails the file's checksum, and an entry number out of range fails the
+    snapshot's checks though the file is checksummed again; the file is rebuilt and the
+    list answers right."""
+    snapshot = listed_with_entries(3_000, 32)
+    HashList.mapped(snapshot, tmp_path)
+    path = file_for(tmp_path, snapshot.checksum)
+    start, end = _section_in_file(path, snapshot, section)
+    data = bytearray(path.read_bytes())
+    if how == "flipped":
+        data[(start + end) // 2] ^= 0x01
+        reason = "checksum mismatch: the file is damaged"
+    else:
+        data[end - 4 : end] = (2**32 - 1).to_bytes(4, "little")
+        data[-32:] = hashlib.sha256(data[:-32]).digest()
+        reason = "malformed hash snapshot: pdq entry out of range"
+    path.write_bytes(data)
+    hashes, note = HashList.mapped(snapshot, tmp_path)
+    assert note == f"unusable index file {path}: {reason}"
+    pdq, owners = snapshot.section("pdq")
+    found = hashes.match_pdq([bytes(pdq[-SIZE:])], 100)
+    assert found is not None and found.entry_id == snapshot.entry(owners[len(owners) - 1])[1]
+    same_answers(hashes, HashList(snapshot), snapshot, random.Random(33))
 
 
 def test_a_swap_under_lookups_loses_no_check(tmp_path: pathlib.Path) -> None:

@@ -31,6 +31,19 @@ bytes)::
 
 Format 2 (the compact tables and the videos) replaced format 1 (12 tables of u32
 positions, no videos): a format 1 file is refused by its version, removed and built again.
+
+What stays in each process's memory is what a lookup reads: the hashes and the index
+tables (at 10,000,000 PDQ hashes 63.9 bytes a hash). The rest of the snapshot (each hash's
+entry number, the entries' ids and their offsets, list numbers, categories, the videos'
+frames as listed: 16 bytes a hash with 8-digit ids) is needed only when a hash matches. The
+checks read the whole file through the map (every byte is checksummed, every section's
+structure checked, the cold ones included), and then those pages are let go from the map
+(``madvise(MADV_DONTNEED)``: the map is file-backed and read-only, so nothing is lost; the
+page cache keeps them while memory allows). A match reads its entry with ``pread`` from the
+file the map was made from (the descriptor is kept open, so a pruned file still answers),
+never through the map: a page touched there comes back with the whole folio around it
+(a megabyte a touch on ext4 under Linux 6.18, measured) and stays, so every match would
+add to every process.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.pdqindex import PdqIndex
 from blocklist_addon.hashes.snapshot import HashSnapshot, SnapshotError
 from blocklist_addon.hashes.vpdq import INDEX_ARRAYS, VideoIndex, snapshot_arrays
@@ -79,6 +93,102 @@ STALE_TMP = 3600.0
 
 class MappedError(Exception):
     """The file exists but must not be used; says why in one line."""
+
+
+class _File:
+    """The index file's descriptor, kept open for what is read only on a match (closed
+    with the last reference: the snapshot that reads through it)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:  # the file was checked whole: it cannot shrink but by hand
+            raise OSError(f"the index file is cut short at {offset + len(data)}")
+        return data
+
+    def __del__(self) -> None:
+        os.close(self.fd)
+
+
+class _Column:
+    """A section of little-endian unsigned integers in the file (entry numbers), read with
+    ``pread`` an item at a time; indexed, measured and iterated as the map's memoryview."""
+
+    __slots__ = ("_count", "_dtype", "_file", "_offset")
+
+    def __init__(self, file: _File, offset: int, length: int, dtype: str) -> None:
+        self._file, self._offset, self._dtype = file, offset, np.dtype(dtype)
+        self._count = length // self._dtype.itemsize
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> int:
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("index out of range")
+        size = self._dtype.itemsize
+        return int.from_bytes(self._file.read(self._offset + i * size, size), "little")
+
+    def __iter__(self) -> Iterator[int]:
+        step = 1 << 16
+        for start in range(0, self._count, step):
+            count = min(step, self._count - start)
+            size = self._dtype.itemsize
+            block = self._file.read(self._offset + start * size, count * size)
+            yield from np.frombuffer(block, dtype=self._dtype).tolist()
+
+
+class _MappedSnapshot(HashSnapshot):
+    """A snapshot in the shared file: its hashes are read in the map, what only a match
+    needs (entry numbers, ids, list numbers, categories) with ``pread`` from the file, so
+    that none of it is resident in a process once the load let its pages go."""
+
+    __slots__ = ("_at", "_file")
+    _at: int  # where the snapshot starts in the file
+    _file: _File
+
+    def section(self, kind: str) -> tuple[memoryview, memoryview]:
+        hashes, _ = super().section(kind)
+        i = KINDS.index(kind)
+        start, end = self._starts[2 * i + 1 : 2 * i + 3]
+        return hashes, _Column(self._file, self._at + start, end - start, "<u4")  # type: ignore[return-value]
+
+    def entry(self, number: int) -> tuple[str, str]:
+        if not 0 <= number < len(self):
+            raise IndexError("entry out of range")
+        starts, read = self._starts, self._file.read
+        lists = self._lists
+        name = lists[read(self._at + starts[9] + number, 1)[0]] if self._list_index else lists[0]
+        first, end = struct.unpack("<II", read(self._at + starts[8] + 4 * number, 8))
+        return name, str(read(self._at + starts[10] + first, end - first), "utf-8", "replace")
+
+    def category(self, number: int) -> str | None:
+        if not 0 <= number < len(self):
+            raise IndexError("entry out of range")
+        if self._categories is None:
+            return None
+        index = int.from_bytes(
+            self._file.read(self._at + self._starts[12] + 2 * number, 2), "little"
+        )
+        return self.category_names[index - 1] if index else None
+
+    def cold(self) -> list[tuple[int, int]]:
+        """The (start, end) ranges of the file that only a match reads: the snapshot but
+        its hashes (which every lookup reads)."""
+        hot = [(self._starts[2 * i], self._starts[2 * i + 1]) for i in range(len(KINDS))]
+        end = len(self._data)
+        ranges, at = [], 0
+        for first, last in [*hot, (end, end)]:
+            if first > at:
+                ranges.append((self._at + at, self._at + first))
+            at = max(at, last)
+        return ranges
 
 
 def file_for(directory: os.PathLike[str] | str, checksum: str) -> pathlib.Path:
@@ -159,28 +269,55 @@ def open_mapped(path: os.PathLike[str] | str, checksum: str) -> Mapped:
         if isinstance(exc, FileNotFoundError):
             raise
         raise MappedError(f"cannot open {path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise MappedError(f"{path} is not a regular file")
-        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-            raise MappedError(f"{path} is not this user's own private file (0600)")
-        if info.st_size < _HEADER.size + _CHECKSUM:
-            raise MappedError(f"{path} is truncated")
-        mapped = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
-    finally:
-        os.close(fd)
+    file = _File(fd)  # closed with the snapshot that reads through it, or on a failure
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise MappedError(f"{path} is not a regular file")
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise MappedError(f"{path} is not this user's own private file (0600)")
+    if info.st_size < _HEADER.size + _CHECKSUM:
+        raise MappedError(f"{path} is truncated")
+    mapped = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
     view = memoryview(mapped)
     try:
-        return _read(view, checksum)
+        found = _read(view, checksum, file)
     except (MappedError, SnapshotError, ValueError) as exc:
         with contextlib.suppress(BufferError):
             view.release()
             mapped.close()
         raise MappedError(f"unusable index file {path}: {exc}") from None
+    release(mapped, found[0].cold())  # type: ignore[attr-defined]
+    return found
 
 
-def _read(view: memoryview, checksum: str) -> Mapped:
+def release(mapped: mmap.mmap, ranges: Iterable[tuple[int, int]]) -> None:
+    """Let go of the whole pages of ``ranges`` from ``mapped`` (read again from the file,
+    through the page cache, if anything reads them there), and keep every other page of
+    it mapped.
+
+    The kernel maps a file's large folios whole where it can (2 MiB at once on ext4), and
+    a 2 MiB mapping that spans a range and its neighbour can only be dropped whole: so each
+    range first becomes a mapping of its own that is never mapped by 2 MiB
+    (``MADV_NOHUGEPAGE``, which splits the map there and drops a 2 MiB mapping across the
+    cut), then its pages are let go, and the pages around it that the cut dropped are read
+    again (a byte a page: they are already in memory)."""
+    page = mmap.PAGESIZE
+    kept, at = [], 0
+    for start, end in ranges:
+        first, last = -(-start // page) * page, end // page * page
+        if last > first:
+            mapped.madvise(mmap.MADV_NOHUGEPAGE, first, last - first)
+            mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
+            kept.append((at, first))
+            at = last
+    kept.append((at, len(mapped)))
+    view = np.frombuffer(mapped, dtype=np.uint8)
+    for first, last in kept:
+        int(view[first:last:page].sum())  # a read of each page: mapped again if dropped
+    del view
+
+
+def _read(view: memoryview, checksum: str, file: _File) -> Mapped:
     magic, version, count, named, *fields = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise MappedError("not an index file (bad magic)")
@@ -201,7 +338,8 @@ def _read(view: memoryview, checksum: str) -> Mapped:
     if hashlib.sha256(view[:end]).digest() != view[end:]:
         raise MappedError("checksum mismatch: the file is damaged")
     start, length = bounds["snapshot"]
-    snapshot = HashSnapshot.from_bytes(view[start : start + length], verified=True)
+    snapshot = _MappedSnapshot.from_bytes(view[start : start + length], verified=True)
+    snapshot._file, snapshot._at = file, start
     if snapshot.checksum != checksum:
         raise MappedError("its snapshot is another version of the list")
 
