@@ -58,6 +58,7 @@ import re
 import secrets
 import stat
 import struct
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -87,6 +88,8 @@ _NAME = re.compile(r"[0-9a-f]{64}" + re.escape(SUFFIX))
 #: Files kept in the directory besides the one just mapped (the previous versions, which
 #: other processes may still be loading).
 KEEP = 2
+#: The map does not keep a descriptor of its own (Python 3.13): the snapshot's is enough.
+_UNTRACKED = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 #: A temporary file older than this is a killed builder's leftover.
 STALE_TMP = 3600.0
 
@@ -110,8 +113,9 @@ class _File:
             raise OSError(f"the index file is cut short at {offset + len(data)}")
         return data
 
-    def __del__(self) -> None:
-        os.close(self.fd)
+    def __del__(self, close=os.close) -> None:  # os.close even at interpreter exit
+        with contextlib.suppress(OSError):
+            close(self.fd)
 
 
 class _Column:
@@ -277,7 +281,7 @@ def open_mapped(path: os.PathLike[str] | str, checksum: str) -> Mapped:
         raise MappedError(f"{path} is not this user's own private file (0600)")
     if info.st_size < _HEADER.size + _CHECKSUM:
         raise MappedError(f"{path} is truncated")
-    mapped = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+    mapped = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ, **_UNTRACKED)
     view = memoryview(mapped)
     try:
         found = _read(view, checksum, file)
