@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from support import redis_binary  # noqa: E402
 
-from testlab.harness import VENV_BIN, Proxy, TestCA, feed_with  # noqa: E402
+from testlab.harness import VENV_BIN, Proxy, feed_with  # noqa: E402
+from testlab.origins import TestCA  # noqa: E402
 from testlab.sentinel_lab import sentinel_cluster  # noqa: E402
 
 

@@ -241,8 +241,9 @@ def _drive(work: Path, seconds: float, bulk_runs: int, family: str) -> int:
     from divert.dataset import DiversionSet
     from divert.planes.nft import apply
     from testlab.divert_lab import PROXY_PORT, load_notrack, load_table
-    from testlab.harness import Proxy, TestCA, synced_store
+    from testlab.harness import Proxy, synced_store
     from testlab.netns import Lab, stop
+    from testlab.origins import TestCA
 
     ca = TestCA(work / "ca")
     big = big_set(family)

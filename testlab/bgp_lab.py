@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from testlab.divert_lab import Site
-from testlab.harness import Origins, TestCA
 from testlab.netns import CommandError, Lab, Namespace, Topology, add_address, gateway_topology
+from testlab.origins import Origins, TestCA
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ROUTED_NFT = ROOT / "deploy" / "nftables-routed-proxy.nft"

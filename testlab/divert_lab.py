@@ -25,18 +25,9 @@ from dataclasses import dataclass, field
 
 from blocklist_addon.lists.store import open_store
 from divert.dataset import DiversionSet
-from testlab.harness import (
-    VENV_BIN,
-    Origin,
-    Origins,
-    Proxy,
-    Response,
-    TestCA,
-    feed_with,
-    send,
-    sync,
-)
+from testlab.harness import VENV_BIN, Proxy, Response, feed_with, send, sync
 from testlab.netns import Lab, Namespace, Topology, gateway_topology
+from testlab.origins import Origin, Origins, TestCA
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIVERT_NFT = ROOT / "deploy" / "nftables-divert.nft"

@@ -47,16 +47,8 @@ import redis.asyncio as aioredis
 from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import FileStore, RedisStore, Store, open_store
 from blocklist_addon.urls.snapshot import Snapshot
-from testlab.harness import (
-    Origins,
-    Proxy,
-    TestCA,
-    World,
-    feed_with,
-    free_port,
-    running,
-    sync,
-)
+from testlab.harness import Proxy, World, feed_with, free_port, running, sync
+from testlab.origins import Origins, TestCA
 
 #: How long a redis-server gets to answer PING after it is started.
 REDIS_START_TIMEOUT = 10.0

@@ -42,8 +42,9 @@ from testlab.bgp_lab import (
     expected,
 )
 from testlab.divert_lab import listed_store, publish, start_proxy, start_run
-from testlab.harness import VENV_BIN, Proxy, TestCA, assert_splash, wait_for
+from testlab.harness import VENV_BIN, Proxy, assert_splash, wait_for
 from testlab.netns import Lab, Namespace, unavailable
+from testlab.origins import TestCA
 
 UNDIVERTED = "203.0.113.10"
 DIVERTED = "203.0.113.20"

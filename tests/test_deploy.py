@@ -36,9 +36,7 @@ from testlab.harness import (
     ROOT,
     SAMPLE_FEED,
     VENV_BIN,
-    Origins,
     Proxy,
-    TestCA,
     assert_splash,
     feed_with,
     running,
@@ -47,6 +45,7 @@ from testlab.harness import (
     wait_for,
 )
 from testlab.netns import Lab, Topology, gateway_topology, unavailable
+from testlab.origins import Origins, TestCA
 
 DEPLOY = ROOT / "deploy"
 

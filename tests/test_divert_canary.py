@@ -28,8 +28,9 @@ from testlab.divert_lab import (
     start_run,
 )
 from testlab.dnsserver import DNSServer
-from testlab.harness import VENV_BIN, Proxy, TestCA, wait_for
+from testlab.harness import VENV_BIN, Proxy, wait_for
 from testlab.netns import Lab, unavailable
+from testlab.origins import TestCA
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
 

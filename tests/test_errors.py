@@ -20,7 +20,6 @@ from aiohttp import web
 
 from testlab.harness import (
     SAMPLE_FEED,
-    Origins,
     Proxy,
     World,
     feed_with,
@@ -30,6 +29,7 @@ from testlab.harness import (
     wait_for,
 )
 from testlab.images import draw, encode
+from testlab.origins import Origins
 
 LISTED = "http://blocked.example.com/page.html"
 

@@ -18,17 +18,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from testlab.harness import (
-    SAMPLE_FEED,
-    VENV_BIN,
-    Origins,
-    Proxy,
-    TestCA,
-    feed_with,
-    running,
-    sync,
-    wait_for,
-)
+from testlab.harness import SAMPLE_FEED, VENV_BIN, Proxy, feed_with, running, sync, wait_for
+from testlab.origins import Origins, TestCA
 
 LISTED = ["http://blocked.example.com/page.html", "http://whole-site.blocked.test/x"]
 UNLISTED = ["http://unlisted.example.org/a", "http://blocked.example.com/other.html"]

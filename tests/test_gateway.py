@@ -37,8 +37,9 @@ from testlab.divert_lab import (
     tracked,
 )
 from testlab.dnsserver import DNSServer
-from testlab.harness import VENV_BIN, Proxy, TestCA, assert_splash, feed_with, sync, wait_for
+from testlab.harness import VENV_BIN, Proxy, assert_splash, feed_with, sync, wait_for
 from testlab.netns import Lab, Namespace, unavailable
+from testlab.origins import TestCA
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
 

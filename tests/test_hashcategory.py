@@ -19,8 +19,9 @@ from blocklist_addon.hashes import HashList, HashMatch, HashSnapshot
 from blocklist_addon.hashes.records import MAX_CATEGORY, HashRecords, category_of
 from blocklist_addon.ops.blocklog import BlockEvent, record
 from sync.feeds import parse_feed
-from testlab.harness import Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.harness import Proxy, running, sync, wait_for
 from testlab.images import draw, reference_pdq, variants
+from testlab.origins import Origins, TestCA
 
 PDQ = "f" * 64
 MD5 = "1" * 32

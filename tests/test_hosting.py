@@ -28,8 +28,9 @@ from ruamel.yaml import YAML
 from test_grafana import GRAFANA, PROMETHEUS_OWN, metric_names
 from test_imageproxy import LISTED, Site, feed, make, multipart, post, upload_site
 
-from testlab.harness import ROOT, VENV_BIN, Proxy, TestCA, running, sync, wait_for
+from testlab.harness import ROOT, VENV_BIN, Proxy, running, sync, wait_for
 from testlab.images import encode, variants
+from testlab.origins import TestCA
 
 LISTED_JPEG = variants(LISTED)["jpeg-q40"]
 CLEAN_JPEG = encode(LISTED.rotate(45), quality=85)  # not within the threshold of the listed one

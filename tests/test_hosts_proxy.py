@@ -15,7 +15,8 @@ from collections.abc import Callable
 import pytest
 from test_hosts import OKINA, OKINA_ASCII
 
-from testlab.harness import Proxy, TestCA, World, assert_blocked, assert_splash
+from testlab.harness import Proxy, World, assert_blocked, assert_splash
+from testlab.origins import TestCA
 
 #: "hangul" and a Hangul filler (U+1160) in punycode: browsers refuse it (UTS 46 drops the
 #: filler, so the A-label does not decode to a valid label), but mitmproxy accepts it from

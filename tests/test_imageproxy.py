@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from testlab.harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.harness import Proxy, running, sync, wait_for
 from testlab.images import (
     bomb_png,
     draw,
@@ -26,6 +26,7 @@ from testlab.images import (
     variants,
     zip_file,
 )
+from testlab.origins import Origin, Origins, TestCA
 
 HOST = "uploads.example.net"
 LISTED = draw(1)

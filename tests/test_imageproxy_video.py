@@ -21,7 +21,8 @@ from test_imageproxy import Site, make, multipart, post, upload_site
 from blocklist_addon.addon import BlocklistAddon
 from blocklist_addon.guards.images import INLINE_BYTES
 from blocklist_addon.hashes.video import hash_video
-from testlab.harness import Proxy, TestCA, running, sync, wait_for
+from testlab.harness import Proxy, running, sync, wait_for
+from testlab.origins import TestCA
 from testlab.videos import draw, encode
 
 LISTED = draw(1)  # 8 s at 10 fps, 320 x 240: 8 frames hashed, PDQ quality 96-100

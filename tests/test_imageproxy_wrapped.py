@@ -27,8 +27,9 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from testlab.harness import Origin, Origins, Proxy, TestCA, running, sync, wait_for
+from testlab.harness import Proxy, running, sync, wait_for
 from testlab.images import draw, encode, md5, reference_pdq
+from testlab.origins import Origin, Origins, TestCA
 
 HOST = "uploads.example.net"
 LISTED = draw(1)

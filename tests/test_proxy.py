@@ -19,7 +19,6 @@ import pytest
 
 from testlab.harness import (
     Proxy,
-    TestCA,
     World,
     assert_blocked,
     assert_splash,
@@ -27,6 +26,7 @@ from testlab.harness import (
     synced_store,
     wait_for,
 )
+from testlab.origins import TestCA
 
 LISTED = [
     "http://blocked.example.com/page.html",

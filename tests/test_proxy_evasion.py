@@ -16,15 +16,8 @@ from urllib.parse import quote
 import pytest
 
 from blocklist_addon import Blocklist
-from testlab.harness import (
-    SAMPLE_FEED,
-    Proxy,
-    TestCA,
-    World,
-    assert_blocked,
-    assert_splash,
-    feed_entries,
-)
+from testlab.harness import SAMPLE_FEED, Proxy, World, assert_blocked, assert_splash, feed_entries
+from testlab.origins import TestCA
 
 EXTRA_ENTRIES = [
     "http://blocked.example.com/my%20file.html",  # a page whose name holds a space

@@ -22,7 +22,6 @@ from testlab.harness import (
     SAMPLE_FEED,
     VENV_BIN,
     Proxy,
-    TestCA,
     World,
     assert_splash,
     feed_with,
@@ -31,6 +30,7 @@ from testlab.harness import (
     synced_store,
     wait_for,
 )
+from testlab.origins import TestCA
 
 #: DESIGN: every proxy enforces a new version within seconds; the issue says 5.
 RELOAD_DEADLINE = 5.0

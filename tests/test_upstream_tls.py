@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pathlib
 
-from testlab.harness import Origins, TestCA, running, synced_store
+from testlab.harness import running, synced_store
+from testlab.origins import Origins, TestCA
 
 HOST = "blocked.example.com"  # listed (a page of it): decrypted, then fetched upstream
 
