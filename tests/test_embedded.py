@@ -14,9 +14,17 @@ from blocklist_addon.urls.embedded import (
     MARKER_WINDOW,
     MAX_CANDIDATE_CHARS,
     _candidates,
+    _search,
     embedded_urls,
 )
-from blocklist_addon.urls.embedded.depth import DEEPEST, LEVEL_TABLES, RENDER, depth_of
+from blocklist_addon.urls.embedded.depth import (
+    DEEPEST,
+    LEVEL_TABLES,
+    RENDER,
+    AsciiSlices,
+    ascii_candidate,
+    depth_of,
+)
 from blocklist_addon.urls.embedded.markers import MARKER, PLAIN, SKIP_OUTER
 from testlab.adversarial import ADVERSARIAL, N
 
@@ -618,3 +626,45 @@ WRAPPER = st.sampled_from(
 def test_nested_wrapping_is_found(inner: str, times: int, prefix: str, trailing: bool) -> None:
     url = wrap(inner, times, prefix) + ("&utm=1" if trailing else "")
     assert canonicalize(inner) in canonicals(url)
+
+
+# -- candidates written in ASCII: one conversion of the text, the same strings -------------
+
+#: Pieces of hosts in paths and values written with the full stops browsers map to "." (and
+#: escaped), full-width letters, other bytes >= 0x80, and the markers and delimiters near them.
+WIDE_TOKENS = st.sampled_from(
+    [
+        *["\u3002", "\uff0e", "\uff61", "/h\u3002test", "/h\uff0etest/", "/\uff48\u3002test"],
+        *["www\u3002", "=h\uff61test&", "/\u00e9\u3002test", "\u2603", "\uff48\uff54\uff54\uff50"],
+        *["%E3%80%82", "%EF%BC%8E", "%25E3%2580%2582", "%C3%A9", "%FF", "\udc80", "\xe9"],
+        *["http://", "https:", "//", "www.", "a.test", "listed.test/", "u=", "?", "&", "=", "#"],
+        *["+", "%2B", "%2F", "%3F", "%26", "%252F", "/", "/../", "@", "/tag/", "cache:", "x"],
+    ]
+)
+WIDE_URLS = st.builds(
+    "{}{}".format,
+    st.sampled_from(["http://r.example.net/?u=", "http://r.example.net/", "http://a.test/?", ""]),
+    st.lists(st.tuples(WIDE_TOKENS, st.integers(1, 12)), max_size=16).map(
+        lambda parts: "".join(token * k for token, k in parts)
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(WIDE_URLS, ANY_INPUT))
+def test_candidates_cut_from_one_conversion_are_the_reference(url: str) -> None:
+    """The candidates of a text with bytes >= 0x80 are slices of one ASCII conversion of
+    the text (AsciiSlices); the reference converts each candidate by itself, as the search
+    did before: the same list, in the same order."""
+    assert embedded_urls(url) == _search(url, None, whole_text=False)
+
+
+@given(st.text(alphabet="a/.%?\x80\xe3\x82\xff\u0100", max_size=40), st.data())
+def test_a_slice_of_the_conversion_is_the_slice_converted(text: str, data: st.DataObject) -> None:
+    """Also from and to the middle of a run of bytes >= 0x80, and beside a character above
+    latin-1 (written as itself, as ascii_candidate writes it)."""
+    slices = AsciiSlices(text)
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    assert slices.of(start, end) == ascii_candidate(text[start:end])
+    assert slices.of(0, len(text)) == ascii_candidate(text)

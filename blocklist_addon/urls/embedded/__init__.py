@@ -38,9 +38,11 @@ most ``6 * MARKER_WINDOW * n`` characters in all, the resolved ones at most abou
 ``MARKER_WINDOW + 1`` times as many again (three times that where bytes >= 0x80 are
 written as %XX). A candidate that the window or the cap cuts inside its host is dropped: what
 is left is no host. ``bench/adversarial.py`` times the adversarial set of the tests: at most
-about 55 ms for a 64 KiB URL on a loaded machine here (ideographic hosts, user info), and
-``tests/test_matcher_bounds.py`` bounds the lookups ``Blocklist.match`` makes for them; a
-URL with no marker takes about 0.5 us.
+about 40 ms for a 64 KiB URL on a loaded machine here (user info, dot-padded; ideographic
+hosts 23 ms, 52 ms when each candidate's bytes >= 0x80 were written as %XX by itself),
+``tests/test_embedded_bounds.py`` bounds the calls the search makes for them (a byte, and
+what bytes >= 0x80 add) and ``tests/test_matcher_bounds.py`` the lookups ``Blocklist.match``
+makes; a URL with no marker takes about 0.5 us.
 
 Not found: a host as a path segment written other than as a name or dotted IPv4 (a number,
 ``/3221225991/``, is a path segment everywhere); base64 that does not begin at a value or
@@ -57,6 +59,8 @@ from blocklist_addon.urls.canonical import as_byte_string, unescape, unescape_by
 from blocklist_addon.urls.embedded.decode import decoded_urls
 from blocklist_addon.urls.embedded.depth import (
     LEVEL_TABLES,
+    AsciiSlices,
+    JoinedSlices,
     ascii_candidate,
     candidate_ends,
     depth_of,
@@ -93,6 +97,12 @@ def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
     ``host_key`` (the matcher's) tells what a candidate's host, as written with its scheme,
     matches in the list; it lets candidates that would share one long resolved tail be
     built once per key instead of once per host (see :func:`embedded_dots.emit_resolved`)."""
+    return _search(url, host_key, whole_text=True)
+
+
+def _search(url: str, host_key: HostKey | None, *, whole_text: bool) -> list[str]:
+    """:func:`embedded_urls`; with ``whole_text=False`` each candidate is written in ASCII
+    by itself (the reference for the tests: the same list, slower on high bytes)."""
     if not isinstance(url, (str, bytes)):
         return []
     raw = url if isinstance(url, str) and url.isascii() else as_byte_string(url)
@@ -102,7 +112,7 @@ def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
     pending = [raw]
     budget = DECODE_BUDGET * len(raw) + DECODE_FLOOR
     while pending and budget > 0:
-        for decoded, search in _candidates(found, pending.pop(), host_key):
+        for decoded, search in _candidates(found, pending.pop(), host_key, whole_text):
             # A URL in base64, hex or Proofpoint's encoding: itself, and what it embeds.
             budget -= len(decoded)
             if budget < 0:
@@ -115,10 +125,11 @@ def embedded_urls(url: str, *, host_key: HostKey | None = None) -> list[str]:
 
 
 def _candidates(
-    found: dict[str, None], raw: str, host_key: HostKey | None
+    found: dict[str, None], raw: str, host_key: HostKey | None, whole_text: bool = True
 ) -> list[tuple[str, bool]]:
     """Add the candidates of ``raw`` to ``found``; return the URLs it holds in another
-    encoding, decoded, for the caller to add and search in turn."""
+    encoding, decoded, for the caller to add and search in turn. ``whole_text``: write the
+    candidates cut from the text in ASCII as slices of one conversion of it."""
     text = unescape(raw) if "%" in raw else raw
     if "\t" in text or "\n" in text or "\r" in text:
         text = _drop_newlines(text)  # browsers drop them anywhere in a URL ("ht%09tp://")
@@ -146,6 +157,7 @@ def _candidates(
     at_signs = tags and "@" in text
     query_at = tagged.find("?")  # the outer URL's own query (a raw "?")
     plain = "lain" in text or "LAIN" in text  # imgproxy's /plain/ (a regex search costs more)
+    slices = AsciiSlices(text) if whole_text and not text.isascii() else None
     starts = [
         m.end("cache") if m.lastgroup == "cache" else m.start() + (text[m.start()] in LEADS)
         for m in markers
@@ -170,7 +182,9 @@ def _candidates(
             )
             depths[i] = (c, d)
             if at_signs and (userinfo := user_info(text, tagged, start, end, limit, c)):
-                _emit_without_user_info(found, text, tagged, start, limit, userinfo, c, query_at)
+                _emit_without_user_info(
+                    found, text, tagged, start, limit, userinfo, c, query_at, slices
+                )
                 continue
             ends = candidate_ends(tagged, start, limit, c, d, query_at)
             if (
@@ -194,11 +208,13 @@ def _candidates(
         if plain and text[start - 7 : start].lower() == "/plain/":
             # imgproxy's /plain/<URL>@<extension>: the extension is the output format
             ends += [at for end in ends if (at := _extension_at(text, start, end)) is not None]
-        emit_candidates(found, text, tagged, tags, start, ends, c, d, query_at)
+        emit_candidates(found, text, tagged, tags, start, ends, c, d, query_at, slices)
     if (len(starts) > MARKER_WINDOW or len(text) > MAX_CANDIDATE_CHARS) and DOT_DOT.search(
         text, outer_end
     ):
-        emit_resolved(found, text, tagged, tags, outer_end, starts, depths, query_at, host_key)
+        emit_resolved(
+            found, text, tagged, tags, outer_end, starts, depths, query_at, host_key, slices
+        )
     return decoded
 
 
@@ -256,6 +272,7 @@ def _emit_without_user_info(
     userinfo: tuple[int, int],
     c: int,
     query_at: int,
+    slices: AsciiSlices | None,
 ) -> None:
     """The candidate with its user info dropped: its scheme and slashes, then the text
     after the "@" (built from the window only, so the work stays linear)."""
@@ -271,7 +288,8 @@ def _emit_without_user_info(
         q = before + (host - start) + query_at - (at + 1)
     d = max([c, *map(depth_of, tagged[start:host])])
     ends = candidate_ends(piece_tagged, before, len(piece_tagged), c, d, q)
-    emit_candidates(found, piece_text, piece_tagged, True, before, ends, c, d, q)
+    joined = None if slices is None else JoinedSlices(slices, start - before, host, slices, at + 1)
+    emit_candidates(found, piece_text, piece_tagged, True, before, ends, c, d, q, joined)
 
 
 def _drop_newlines(s: str) -> str:

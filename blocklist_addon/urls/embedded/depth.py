@@ -22,6 +22,7 @@ A marker yields at most three ends, each with and without the form-decoded space
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import string
 
@@ -29,6 +30,8 @@ __all__ = [
     "DEEPEST",
     "LEVEL_TABLES",
     "RENDER",
+    "AsciiSlices",
+    "JoinedSlices",
     "ascii_candidate",
     "candidate_ends",
     "depth_of",
@@ -104,8 +107,13 @@ def emit_candidates(
     c: int,
     d: int,
     query_at: int,
+    slices: AsciiSlices | JoinedSlices | None = None,
 ) -> None:
-    """Add the candidates from ``start`` to each of ``ends``, written for canonical.parse()."""
+    """Add the candidates from ``start`` to each of ``ends``, written for canonical.parse().
+
+    ``slices`` (of ``text``) writes a candidate that is a slice of ``text`` as a slice of
+    one conversion of the whole text; without it each candidate is converted by itself
+    (:func:`ascii_candidate`, the reference: the same strings)."""
     # A form decoder reads "+" as a space (urlencode() and HTML forms write "my file.html"
     # as "my+file.html"): a "+" encoded less deeply than the URL's own structure (a literal
     # one is encoded with it, as "%2B"), or as deeply as a container that is a parameter
@@ -113,24 +121,49 @@ def emit_candidates(
     in_query = start > query_at >= 0
     value = start and (text[start - 1] in "=?&" or (c == 0 and in_query))
     spaces = (0 if in_query else 1, max(d - 1, c if value else -1))
+    if not tags:  # one level, nothing to render (hostile input has a marker every 3 chars)
+        for end in ends:
+            candidate = text[start:end]
+            if candidate.isascii():
+                written = candidate
+            elif slices is not None:
+                written = slices.of(start, end)
+            else:
+                written = ascii_candidate(candidate)
+            found.setdefault(written)
+            if spaces[0] <= spaces[1] and "+" in candidate:
+                if slices is None:  # the candidate with spaces, written by itself
+                    spaced = candidate.replace("+", " ")
+                    found.setdefault(spaced if spaced.isascii() else ascii_candidate(spaced))
+                else:  # (ascii_candidate writes only bytes >= 0x80: it keeps "+" and " ")
+                    found.setdefault(written.replace("+", " "))
+        return
     # The container decodes its value once before it uses it (a redirector reads its query
     # parameter), so a "?" or "#" encoded one level deeper than the container is the
     # embedded URL's own too, even where its "://" was not encoded: both readings.
-    levels = (d,) if c + 1 <= d or not tags else (d, min(c + 1, DEEPEST))
+    levels = (d,) if c + 1 <= d else (d, min(c + 1, DEEPEST))
     for end in ends:
         for level in levels:
-            candidate = text[start:end]
-            if tags and _DEEP_MARKS[level].search(tagged, start, end):
+            if _DEEP_MARKS[level].search(tagged, start, end):
                 candidate = tagged[start:end].translate(RENDER[level])
-            candidates = [candidate]
-            if spaces[0] <= spaces[1] and "+" in candidate:
-                if not tags:
-                    candidates.append(candidate.replace("+", " "))
-                elif _pluses(*spaces).search(tagged, start, end):
-                    piece = tagged[start:end].translate(_form_spaces(*spaces))
-                    candidates.append(piece.translate(RENDER[level]))
-            for candidate in candidates:
-                found.setdefault(candidate if candidate.isascii() else ascii_candidate(candidate))
+                written = candidate if candidate.isascii() else ascii_candidate(candidate)
+            else:
+                candidate = text[start:end]
+                if candidate.isascii():
+                    written = candidate
+                elif slices is not None:
+                    written = slices.of(start, end)
+                else:
+                    written = ascii_candidate(candidate)
+            found.setdefault(written)
+            if (
+                spaces[0] <= spaces[1]
+                and "+" in candidate
+                and _pluses(*spaces).search(tagged, start, end)
+            ):
+                piece = tagged[start:end].translate(_form_spaces(*spaces))
+                spaced = piece.translate(RENDER[level])
+                found.setdefault(spaced if spaced.isascii() else ascii_candidate(spaced))
 
 
 def candidate_ends(tagged: str, start: int, limit: int, c: int, d: int, query_at: int) -> list[int]:
@@ -163,7 +196,86 @@ _HIGH_BYTES = re.compile(r"[\x80-\xff]+")
 def ascii_candidate(candidate: str) -> str:
     """parse() takes a non-ASCII str for text and UTF-8-encodes it; bytes written as %XX
     reach it as the same bytes."""
-    return _HIGH_BYTES.sub(lambda m: "%" + m.group().encode("latin-1").hex("%").upper(), candidate)
+    return _HIGH_BYTES.sub(_percent, candidate)
+
+
+def _percent(m: re.Match[str]) -> str:
+    return _percents(m.group())
+
+
+def _percents(run: str) -> str:
+    return "%" + run.encode("latin-1").hex("%").upper()
+
+
+class _Runs(dict[str, str]):
+    """Runs of bytes >= 0x80 as %XX, each distinct run written once."""
+
+    def __missing__(self, run: str) -> str:
+        written = self[run] = _percents(run)
+        return written
+
+
+_HIGH_RUNS = re.compile(r"([\x80-\xff]+)")
+
+
+class AsciiSlices:
+    """Slices of one text as :func:`ascii_candidate` writes them, each cut from one
+    conversion of the whole text.
+
+    A byte >= 0x80 of the text is in up to ``MARKER_WINDOW`` candidates (and their
+    readings), and converting each candidate by itself costs Python calls for each run of
+    such bytes in it: "/h\u3002test" repeated (an ideographic full stop in every host) made
+    eight conversions of each run, two thirds of the whole search. Here the text is
+    converted once, in a handful of calls however many runs it holds (the first time a
+    candidate needs it), and a candidate is a slice of that: a byte >= 0x80 is written as
+    three characters, any other character as itself."""
+
+    __slots__ = ("_ascii", "_at", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._ascii = ""
+        self._at: list[int] = []  # where each position of the text is in the conversion
+
+    def of(self, start: int, end: int) -> str:
+        """``ascii_candidate(text[start:end])``."""
+        if not self._at:
+            parts = _HIGH_RUNS.split(self._text)
+            parts[1::2] = map(_Runs().__getitem__, parts[1::2])
+            self._ascii = "".join(parts)
+            # (a character above latin-1, which the text does not hold, would be itself)
+            widths = self._text.encode("latin-1", "replace").translate(_WIDTHS)
+            self._at = list(itertools.accumulate(widths, initial=0))
+        return self._ascii[self._at[start] : self._at[end]]
+
+
+_WIDTHS = bytes([1] * 0x80 + [3] * 0x80)
+
+
+class JoinedSlices:
+    """Slices of ``first``'s text from ``begin`` to ``middle`` followed by ``second``'s
+    from ``second_begin`` on (a candidate built from two pieces: its user info dropped, or
+    its host before a resolved path), as :func:`ascii_candidate` writes them."""
+
+    __slots__ = ("_begin", "_first", "_middle", "_second", "_second_begin")
+
+    def __init__(
+        self, first: AsciiSlices, begin: int, middle: int, second: AsciiSlices, second_begin: int
+    ) -> None:
+        self._first, self._begin, self._middle = first, begin, middle
+        self._second, self._second_begin = second, second_begin
+
+    def of(self, start: int, end: int) -> str:
+        """``ascii_candidate(joined[start:end])``."""
+        cut = self._middle - self._begin
+        if end <= cut:
+            return self._first.of(self._begin + start, self._begin + end)
+        at = self._second_begin - cut
+        if start >= cut:
+            return self._second.of(at + start, at + end)
+        return self._first.of(self._begin + start, self._middle) + self._second.of(
+            self._second_begin, at + end
+        )
 
 
 # -- where the embedded URL's own delimiters are, read at one depth ------------------------

@@ -10,7 +10,12 @@ import bisect
 import re
 from collections.abc import Callable, Hashable
 
-from blocklist_addon.urls.embedded.depth import candidate_ends, emit_candidates
+from blocklist_addon.urls.embedded.depth import (
+    AsciiSlices,
+    JoinedSlices,
+    candidate_ends,
+    emit_candidates,
+)
 from blocklist_addon.urls.embedded.markers import MARKER_WINDOW, MAX_CANDIDATE_CHARS
 
 __all__ = ["DOT_DOT", "HostKey", "emit_resolved"]
@@ -34,9 +39,11 @@ def emit_resolved(
     depths: list[tuple[int, int]],
     query_at: int,
     host_key: HostKey | None,
+    slices: AsciiSlices | None = None,
 ) -> None:
     """Candidates read from the text with its dot segments resolved, where the window and
-    the length cap count what is left.
+    the length cap count what is left. ``slices``: of ``text``, for the candidates' ASCII
+    (see :class:`embedded_depth.AsciiSlices`; without it each is written by itself).
 
     Padding an embedded URL's path with segments that hold markers and are removed again
     (``/www.a/../`` eight times) would otherwise cut every candidate before the listed
@@ -66,6 +73,7 @@ def emit_resolved(
     kept_text.append(text[at:])
     kept_tagged.append(tagged[at:])
     r_text, r_tagged = "".join(kept_text), "".join(kept_tagged)
+    r_slices = AsciiSlices(r_text) if slices is not None else None
     begins = [begin for begin, _ in removed]
 
     def resolved(position: int) -> tuple[int, bool]:
@@ -123,7 +131,10 @@ def emit_resolved(
             q = before + head + r_query - r_from
         c, d = depths[i]
         ends = candidate_ends(piece_tagged, before, len(piece_tagged), c, d, q)
-        emit_candidates(found, piece_text, piece_tagged, tags, before, ends, c, d, q)
+        joined = None
+        if slices is not None and r_slices is not None:
+            joined = JoinedSlices(slices, start - before, host_end, r_slices, r_from)
+        emit_candidates(found, piece_text, piece_tagged, tags, before, ends, c, d, q, joined)
 
 
 def _removed_segments(text: str, begin: int) -> list[tuple[int, int]]:
