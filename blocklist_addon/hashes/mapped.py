@@ -41,9 +41,10 @@ structure checked, the cold ones included), and then those pages are let go from
 (``madvise(MADV_DONTNEED)``: the map is file-backed and read-only, so nothing is lost; the
 page cache keeps them while memory allows). A match reads its entry with ``pread`` from the
 file the map was made from (the descriptor is kept open, so a pruned file still answers),
-never through the map: a page touched there comes back with the whole folio around it
-(a megabyte a touch on ext4 under Linux 6.18, measured) and stays, so every match would
-add to every process.
+never through the map: a page touched there comes back with the pages around it (its
+whole 2 MiB folio on ext4 under Linux 6.18: 10 reads a MiB apart mapped 10 MiB, measured;
+the kernel's 64 KiB of fault-around elsewhere) and they stay, so every match would add to
+every process.
 """
 
 from __future__ import annotations
