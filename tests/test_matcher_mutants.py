@@ -111,7 +111,7 @@ HOSTLESS_NOT_BLOCKED = [
     "http://hostless.test/d1/d2/",
     "http://hostless.test/e1/e2/e3/e4/x.html",  # the spec's four prefixes stop above it
     "http://x.b.c.d.e.hostless.test/",  # the spec's five labels do not reach it
-    "http://b.a.hostless.test.example/",
+    "http://b.a.hostless.test.example.org/",
     "http://192.0.2.10/x.html",
     "http://listed.test/",
     "http://listed.test/other.html",
@@ -208,14 +208,14 @@ def test_host_listing_of_entries_known_by_digest(compiled: bool) -> None:
 
 
 LISTING = [
-    "whole.example/",  # u0
-    "pages.example/p.html",  # u1
+    "whole.test/",  # u0
+    "pages.test/p.html",  # u1
     "http://[2001:db8::1]/",  # u2
     "http://[2001:db8::2]/p.html",  # u3
     "192.0.2.1/",  # u4
-    "own-example.translate.goog/",  # u5: the proxy host itself, listed whole
-    "paged-example.translate.goog/p.html",  # u6: a page on the proxy host itself
-    "pages.example/dir/",  # u7
+    "own-test.translate.goog/",  # u5: the proxy host itself, listed whole
+    "paged-test.translate.goog/p.html",  # u6: a page on the proxy host itself
+    "pages.test/dir/",  # u7
 ]
 
 
@@ -226,24 +226,24 @@ def test_host_listing(compiled: bool) -> None:
     def whole(n: int) -> HostListing:
         return HostListing(True, Match("url", f"u{n}", digest_of(LISTING[n]), False))
 
-    assert bl.host_listing("whole.example") == whole(0)
-    assert bl.host_listing("a.b.whole.example") == whole(0)
-    assert bl.host_listing("WHOLE.Example.") == whole(0)
-    assert bl.host_listing("pages.example") == HostListing(True, None)
-    assert bl.host_listing("www.pages.example") == HostListing(True, None)
+    assert bl.host_listing("whole.test") == whole(0)
+    assert bl.host_listing("a.b.whole.test") == whole(0)
+    assert bl.host_listing("WHOLE.Test.") == whole(0)
+    assert bl.host_listing("pages.test") == HostListing(True, None)
+    assert bl.host_listing("www.pages.test") == HostListing(True, None)
     assert bl.host_listing("2001:db8::1") == whole(2)  # as a TLS client hello gives it
     assert bl.host_listing("[2001:DB8::1]") == whole(2)
     assert bl.host_listing("2001:db8::2") == HostListing(True, None)
     assert bl.host_listing("[2001:db8::2]") == HostListing(True, None)
     assert bl.host_listing("2001:db8::3") == NOT_LISTED
-    assert bl.host_listing("3232235777") == NOT_LISTED  # 192.168.1.1
+    assert bl.host_listing("3405803777") == NOT_LISTED  # 203.0.113.1
     assert bl.host_listing("3221225985") == whole(4)  # 192.0.2.1
     assert bl.host_listing("0xC0.0.2.1") == whole(4)
-    assert bl.host_listing("own-example.translate.goog") == whole(5)
-    assert bl.host_listing("paged-example.translate.goog") == HostListing(True, None)
-    assert bl.host_listing("pages-example.translate.goog") == HostListing(True, None)
-    assert bl.host_listing("whole-example.translate.goog") == whole(0)
-    for host in ["example", "other.example", "whole.example.net", "", "a b", "a/b", "[::g]"]:
+    assert bl.host_listing("own-test.translate.goog") == whole(5)
+    assert bl.host_listing("paged-test.translate.goog") == HostListing(True, None)
+    assert bl.host_listing("pages-test.translate.goog") == HostListing(True, None)
+    assert bl.host_listing("whole-test.translate.goog") == whole(0)
+    for host in ["example", "other.test", "whole.example.net", "", "a b", "a/b", "[::g]"]:
         assert bl.host_listing(host) == NOT_LISTED, host
 
 
@@ -303,14 +303,12 @@ def test_a_list_is_loaded_from_its_store(tmp_path: pathlib.Path) -> None:
         await store.publish(data, checksum=bl.snapshot.checksum, entries=len(bl), source="t")
         await store.close()
 
-    first = Blocklist.from_entries(["listed.example/a.html"])
+    first = Blocklist.from_entries(["listed.test/a.html"])
     asyncio.run(publish(first))
     loaded = Blocklist.load(store_url)
     assert loaded.to_bytes() == first.to_bytes()
-    assert loaded.match("http://listed.example/a.html") == first.match(
-        "http://listed.example/a.html"
-    )
-    second = Blocklist.from_entries(["listed.example/b.html", "other.example/"])
+    assert loaded.match("http://listed.test/a.html") == first.match("http://listed.test/a.html")
+    second = Blocklist.from_entries(["listed.test/b.html", "other.test/"])
     asyncio.run(publish(second))
     assert Blocklist.load(store_url).to_bytes() == second.to_bytes()
     assert asyncio.run(Blocklist.aload(store_url)).to_bytes() == second.to_bytes()
@@ -318,7 +316,7 @@ def test_a_list_is_loaded_from_its_store(tmp_path: pathlib.Path) -> None:
 
 
 def test_a_list_from_bytes_is_compiled_unless_told() -> None:
-    data = Blocklist.from_entries(["listed.example/a.html"]).to_bytes()
+    data = Blocklist.from_entries(["listed.test/a.html"]).to_bytes()
     assert Blocklist.from_bytes(data)._compiled is not None
     assert Blocklist.from_bytes(data, compiled=True)._compiled is not None
     assert Blocklist.from_bytes(data, compiled=False)._compiled is None
@@ -330,9 +328,9 @@ def test_a_list_from_bytes_is_compiled_unless_told() -> None:
 
 @BOTH
 def test_a_translated_page_keeps_its_other_parameters(compiled: bool) -> None:
-    bl = build([], ["q.example/view?id=42&page=2", "192.0.2.7/img/a.jpg"], compiled=compiled)
-    query = Match("url", "u0", digest_of("q.example/view?id=42&page=2"), True)
-    url = "https://q-example.translate.goog/view?id=42&page=2&_x_tr_sl=auto&_x_tr_tl=en"
+    bl = build([], ["q.test/view?id=42&page=2", "192.0.2.7/img/a.jpg"], compiled=compiled)
+    query = Match("url", "u0", digest_of("q.test/view?id=42&page=2"), True)
+    url = "https://q-test.translate.goog/view?id=42&page=2&_x_tr_sl=auto&_x_tr_tl=en"
     assert bl.match(url) == query
     assert bl.match(url.replace("page=2", "page=3")) is None
     ip = Match("url", "u1", digest_of("192.0.2.7/img/a.jpg"), True)
@@ -343,23 +341,23 @@ def test_a_translated_page_keeps_its_other_parameters(compiled: bool) -> None:
 def test_an_outer_url_that_is_no_url_is_never_exempt() -> None:
     """The exemption is for a report form's own host: a URL whose host cannot be read is
     under none, and the listed URL in it is blocked."""
-    bl = build([], ["listed.example/gallery/page.html"])
-    found = Match("url", "u0", digest_of("listed.example/gallery/page.html"), True)
+    bl = build([], ["listed.test/gallery/page.html"])
+    found = Match("url", "u0", digest_of("listed.test/gallery/page.html"), True)
     for outer in ["http://:80/", "http:///"]:
-        url = outer + "?u=http://listed.example/gallery/page.html"
-        assert bl.match(url, embedded_exempt=["report.hotline.example"]) == found, url
+        url = outer + "?u=http://listed.test/gallery/page.html"
+        assert bl.match(url, embedded_exempt=["report.hotline.test"]) == found, url
 
 
 def test_every_exempt_host_is_exempt() -> None:
-    bl = build([], ["listed.example/gallery/page.html"])
-    url = "https://report.hotline.example/report?url=http://listed.example/gallery/page.html"
+    bl = build([], ["listed.test/gallery/page.html"])
+    url = "https://report.hotline.test/report?url=http://listed.test/gallery/page.html"
     for exempt in [
-        ["report.hotline.example", "other.example"],
-        ["other.example", "report.hotline.example"],
-        ["a.example", "hotline.example", "b.example"],
+        ["report.hotline.test", "other.test"],
+        ["other.test", "report.hotline.test"],
+        ["a.test", "hotline.test", "b.test"],
     ]:
         assert bl.match(url, embedded_exempt=exempt) is None, exempt
-    assert bl.match(url, embedded_exempt=["a.example", "b.example"]) is not None
+    assert bl.match(url, embedded_exempt=["a.test", "b.test"]) is not None
 
 
 @BOTH
@@ -387,7 +385,7 @@ def test_the_host_key_names_the_listed_hosts_a_url_falls_under(compiled: bool) -
     assert bl._host_key("http://3221225991") == ("192.0.2.7",)
     assert bl._host_key("http://user@sub.listed.test") == ("sub.listed.test", "listed.test")
     assert bl._host_key("http://%6cisted.test") == ("listed.test",)  # the parser's reading
-    for authority in ["other.test", "listed.test.example", "http://[::1]", "http://:80", "%"]:
+    for authority in ["other.test", "listed.test.example.org", "http://[::1]", "http://:80", "%"]:
         assert bl._host_key(authority) is None, authority
     hostless = build(["a.hostless.test/"], ["listed.test/p.html"], compiled=compiled)
     assert hostless._host_key("http://WWW.A.hostless.test") == ("www.a.hostless.test",)
@@ -398,13 +396,18 @@ def test_the_host_key_names_the_listed_hosts_a_url_falls_under(compiled: bool) -
 
 def test_untranslated_host() -> None:
     """The label before ``.translate.goog`` is the host, "-" for "." and "--" for "-"."""
-    site = ("listed-site.example", False)
-    assert untranslated_host("listed--site-example.translate.goog") == site
-    assert untranslated_host("listed--site-example.translate.goog.") == site
-    assert untranslated_host("www.listed--site-example.translate.goog") == site
-    assert untranslated_host("a.b.listed--site-example.translate.goog.") == site
+    site = ("listed-site.test", False)
+    assert untranslated_host("listed--site-test.translate.goog") == site
+    assert untranslated_host("listed--site-test.translate.goog.") == site
+    assert untranslated_host("www.listed--site-test.translate.goog") == site
+    assert untranslated_host("a.b.listed--site-test.translate.goog.") == site
     assert untranslated_host("192-0-2-7.translate.goog") == ("192.0.2.7", True)
-    for host in ["translate.goog", ".translate.goog", "example.com", "a.translate.goog.example"]:
+    for host in [
+        "translate.goog",
+        ".translate.goog",
+        "example.com",
+        "a.translate.goog.example.org",
+    ]:
         assert untranslated_host(host) is None, host
 
 
@@ -487,11 +490,11 @@ def test_a_single_entry_known_by_digest(compiled: bool) -> None:
 
 def test_the_errors_name_what_is_wrong() -> None:
     with pytest.raises(ValueError) as err:
-        Blocklist.from_entries(["listed.example/a.html", "listed.example/b.html", "mailto:x"])
+        Blocklist.from_entries(["listed.test/a.html", "listed.test/b.html", "mailto:x"])
     assert str(err.value) == "entry 3 is not a URL or host/path expression"
-    for bad in ["a b", "http://report.hotline.example/", "x:80"]:
+    for bad in ["a b", "http://report.hotline.test/", "x:80"]:
         with pytest.raises(ValueError) as err:
-            exempt_hosts(f"report.hotline.example, {bad} ,other.example")
+            exempt_hosts(f"report.hotline.test, {bad} ,other.test")
         assert str(err.value) == f"not a host name: {bad!r}"
 
 
@@ -515,19 +518,19 @@ def test_the_walk_reaches_each_hosts_deepest_directory_entry(compiled: bool) -> 
 
 def test_a_list_is_compiled_unless_told_and_keeps_its_name_and_meta() -> None:
     bl = Blocklist.from_entries(
-        ["listed.example/a.html", Entry("listed.example/b.html", "b", "other")],
+        ["listed.test/a.html", Entry("listed.test/b.html", "b", "other")],
         list_name="iwf",
-        meta={"source": "feed.example"},
+        meta={"source": "feed.test"},
     )
     assert bl._compiled is not None
     assert Blocklist(bl.snapshot)._compiled is not None
     assert Blocklist(bl.snapshot, compiled=False)._compiled is None
     assert Blocklist.from_entries([], compiled=True)._compiled is not None
-    assert bl.snapshot.meta["source"] == "feed.example"
-    a = digest_of("listed.example/a.html")  # an entry without an id is known by its digest
-    assert bl.match("http://listed.example/a.html") == Match("iwf", a, a, False)
-    assert bl.match("http://listed.example/b.html") == Match(
-        "other", "b", digest_of("listed.example/b.html"), False
+    assert bl.snapshot.meta["source"] == "feed.test"
+    a = digest_of("listed.test/a.html")  # an entry without an id is known by its digest
+    assert bl.match("http://listed.test/a.html") == Match("iwf", a, a, False)
+    assert bl.match("http://listed.test/b.html") == Match(
+        "other", "b", digest_of("listed.test/b.html"), False
     )
 
 
