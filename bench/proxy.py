@@ -352,6 +352,8 @@ def start_proxies(tmp: Path, store: str, scenario: Scenario) -> list[ProxyProces
         [
             *(str(BIN / "mitmdump"), "--listen-host", "127.0.0.1"),
             *("--listen-port", str(plain_port), *common, *scenario.plain_args),
+            # The same instrument as the addon's proxy (it finds no addon to time there).
+            *("-s", str(HOOKTIME_ADDON), "--set", f"bench_hook_times={tmp / 'hooks-plain.json'}"),
         ],
         plain_port,
         tmp / f"plain-{scenario.name}.log",

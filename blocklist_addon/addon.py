@@ -178,7 +178,9 @@ class BlocklistAddon:
             except Exception as exc:
                 self._failed(where, data, exc)
                 continue
-            if inspect.isawaitable(result):
+            # Most hooks return None: that test first, inspect.isawaitable's ABC check on
+            # None costs about 1 us, several times a request.
+            if result is not None and inspect.isawaitable(result):
                 return self._rest(data, where, result, hooks[number + 1 :])
         return None
 

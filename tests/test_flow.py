@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from mitmproxy import http
+from mitmproxy.net.http import url
 from mitmproxy.test import tflow, tutils
 
 from blocklist_addon.guards.flow import (
@@ -99,6 +100,42 @@ def test_request_url_of_a_connect_is_host_and_port() -> None:
 )
 def test_request_url_by_host_header(made: http.Request, url: str) -> None:
     assert request_url(made, by_host_header=True) == url
+
+
+def _by_host_header_in_full(made: http.Request) -> str:
+    """request_url(by_host_header=True) as it was before its shortcut: the Host header
+    parsed every time."""
+    header_host, header_port = url.parse_authority(made.host_header or "", check=False)
+    port = header_port or url.default_port(made.scheme) or made.port
+    host = f"[{header_host}]" if ":" in header_host else header_host
+    return url.unparse(made.scheme, host, port, made.path if made.path != "*" else "")
+
+
+@pytest.mark.parametrize(
+    "host", ["listed.example", "LISTED.example", "192.0.2.1", "bü.example", "[listed.example]"]
+)
+@pytest.mark.parametrize("header", ["(the host)", "listed.example", "listed.example:80"])
+@pytest.mark.parametrize(
+    ("scheme", "port"), [(b"http", 80), (b"http", 8080), (b"https", 443), (b"https", 80)]
+)
+@pytest.mark.parametrize("path", [b"/x?q", b"*"])
+def test_request_url_by_host_header_shortcut_reads_what_the_full_parse_reads(
+    host: str, header: str, scheme: bytes, port: int, path: bytes
+) -> None:
+    """A Host header naming the URL's own host on its scheme's port (a browser's every
+    request, every page scanned) skips parse_authority; the URL is the same."""
+    header = host if header == "(the host)" else header
+    made = request(host, port=port, scheme=scheme, path=path, host_header=header)
+    assert request_url(made, by_host_header=True) == _by_host_header_in_full(made)
+
+
+def test_request_url_by_host_header_on_another_port_is_the_scheme_port() -> None:
+    # The URL's host named, the connection on another port than the scheme's: the Host
+    # header's (none: the scheme's), not the connection's.
+    made = request("listed.example", port=8080, host_header="listed.example")
+    assert request_url(made, by_host_header=True) == "http://listed.example/x?q"
+    made = request("listed.example", scheme=b"https", port=80, host_header="listed.example")
+    assert request_url(made, by_host_header=True) == "https://listed.example/x?q"
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,16 @@ def request_url(request: http.Request, *, by_host_header: bool = False) -> str:
     """
     host, port = request.host, request.port
     if by_host_header and (header := request.host_header):
+        if (
+            header == host
+            and ":" not in host
+            and not host.startswith("[")  # parse_authority would take brackets off
+            and port == url.default_port(request.scheme)
+        ):
+            # The Host header names the URL's own host on its scheme's port (a browser's
+            # every request): the URL's own, without parse_authority's IDNA checks (about
+            # 15 us, on every page scanned).
+            return request.url
         host, header_port = url.parse_authority(header, check=False)
         port = header_port or url.default_port(request.scheme) or port
     elif host.isascii() and ":" not in host:

@@ -189,11 +189,11 @@ class PageScanner:
             return body
         assert flow.response is not None
         page_url = request_url(flow.request, by_host_header=True)
-        parts = urlsplit(page_url)
-        origin = f"{parts.scheme}://{parts.netloc}"
 
         def splash_url(match: Match) -> str:
-            return f"{origin}{SPLASH_PATH}?list={quote(match.list_name)}"
+            # Only a page holding a listed link needs its origin: not split for every page.
+            parts = urlsplit(page_url)
+            return f"{parts.scheme}://{parts.netloc}{SPLASH_PATH}?list={quote(match.list_name)}"
 
         self.metrics.inc("blocklist_pages_scanned_total")
         try:
