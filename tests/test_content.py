@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from testlab.harness import Origin, Origins, Proxy, TestCA, running, synced_store
+from testlab.harness import Proxy, running, synced_store
+from testlab.origins import Origin, Origins, TestCA
 
 HOST = "forum.example.net"
 SPLASH = f"http://{HOST}/.well-known/blocklist-proxy/blocked?list=sample"

@@ -24,8 +24,9 @@ from blocklist_addon.hashes import mapped as mapped_module
 from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.mapped import file_for
 from blocklist_addon.hashes.records import HashRecord
-from testlab.harness import Proxy, TestCA, running, sync, wait_for
+from testlab.harness import Proxy, running, sync, wait_for
 from testlab.images import draw, encode, reference_pdq, variants
+from testlab.origins import TestCA
 
 SIZE = 32
 
@@ -531,7 +532,7 @@ def two_proxies(
     one upload site, on the store's hash list."""
     from aiohttp import web
 
-    from testlab.harness import Origins
+    from testlab.origins import Origins
 
     async def upload(request: web.Request) -> web.Response:
         await request.read()
