@@ -63,6 +63,7 @@ from blocklist_addon.urls.embedded.depth import (
     JoinedSlices,
     ascii_candidate,
     candidate_ends,
+    deepest,
     depth_of,
     emit_candidates,
     path_parameter_end,
@@ -177,9 +178,7 @@ def _candidates(
                 tagged[start - 1 if markers[i].lastgroup != "cache" else markers[i].start()]
             )
             end = markers[i].end()
-            d = max(
-                [c, *map(depth_of, tagged[start : min(end, start + 16)] + tagged[end : end + 1])]
-            )
+            d = deepest(c, tagged[start : min(end, start + 16)] + tagged[end : end + 1])
             depths[i] = (c, d)
             if at_signs and (userinfo := user_info(text, tagged, start, end, limit, c)):
                 _emit_without_user_info(
@@ -286,7 +285,7 @@ def _emit_without_user_info(
         q = 0  # before the candidate: it is in the outer query
     else:
         q = before + (host - start) + query_at - (at + 1)
-    d = max([c, *map(depth_of, tagged[start:host])])
+    d = deepest(c, tagged[start:host])
     ends = candidate_ends(piece_tagged, before, len(piece_tagged), c, d, q)
     joined = None if slices is None else JoinedSlices(slices, start - before, host, slices, at + 1)
     emit_candidates(found, piece_text, piece_tagged, True, before, ends, c, d, q, joined)
