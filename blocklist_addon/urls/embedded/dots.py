@@ -100,8 +100,6 @@ def emit_resolved(
     for i, start in enumerate(starts):
         host_end, r_from = host_ends[i], tails[i]
         if where[i][1]:
-            k = bisect.bisect_right(events, r_from) + MARKER_WINDOW - 1
-            cut = events[k] if k < len(events) else len(r_text)
             keys = seen.setdefault(r_from, set())
             if host_key is not None:
                 authority = text[start:host_end]  # padding repeats one ("/www.a/../")
@@ -114,6 +112,8 @@ def emit_resolved(
                 if key in keys or len(keys) >= MARKER_WINDOW:
                     continue
             keys.add(key)
+            k = bisect.bisect_right(events, r_from) + MARKER_WINDOW - 1
+            cut = events[k] if k < len(events) else len(r_text)
         else:
             k = bisect.bisect_left(live, r_from) + MARKER_WINDOW - 1
             cut = live[k] if k < len(live) else len(r_text)
