@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
+from blocklist_addon.content import pages
 from blocklist_addon.content.pages import BLOCKED_RESOURCE, charset_of, find_links, neutralize
 from blocklist_addon.urls.matcher import Entry
 
@@ -209,3 +210,21 @@ def test_listed_links_are_found_among_others(markups: list[str], url: str, noise
     out, found = run(body)
     assert found == len(markups)
     assert run(out)[1] == 0  # neutralized once is neutralized for good
+
+
+@pytest.mark.parametrize("base", ["http://[bad/x", "http://[::1/", "//[x", "", "#top"])
+def test_a_base_href_that_does_not_parse_falls_back_to_the_page_url(base: str) -> None:
+    """A browser takes a base URL that does not parse as the document's own (WHATWG
+    "fallback base URL"); the scan did not parse it either and raised, so the page went out
+    unscanned under blocklist_on_error=pass (a way round the scan) or as a 502."""
+    page = "http://blocked.example.com/gallery/index.html"
+    bl = Blocklist.from_entries([Entry("http://blocked.example.com/gallery/", id="gallery")])
+    body = f'<base href="{base}"><a href="photo.html">p</a><a href="/gallery/x">q</a>'.encode()
+    for scan in (neutralize, lambda *a: pages._neutralize(*a, fast=False)):
+        out, found = scan(body, "text/html", page, bl.match, lambda m: SPLASH)
+        assert [link.url for link, _ in found] == [
+            "http://blocked.example.com/gallery/photo.html",
+            "http://blocked.example.com/gallery/x",
+        ]
+        links = f'<a href="{SPLASH}">p</a><a href="{SPLASH}">q</a>'
+        assert out == f'<base href="{base}">{links}'.encode()

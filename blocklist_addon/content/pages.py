@@ -175,10 +175,7 @@ def find_links(text: str, page_url: str, *, css: bool = False) -> Iterator[Found
     if css:
         yield from _css_links(text, 0, len(text), page_url)
         return
-    base = page_url
-    if (found := _BASE.search(text)) is not None:
-        base = _resolve(page_url, html.unescape(_first(found.groups()) or ""))
-    yield from _html_links(text, base)
+    yield from _html_links(text, _document_base(text, page_url))
 
 
 def _html_links(text: str, base: str) -> Iterator[Found]:
@@ -267,6 +264,23 @@ def _resolve(base: str, url: str) -> str | None:
         return urljoin(base, url)
     except ValueError:  # an invalid IPv6 literal and the like: check it as written
         return url
+
+
+def _document_base(text: str, page_url: str) -> str:
+    """What relative links resolve against: the first ``<base href>`` resolved against the
+    page's URL, or the page's URL itself when there is none, or when it is empty, only a
+    fragment, or does not parse (WHATWG's fallback base URL): a base the scan could not
+    use must never leave the page's relative links unchecked."""
+    if (found := _BASE.search(text)) is None:
+        return page_url
+    base = _resolve(page_url, html.unescape(_first(found.groups()) or ""))
+    if base is None:
+        return page_url
+    try:
+        _base_parts(base)
+    except ValueError:  # an invalid IPv6 literal and the like
+        return page_url
+    return base
 
 
 @functools.lru_cache(maxsize=64)
@@ -385,9 +399,7 @@ def _scan(
     if css:
         _scan_css(text, 0, len(text), page_url, verdict, hits, {})
         return hits
-    base = page_url
-    if (found := _BASE.search(text)) is not None:
-        base = _resolve(page_url, html.unescape(_first(found.groups()) or ""))
+    base = _document_base(text, page_url)
     values: dict[str, tuple[str, Match | None]] = {}  # attribute value -> (URL, match)
     styles: dict[str, tuple[str, Match | None]] = {}  # the same for CSS URLs
     next_tag = (_NEXT_TAG_LATIN1 if latin1 else _NEXT_TAG).match
