@@ -463,8 +463,16 @@ def test_bird_routes_lost_behind_runs_back_are_put_back(
             VERIFY + CONVERGE,
             "the lost include said",
         )
-        state = status(status_file)
-        assert state["in_sync"] is False and state["apply_errors"] >= 1
+        # (said in the log before the status file is written, as for the repair above)
+        state = wait_for(
+            lambda: (
+                (s := status(status_file)).get("in_sync") is False
+                and s.get("apply_errors", 0) >= 1
+                and s
+            ),
+            CONVERGE,
+            "the apply error in the status file",
+        )
         assert state["held"] == {"ipv4": 0, "ipv6": 0, "at": state["held"]["at"]}
         assert lab.routes() == {}
         speaker.conf.write_text(speaker.good)
