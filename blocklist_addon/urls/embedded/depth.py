@@ -140,12 +140,7 @@ def emit_candidates(
     if not tags:  # one level, nothing to render (hostile input has a marker every 3 chars)
         for end in ends:
             candidate = text[start:end]
-            if candidate.isascii():
-                written = candidate
-            elif slices is not None:
-                written = slices.of(start, end)
-            else:
-                written = ascii_candidate(candidate)
+            written = _written(candidate, start, end, slices)
             found.setdefault(written)
             if spaces[0] <= spaces[1] and "+" in candidate:
                 if slices is None:  # the candidate with spaces, written by itself
@@ -165,12 +160,7 @@ def emit_candidates(
                 written = candidate if candidate.isascii() else ascii_candidate(candidate)
             else:
                 candidate = text[start:end]
-                if candidate.isascii():
-                    written = candidate
-                elif slices is not None:
-                    written = slices.of(start, end)
-                else:
-                    written = ascii_candidate(candidate)
+                written = _written(candidate, start, end, slices)
             found.setdefault(written)
             if (
                 spaces[0] <= spaces[1]
@@ -207,6 +197,18 @@ def candidate_ends(tagged: str, start: int, limit: int, c: int, d: int, query_at
 
 
 _HIGH_BYTES = re.compile(r"[\x80-\xff]+")
+
+
+def _written(
+    candidate: str, start: int, end: int, slices: AsciiSlices | JoinedSlices | None
+) -> str:
+    """``candidate`` (``text[start:end]``) as written for the matcher: ASCII as it is, else
+    its slice of the text converted once (``slices``), else converted by itself."""
+    if candidate.isascii():
+        return candidate
+    if slices is not None:
+        return slices.of(start, end)
+    return ascii_candidate(candidate)
 
 
 def ascii_candidate(candidate: str) -> str:
