@@ -112,6 +112,19 @@ def start_run(
         )
 
 
+def divert_key(directory: pathlib.Path) -> pathlib.Path:
+    """A key made by ``blocklist-divert keygen`` (the sync seals the hostnames with it)."""
+    key = directory / "divert.key"
+    done = subprocess.run(
+        [str(VENV_BIN / "blocklist-divert"), "keygen", "--key-file", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return key
+
+
 def listed_store(directory: pathlib.Path, *entries: str) -> str:
     """A file store holding the sample feed plus ``entries`` (e.g. an IP-literal page)."""
     store = (directory / "store").as_uri()

@@ -21,6 +21,7 @@ import pytest
 
 from testlab.divert_lab import (
     Site,
+    divert_key,
     listed_store,
     set_contents,
     set_elements,
@@ -88,8 +89,7 @@ def test_a_subscriber_checks_the_diversion_with_the_canary_address(
     try:
         for name in ("blocked.example.com", "whole-site.blocked.test", "www.example.org"):
             dns.set(name, a=[SERVER], aaaa=[SERVER6])
-        key, store = tmp_path / "divert.key", (tmp_path / "store").as_uri()
-        command("blocklist-divert", "keygen", "--key-file", str(key))
+        key, store = divert_key(tmp_path), (tmp_path / "store").as_uri()
         command("blocklist-sync", "--config", str(sync_config(tmp_path, store, key)))
         gateway = site.topo.gateway
         proxy = start_proxy(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ import pytest
 from test_deploy import hardened_conf, password_file, write_acl
 from test_divert_run import HealthServer, eventually
 
-from testlab.divert_lab import load_table, set_contents, start_run
+from testlab.divert_lab import divert_key, load_table, set_contents, start_run
 from testlab.dnsserver import DNSServer
-from testlab.harness import VENV_BIN, sync
+from testlab.harness import sync
 from testlab.netns import Lab, Namespace, unavailable
 
 pytestmark = pytest.mark.skipif(bool(unavailable("nft")), reason=str(unavailable("nft")))
@@ -78,14 +77,7 @@ async def test_a_newly_listed_host_is_diverted_seconds_after_the_sync(
     # Its unix socket reaches it from any namespace; the user the guide's divert.toml names.
     store = f"unix://blocklist-sync@{redis.unix_socket}"  # type: ignore[attr-defined]
     monkeypatch.setenv("BLOCKLIST_REDIS_PASSWORD_FILE", str(sync_file))  # sync and run
-    key = tmp_path / "divert.key"
-    keygen = subprocess.run(
-        [str(VENV_BIN / "blocklist-divert"), "keygen", "--key-file", str(key)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert keygen.returncode == 0, keygen.stderr
+    key = divert_key(tmp_path)
     env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
     sync(store, feed(tmp_path, LISTED[0]), data_dir=tmp_path / "data", env=env)
 

@@ -14,7 +14,6 @@ import http.client
 import json
 import pathlib
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from divert.planes import nft
 from testlab.divert_lab import (
     DIVERT_NFT,
     Site,
+    divert_key,
     listed_store,
     load_notrack,
     load_table,
@@ -37,7 +37,7 @@ from testlab.divert_lab import (
     tracked,
 )
 from testlab.dnsserver import DNSServer
-from testlab.harness import VENV_BIN, Proxy, assert_splash, feed_with, sync, wait_for
+from testlab.harness import Proxy, assert_splash, feed_with, sync, wait_for
 from testlab.netns import Lab, Namespace, unavailable
 from testlab.origins import TestCA
 
@@ -395,14 +395,7 @@ def test_run_follows_a_moving_host_and_refuses_the_cleanfeed_attack_and_sudden_g
         try:
             for name in ("blocked.example.com", "whole-site.blocked.test", "www.example.org"):
                 dns.set(name, a=[DIVERTED], aaaa=[DIVERTED6])
-            key = tmp_path / "divert.key"
-            keygen = subprocess.run(
-                [str(VENV_BIN / "blocklist-divert"), "keygen", "--key-file", str(key)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert keygen.returncode == 0, keygen.stderr
+            key = divert_key(tmp_path)
             store = (tmp_path / "store").as_uri()
             env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
             sync(store, feed_with(tmp_path, IP_ENTRY), data_dir=tmp_path / "data", env=env)
