@@ -411,6 +411,93 @@ def test_what_only_a_match_reads_stays_out_of_memory_and_a_match_finds_it(
     assert found is not None and found.entry_id == snapshot.entry(pdq_owners[last])[1]
 
 
+def every_section_used(count: int, seed: int) -> HashSnapshot:
+    """``count`` entries in three lists, with hashes of every kind, ids of varied lengths
+    (some not ASCII: their offsets are bytes, not characters), four categories and none,
+    and a video on every ninth: every cold section a match reads, each nonempty."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        hashes: tuple[tuple[str, bytes], ...] = (("pdq", rng.randbytes(SIZE)),)
+        if i % 4 == 1:
+            kind = ("md5", "sha1", "sha256")[i % 3]
+            hashes = ((kind, rng.randbytes({"md5": 16, "sha1": 20, "sha256": 32}[kind])),)
+        video = tuple((rng.randbytes(SIZE), 100) for _ in range(3)) if i % 9 == 4 else ()
+        category = None if i % 6 == 0 else f"c{i % 4}"
+        entry_id = f"id-{i}-{'é' * (i % 5)}{'x' * (i % 11)}"
+        records.append((f"list{i % 3}", HashRecord(hashes, entry_id, category, video)))
+    return HashSnapshot.build(records)
+
+
+def test_the_mapped_file_reads_every_entry_as_the_snapshot_in_memory(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The mapped snapshot reads an entry's list, id, category and each hash's entry number
+    from the file (with ``pread``, its pages let go after the load) and must read exactly
+    what the same snapshot in memory reads, for every entry and every kind; matches of
+    every kind (images, exact hashes, videos) through it are the in-memory list's; out of
+    range is refused; and none of the reads brings the entries back into the map."""
+    snapshot = every_section_used(20_000, 34)
+    hashes, note = HashList.mapped(snapshot, tmp_path)
+    assert note is None
+    mapped = hashes._snapshot
+    assert type(mapped) is not HashSnapshot  # reads through the file, not the map
+    path = file_for(tmp_path, snapshot.checksum)
+    hot_kb = (path.stat().st_size - cold_bytes(snapshot)) / 1024
+    assert cold_bytes(snapshot) > 400_000
+
+    assert [mapped.entry(n) for n in range(len(snapshot))] == [
+        snapshot.entry(n) for n in range(len(snapshot))
+    ]
+    assert [mapped.category(n) for n in range(len(snapshot))] == [
+        snapshot.category(n) for n in range(len(snapshot))
+    ]
+    assert {snapshot.category(n) for n in range(len(snapshot))} == {None, "c0", "c1", "c2", "c3"}
+    assert {snapshot.entry(n)[0] for n in range(len(snapshot))} == {"list0", "list1", "list2"}
+    for kind in KINDS:
+        listed, owners = snapshot.section(kind)
+        their_hashes, their_owners = mapped.section(kind)
+        assert len(owners) > 1_000 and len(their_owners) == len(owners)
+        assert bytes(their_hashes) == bytes(listed)
+        assert list(their_owners) == list(owners), kind
+        assert [their_owners[i] for i in (0, len(owners) // 2, -1)] == [
+            owners[i] for i in (0, len(owners) // 2, len(owners) - 1)
+        ]
+    for number in (len(snapshot), -1, -len(snapshot) - 1):
+        with pytest.raises(IndexError):
+            mapped.entry(number)
+        with pytest.raises(IndexError):
+            mapped.category(number)
+    with pytest.raises(IndexError):
+        snapshot.entry(len(snapshot))
+
+    in_memory = HashList(snapshot)
+    rng = random.Random(35)
+    for kind in KINDS:
+        listed, owners = snapshot.section(kind)
+        size = len(listed) // len(owners)
+        for i in rng.sample(range(len(owners)), 200):
+            value = bytes(listed[i * size : (i + 1) * size])
+            if kind == "pdq":
+                query = [near(value, rng.randrange(12), rng)]
+                found = hashes.match_pdq(query, 100)
+                assert found == in_memory.match_pdq(query, 100)
+            else:
+                found = hashes.match_exact({kind: value})
+                assert found == in_memory.match_exact({kind: value})
+                assert found is not None and found.entry_id == snapshot.entry(owners[i])[1]
+            assert found is not None and found.category == snapshot.category(owners[i])
+    videos = list(snapshot.videos())
+    assert len(videos) > 2_000
+    for number, frames in rng.sample(videos, 100):
+        found = hashes.match_video(frames)
+        assert found == in_memory.match_video(frames)
+        assert found is not None and (found.list_name, found.entry_id) == snapshot.entry(number)
+        assert found.category == snapshot.category(number)
+    rss, _ = mapping_of(hashes._pdq._hashes)
+    assert hot_kb * 0.9 <= rss <= hot_kb + SLACK_KB
+
+
 def open_files(directory: pathlib.Path) -> list[str]:
     """What this process holds open in ``directory`` (its descriptors' targets)."""
     targets = []
