@@ -1,5 +1,6 @@
-"""The fast page scan (``neutralize``) against the reference (``find_links``, then the matcher
-for every link found, as the scanner worked before it was made fast): the same bytes out and
+"""The fast page scan (``content.scan``, which ``neutralize`` runs) against the reference
+(``content.links.find_links``, then the matcher for every link found, as the scanner worked before
+it was made fast): the same bytes out and
 the same links reported, on generated pages, so that a speed change cannot change a result.
 Also what the fast scan remembers between pages: never across lists, and bounded."""
 
@@ -15,6 +16,9 @@ from hypothesis import strategies as st
 
 from blocklist_addon import Blocklist
 from blocklist_addon.content import pages
+from blocklist_addon.content import scan as fast_scan
+from blocklist_addon.content.links import NEXT_TAG, resolve
+from blocklist_addon.content.verdicts import VERDICT_URL_CHARS, VERDICTS_KEPT
 from blocklist_addon.urls.matcher import Entry, Match
 from blocklist_addon.urls.snapshot import Snapshot, expression_digest
 
@@ -232,7 +236,7 @@ def test_arbitrary_bytes_around_a_link_the_same(noise: bytes, url: str, template
 
 def test_the_generated_pages_do_hold_listed_links() -> None:
     """(The comparison above means little if nothing in the pool is listed.)"""
-    listed = [url for url in URLS if BL.match(pages._resolve(PAGE_URLS[0], url) or "#")]
+    listed = [url for url in URLS if BL.match(resolve(PAGE_URLS[0], url) or "#")]
     assert len(listed) == 25  # and the character references of one, decoded in a page
     body = "".join(f'<a href="{url}">' for url in URLS).encode()
     fast, reference = both(body, "text/html", PAGE_URLS[0], BL.match)
@@ -281,15 +285,15 @@ def test_verdicts_are_never_carried_to_another_list() -> None:
 def test_what_is_remembered_is_bounded() -> None:
     many = "".join(
         f'<a href="http://h{i}.example.org/{"x" * (i % 3) * 700}">'
-        for i in range(pages.VERDICTS_KEPT + 10)
+        for i in range(VERDICTS_KEPT + 10)
     )
     kept = pages.Verdicts().of(BL)
     pages.neutralize(many.encode(), "text/html", PAGE_URLS[0], BL.match, str, kept)
     verdicts, links = kept.urls, kept.links
-    assert 0 < len(verdicts) <= pages.VERDICTS_KEPT
-    assert max(map(len, verdicts)) <= pages.VERDICT_URL_CHARS
-    assert 0 < len(links) <= pages.VERDICTS_KEPT
-    assert max(map(len, links)) <= pages.VERDICT_URL_CHARS
+    assert 0 < len(verdicts) <= VERDICTS_KEPT
+    assert max(map(len, verdicts)) <= VERDICT_URL_CHARS
+    assert 0 < len(links) <= VERDICTS_KEPT
+    assert max(map(len, links)) <= VERDICT_URL_CHARS
 
 
 # Text of one byte a character, with what decides a token: tags (wanted or not, any case),
@@ -318,7 +322,7 @@ def tokens(pattern, text: str) -> list[tuple[tuple[int, int], ...]]:
 @settings(max_examples=1000, deadline=None)
 @given(TOKENIZER_TEXT)
 def test_the_latin1_tokenizer_reads_tags_as_the_case_folding_one(text: str) -> None:
-    assert tokens(pages._NEXT_TAG_LATIN1, text) == tokens(pages._NEXT_TAG, text)
+    assert tokens(fast_scan._NEXT_TAG_LATIN1, text) == tokens(NEXT_TAG, text)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -331,15 +335,15 @@ def test_the_latin1_tokenizer_reads_tags_as_the_case_folding_one(text: str) -> N
     ).map("".join)
 )
 def test_unescape_is_html_unescape(value: str) -> None:
-    assert pages._unescape(value) == html.unescape(value)
+    assert fast_scan._unescape(value) == html.unescape(value)
 
 
 def test_unescape_leaves_a_query_alone_and_reads_references() -> None:
-    assert pages._unescape("?a=1&b=2") == "?a=1&b=2"
-    assert pages._unescape("?a=1&not=2") == "?a=1\u00ac=2"
-    assert pages._unescape("h&#116;tp") == "http"
-    assert pages._unescape("a&amp;b") == "a&b"
-    assert pages._unescape("a&hellip;b") == "a\u2026b"  # a reference only with its ";"
+    assert fast_scan._unescape("?a=1&b=2") == "?a=1&b=2"
+    assert fast_scan._unescape("?a=1&not=2") == "?a=1\u00ac=2"
+    assert fast_scan._unescape("h&#116;tp") == "http"
+    assert fast_scan._unescape("a&amp;b") == "a&b"
+    assert fast_scan._unescape("a&hellip;b") == "a\u2026b"  # a reference only with its ";"
 
 
 def test_a_relative_link_is_resolved_again_on_every_page() -> None:
