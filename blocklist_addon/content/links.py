@@ -47,6 +47,8 @@ URL_ATTRIBUTES: dict[tuple[str, str], Kind] = {
     ("input", "src"): "resource",
 }
 RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "noembed", "noframes"}
+#: What ends the raw text of each of those elements: its end tag.
+END_TAGS = {name: re.compile(r"</" + name + r"[\s/>]", re.IGNORECASE) for name in RAW_TEXT}
 
 # The tokenizer is one regex: it skips, inside the regex engine, everything that holds no
 # URL (text, comments, end tags, declarations, and start tags of other elements that have
@@ -223,7 +225,7 @@ def _base_parts(base: str) -> tuple[str, str]:
 
 def _find_end_tag(text: str, name: str, pos: int) -> int:
     """Where the raw text of ``<name>`` ends: its end tag, else the end of the document."""
-    found = re.compile(r"</" + re.escape(name) + r"[\s/>]", re.IGNORECASE).search(text, pos)
+    found = END_TAGS[name].search(text, pos)
     return len(text) if found is None else found.start()
 
 

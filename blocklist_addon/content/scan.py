@@ -20,6 +20,7 @@ from blocklist_addon.content.links import (
     ATTRIBUTE_TEXTS,
     CSS_ESCAPE,
     CSS_URL,
+    END_TAGS,
     NEXT_TAG,
     RAW_TEXT,
     REFRESH,
@@ -49,7 +50,6 @@ for (_tag, _attribute), _kind in URL_ATTRIBUTES.items():
     _TAG_ATTRIBUTES.setdefault(_tag, dict(_STYLE_ONLY))[_attribute] = (
         _SRCSET if _attribute == "srcset" else _kind
     )
-_END_TAGS = {name: re.compile(r"</" + name + r"[\s/>]", re.IGNORECASE) for name in RAW_TEXT}
 _NOTHING = ("", None)  # a value with no URL to check, or one not listed
 
 
@@ -182,7 +182,7 @@ def listed_links(
             if listed:
                 _tag_hits(text, start, end, wanted, base, verdict, hits, values, styles, links)
         if name in raw_text:
-            closed = _END_TAGS[name].search(text, pos)
+            closed = END_TAGS[name].search(text, pos)
             close = len(text) if closed is None else closed.start()
             if name == "style":
                 _scan_css(text, pos, close, base, verdict, hits, styles)
