@@ -1,7 +1,8 @@
 """The origins the proxy's end-to-end tests talk to, all on 127.0.0.1.
 
-- ``TestCA``: a throwaway CA and one leaf certificate for the reserved test names, so the
-  origins speak real TLS and a client can tell the origin's certificate from mitmproxy's.
+- ``TestCA``: a throwaway CA and one leaf certificate for the reserved test names and the
+  loopback addresses, so the origins (and the TLS Redis of ``sentinel_lab``) speak real
+  TLS and a client can tell the origin's certificate from mitmproxy's.
 - ``Origins``: aiohttp origin servers in a background thread (the tests' clients are plain
   blocking ``http.client``), each counting the TCP connections it accepted, so a test can
   assert that a listed origin was never contacted.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ipaddress
 import pathlib
 import socket
 import ssl
@@ -35,6 +37,8 @@ TEST_NAMES = [
     "*.example.net",
     "localhost",
 ]
+#: Addresses it covers too: servers reached by address (Redis, named by Sentinel as an IP).
+TEST_ADDRESSES = ["127.0.0.1", "::1"]
 
 
 # -- certificates ------------------------------------------------------------------------
@@ -85,7 +89,11 @@ class TestCA:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in TEST_NAMES]), critical=False
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(n) for n in TEST_NAMES]
+                    + [x509.IPAddress(ipaddress.ip_address(a)) for a in TEST_ADDRESSES]
+                ),
+                critical=False,
             )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),

