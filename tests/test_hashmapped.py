@@ -521,26 +521,26 @@ def test_a_list_let_go_closes_its_file(tmp_path: pathlib.Path) -> None:
         assert open_files(tmp_path) == []
 
 
-def _section_in_file(path: pathlib.Path, snapshot: HashSnapshot, number: int) -> tuple[int, int]:
-    """Where the snapshot's section ``number`` lies in the index file (start, end)."""
+def _section_in_file(path: pathlib.Path, snapshot: HashSnapshot, section: str) -> tuple[int, int]:
+    """Where the snapshot's ``section`` lies in the index file (start, end)."""
     _, _, _, _, *fields = mapped_module._HEADER.unpack_from(path.read_bytes())
     at = fields[0]  # the snapshot's offset
-    starts = snapshot._starts  # the sections' bounds in its bytes
-    return at + starts[number], at + starts[number + 1]
+    start, end = snapshot._span(section)  # its bounds in the snapshot's bytes
+    return at + start, at + end
 
 
 @pytest.mark.parametrize(
     ("section", "how"),
     [
-        (7, "flipped"),  # the PDQ hashes' entry numbers
-        (8, "flipped"),  # the ids' offsets
-        (10, "flipped"),  # the ids
-        (12, "flipped"),  # the categories
-        (7, "out of range, checksummed again"),
+        ("pdq entries", "flipped"),
+        ("id offsets", "flipped"),
+        ("id blob", "flipped"),
+        ("categories", "flipped"),
+        ("pdq entries", "out of range, checksummed again"),
     ],
 )
 def test_a_damaged_entry_section_is_still_refused_at_load(
-    tmp_path: pathlib.Path, section: int, how: str
+    tmp_path: pathlib.Path, section: str, how: str
 ) -> None:
     """The sections let go after the load are checked at the load all the same: a byte
     changed in one fails the file's checksum, and an entry number out of range fails the

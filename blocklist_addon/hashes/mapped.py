@@ -61,11 +61,10 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from blocklist_addon.hashes.kinds import KINDS
 from blocklist_addon.hashes.pdqindex import PdqIndex
 from blocklist_addon.hashes.snapshot import HashSnapshot, SnapshotError
 from blocklist_addon.hashes.vpdq import INDEX_ARRAYS, VideoIndex, snapshot_arrays
@@ -120,14 +119,15 @@ class _File:
 
 
 class _Column:
-    """A section of little-endian unsigned integers in the file (entry numbers), read with
-    ``pread`` an item at a time; indexed, measured and iterated as the map's memoryview."""
+    """A section of u32s in the file (each hash's entry number), read with ``pread`` an
+    item at a time; indexed, measured and iterated as the map's memoryview."""
 
-    __slots__ = ("_count", "_dtype", "_file", "_offset")
+    __slots__ = ("_count", "_read", "_start")
+    _ITEM = np.dtype("<u4")
 
-    def __init__(self, file: _File, offset: int, length: int, dtype: str) -> None:
-        self._file, self._offset, self._dtype = file, offset, np.dtype(dtype)
-        self._count = length // self._dtype.itemsize
+    def __init__(self, read: Callable[[int, int], bytes], start: int, end: int) -> None:
+        self._read, self._start = read, start
+        self._count = (end - start) // self._ITEM.itemsize
 
     def __len__(self) -> int:
         return self._count
@@ -137,63 +137,38 @@ class _Column:
             i += self._count
         if not 0 <= i < self._count:
             raise IndexError("index out of range")
-        size = self._dtype.itemsize
-        return int.from_bytes(self._file.read(self._offset + i * size, size), "little")
+        at = self._start + i * self._ITEM.itemsize
+        return int.from_bytes(self._read(at, at + self._ITEM.itemsize), "little")
 
     def __iter__(self) -> Iterator[int]:
         step = 1 << 16
-        for start in range(0, self._count, step):
-            count = min(step, self._count - start)
-            size = self._dtype.itemsize
-            block = self._file.read(self._offset + start * size, count * size)
-            yield from np.frombuffer(block, dtype=self._dtype).tolist()
+        size = self._ITEM.itemsize
+        for first in range(0, self._count, step):
+            last = min(first + step, self._count)
+            block = self._read(self._start + first * size, self._start + last * size)
+            yield from np.frombuffer(block, dtype=self._ITEM).tolist()
 
 
 class _MappedSnapshot(HashSnapshot):
     """A snapshot in the shared file: its hashes are read in the map, what only a match
     needs (entry numbers, ids, list numbers, categories) with ``pread`` from the file, so
-    that none of it is resident in a process once the load let its pages go."""
+    that none of it is resident in a process once the load let its pages go. Where each
+    lies is the snapshot's own business: this only says how its bytes are read."""
 
     __slots__ = ("_at", "_file")
     _at: int  # where the snapshot starts in the file
     _file: _File
 
-    def section(self, kind: str) -> tuple[memoryview, memoryview]:
-        hashes, _ = super().section(kind)
-        i = KINDS.index(kind)
-        start, end = self._starts[2 * i + 1 : 2 * i + 3]
-        return hashes, _Column(self._file, self._at + start, end - start, "<u4")  # type: ignore[return-value]
+    def _read(self, start: int, end: int) -> bytes:
+        return self._file.read(self._at + start, end - start)
 
-    def entry(self, number: int) -> tuple[str, str]:
-        if not 0 <= number < len(self):
-            raise IndexError("entry out of range")
-        starts, read = self._starts, self._file.read
-        lists = self._lists
-        name = lists[read(self._at + starts[9] + number, 1)[0]] if self._list_index else lists[0]
-        first, end = struct.unpack("<II", read(self._at + starts[8] + 4 * number, 8))
-        return name, str(read(self._at + starts[10] + first, end - first), "utf-8", "replace")
-
-    def category(self, number: int) -> str | None:
-        if not 0 <= number < len(self):
-            raise IndexError("entry out of range")
-        if self._categories is None:
-            return None
-        index = int.from_bytes(
-            self._file.read(self._at + self._starts[12] + 2 * number, 2), "little"
-        )
-        return self.category_names[index - 1] if index else None
+    def _column(self, section: str) -> _Column:  # type: ignore[override]
+        return _Column(self._read, *self._span(section))
 
     def cold(self) -> list[tuple[int, int]]:
         """The (start, end) ranges of the file that only a match reads: the snapshot but
         its hashes (which every lookup reads)."""
-        hot = [(self._starts[2 * i], self._starts[2 * i + 1]) for i in range(len(KINDS))]
-        end = len(self._data)
-        ranges, at = [], 0
-        for first, last in [*hot, (end, end)]:
-            if first > at:
-                ranges.append((self._at + at, self._at + first))
-            at = max(at, last)
-        return ranges
+        return [(self._at + start, self._at + end) for start, end in self.cold_ranges()]
 
 
 def file_for(directory: os.PathLike[str] | str, checksum: str) -> pathlib.Path:

@@ -63,6 +63,22 @@ _EXTRA = 3
 _EXTRA_HEADER = struct.Struct(f"<I{_EXTRA}I")
 _CHECKSUM_SIZE = 32
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_SPAN = struct.Struct("<II")
+#: The sections, in their order (the header's 13, then format 3's 3). Only this module
+#: knows where each lies: the rest of the package names one (``_cold``, ``_column``).
+SECTIONS = (
+    *(name for kind in KINDS for name in (kind, f"{kind} entries")),
+    "id offsets",
+    "list index",
+    "id blob",
+    "metadata",
+    "categories",
+    "vpdq frames",
+    "vpdq quality",
+    "vpdq entries",
+)
+_NUMBER = {name: number for number, name in enumerate(SECTIONS)}
 
 
 class HashSnapshot:
@@ -161,8 +177,9 @@ class HashSnapshot:
     def _load(self, data: bytes | memoryview, lengths: list[int], header: int) -> None:
         view = memoryview(data)
         bounds = list(accumulate(lengths, initial=header))
-        parts = [view[start:end] for start, end in pairwise(bounds)]
-        id_offsets, list_index, id_blob, metadata, categories = parts[8:13]
+        parts = dict(zip(SECTIONS, (view[a:b] for a, b in pairwise(bounds)), strict=False))
+        id_offsets, list_index, id_blob = parts["id offsets"], parts["list index"], parts["id blob"]
+        metadata, categories = parts["metadata"], parts["categories"]
         if len(id_offsets) % 4 or not id_offsets:
             raise SnapshotError("malformed hash snapshot: id offsets")
         count = len(id_offsets) // 4 - 1
@@ -170,8 +187,8 @@ class HashSnapshot:
         steps = np.frombuffer(id_offsets, dtype=np.uint32)
         if offsets[0] != 0 or offsets[-1] != len(id_blob) or bool((steps[1:] < steps[:-1]).any()):
             raise SnapshotError("malformed hash snapshot: id offsets out of order")
-        for i, kind in enumerate(KINDS):
-            hashes, owners = parts[2 * i], parts[2 * i + 1]
+        for kind in KINDS:
+            hashes, owners = parts[kind], parts[f"{kind} entries"]
             n, rest = divmod(len(hashes), SIZES[kind])
             if rest or len(owners) != 4 * n:
                 raise SnapshotError(f"malformed hash snapshot: {kind} section")
@@ -200,8 +217,10 @@ class HashSnapshot:
         elif count and len(lists) != 1:
             raise SnapshotError("malformed hash snapshot: list names do not match the entries")
         self._video = None
-        if len(parts) > 13:
-            frames, qualities, owners = parts[13:16]
+        if "vpdq frames" in parts:
+            frames, qualities, owners = (
+                parts[f"vpdq {n}"] for n in ("frames", "quality", "entries")
+            )
             n, rest = divmod(len(frames), FRAME_SIZE)
             of = np.frombuffer(owners, dtype="<u4")
             marks = np.frombuffer(qualities, dtype=np.uint8)
@@ -228,16 +247,53 @@ class HashSnapshot:
 
     def section(self, kind: str) -> tuple[memoryview, memoryview]:
         """The sorted hashes of ``kind`` and, for each, its entry number (u32)."""
-        i = KINDS.index(kind)
-        start, middle, end = self._starts[2 * i : 2 * i + 3]
-        view = memoryview(self._data)
-        return view[start:middle], view[middle:end].cast("I")
+        start, end = self._span(kind)
+        return memoryview(self._data)[start:end], self._column(f"{kind} entries")
 
     @property
     def pdq_offset(self) -> int:
         """Where the PDQ hashes start in the snapshot's bytes (the shared index file puts
         them on a cache line's boundary)."""
-        return self._starts[2 * KINDS.index("pdq")]
+        return self._span("pdq")[0]
+
+    def cold_ranges(self) -> list[tuple[int, int]]:
+        """The (start, end) ranges of the snapshot's bytes that only a match reads: all of
+        it but the hashes, which every lookup reads (the shared index file lets them go)."""
+        ranges, at = [], 0
+        for first, last in [*map(self._span, KINDS), (len(self._data), len(self._data))]:
+            if first > at:
+                ranges.append((at, first))
+            at = max(at, last)
+        return ranges
+
+    # What only a match reads (entries, ids, list numbers, categories) is read here, by the
+    # section's name: in place in the snapshot's bytes, or, in the shared index file, with
+    # ``pread`` from the file (``mapped._MappedSnapshot`` overrides the two readers).
+
+    def _span(self, section: str) -> tuple[int, int]:
+        """Where ``section`` starts and ends in the snapshot's bytes."""
+        number = _NUMBER[section]
+        return self._starts[number], self._starts[number + 1]
+
+    def _read(self, start: int, end: int) -> bytes | memoryview:
+        """Bytes ``start:end`` of the snapshot, of the sections only a match reads."""
+        return memoryview(self._data)[start:end]
+
+    def _cold(self, section: str, start: int, end: int) -> bytes | memoryview:
+        """Bytes ``start:end`` of ``section`` (one only a match reads)."""
+        at = self._starts[_NUMBER[section]]
+        return self._read(at + start, at + end)
+
+    def _column(self, section: str) -> memoryview:
+        """The u32s of ``section`` (each hash's entry number), indexed and iterated."""
+        start, end = self._span(section)
+        return memoryview(self._data)[start:end].cast("I")
+
+    def _check(self, number: int) -> None:
+        """Refuse a number out of range: the readers read by offset, and a number past the
+        end would read a neighbouring section (or the next file's bytes) as its entry."""
+        if not 0 <= number < len(self._id_offsets) - 1:
+            raise IndexError("entry out of range")
 
     def video(self) -> tuple[memoryview, memoryview, np.ndarray] | None:
         """The listed videos' frames (32-byte PDQ hashes end to end, an entry's together
@@ -263,9 +319,10 @@ class HashSnapshot:
 
     def entry(self, number: int) -> tuple[str, str]:
         """(list name, entry id) of entry ``number``."""
-        name = self._lists[self._list_index[number] if self._list_index else 0]
-        raw = self._id_blob[self._id_offsets[number] : self._id_offsets[number + 1]]
-        return name, str(raw, "utf-8", "replace")
+        self._check(number)
+        list_number = self._cold("list index", number, number + 1)[0] if self._list_index else 0
+        first, end = _SPAN.unpack(self._cold("id offsets", 4 * number, 4 * number + 8))
+        return self._lists[list_number], str(self._cold("id blob", first, end), "utf-8", "replace")
 
     def has_id(self, entry_id: str) -> bool:
         """Whether an entry has this id (``blocklist-sync suppress`` refuses unknown ids)."""
@@ -284,9 +341,11 @@ class HashSnapshot:
 
     def category(self, number: int) -> str | None:
         """The hotline's category of entry ``number``, when its feed gave one."""
-        if self._categories is None or not (index := self._categories[number]):
+        self._check(number)
+        if self._categories is None:
             return None
-        return self.category_names[index - 1]
+        (index,) = _U16.unpack(self._cold("categories", 2 * number, 2 * number + 2))
+        return self.category_names[index - 1] if index else None
 
     def category_numbers(self) -> np.ndarray | None:
         """Each entry's category as stored (0: none, else 1 + its index in
