@@ -56,6 +56,33 @@ def block(text: str, lang: str, containing: str) -> str:
     return matches[0]
 
 
+def fenced(text: str) -> list[tuple[str, str]]:
+    """Every fenced block in order, as (its language, "" when it names none; its text,
+    dedented): unlike blocks(), a closing fence is never taken for an opening one."""
+    found = []
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        opening = re.match(r"^( *)```(\S*)\s*$", lines[i])
+        i += 1
+        if not opening:
+            continue
+        body = []
+        while i < len(lines) and not re.match(rf"^{opening.group(1)}```\s*$", lines[i]):
+            body.append(lines[i])
+            i += 1
+        i += 1
+        found.append((opening.group(2), textwrap.dedent("".join(body))))
+    return found
+
+
+def plain_block(text: str, containing: str) -> str:
+    """The one fenced block that names no language (a router's config) with ``containing``."""
+    matches = [b for lang, b in fenced(text) if not lang and containing in b]
+    assert len(matches) == 1, f"the guide should have one plain block with {containing!r}"
+    return matches[0]
+
+
 def quoted(text: str, pattern: str) -> str:
     """A command the guide quotes in its text (`...`), whitespace joined across lines."""
     flat = re.sub(r"\s*\n\s*", " ", text)
@@ -275,11 +302,12 @@ def git_head() -> str:
 #: User=/Group= with Environment=/EnvironmentFile= and AmbientCapabilities= (setpriv), its
 #: output in /tmp/NAME.log (the journal's stand-in); for Type=notify it returns once the
 #: service says READY=1 on $NOTIFY_SOCKET, and fails when it exits first or after
-#: TimeoutStartSec=. ``stop`` sends SIGTERM to the service's process group, by its PID.
+#: TimeoutStartSec=; $NAME and ${NAME} in the command lines are replaced from that
+#: environment. ``stop`` sends SIGTERM to the service's process group, by its PID.
 #: Not emulated: the sandboxing settings (ProtectSystem=, ReadWritePaths=, PrivateTmp=, ...)
 #: and Restart=.
 SYSTEMCTL = r"""
-import os, pathlib, pwd, grp, shlex, signal, socket, subprocess, sys, time
+import os, pathlib, pwd, grp, re, shlex, signal, socket, subprocess, sys, time
 
 RUN = pathlib.Path("/run/walk-units"); RUN.mkdir(parents=True, exist_ok=True)
 DIRS = {"RuntimeDirectory": "/run", "StateDirectory": "/var/lib", "LogsDirectory": "/var/log",
@@ -318,11 +346,20 @@ def settings(name):
                 found.setdefault(key, []).append(value)
     return found
 
-def command(value):
+def command(value, env):
+    # Its prefix flags and its words: $NAME (split on whitespace, no word when empty) and
+    # ${NAME} (one word) replaced from env, as systemd does (Debian's bird.service uses them).
     flags = ""
     while value and value[0] in "+-!@:":
         flags += value[0]; value = value[1:]
-    return flags, shlex.split(value)
+    words = []
+    for word in shlex.split(value):
+        whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+        if whole:
+            words += env.get(whole[1], "").split()
+        else:
+            words.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m[1], ""), word))
+    return flags, words
 
 def start(name):
     s = settings(name)
@@ -355,11 +392,11 @@ def start(name):
         spec = ",".join("+" + c for c in caps)
         as_user += [f"--inh-caps={spec}", f"--ambient-caps={spec}"]
     for value in s.get("ExecStartPre", []):
-        flags, argv = command(value)
+        flags, argv = command(value, env)
         done = subprocess.run(argv if "+" in flags else [*as_user, "--", *argv], env=env, stdout=log, stderr=log)
         if done.returncode and "-" not in flags:
             sys.exit(f"{name}: ExecStartPre {argv} exited {done.returncode}")
-    flags, argv = command(s["ExecStart"][-1])
+    flags, argv = command(s["ExecStart"][-1], env)
     notify = s.get("Type", ["simple"])[-1] == "notify"
     if notify:
         address = RUN / f"{name}.notify"
