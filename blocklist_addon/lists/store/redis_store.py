@@ -456,6 +456,12 @@ class RedisStore(Store):
 
 def _redis_reason(exc: BaseException) -> str:
     """'unreachable: Connection refused' rather than redis-py's multi-part message."""
+    if (why := sentinel.untrusted(exc)) is not None:
+        # Before the errno: the ssl error's is 1, which would read "Operation not permitted".
+        return (
+            f"refused: its TLS certificate is not trusted ({why}); ssl_ca_certs in the URL "
+            "names the CA that signed it"
+        )
     if isinstance(exc, MasterNotFoundError):
         return (
             "unreachable: no sentinel names a primary that is up (a failover under way, "

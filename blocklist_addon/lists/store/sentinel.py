@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ __all__ = [
     "connect",
     "parse",
     "ride",
+    "untrusted",
 ]
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -160,6 +163,22 @@ def _sentinel_password_from_env() -> str | None:
     return None
 
 
+_VERIFY_FAILED = re.compile(r"certificate verify failed: (.+?)\.?\s*(?:\(_ssl|$)")
+
+
+def untrusted(exc: BaseException) -> str | None:
+    """Why a TLS certificate was refused (``self-signed certificate in certificate chain``)
+    when that is what ``exc`` is, else None. redis-py chains the ssl error to a connection
+    error, but a sentinel's is only in the text of MasterNotFoundError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    found = _VERIFY_FAILED.search(str(exc))
+    return found.group(1) if found else None
+
+
 async def ride[T](op: Callable[[], Awaitable[T]], timeout: float) -> T:
     """Run ``op`` again after a connection error until ``timeout`` seconds have passed.
 
@@ -174,9 +193,9 @@ async def ride[T](op: Callable[[], Awaitable[T]], timeout: float) -> T:
             return await op()
         except (AuthenticationError, AuthorizationError):
             raise  # a wrong password stays wrong on the next primary
-        except (ConnectionError, TimeoutError):
-            if time.monotonic() + pause > until:
-                raise
+        except (ConnectionError, TimeoutError) as exc:
+            if untrusted(exc) is not None or time.monotonic() + pause > until:
+                raise  # and so does a certificate the client cannot verify
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.5)
 
