@@ -52,7 +52,8 @@ from proxy import ProxyProcess
 from support import free_port
 
 from blocklist_addon.hashes import NAMESPACE, HashList, HashSnapshot
-from blocklist_addon.hashes.pdqindex import PdqIndex, layout, radii
+from blocklist_addon.hashes.pdqindex import PdqIndex, radii
+from blocklist_addon.hashes.pdqlayout import layout
 from blocklist_addon.hashes.snapshot import _HEADER, MAGIC
 from blocklist_addon.lists.store import open_store
 from blocklist_addon.urls.snapshot import frame

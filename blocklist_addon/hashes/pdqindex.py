@@ -16,11 +16,14 @@ compact (about 31 bytes a hash at 10,000,000, beside the 32 of the hash itself):
 - the hashes are the snapshot's PDQ section, sorted, so table 0 (the leading chunk) is
   implicit: its buckets are runs of positions, and it stores nothing but where they start;
 - every other table stores, bucket by bucket, the *group* of each hash (its position
-  divided by 4: the 4 neighbours, 128 contiguous bytes, are verified together), bit-packed
-  in as few bits as the list needs (22 at 10,000,000), a group once a bucket;
+  divided by 2: the 2 neighbours, 64 contiguous bytes, one cache line, are verified
+  together), bit-packed in as few bits as the list needs (23 at 10,000,000), a group once
+  a bucket;
 - where each bucket starts is a unary directory (a bucket's count as that many one bits,
   then a zero: about 2 bits a hash) with the start of every 64th bucket (u32): a lookup
   reads one sample and a word or two.
+
+The tables' bytes, and their writing and reading in numpy, are ``pdqlayout``'s.
 
 Skew: real lists hold clusters of near-identical images, whose chunks pile into a few
 buckets, and degenerate hashes that share chunk values by the hundred thousand. A
@@ -47,6 +50,21 @@ from functools import cache
 
 import numpy as np
 
+from blocklist_addon.hashes.pdqlayout import (
+    GROUP_SHIFT,
+    MAX_BITS,
+    MIN_BITS,
+    NO_ENTRIES,
+    SIZE,
+    choose_bits,
+    chunks_of,
+    layout,
+    ones,
+    pack,
+    unpack,
+    width_for,
+)
+
 try:
     from blocklist_addon.hashes import _mih
 except ImportError:  # pragma: no cover - a checkout used without pip install
@@ -54,16 +72,6 @@ except ImportError:  # pragma: no cover - a checkout used without pip install
 
 __all__ = ["PdqIndex", "choose_bits", "layout", "radii"]
 
-SIZE = 32
-#: Chunk sizes: about one hash a bucket (a directory costs 2**bits bits, plus a u32 each
-#: 64 buckets), 23 bits at 10,000,000.
-MAX_BITS = 24
-MIN_BITS = 6
-#: No more tables than a threshold of 31 can use (32 chunks searched exactly).
-MAX_TABLES = 32
-#: A stored table's entries are groups of 2**GROUP_SHIFT neighbouring hashes (128 bytes):
-#: 2 bits less an entry, and the 4 hashes read together.
-GROUP_SHIFT = 1
 #: A bucket holding more than a HOT_SHARE of the list (and HOT_MIN, and 8 times the mean
 #: bucket, which small lists with short chunks come near) is hot: one probe of
 #: it would cost a good part of a scan (156,250 hashes at 10,000,000). Anything smaller
@@ -75,28 +83,8 @@ HOT_SHARE = 64
 HOT_MIN = 64
 #: Probing is used while its expected candidates stay under this share of a scan.
 SCAN_SHARE = 0.25
-#: A table without entries (meta's entries_at): implicit, its buckets are runs of positions.
-NO_ENTRIES = 2**64 - 1
 _U32_MAX = 2**32 - 1
 _EMPTY = np.zeros(0, dtype=np.uint32)
-
-
-def choose_bits(count: int) -> int:
-    """Chunk size for ``count`` hashes: about one hash a bucket, within MIN_BITS..MAX_BITS."""
-    if count < 2:
-        return MIN_BITS
-    return max(MIN_BITS, min(MAX_BITS, round(math.log2(count))))
-
-
-def layout(bits: int) -> list[int]:
-    """Each table's chunk: its first bit (0 is the hash's first bit), chunks end to end
-    from the top, so table 0's chunk is the hash's leading bits."""
-    return [bits * t for t in range(min(256 // bits, MAX_TABLES))]
-
-
-def width_for(count: int) -> int:
-    """Bits an entry (a group of GROUP_SHIFT neighbours) needs among ``count`` hashes."""
-    return max(1, ((count - 1) >> GROUP_SHIFT).bit_length()) if count else 1
 
 
 @cache
@@ -116,20 +104,6 @@ def radii(tables: int, threshold: int) -> list[int]:
         return [0] * units
     base, extra = divmod(units, tables)
     return [base] * extra + [base - 1] * (tables - extra)
-
-
-def chunks_of(rows: np.ndarray, offset: int, bits: int) -> np.ndarray:
-    """The chunk at ``offset`` of each hash (rows of 32 bytes), as int64."""
-    words = np.ascontiguousarray(rows).view(">u8").reshape(-1, 4).astype(np.uint64)
-    word, off = divmod(offset, 64)
-    mask = np.uint64((1 << bits) - 1)
-    if off + bits <= 64:
-        value = words[:, word] >> np.uint64(64 - off - bits)
-    else:
-        value = (words[:, word] << np.uint64(off + bits - 64)) | (
-            words[:, word + 1] >> np.uint64(128 - off - bits)
-        )
-    return (value & mask).astype(np.int64)
 
 
 class PdqIndex:
@@ -317,27 +291,9 @@ class PdqIndex:
     # -- the numpy path (no C extension) ---------------------------------------------------
 
     def _tables(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Each table decoded: where each bucket starts (2**bits + 1) and its entries (the
-        groups), None for the implicit table (the starts are positions)."""
+        """Each table decoded (``pdqlayout.unpack``), once."""
         if self._decoded is None:
-            blob, buckets = np.asarray(self._blob, dtype=np.uint8), 1 << self.bits
-            decoded = []
-            for _, words_at, nwords, _, entries_at, entries in self._meta.tolist():
-                bits = np.unpackbits(blob[words_at : words_at + 8 * nwords], bitorder="little")
-                zeros = np.flatnonzero(bits[: entries + buckets] == 0)[:buckets]
-                if len(zeros) != buckets:
-                    raise ValueError("PDQ index: the index is corrupt")
-                starts = np.concatenate([[0], zeros - np.arange(buckets)]).astype(np.int64)
-                values = None
-                if entries_at != NO_ENTRIES:
-                    size = entries * self.width
-                    raw = blob[entries_at : entries_at + (size + 7) // 8]
-                    flat = np.unpackbits(raw, bitorder="little")[:size].reshape(-1, self.width)
-                    values = flat.astype(np.int64) @ (1 << np.arange(self.width, dtype=np.int64))
-                if starts[-1] != entries or (values is not None and len(values) != entries):
-                    raise ValueError("PDQ index: the index is corrupt")
-                decoded.append((starts, values))
-            self._decoded = decoded
+            self._decoded = unpack(self._blob, self._meta, self.bits, self.width)
         return self._decoded
 
     def _within_numpy(
@@ -444,7 +400,7 @@ def build(
             parts.append(part)
             at += len(part)
         _, words_at, samples_at, entries_at = row
-        entries_at, entry_count = (entries_at, _ones(words)) if stored else (NO_ENTRIES, count)
+        entries_at, entry_count = (entries_at, ones(words)) if stored else (NO_ENTRIES, count)
         meta.append([offset, words_at, len(words) // 8, samples_at, entries_at, entry_count])
     blob = np.frombuffer(b"".join(parts), dtype=np.uint8)
     return {
@@ -477,11 +433,6 @@ def _tables(
         return list(pool.map(one, range(len(offsets))))
 
 
-def _ones(words: bytes) -> int:
-    """Entries a unary directory counts (its one bits)."""
-    return int(np.bitwise_count(np.frombuffer(words, dtype=np.uint64)).sum())
-
-
 def _table(
     data: np.ndarray,
     positions: np.ndarray,
@@ -492,29 +443,7 @@ def _table(
     stored: bool,
 ) -> tuple[bytes, bytes, bytes, int]:
     """One table: its unary directory, samples, packed entries and largest bucket
-    (``_mih.table``)."""
+    (``_mih.table``, or ``pdqlayout.pack`` without it)."""
     if _mih is not None:
         return _mih.table(data, positions, subset, offset, bits, GROUP_SHIFT, width, stored)
-    rows = data.reshape(-1, SIZE)
-    chosen = positions.astype(np.int64) if subset else np.arange(len(rows), dtype=np.int64)
-    keys = chunks_of(rows[chosen], offset, bits) if len(chosen) else np.zeros(0, np.int64)
-    order = np.argsort(keys, kind="stable")
-    keys, chosen = keys[order], chosen[order]
-    buckets = 1 << bits
-    largest = int(np.bincount(keys, minlength=buckets).max(initial=0))
-    groups = chosen >> GROUP_SHIFT if stored else np.arange(len(chosen))
-    keep = np.ones(len(keys), dtype=bool)
-    keep[1:] = (keys[1:] != keys[:-1]) | (groups[1:] != groups[:-1])
-    keys, groups = keys[keep], groups[keep]
-    total = len(keys) + buckets
-    unary = np.zeros(-(-total // 64) * 64, dtype=np.uint8)
-    unary[np.arange(len(keys)) + keys] = 1
-    words = np.packbits(unary, bitorder="little").tobytes()
-    starts = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=buckets))])
-    samples = starts[0:buckets:64].astype("<u4").tobytes()
-    if not stored:
-        return words, samples, b"", largest
-    flat = ((groups[:, None] >> np.arange(width)) & 1).astype(np.uint8).reshape(-1)
-    entries = np.packbits(flat, bitorder="little").tobytes()
-    tail = b"\0" * ((len(keys) * width + 7) // 8 + 8 - len(entries))
-    return words, samples, entries + tail, largest
+    return pack(data, positions, subset, offset, bits, width, stored)
