@@ -39,6 +39,8 @@ MUTMUT_VERSION = "3.8.1"  # the results are read from its files: see collect()
 MODULES: dict[str, list[str]] = {
     "divert/gates.py": ["tests/test_divert_gates.py"],
     "blocklist_addon/urls/snapshot.py": ["tests/test_snapshot.py"],
+    "blocklist_addon/urls/snapshot_build.py": ["tests/test_snapshot.py"],
+    "blocklist_addon/urls/snapshot_format.py": ["tests/test_snapshot.py"],
     "blocklist_addon/guards/flow.py": ["tests/test_flow.py"],
     # unescape_by_level is tested with the embedded URL tables it is written for
     "blocklist_addon/urls/canonical.py": ["tests/test_canonical.py", "tests/test_embedded.py"],
