@@ -49,7 +49,8 @@ MUTATE_CHILDREN ?= 2
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py blocklist_addon/hashes/_mih.c blocklist_addon/urls/_lookup.c
+$(VENV)/.installed: pyproject.toml setup.py blocklist_addon/hashes/_mih.c blocklist_addon/urls/_lookup.c \
+		blocklist_addon/urls/embedded/_plain.c
 	@set -e; found=""; \
 	for c in $(PYTHON_CANDIDATES); do \
 	  if "$$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then \

@@ -1,7 +1,8 @@
 """The compiled parts of the package, plain C built with the compiler ``pdqhash`` already
-needs: the PDQ index's two loops, and the URL matcher's lookups (SHA-256 of host suffixes
+needs: the PDQ index's two loops, the URL matcher's lookups (SHA-256 of host suffixes
 and expressions, the host index and the directory walk; the Python matcher is their
-reference). Everything else is in pyproject.toml."""
+reference) and the embedded-URL search's prefilter (markers.PLAIN is its reference).
+Everything else is in pyproject.toml."""
 
 import sys
 
@@ -26,6 +27,11 @@ setup(
         Extension(
             "blocklist_addon.urls._lookup",
             ["blocklist_addon/urls/_lookup.c"],
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "blocklist_addon.urls.embedded._plain",
+            ["blocklist_addon/urls/embedded/_plain.c"],
             extra_compile_args=["-O2"],
         ),
     ]

@@ -6,7 +6,7 @@ import base64
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon.urls.canonical import as_byte_string, canonicalize, unescape, unescape_by_level
@@ -550,6 +550,7 @@ TOKENS = st.sampled_from(
     st.sampled_from(["http://r.example/", "https://r.example/a?", ""]),
     st.lists(TOKENS, max_size=12),
 )
+@example("https://r.example/a?", [" ", "%20", "a.com"])  # a space, an escaped one, a host
 def test_plain_means_nothing_to_find(outer: str, tokens: list[str]) -> None:
     """Where the fast path answers [], the full search finds no marker (nor URL written in
     another encoding) and no candidate at all."""

@@ -76,8 +76,8 @@ from blocklist_addon.urls.embedded.markers import (
     MARKER,
     MARKER_WINDOW,
     MAX_CANDIDATE_CHARS,
-    PLAIN,
     SKIP_OUTER,
+    is_plain,
 )
 from blocklist_addon.urls.embedded.mentions import is_mention, word_segments
 
@@ -107,7 +107,7 @@ def _search(url: str, host_key: HostKey | None, *, whole_text: bool) -> list[str
     if not isinstance(url, (str, bytes)):
         return []
     raw = url if isinstance(url, str) and url.isascii() else as_byte_string(url)
-    if PLAIN.fullmatch(raw):
+    if is_plain(raw):
         return []
     found: dict[str, None] = {}
     pending = [raw]
@@ -120,7 +120,7 @@ def _search(url: str, host_key: HostKey | None, *, whole_text: bool) -> list[str
                 break
             candidate = decoded[:MAX_CANDIDATE_CHARS]
             found.setdefault(candidate if candidate.isascii() else ascii_candidate(candidate))
-            if search and not PLAIN.fullmatch(decoded):
+            if search and not is_plain(decoded):
                 pending.append(decoded)
     return list(found)
 
@@ -134,7 +134,7 @@ def _candidates(
     text = unescape(raw) if "%" in raw else raw
     if "\t" in text or "\n" in text or "\r" in text:
         text = _drop_newlines(text)  # browsers drop them anywhere in a URL ("ht%09tp://")
-    if text != raw and PLAIN.fullmatch(text):
+    if text != raw and is_plain(text):
         return []
     outer_end = SKIP_OUTER.match(text).end()
     markers = list(MARKER.finditer(text, outer_end))
