@@ -19,7 +19,27 @@ from collections.abc import Iterator
 from typing import Literal, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-__all__ = ["Found", "Kind", "document_base", "find_links", "resolve"]
+#: The reference (``find_links``, ``Found``), and the tokens and helpers the fast scan shares.
+__all__ = [
+    "ATTRIBUTE",
+    "ATTRIBUTE_TEXTS",
+    "CSS_ESCAPE",
+    "CSS_URL",
+    "END_TAGS",
+    "NEXT_TAG",
+    "RAW_TEXT",
+    "REFRESH",
+    "SCHEME",
+    "SRCSET_URL",
+    "URL_ATTRIBUTES",
+    "WANTED",
+    "Found",
+    "Kind",
+    "css_unescape",
+    "document_base",
+    "find_links",
+    "resolve",
+]
 
 Kind = Literal["navigate", "resource"]
 
