@@ -26,7 +26,8 @@ from typing import TypeVar
 
 from mitmproxy import connection, http, tls
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy import layer, layers, server_hooks
+from mitmproxy.proxy.layers.http import HTTPMode
 
 from blocklist_addon.guards.flow import UNCHECKED, Check, respond
 from blocklist_addon.guards.images import ImageGuard
@@ -80,6 +81,7 @@ class BlocklistAddon:
 
     def load(self, loader) -> None:
         self._starter = _StartLast.place(loader.master, self._start)
+        _AfterNextLayer.place(loader.master, self._next_layer)
         for part in self._concerns():
             part.load(loader)
 
@@ -164,6 +166,15 @@ class BlocklistAddon:
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> Awaitable[None] | None:
         return self._each(data, ("server", self.policy.server_connect), wait=True)
+
+    def _next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """After mitmproxy's own next_layer (``_AfterNextLayer``): what it would relay as raw
+        TCP is HTTP when it is. An error there fails closed as HTTP (every request checked)."""
+        try:
+            self.policy.next_layer(nextlayer)
+        except Exception as exc:
+            if self.enforcer.check_failed("connect", exc):
+                nextlayer.layer = layers.HttpLayer(nextlayer.context, HTTPMode.transparent)
 
     def _each(
         self, data: T, *hooks: tuple[Check, Callable[[T], object]], wait: bool = False
@@ -255,6 +266,32 @@ class _StartLast:
 
     async def running(self) -> None:
         await self.start()
+
+
+class _AfterNextLayer:
+    """Runs a ``next_layer`` hook at the end of mitmproxy's chain, after its own NextLayer
+    addon has guessed the connection's protocol (a script's hooks run before it, and it keeps
+    whatever an earlier addon chose): the guess is then corrected, never pre-empted."""
+
+    name = "blocklist-next-layer"
+
+    def __init__(self, hook: Callable[[layer.NextLayer], None]) -> None:
+        self.hook = hook
+
+    @classmethod
+    def place(cls, master, hook: Callable[[layer.NextLayer], None]) -> None:
+        """Append one to ``master``'s chain (nothing when there is no master)."""
+        addons = getattr(master, "addons", None)
+        if addons is None:
+            return
+        placed = addons.get(cls.name)
+        if placed is None:
+            placed = cls(hook)
+            addons.add(placed)
+        placed.hook = hook  # a reloaded script's addon replaces the one loaded before
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        self.hook(nextlayer)
 
 
 addons = [BlocklistAddon()]

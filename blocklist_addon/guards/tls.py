@@ -14,6 +14,10 @@
 Whatever the setting, a server connection to a host listed as a whole is never opened: the
 ``server_connect`` guard is the last line behind the URL check.
 
+What a connection carries once it is not (or no longer) TLS is mitmproxy's guess, which
+passes it as raw TCP, unseen by any check, unless its first read looks like HTTP;
+``next_layer`` (run after that guess) makes every HTTP request one the checks see.
+
 A check that raises follows ``blocklist_on_error`` (``Enforcer.check_failed``): closed
 answers the CONNECT with 503, or closes the TLS connection without decrypting it and
 without opening one upstream; open passes the connection untouched.
@@ -23,14 +27,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 
 from mitmproxy import ctx, http, tls
+from mitmproxy.addons.next_layer import NextLayer
 from mitmproxy.connection import Address
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy import mode_specs, server_hooks
+from mitmproxy.proxy import events, layer, layers, mode_specs, server_hooks
+from mitmproxy.proxy.layers.http import HTTPMode
 
 from blocklist_addon.guards.flow import UNCHECKED, respond, wire_host
 from blocklist_addon.guards.urls import Enforcer
@@ -63,6 +70,66 @@ UNMANAGED = splash.SplashResponse(
 )
 #: ... and about one whose check failed (blocklist_on_error=closed).
 UNCHECKED_CONNECTION = "refused by blocklist-proxy: the destination could not be checked"
+
+
+#: Empty lines before a request (RFC 9112 section 2.2: servers skip them) and a method without
+#: what follows it, at most, in a connection's first bytes while waiting to tell whether
+#: they are HTTP: past them they are told at once.
+MAX_BLANK = 64
+MAX_METHOD = 32
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
+
+
+def starts_http(data: bytes) -> bool | None:
+    """Whether the cleartext a client opened a connection with is an HTTP request (True),
+    is not (False), or cannot be told yet (None: wait for more bytes).
+
+    mitmproxy's guess (``rawtcp``, on by default) relays a connection as raw TCP unless its
+    first read holds a letter-only method, a space and the end of the request line, and no
+    empty line before it: a request sent in small pieces, one whose request line is longer
+    than a segment, or one after an empty line reached the origin unchecked. This reads as
+    HTTP what a server reads as HTTP: a method token then a space or tab, after any empty
+    lines; SSH's greeting is not (mitmproxy's own exception)."""
+    start = data.lstrip(b"\r\n")
+    if not start:
+        return None if len(data) <= MAX_BLANK else True
+    method = _TOKEN.match(start).end()  # type: ignore[union-attr]  # * always matches
+    if method == len(start):
+        return None if method <= MAX_METHOD else False
+    if method == 0 or start.startswith(b"SSH-"):
+        return False
+    return start[method] in b" \t"
+
+
+def _chosen_by_operator(context, data_client: bytes, data_server: bytes) -> bool:
+    """Raw TCP is what the operator asked for: ``tcp_hosts``, or an ignored host that
+    mitmproxy still shows (``show_ignored_hosts``); mitmproxy's own tests, reused."""
+    options = ctx.options
+    if options.tcp_hosts and NextLayer._is_destination_in_hosts(
+        context, [re.compile(x, re.IGNORECASE) for x in options.tcp_hosts]
+    ):
+        return True
+    return bool(options.ignore_hosts or options.allow_hosts) and bool(
+        NextLayer()._ignore_connection(context, data_client, data_server)
+    )
+
+
+def _skip_blank_lines(nextlayer: layer.NextLayer) -> None:
+    """Drop the empty lines a client sent before its request line, as servers do: mitmproxy's
+    HTTP/1 parser takes one and then waits for bytes that never come (the rest of the request
+    is already in), which would hold the request for good."""
+    client = nextlayer.context.client
+    kept: list[events.Event] = []
+    blank = True
+    for event in nextlayer.events:
+        if blank and isinstance(event, events.DataReceived) and event.connection == client:
+            data = event.data.lstrip(b"\r\n")
+            if not data:
+                continue
+            blank = False
+            event = events.DataReceived(client, data)
+        kept.append(event)
+    nextlayer.events = kept
 
 
 def _hosts(*snis: str | None, address: Address | None) -> list[str]:
@@ -164,6 +231,27 @@ class InterceptPolicy:
         elif unmanaged and listing.listed:
             self._refuse_unmanaged()
             respond(flow, UNMANAGED)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """After mitmproxy's guess (the addon places this after its own): a connection it
+        would relay as raw TCP is HTTP when its first bytes start a request, and waits
+        for more when they cannot tell yet (see ``starts_http``). Raw TCP the operator
+        asked for stays; so does a connection that is no HTTP (SSH, a binary protocol)."""
+        chosen = nextlayer.layer
+        if not isinstance(chosen, layers.TCPLayer) or chosen.flow is None:
+            return  # not raw TCP, or an ignored host's (flow None): mitmproxy's choice
+        context = nextlayer.context
+        if context.client.transport_protocol != "tcp":
+            return
+        data_client, data_server = nextlayer.data_client(), nextlayer.data_server()
+        if data_server or _chosen_by_operator(context, data_client, data_server):
+            return
+        verdict = starts_http(data_client)
+        if verdict is None:
+            nextlayer.layer = None  # asked again with the next bytes
+        elif verdict:
+            _skip_blank_lines(nextlayer)
+            nextlayer.layer = layers.HttpLayer(context, HTTPMode.transparent)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         mode = self.mode

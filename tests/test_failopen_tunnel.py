@@ -1,0 +1,223 @@
+"""Fail-open through a tunnel: what mitmproxy relays as raw TCP is seen by no check.
+
+Inside a CONNECT tunnel (and in transparent and SOCKS mode, and in a decrypted TLS
+connection without ALPN), mitmproxy guesses the protocol from the client's first read and,
+unless that read holds a letter-only method, a space and the end of the request line,
+relays the connection as raw TCP: no requestheaders hook, no URL check, the listed page
+served. A request after an empty line (which servers skip, RFC 9112 section 2.2), sent in
+small pieces, or with a request line longer than one segment, went through.
+
+The decision is driven through mitmproxy's own NextLayer addon and hook dispatch (the
+addon's corrector placed after it, as in mitmdump), and end to end through a real mitmdump
+with the addon and real origins.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+
+import pytest
+from mitmproxy.addons.next_layer import NextLayer
+from mitmproxy.proxy import context, events, layer, layers
+from mitmproxy.proxy.layer import NextLayerHook
+from mitmproxy.proxy.layers import modes
+from mitmproxy.test import taddons, tflow
+
+from blocklist_addon.addon import BlocklistAddon
+from blocklist_addon.guards.tls import starts_http
+from testlab.harness import Proxy, World, running, synced_store
+
+LISTED_REQUEST = (
+    b"GET /page.html HTTP/1.1\r\nHost: blocked.example.com\r\nConnection: close\r\n\r\n"
+)
+
+
+# -- the decision, through mitmproxy's NextLayer addon and hook dispatch --------------------
+
+
+@pytest.fixture
+def decide() -> Iterator[Callable[..., layer.Layer | None]]:
+    """The layer mitmproxy's chain (its NextLayer, then the addon's corrector) picks for a
+    transparent-mode connection whose client sent ``reads`` so far."""
+    addon = BlocklistAddon()
+    with taddons.context(NextLayer(), addon) as tctx:
+
+        def run(*reads: bytes, **options: object) -> layer.Layer | None:
+            if options:
+                tctx.configure(addon, **options)
+            nextlayer = connection(tctx.options, *reads)
+            tctx.master.addons.trigger(NextLayerHook(nextlayer))
+            return nextlayer.layer
+
+        yield run
+    addon.images._pool.shutdown(wait=False)
+    addon.images.check.close()
+
+
+def connection(options, *reads: bytes) -> layer.NextLayer:
+    """A transparent-mode cleartext connection to 192.0.2.80:80 whose client sent ``reads``,
+    waiting for its next layer."""
+    client = tflow.tclient_conn()
+    client.alpn = None  # cleartext: no TLS, so no ALPN
+    client.tls = False
+    client.sni = None
+    ctx = context.Context(client, options)
+    ctx.server.address = ("192.0.2.80", 80)
+    ctx.layers = [modes.TransparentProxy(ctx)]
+    nextlayer = layer.NextLayer(ctx)
+    nextlayer.events = [events.DataReceived(client, data) for data in reads]
+    return nextlayer
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        (b"\r\n" + LISTED_REQUEST,),
+        (b"\n\n" + LISTED_REQUEST,),
+        (b"M-SEARCH * HTTP/1.1\r\n\r\n",),  # a method with a hyphen
+        (b"GET /" + b"a" * 4000,),  # a request line longer than the first read
+        (b"GET /page.html HTTP/1.1",),  # the line end in the next segment
+        (b"\r\n", b"\r\n", b"GET / HTTP/1.1\r\n"),
+    ],
+    ids=["crlf", "lf-lf", "hyphen", "long-line", "split-line", "blank-reads"],
+)
+def test_a_request_mitmproxy_would_relay_raw_is_read_as_http(
+    decide: Callable[..., layer.Layer | None], reads: tuple[bytes, ...]
+) -> None:
+    found = decide(*reads)
+    assert isinstance(found, layers.HttpLayer), found
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [(b"G",), (b"GE",), (b"GET",), (b"\r\n",), (b"\r\n", b"PO")],
+    ids=["G", "GE", "GET", "crlf", "crlf-then-PO"],
+)
+def test_a_start_that_cannot_be_told_yet_waits_for_more_bytes(
+    decide: Callable[..., layer.Layer | None], reads: tuple[bytes, ...]
+) -> None:
+    """None: mitmproxy's NextLayer asks again with the next bytes (it chose raw TCP)."""
+    assert decide(*reads) is None
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        (b"\x00\x01\x02\x03binary",),
+        (b"SSH-2.0-OpenSSH_9.6 Debian\r\n",),
+        (b"A" * 40,),  # a "method" longer than any: no HTTP
+        (b"{json} no http",),
+    ],
+    ids=["binary", "ssh", "long-token", "brace"],
+)
+def test_what_is_no_http_stays_raw_tcp(
+    decide: Callable[..., layer.Layer | None], reads: tuple[bytes, ...]
+) -> None:
+    found = decide(*reads)
+    assert isinstance(found, layers.TCPLayer), found
+
+
+def test_raw_tcp_the_operator_asked_for_stays(decide: Callable[..., layer.Layer | None]) -> None:
+    assert isinstance(decide(b"GE", tcp_hosts=[r"192\.0\.2\.80"]), layers.TCPLayer)
+    ignored = decide(b"\r\n" + LISTED_REQUEST, ignore_hosts=[r"192\.0\.2\.80"], tcp_hosts=[])
+    assert isinstance(ignored, layers.TCPLayer)
+    shown = decide(b"\r\n" + LISTED_REQUEST, show_ignored_hosts=True)
+    assert isinstance(shown, layers.TCPLayer)
+
+
+def test_blank_lines_are_dropped_before_the_http_layer_reads_them() -> None:
+    """mitmproxy's HTTP/1 parser takes one empty line, then waits for bytes already read:
+    the request would hang."""
+    addon = BlocklistAddon()
+    with taddons.context(NextLayer(), addon) as tctx:
+        nextlayer = connection(tctx.options, b"\r\n", b"\n" + LISTED_REQUEST)
+        tctx.master.addons.trigger(NextLayerHook(nextlayer))
+        assert isinstance(nextlayer.layer, layers.HttpLayer)
+        assert [e.data for e in nextlayer.events] == [LISTED_REQUEST]  # type: ignore[attr-defined]
+    addon.images._pool.shutdown(wait=False)
+    addon.images.check.close()
+
+
+def test_starts_http_bounds_what_it_waits_for() -> None:
+    assert starts_http(b"\r\n" * 32) is None
+    assert starts_http(b"\r\n" * 33) is True  # past the bound: HTTP, which the checks see
+    assert starts_http(b"A" * 32) is None
+    assert starts_http(b"A" * 33) is False
+
+
+# -- end to end: a real client through a real mitmdump --------------------------------------
+
+
+def tunnel(proxy: Proxy, authority: str) -> socket.socket:
+    """A CONNECT tunnel to ``authority`` through ``proxy``, established."""
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=15)
+    sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def read_all(sock: socket.socket | ssl.SSLSocket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.fixture
+def proxy(make_proxy, tmp_path: pathlib.Path) -> Iterator[Proxy]:
+    with running(make_proxy(synced_store(tmp_path))) as started:
+        yield started
+
+
+@pytest.mark.parametrize("blank", [b"\r\n", b"\n\r\n"], ids=["crlf", "lf-crlf"])
+def test_a_listed_page_after_an_empty_line_in_a_tunnel_gets_the_451(
+    proxy: Proxy, world: World, blank: bytes
+) -> None:
+    before = world.connections()
+    with tunnel(proxy, "blocked.example.com:80") as sock:
+        sock.sendall(blank + LISTED_REQUEST)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 451"), answer[:300]
+    assert world.connections() == before  # the listed origin never saw a connection
+
+
+def test_a_listed_page_after_an_empty_line_in_decrypted_tls_without_alpn_gets_the_451(
+    proxy: Proxy, world: World
+) -> None:
+    """A listed host is decrypted; with no ALPN, what is inside was guessed like cleartext."""
+    before = world.connections()
+    client = proxy.client_context()  # no ALPN offered
+    raw = tunnel(proxy, "blocked.example.com:443")
+    with raw, client.wrap_socket(raw, server_hostname="blocked.example.com") as sock:
+        sock.sendall(b"\r\n" + LISTED_REQUEST)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 451"), answer[:300]
+    assert world.connections() == before
+
+
+def test_an_unlisted_page_after_an_empty_line_is_served(proxy: Proxy, world: World) -> None:
+    with tunnel(proxy, "unlisted.example.org:80") as sock:
+        sock.sendall(
+            b"\r\nGET /x HTTP/1.1\r\nHost: unlisted.example.org\r\nConnection: close\r\n\r\n"
+        )
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b"X-Origin: open-http" in answer
+
+
+def test_no_http_in_a_tunnel_still_reaches_its_origin(proxy: Proxy, world: World) -> None:
+    """Raw TCP stays raw: the origin (an HTTP server) answers the bytes itself."""
+    before = world.open_http.connections
+    with tunnel(proxy, "unlisted.example.org:80") as sock:
+        sock.sendall(b"\x00\x01\x02\x03 binary\r\n\r\n")
+        answer = read_all(sock)
+    assert world.open_http.connections == before + 1, answer[:300]
+    assert b"aiohttp" in answer  # the origin's own answer, not the proxy's
