@@ -140,6 +140,7 @@ class Runner:
     _resolve_now: asyncio.Event = field(default_factory=asyncio.Event)  # a new list version
     _tick_now: asyncio.Event = field(default_factory=asyncio.Event)  # a resolution ended
     list_version: int | None = None  # the last list version announced (and followed)
+    _reading: asyncio.Task[None] | None = None  # a read of the store that outlasted its tick
 
     def __post_init__(self) -> None:
         self.gate = HealthGate(self.config.withdraw_after)
@@ -161,6 +162,8 @@ class Runner:
                     ready = notify.ready(f"first check done: {self.gate.phase}") or True
                 await _first(stop, self._tick_now, poll_interval(self.config.withdraw_after))
         finally:
+            if self._reading is not None:
+                tasks.append(self._reading)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -171,7 +174,7 @@ class Runner:
         now = self.clock()
         self.healthy, self.health_reason = await self.health()
         self._health_changed(self.healthy, self.gate.observe(self.healthy, now), now)
-        await self._follow_store()
+        await self._follow_store_for(poll_interval(self.config.withdraw_after))
         await self._converge()
         self._write_status()
 
@@ -210,6 +213,18 @@ class Runner:
             )
 
     # -- the set -------------------------------------------------------------------------
+
+    async def _follow_store_for(self, budget: float) -> None:
+        """Read the store, waiting at most ``budget`` seconds for it: a read that takes
+        longer (a Sentinel store rides out a failover for up to failover_timeout) goes on
+        while the ticks carry on watching the proxy and the plane, and the tick after it
+        ends acts on what it read."""
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._follow_store())
+        done, _ = await asyncio.wait({self._reading}, timeout=budget)
+        if done:
+            reading, self._reading = self._reading, None
+            reading.result()  # _follow_store reports its own errors: only a bug is raised
 
     async def _follow_store(self) -> None:
         try:

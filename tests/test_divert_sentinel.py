@@ -171,3 +171,46 @@ async def test_run_keeps_the_sets_through_a_failover_and_follows_the_new_primary
         f"sets {applied - synced:.2f} s after the sync returned ({applied - killed:.2f} s "
         f"after the kill); {len(gateway.samples)} samples of the sets, none smaller"
     )
+
+
+async def test_a_store_down_for_longer_than_a_tick_does_not_stop_the_health_watch(
+    gateway: Gateway, tmp_path: pathlib.Path
+) -> None:
+    """Both data nodes SIGKILLed (no primary to fail over to; the sentinels answer), with the
+    default-like failover_timeout of 30 s: run keeps polling the proxy every tick, so a proxy
+    that falls ill meanwhile is withdrawn after withdraw_after, as with any store, not after
+    run's read of the store has waited out failover_timeout (traffic diverted to a dead
+    proxy is a black hole for every site that shares a listed address)."""
+    cluster = gateway.cluster
+    store = cluster.url(failover_timeout="30")
+    key = divert_key(tmp_path)
+    env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
+    await gateway.inside(
+        sync, store, feed(tmp_path, LISTED[0]), data_dir=tmp_path / "data", env=env
+    )
+    config = tmp_path / "divert.toml"
+    withdraw_after = 2.0
+    config.write_text(
+        f'store = "{store}"\nkey_file = "{key}"\n'
+        f'resolvers = ["127.0.0.1:{gateway.dns.port}"]\n'
+        f'health_url = "{gateway.health.url}"\nwithdraw_after = {withdraw_after}\n'
+        "interval = 3600\n"
+    )
+    log = tmp_path / "run.log"
+    start_run(gateway.ns, config, tmp_path / "run" / "status.json", log)
+    first = frozenset({LISTED[1], LISTED[2]})
+    await eventually(lambda: gateway.sets() == first, "the first resolution applied", 30)
+
+    for node in cluster.nodes:
+        node.kill()
+    said = "cannot follow the list's announcements"
+    await eventually(lambda: said in log.read_text(), "run to notice the store is down", 30)
+    gateway.health.answer(503, "no-list")
+    ill = time.monotonic()
+    await eventually(
+        lambda: gateway.sets() == frozenset(), "the sets withdrawn", withdraw_after + 8
+    )
+    took = time.monotonic() - ill
+    text = log.read_text()
+    assert "WITHDRAWN" in text, text
+    print(f"store down, proxy ill: withdrawn {took:.2f} s later (withdraw_after {withdraw_after})")
