@@ -1,7 +1,9 @@
 """``blocklist-divert run`` on a ``redis+sentinel://`` store through a failover (issue 24):
 the diversion sets are never emptied or shrunk while the primary is dead, ``run`` says the
 store fault in words, and once the replica is promoted a list version that
-``blocklist-sync`` publishes through the sentinels is resolved, published and applied.
+``blocklist-sync`` publishes through the sentinels is resolved, published and applied. With
+no primary left at all, ``run``'s reads wait out failover_timeout in the background: the
+proxy is still watched every tick and withdrawn after withdraw_after when it falls ill.
 
 Real processes throughout, all inside one network namespace this test makes (the shipped
 table loaded there, on ``lo``): the primary, the replica and three sentinels
