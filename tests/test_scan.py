@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import pathlib
 import random
 import subprocess
 import warnings
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """The scan's data directory (where it maps the list's index from, as the proxies of
+    the machine do): the test's own, never the user's."""
+    directory = tmp_path / "data"
+    monkeypatch.setenv("BLOCKLIST_DATA_DIR", str(directory))
+    return directory
+
+
 def scan(
     *argv: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -42,7 +53,9 @@ def scan(
     )
 
 
-def test_matches_anywhere_in_the_tree_are_reported(store: str, tmp_path: pathlib.Path) -> None:
+def test_matches_anywhere_in_the_tree_are_reported(
+    store: str, tmp_path: pathlib.Path, data_dir: pathlib.Path
+) -> None:
     root = tmp_path / "uploads"
     (root / "2024" / "05").mkdir(parents=True)
     for i in range(12):
@@ -59,6 +72,8 @@ def test_matches_anywhere_in_the_tree_are_reported(store: str, tmp_path: pathlib
 
     done = scan("--store", store, "--jobs", "2", str(root))
     assert done.returncode == 1, done.stderr
+    assert "hash list index" not in done.stderr  # mapped from the machine's file
+    assert len(list((data_dir / "proxy" / "hashindex").glob("*.pdqx"))) == 1
     report = json.loads(done.stdout)
     found = {pathlib.Path(m["path"]).name: m for m in report["matched"]}
     assert set(found) == {"copy.jpg", "rotated.png", "archive.jpg"}
@@ -99,6 +114,47 @@ def test_usage_errors_exit_2(store: str, argv: list[str]) -> None:
 def test_no_hash_list_is_a_configuration_error(tmp_path: pathlib.Path) -> None:
     done = scan("--store", (tmp_path / "empty").as_uri(), str(tmp_path))
     assert done.returncode == 2 and "no image hash list is active" in done.stderr
+
+
+def _probe(barrier: Any) -> tuple[int, str, object]:
+    """In a worker: its pid, the file its list's PDQ hashes are mapped from, and its
+    match of the listed picture. Waits for the other worker (so two processes answer)."""
+    from blocklist_addon.hashes import scan as scan_module
+
+    barrier.wait(60)
+    hashlist = scan_module._hashlist
+    address = hashlist._pdq._hashes.ctypes.data
+    (source,) = {
+        line.split(maxsplit=5)[5] if len(line.split()) > 5 else ""
+        for line in pathlib.Path("/proc/self/maps").read_text().splitlines()
+        if int(line.split("-")[0], 16) <= address < int(line.split()[0].split("-")[1], 16)
+    }
+    return os.getpid(), source, hashlist.match_pdq([bytes.fromhex(reference_pdq(LISTED))], 31)
+
+
+def test_workers_map_the_one_index_file_the_scan_wrote(store: str, tmp_path: pathlib.Path) -> None:
+    """The scan writes the list's index file once, before its workers start; each worker
+    maps that file (its PDQ hashes lie in the file's map, as a proxy's do) instead of
+    building an index of its own, and none writes it again: one copy for the pool."""
+    from blocklist_addon.hashes import HashMatch
+    from blocklist_addon.hashes import scan as scan_module
+
+    _, (_, data) = asyncio.run(scan_module._load(store))
+    directory = tmp_path / "index"
+    scan_module._open_list(data, directory, 31, None)
+    (path,) = directory.glob("*.pdqx")
+    written = path.stat()
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(2)
+        with scan_module.worker_pool(2, str(directory), data, 31, None) as workers:
+            answers = workers.map(_probe, [barrier, barrier], chunksize=1)
+    assert len({pid for pid, _, _ in answers}) == 2
+    assert [source for _, source, _ in answers] == [str(path)] * 2
+    assert [found for _, _, found in answers] == [HashMatch("hotline", "scan-1", "pdq", 0)] * 2
+    assert list(directory.glob("*.pdqx")) == [path]
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    assert not list(directory.glob(".*.tmp"))
 
 
 # -- hostile trees (issue 20) -------------------------------------------------------------
@@ -212,9 +268,8 @@ def test_a_symlink_swapped_in_after_the_walk_is_not_followed(
     (root / "sub").symlink_to(outside)
     (root / "top.jpg").unlink()
     (root / "top.jpg").symlink_to(outside / "archive.jpg")
-    info_and_data = asyncio.run(scan_module._load(store))
-    assert info_and_data is not None
-    scan_module._init(info_and_data[1], 31)
+    _, (_, data) = asyncio.run(scan_module._load(store))
+    scan_module._init(str(tmp_path / "index"), [data], 31)
     results = sorted((scan_module.scan_file(t) for t in targets), key=lambda r: str(r["path"]))
     assert results == [
         {"path": str(root / "sub/archive.jpg"), "skipped": "symlink"},

@@ -6,7 +6,10 @@ core: exact hashes of its bytes and, for an image, PDQ of its first frames, exac
 proxy checks an upload; a file whose bytes name a video (MP4/MOV, Matroska/WebM, AVI,
 whatever its name), when the list has videos, is decoded within the --video-* limits and
 matched by vPDQ (``HashList.check_video``), or reported unchecked with its reason
-(too-large, truncated, undecodable, frames-skipped). The tree is an uploader's: symbolic
+(too-large, truncated, undecodable, frames-skipped). The workers map the list's index from
+the file the proxy processes of the machine share (``hashes.mapped``, in the data
+directory; the scan writes it first when there is none), so the pool holds one copy of the
+index and no worker builds one. The tree is an uploader's: symbolic
 links, FIFOs, sockets and devices under a PATH are skipped and reported, never followed or
 opened (a file is opened beneath its tree with O_NOFOLLOW at every step and fstat'ed, so a
 link swapped in after the walk is refused too; a FIFO cannot hang the scan). A file the
@@ -32,6 +35,7 @@ import errno
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import pathlib
 import stat
@@ -68,6 +72,8 @@ all be checked): too-large, truncated, undecodable, frames-skipped, and the imag
 Skipped (never followed or opened): symlink, fifo, device, socket, not-a-file. A PATH
 named here is followed if it is a symbolic link.
 --output is replaced atomically (a temporary file beside it, then a rename), mode 0600.
+The list's index is mapped from the data directory's proxy/hashindex, the file the proxies
+of this machine share (written there first when none is, as a proxy would, 0600).
 On stderr: a MATCH line per match as found, then UNREADABLE and SKIPPED lines, then a
 summary; paths in them are printed with Python's ascii() (escapes, never control bytes).
 
@@ -163,11 +169,40 @@ def video_limits(args: argparse.Namespace) -> Any:
     )
 
 
-def _init(data: bytes, threshold: int, limits: Any = None) -> None:
-    global _hashlist
-    from blocklist_addon.hashes import HashList
+def index_directory(store_url: str) -> pathlib.Path:
+    """Where the list's index file is mapped from: the directory the proxy processes of this
+    machine use by default (beside their last-known-good copy), so a scan maps the file
+    they already share, or writes the one they will map."""
+    from blocklist_addon.lists import lastgood
 
-    _hashlist = HashList.from_bytes(data, threshold=threshold, video_limits=limits)
+    return lastgood.default_path(store_url).parent / "hashindex"
+
+
+def _open_list(data: bytes, directory: pathlib.Path, threshold: int, limits: Any) -> Any:
+    """The active list with its index mapped from the shared file in ``directory`` (written
+    first when there is none: once, here, before any worker starts), or built in memory
+    when the directory cannot be used (said on stderr). SnapshotError: the list is corrupt."""
+    from blocklist_addon.hashes import HashList, HashSnapshot
+
+    snapshot = HashSnapshot.from_bytes(data)
+    hashlist, note = HashList.mapped(snapshot, directory, threshold=threshold, video_limits=limits)
+    if note:
+        print(f"blocklist-scan: hash list index: {note}", file=sys.stderr)
+    return hashlist
+
+
+def _init(directory: str, box: list[bytes], threshold: int, limits: Any = None) -> None:
+    """A worker's list: the index file the scan wrote or found, mapped as every proxy
+    process maps it, so the workers of a machine hold one copy and none builds its own.
+    ``box`` holds the snapshot's bytes (checked by the scan), taken out so that the worker
+    keeps no copy (a pool keeps its initializer's arguments for the worker's life); they
+    serve only should the file be gone meanwhile (pruned) or unusable: it is written
+    again, or the index built in memory, as a proxy would."""
+    global _hashlist
+    from blocklist_addon.hashes import HashList, HashSnapshot
+
+    snapshot = HashSnapshot.from_bytes(box.pop(), verified=True)  # checked by the scan
+    _hashlist, _ = HashList.mapped(snapshot, directory, threshold=threshold, video_limits=limits)
 
 
 class Target(NamedTuple):
@@ -331,13 +366,13 @@ def walk(
             pending.extend(reversed(below))
 
 
-async def _load(store_url: str | None) -> tuple[Any, bytes] | str | None:
-    """The active hash list, or the store's name (as messages show it) when it has none."""
+async def _load(store_url: str | None) -> tuple[str, tuple[Any, bytes] | None]:
+    """The store's name (as messages show it) and its active hash list, if any."""
     from blocklist_addon.hashes import NAMESPACE
 
     store = open_store(store_url, namespace=NAMESPACE)
     try:
-        return await store.load_active() or store.url
+        return store.url, await store.load_active()
     finally:
         await store.close()
 
@@ -357,24 +392,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("blocklist-scan: the --video-* limits must be above 0", file=sys.stderr)
         return EXIT_USAGE
     try:
-        pair = asyncio.run(_load(args.store))
+        url, pair = asyncio.run(_load(args.store))
     except StoreError as exc:
         print(f"blocklist-scan: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if pair is None or isinstance(pair, str):
+    if pair is None:
         print(
-            f"blocklist-scan: no image hash list is active in the store {pair}: run "
+            f"blocklist-scan: no image hash list is active in the store {url}: run "
             "blocklist-sync with a hashes-jsonl or hashes-csv feed first (or give --store)",
             file=sys.stderr,
         )
         return EXIT_USAGE
     info, data = pair
+    from blocklist_addon.hashes.snapshot import SnapshotError
+
+    directory, limits = index_directory(url), video_limits(args)
+    try:
+        hashlist = _open_list(data, directory, args.threshold, limits)
+    except SnapshotError as exc:
+        print(f"blocklist-scan: the active hash list in {url} is unusable: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     unreadable: list[dict[str, object]] = []
     skipped: list[dict[str, object]] = []
     files = list(walk(args.paths, unreadable, skipped))
     started = time.monotonic()
     matched, unchecked, count = [], [], 0
-    with _results(files, data, args) as results, _progress(len(files), quiet=args.quiet) as bar:
+    source = (hashlist, str(directory), data)
+    with (
+        _results(files, source, args) as results,
+        _progress(len(files), quiet=args.quiet) as bar,
+    ):
         for result in results:
             bar.update(1)
             if "skipped" in result:
@@ -441,18 +488,28 @@ def _reasons(results: list[dict[str, object]], field: str = "reason") -> str:
 
 @contextlib.contextmanager
 def _results(
-    files: list[Target], data: bytes, args: argparse.Namespace
+    files: list[Target], source: tuple[Any, str, bytes], args: argparse.Namespace
 ) -> Iterator[Iterator[dict[str, object]]]:
     """Each file's result, from a pool of processes (a process starts in about a second, so
-    a few files are checked in this one)."""
-    limits = video_limits(args)
+    a few files are checked in this one). ``source``: the list opened here, the directory
+    of its index file and the snapshot's bytes (``_init``)."""
+    global _hashlist
+    hashlist, directory, data = source
     if args.jobs == 1 or len(files) <= IN_PROCESS:
-        _init(data, args.threshold, limits)
+        _hashlist = hashlist
         yield map(scan_file, files)
         return
+    with worker_pool(args.jobs, directory, data, args.threshold, video_limits(args)) as workers:
+        yield workers.imap_unordered(scan_file, files, chunksize=4)
+
+
+def worker_pool(
+    jobs: int, directory: str, data: bytes, threshold: int, limits: Any
+) -> multiprocessing.pool.Pool:
+    """``jobs`` worker processes, each with the list whose index file is in ``directory``
+    mapped (``_init``)."""
     context = multiprocessing.get_context("spawn")  # no threads of ours cross a fork
-    with context.Pool(args.jobs, _init, (data, args.threshold, limits)) as pool:
-        yield pool.imap_unordered(scan_file, files, chunksize=4)
+    return context.Pool(jobs, _init, (directory, [data], threshold, limits))
 
 
 def _progress(total: int, *, quiet: bool) -> Any:
