@@ -157,6 +157,19 @@ def test_workers_map_the_one_index_file_the_scan_wrote(store: str, tmp_path: pat
     assert not list(directory.glob(".*.tmp"))
 
 
+def test_the_index_file_is_where_the_proxies_keep_it_by_default(
+    store: str, data_dir: pathlib.Path
+) -> None:
+    """The scan finds the machine's index file where a proxy without ``blocklist_lastgood``
+    keeps it (``hashindex`` beside its last-known-good copy): one rule, said twice."""
+    from blocklist_addon.hashes import scan as scan_module
+    from blocklist_addon.lists import lastgood
+
+    expected = lastgood.default_path(store).parent / "hashindex"
+    assert scan_module.index_directory() == expected
+    assert expected.is_relative_to(data_dir)
+
+
 # -- hostile trees (issue 20) -------------------------------------------------------------
 
 

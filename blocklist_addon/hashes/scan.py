@@ -45,7 +45,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, NamedTuple
 
-from blocklist_addon.lists.store import URL_FORMS, StoreError, open_store, write_atomic
+from blocklist_addon.lists.store import (
+    URL_FORMS,
+    StoreError,
+    default_data_dir,
+    open_store,
+    write_atomic,
+)
 
 __all__ = ["Target", "main", "scan_file", "walk"]
 
@@ -169,13 +175,12 @@ def video_limits(args: argparse.Namespace) -> Any:
     )
 
 
-def index_directory(store_url: str) -> pathlib.Path:
+def index_directory() -> pathlib.Path:
     """Where the list's index file is mapped from: the directory the proxy processes of this
-    machine use by default (beside their last-known-good copy), so a scan maps the file
-    they already share, or writes the one they will map."""
-    from blocklist_addon.lists import lastgood
-
-    return lastgood.default_path(store_url).parent / "hashindex"
+    machine use by default (``hashindex`` beside their last-known-good copy, which
+    ``lists.lastgood.default_path`` puts in the data directory's ``proxy``: a layer above
+    this one), so a scan maps the file they already share, or writes the one they will map."""
+    return default_data_dir() / "proxy" / "hashindex"
 
 
 def _open_list(data: bytes, directory: pathlib.Path, threshold: int, limits: Any) -> Any:
@@ -406,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info, data = pair
     from blocklist_addon.hashes.snapshot import SnapshotError
 
-    directory, limits = index_directory(url), video_limits(args)
+    directory, limits = index_directory(), video_limits(args)
     try:
         hashlist = _open_list(data, directory, args.threshold, limits)
     except SnapshotError as exc:
