@@ -41,6 +41,7 @@ from testlab.sentinel_lab import SentinelCluster, find_tls_redis_server, sentine
 LISTED = "http://blocked.example.com/page.html"
 UNLISTED = "http://unlisted.example.org/"
 FRESH = "http://fresh.example.net/new.html"
+NEVER = "http://never.example.net/"
 #: Generous bounds: a slow machine makes the figures larger, never the test red.
 FAILOVER_DEADLINE = 60.0
 
@@ -532,9 +533,11 @@ def test_tls_to_sentinels_and_data_nodes(
     tls_cluster: SentinelCluster, make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
 ) -> None:
     """rediss+sentinel:// over real TLS: sentinels and data nodes that speak nothing else,
-    blocklist-sync publishes through them, a proxy enforces what it published. A client
+    blocklist-sync publishes through them, a proxy enforces what it published, and follows
+    a failover (the replica promoted, its address told by the sentinels, over TLS). A client
     trusting another CA is refused with one line, at once (it is no failover to wait out),
-    and never loads a list from a server it could not verify."""
+    and never loads a list from a server it could not verify: a proxy so configured says so
+    and does not start (it has no list of its own: no lastgood copy)."""
     url = tls_cluster.url(failover_timeout="30")
     with pytest.raises(OSError):  # TLS only: a plain-text client gets no answer
         sentinel_lab.command(tls_cluster.sentinels[0].port, "PING")
@@ -547,9 +550,7 @@ def test_tls_to_sentinels_and_data_nodes(
     rogue = TestCA(tmp_path / "rogue-ca")  # a CA the clients below trust instead
     wrong = tls_cluster.url(failover_timeout="30", ssl_ca_certs=str(rogue.ca_pem))
     began = time.monotonic()
-    refused = run_sync(
-        wrong, feed_with(tmp_path, FRESH, "http://never.example.net/"), tmp_path / "d2"
-    )
+    refused = run_sync(wrong, feed_with(tmp_path, FRESH, NEVER), tmp_path / "d2")
     took = time.monotonic() - began
     line = refused.stderr.strip()
     assert refused.returncode != 0 and "\n" not in line and "Traceback" not in line, line
@@ -560,4 +561,23 @@ def test_tls_to_sentinels_and_data_nodes(
         with pytest.raises(StoreError, match="TLS certificate is not trusted") as caught:
             Blocklist.load(store)
         assert "\n" not in str(caught.value)
-    print(f"wrong CA refused by blocklist-sync in {took:.2f} s: {line}")
+    # (it only talks to the sentinels, whose certificate it refuses, failover or not: its
+    # start overlaps the failover below, which saves the seconds mitmdump takes to start)
+    untrusting = make_proxy(wrong).start(wait=False)
+
+    tls_cluster.primary.kill()
+    killed = time.monotonic()
+    tls_cluster.wait(tls_cluster.failed_over, "every sentinel to name the new primary", 30)
+    done = run_sync(url, feed_with(tmp_path, FRESH, NEVER), tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: proxy.get(NEVER).status == 451, 30, "the version synced after the failover")
+    failover = time.monotonic() - killed
+
+    assert untrusting.wait_exit() == 1, untrusting.log()  # no list it could verify: no start
+    said = untrusting.log()
+    assert "TLS certificate is not trusted" in said and "no list to enforce" in said, said
+    assert "Traceback" not in said, said
+    print(
+        f"wrong CA refused by blocklist-sync in {took:.2f} s: {line}; over TLS, a version "
+        f"synced after the failover enforced {failover:.2f} s after the kill"
+    )
