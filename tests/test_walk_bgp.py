@@ -1,0 +1,451 @@
+"""The routed form of the ISP chapter (docs/operators-guide.md, section 4, "Routed networks:
+the diversion set over BGP", with BIRD 2), walked on Debian 13 from the guide's own text.
+
+Opt-in like tests/test_walk.py (minutes; root, mmdebstrap, unshare, chroot):
+``BLOCKLIST_WALK_TESTS=1 .venv/bin/python -m pytest -s tests/test_walk_bgp.py``. The system,
+the install and the machinery are testlab/walk.py's (a fresh mmdebstrap'd trixie, the base
+tarball cached in var/walk/, the guide's install done in it); the steps the routed form
+shares with the gateway's (Redis, the sync, the key, divert.toml, the proxy) are taken from
+the guide as tests/test_walk_isp.py takes them.
+
+- The networks: the walk's own network namespace is the proxy host (Redis, the sync, the
+  transparent proxy, BIRD 2 from Debian's ``bird2`` as the guide installs it, ``run``, the
+  routed table), its interface toward the core ``eth0`` as the guide's ``CORE=eth0``. Inside
+  it the walk makes ``core`` (the core router: BIRD 2 with the guide's whole bird.conf for a
+  Linux core, its own /etc/bird through /etc/netns/core/, control socket
+  /run/core-bird.ctl; ``eth1`` the subscribers' side, ``eth2`` toward the proxy host,
+  ``eth0`` the Internet), ``sub`` (a subscriber, 198.51.100.2 and 2001:db8:1::2) and
+  ``inet`` (the origins, and a DNS server on the guide's resolvers 192.0.2.53 and
+  2001:db8::53). The proxy host is 192.0.2.2 and 2001:db8:3::2 (the guide's ``next_hop``,
+  and the addresses deploy/bird-divert.conf ships with), the core 192.0.2.1: the shipped
+  file is installed unedited. Everything goes with the walk's namespaces.
+- What is not typed as written, and why: ``apt-get install`` gets ``-y`` and runs before the
+  chapter's network exists (it needs the mirror). systemd is not PID 1 in a chroot:
+  ``systemctl`` lines run testlab/walk.py's SYSTEMCTL (the unit as installed, User=,
+  Environment=, $VARIABLES, READY=1), and the package's own start of BIRD at install is
+  ``systemctl start bird`` once the network exists. The core router's commands run in
+  ``ip netns exec core`` and its ``birdc`` gets ``-s /run/core-bird.ctl`` (two BIRDs share
+  the chroot's /run); the subscriber's in ``ip netns exec sub``.
+- The working state, as the guide promises it: the core learns a /32 or /128 for each
+  address of the set (the listed hosts', the IP-literal entry's, the canary's), next hop the
+  proxy host, with NO_EXPORT and the operator's community, and its count matches
+  ``blocklist-divert status``; the canary answers the self-test page; a listed page 451 over
+  IPv4 and IPv6, a host listed whole refused at the handshake, an unlisted page on a
+  diverted host fetched by the proxy; an undiverted host reached directly (the origin sees
+  the subscriber; the proxy's connection count and the routed table's counter do not move).
+  Then what the guide's table "When something dies" says: ``run`` stopped, BIRD keeps
+  announcing the last set (and the 451 stays); ``run`` back; the proxy stopped: every route
+  withdrawn after ``withdraw_after``, the listed page reached directly, the canary no answer;
+  the proxy back: announced again; BIRD stopped: the core drops every route at once; BIRD
+  started: back from the include files; a newly listed host routed right after its sync.
+- What the first walk found, fixed in the guide: the routed form did not say which steps of
+  the gateway's setup the proxy host takes (its step 0 now does: section 2's 1 and 2,
+  "Setting it up" 1, 2 and 4, step 5's unit copied but not started); its step 2 repeated
+  ``health_url`` and ``withdraw_after``, so appended to step 2's divert.toml TOML refused
+  the file; 3b installed no BIRD; the Linux core's config gave its IPv6 half as a comment
+  (and no router id or device protocol for a BIRD of its own), its ``ip rule`` as a comment
+  with a placeholder; the router's check ``birdc show route where (64512, 666) ~
+  bgp_community count`` is a shell syntax error unquoted, and quoted counts only
+  master4/master6 (0: the learned routes are in divert4/divert6); ``ip route show table
+  100`` showed no IPv6; the table "When something dies" said a restarted BIRD is back
+  "within a second" (4.1 s here: BIRD's connect delay is 5 s). Machinery: SYSTEMCTL now
+  replaces ``$VARIABLES`` (Debian's bird.service needs it).
+- Not walked: ExaBGP (3a): the guide describes it in prose, with no commands to run as
+  written; tests/test_bgp.py runs it.
+"""
+
+# ruff: noqa: E501  (shell lines written as an operator types them)
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from test_walk_isp import canary_table, expect, isp_steps, shell_quote, systemctl_lines
+
+from testlab.walk import (
+    GUIDE,
+    SRC,
+    Steps,
+    block,
+    installed_system,
+    plain_block,
+    report,
+    run_steps,
+    section,
+    systemctl,
+    write_systemctl,
+)
+
+pytestmark = [
+    pytest.mark.opt_in,
+    pytest.mark.skipif(
+        os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
+        reason="walks the ISP chapter's routed form (BGP, BIRD 2) on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
+    ),
+]
+
+SUB = "ip netns exec sub"
+CORE = "ip netns exec core"
+CORE_CTL = "/run/core-bird.ctl"
+LISTED, WHOLE, UNLISTED = "blocked.example.com", "whole-site.blocked.test", "unlisted.example.org"
+NEWLY = "newly.example.net"
+ZONE = {
+    LISTED: {"a": ["203.0.113.20"], "aaaa": ["2001:db8:4::20"]},
+    WHOLE: {"a": ["203.0.113.21"]},
+    "www.example.org": {"a": ["203.0.113.22"]},
+    UNLISTED: {"a": ["203.0.113.30"], "aaaa": ["2001:db8:4::30"]},
+    NEWLY: {"a": ["203.0.113.40"]},
+}
+#: The set the core must learn: the listed hosts', the feed's IP literal, the canary.
+ROUTES4 = ["192.0.2.44", "192.0.2.254", "203.0.113.20", "203.0.113.21", "203.0.113.22"]
+ROUTES6 = ["2001:db8::254", "2001:db8:4::20"]
+
+#: (walk) the core router, the subscriber and the Internet around the proxy host.
+NETWORKS = textwrap.dedent(f"""\
+    ip netns add core; ip netns add sub; ip netns add inet
+    ip link add eth0 type veth peer name eth2 netns core
+    ip -n core link add eth1 type veth peer name eth0 netns sub
+    ip -n core link add eth0 type veth peer name eth0 netns inet
+    ip addr add 192.0.2.2/30 dev eth0; ip addr add 2001:db8:3::2/64 dev eth0 nodad
+    ip -n core addr add 192.0.2.1/30 dev eth2; ip -n core addr add 2001:db8:3::1/64 dev eth2 nodad
+    ip -n core addr add 198.51.100.1/24 dev eth1; ip -n core addr add 2001:db8:1::1/64 dev eth1 nodad
+    ip -n core addr add 203.0.113.1/24 dev eth0; ip -n core addr add 2001:db8:2::1/64 dev eth0 nodad
+    ip -n sub addr add 198.51.100.2/24 dev eth0; ip -n sub addr add 2001:db8:1::2/64 dev eth0 nodad
+    ip -n inet addr add 203.0.113.2/24 dev eth0; ip -n inet addr add 2001:db8:2::2/64 dev eth0 nodad
+    for a in 20 21 22 30 40; do ip -n inet addr add 203.0.113.$a/32 dev lo; done
+    for a in 20 30; do ip -n inet addr add 2001:db8:4::$a/128 dev lo; done
+    ip -n inet addr add 192.0.2.53/32 dev lo; ip -n inet addr add 2001:db8::53/128 dev lo
+    ip link set eth0 up
+    for i in eth0 eth1 eth2; do ip -n core link set $i up; done
+    for ns in core sub inet; do ip -n $ns link set lo up; done
+    for ns in sub inet; do ip -n $ns link set eth0 up; done
+    # the proxy host's default route points at the core router (the guide's step 1)
+    ip route add default via 192.0.2.1; ip -6 route add default via 2001:db8:3::1
+    ip netns exec core sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    ip -n core route add default via 203.0.113.2; ip -n core -6 route add default via 2001:db8:2::2
+    ip -n sub route add default via 198.51.100.1; ip -n sub -6 route add default via 2001:db8:1::1
+    ip -n inet route add 198.51.100.0/24 via 203.0.113.1; ip -n inet route add 192.0.2.0/30 via 203.0.113.1
+    ip -n inet -6 route add 2001:db8:1::/64 via 2001:db8:2::1; ip -n inet -6 route add 2001:db8:3::/64 via 2001:db8:2::1
+    # the Internet answers "unreachable" for addresses no host has (the canary's, not routed)
+    ip netns exec inet sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    cat > /srv/zone.json <<'EOF'
+    {json.dumps({k: v for k, v in ZONE.items() if k != NEWLY})}
+    EOF
+    for listen in 192.0.2.53:53 '[2001:db8::53]:53'; do
+      ip netns exec inet /opt/blocklist-proxy/bin/python {SRC}/testlab/dnsserver.py --listen "$listen" --zone /srv/zone.json > /tmp/dns.log 2>&1 &
+    done
+    mkdir -p /etc/netns/sub && echo 'nameserver 192.0.2.53' > /etc/netns/sub/resolv.conf
+    mkdir -p /srv/www/gallery && for p in page.html other.html gallery/a.html index.html new.html; do echo "origin page $p" > /srv/www/$p; done
+    for a in 203.0.113.20 203.0.113.21 203.0.113.22 203.0.113.30 203.0.113.40 2001:db8:4::20 2001:db8:4::30; do
+      (cd /srv/www && exec ip netns exec inet python3 -m http.server 80 --bind $a > /tmp/origin-$a.log 2>&1) &
+    done
+    for n in $(seq 60); do curl -s -m 1 -o /dev/null http://203.0.113.30/ && break; sleep 0.5; done
+    for n in $(seq 60); do curl -s -m 1 -o /dev/null -g 'http://[2001:db8:4::30]/' && break; sleep 0.5; done   # DAD
+    curl -sS -m 5 -g 'http://[2001:db8:4::30]/index.html' | grep -q 'origin page'
+    for n in $(seq 60); do {SUB} curl -s -m 1 -o /dev/null -g 'http://[2001:db8:4::30]/' && break; sleep 0.5; done
+    {SUB} curl -sS -m 5 http://{UNLISTED}/index.html | grep -q 'origin page'   # the core routes
+    """)
+
+
+def until(name: str, condition: str, tries: int) -> str:
+    """Poll the shell ``condition`` once a second, ``tries`` times at most; say how long it
+    took (in /tmp/took-NAME)."""
+    tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    said = re.sub(r"[^A-Za-z0-9_ ,.:()-]", "", name)  # inside the shell's and awk's quotes
+    return textwrap.dedent(f"""\
+        # {name}
+        ok=; t0=$(date +%s.%N); for n in $(seq {tries}); do
+          if {condition}; then ok=1; break; fi
+          sleep 1
+        done
+        [ -n "$ok" ] || {{ echo "timed out ({tries} s): {said}"; exit 1; }}
+        echo "$(date +%s.%N) $t0" | awk '{{printf "took %.1f s: {said}\\n", $1 - $2}}' | tee /tmp/took-{tag}
+        """)
+
+
+def routes_are(addresses4: list[str], addresses6: list[str]) -> str:
+    """The shell condition: the core's table 100 holds exactly these, each via the proxy
+    host (TABLE100's function defined)."""
+    v4 = " ".join(f"{a}=192.0.2.2" for a in sorted(addresses4))
+    v6 = " ".join(f"{a}=2001:db8:3::2" for a in sorted(addresses6))
+    return f'[ "$(table100 4)" = "{v4}" ] && [ "$(table100 6)" = "{v6}" ]'
+
+
+#: (walk) table100 FAMILY: the core's table 100 as "prefix=next hop" words, sorted.
+TABLE100 = textwrap.dedent("""\
+    table100() { ip -n core -"$1" route show table 100 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "via") print $1 "=" $(i + 1)}' | sort | tr '\\n' ' ' | sed 's/ $//'; }
+    """)
+
+
+def bgp_steps() -> tuple[Steps, Steps, list[str]]:
+    """(steps with the machine's network: packages; steps in the walk's networks; not run)."""
+    guide = GUIDE.read_text()
+    scale = section(guide, "## 4. An ISP at scale")
+    setup = section(scale, "### Setting it up")
+    routed = section(scale, "### Routed networks")
+    not_run: list[str] = []
+    password = "BLOCKLIST_REDIS_PASSWORD_FILE=/etc/blocklist-proxy/redis-sync.password"
+
+    # What the routed form shares with the gateway: section 2's Redis and sync, the key,
+    # divert.toml with its first sync and resolve, the proxy (step 0 of the routed form).
+    isp_packages, isp, isp_not_run = isp_steps()
+    named = dict(isp)
+    not_run += [n for n in isp_not_run if "nftables" not in n and "notrack" not in n]
+    assert re.search(r"steps 1 \(the key\), 2 \(.*\) and 4", re.sub(r"\s+", " ", routed)), (
+        "the routed form should say which steps of 'Setting it up' it takes"
+    )
+    run_unit = block(setup, "sh", "blocklist-divert.service")
+    unit_lines = [
+        line for line in run_unit.splitlines() if line.startswith(("cp ", "sed ", "    "))
+    ]
+    assert unit_lines and unit_lines[0].startswith("cp "), run_unit
+    unit_copy = "\n".join(unit_lines) + "\n"
+
+    # 1. The proxy host; 2. divert.toml's BGP keys; 3b. BIRD.
+    host = block(routed, "sh", "nftables-routed-proxy.nft")
+    keys = block(routed, "toml", "next_hop")
+    bird = block(routed, "sh", "install -d -o blocklist -g bird")
+    install_line = re.search(r"^apt-get install .*$", bird, re.MULTILINE)
+    assert install_line, "3b should install BIRD"
+    bird_package = install_line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n"
+    bird = bird.replace(
+        install_line.group(0), "# (walk) installed before: " + install_line.group(0)
+    )
+    enable = re.search(r"^systemctl enable --now (\S+).*$", bird, re.MULTILINE)
+    assert enable and enable.group(1) == "blocklist-divert", bird
+    bird = bird.replace(enable.group(0), systemctl("start", "blocklist-divert"))
+    bird, skipped = systemctl_lines(bird)
+    not_run += skipped
+
+    # 4. The core router: its bird.conf, its rules; the checks from the router.
+    core_conf = plain_block(routed, "protocol bgp")
+    core_sh = block(routed, "sh", "lookup 100")
+    verify = plain_block(routed, "birdc")
+    checks = [
+        re.sub(r"\s+#.*$", "", line)
+        for line in verify.splitlines()
+        if line.startswith(("birdc ", "ip "))
+    ]
+    assert len(checks) == 2 and checks[0].startswith("birdc "), verify
+    count_line = checks[0].replace("birdc ", f"birdc -s {CORE_CTL} ", 1)
+    core = (
+        "# (walk) the core router's own /etc/bird (ip netns exec core binds /etc/netns/core/bird there)\n"
+        "mkdir -p /etc/netns/core/bird\n"
+        f"cat > /etc/netns/core/bird/bird.conf <<'EOF'\n{core_conf}EOF\n"
+        f"{CORE} bird -p\n"
+        f"{CORE} bird -f -s {CORE_CTL} > /tmp/core-bird.log 2>&1 &\n"
+        f"cat > /root/walk/core.sh <<'EOF'\n{core_sh}EOF\n"
+        f"{CORE} sh -ex /root/walk/core.sh\n"
+    )
+    verify_steps = (
+        TABLE100
+        + until(
+            "the core learns the set (the canary, the listed hosts, the IP literal)",
+            routes_are(ROUTES4, ROUTES6),
+            60,
+        )
+        + f"{CORE} birdc -s {CORE_CTL} show protocols all blocklist_proxy | grep -q Established\n"
+        + f"{CORE} {count_line} | tee /tmp/core-count\n"
+        + f"{CORE} sh -c {shell_quote(checks[1])}\n"
+        + f"{password} blocklist-divert status | tee /tmp/status\n"
+        + "total=$(sed -n 's/^active set: version [0-9]*, \\([0-9]*\\) addresses.*/\\1/p' /tmp/status)\n"
+        + 'grep -Eq "(^| )$total of [0-9]+ routes" /tmp/core-count || { echo "the router holds not the $total of status"; exit 1; }\n'
+        + f"{CORE} birdc -s {CORE_CTL} show route table all all > /tmp/core-routes.txt\n"
+        + "grep -c 'BGP.community: (64512,666) (65535,65281)\\|BGP.community: (65535,65281) (64512,666)' /tmp/core-routes.txt | grep -qx \"$total\" || { cat /tmp/core-routes.txt; exit 1; }\n"
+    )
+
+    # The canary from a subscriber (step 6), and what the guide's table says it means.
+    canary = [c for c in block(setup, "sh", "192.0.2.254").splitlines() if c.startswith("curl ")]
+    assert len(canary) == 2
+    works, nothing, _refused = canary_table(setup)
+    canary_ok = "".join(
+        expect("the canary: the whole path works", f"{SUB} {c}", works[-1], tries=10)
+        for c in canary
+    )
+    metrics = "curl -s http://127.0.0.1:18081/metrics"
+    connections = f"{metrics} | awk '/^blocklist_client_connections_total/ {{print $2}}'"
+    counters = "nft list chain inet blocklist_routed prerouting | grep -o 'packets [0-9]*' | awk '{s+=$2} END {print s}'"
+    working = (
+        expect(
+            "a listed page: the splash page",
+            f"{SUB} curl -sS -m 10 -i -4 -H 'Accept: text/html' http://{LISTED}/page.html",
+            "^HTTP/1.1 451",
+        )
+        + expect(
+            "the same over IPv6",
+            f"{SUB} curl -sS -m 10 -i -6 http://{LISTED}/gallery/a.html",
+            "^HTTP/1.1 451",
+        )
+        + expect(
+            "a host listed whole, over HTTPS: refused at the handshake, nothing decrypted",
+            f"{SUB} curl -sS -m 10 -k https://{WHOLE}/",
+            r"curl: \((35|52|56)\)",
+        )
+        + expect(
+            "an unlisted page on a diverted host passes, fetched by the proxy",
+            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/other.html",
+            "origin page other.html",
+        )
+        + "grep -q '^192.0.2.2 .*GET /other.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the proxy host\n"
+        + f'before=$({connections}); counted=$({counters}); test -n "$before"\n'
+        + expect(
+            "an undiverted host: reached directly",
+            f"{SUB} curl -sS -m 10 -4 http://{UNLISTED}/index.html",
+            "origin page index.html",
+        )
+        + expect(
+            "and over IPv6",
+            f"{SUB} curl -sS -m 10 -6 http://{UNLISTED}/index.html",
+            "origin page index.html",
+        )
+        + "grep -q '^198.51.100.2 .*GET /index.html' /tmp/origin-203.0.113.30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the subscriber\n"
+        + "grep -q '^2001:db8:1::2 .*GET /index.html' /tmp/origin-2001:db8:4::30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
+        + f'test "$({connections})" = "$before"   # never proxied\n'
+        + f'test "$({counters})" = "$counted"   # never sent to the proxy host\n'
+    )
+    run_stopped = (
+        TABLE100
+        + systemctl("stop", "blocklist-divert")
+        + "\n"
+        + "# the guide: BIRD keeps announcing the last set while run is stopped\n"
+        + f"{CORE} birdc -s {CORE_CTL} show protocols blocklist_proxy | grep -q Established\n"
+        + f"{routes_are(ROUTES4, ROUTES6)} || {{ echo 'the routes left with run'; exit 1; }}\n"
+        + expect(
+            "a listed page: still the splash page",
+            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
+            "^HTTP/1.1 451",
+        )
+        + systemctl("start", "blocklist-divert")
+        + "\n"
+        + f"{routes_are(ROUTES4, ROUTES6)} || {{ echo 'the routes changed with run back'; exit 1; }}\n"
+    )
+    withdrawal = (
+        TABLE100
+        + systemctl("stop", "blocklist-proxy@8081")
+        + "\n"
+        + until(
+            "withdrawn after withdraw_after: the core's table 100 empty", routes_are([], []), 90
+        )
+        + "grep -q '^blocklist_divert_withdrawn 1' /run/blocklist-divert/metrics.prom\n"
+        + "grep -q WITHDRAWN /tmp/blocklist-divert.service.log\n"
+        + expect(
+            "the listed page, reached directly (fail-open)",
+            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
+            "origin page page.html",
+        )
+        + "grep -q '^198.51.100.2 .*GET /page.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
+        + expect(
+            "the canary: the table's 'no answer' row",
+            f"{SUB} {canary[0]}",
+            nothing,
+        )
+        + systemctl("start", "blocklist-proxy@8081")
+        + "\n"
+        + until(
+            "the proxy healthy again: the set announced again", routes_are(ROUTES4, ROUTES6), 60
+        )
+        + expect(
+            "and the listed page blocked",
+            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
+            "^HTTP/1.1 451",
+            tries=5,
+        )
+        + "grep -q '^blocklist_divert_withdrawn 0' /run/blocklist-divert/metrics.prom\n"
+    )
+    speaker = (
+        TABLE100
+        + systemctl("stop", "bird")
+        + "\n"
+        + until("BIRD stopped: the core drops every route", routes_are([], []), 30)
+        + expect(
+            "the listed page, reached directly",
+            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
+            "origin page page.html",
+        )
+        + systemctl("start", "bird")
+        + "\n"
+        + until(
+            "BIRD started: the set back from the include files", routes_are(ROUTES4, ROUTES6), 300
+        )
+        + expect(
+            "and the listed page blocked",
+            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
+            "^HTTP/1.1 451",
+            tries=5,
+        )
+    )
+    resolve = block(setup, "sh", "resolve")
+    sync_line = re.search(r"^runuser .*\n.*blocklist-sync --config .*$", resolve, re.MULTILINE)
+    assert sync_line, "step 2 should sync by hand"
+    newly = (
+        TABLE100 + "# (walk) the hotline lists a new host: the licensee's feed gains a line\n"
+        f'python3 -c \'import json; z = json.load(open("/srv/zone.json")); z["{NEWLY}"] = {json.dumps(ZONE[NEWLY])}; json.dump(z, open("/srv/zone.json", "w"))\'\n'
+        f"echo 'http://{NEWLY}/new.html' >> {SRC}/samples/sample-feed.txt\n"
+        + sync_line.group(0)
+        + "\n"
+        + until(
+            "run resolves the new version at once: the core routes the new host",
+            routes_are([*ROUTES4, "203.0.113.40"], ROUTES6),
+            60,
+        )
+        + expect(
+            "the new host's page: the splash page",
+            f"{SUB} curl -sS -m 10 -i http://{NEWLY}/new.html",
+            "^HTTP/1.1 451",
+            tries=5,
+        )
+    )
+
+    packages = isp_packages[0][1] + bird_package
+    steps: Steps = [
+        ("(walk) networks: core router, subscriber, Internet, DNS, origins", NETWORKS),
+        (
+            "(walk) BIRD as its package starts it on a booted system",
+            systemctl("start", "bird") + "\n",
+        ),
+        ("0. 2.1 Redis, locked down", named["2.1 Redis, locked down"]),
+        ("0. 2.2 sync into Redis", named["2.2 sync into Redis"]),
+        ("0. 4.1 the hostnames, encrypted", named["4.1 the hostnames, encrypted"]),
+        ("0. 4.2 divert.toml, sync and resolve", named["4.2 divert.toml, sync and resolve"]),
+        ("0. 4.4 the proxy", named["4.4 the proxy"]),
+        ("0. 4.5 run's unit, copied", f"cd {SRC}\n{unit_copy}"),
+        ("1. the proxy host", f"cd {SRC}\n{host}"),
+        (
+            "2. divert.toml's BGP keys",
+            f"cat >> /etc/blocklist-proxy/divert.toml <<'EOF'\n{keys}EOF\n",
+        ),
+        ("3b. BIRD 2", f"cd {SRC}\n{bird}"),
+        ("4. the core router", core),
+        ("4. verify from the router", verify_steps),
+        ("(4.6) the canary from a subscriber", canary_ok),
+        ("(walk) the working state", working),
+        ("(walk) run stopped: BIRD keeps the routes", run_stopped),
+        ("(walk) the proxy stopped: withdrawn; back: announced", withdrawal),
+        ("(walk) BIRD stopped and started", speaker),
+        ("(walk) a newly listed host", newly),
+    ]
+    return [("packages: Redis, BIRD 2", packages)], steps, not_run
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[tuple[pathlib.Path, dict[str, float]]]:
+    """The install, and Debian's redis-server and bird2 (they need the mirror)."""
+    with installed_system() as (root, installed):
+        packages, _, _ = bgp_steps()
+        write_systemctl(root)
+        yield root, installed | run_steps(root, packages, net=False)
+
+
+def test_the_routed_isp_chapter_walked_on_debian_13(
+    system: tuple[pathlib.Path, dict[str, float]],
+) -> None:
+    root, installed = system
+    _, steps, not_run = bgp_steps()
+    figures = installed | run_steps(root, steps, net=True)
+    report("the install and the routed ISP chapter (BGP, BIRD 2)", figures, not_run)
