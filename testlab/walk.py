@@ -223,6 +223,7 @@ def run_steps(root: pathlib.Path, named: list[tuple[str, str]], *, net: bool) ->
         timeout=1800,
         env=env,
     )
+    (directory / "output.log").write_text(done.stdout)  # whole, for BLOCKLIST_WALK_KEEP=1
     print(done.stdout[-20000:], flush=True)
     figures = {}
     current = None
