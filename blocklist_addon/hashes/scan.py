@@ -9,7 +9,7 @@ matched by vPDQ (``HashList.check_video``), or reported unchecked with its reaso
 (too-large, truncated, undecodable, frames-skipped). The workers map the list's index from
 the file the proxy processes of the machine share (``hashes.mapped``, in the data
 directory; the scan writes it first when there is none), so the pool holds one copy of the
-index and no worker builds one. The tree is an uploader's: symbolic
+index and no worker builds one. The tree is an uploader's (``tree``): symbolic
 links, FIFOs, sockets and devices under a PATH are skipped and reported, never followed or
 opened (a file is opened beneath its tree with O_NOFOLLOW at every step and fstat'ed, so a
 link swapped in after the walk is refused too; a FIFO cannot hang the scan). A file the
@@ -43,8 +43,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
+from blocklist_addon.hashes.tree import (
+    OS_REASONS,
+    Skipped,
+    Target,
+    kind_of,
+    open_target,
+    walk,
+)
 from blocklist_addon.lists.store import (
     URL_FORMS,
     StoreError,
@@ -53,7 +61,7 @@ from blocklist_addon.lists.store import (
     write_atomic,
 )
 
-__all__ = ["Target", "main", "scan_file", "walk"]
+__all__ = ["main", "scan_file"]
 
 EXIT_CLEAN, EXIT_MATCHED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 #: Files up to this size are read whole (and decoded when images); larger ones are only
@@ -210,25 +218,6 @@ def _init(directory: str, box: list[bytes], threshold: int, limits: Any = None) 
     _hashlist, _ = HashList.mapped(snapshot, directory, threshold=threshold, video_limits=limits)
 
 
-class Target(NamedTuple):
-    """A file to check: ``relative`` to the tree ``top`` (opened beneath it, never through a
-    symbolic link), or ``top`` itself when a PATH named a file ("")."""
-
-    top: str
-    relative: str
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.top, self.relative) if self.relative else self.top
-
-
-class _Skip(Exception):
-    """Not a regular file (or reached through a symbolic link): skipped, never read."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 def scan_file(target: Target) -> dict[str, object]:
     """One file's result (in a worker process): a match, an error, a skip, or nothing.
 
@@ -237,11 +226,11 @@ def scan_file(target: Target) -> dict[str, object]:
     of the scan."""
     path = target.path
     try:
-        fd = _open(target)
+        fd = open_target(target)
         with os.fdopen(fd, "rb") as file:
             mode = os.fstat(file.fileno())
             if not stat.S_ISREG(mode.st_mode):
-                raise _Skip(_kind(mode.st_mode))
+                raise Skipped(kind_of(mode.st_mode))
             whole = mode.st_size <= READ_WHOLE
             video = None
             if not whole and "vpdq" in _hashlist.kinds:
@@ -255,12 +244,12 @@ def scan_file(target: Target) -> dict[str, object]:
                 digests = _exact_by_chunks(file, _hashlist.kinds)
                 match = _hashlist.match_exact(digests)
                 unchecked = "too-large" if video is not None and match is None else None
-    except _Skip as skip:
+    except Skipped as skip:
         return {"path": path, "skipped": skip.reason}
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link swapped in
             return {"path": path, "skipped": "symlink"}
-        reason = _OS_REASONS.get(exc.errno or 0, "io-error")
+        reason = OS_REASONS.get(exc.errno or 0, "io-error")
         return {"path": path, "reason": reason, "error": exc.strerror or type(exc).__name__}
     except Exception as exc:  # the checker failed on this file: say so, go on
         return {"path": path, "reason": "check-error", "error": type(exc).__name__}
@@ -275,49 +264,6 @@ def scan_file(target: Target) -> dict[str, object]:
     return {"path": path, "unchecked": unchecked} if unchecked else {"path": path}
 
 
-_OS_REASONS = {errno.EACCES: "denied", errno.EPERM: "denied", errno.ENOENT: "gone"}
-#: Opens a file to read without waiting (a FIFO) or taking a terminal.
-_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-
-
-def _open(target: Target) -> int:
-    """A descriptor of the target, reached without following any symbolic link beneath its
-    tree (each directory opened relative to the last, O_NOFOLLOW): a link an uploader swaps
-    in after the walk is refused, not followed out of the tree. A file named on the command
-    line is the operator's choice and followed, but not opened unless regular."""
-    if not target.relative:
-        mode = os.stat(target.top).st_mode
-        if not stat.S_ISREG(mode):
-            raise _Skip(_kind(mode))
-        return os.open(target.top, _READ)
-    *directories, name = target.relative.split(os.sep)
-    fd = os.open(target.top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in directories:
-            inner = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISDIR(mode):
-                raise _Skip(_kind(mode))
-        return os.open(name, _READ | os.O_NOFOLLOW, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    """The reason word for a file that is not a regular file."""
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "not-a-file"
-
-
 def _sniff_video(head: bytes) -> str | None:
     from blocklist_addon.hashes.video import sniff_video
 
@@ -330,45 +276,6 @@ def _exact_by_chunks(file: BinaryIO, kinds: frozenset[str]) -> dict[str, bytes]:
         for hasher in hashers.values():
             hasher.update(chunk)
     return {kind: hasher.digest() for kind, hasher in hashers.items()}
-
-
-def walk(
-    paths: Sequence[str], unreadable: list[dict[str, object]], skipped: list[dict[str, object]]
-) -> Iterator[Target]:
-    """Regular files under ``paths``. Symbolic links, FIFOs, sockets and devices under them
-    go to ``skipped`` (never followed, never opened); directories that cannot be listed go
-    to ``unreadable``. A PATH that is itself a symbolic link is followed (named by the
-    operator)."""
-    for top in paths:
-        if not os.path.isdir(top):
-            yield Target(top, "")
-            continue
-        pending = [""]
-        while pending:
-            relative = pending.pop()
-            directory = os.path.join(top, relative) if relative else top
-            try:
-                with os.scandir(directory) as listing:
-                    entries = sorted(listing, key=lambda entry: entry.name)
-            except OSError as exc:
-                reason = _OS_REASONS.get(exc.errno or 0, "io-error")
-                error = exc.strerror or type(exc).__name__
-                unreadable.append({"path": directory, "reason": reason, "error": error})
-                continue
-            below = []
-            for entry in entries:
-                inner = os.path.join(relative, entry.name) if relative else entry.name
-                try:
-                    mode = entry.stat(follow_symlinks=False).st_mode
-                except OSError:
-                    continue  # gone since the listing
-                if stat.S_ISDIR(mode):
-                    below.append(inner)
-                elif stat.S_ISREG(mode):
-                    yield Target(top, inner)
-                else:
-                    skipped.append({"path": entry.path, "reason": _kind(mode)})
-            pending.extend(reversed(below))
 
 
 async def _load(store_url: str | None) -> tuple[str, tuple[Any, bytes] | None]:
