@@ -3,14 +3,21 @@
 In reverse mode (the proxy in front of a platform), a post whose fields carry a listed URL
 (``content.uploads.listed_in_body``) is refused with 451 before any of it reaches the
 platform; a body is read decoded (``content.inflate``) up to ``blocklist_upload_max_bytes``.
+
+A path is guarded as the site routes it (decoded, its dot segments resolved), not only as
+sent. mitmproxy's ``stream_large_bodies`` is refused: it streams a body past its size to the
+site as the body arrives, after the ``requestheaders`` hooks and before ``request``, whatever
+they set, so neither this check nor the image hash check would read it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import urllib.parse
 from dataclasses import dataclass, field
 
 from mitmproxy import ctx, http
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy import mode_specs
 
 from blocklist_addon.content import uploads
@@ -21,6 +28,43 @@ from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.options import int_option
 
 __all__ = ["UploadGuard"]
+
+#: Percent-decodings of a path tried when matching blocklist_upload_paths (servers decode once;
+#: a proxy or framework in front of the site may decode again).
+DECODINGS = 3
+
+
+def routed_paths(path: str) -> set[str]:
+    """``path`` (without its query) as sent and as servers route it, lower case: percent-decoded
+    up to ``DECODINGS`` times, each with its ``;parameters`` dropped, empty segments merged
+    and dot segments resolved. Guarding a post the site would not route there costs a check,
+    never a refusal of anything unlisted."""
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    forms = {path.lower()}
+    for _ in range(DECODINGS + 1):
+        forms.add(_resolved(path).lower())
+        decoded = urllib.parse.unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    return forms
+
+
+def _resolved(path: str) -> str:
+    """RFC 3986's remove_dot_segments, with empty segments and ``;parameters`` dropped."""
+    segments: list[str] = []
+    parts = path.split("/")
+    for number, part in enumerate(parts):
+        part = part.split(";", 1)[0]
+        last = number == len(parts) - 1
+        if part in (".", ".."):
+            if part == ".." and segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        elif part or last:
+            segments.append(part)
+    return "/" + "/".join(segments)
 
 
 @dataclass(eq=False)
@@ -49,8 +93,15 @@ class UploadGuard:
 
     def configure(self, updated: set[str]) -> None:
         paths = ctx.options.blocklist_upload_paths
-        self.patterns = [p.strip() for p in paths.split(",") if p.strip()]
+        self.patterns = [p.strip().lower() for p in paths.split(",") if p.strip()]
         self.limit = int_option("blocklist_upload_max_bytes", 0)
+        if "stream_large_bodies" in updated and getattr(ctx.options, "stream_large_bodies", None):
+            raise OptionsError(
+                "stream_large_bodies: mitmproxy streams a post past it to the site before the "
+                "upload and image checks read it; leave it unset (pages and downloads past "
+                "blocklist_scan_max_bytes are streamed by the page check) and bound what is "
+                "held with body_size_limit"
+            )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or not self._guarded(flow):
@@ -91,5 +142,5 @@ class UploadGuard:
             return False
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             return False
-        path = flow.request.path.split("?", 1)[0]
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.patterns)
+        paths = routed_paths(flow.request.path)
+        return any(fnmatch.fnmatchcase(p, pattern) for p in paths for pattern in self.patterns)

@@ -1,0 +1,166 @@
+"""Fail-open in the URL upload guard (reverse mode): posts that reached the site unchecked.
+
+- ``blocklist_upload_paths`` was matched against the path as sent, but a site routes the
+  decoded path: a listed link posted to ``/%66orum/post`` reached the ``/forum/{name}``
+  handler of an aiohttp site unchecked (nginx also merges slashes and resolves ``..``,
+  servlet containers drop ``;parameters``, IIS ignores case).
+- mitmproxy's ``stream_large_bodies`` streamed a post past its size straight to the site
+  as it arrived (after the ``requestheaders`` hooks, whatever they set, and before the
+  ``request`` hook): a listed link in an 8 KB form post under ``stream_large_bodies=4k``
+  reached the site, as would an image under an active hash list. No hook can stop it for
+  one flow, so the option is refused.
+
+A real mitmdump with the addon in reverse mode in front of a real aiohttp site.
+"""
+
+from __future__ import annotations
+
+import http.client
+import pathlib
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.exceptions import OptionsError
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow
+
+from blocklist_addon.guards.uploads import UploadGuard
+from blocklist_addon.guards.urls import Enforcer
+from blocklist_addon.lists.active import ActiveList
+from blocklist_addon.ops.blocklog import BlockLog
+from blocklist_addon.ops.metrics import Metrics
+from testlab.harness import Proxy, running, synced_store
+from testlab.origins import Origins, TestCA
+
+LISTED_FORM = urllib.parse.urlencode({"message": "see http://blocked.example.com/page.html"})
+UNLISTED_FORM = urllib.parse.urlencode({"message": "see http://blocked.example.com/x.html"})
+FORM = {"Content-Type": "application/x-www-form-urlencoded", "Host": "forum.test"}
+
+
+def upload_guard() -> UploadGuard:
+    metrics = Metrics()
+    lists = ActiveList(metrics)
+    return UploadGuard(lists, Enforcer(lists, metrics, BlockLog()))
+
+
+# -- the path as the site routes it ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "guarded"),
+    [
+        ("/forum/post", True),
+        ("/%66orum/post", True),
+        ("/FORUM/post", True),  # case-insensitive servers route it to /forum
+        ("//forum/post", True),  # nginx merges slashes
+        ("/forum;jsessionid=1/post", True),  # servlet containers drop path parameters
+        ("/x/../forum/post?q=1", True),
+        ("/%2e%2e/forum/post", True),
+        ("/forumx/post", False),
+        ("/other/forum/post", False),
+        ("/for%75m2/post", False),
+    ],
+)
+def test_the_path_is_read_as_servers_route_it(path: str, guarded: bool) -> None:
+    upload = upload_guard()
+    with taddons.context(upload) as tctx:
+        tctx.configure(upload, blocklist_upload_paths="/forum/*")
+        flow = tflow.tflow()
+        flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://192.0.2.1")
+        flow.request.method = "POST"
+        flow.request.path = path
+        assert upload._guarded(flow) is guarded
+
+
+@pytest.fixture(scope="module")
+def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
+    """A site that routes POST /forum/{name} (aiohttp: on the decoded path); its port and
+    the raw path of each post it accepted."""
+    accepted: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        accepted.append(request.raw_path)
+        return web.Response(text="accepted")
+
+    app = web.Application()
+    app.router.add_post("/forum/{name}", handler)
+    origins = Origins(ca)
+    try:
+        yield origins.start("forum", app=app).port, accepted
+    finally:
+        origins.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    forum: tuple[int, list[str]],
+    confdir: pathlib.Path,
+    ca: TestCA,
+) -> Iterator[Proxy]:
+    directory = tmp_path_factory.mktemp("uploads")
+    port, _ = forum
+    target = f"127.0.0.1:{port}"
+    proxy = Proxy(
+        directory / "proxy",
+        store=synced_store(directory),
+        routes={target: port},
+        confdir=confdir,
+        ca=ca,
+        mode=f"reverse:http://{target}",
+        options={"blocklist_upload_paths": "/forum/*"},
+    )
+    with running(proxy):
+        yield proxy
+
+
+def post(proxy: Proxy, path: str, body: str) -> int:
+    """POST ``body`` to ``path`` exactly as written; the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body.encode(), headers=FORM)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_listed_link_posted_to_an_encoded_guarded_path_never_reaches_the_site(
+    proxy: Proxy, forum: tuple[int, list[str]]
+) -> None:
+    _, accepted = forum
+    before = len(accepted)
+    assert post(proxy, "/%66orum/post", UNLISTED_FORM) == 200
+    assert accepted[before:] == ["/%66orum/post"]  # the site routes it to its forum
+    assert post(proxy, "/%66orum/post", LISTED_FORM) == 451
+    assert len(accepted) == before + 1
+
+
+# -- stream_large_bodies ---------------------------------------------------------------------
+
+
+def test_stream_large_bodies_is_refused_at_start(make_proxy, tmp_path: pathlib.Path) -> None:
+    """Before, the proxy started, and an 8 KB form post with a listed link reached the site."""
+    proxy = make_proxy(
+        synced_store(tmp_path),
+        mode="reverse:http://127.0.0.1:9",
+        options={"blocklist_upload_paths": "/forum/*", "stream_large_bodies": "4k"},
+    )
+    proxy.start(wait=False)
+    assert proxy.wait_exit() != 0
+    log = proxy.log()
+    assert "blocklist: stream_large_bodies: mitmproxy streams a post past it" in log, log
+    assert "Traceback" not in log
+
+
+def test_stream_large_bodies_is_refused_while_running() -> None:
+    upload = upload_guard()
+    with taddons.context(upload, Proxyserver()) as tctx:
+        tctx.configure(upload, stream_large_bodies=None)
+        with pytest.raises(OptionsError, match="stream_large_bodies"):
+            tctx.configure(upload, stream_large_bodies="1m")
