@@ -23,6 +23,7 @@ import importlib
 import io
 import re
 import shlex
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Line:
 
     @property
     def where(self) -> str:
-        return f"{self.doc.relative_to(ROOT)}:{self.number}"
+        return f"{rel(self.doc)}:{self.number}"
 
 
 @functools.cache
@@ -82,7 +83,8 @@ def all_lines() -> Iterator[Line]:
 
 
 def rel(doc: Path) -> str:
-    return str(doc.relative_to(ROOT))
+    """The doc's path in the repository (a doc elsewhere, as the self-test's: its name)."""
+    return str(doc.relative_to(ROOT)) if doc.is_relative_to(ROOT) else doc.name
 
 
 def report(check: str, failures: list[tuple[Line, str, str]]) -> None:
@@ -252,10 +254,20 @@ def check_proxy(words: list[str]) -> str | None:
         key, _, value = setting.partition("=")
         if key not in opts:
             return f"--set {key}: no such option"
-        try:
-            opts._parse_setval(opts._options[key], [value])
-        except Exception as exc:
-            return f"--set {setting}: {exc}"
+        if error := value_error(key, value):
+            return f"--set {setting}: {error}"
+    return None
+
+
+def value_error(key: str, value: str) -> str | None:
+    """Why option ``key`` refuses the text ``value`` (its type, its choices), or None."""
+    option = mitmproxy_options()._options[key]
+    try:
+        mitmproxy_options()._parse_setval(option, [value])
+    except Exception as exc:
+        return str(exc)
+    if option.choices and value not in option.choices:
+        return f"not one of {option.choices}"
     return None
 
 
@@ -294,9 +306,29 @@ def command_failures() -> list[tuple[Line, str, str]]:
     return failures
 
 
+INLINE_MAKE = re.compile(r"`make((?: [\w.=/-]+)*)`")
+
+
+def inline_make_failures() -> list[tuple[Line, str, str]]:
+    """`make TARGET` in prose (README's table, the docs' pointers): the target exists."""
+    failures = []
+    for line in all_lines():
+        if line.fence is not None:
+            continue
+        for match in INLINE_MAKE.finditer(line.text):
+            words = [w for w in match[1].split() if w != "..."]  # ...: words left out
+            targets = [w for w in words if "=" not in w and not w.startswith("-")]
+            failures += [
+                (line, match[0], f"{match[0]}: no make target {t}")
+                for t in targets
+                if t not in makefile_targets()
+            ]
+    return failures
+
+
 def test_every_command_line_parses() -> None:
     """A reader copies the docs' command lines: each must get past the command's parser."""
-    report("command", command_failures())
+    report("command", command_failures() + inline_make_failures())
 
 
 def test_the_command_lines_are_found() -> None:
@@ -385,6 +417,27 @@ def test_every_option_named_exists() -> None:
     report("option", option_failures())
 
 
+SETTING = re.compile(r"(?<![\w-])(?:--set[ =])?(blocklist_[a-z0-9_]+)=([^\s`'\",;)]*)")
+
+
+def setting_failures() -> list[tuple[Line, str, str]]:
+    """``blocklist_x=value`` and ``--set blocklist_x=value`` anywhere: a value the option
+    takes (its type, its choices)."""
+    options = addon_options()
+    failures = []
+    for line in all_lines():
+        for match in SETTING.finditer(line.text):
+            name, value = match[1], match[2]
+            if name in options and (error := value_error(name, value)):
+                failures.append((line, match[0], f"{match[0]}: {error}"))
+    return failures
+
+
+def test_every_setting_named_takes_its_value() -> None:
+    """A setting written as ``blocklist_intercept=never`` is one the option accepts."""
+    report("setting", setting_failures())
+
+
 def yaml_failures() -> list[tuple[Line, str, str]]:
     """Keys of YAML blocks that are proxy configs (--config FILE): known options, values of
     their type."""
@@ -413,16 +466,24 @@ def yaml_failures() -> list[tuple[Line, str, str]]:
                 if key not in opts:
                     failures.append((line, key, f"{key}: no such mitmproxy option"))
                     continue
+                option = opts._options[key]
                 try:
-                    typecheck.check_option_type(key, value, opts._options[key].typespec)
+                    typecheck.check_option_type(key, value, option.typespec)
                 except TypeError as exc:
                     failures.append((line, key, f"{key}: {exc}"))
+                    continue
+                if option.choices and value not in option.choices:
+                    failures.append((line, key, f"{key}: {value!r} not one of {option.choices}"))
     return failures
 
 
 def test_yaml_proxy_configs_name_options() -> None:
     """A proxy config the docs show loads: every key an option, every value of its type."""
     report("yaml", yaml_failures())
+
+
+#: The doc whose table lists every option.
+OPTIONS_DOC = ROOT / "docs" / "proxy.md"
 
 
 def options_table(doc: Path) -> dict[str, tuple[Line, str]]:
@@ -446,10 +507,16 @@ def options_table(doc: Path) -> dict[str, tuple[Line, str]]:
 
 def test_every_option_is_in_the_options_table() -> None:
     """Every option the addon registers has a row in docs/proxy.md's table."""
-    table = options_table(ROOT / "docs" / "proxy.md")
-    assert table, "docs/proxy.md: no options table (| option | default | what it does |)"
-    missing = sorted(set(addon_options()) - set(table))
-    assert not missing, f"docs/proxy.md's options table lacks {len(missing)}: {missing}"
+    assert not (missing := table_missing()), (
+        f"{rel(OPTIONS_DOC)}'s options table lacks {len(missing)}: {missing}"
+    )
+
+
+def table_missing() -> list[str]:
+    """The options without a row in OPTIONS_DOC's table."""
+    table = options_table(OPTIONS_DOC)
+    assert table, f"{rel(OPTIONS_DOC)}: no options table (| option | default | what it does |)"
+    return sorted(set(addon_options()) - set(table))
 
 
 def table_default_failures() -> list[tuple[Line, str, str]]:
@@ -457,7 +524,7 @@ def table_default_failures() -> list[tuple[Line, str, str]]:
     that is not the option's default."""
     options = addon_options()
     failures = []
-    for name, (line, cell) in options_table(ROOT / "docs" / "proxy.md").items():
+    for name, (line, cell) in options_table(OPTIONS_DOC).items():
         first = cell.split(" ", 1)[0]
         said = first.strip("`")
         if name not in options or not (
@@ -513,9 +580,13 @@ def test_every_metric_named_exists() -> None:
 
 def test_every_metric_is_documented() -> None:
     """Every metric the code exports is named (in full) somewhere in the docs."""
-    documented = {name for line in all_lines() for name in named(line)}
-    missing = sorted(code_metrics() - documented)
+    missing = undocumented_metrics()
     assert not missing, f"{len(missing)} metric(s) named in no doc: {missing}"
+
+
+def undocumented_metrics() -> list[str]:
+    documented = {name for line in all_lines() for name in named(line)}
+    return sorted(code_metrics() - documented)
 
 
 # -- 4. repository paths and links ------------------------------------------------------------
@@ -616,8 +687,9 @@ def test_slug_follows_github() -> None:
 def test_known_findings_still_fail() -> None:
     """Each KNOWN entry still fails: a fixed doc's entry is to be removed, not kept."""
     failing = (
-        found("command", command_failures())
+        found("command", command_failures() + inline_make_failures())
         | found("option", option_failures())
+        | found("setting", setting_failures())
         | found("yaml", yaml_failures())
         | found("default", table_default_failures())
         | found("metric", metric_failures())
@@ -633,3 +705,54 @@ def test_docs_have_no_unclosed_fence(doc: Path) -> None:
     """An unclosed ``` would hide the rest of a doc from every check above."""
     count = sum(1 for raw in doc.read_text().splitlines() if re.match(r"\s*(```|~~~)", raw))
     assert count % 2 == 0, f"{rel(doc)}: {count} fence lines, one is not closed"
+
+
+#: A doc with one break of each kind, and the line each check must name.
+BROKEN = """\
+# Broken
+
+```sh
+blocklist-sync --no-such-flag
+blocklist-divert export --format json --family 5
+blocklist-proxy --set blocklist_intercept=sometimes
+make no-such-target
+```
+
+`blocklist_no_such_option`, `blocklist_no_such_total`, `blocklist_log_url=maybe`, `make nope`
+
+See `deploy/no-such-file.conf`, [a missing doc](no-such.md) and [a missing part](#nowhere).
+
+```yaml
+blocklist_store: 1
+no_such_mitmproxy_option: true
+```
+
+| option | default | what it does |
+| --- | --- | --- |
+| `blocklist_poll` | 7 | a wrong default |
+"""
+
+
+def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check above can fail, naming the doc and line (a doc broken on purpose)."""
+    doc = tmp_path / "broken.md"
+    doc.write_text(BROKEN)
+    monkeypatch.setattr(sys.modules[__name__], "DOCS", [doc], raising=True)
+    monkeypatch.setattr(sys.modules[__name__], "OPTIONS_DOC", doc, raising=True)
+
+    def lines(failures: list[tuple[Line, str, str]]) -> list[str]:
+        return sorted(line.where for line, _, _ in failures)
+
+    assert lines(command_failures()) == ["broken.md:4", "broken.md:5", "broken.md:6", "broken.md:7"]
+    assert lines(inline_make_failures()) == ["broken.md:10"]
+    assert lines(option_failures()) == ["broken.md:10"]
+    assert lines(setting_failures()) == ["broken.md:10", "broken.md:6"]  # prose and --set
+    assert lines(metric_failures()) == ["broken.md:10"]
+    assert lines(path_failures()) == ["broken.md:12"]
+    assert lines(link_failures()) == ["broken.md:12", "broken.md:12"]
+    assert lines(yaml_failures()) == ["broken.md:15", "broken.md:16"]
+    assert lines(table_default_failures()) == ["broken.md:21"]
+    assert "blocklist_image_threshold" in table_missing()
+    assert "blocklist_lookups_total" in undocumented_metrics()
+    with pytest.raises(AssertionError, match=r"broken\.md:4: `blocklist-sync --no-such-flag`"):
+        report("command", command_failures())
