@@ -10,7 +10,7 @@
  *
  * Hashes are 32 bytes, read as four big-endian 64-bit words; a chunk is `bits` bits from
  * bit `offset` (0 = the hash's first bit), so the chunk at offset 0 sorts like the hash
- * bytes. A table is compact (see pdqindex.py): a unary directory (each bucket's count of
+ * bytes. A table is compact (see pdqlayout.py): a unary directory (each bucket's count of
  * entries as that many one bits, then a zero; LSB first in u64 words) with the entry index
  * where every 64th bucket starts (u32 samples), and the entries, each the group
  * (position >> group_shift) of a hash, bit-packed `width` bits each. A table without
