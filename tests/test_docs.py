@@ -15,6 +15,7 @@ applies the fix and removes the entry; an entry that no longer fails fails
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
 import functools
@@ -326,9 +327,37 @@ def inline_make_failures() -> list[tuple[Line, str, str]]:
     return failures
 
 
+def inline_command_failures() -> list[tuple[Line, str, str]]:
+    """Our commands in prose code spans (`blocklist-divert resolve --quiet`): every word
+    accepted. A span may be a fragment (`blocklist-sync suppress`, its ID left out), so an
+    argument missing is not a failure; synopses ([--store URL], PATH...) are skipped."""
+    failures = []
+    for line in all_lines():
+        if line.fence is not None:
+            continue
+        for span in re.findall(r"`([^`]+)`", line.text):
+            if "[" in span or "..." in span:
+                continue
+            try:
+                ours = command_words(shlex.split(span))
+            except ValueError:
+                continue
+            if ours is None or ours[0] == "make":
+                continue
+            name, args = ours
+            if name == "blocklist-proxy":
+                error = check_proxy(args)
+            else:
+                parsed = parse_error(script_parser(name), args)
+                error = parsed if isinstance(parsed, str) else None
+            if error and "arguments are required" not in error:
+                failures.append((line, span, f"`{span}`: {name} refuses it: {error}"))
+    return failures
+
+
 def test_every_command_line_parses() -> None:
     """A reader copies the docs' command lines: each must get past the command's parser."""
-    report("command", command_failures() + inline_make_failures())
+    report("command", command_failures() + inline_make_failures() + inline_command_failures())
 
 
 def test_the_command_lines_are_found() -> None:
@@ -573,6 +602,69 @@ def metric_failures() -> list[tuple[Line, str, str]]:
     ]
 
 
+#: Labels: name -> label -> its constant values in the code, or None where one is computed.
+Labels = dict[str, dict[str, set[str] | None]]
+
+
+@functools.cache
+def counter_labels() -> Labels:
+    """The labels the proxy's counters are bumped with: the keywords of every
+    ``metrics.inc("name", ..., label=value)`` in blocklist_addon (``**kind.labels``: kind)."""
+    out: Labels = {}
+    for source in (ROOT / "blocklist_addon").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "inc"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                continue
+            labels = out.setdefault(node.args[0].value, {})
+            for keyword in node.keywords:
+                label = keyword.arg or "kind"  # **self.kind.labels: {"kind": "hashes"} or {}
+                seen = labels.get(label, set())
+                if keyword.arg and isinstance(keyword.value, ast.Constant) and seen is not None:
+                    labels[label] = seen | {str(keyword.value.value)}
+                else:
+                    labels[label] = None  # computed: any value
+    return out
+
+
+SELECTOR = re.compile(r"(?<![\w-])(blocklist_[a-z0-9_]+)\{([^}]*)\}")
+
+
+def label_failures() -> list[tuple[Line, str, str]]:
+    """``name{label,...}`` and ``name{label="value"}`` in the docs: labels the counter is
+    bumped with, and a value it can have where the code's values are all constants."""
+    known = counter_labels()
+    failures = []
+    for line in all_lines():
+        for match in SELECTOR.finditer(line.text):
+            name = match[1]
+            if name not in known:
+                continue  # gauges and the metrics files: their labels are not read here
+            for part in match[2].split(","):
+                label = re.match(r"\s*([A-Za-z_]\w*)\s*(=~|!~|!=|=)?\s*\"?([\w.-]*)", part)
+                if label is None:
+                    continue
+                values = known[name].get(label[1], set())
+                if label[1] not in known[name]:
+                    why = f"{match[0]}: {name} has no label {label[1]} ({sorted(known[name])})"
+                    failures.append((line, match[0], why))
+                elif label[2] == "=" and values is not None and label[3] not in values:
+                    why = f"{match[0]}: {name}'s {label[1]} is one of {sorted(values)}"
+                    failures.append((line, match[0], why))
+    return failures
+
+
+def test_every_metric_label_named_exists() -> None:
+    """A label a query or alert selects on is one the counter carries."""
+    report("label", label_failures())
+
+
 def test_every_metric_named_exists() -> None:
     """A metric a dashboard or alert is written from must be one the code exports."""
     report("metric", metric_failures())
@@ -687,12 +779,13 @@ def test_slug_follows_github() -> None:
 def test_known_findings_still_fail() -> None:
     """Each KNOWN entry still fails: a fixed doc's entry is to be removed, not kept."""
     failing = (
-        found("command", command_failures() + inline_make_failures())
+        found("command", command_failures() + inline_make_failures() + inline_command_failures())
         | found("option", option_failures())
         | found("setting", setting_failures())
         | found("yaml", yaml_failures())
         | found("default", table_default_failures())
         | found("metric", metric_failures())
+        | found("label", label_failures())
         | found("path", path_failures())
         | found("link", link_failures())
     )
@@ -718,7 +811,9 @@ blocklist-proxy --set blocklist_intercept=sometimes
 make no-such-target
 ```
 
-`blocklist_no_such_option`, `blocklist_no_such_total`, `blocklist_log_url=maybe`, `make nope`
+`blocklist_no_such_option`, `blocklist_no_such_total`, `blocklist_log_url=maybe`, `make nope`,
+`blocklist-divert resolve --quite`, `blocklist-sync suppress` (a fragment: no failure),
+`blocklist_tls_total{verdict}`, `blocklist_uploads_checked_total{file="audio"}`
 
 See `deploy/no-such-file.conf`, [a missing doc](no-such.md) and [a missing part](#nowhere).
 
@@ -745,13 +840,15 @@ def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert lines(command_failures()) == ["broken.md:4", "broken.md:5", "broken.md:6", "broken.md:7"]
     assert lines(inline_make_failures()) == ["broken.md:10"]
+    assert lines(inline_command_failures()) == ["broken.md:11"]
     assert lines(option_failures()) == ["broken.md:10"]
     assert lines(setting_failures()) == ["broken.md:10", "broken.md:6"]  # prose and --set
     assert lines(metric_failures()) == ["broken.md:10"]
-    assert lines(path_failures()) == ["broken.md:12"]
-    assert lines(link_failures()) == ["broken.md:12", "broken.md:12"]
-    assert lines(yaml_failures()) == ["broken.md:15", "broken.md:16"]
-    assert lines(table_default_failures()) == ["broken.md:21"]
+    assert lines(label_failures()) == ["broken.md:12", "broken.md:12"]
+    assert lines(path_failures()) == ["broken.md:14"]
+    assert lines(link_failures()) == ["broken.md:14", "broken.md:14"]
+    assert lines(yaml_failures()) == ["broken.md:17", "broken.md:18"]
+    assert lines(table_default_failures()) == ["broken.md:23"]
     assert "blocklist_image_threshold" in table_missing()
     assert "blocklist_lookups_total" in undocumented_metrics()
     with pytest.raises(AssertionError, match=r"broken\.md:4: `blocklist-sync --no-such-flag`"):
