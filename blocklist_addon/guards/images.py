@@ -378,7 +378,7 @@ class ImageGuard:
                 await started.wait()
         except TimeoutError:
             future.cancel()
-            outcome = Outcome(unchecked=["too-busy"])
+            outcome = await self._exact_only(hashlist, raw, coding, content_type)
         else:
             # The check stops starting work at its budget; this bounds the wait for a
             # decoder that never returns (the thread finishes on its own).
@@ -389,6 +389,23 @@ class ImageGuard:
             except TimeoutError:
                 outcome = Outcome(unchecked=["too-slow"])
         self._decide(flow, outcome)
+
+    async def _exact_only(
+        self, hashlist: HashList, raw: bytes, coding: str | None, content_type: str
+    ) -> Outcome:
+        """An upload that waited QUEUE_WAIT for the pool: its exact hashes are checked all
+        the same (what blocklist_image_uncheckable=pass promises), in the loop's default
+        executor (the pool is what is busy), and its pixels count as too-busy."""
+        try:
+            async with asyncio.timeout(self.max_seconds * (REQUEST_BUDGET + 1) + 5.0):
+                outcome = await asyncio.to_thread(
+                    self._run, hashlist, raw, coding, content_type, pixels=False
+                )
+        except TimeoutError:
+            return Outcome(unchecked=["too-busy"])
+        if outcome.match is None and outcome.pending:
+            outcome.unchecked.append("too-busy")
+        return outcome
 
     def _run(
         self,
