@@ -355,9 +355,37 @@ def inline_command_failures() -> list[tuple[Line, str, str]]:
     return failures
 
 
+SCRIPT_RUN = re.compile(r"python3? ((?:bench|testlab|fuzz|mutate)/[\w/]+\.py)([^`|;&#]*)")
+
+
+def script_flag_failures() -> list[tuple[Line, str, str]]:
+    """``.venv/bin/python bench/proxy.py --flag``: each --flag is one the script defines (it
+    is in its source as a string). Weaker than a parse: those scripts build their parsers
+    inside main(), and running them is what this module avoids."""
+    failures = []
+    for line in all_lines():
+        for match in SCRIPT_RUN.finditer(line.text):
+            source = ROOT / match[1]
+            if not source.is_file():
+                continue  # the path check names it
+            text = source.read_text()
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", match[2]):
+                if flag == "--help" and "argparse" in text:
+                    continue
+                if f'"{flag}"' not in text and f"'{flag}'" not in text:
+                    failures.append((line, flag, f"{match[1]} {flag}: the script has no {flag}"))
+    return failures
+
+
 def test_every_command_line_parses() -> None:
     """A reader copies the docs' command lines: each must get past the command's parser."""
-    report("command", command_failures() + inline_make_failures() + inline_command_failures())
+    report(
+        "command",
+        command_failures()
+        + inline_make_failures()
+        + inline_command_failures()
+        + script_flag_failures(),
+    )
 
 
 def test_the_command_lines_are_found() -> None:
@@ -779,7 +807,13 @@ def test_slug_follows_github() -> None:
 def test_known_findings_still_fail() -> None:
     """Each KNOWN entry still fails: a fixed doc's entry is to be removed, not kept."""
     failing = (
-        found("command", command_failures() + inline_make_failures() + inline_command_failures())
+        found(
+            "command",
+            command_failures()
+            + inline_make_failures()
+            + inline_command_failures()
+            + script_flag_failures(),
+        )
         | found("option", option_failures())
         | found("setting", setting_failures())
         | found("yaml", yaml_failures())
@@ -813,7 +847,8 @@ make no-such-target
 
 `blocklist_no_such_option`, `blocklist_no_such_total`, `blocklist_log_url=maybe`, `make nope`,
 `blocklist-divert resolve --quite`, `blocklist-sync suppress` (a fragment: no failure),
-`blocklist_tls_total{verdict}`, `blocklist_uploads_checked_total{file="audio"}`
+`blocklist_tls_total{verdict}`, `blocklist_uploads_checked_total{file="audio"}`,
+`.venv/bin/python bench/proxy.py --no-such-flag`
 
 See `deploy/no-such-file.conf`, [a missing doc](no-such.md) and [a missing part](#nowhere).
 
@@ -841,14 +876,15 @@ def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.Mo
     assert lines(command_failures()) == ["broken.md:4", "broken.md:5", "broken.md:6", "broken.md:7"]
     assert lines(inline_make_failures()) == ["broken.md:10"]
     assert lines(inline_command_failures()) == ["broken.md:11"]
+    assert lines(script_flag_failures()) == ["broken.md:13"]
     assert lines(option_failures()) == ["broken.md:10"]
     assert lines(setting_failures()) == ["broken.md:10", "broken.md:6"]  # prose and --set
     assert lines(metric_failures()) == ["broken.md:10"]
     assert lines(label_failures()) == ["broken.md:12", "broken.md:12"]
-    assert lines(path_failures()) == ["broken.md:14"]
-    assert lines(link_failures()) == ["broken.md:14", "broken.md:14"]
-    assert lines(yaml_failures()) == ["broken.md:17", "broken.md:18"]
-    assert lines(table_default_failures()) == ["broken.md:23"]
+    assert lines(path_failures()) == ["broken.md:15"]
+    assert lines(link_failures()) == ["broken.md:15", "broken.md:15"]
+    assert lines(yaml_failures()) == ["broken.md:18", "broken.md:19"]
+    assert lines(table_default_failures()) == ["broken.md:24"]
     assert "blocklist_image_threshold" in table_missing()
     assert "blocklist_lookups_total" in undocumented_metrics()
     with pytest.raises(AssertionError, match=r"broken\.md:4: `blocklist-sync --no-such-flag`"):
