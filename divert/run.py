@@ -126,6 +126,7 @@ class Runner:
     lastgood: Path | None = None  # the local copy of the last set applied (divert.lastgood)
     from_lastgood: bool = False  # the plane holds the local copy, not a set read this run
     store_down: bool = False  # the last read of the store failed
+    store_error: str = ""  # why (the store's one-line reason), for the status file
     _copy: DiversionSet | None = None  # the local copy as loaded at start
     _copy_loaded: bool = False
     _saved: DiversionSet | None = None  # what this process last wrote to the local copy
@@ -229,7 +230,7 @@ class Runner:
     async def _follow_store(self) -> None:
         try:
             info = await self.store.active()
-            self.store_down = False
+            self.store_down, self.store_error = False, ""
             if info is None and self.active is None:
                 self._say(
                     f"the store {self.store.url} holds no diversion set yet; leaving the sets "
@@ -243,7 +244,7 @@ class Runner:
             info, data = loaded
             self.active, self.version = DiversionSet.from_bytes(data), info.version
         except (StoreError, DivertError) as exc:
-            self.store_down = True
+            self.store_down, self.store_error = True, str(exc)
             self._say(
                 f"cannot read the active diversion set from {self.store.url}: {exc}; keeping "
                 "the sets as they are"

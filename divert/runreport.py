@@ -78,6 +78,9 @@ def status(runner: Runner) -> dict[str, Any]:
         "withdraw_after": runner.config.withdraw_after,
         "data_plane": runner.data_plane,
         "withdrawals": runner.withdrawals,
+        # The last read of the store: "down" while it fails (the sets stay as they are).
+        "store": "down" if runner.store_down else "up",
+        "store_error": runner.store_error or None,
         "active_version": runner.version,
         "applied": None
         if applied is None

@@ -16,6 +16,8 @@ from before the kill until the new version is in them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import pathlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,6 +52,7 @@ class Gateway:
     dns: DNSServer
     cluster: SentinelCluster
     samples: list[tuple[float, frozenset[str]]] = field(default_factory=list)
+    stores: list[tuple[str, str | None]] = field(default_factory=list)  # status file's
 
     def sets(self) -> frozenset[str]:
         return frozenset(set_contents(self.ns, "divert4")) | frozenset(
@@ -65,11 +68,16 @@ class Gateway:
 
         return await asyncio.to_thread(entered)
 
-    async def sample(self, stop: asyncio.Event) -> None:
-        """Read the sets back-to-back until ``stop``: every state they pass through."""
+    async def sample(self, stop: asyncio.Event, status: pathlib.Path) -> None:
+        """Read the sets back-to-back until ``stop``: every state they pass through; and
+        each state of the store that run's status file reports."""
         while not stop.is_set():
             held = await asyncio.to_thread(self.sets)
             self.samples.append((time.monotonic(), held))
+            with contextlib.suppress(OSError, ValueError):  # replaced atomically; not yet
+                doc = json.loads(status.read_text())
+                if not self.stores or self.stores[-1] != (doc["store"], doc["store_error"]):
+                    self.stores.append((doc["store"], doc["store_error"]))
 
 
 @pytest.fixture
@@ -138,7 +146,7 @@ async def test_run_keeps_the_sets_through_a_failover_and_follows_the_new_primary
     await eventually(lambda: gateway.sets() == first, "the first resolution applied", 30)
 
     stop = asyncio.Event()
-    sampler = asyncio.create_task(gateway.sample(stop))
+    sampler = asyncio.create_task(gateway.sample(stop, status))
     try:
         cluster.primary.kill()
         killed = time.monotonic()
@@ -168,6 +176,12 @@ async def test_run_keeps_the_sets_through_a_failover_and_follows_the_new_primary
     said = next(line for line in text.splitlines() if fault in line)
     assert "sentinel service 'mymaster'" in said and "unreachable" in said, said
     assert "Traceback" not in text, text
+    # The status file says it too, while it lasts (with reads that ride out the failover
+    # there is nothing to say: the one that met it waited for the new primary).
+    down = [error for state, error in gateway.stores if state == "down"]
+    if failover_timeout == "0.3":
+        assert down and all("sentinel service 'mymaster'" in e for e in down), gateway.stores
+    assert gateway.stores[-1] == ("up", None), gateway.stores
     print(
         f"failover: promoted {promoted:.2f} s after the kill; the sync's new version in the "
         f"sets {applied - synced:.2f} s after the sync returned ({applied - killed:.2f} s "
