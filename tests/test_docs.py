@@ -26,7 +26,7 @@ import re
 import shlex
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,25 @@ def rel(doc: Path) -> str:
     return str(doc.relative_to(ROOT)) if doc.is_relative_to(ROOT) else doc.name
 
 
-def report(check: str, failures: list[tuple[Line, str, str]]) -> None:
+Failures = list[tuple[Line, str, str]]  # (the line, the failing text, why)
+
+
+def per_docs(check: Callable[[], Failures]) -> Callable[[], Failures]:
+    """Run ``check`` once per set of docs read (its test and test_known_findings_still_fail
+    share the answer; the self-test's broken doc gets its own)."""
+    answers: dict[tuple[object, ...], Failures] = {}
+
+    @functools.wraps(check)
+    def cached() -> Failures:
+        key = (*DOCS, OPTIONS_DOC)
+        if key not in answers:
+            answers[key] = check()
+        return answers[key]
+
+    return cached
+
+
+def report(check: str, failures: Failures) -> None:
     """Fail with every (line, failing text, why) that is not a known finding."""
     new = [
         f"{line.where}: {why}"
@@ -98,7 +116,7 @@ def report(check: str, failures: list[tuple[Line, str, str]]) -> None:
     assert not new, f"{len(new)} doc line(s) disagree with the code:\n" + "\n".join(new)
 
 
-def found(check: str, failures: list[tuple[Line, str, str]]) -> set[tuple[str, str, str]]:
+def found(check: str, failures: Failures) -> set[tuple[str, str, str]]:
     return {(rel(line.doc), check, text) for line, text, _ in failures}
 
 
@@ -126,17 +144,30 @@ def strip_comment(text: str) -> str:
     return text
 
 
+HEREDOC = re.compile(r"<<-?\s*(['\"]?)(\w+)\1")
+
+
 def shell_lines() -> Iterator[tuple[Line, str]]:
-    """Each shell line of a fenced block, its backslash continuations joined."""
+    """Each shell line of a fenced block, its backslash continuations joined; the body of a
+    here-document (a file's text, not commands) left out."""
     for doc in DOCS:
         lines = [line for line in doc_lines(doc) if line.fence in SHELL_FENCES]
-        i = 0
+        i, until = 0, ""
         while i < len(lines):
             first, text = lines[i], strip_comment(lines[i].text).rstrip()
-            while text.endswith("\\") and i + 1 < len(lines):
-                i += 1
-                text = text[:-1] + " " + strip_comment(lines[i].text).strip()
             i += 1
+            if until:
+                until = "" if first.text.strip() == until else until
+                continue
+            while (
+                text.endswith("\\")
+                and i < len(lines)
+                and lines[i].number == lines[i - 1].number + 1
+            ):
+                text = text[:-1] + " " + strip_comment(lines[i].text).strip()
+                i += 1
+            if heredoc := HEREDOC.search(text):
+                until = heredoc[2]
             yield first, text
 
 
@@ -162,7 +193,11 @@ def simple_commands(text: str) -> Iterator[list[str]]:
 def unwrap(words: list[str]) -> list[str]:
     """The command under sudo, ``runuser -u USER --``, env and VAR=value prefixes."""
     while words:
-        if words[0] in {"sudo", "exec", "env"}:
+        if words[0] == "sudo":  # and its options: sudo -u blocklist -E ...
+            words = words[1:]
+            while words and words[0].startswith("-"):
+                words = words[2:] if words[0] in {"-u", "-g"} else words[1:]
+        elif words[0] in {"$", "exec", "env"}:  # $: a prompt
             words = words[1:]
         elif words[0] == "runuser" and "--" in words:
             words = words[words.index("--") + 1 :]
@@ -272,7 +307,8 @@ def value_error(key: str, value: str) -> str | None:
     return None
 
 
-def command_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def command_failures() -> Failures:
     failures = []
     for line, text in shell_lines():
         if DIAGRAM.search(text):
@@ -310,7 +346,8 @@ def command_failures() -> list[tuple[Line, str, str]]:
 INLINE_MAKE = re.compile(r"`make((?: [\w.=/-]+)*)`")
 
 
-def inline_make_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def inline_make_failures() -> Failures:
     """`make TARGET` in prose (README's table, the docs' pointers): the target exists."""
     failures = []
     for line in all_lines():
@@ -327,7 +364,8 @@ def inline_make_failures() -> list[tuple[Line, str, str]]:
     return failures
 
 
-def inline_command_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def inline_command_failures() -> Failures:
     """Our commands in prose code spans (`blocklist-divert resolve --quiet`): every word
     accepted. A span may be a fragment (`blocklist-sync suppress`, its ID left out), so an
     argument missing is not a failure; synopses ([--store URL], PATH...) are skipped."""
@@ -358,7 +396,8 @@ def inline_command_failures() -> list[tuple[Line, str, str]]:
 SCRIPT_RUN = re.compile(r"python3? ((?:bench|testlab|fuzz|mutate)/[\w/]+\.py)([^`|;&#]*)")
 
 
-def script_flag_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def script_flag_failures() -> Failures:
     """``.venv/bin/python bench/proxy.py --flag``: each --flag is one the script defines (it
     is in its source as a string). Weaker than a parse: those scripts build their parsers
     inside main(), and running them is what this module avoids."""
@@ -461,7 +500,8 @@ def unknown_names() -> Iterator[tuple[Line, str, bool]]:
             yield line, name, bool(METRIC_LIKE.search(prefix))
 
 
-def option_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def option_failures() -> Failures:
     return [
         (line, name, f"{name}: no such option of the addon (nor a metric)")
         for line, name, metric in unknown_names()
@@ -477,7 +517,8 @@ def test_every_option_named_exists() -> None:
 SETTING = re.compile(r"(?<![\w-])(?:--set[ =])?(blocklist_[a-z0-9_]+)=([^\s`'\",;)]*)")
 
 
-def setting_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def setting_failures() -> Failures:
     """``blocklist_x=value`` and ``--set blocklist_x=value`` anywhere: a value the option
     takes (its type, its choices)."""
     options = addon_options()
@@ -495,7 +536,8 @@ def test_every_setting_named_takes_its_value() -> None:
     report("setting", setting_failures())
 
 
-def yaml_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def yaml_failures() -> Failures:
     """Keys of YAML blocks that are proxy configs (--config FILE): known options, values of
     their type."""
     from mitmproxy import optmanager
@@ -576,7 +618,8 @@ def table_missing() -> list[str]:
     return sorted(set(addon_options()) - set(table))
 
 
-def table_default_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def table_default_failures() -> Failures:
     """Rows whose default column starts with a literal (a number, true/false, `word`)
     that is not the option's default."""
     options = addon_options()
@@ -622,7 +665,8 @@ def code_metrics() -> frozenset[str]:
     )
 
 
-def metric_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def metric_failures() -> Failures:
     return [
         (line, name, f"{name}: no such metric in the code (nor an option)")
         for line, name, metric in unknown_names()
@@ -664,7 +708,8 @@ def counter_labels() -> Labels:
 SELECTOR = re.compile(r"(?<![\w-])(blocklist_[a-z0-9_]+)\{([^}]*)\}")
 
 
-def label_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def label_failures() -> Failures:
     """``name{label,...}`` and ``name{label="value"}`` in the docs: labels the counter is
     bumped with, and a value it can have where the code's values are all constants."""
     known = counter_labels()
@@ -715,7 +760,8 @@ TOP = "deploy|tests|bench|docs|testlab|blocklist_addon|divert|sync|samples|fuzz|
 PATH = re.compile(rf"(?<![\w./@~$-])(?:{TOP})/[\w./@*-]*")
 
 
-def path_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def path_failures() -> Failures:
     failures = []
     for line in all_lines():
         for match in PATH.finditer(line.text):
@@ -764,7 +810,8 @@ def anchors(doc: Path) -> frozenset[str]:
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
-def link_failures() -> list[tuple[Line, str, str]]:
+@per_docs
+def link_failures() -> Failures:
     failures = []
     for line in all_lines():
         if line.fence is not None:
@@ -870,7 +917,7 @@ def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(sys.modules[__name__], "DOCS", [doc], raising=True)
     monkeypatch.setattr(sys.modules[__name__], "OPTIONS_DOC", doc, raising=True)
 
-    def lines(failures: list[tuple[Line, str, str]]) -> list[str]:
+    def lines(failures: Failures) -> list[str]:
         return sorted(line.where for line, _, _ in failures)
 
     assert lines(command_failures()) == ["broken.md:4", "broken.md:5", "broken.md:6", "broken.md:7"]
