@@ -452,6 +452,7 @@ def mitmproxy_options() -> Any:
         opts = options.Options()
         master = dump.DumpMaster(opts, with_termlog=False, with_dumper=True)
         master.addons.add(BlocklistAddon())
+        master._legacy_log_events.uninstall()  # its loop ends here: log nothing into it
         return opts
 
     return asyncio.run(build())
