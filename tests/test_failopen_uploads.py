@@ -164,3 +164,40 @@ def test_stream_large_bodies_is_refused_while_running() -> None:
         tctx.configure(upload, stream_large_bodies=None)
         with pytest.raises(OptionsError, match="stream_large_bodies"):
             tctx.configure(upload, stream_large_bodies="1m")
+
+
+# -- a content type that the guard does not read ----------------------------------------------
+
+LISTED_JSON = '{"thread": 7, "text": "see http://blocked.example.com/page.html"}'
+UNLISTED_JSON = '{"thread": 7, "text": "see http://blocked.example.com/x.html"}'
+
+
+def post_as(proxy: Proxy, content_type: str, body: bytes) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        headers = {"Content-Type": content_type, "Host": "forum.test"}
+        conn.request("POST", "/forum/post", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/octet-stream",  # Go's json.Decoder, Flask's get_json(force=True) read it
+        "application/x-anything",
+        "multipart/form-data; boundary=not-in-the-body",
+    ],
+)
+def test_a_listed_link_in_a_body_of_an_unread_type_is_refused(
+    proxy: Proxy, forum: tuple[int, list[str]], content_type: str
+) -> None:
+    """The site reads the body whatever its declared type (as JSON APIs often do)."""
+    _, accepted = forum
+    before = len(accepted)
+    assert post_as(proxy, content_type, UNLISTED_JSON.encode()) == 200
+    assert post_as(proxy, content_type, LISTED_JSON.encode()) == 451
+    assert len(accepted) == before + 1

@@ -5,9 +5,10 @@ In reverse mode (the proxy in front of a platform), a post whose fields carry a 
 platform; a body is read decoded (``content.inflate``) up to ``blocklist_upload_max_bytes``.
 
 A path is guarded as the site routes it (decoded, its dot segments resolved), not only as
-sent. mitmproxy's ``stream_large_bodies`` is refused: it streams a body past its size to the
-site as the body arrives, after the ``requestheaders`` hooks and before ``request``, whatever
-they set, so neither this check nor the image hash check would read it.
+sent, and a text body is read as text whatever type it declares. mitmproxy's
+``stream_large_bodies`` is refused: it streams a body past its size to the site as the body
+arrives, after the ``requestheaders`` hooks and before ``request``, whatever they set, so
+neither this check nor the image hash check would read it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,23 @@ def _resolved(path: str) -> str:
         elif part or last:
             segments.append(part)
     return "/" + "/".join(segments)
+
+
+def _unread_text(body: bytes, content_type: str) -> bool:
+    """A text body whose declared type was not read whole as text: a type the reader skips
+    (``application/octet-stream``: JSON APIs often read the body whatever its type) or a
+    multipart body (which need not be one: its boundary may be nowhere in it). UTF-8 only,
+    so that images and archives are not scanned as text (about 1 ms a KiB)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if not kind or kind.startswith("text/") or kind == "application/x-www-form-urlencoded":
+        return False  # read whole as text already, or field by field
+    if kind == "application/json" or kind.endswith("+json"):
+        return False  # every string, or the whole body as text when it is no JSON
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass(eq=False)
@@ -126,9 +144,10 @@ class UploadGuard:
                 return  # as a body over the limit: passes unchecked
             except ValueError:  # a coding unknown or broken: the origin gets it as sent
                 content = body
-            match = uploads.listed_in_body(
-                content, request.headers.get("content-type"), blocklist.match
-            )
+            content_type = request.headers.get("content-type", "")
+            match = uploads.listed_in_body(content, content_type, blocklist.match)
+            if match is None and _unread_text(content, content_type):
+                match = uploads.listed_in_body(content, "text/plain", blocklist.match)
         except Exception as exc:
             if self.enforcer.check_failed("upload", exc):
                 respond(flow, UNCHECKED)
