@@ -25,6 +25,7 @@ import io
 import re
 import shlex
 import sys
+import tokenize
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -755,6 +756,125 @@ def undocumented_metrics() -> list[str]:
     return sorted(code_metrics() - documented)
 
 
+# -- the library examples ----------------------------------------------------------------------
+
+OURS = ("blocklist_addon", "sync", "divert", "testlab")
+#: A comment that shows a value (``# 'http://...'``, ``# Match(...)``, ``# None: why``),
+#: not one that explains.
+OUTPUT = re.compile(r"(None|True|False)\b|['\"\[{\d-]|[A-Z]\w*\(")
+
+
+def python_blocks() -> Iterator[list[Line]]:
+    """Each fenced python block, as its lines."""
+    for doc in DOCS:
+        block: list[Line] = []
+        for line in doc_lines(doc):
+            if line.fence == "python" and block and block[-1].number == line.number - 1:
+                block.append(line)
+            elif line.fence == "python":
+                if block:
+                    yield block
+                block = [line]
+        if block:
+            yield block
+
+
+def shown(comment: str) -> str | None:
+    """The value an output comment shows (``None: a sibling...`` shows None), else None."""
+    text = comment.lstrip("#").strip()
+    if not (match := OUTPUT.match(text)):
+        return None
+    return match[1] or text
+
+
+def same(expected: str, actual: str) -> bool:
+    """``actual`` is what ``expected`` shows, its ``…`` and ``...`` standing for anything."""
+    pattern = ".*".join(re.escape(part) for part in re.split(r"…|\.\.\.", expected))
+    return re.fullmatch(pattern, actual, re.DOTALL) is not None
+
+
+def outputs(source: str, tree: ast.Module) -> dict[int, tuple[int, str]]:
+    """Statement index -> (line, the value its output comment shows): the comment on its
+    last line or on the comment lines right after it."""
+    comments = {
+        token.start[0]: token.string
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    found: dict[int, tuple[int, str]] = {}
+    for index, node in enumerate(tree.body):
+        end = node.end_lineno or node.lineno
+        following = tree.body[index + 1].lineno if index + 1 < len(tree.body) else end + 99
+        for row in range(end, following):
+            if row in comments and (value := shown(comments[row])) is not None:
+                found[index] = (row, value)
+                break
+    return found
+
+
+@per_docs
+def python_failures() -> Failures:
+    """Python examples: what they import from this project exists, with the attributes
+    used on it; one that needs no store (no ``.load(``) runs, and each value an output
+    comment shows is what the line gives."""
+    failures = []
+    for block in python_blocks():
+        source = "\n".join(line.text for line in block)
+        first = block[0]
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as exc:
+            failures.append((first, source, f"python example: {exc}"))
+            continue
+        imported: dict[str, object] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in OURS:
+                module = importlib.import_module(node.module or "")
+                for alias in node.names:
+                    line = block[node.lineno - 1]
+                    if not hasattr(module, alias.name):
+                        why = f"python example: {node.module} has no {alias.name}"
+                        failures.append((line, alias.name, why))
+                    else:
+                        imported[alias.asname or alias.name] = getattr(module, alias.name)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+                and not hasattr(imported[node.value.id], node.attr)
+            ):
+                name = f"{node.value.id}.{node.attr}"
+                line = block[node.lineno - 1]
+                failures.append((line, name, f"python example: no {name}"))
+        shows = outputs(source, tree)
+        if ".load(" in source or not shows or any(f[0] in block for f in failures):
+            continue  # it needs a store, shows nothing to compare, or cannot run
+        namespace: dict[str, object] = {}
+        for index, node in enumerate(tree.body):
+            line = block[node.lineno - 1]
+            try:
+                if isinstance(node, ast.Expr) and index in shows:
+                    value = eval(
+                        compile(ast.Expression(node.value), rel(first.doc), "eval"), namespace
+                    )
+                    row, expected = shows[index]
+                    if not same(expected, repr(value)):
+                        why = f"python example shows {expected}, it gives {value!r}"
+                        failures.append((block[row - 1], expected, why))
+                else:
+                    exec(compile(ast.Module([node], []), rel(first.doc), "exec"), namespace)
+            except Exception as exc:
+                failures.append((line, line.text, f"python example fails: {exc!r}"))
+                break
+    return failures
+
+
+def test_python_examples_run_as_shown() -> None:
+    """A reader pastes the library examples: the names exist, the values are as shown."""
+    report("python", python_failures())
+
+
 # -- 4. repository paths and links ------------------------------------------------------------
 
 TOP = "deploy|tests|bench|docs|testlab|blocklist_addon|divert|sync|samples|fuzz|mutate"
@@ -868,6 +988,7 @@ def test_known_findings_still_fail() -> None:
         | found("default", table_default_failures())
         | found("metric", metric_failures())
         | found("label", label_failures())
+        | found("python", python_failures())
         | found("path", path_failures())
         | found("link", link_failures())
     )
@@ -908,6 +1029,18 @@ no_such_mitmproxy_option: true
 | option | default | what it does |
 | --- | --- | --- |
 | `blocklist_poll` | 7 | a wrong default |
+
+```python
+from blocklist_addon import NoSuchThing, canonicalize
+
+canonicalize.no_such_attribute
+```
+
+```python
+from blocklist_addon import canonicalize
+
+canonicalize("HTTP://Example.COM/a/../b")  # 'http://example.com/a/../b'
+```
 """
 
 
@@ -933,6 +1066,7 @@ def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.Mo
     assert lines(link_failures()) == ["broken.md:15", "broken.md:15"]
     assert lines(yaml_failures()) == ["broken.md:18", "broken.md:19"]
     assert lines(table_default_failures()) == ["broken.md:24"]
+    assert lines(python_failures()) == ["broken.md:27", "broken.md:29", "broken.md:35"]
     assert "blocklist_image_threshold" in table_missing()
     assert "blocklist_lookups_total" in undocumented_metrics()
     with pytest.raises(AssertionError, match=r"broken\.md:4: `blocklist-sync --no-such-flag`"):
