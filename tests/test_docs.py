@@ -18,6 +18,7 @@ import argparse
 import ast
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import glob
 import importlib
@@ -25,6 +26,7 @@ import io
 import re
 import shlex
 import sys
+import tempfile
 import tokenize
 import tomllib
 from collections.abc import Callable, Iterator
@@ -756,27 +758,71 @@ def undocumented_metrics() -> list[str]:
     return sorted(code_metrics() - documented)
 
 
+# -- configuration files -----------------------------------------------------------------------
+
+
+def fenced_blocks(fence: str) -> Iterator[list[Line]]:
+    """Each fenced block of one kind (python, toml, ...), as its lines."""
+    for doc in DOCS:
+        block: list[Line] = []
+        for line in doc_lines(doc):
+            if line.fence == fence and block and block[-1].number == line.number - 1:
+                block.append(line)
+            elif line.fence == fence:
+                if block:
+                    yield block
+                block = [line]
+        if block:
+            yield block
+
+
+@per_docs
+def toml_failures() -> Failures:
+    """TOML blocks are sync.toml or divert.toml text (whole, or keys to add): each loads
+    with the command's own config reader (unknown keys and bad values are errors there)."""
+    from blocklist_addon.ops.config import ConfigError
+    from divert import config as divert_config
+    from sync import config as sync_config
+
+    sync_keys = {f.name for f in dataclasses.fields(sync_config.SyncConfig)}
+    divert_keys = {f.name for f in dataclasses.fields(divert_config.DivertConfig)}
+    failures = []
+    for block in fenced_blocks("toml"):
+        first, text = block[0], "\n".join(line.text for line in block)
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            failures.append((first, text, f"not TOML: {exc}"))
+            continue
+        if raw and all(isinstance(v, dict) and "mutant" in v for v in raw.values()):
+            continue  # mutate/equivalent.toml's format, read by mutate/mutate.py
+        try:
+            if set(raw) <= sync_keys:
+                with tempfile.TemporaryDirectory() as directory:
+                    path = Path(directory) / "sync.toml"
+                    path.write_text(text)
+                    sync_config.load_config(path)
+            elif set(raw) <= divert_keys:
+                divert_config.from_mapping(raw)
+            else:
+                unknown = sorted(set(raw) - sync_keys - divert_keys)
+                failures.append((first, text, f"TOML keys of no config: {unknown}"))
+        except ConfigError as exc:
+            failures.append((first, text, f"the config reader refuses it: {exc}"))
+    return failures
+
+
+def test_config_examples_load() -> None:
+    """A sync.toml or divert.toml the docs show is one the commands accept."""
+    report("toml", toml_failures())
+
+
 # -- the library examples ----------------------------------------------------------------------
 
 OURS = ("blocklist_addon", "sync", "divert", "testlab")
 #: A comment that shows a value (``# 'http://...'``, ``# Match(...)``, ``# None: why``),
 #: not one that explains.
 OUTPUT = re.compile(r"(None|True|False)\b|['\"\[{\d-]|[A-Z]\w*\(")
-
-
-def python_blocks() -> Iterator[list[Line]]:
-    """Each fenced python block, as its lines."""
-    for doc in DOCS:
-        block: list[Line] = []
-        for line in doc_lines(doc):
-            if line.fence == "python" and block and block[-1].number == line.number - 1:
-                block.append(line)
-            elif line.fence == "python":
-                if block:
-                    yield block
-                block = [line]
-        if block:
-            yield block
 
 
 def shown(comment: str) -> str | None:
@@ -818,7 +864,7 @@ def python_failures() -> Failures:
     used on it; one that needs no store (no ``.load(``) runs, and each value an output
     comment shows is what the line gives."""
     failures = []
-    for block in python_blocks():
+    for block in fenced_blocks("python"):
         source = "\n".join(line.text for line in block)
         first = block[0]
         try:
@@ -989,6 +1035,7 @@ def test_known_findings_still_fail() -> None:
         | found("metric", metric_failures())
         | found("label", label_failures())
         | found("python", python_failures())
+        | found("toml", toml_failures())
         | found("path", path_failures())
         | found("link", link_failures())
     )
@@ -1041,6 +1088,20 @@ from blocklist_addon import canonicalize
 
 canonicalize("HTTP://Example.COM/a/../b")  # 'http://example.com/a/../b'
 ```
+
+```toml
+[feeds.hotline]
+url = "https://feed.example.net/list.csv"
+fromat = "csv"
+```
+
+```toml
+next_hop = ["not-an-address"]
+```
+
+```toml
+no_such_setting = 1
+```
 """
 
 
@@ -1066,6 +1127,7 @@ def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.Mo
     assert lines(link_failures()) == ["broken.md:15", "broken.md:15"]
     assert lines(yaml_failures()) == ["broken.md:18", "broken.md:19"]
     assert lines(table_default_failures()) == ["broken.md:24"]
+    assert lines(toml_failures()) == ["broken.md:39", "broken.md:45", "broken.md:49"]
     assert lines(python_failures()) == ["broken.md:27", "broken.md:29", "broken.md:35"]
     assert "blocklist_image_threshold" in table_missing()
     assert "blocklist_lookups_total" in undocumented_metrics()
