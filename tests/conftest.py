@@ -433,6 +433,7 @@ PROCESS_MODULES = frozenset(
         "test_divert_planes",
         "test_divert_resolve",
         "test_divert_run",
+        "test_divert_sentinel",
         "test_errors",
         "test_faults",
         "test_gateway",
