@@ -439,6 +439,35 @@ def test_the_command_lines_are_found() -> None:
     assert {"blocklist-sync", "blocklist-proxy", "blocklist-divert", "make"} <= seen, seen
 
 
+def help_example_failures() -> tuple[int, list[str]]:
+    """How many example lines the commands' --help texts (their parsers' epilogs) show,
+    and those the command refuses."""
+    failures, checked = [], 0
+    for name in scripts():
+        parser = script_parser(name)
+        for text in (parser.epilog or "").replace("\\\n", " ").splitlines():
+            words = strip_comment(text).split()
+            if not words or words[0] != name:
+                continue
+            args = shlex.split(strip_comment(text))[1:]
+            checked += 1
+            if name == "blocklist-proxy":
+                error = check_proxy(args)
+            else:
+                parsed = parse_error(parser, args)
+                error = parsed if isinstance(parsed, str) else None
+            if error:
+                failures.append(f"{name} --help shows `{text.strip()}`, which it refuses: {error}")
+    return checked, failures
+
+
+def test_help_examples_parse() -> None:
+    """The examples in a command's own --help are docs too (product code: the lead fixes)."""
+    checked, failures = help_example_failures()
+    assert checked >= 10, f"only {checked} examples found in the commands' --help"
+    assert not failures, "\n".join(failures)
+
+
 # -- 2. mitmproxy options ---------------------------------------------------------------------
 
 
