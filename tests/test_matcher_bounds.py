@@ -3,7 +3,7 @@ counted, never timed, over URLs built from the hostile shapes' fragments and ran
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from blocklist_addon.urls.canonical import _PLAIN_HOST, MAX_DNS_NAME, _canonical_host, parse
@@ -98,6 +98,10 @@ URLS = st.one_of(
 SUFFIXES = (MAX_DNS_NAME + 1) // 2 + 1
 
 
+#: How many readings of a text's last candidates may each walk their directories (see below).
+READINGS = 3
+
+
 def lookups_bound(n: int) -> tuple[int, int]:
     """The most host probes and expression digests a URL of ``n`` bytes may cost.
 
@@ -115,9 +119,12 @@ def lookups_bound(n: int) -> tuple[int, int]:
     than a short one: what is left grows with the candidates on listed hosts, each of which
     holds a listed host's text and most a marker (measured: 0.14 a byte at most, on runs of
     "http://" or "a/" after a listed host; the last MARKER_WINDOW + 1 candidates may each
-    walk their WALK_FLOOR directories)."""
+    walk their WALK_FLOOR directories, in each of READINGS readings of the text's tail: as
+    written, cut at imgproxy's "@<ext>" (``/plain/<URL>@png`` gives both) and with its dot
+    segments resolved; "/plain/http://a.test/x@png" repeated reaches 334 digests, from 241
+    bytes on)."""
     hosts = n // 2 + (MARKER_WINDOW + 1) * SUFFIXES
-    digests = n // 4 + (6 + WALK_FLOOR) * (MARKER_WINDOW + 1)
+    digests = n // 4 + (6 + WALK_FLOOR) * READINGS * (MARKER_WINDOW + 1)
     return hosts, digests
 
 
@@ -154,6 +161,7 @@ UNKNOWN_DEPTHS = without_depths(LIST)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(URLS)
+@example("http://r.example.net/?u=www.a/../" + "/plain/http://a.test/x@png" * 8)  # 298 digests
 def test_lookups_per_byte_are_bounded(url: str) -> None:
     """Host probes and digests stay linear in the URL's length, and no probe hashes more
     than a DNS name (a host of 4,000 labels once hashed 4,000 suffixes of up to 8 KiB)."""
