@@ -967,7 +967,26 @@ def path_failures() -> Failures:
                     failures.append((line, path, f"{path}: matches no file in the repository"))
             elif not (ROOT / path).exists() or (path.endswith("/") and not (ROOT / path).is_dir()):
                 failures.append((line, path, f"{path}: no such file in the repository"))
+        for match in SUBPATH.finditer(line.text):
+            if not any(f.endswith(f"/{match[0]}") for f in source_files()):
+                why = f"{match[0]}: no such file in blocklist_addon/, sync/ or divert/"
+                failures.append((line, match[0], why))
     return failures
+
+
+#: A source file named inside its package (``urls/snapshot.py``, ``planes/bird.py``).
+SUBPATH = re.compile(rf"(?<![\w./-])(?!(?:{TOP})/)(?:[a-z_]+/)+[a-z_]\w*\.(?:py|c)\b")
+
+
+@functools.cache
+def source_files() -> frozenset[str]:
+    """The project's source files, as paths from the repository's root."""
+    return frozenset(
+        str(path.relative_to(ROOT))
+        for package in ("blocklist_addon", "sync", "divert")
+        for path in (ROOT / package).rglob("*")
+        if path.suffix in {".py", ".c"}
+    )
 
 
 def test_every_repository_path_exists() -> None:
@@ -1095,7 +1114,7 @@ make no-such-target
 `blocklist_tls_total{verdict}`, `blocklist_uploads_checked_total{file="audio"}`,
 `.venv/bin/python bench/proxy.py --no-such-flag`
 
-See `deploy/no-such-file.conf`, [a missing doc](no-such.md) and [a missing part](#nowhere).
+See `deploy/no-such-file.conf`, `urls/no_such.py`, [a missing doc](no-such.md) and [a missing part](#nowhere).
 
 ```yaml
 blocklist_store: 1
@@ -1152,7 +1171,7 @@ def test_each_check_catches_a_broken_line(tmp_path: Path, monkeypatch: pytest.Mo
     assert lines(setting_failures()) == ["broken.md:10", "broken.md:6"]  # prose and --set
     assert lines(metric_failures()) == ["broken.md:10"]
     assert lines(label_failures()) == ["broken.md:12", "broken.md:12"]
-    assert lines(path_failures()) == ["broken.md:15"]
+    assert lines(path_failures()) == ["broken.md:15", "broken.md:15"]
     assert lines(link_failures()) == ["broken.md:15", "broken.md:15"]
     assert lines(yaml_failures()) == ["broken.md:18", "broken.md:19"]
     assert lines(table_default_failures()) == ["broken.md:24"]
