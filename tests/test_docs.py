@@ -1114,7 +1114,7 @@ make no-such-target
 `blocklist_tls_total{verdict}`, `blocklist_uploads_checked_total{file="audio"}`,
 `.venv/bin/python bench/proxy.py --no-such-flag`
 
-See `deploy/no-such-file.conf`, `urls/no_such.py`, [a missing doc](no-such.md) and [a missing part](#nowhere).
+See `deploy/no-such-file.conf`, `urls/no_such.py`, [gone](no-such.md), [gone](#nowhere).
 
 ```yaml
 blocklist_store: 1
