@@ -152,6 +152,15 @@ class BlocklistAddon:
         # A coroutine when a big page is scanned off the event loop.
         return self._each(flow, ("page", self.pages.response))
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        # A post over a WebSocket (reverse mode). Its flow has its 101 already, so a check
+        # that raises drops the message itself under blocklist_on_error=closed.
+        try:
+            self.uploads.websocket_message(flow)
+        except Exception as exc:
+            if self.enforcer.check_failed("upload", exc) and flow.websocket is not None:
+                flow.websocket.messages[-1].drop()
+
     def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         return self._each(flow, ("connect", self.policy.http_connect), wait=True)
 

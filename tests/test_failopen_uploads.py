@@ -4,6 +4,9 @@
   decoded path: a listed link posted to ``/%66orum/post`` reached the ``/forum/{name}``
   handler of an aiohttp site unchecked (nginx also merges slashes and resolves ``..``,
   servlet containers drop ``;parameters``, IIS ignores case).
+- A post declared ``application/octet-stream`` (or any type the reader skips, or multipart
+  without its boundary) was not read; JSON APIs read the body whatever its type.
+- A chat message over a WebSocket on a guarded path was never read at all.
 - mitmproxy's ``stream_large_bodies`` streamed a post past its size straight to the site
   as it arrived (after the ``requestheaders`` hooks, whatever they set, and before the
   ``request`` hook): a listed link in an 8 KB form post under ``stream_large_bodies=4k``
@@ -15,11 +18,13 @@ A real mitmdump with the addon in reverse mode in front of a real aiohttp site.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import pathlib
 import urllib.parse
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 from mitmproxy.addons.proxyserver import Proxyserver
@@ -32,7 +37,7 @@ from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.blocklog import BlockLog
 from blocklist_addon.ops.metrics import Metrics
-from testlab.harness import Proxy, running, synced_store
+from testlab.harness import Proxy, running, synced_store, wait_for
 from testlab.origins import Origins, TestCA
 
 LISTED_FORM = urllib.parse.urlencode({"message": "see http://blocked.example.com/page.html"})
@@ -77,8 +82,9 @@ def test_the_path_is_read_as_servers_route_it(path: str, guarded: bool) -> None:
 
 @pytest.fixture(scope="module")
 def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
-    """A site that routes POST /forum/{name} (aiohttp: on the decoded path); its port and
-    the raw path of each post it accepted."""
+    """A site that routes POST /forum/{name} (aiohttp: on the decoded path) and a WebSocket
+    at /forum/socket; its port and the raw path of each post it accepted ("ws:" and the
+    text of each WebSocket message)."""
     accepted: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -86,7 +92,15 @@ def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
         accepted.append(request.raw_path)
         return web.Response(text="accepted")
 
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            accepted.append(f"ws:{message.data}")
+        return ws
+
     app = web.Application()
+    app.router.add_get("/forum/socket", socket)
     app.router.add_post("/forum/{name}", handler)
     origins = Origins(ca)
     try:
@@ -201,3 +215,30 @@ def test_a_listed_link_in_a_body_of_an_unread_type_is_refused(
     assert post_as(proxy, content_type, UNLISTED_JSON.encode()) == 200
     assert post_as(proxy, content_type, LISTED_JSON.encode()) == 451
     assert len(accepted) == before + 1
+
+
+# -- a WebSocket on a guarded path -------------------------------------------------------------
+
+
+async def test_a_listed_link_sent_over_a_websocket_never_reaches_the_site(
+    proxy: Proxy, forum: tuple[int, list[str]]
+) -> None:
+    """Dropped (a WebSocket has no answer to refuse it with); the messages around it pass,
+    in order, so once the last one arrived the listed one would have."""
+    _, accepted = forum
+    before = len(accepted)
+    url = f"http://127.0.0.1:{proxy.port}/forum/socket"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"Host": "forum.test"}) as ws,
+    ):
+        await ws.send_str(UNLISTED_JSON)
+        await ws.send_str(LISTED_JSON)
+        await ws.send_bytes(LISTED_JSON.encode())
+        await ws.send_str("last")
+        await asyncio.to_thread(
+            wait_for, lambda: "ws:last" in accepted[before:], 15, "the last message"
+        )
+    assert accepted[before:] == [f"ws:{UNLISTED_JSON}", "ws:last"]
+    blocks = [b for b in proxy.blocks() if b["where"] == "upload"]
+    assert len(blocks) >= 2

@@ -78,8 +78,12 @@ def _unread_text(body: bytes, content_type: str) -> bool:
         return False  # read whole as text already, or field by field
     if kind == "application/json" or kind.endswith("+json"):
         return False  # every string, or the whole body as text when it is no JSON
+    return _utf8(body)
+
+
+def _utf8(data: bytes) -> bool:
     try:
-        body.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError:
         return False
     return True
@@ -156,8 +160,34 @@ class UploadGuard:
             return
         self.enforcer.refuse_upload(flow, match, where="upload")
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """A message a client sends over a WebSocket opened on a guarded path (a post in a
+        chat), read as a post's text: dropped when it carries a listed URL (a WebSocket has
+        no answer to refuse it with, and mitmproxy cannot close one in transit), counted
+        and logged. A binary message is read when it is UTF-8."""
+        socket = flow.websocket
+        if socket is None or not socket.messages:
+            return
+        message = socket.messages[-1]
+        if not message.from_client or not self._guarded_path(flow):
+            return
+        blocklist = self.lists.blocklist
+        content = message.content
+        if blocklist is None or not content or len(content) > self.limit:
+            return
+        if not message.is_text and not _utf8(content):
+            return
+        # As JSON when it is (every string, "\/" unescaped), else as text.
+        match = uploads.listed_in_body(content, "application/json", blocklist.match)
+        if match is not None:
+            message.drop()
+            self.enforcer.record_upload(flow, match, where="upload")
+
     def _guarded(self, flow: http.HTTPFlow) -> bool:
-        if flow.request.method.upper() not in UPLOAD_METHODS or not self.patterns:
+        return flow.request.method.upper() in UPLOAD_METHODS and self._guarded_path(flow)
+
+    def _guarded_path(self, flow: http.HTTPFlow) -> bool:
+        if not self.patterns:
             return False
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             return False

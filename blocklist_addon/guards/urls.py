@@ -294,13 +294,25 @@ class Enforcer:
                 site=isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode),
             ),
         )
+        return self.record_upload(flow, match, where=where, reference=reference)
+
+    def record_upload(
+        self,
+        flow: http.HTTPFlow,
+        match: Match | HashMatch,
+        *,
+        where: Literal["upload", "image"],
+        reference: str | None = None,
+    ) -> BlockEvent:
+        """Count and log a refused post (or a WebSocket message dropped for what it carried)."""
+        request = flow.request
         self.metrics.inc("blocklist_blocks_total", list=match.list_name, where=where)
         event = BlockEvent(
             match=match,
             where=where,
             action="refuse",
             client=client_address(flow.client_conn),
-            reference=reference,
+            reference=reference or secrets.token_hex(6),
             url=request_url(request, by_host_header=True),
             method=request.method,
             uploader=uploader_of(request.headers),
