@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import glob
 import importlib
+import importlib.util
 import io
 import re
 import shlex
@@ -618,22 +619,28 @@ def test_yaml_proxy_configs_name_options() -> None:
 OPTIONS_DOC = ROOT / "docs" / "proxy.md"
 
 
-def options_table(doc: Path) -> dict[str, tuple[Line, str]]:
-    """docs/proxy.md's options table: option -> (its row, its default column)."""
-    rows: dict[str, tuple[Line, str]] = {}
+def table(doc: Path, header: str) -> list[tuple[Line, list[str]]]:
+    """The rows (line, cells) of the doc's table whose header row starts with ``header``."""
+    rows: list[tuple[Line, list[str]]] = []
     inside = False
     for line in doc_lines(doc):
         if line.fence is not None:
             continue
-        if re.match(r"\|\s*option\s*\|\s*default\s*\|", line.text):
-            inside = True
-            continue
-        if inside and not line.text.startswith("|"):
+        if not inside:
+            inside = line.text.startswith(header)
+        elif not line.text.startswith("|"):
             break
-        if inside and not re.match(r"\|\s*-", line.text):
-            cells = [c.strip() for c in line.text.strip().strip("|").split("|")]
-            for name in re.findall(r"`(blocklist_[a-z0-9_]+)`", cells[0]):
-                rows[name] = (line, cells[1])
+        elif not re.match(r"\|\s*-", line.text):
+            rows.append((line, [c.strip() for c in line.text.strip().strip("|").split("|")]))
+    return rows
+
+
+def options_table(doc: Path) -> dict[str, tuple[Line, str]]:
+    """docs/proxy.md's options table: option -> (its row, its default column)."""
+    rows: dict[str, tuple[Line, str]] = {}
+    for line, cells in table(doc, "| option | default |"):
+        for name in re.findall(r"`(blocklist_[a-z0-9_]+)`", cells[0]):
+            rows[name] = (line, cells[1])
     return rows
 
 
@@ -1061,6 +1068,29 @@ def test_slug_follows_github() -> None:
     )
     assert slug("The gates, and the config") == "the-gates-and-the-config"
     assert slug("blocklist_store & [links](x.md)") == "blocklist_store--links"
+
+
+# -- the mutation table ------------------------------------------------------------------------
+
+
+def mutation_table(doc: Path) -> dict[str, set[str]]:
+    """docs/mutation.md's table: module -> the test files its row names (first column's
+    first path; the second column's paths)."""
+    rows: dict[str, set[str]] = {}
+    for _, cells in table(doc, "| module | its tests"):
+        if module := re.search(r"`([\w/]+\.py)`", cells[0]):
+            rows[module[1]] = set(re.findall(r"`(tests/[\w/]+\.py)`", cells[1]))
+    return rows
+
+
+def test_mutation_table_is_mutate_py_s() -> None:
+    """docs/mutation.md's table of modules and their tests is mutate/mutate.py's MODULES."""
+    spec = importlib.util.spec_from_file_location("mutate_table", ROOT / "mutate" / "mutate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # constants and functions only: main() is not called
+    code = {name: set(tests) for name, tests in module.MODULES.items()}
+    assert mutation_table(ROOT / "docs" / "mutation.md") == code
 
 
 # -- the known findings -----------------------------------------------------------------------
