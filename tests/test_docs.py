@@ -258,12 +258,18 @@ def sample_values(words: list[str]) -> list[str] | None:
 
 @functools.cache
 def makefile_targets() -> frozenset[str]:
+    """The Makefile's targets (``name:`` at a line's start, not ``name :=``)."""
     text = (ROOT / "Makefile").read_text()
     return frozenset(re.findall(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, re.MULTILINE))
 
 
-def parse_error(parser: argparse.ArgumentParser, words: list[str], known: bool = False) -> Any:
-    """(namespace, rest) or the parser's error message (argparse exits on an error)."""
+Parsed = tuple[argparse.Namespace, list[str]]
+
+
+def parse_error(
+    parser: argparse.ArgumentParser, words: list[str], known: bool = False
+) -> Parsed | str:
+    """(namespace, words left over) or the parser's error message (argparse exits on one)."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -313,6 +319,7 @@ def value_error(key: str, value: str) -> str | None:
 
 @per_docs
 def command_failures() -> Failures:
+    """Our command lines in the docs' shell blocks that their parsers (or make) refuse."""
     failures = []
     for line, text in shell_lines():
         if DIAGRAM.search(text):
@@ -498,9 +505,9 @@ def addon_options() -> dict[str, Any]:
 
 
 #: blocklist_ names in the docs that are neither options nor metrics, each with the file
-#: that defines it (the name must be in that file).
+#: that defines it (test_other_names_are_defined: the name is in that file).
 OTHER_NAMES = {
-    "blocklist_addon": "blocklist_addon/__init__.py",  # the package
+    "blocklist_addon": "pyproject.toml",  # the package
     "blocklist_proxy": "deploy/transparent/blocklist-transparent.nft",  # nft table, BIRD protocol
     "blocklist_divert4": "divert/planes/bird.py",  # BIRD static protocols
     "blocklist_divert6": "divert/planes/bird.py",
@@ -510,6 +517,13 @@ NAME = re.compile(r"(?<![\w-])blocklist_[a-z0-9_]+\*?")
 METRIC_LIKE = re.compile(
     r"blocklist_(?:list|hashes|sync|divert|store)_|_total$|_seconds$|_timestamp|_up$"
 )
+
+
+def test_other_names_are_defined() -> None:
+    """The blocklist_ names let through as neither option nor metric are where they are said
+    to be defined."""
+    for name, path in OTHER_NAMES.items():
+        assert re.search(rf"\b{name}\b", (ROOT / path).read_text()), f"{name} not in {path}"
 
 
 def named(line: Line) -> Iterator[str]:
@@ -536,6 +550,7 @@ def unknown_names() -> Iterator[tuple[Line, str, bool]]:
 
 @per_docs
 def option_failures() -> Failures:
+    """blocklist_ names that are not options (nor metrics, nor OTHER_NAMES)."""
     return [
         (line, name, f"{name}: no such option of the addon (nor a metric)")
         for line, name, metric in unknown_names()
@@ -579,34 +594,23 @@ def yaml_failures() -> Failures:
 
     opts = mitmproxy_options()
     failures = []
-    for doc in DOCS:
-        blocks: dict[int, list[Line]] = {}
-        previous = None
-        for line in doc_lines(doc):
-            if line.fence == "yaml":
-                start = (
-                    line.number if previous is None or previous.number != line.number - 1 else None
-                )
-                key = start if start is not None else max(blocks)
-                blocks.setdefault(key, []).append(line)
-                previous = line
-        for lines in blocks.values():
-            loaded = optmanager.parse("\n".join(line.text for line in lines))
-            if not isinstance(loaded, dict):
-                continue  # alert rules and the like: a list, not options
-            for key, value in loaded.items():
-                line = next((x for x in lines if re.match(rf"\s*{key}\s*:", x.text)), lines[0])
-                if key not in opts:
-                    failures.append((line, key, f"{key}: no such mitmproxy option"))
-                    continue
-                option = opts._options[key]
-                try:
-                    typecheck.check_option_type(key, value, option.typespec)
-                except TypeError as exc:
-                    failures.append((line, key, f"{key}: {exc}"))
-                    continue
-                if option.choices and value not in option.choices:
-                    failures.append((line, key, f"{key}: {value!r} not one of {option.choices}"))
+    for lines in fenced_blocks("yaml"):
+        loaded = optmanager.parse("\n".join(line.text for line in lines))
+        if not isinstance(loaded, dict):
+            continue  # alert rules and the like: a list, not options
+        for key, value in loaded.items():
+            line = next((x for x in lines if re.match(rf"\s*{key}\s*:", x.text)), lines[0])
+            if key not in opts:
+                failures.append((line, key, f"{key}: no such mitmproxy option"))
+                continue
+            option = opts._options[key]
+            try:
+                typecheck.check_option_type(key, value, option.typespec)
+            except TypeError as exc:
+                failures.append((line, key, f"{key}: {exc}"))
+                continue
+            if option.choices and value not in option.choices:
+                failures.append((line, key, f"{key}: {value!r} not one of {option.choices}"))
     return failures
 
 
@@ -653,9 +657,9 @@ def test_every_option_is_in_the_options_table() -> None:
 
 def table_missing() -> list[str]:
     """The options without a row in OPTIONS_DOC's table."""
-    table = options_table(OPTIONS_DOC)
-    assert table, f"{rel(OPTIONS_DOC)}: no options table (| option | default | what it does |)"
-    return sorted(set(addon_options()) - set(table))
+    rows = options_table(OPTIONS_DOC)
+    assert rows, f"{rel(OPTIONS_DOC)}: no options table (| option | default | what it does |)"
+    return sorted(set(addon_options()) - set(rows))
 
 
 @per_docs
