@@ -7,6 +7,12 @@ relays the connection as raw TCP: no requestheaders hook, no URL check, the list
 served. A request after an empty line (which servers skip, RFC 9112 section 2.2), sent in
 small pieces, or with a request line longer than one segment, went through.
 
+Inside a tunnel (and in transparent and reverse mode) the URL's host is where the connection
+goes, and an HTTP/1 request line in absolute form is sent upstream as it is: a server that
+hosts both takes the listed host from ``GET http://listed.example/page`` and ignores the
+unlisted Host header (RFC 9112 section 3.2.2; aiohttp does), and only the tunnel's host and
+the Host header were checked.
+
 The decision is driven through mitmproxy's own NextLayer addon and hook dispatch (the
 addon's corrector placed after it, as in mitmdump), and end to end through a real mitmdump
 with the addon and real origins.
@@ -27,6 +33,7 @@ from mitmproxy.proxy.layers import modes
 from mitmproxy.test import taddons, tflow
 
 from blocklist_addon.addon import BlocklistAddon
+from blocklist_addon.guards.flow import authority_url
 from blocklist_addon.guards.tls import starts_http
 from testlab.harness import Proxy, World, running, synced_store
 
@@ -221,3 +228,49 @@ def test_no_http_in_a_tunnel_still_reaches_its_origin(proxy: Proxy, world: World
         answer = read_all(sock)
     assert world.open_http.connections == before + 1, answer[:300]
     assert b"aiohttp" in answer  # the origin's own answer, not the proxy's
+
+
+# -- an absolute-form request line in a tunnel ----------------------------------------------
+
+
+def test_a_listed_absolute_form_request_line_in_a_tunnel_gets_the_451(
+    proxy: Proxy, world: World
+) -> None:
+    before = world.connections()
+    with tunnel(proxy, "unlisted.example.org:80") as sock:
+        sock.sendall(
+            b"GET http://blocked.example.com/page.html HTTP/1.1\r\n"
+            b"Host: unlisted.example.org\r\nConnection: close\r\n\r\n"
+        )
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 451"), answer[:300]
+    assert world.connections() == before
+
+
+def test_an_unlisted_absolute_form_request_line_in_a_tunnel_is_served(
+    proxy: Proxy, world: World
+) -> None:
+    with tunnel(proxy, "unlisted.example.org:80") as sock:
+        sock.sendall(
+            b"GET http://blocked.example.com/other.html HTTP/1.1\r\n"
+            b"Host: unlisted.example.org\r\nConnection: close\r\n\r\n"
+        )
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+@pytest.mark.parametrize(
+    ("authority", "url"),
+    [
+        (b"", None),  # origin form
+        (b"unlisted.example.org", None),  # the URL's own host
+        (b"UNLISTED.example.org:80", None),
+        (b"blocked.example.com", "http://blocked.example.com/page.html"),
+        (b"blocked.example.com:8080", "http://blocked.example.com:8080/page.html"),
+        (b"[2001:db8::9]", "http://[2001:db8::9]/page.html"),
+    ],
+)
+def test_authority_url(authority: bytes, url: str | None) -> None:
+    request = tflow.treq(host="unlisted.example.org", port=80, path=b"/page.html")
+    request.data.authority = authority
+    assert authority_url(request) == url

@@ -18,6 +18,7 @@ __all__ = [
     "UNCHECKED",
     "UPLOAD_METHODS",
     "Check",
+    "authority_url",
     "header",
     "names_another_host",
     "request_url",
@@ -88,6 +89,26 @@ def request_url(request: http.Request, *, by_host_header: bool = False) -> str:
         return f"{host}:{port}"
     path = request.path if request.path != "*" else ""
     return url.unparse(request.scheme, host, port, path)
+
+
+def authority_url(request: http.Request) -> str | None:
+    """The URL an HTTP/1 request in absolute form names by its request line, when that
+    differs from the URL's host (else None). In a CONNECT tunnel and in transparent and
+    reverse mode mitmproxy takes the URL's host from where the connection goes and sends the
+    request line upstream as it is, and servers take the host from an absolute-form request
+    line, not from Host (RFC 9112 section 3.2.2): ``GET http://listed.example/page`` with an
+    unlisted Host header, to a server that hosts both, is the listed page."""
+    if not request.data.authority or request.is_http2 or request.is_http3:
+        return None  # origin form (or regular mode, where it is the URL's), or HTTP/2's
+    authority = request.authority
+    host, port = url.parse_authority(authority, check=False)
+    if host.removeprefix("[").removesuffix("]").lower() == request.host.lower():
+        return None
+    host = wire_host(host.removeprefix("[").removesuffix("]"))
+    if ":" in host:
+        host = f"[{host}]"
+    port = port or url.default_port(request.scheme) or request.port
+    return url.unparse(request.scheme, host, port, request.path if request.path != "*" else "")
 
 
 def names_another_host(request: http.Request) -> bool:

@@ -28,6 +28,7 @@ from mitmproxy.proxy import mode_specs
 from blocklist_addon.guards.flow import (
     UNCHECKED,
     Check,
+    authority_url,
     names_another_host,
     request_url,
     respond,
@@ -366,8 +367,9 @@ class Enforcer:
         return refuse
 
     def _match(self, blocklist: Blocklist, request: http.Request, url: str) -> Match | None:
-        """The match for ``url`` (the request's), else for the URL by Host header; each runs
-        even when the other raised. With no match and an error, the request is answered (refused) or
+        """The match for ``url`` (the request's), else for the URL by Host header, else by an
+        HTTP/1 absolute-form request line (``authority_url``); each runs even when another
+        raised. With no match and an error, the request is answered (refused) or
         passed as ``blocklist_on_error`` says."""
         self.metrics.inc("blocklist_lookups_total")
         error: Exception | None = None
@@ -382,6 +384,16 @@ class Enforcer:
                     if len(by_host) > self.max_url_length:
                         raise TooLong
                     found = blocklist.match(by_host, embedded_exempt=self.embedded_exempt)
+            except TooLong:
+                raise
+            except Exception as exc:
+                error = error or exc
+        if found is None:
+            try:
+                if (by_authority := authority_url(request)) is not None:
+                    if len(by_authority) > self.max_url_length:
+                        raise TooLong
+                    found = blocklist.match(by_authority, embedded_exempt=self.embedded_exempt)
             except TooLong:
                 raise
             except Exception as exc:
