@@ -33,7 +33,7 @@ from mitmproxy.proxy.layers import modes
 from mitmproxy.test import taddons, tflow
 
 from blocklist_addon.addon import BlocklistAddon
-from blocklist_addon.guards.flow import authority_url
+from blocklist_addon.guards.flow import authority_url, request_url
 from blocklist_addon.guards.tls import starts_http
 from testlab.harness import Proxy, World, running, synced_store
 
@@ -274,3 +274,38 @@ def test_authority_url(authority: bytes, url: str | None) -> None:
     request = tflow.treq(host="unlisted.example.org", port=80, path=b"/page.html")
     request.data.authority = authority
     assert authority_url(request) == url
+
+
+# -- a Host header with an empty or out-of-range port ----------------------------------------
+
+
+@pytest.mark.parametrize("host", ["blocked.example.com:", "blocked.example.com:99999"])
+def test_a_listed_host_with_an_empty_port_in_a_tunnel_gets_the_451(
+    proxy: Proxy, world: World, host: str
+) -> None:
+    """nginx reads the host alone (RFC 3986 allows an empty port) and serves the listed
+    page; the check read the whole value as one odd host, listed nowhere."""
+    before = world.connections()
+    with tunnel(proxy, "unlisted.example.org:80") as sock:
+        sock.sendall(
+            f"GET /page.html HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 451"), answer[:300]
+    assert world.connections() == before
+
+
+@pytest.mark.parametrize(
+    ("header", "url"),
+    [
+        ("blocked.example.com:", "http://blocked.example.com/page.html"),
+        ("blocked.example.com:99999", "http://blocked.example.com/page.html"),
+        ("[2001:db8::9]:", "http://[2001:db8::9]/page.html"),
+        ("blocked.example.com:8080", "http://blocked.example.com:8080/page.html"),
+        ("2001:db8::9", "http://[2001:db8::9]/page.html"),  # unbracketed: as before
+    ],
+)
+def test_request_url_by_a_host_header_with_a_loose_port(header: str, url: str) -> None:
+    request = tflow.treq(host="unlisted.example.org", port=80, path=b"/page.html")
+    request.headers["Host"] = header
+    assert request_url(request, by_host_header=True) == url

@@ -7,6 +7,7 @@ a header without mitmproxy's multidict cost (``header``), an answer from the pro
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from mitmproxy import http
@@ -77,7 +78,7 @@ def request_url(request: http.Request, *, by_host_header: bool = False) -> str:
             # every request): the URL's own, without parse_authority's IDNA checks (about
             # 15 us, on every page scanned).
             return request.url
-        host, header_port = url.parse_authority(header, check=False)
+        host, header_port = _authority(header)
         port = header_port or url.default_port(request.scheme) or port
     elif host.isascii() and ":" not in host:
         return request.url  # no IPv6 literal: mitmproxy's own URL is right (and cheaper)
@@ -101,7 +102,7 @@ def authority_url(request: http.Request) -> str | None:
     if not request.data.authority or request.is_http2 or request.is_http3:
         return None  # origin form (or regular mode, where it is the URL's), or HTTP/2's
     authority = request.authority
-    host, port = url.parse_authority(authority, check=False)
+    host, port = _authority(authority)
     if host.removeprefix("[").removesuffix("]").lower() == request.host.lower():
         return None
     host = wire_host(host.removeprefix("[").removesuffix("]"))
@@ -109,6 +110,22 @@ def authority_url(request: http.Request) -> str | None:
         host = f"[{host}]"
     port = port or url.default_port(request.scheme) or request.port
     return url.unparse(request.scheme, host, port, request.path if request.path != "*" else "")
+
+
+#: A host and a port that is empty or out of range, which servers read as the host alone.
+_LOOSE_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*):\d*\Z")
+
+
+def _authority(value: str) -> tuple[str, int | None]:
+    """The host and port of a Host header or authority as servers read them: mitmproxy's
+    parse and, where that fails on the port, the host alone. ``Host: listed.example:`` (an
+    empty port, which RFC 3986 allows) or ``:99999`` is ``listed.example`` to nginx, which
+    picks its server by what comes before the colon; read whole, it was the host
+    ``[listed.example:]``, which nothing lists."""
+    host, port = url.parse_authority(value, check=False)
+    if port is None and (loose := _LOOSE_PORT.match(value)):
+        host = loose["host"].removeprefix("[").removesuffix("]")
+    return host, port
 
 
 def names_another_host(request: http.Request) -> bool:
