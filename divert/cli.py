@@ -380,10 +380,30 @@ async def cmd_rollback(config: DivertConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_key(config: DivertConfig) -> Path | None:
+    """The hostname key ``run`` resolves with: the one given (--key-file, the environment,
+    key_file in the config), else the default file when this user can read it, else None:
+    ``run`` only follows the store. A default this user cannot read is no key: under ExaBGP
+    ``run`` is ExaBGP's user, whose config leaves key_file out (another job resolves), and
+    which may see the blocklist user's key without reading it: taking it failed every
+    resolution with "Permission denied"."""
+    if config.key_file:
+        return config.key_file
+    if os.access(DEFAULT_KEY_FILE, os.R_OK):
+        return DEFAULT_KEY_FILE
+    if os.path.lexists(DEFAULT_KEY_FILE):
+        logging.getLogger("blocklist_divert").info(
+            "not resolving: %s is not readable by this user and the config names no "
+            "key_file; run follows the store (resolve elsewhere, with the key)",
+            DEFAULT_KEY_FILE,
+        )
+    return None
+
+
 async def cmd_run(config: DivertConfig, args: argparse.Namespace) -> int:
     """``run`` resolves on its schedule when it has the hostname key; without one it only
     follows the store (another machine resolves) and withdraws on ill health."""
-    key = config.key_file or (DEFAULT_KEY_FILE if DEFAULT_KEY_FILE.exists() else None)
+    key = run_key(config)
     resolve = scheduled(dataclasses.replace(config, key_file=key)) if key else None
     return await runcmd.cmd_run(config, args, resolve)
 
