@@ -38,8 +38,12 @@ MUTMUT_VERSION = "3.8.1"  # the results are read from its files: see collect()
 #: Each module and the test files that exercise it in-process.
 MODULES: dict[str, list[str]] = {
     "divert/gates.py": ["tests/test_divert_gates.py"],
-    "blocklist_addon/urls/snapshot.py": ["tests/test_snapshot.py"],
-    "blocklist_addon/urls/snapshot_build.py": ["tests/test_snapshot.py"],
+    # the depths a snapshot records are read and written for the matcher's directory walk
+    "blocklist_addon/urls/snapshot.py": ["tests/test_snapshot.py", "tests/test_matcher_depth.py"],
+    "blocklist_addon/urls/snapshot_build.py": [
+        "tests/test_snapshot.py",
+        "tests/test_matcher_depth.py",
+    ],
     "blocklist_addon/urls/snapshot_format.py": ["tests/test_snapshot.py"],
     "blocklist_addon/guards/flow.py": ["tests/test_flow.py"],
     # unescape_by_level is tested with the embedded URL tables it is written for
