@@ -1,8 +1,8 @@
 """The fast page scan (``content.scan``, which ``neutralize`` runs) against the reference
-(``content.links.find_links``, then the matcher for every link found, as the scanner worked before
-it was made fast): the same bytes out and
-the same links reported, on generated pages, so that a speed change cannot change a result.
-Also what the fast scan remembers between pages: never across lists, and bounded."""
+(``content.links.find_links``, then the matcher for every link found, as the scanner worked
+before it was made fast): the same bytes out and the same links reported, on generated pages,
+so that a speed change cannot change a result. Also what the fast scan remembers between
+pages (``content.verdicts``): never across lists, and bounded."""
 
 from __future__ import annotations
 
