@@ -56,7 +56,7 @@ from blocklist_addon.hashes.pdqindex import PdqIndex, radii
 from blocklist_addon.hashes.pdqlayout import layout
 from blocklist_addon.hashes.snapshot import _HEADER, MAGIC
 from blocklist_addon.lists.store import open_store
-from blocklist_addon.urls.snapshot import frame
+from blocklist_addon.urls.snapshot_format import frame
 from sync import cli
 from testlab.images import draw, encode  # the tests' drawn pictures: never real content
 

@@ -1,10 +1,10 @@
 """The compiled hash list: what the sync worker stores and every proxy loads.
 
-Like the URL snapshot (``blocklist_addon/urls/snapshot.py``) it is one checksummed bytes
-object, so a torn or corrupt copy is refused, never enforced. It holds the hashes
-themselves (a hash list cannot be stored as digests of digests: a PDQ hash is compared by
-distance), which is why the store and the proxy's copy keep it in 0600 files and no log
-line ever prints one. Integers are unsigned, little-endian::
+Like the URL snapshot (whose framing it shares: ``blocklist_addon/urls/snapshot_format.py``)
+it is one checksummed bytes object, so a torn or corrupt copy is refused, never enforced. It
+holds the hashes themselves (a hash list cannot be stored as digests of digests: a PDQ hash
+is compared by distance), which is why the store and the proxy's copy keep it in 0600 files
+and no log line ever prints one. Integers are unsigned, little-endian::
 
     header       64 bytes: magic, format version (u32), the 13 section lengths (u32);
                  format 3 adds a u32 count of further sections (3) and their lengths
@@ -48,7 +48,7 @@ import numpy as np
 
 from blocklist_addon.hashes.kinds import KINDS, SIZES
 from blocklist_addon.hashes.records import FRAME_SIZE, HashRecord, HashRecords
-from blocklist_addon.urls.snapshot import SnapshotError, frame
+from blocklist_addon.urls.snapshot_format import SnapshotError, frame
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "HashSnapshot", "SnapshotError"]
 
