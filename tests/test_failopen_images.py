@@ -6,11 +6,18 @@ without even its exact hashes checked, although the option promises "exact hashe
 checked either way": a few slow uploads ahead of it (each may hold a thread for the
 request's budget) let a listed picture through by its MD5. The pool is held busy here by
 real tasks, not a mock, and the wait is shortened.
+
+Only POST, PUT and PATCH were checked: a listed picture sent by GET, DELETE or any other
+method with a body reached a handler that takes any method (a real mitmdump with the addon
+in reverse mode, in front of the echo origin).
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import pathlib
 import threading
 from collections.abc import Iterator
 
@@ -24,6 +31,7 @@ from blocklist_addon.hashes import HashList
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.blocklog import BlockLog
 from blocklist_addon.ops.metrics import Metrics
+from testlab.harness import Proxy, World, running, sync, synced_store
 from testlab.images import draw, encode, md5
 
 LISTED = encode(draw(11, (1600, 1200)), "JPEG", quality=95)  # past INLINE_BYTES: to the pool
@@ -90,3 +98,48 @@ async def test_another_picture_left_waiting_is_passed_or_refused_as_unchecked(
         guard.metrics.value("blocklist_images_unchecked_total", reason="too-busy", action="pass")
         == 1
     )
+
+
+# -- an upload by a method other than POST, PUT or PATCH ---------------------------------------
+
+
+@pytest.fixture
+def image_proxy(make_proxy, tmp_path: pathlib.Path, world: World) -> Iterator[Proxy]:
+    """Reverse mode in front of the echo origin (which takes any method and reads its body),
+    enforcing LISTED's MD5."""
+    hashes = tmp_path / "hashes.jsonl"
+    hashes.write_text(json.dumps({"id": "h-1", "md5": md5(LISTED)}) + "\n")
+    store = synced_store(tmp_path)
+    sync(store, hashes, name="hotline", data_dir=tmp_path / "data", fmt="hashes-jsonl")
+    target = f"127.0.0.1:{world.open_http.port}"
+    proxy = make_proxy(
+        store, mode=f"reverse:http://{target}", routes={target: world.open_http.port}
+    )
+    with running(proxy):
+        yield proxy
+
+
+def send(proxy: Proxy, method: str, body: bytes) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        headers = {"Content-Type": "image/jpeg", "Host": "uploads.test"}
+        conn.request(method, "/upload", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "QUERY"])
+def test_a_listed_picture_sent_by_any_method_with_a_body_is_refused(
+    image_proxy: Proxy, world: World, method: str
+) -> None:
+    """A handler that takes any method (PHP reading php://input, aiohttp's route "*")
+    stores what it is sent: the check read POST, PUT and PATCH only."""
+    before = len(world.open_http.requests)
+    assert send(image_proxy, method, LISTED) == 451
+    assert len(world.open_http.requests) == before
+    assert send(image_proxy, method, OTHER) == 200
+    assert send(image_proxy, method, b"") == 200
+    assert len(world.open_http.requests) == before + 2

@@ -6,6 +6,8 @@
   servlet containers drop ``;parameters``, IIS ignores case).
 - A post declared ``application/octet-stream`` (or any type the reader skips, or multipart
   without its boundary) was not read; JSON APIs read the body whatever its type.
+- A post by a method other than POST, PUT or PATCH (QUERY, DELETE, GET with a body) was not
+  read; a handler for every method reads its body.
 - A chat message over a WebSocket on a guarded path was never read at all.
 - mitmproxy's ``stream_large_bodies`` streamed a post past its size straight to the site
   as it arrived (after the ``requestheaders`` hooks, whatever they set, and before the
@@ -101,6 +103,7 @@ def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/forum/socket", socket)
+    app.router.add_route("*", "/forum/any", handler)  # a handler for every method
     app.router.add_post("/forum/{name}", handler)
     origins = Origins(ca)
     try:
@@ -242,3 +245,24 @@ async def test_a_listed_link_sent_over_a_websocket_never_reaches_the_site(
     assert accepted[before:] == [f"ws:{UNLISTED_JSON}", "ws:last"]
     blocks = [b for b in proxy.blocks() if b["where"] == "upload"]
     assert len(blocks) >= 2
+
+
+# -- a post by another method -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["QUERY", "DELETE", "GET"])
+def test_a_listed_link_sent_by_any_method_with_a_body_is_refused(
+    proxy: Proxy, forum: tuple[int, list[str]], method: str
+) -> None:
+    _, accepted = forum
+    before = len(accepted)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        for body in (UNLISTED_FORM, LISTED_FORM, ""):
+            conn.request(method, "/forum/any", body=body.encode(), headers=FORM)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == (451 if body == LISTED_FORM else 200), body
+    finally:
+        conn.close()
+    assert accepted[before:] == ["/forum/any", "/forum/any"]

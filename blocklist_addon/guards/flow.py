@@ -20,6 +20,7 @@ __all__ = [
     "UPLOAD_METHODS",
     "Check",
     "authority_url",
+    "carries_body",
     "header",
     "names_another_host",
     "request_url",
@@ -140,6 +141,21 @@ def names_another_host(request: http.Request) -> bool:
     if host.rsplit(":", 1)[-1].isdigit():
         host = host.rpartition(":")[0]
     return host.removeprefix("[").removesuffix("]").lower() != request.host.lower()
+
+
+def carries_body(request: http.Request) -> bool:
+    """Whether ``request`` sends a body, whatever its method: one read already (at the
+    ``request`` hook), else one it declares (a length above 0, or chunked). Servers read the
+    body of any method (PHP's php://input, a handler for every method): the method does not
+    decide what is checked. An HTTP/2 body without a length shows only once read."""
+    if (content := request.data.content) is not None:
+        return bool(content)
+    for key, value in request.headers.fields:
+        if len(key) == 17 and key.lower() == b"transfer-encoding":
+            return True
+        if len(key) == 14 and key.lower() == b"content-length":
+            return value.strip().lstrip(b"0") != b""
+    return False
 
 
 def header(headers: http.Headers, name: bytes) -> str | None:

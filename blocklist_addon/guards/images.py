@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 
-from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, header, respond
+from blocklist_addon.guards.flow import (
+    UNCHECKED,
+    UPLOAD_METHODS,
+    carries_body,
+    header,
+    respond,
+)
 from blocklist_addon.guards.uploadcheck import REQUEST_BUDGET, Outcome, UploadCheck
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.hashes.kinds import NAMESPACE
@@ -481,4 +487,9 @@ class ImageGuard:
             )
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
-        return self.hashes.blocklist is not None and flow.request.method.upper() in UPLOAD_METHODS
+        """Whenever a hash list is in force: a POST, PUT or PATCH, or any other request that
+        carries a body (a handler reading php://input, or taking every method, stores it)."""
+        if self.hashes.blocklist is None:
+            return False
+        request = flow.request
+        return request.method.upper() in UPLOAD_METHODS or carries_body(request)

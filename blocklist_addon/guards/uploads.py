@@ -23,7 +23,7 @@ from mitmproxy.proxy import mode_specs
 
 from blocklist_addon.content import uploads
 from blocklist_addon.content.inflate import TooLarge, inflate
-from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, header, respond
+from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, carries_body, header, respond
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.options import int_option
@@ -184,12 +184,22 @@ class UploadGuard:
             self.enforcer.record_upload(flow, match, where="upload")
 
     def _guarded(self, flow: http.HTTPFlow) -> bool:
-        return flow.request.method.upper() in UPLOAD_METHODS and self._guarded_path(flow)
+        """A post (any method that carries a body: servers read one whatever the method) on
+        a guarded path, in reverse mode."""
+        if not self.patterns or not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+            return False
+        request = flow.request
+        if request.method.upper() not in UPLOAD_METHODS and not carries_body(request):
+            return False
+        return self._path_matches(request.path)
 
     def _guarded_path(self, flow: http.HTTPFlow) -> bool:
         if not self.patterns:
             return False
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             return False
-        paths = routed_paths(flow.request.path)
+        return self._path_matches(flow.request.path)
+
+    def _path_matches(self, path: str) -> bool:
+        paths = routed_paths(path)
         return any(fnmatch.fnmatchcase(p, pattern) for p in paths for pattern in self.patterns)
