@@ -9,11 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blocklist_addon.urls import snapshot as snapshot_module
+from blocklist_addon.urls.canonical import dns_suffixes
 from blocklist_addon.urls.snapshot import (
     DIGEST_SIZE,
     FORMAT_VERSION,
     HOST_KEY_SIZE,
     MAGIC,
+    UNKNOWN_DEPTH,
     Snapshot,
     SnapshotError,
     expression_digest,
@@ -423,6 +426,14 @@ def test_damaged_snapshots_are_refused_saying_exactly_why(data: bytes, message: 
         ({"metadata": metadata(lists="iwf")}, "bad list names"),
         ({"metadata": metadata(lists=[f"l{i}" for i in range(256)])}, "too many list names"),
         ({"metadata": metadata(meta=[])}, "bad meta"),
+        # SAMPLE has three host keys, so three depths: "AQID" is 1, 2, 3
+        ({"metadata": metadata(depths="AQ==")}, "host depths do not match the hosts"),
+        ({"metadata": metadata(depths="AQIDBA==")}, "host depths do not match the hosts"),
+        ({"metadata": metadata(depths="AQ ID")}, "bad host depths"),  # strict base64 only
+        ({"metadata": metadata(depths="AQID\n")}, "bad host depths"),
+        ({"metadata": metadata(depths="AQI")}, "bad host depths"),
+        ({"metadata": metadata(depths=7)}, "bad host depths"),
+        ({"metadata": metadata(depths=None)}, "bad host depths"),
     ],
 )
 def test_malformed_sections_are_refused_saying_which(
@@ -484,6 +495,9 @@ def test_lookups_read_only_their_own_section() -> None:
     for at in range(len(SAMPLE) - 7):
         aligned = 48 <= at < 88 and at % 8 == 0
         assert snapshot.find(SAMPLE[at : at + 8]) == ((at - 48) // 8 if aligned else None), at
+        # and find_first of it alone (the header's magic at 0 is 8-aligned too)
+        expected = (0, (at - 48) // 8) if aligned else None
+        assert snapshot.find_first([SAMPLE[at : at + 8]]) == expected, at
     for at in range(len(SAMPLE) - 3):
         inside = HOSTS_AT[0] <= at <= HOSTS_AT[1] - 4
         assert snapshot.has_host(SAMPLE[at : at + 4]) is inside, at
@@ -503,9 +517,11 @@ def test_a_digest_is_found_past_copies_of_it_spanning_two_others() -> None:
     ]
     snapshot = Snapshot.build([(d, None, "iwf", None) for d in digests])
     assert [snapshot.find(d) for d in digests] == [0, 1, 2, 3, 4]
+    assert [snapshot.find_first([d]) for d in digests] == [(0, i) for i in range(5)]
     same = bytes([0xAA]) * 8
     snapshot = Snapshot.build([(b"\0" + same[:7], None, "iwf", None), (same, None, "iwf", None)])
     assert snapshot.find(same) == 1
+    assert snapshot.find_first([same]) == (0, 1)
 
 
 def test_the_search_past_a_misaligned_hit_stays_in_its_bucket() -> None:
@@ -519,6 +535,8 @@ def test_the_search_past_a_misaligned_hit_stays_in_its_bucket() -> None:
     assert snapshot.to_bytes().index(x, 56) == 96  # 48 + 8 * 6
     assert snapshot.find(x) is None
     assert (snapshot.find(first), snapshot.find(second)) == (0, 1)
+    assert snapshot.find_first([x]) is None
+    assert snapshot.find_first([x, second, first]) == (1, 1)
 
 
 def test_entry_index_out_of_range_says_so() -> None:
@@ -538,3 +556,201 @@ def test_an_id_that_is_not_utf8_is_read_with_replacement() -> None:
 
 def test_repr_shows_the_size_and_the_checksum() -> None:
     assert repr(sample_snapshot()) == f"<Snapshot entries=5 checksum={GOLDEN_CHECKSUM[:16]}>"
+
+
+# -- the lookups the matcher makes: listed_hosts, find_first and host_depth in Python (the
+# reference, run with Blocklist(compiled=False) or without the extension), held to the
+# compiled ones of _lookup.c where the snapshot has them --------------------------------
+
+#: 64 hosts, so 16 buckets of host keys (and of digests): each host has one directory entry
+#: of depth 1 to 64, host i's "h{i}.test/" + "d/" * i.
+MANY = [f"h{i}.test" for i in range(64)]
+MANY_DIRECTORIES = [f"{host}/" + "d/" * i for i, host in enumerate(MANY)]
+#: Hosts whose key is put where a lookup must not read: printable, so it can be an entry id.
+PLANTED = "q53.test"
+#: A host whose key is four equal bytes (found by a search over names): it overlaps itself
+#: one byte on, and spans two keys that end and begin with that byte.
+SAME_BYTES = "r442029.test"
+
+
+def section_at(data: bytes, name: str) -> tuple[int, int]:
+    """Where section ``name`` of a snapshot is, as the header says."""
+    lengths = struct.unpack_from("<8I", data, 12)
+    start = 48 + sum(lengths[: SECTIONS.index(name)])
+    return start, start + lengths[SECTIONS.index(name)]
+
+
+def many_hosts() -> Snapshot:
+    return Snapshot.build(
+        (expression_digest(directory), host_key(host), "iwf", None, i + 1)
+        for i, (host, directory) in enumerate(zip(MANY, MANY_DIRECTORIES, strict=True))
+    )
+
+
+def test_many_hosts_layout() -> None:
+    """What the tests below rely on: 16 buckets of each kind, none of them empty."""
+    data = many_hosts().to_bytes()
+    hosts = section_at(data, "hosts")
+    assert hosts == (48 + 64 * 8 + 4 * 17, 48 + 64 * 8 + 4 * 17 + 64 * 4)
+    assert section_at(data, "host_index") == (hosts[1], hosts[1] + 4 * 17)
+    table = struct.unpack_from("<17I", data, hosts[1])
+    assert table[0] == hosts[0] and table[-1] == hosts[1]
+    assert all(a < b for a, b in pairwise(table)), table
+    assert host_key(PLANTED) == b"EYK3"
+    assert host_key(SAME_BYTES) == b"\xf8" * 4
+
+
+def test_listed_hosts_are_the_listed_ones_of_those_asked_in_order() -> None:
+    snapshot = many_hosts()
+    asked = ["unlisted.test", *reversed(MANY), "www.h1.test", "h1.test", "", "test", "ü.test"]
+    assert snapshot.listed_hosts(asked) == [*reversed(MANY), "h1.test"]
+    assert snapshot.listed_hosts(iter(["h7.test", "h7.test"])) == ["h7.test", "h7.test"]
+    assert snapshot.listed_hosts([]) == []
+    assert sample_snapshot().listed_hosts(["www.example.net", "example.net", "bad.test"]) == [
+        "www.example.net",
+        "bad.test",
+    ]
+    # a host that is not ASCII is keyed by its UTF-8
+    names = Snapshot.build([listed("bücher.example/", "bücher.example")])
+    assert names.listed_hosts(["bücher.example", "bucher.example"]) == ["bücher.example"]
+
+
+def test_host_depth_is_each_hosts_own() -> None:
+    snapshot = many_hosts()
+    assert [snapshot.host_depth(host) for host in MANY] == list(range(1, 65))
+    assert snapshot.host_depth("unlisted.test") == UNKNOWN_DEPTH
+    assert snapshot.host_depth("www.h1.test") == UNKNOWN_DEPTH
+    # no depths recorded: every host unknown, listed or not
+    assert sample_snapshot().host_depth("listed.example.com") == UNKNOWN_DEPTH
+
+
+def test_host_depths_are_read_in_host_key_order() -> None:
+    """SAMPLE's three host keys given depths 1, 2, 3 by a crafted metadata."""
+    snapshot = Snapshot.from_bytes(crafted(metadata=metadata(depths="AQID")))
+    in_order = sorted(["listed.example.com", "www.example.net", "bad.test"], key=host_key)
+    assert [snapshot.host_depth(host) for host in in_order] == [1, 2, 3]
+
+
+def test_find_first_gives_the_position_and_entry_of_the_first_listed() -> None:
+    snapshot = many_hosts()
+    digests = [expression_digest(directory) for directory in MANY_DIRECTORIES]
+    in_order = sorted(digests)
+    for digest in digests:
+        found = snapshot.find_first([digest])
+        assert found == (0, in_order.index(digest))
+        assert snapshot.entry(found[1]) == ("iwf", digest.hex())  # an int, an entry number
+    unlisted = expression_digest("unlisted.test/")
+    asked = [unlisted, b"", digests[5][:7], digests[5] + b"\0", digests[9], digests[3]]
+    assert snapshot.find_first(asked) == (4, in_order.index(digests[9]))
+    assert snapshot.find_first(iter([unlisted, digests[63]])) == (1, in_order.index(digests[63]))
+    assert snapshot.find_first([unlisted, digests[0][:7]]) is None
+    assert snapshot.find_first([]) is None
+
+
+def planted(spanning: bool) -> Snapshot:
+    """PLANTED unlisted, its key in a digest and, 4-aligned, in an entry id (outside the
+    host section, where no lookup may read); with ``spanning``, also across two host keys
+    (which ``listed_hosts`` takes for it, as ``has_host`` does, but ``host_depth`` not)."""
+    key = host_key(PLANTED)
+    rows = [
+        (key + bytes(4), host_key("listed.example.com"), "iwf", None, 1),
+        *[(expression_digest(f"filler.test/{i}"), None, "iwf", None) for i in range(30)],
+    ]
+    if spanning:  # "K3EY" "K3\xff\xff": EYK3 at the second key's offset 2
+        rows += [
+            (expression_digest("a.test/"), key[2:] + key[:2], "iwf", None, 2),
+            (expression_digest("b.test/"), key[2:] + b"\xff\xff", "iwf", None, 3),
+        ]
+    for pad in range(4):  # the id's key 4-aligned in the snapshot
+        entry = (expression_digest("www.example.net/"), host_key("www.example.net"), "iwf")
+        snapshot = Snapshot.build([*rows, (*entry, "-" * pad + key.decode(), 4)])
+        if snapshot.to_bytes().rfind(key) % 4 == 0:
+            return snapshot
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("spanning", [False, True])
+def test_a_host_key_outside_its_bucket_is_not_listed(spanning: bool) -> None:
+    snapshot = planted(spanning)
+    data = snapshot.to_bytes()
+    key = host_key(PLANTED)
+    hosts = section_at(data, "hosts")
+    assert hosts[1] - hosts[0] == 4 * (4 if spanning else 2)
+    at = [i for i in range(len(data)) if data.startswith(key, i)]
+    assert len(at) == (3 if spanning else 2), at
+    assert 48 <= at[0] < hosts[0] and at[0] % 8 == 0  # a digest's first half
+    if spanning:
+        assert at[1] == hosts[0] + 2  # "K3EY" "K3\xff\xff" are the first two keys
+    ids = section_at(data, "id_blob")
+    assert ids[0] <= at[-1] < ids[1] and at[-1] % 4 == 0
+    assert snapshot.listed_hosts([PLANTED, "www.example.net"]) == (
+        [PLANTED, "www.example.net"] if spanning else ["www.example.net"]
+    )
+    assert snapshot.has_host(key) is spanning
+    assert snapshot.host_depth(PLANTED) == UNKNOWN_DEPTH
+    assert (snapshot.host_depth("listed.example.com"), snapshot.host_depth("www.example.net")) == (
+        1,
+        4,
+    )
+
+
+def same_bytes(listed_too: bool) -> Snapshot:
+    """SAME_BYTES (f8 f8 f8 f8) between f8 f8 f7 f8 and f8 f8 f8 f9 (depth 2), or these two
+    alone; and its key in a digest."""
+    key = host_key(SAME_BYTES)
+    before, after = b"\xf8\xf8\xf7\xf8", b"\xf8\xf8\xf8\xf9"
+    rows = [
+        (key + bytes(4), None, "iwf", None),  # and 8-aligned in a digest, before the hosts
+        *[(expression_digest(f"filler.test/{i}"), None, "iwf", None) for i in range(30)],
+        (expression_digest("before.test/"), before, "iwf", None, 1),
+        (expression_digest("after.test/"), after, "iwf", None, 3),
+    ]
+    if listed_too:
+        rows.append((expression_digest(f"{SAME_BYTES}/"), key, "iwf", None, 2))
+    return Snapshot.build(rows)
+
+
+@pytest.mark.parametrize("listed_too", [False, True])
+def test_host_depth_takes_only_a_whole_key_past_copies_spanning_two(listed_too: bool) -> None:
+    """SAME_BYTES is found spanning the first two keys, then at its own, then three times
+    more, one byte on each; without it, only spanning the other two."""
+    snapshot = same_bytes(listed_too)
+    key = host_key(SAME_BYTES)
+    data = snapshot.to_bytes()
+    start, end = section_at(data, "hosts")
+    assert start > 256  # (a position past a byte's value: no find(position) can run)
+    at = [i - start for i in range(start, end) if data.startswith(key, i)]
+    assert at == ([3, 4, 5, 6, 7] if listed_too else [3])
+    assert data.find(key) < start and data.find(key) % 4 == 0
+    assert snapshot.host_depth(SAME_BYTES) == (2 if listed_too else UNKNOWN_DEPTH)
+
+
+@pytest.mark.parametrize("floor", [0, 3])
+def test_the_compiled_lookups_answer_as_these(floor: int) -> None:
+    """``compiled_lookup``: ``_lookup.Lookup`` over the same sections, or None when the
+    extension is not built. Its listed suffixes of a host are ``listed_hosts``' of
+    ``dns_suffixes``; its directory walk looks up ``host_depth``'s directories (``floor``
+    at least, every one when unknown) and finds what ``find_first`` finds among them."""
+    directories = ["/" + "d/" * k for k in range(71)]
+    hosts = [*MANY[::9], "www.h1.test", "a.b.h2.test", "unlisted.test", PLANTED, SAME_BYTES]
+    for snapshot in [many_hosts(), planted(True), same_bytes(True)]:
+        lookup = snapshot.compiled_lookup(floor)
+        if snapshot_module._lookup is None:
+            assert lookup is None
+            continue
+        assert type(lookup) is snapshot_module._lookup.Lookup
+        for host in hosts:
+            suffixes = dns_suffixes(host, False)
+            assert lookup.listed_hosts(host, False) == snapshot.listed_hosts(suffixes), host
+            digests = [expression_digest(host + directory) for directory in directories]
+            first = snapshot.find_first(digests)
+            walked = lookup.counts()[2]
+            found = lookup.find_on_hosts([host], [], directories[-1], [])
+            walked = lookup.counts()[2] - walked
+            if first is None:
+                depth = snapshot.host_depth(host)
+                assert found is None
+                assert walked == (71 if depth == UNKNOWN_DEPTH else max(depth, floor)), host
+            else:
+                assert found == (first[1], digests[first[0]]), host
+                assert walked == first[0] + 1, host
