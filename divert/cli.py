@@ -403,6 +403,9 @@ def run_key(config: DivertConfig) -> Path | None:
 async def cmd_run(config: DivertConfig, args: argparse.Namespace) -> int:
     """``run`` resolves on its schedule when it has the hostname key; without one it only
     follows the store (another machine resolves) and withdraws on ill health."""
+    # run's log format (runcmd's own call then changes nothing), so that run_key's line is
+    # said, not dropped as an INFO line before logging is set up.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     key = run_key(config)
     resolve = scheduled(dataclasses.replace(config, key_file=key)) if key else None
     return await runcmd.cmd_run(config, args, resolve)
