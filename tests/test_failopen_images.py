@@ -33,6 +33,7 @@ from blocklist_addon.ops.blocklog import BlockLog
 from blocklist_addon.ops.metrics import Metrics
 from testlab.harness import Proxy, World, running, sync, synced_store
 from testlab.images import draw, encode, md5
+from testlab.origins import TestCA
 
 LISTED = encode(draw(11, (1600, 1200)), "JPEG", quality=95)  # past INLINE_BYTES: to the pool
 OTHER = encode(draw(12, (1600, 1200)), "JPEG", quality=95)
@@ -103,17 +104,25 @@ async def test_another_picture_left_waiting_is_passed_or_refused_as_unchecked(
 # -- an upload by a method other than POST, PUT or PATCH ---------------------------------------
 
 
-@pytest.fixture
-def image_proxy(make_proxy, tmp_path: pathlib.Path, world: World) -> Iterator[Proxy]:
+@pytest.fixture(scope="module")
+def image_proxy(
+    tmp_path_factory: pytest.TempPathFactory, world: World, confdir: pathlib.Path, ca: TestCA
+) -> Iterator[Proxy]:
     """Reverse mode in front of the echo origin (which takes any method and reads its body),
     enforcing LISTED's MD5."""
-    hashes = tmp_path / "hashes.jsonl"
+    directory = tmp_path_factory.mktemp("images")
+    hashes = directory / "hashes.jsonl"
     hashes.write_text(json.dumps({"id": "h-1", "md5": md5(LISTED)}) + "\n")
-    store = synced_store(tmp_path)
-    sync(store, hashes, name="hotline", data_dir=tmp_path / "data", fmt="hashes-jsonl")
+    store = synced_store(directory)
+    sync(store, hashes, name="hotline", data_dir=directory / "data", fmt="hashes-jsonl")
     target = f"127.0.0.1:{world.open_http.port}"
-    proxy = make_proxy(
-        store, mode=f"reverse:http://{target}", routes={target: world.open_http.port}
+    proxy = Proxy(
+        directory / "proxy",
+        store=store,
+        routes={**world.routes, target: world.open_http.port},
+        confdir=confdir,
+        ca=ca,
+        mode=f"reverse:http://{target}",
     )
     with running(proxy):
         yield proxy

@@ -20,7 +20,6 @@ with the addon and real origins.
 
 from __future__ import annotations
 
-import pathlib
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from mitmproxy.test import taddons, tflow
 from blocklist_addon.addon import BlocklistAddon
 from blocklist_addon.guards.flow import authority_url, request_url
 from blocklist_addon.guards.tls import starts_http
-from testlab.harness import Proxy, World, running, synced_store
+from testlab.harness import Proxy, World
 
 LISTED_REQUEST = (
     b"GET /page.html HTTP/1.1\r\nHost: blocked.example.com\r\nConnection: close\r\n\r\n"
@@ -178,10 +177,9 @@ def read_all(sock: socket.socket | ssl.SSLSocket) -> bytes:
     return received
 
 
-@pytest.fixture
-def proxy(make_proxy, tmp_path: pathlib.Path) -> Iterator[Proxy]:
-    with running(make_proxy(synced_store(tmp_path))) as started:
-        yield started
+@pytest.fixture(scope="module")
+def proxy(proxy_with_entries: Callable[..., Proxy]) -> Proxy:
+    return proxy_with_entries("tunnel")
 
 
 @pytest.mark.parametrize("blank", [b"\r\n", b"\n\r\n"], ids=["crlf", "lf-crlf"])
