@@ -1,5 +1,6 @@
 """The routed form of the ISP chapter (docs/operators-guide.md, section 4, "Routed networks:
-the diversion set over BGP", with BIRD 2), walked on Debian 13 from the guide's own text.
+the diversion set over BGP"), walked on Debian 13 from the guide's own text: once with BIRD 2
+(3b) and once with ExaBGP (3a), each on a system of its own.
 
 Opt-in like tests/test_walk.py (minutes; root, mmdebstrap, unshare, chroot):
 ``BLOCKLIST_WALK_TESTS=1 .venv/bin/python -m pytest -s tests/test_walk_bgp.py``. The system,
@@ -9,8 +10,8 @@ shares with the gateway's (Redis, the sync, the key, divert.toml, the proxy) are
 the guide as tests/test_walk_isp.py takes them.
 
 - The networks: the walk's own network namespace is the proxy host (Redis, the sync, the
-  transparent proxy, BIRD 2 from Debian's ``bird2`` as the guide installs it, ``run``, the
-  routed table), its interface toward the core ``eth0`` as the guide's ``CORE=eth0``. Inside
+  transparent proxy, the BGP speaker from Debian's ``bird2`` or ``exabgp`` as the guide
+  installs it, ``run``, the routed table), its interface toward the core ``eth0`` as the guide's ``CORE=eth0``. Inside
   it the walk makes ``core`` (the core router: BIRD 2 with the guide's whole bird.conf for a
   Linux core, its own /etc/bird through /etc/netns/core/, control socket
   /run/core-bird.ctl; ``eth1`` the subscribers' side, ``eth2`` toward the proxy host,
@@ -23,7 +24,10 @@ the guide as tests/test_walk_isp.py takes them.
   chapter's network exists (it needs the mirror). systemd is not PID 1 in a chroot:
   ``systemctl`` lines run testlab/walk.py's SYSTEMCTL (the unit as installed, User=,
   Environment=, $VARIABLES, READY=1), and the package's own start of BIRD at install is
-  ``systemctl start bird`` once the network exists. The core router's commands run in
+  ``systemctl start bird`` once the network exists (ExaBGP's package starts nothing without
+  its config). 3a's cron line is not scheduled (no cron): its command is run by hand after
+  the sync, as cron's next run. ``bird2`` is installed in the ExaBGP walk too, for the core
+  router, but not started on the proxy host. The core router's commands run in
   ``ip netns exec core`` and its ``birdc`` gets ``-s /run/core-bird.ctl`` (two BIRDs share
   the chroot's /run); the subscriber's in ``ip netns exec sub``.
 - The working state, as the guide promises it: the core learns a /32 or /128 for each
@@ -33,11 +37,15 @@ the guide as tests/test_walk_isp.py takes them.
   IPv4 and IPv6, a host listed whole refused at the handshake, an unlisted page on a
   diverted host fetched by the proxy; an undiverted host reached directly (the origin sees
   the subscriber; the proxy's connection count and the routed table's counter do not move).
-  Then what the guide's table "When something dies" says: ``run`` stopped, BIRD keeps
-  announcing the last set (and the 451 stays); ``run`` back; the proxy stopped: every route
-  withdrawn after ``withdraw_after``, the listed page reached directly, the canary no answer;
-  the proxy back: announced again; BIRD stopped: the core drops every route at once; BIRD
-  started: back from the include files; a newly listed host routed right after its sync.
+  Then what the guide's table "When something dies" says: ``run`` stopped (BIRD: the
+  unit stopped; ExaBGP: its API process killed), the speaker keeps announcing the last set
+  (and the 451 stays), ``run`` back (BIRD: started; ExaBGP: respawned by ExaBGP) without a
+  change; the proxy stopped: every route withdrawn after ``withdraw_after``, the listed page
+  reached directly, the canary no answer; the proxy back: announced again; the speaker
+  stopped: the core drops every route at once; started: back (BIRD from the include files,
+  ExaBGP from a new ``run``); a newly listed host routed right after its sync (ExaBGP: after
+  the cron line's resolve); ``run``'s log with no traceback, refused command or permission
+  error.
 - What the first walk found, fixed in the guide: the routed form did not say which steps of
   the gateway's setup the proxy host takes (its step 0 now does: section 2's 1 and 2,
   "Setting it up" 1, 2 and 4, step 5's unit copied but not started); its step 2 repeated
@@ -49,9 +57,12 @@ the guide as tests/test_walk_isp.py takes them.
   master4/master6 (0: the learned routes are in divert4/divert6); ``ip route show table
   100`` showed no IPv6; the table "When something dies" said a restarted BIRD is back
   "within a second" (4.1 s here: BIRD's connect delay is 5 s). Machinery: SYSTEMCTL now
-  replaces ``$VARIABLES`` (Debian's bird.service needs it).
-- Not walked: ExaBGP (3a): the guide describes it in prose, with no commands to run as
-  written; tests/test_bgp.py runs it.
+  replaces ``$VARIABLES`` (Debian's bird.service needs it). 3a (ExaBGP) was prose with no
+  command (who reads divert.toml, the password and a state directory for ExaBGP's user,
+  the cron line): it is now a block of commands, walked here.
+- Not walked: systemd itself (the units' sandboxing: ProtectSystem=strict and
+  ReadWritePaths= for the include files; cron's schedule), a vendor router (the IOS-like
+  lines), BFD, a second core router.
 """
 
 # ruff: noqa: E501  (shell lines written as an operator types them)
@@ -60,10 +71,8 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import re
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 from test_walk_isp import canary_table, expect, isp_steps, shell_quote, systemctl_lines
@@ -108,6 +117,7 @@ ROUTES6 = ["2001:db8::254", "2001:db8:4::20"]
 
 #: (walk) the core router, the subscriber and the Internet around the proxy host.
 NETWORKS = textwrap.dedent(f"""\
+    grep -q ' walk$' /etc/hosts || echo '127.0.1.1 walk' >> /etc/hosts   # as Debian's installer writes the host's name
     ip netns add core; ip netns add sub; ip netns add inet
     ip link add eth0 type veth peer name eth2 netns core
     ip -n core link add eth1 type veth peer name eth0 netns sub
@@ -183,8 +193,9 @@ TABLE100 = textwrap.dedent("""\
     """)
 
 
-def bgp_steps() -> tuple[Steps, Steps, list[str]]:
-    """(steps with the machine's network: packages; steps in the walk's networks; not run)."""
+def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
+    """The routed form with ``speaker`` ("bird": 3b, "exabgp": 3a): (steps with the
+    machine's network: packages; steps in the walk's networks; not run)."""
     guide = GUIDE.read_text()
     scale = section(guide, "## 4. An ISP at scale")
     setup = section(scale, "### Setting it up")
@@ -207,21 +218,39 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
     assert unit_lines and unit_lines[0].startswith("cp "), run_unit
     unit_copy = "\n".join(unit_lines) + "\n"
 
-    # 1. The proxy host; 2. divert.toml's BGP keys; 3b. BIRD.
+    # 1. The proxy host; 2. divert.toml's BGP keys; 3a (ExaBGP) or 3b (BIRD).
     host = block(routed, "sh", "nftables-routed-proxy.nft")
     keys = block(routed, "toml", "next_hop")
-    bird = block(routed, "sh", "install -d -o blocklist -g bird")
-    install_line = re.search(r"^apt-get install .*$", bird, re.MULTILINE)
-    assert install_line, "3b should install BIRD"
-    bird_package = install_line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n"
-    bird = bird.replace(
+    packages = isp_packages[0][1] + "apt-get install -y bird2   # (walk) the core router's\n"
+    if speaker == "bird":
+        three = block(routed, "sh", "install -d -o blocklist -g bird")
+        unit = "blocklist-divert"
+        log = "/tmp/blocklist-divert.service.log"
+    else:
+        three = block(routed, "sh", "apt-get install exabgp")
+        unit = "exabgp"
+        log = "/tmp/exabgp.service.log"
+    install_line = re.search(r"^apt-get install .*$", three, re.MULTILINE)
+    assert install_line, "3a and 3b should install their speaker"
+    packages += install_line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n"
+    three = three.replace(
         install_line.group(0), "# (walk) installed before: " + install_line.group(0)
     )
-    enable = re.search(r"^systemctl enable --now (\S+).*$", bird, re.MULTILINE)
-    assert enable and enable.group(1) == "blocklist-divert", bird
-    bird = bird.replace(enable.group(0), systemctl("start", "blocklist-divert"))
-    bird, skipped = systemctl_lines(bird)
+    enable = re.search(
+        r"^(systemctl daemon-reload && )?systemctl enable --now (\S+).*$", three, re.MULTILINE
+    )
+    assert enable and enable.group(2) == unit, three
+    three = three.replace(enable.group(0), systemctl("start", unit))
+    three, skipped = systemctl_lines(three)
     not_run += skipped
+    cron = re.search(
+        r"^echo '(\S+ \S+ \S+ \S+ \S+) (\S+) (.*)' \\\n\s*> (/etc/cron.d/\S+)$", three, re.MULTILINE
+    )
+    if speaker == "exabgp":
+        assert cron and cron.group(2) == "blocklist", three
+        not_run.append(
+            f"{cron.group(4)}: cron's schedule ({cron.group(1)}); its command is run by hand after each sync"
+        )
 
     # 4. The core router: its bird.conf, its rules; the checks from the router.
     core_conf = plain_block(routed, "protocol bgp")
@@ -309,11 +338,30 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
         + f'test "$({connections})" = "$before"   # never proxied\n'
         + f'test "$({counters})" = "$counted"   # never sent to the proxy host\n'
     )
+    if speaker == "bird":
+        stop_run = (
+            systemctl("stop", "blocklist-divert")
+            + "\n# the guide: BIRD keeps announcing the last set while run is stopped\n"
+        )
+        start_run = systemctl("start", "blocklist-divert") + "\n"
+    else:
+        # The guide: ExaBGP keeps the routes and starts run again, whose first
+        # announcement clears what its predecessor left.
+        stop_run = textwrap.dedent("""\
+            # (walk) run, ExaBGP's API process, dies (SIGKILL, by its PID)
+            exabgp=$(cat /run/walk-units/exabgp.service.pid)
+            api() { for p in $(cat /proc/$exabgp/task/$exabgp/children); do grep -qa blocklist-divert /proc/$p/cmdline && echo $p; done; true; }
+            first=$(api); test -n "$first"
+            kill -KILL $first
+            """)
+        start_run = until(
+            "ExaBGP starts run again",
+            '[ -n "$(api)" ] && [ "$(api)" != "$first" ]',
+            30,
+        )
     run_stopped = (
         TABLE100
-        + systemctl("stop", "blocklist-divert")
-        + "\n"
-        + "# the guide: BIRD keeps announcing the last set while run is stopped\n"
+        + stop_run
         + f"{CORE} birdc -s {CORE_CTL} show protocols blocklist_proxy | grep -q Established\n"
         + f"{routes_are(ROUTES4, ROUTES6)} || {{ echo 'the routes left with run'; exit 1; }}\n"
         + expect(
@@ -321,9 +369,15 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
             f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
             "^HTTP/1.1 451",
         )
-        + systemctl("start", "blocklist-divert")
-        + "\n"
+        + start_run
         + f"{routes_are(ROUTES4, ROUTES6)} || {{ echo 'the routes changed with run back'; exit 1; }}\n"
+    )
+    metrics_file = "/run/blocklist-divert/metrics.prom"
+    withdrawn = (
+        f"grep -q '^blocklist_divert_withdrawn 1' {metrics_file}\n" if speaker == "bird" else ""
+    )
+    restored = (
+        f"grep -q '^blocklist_divert_withdrawn 0' {metrics_file}\n" if speaker == "bird" else ""
     )
     withdrawal = (
         TABLE100
@@ -332,8 +386,8 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
         + until(
             "withdrawn after withdraw_after: the core's table 100 empty", routes_are([], []), 90
         )
-        + "grep -q '^blocklist_divert_withdrawn 1' /run/blocklist-divert/metrics.prom\n"
-        + "grep -q WITHDRAWN /tmp/blocklist-divert.service.log\n"
+        + withdrawn
+        + f"grep -q WITHDRAWN {log}\n"
         + expect(
             "the listed page, reached directly (fail-open)",
             f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
@@ -356,23 +410,24 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
             "^HTTP/1.1 451",
             tries=5,
         )
-        + "grep -q '^blocklist_divert_withdrawn 0' /run/blocklist-divert/metrics.prom\n"
+        + restored
     )
-    speaker = (
+    name = {"bird": "BIRD", "exabgp": "ExaBGP"}[speaker]
+    daemon = {"bird": "bird", "exabgp": "exabgp"}[speaker]
+    back = {"bird": "the set back from the include files", "exabgp": "a new run announces the set"}
+    dies = (
         TABLE100
-        + systemctl("stop", "bird")
+        + systemctl("stop", daemon)
         + "\n"
-        + until("BIRD stopped: the core drops every route", routes_are([], []), 30)
+        + until(f"{name} stopped: the core drops every route", routes_are([], []), 30)
         + expect(
             "the listed page, reached directly",
             f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
             "origin page page.html",
         )
-        + systemctl("start", "bird")
+        + systemctl("start", daemon)
         + "\n"
-        + until(
-            "BIRD started: the set back from the include files", routes_are(ROUTES4, ROUTES6), 300
-        )
+        + until(f"{name} started: {back[speaker]}", routes_are(ROUTES4, ROUTES6), 300)
         + expect(
             "and the listed page blocked",
             f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
@@ -389,8 +444,13 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
         f"echo 'http://{NEWLY}/new.html' >> {SRC}/samples/sample-feed.txt\n"
         + sync_line.group(0)
         + "\n"
+        + (
+            ""
+            if speaker == "bird"
+            else f"runuser -u blocklist -- env {cron.group(3)}   # (walk) cron's next run\n"
+        )
         + until(
-            "run resolves the new version at once: the core routes the new host",
+            "the new version followed at once: the core routes the new host",
             routes_are([*ROUTES4, "203.0.113.40"], ROUTES6),
             60,
         )
@@ -402,13 +462,19 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
         )
     )
 
-    packages = isp_packages[0][1] + bird_package
+    package_start: Steps = (
+        [
+            (
+                "(walk) BIRD as its package starts it on a booted system",
+                systemctl("start", "bird") + "\n",
+            )
+        ]
+        if speaker == "bird"
+        else []
+    )
     steps: Steps = [
         ("(walk) networks: core router, subscriber, Internet, DNS, origins", NETWORKS),
-        (
-            "(walk) BIRD as its package starts it on a booted system",
-            systemctl("start", "bird") + "\n",
-        ),
+        *package_start,
         ("0. 2.1 Redis, locked down", named["2.1 Redis, locked down"]),
         ("0. 2.2 sync into Redis", named["2.2 sync into Redis"]),
         ("0. 4.1 the hostnames, encrypted", named["4.1 the hostnames, encrypted"]),
@@ -420,32 +486,36 @@ def bgp_steps() -> tuple[Steps, Steps, list[str]]:
             "2. divert.toml's BGP keys",
             f"cat >> /etc/blocklist-proxy/divert.toml <<'EOF'\n{keys}EOF\n",
         ),
-        ("3b. BIRD 2", f"cd {SRC}\n{bird}"),
+        ("3b. BIRD 2" if speaker == "bird" else "3a. ExaBGP", f"cd {SRC}\n{three}"),
         ("4. the core router", core),
         ("4. verify from the router", verify_steps),
         ("(4.6) the canary from a subscriber", canary_ok),
         ("(walk) the working state", working),
-        ("(walk) run stopped: BIRD keeps the routes", run_stopped),
+        (f"(walk) run stopped: {name} keeps the routes", run_stopped),
         ("(walk) the proxy stopped: withdrawn; back: announced", withdrawal),
-        ("(walk) BIRD stopped and started", speaker),
+        (f"(walk) {name} stopped and started", dies),
         ("(walk) a newly listed host", newly),
+        (
+            "(walk) run's log: no traceback, no refused command, no permission error",
+            f"tail -n 60 {log}\n"
+            f"if grep -Ein 'traceback|refused a command|permission denied' {log}; then exit 1; fi\n"
+            + (
+                ""
+                if speaker == "bird"
+                else f"grep 'not resolving: /etc/blocklist-proxy/divert.key is not readable' {log}   # it follows the store, and says so\n"
+            ),
+        ),
     ]
-    return [("packages: Redis, BIRD 2", packages)], steps, not_run
+    return [(f"packages: Redis, {name}", packages)], steps, not_run
 
 
-@pytest.fixture(scope="module")
-def system() -> Iterator[tuple[pathlib.Path, dict[str, float]]]:
-    """The install, and Debian's redis-server and bird2 (they need the mirror)."""
+@pytest.mark.parametrize("speaker", ["bird", "exabgp"])
+def test_the_routed_isp_chapter_walked_on_debian_13(speaker: str) -> None:
+    """Each speaker on a system of its own (the install, then Debian's packages: they need
+    the mirror; bird2 for the core router in both)."""
+    packages, steps, not_run = bgp_steps(speaker)
     with installed_system() as (root, installed):
-        packages, _, _ = bgp_steps()
         write_systemctl(root)
-        yield root, installed | run_steps(root, packages, net=False)
-
-
-def test_the_routed_isp_chapter_walked_on_debian_13(
-    system: tuple[pathlib.Path, dict[str, float]],
-) -> None:
-    root, installed = system
-    _, steps, not_run = bgp_steps()
-    figures = installed | run_steps(root, steps, net=True)
-    report("the install and the routed ISP chapter (BGP, BIRD 2)", figures, not_run)
+        figures = installed | run_steps(root, packages, net=False)
+        figures |= run_steps(root, steps, net=True)
+    report(f"the install and the routed ISP chapter (BGP, {speaker})", figures, not_run)
