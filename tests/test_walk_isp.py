@@ -60,8 +60,8 @@ mmdebstrap'd trixie, the guide's install done in it, the chapter's steps run by 
   the proxies, 451 on IPv4 and IPv6, a host listed whole refused at the handshake, unlisted
   pages fetched by the proxies (the origin sees the gateway), each instance with its share
   of the connections, the self-test in the block log.
-- Not walked: the routed (BGP) form of section 4 (tests/test_bgp.py runs it, not from the
-  guide's text).
+- Not here: the routed (BGP) form of section 4, walked by tests/test_walk_bgp.py (with BIRD
+  and with ExaBGP), which takes this module's steps for what it shares with the gateway.
 - Measured here (2 shared cores, the base tarball cached): both tests 5 min 51 s from
   nothing, of which the install 167 s, section 4's steps 67 s (32 s of them waiting for
   ``withdraw_after``) and section 2's 7 s; section 4 alone took 5 min 42 s and 6 min 13 s.
