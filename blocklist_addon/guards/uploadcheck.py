@@ -44,10 +44,12 @@ MAX_IMAGES = 256
 
 
 def decoded_head(raw: bytes, coding: str | None, limit: int) -> bytes | None:
-    """The first ``limit`` bytes of ``raw`` decoded from its one content coding (None for
-    none, several or a broken one): the head of a body that inflates past the limit is
-    checked as a plain body's is. A listed picture padded with zeros that gzip makes
-    small was checked only as its compressed bytes, and passed as too-large."""
+    """The first ``limit`` bytes of ``raw`` decoded from its one content coding, as a
+    lenient streaming decoder reads them (None for none, several, or nothing decoded). The
+    head of a body that inflates past the limit is checked as a plain body's is (a listed
+    picture padded with zeros that gzip makes small passed as too-large), and so is what a
+    server's decoder makes of a broken coding (a gzip member cut short, or junk after it:
+    the picture whole, which passed as undecodable-encoding)."""
     codings = [c.strip().lower() for c in (coding or "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if len(codings) != 1:
@@ -128,9 +130,10 @@ class UploadCheck:
             except TooLarge:
                 outcome.unchecked.append("too-large")
                 body = decoded_head(raw, coding, max_bytes) or raw
-            except ValueError:  # a coding unknown or broken: check what was sent
+            except ValueError:  # a coding unknown or broken: what was sent, and what a
+                # lenient decoder makes of it (a gzip member cut short or followed by junk)
                 outcome.unchecked.append("undecodable-encoding")
-                body = raw
+                body = decoded_head(raw, coding, max_bytes) or raw
             pieces = unwrap(body, content_type, max_files=MAX_FILES, max_bytes=max_bytes)
             outcome.unchecked += pieces.unchecked
             if body is not raw:
