@@ -631,6 +631,25 @@ def test_host_depths_are_read_in_host_key_order() -> None:
     assert [snapshot.host_depth(host) for host in in_order] == [1, 2, 3]
 
 
+def test_the_lookups_with_a_keys_second_byte_in_its_bucket() -> None:
+    """4096 keys, 1024 buckets: a key's bucket is its first 10 bits, its second byte's
+    first two among them (with 16 buckets above, the first byte's first 4 bits alone)."""
+    hosts = [f"h{i}.test" for i in range(4096)]
+    digests = [expression_digest(f"{host}/") for host in hosts]
+    snapshot = Snapshot.build(
+        (digest, host_key(host), "iwf", None, i % 200)
+        for i, (host, digest) in enumerate(zip(hosts, digests, strict=True))
+    )
+    data = snapshot.to_bytes()
+    for index in ("digest_index", "host_index"):
+        start, end = section_at(data, index)
+        assert end - start == 4 * 1025
+    assert snapshot.listed_hosts([*hosts, "unlisted.test"]) == hosts
+    assert [snapshot.host_depth(host) for host in hosts] == [i % 200 for i in range(4096)]
+    number = {digest: n for n, digest in enumerate(sorted(digests))}
+    assert [snapshot.find_first([d]) for d in digests] == [(0, number[d]) for d in digests]
+
+
 def test_find_first_gives_the_position_and_entry_of_the_first_listed() -> None:
     snapshot = many_hosts()
     digests = [expression_digest(directory) for directory in MANY_DIRECTORIES]
