@@ -8,6 +8,9 @@
   without its boundary) was not read; JSON APIs read the body whatever its type.
 - A post by a method other than POST, PUT or PATCH (QUERY, DELETE, GET with a body) was not
   read; a handler for every method reads its body.
+- A post in a broken content coding (gzip cut short of its trailer) was read as its
+  compressed bytes, and one inflating past ``blocklist_upload_max_bytes`` not at all; the
+  site's decoder reads the link in both.
 - A chat message over a WebSocket on a guarded path was never read at all.
 - mitmproxy's ``stream_large_bodies`` streamed a post past its size straight to the site
   as it arrived (after the ``requestheaders`` hooks, whatever they set, and before the
@@ -21,10 +24,11 @@ A real mitmdump with the addon in reverse mode in front of a real aiohttp site.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.client
 import pathlib
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
@@ -101,7 +105,7 @@ def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
             accepted.append(f"ws:{message.data}")
         return ws
 
-    app = web.Application()
+    app = web.Application(client_max_size=8 * 1024 * 1024)  # it inflates codings
     app.router.add_get("/forum/socket", socket)
     app.router.add_route("*", "/forum/any", handler)  # a handler for every method
     app.router.add_post("/forum/{name}", handler)
@@ -266,3 +270,34 @@ def test_a_listed_link_sent_by_any_method_with_a_body_is_refused(
     finally:
         conn.close()
     assert accepted[before:] == ["/forum/any", "/forum/any"]
+
+
+# -- a content coding ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda form: gzip.compress(form)[:-8],  # its CRC and length cut off
+        lambda form: gzip.compress(form + b"&pad=" + b"x" * (2 * 1024 * 1024)),  # past 1 MiB
+    ],
+    ids=["no-trailer", "inflates-past-the-limit"],
+)
+def test_a_listed_link_in_a_gzip_post_the_check_could_not_inflate_is_refused(
+    proxy: Proxy, forum: tuple[int, list[str]], encode: Callable[[bytes], bytes]
+) -> None:
+    """aiohttp inflates both and reads the link; the check read the compressed bytes, or
+    passed the post unread."""
+    _, accepted = forum
+    before = len(accepted)
+    headers = {**FORM, "Content-Encoding": "gzip"}
+    for form, status in ((UNLISTED_FORM, 200), (LISTED_FORM, 451)):
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        try:
+            conn.request("POST", "/forum/post", body=encode(form.encode()), headers=headers)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == status, form
+        finally:
+            conn.close()
+    assert accepted[before:] == ["/forum/post"]

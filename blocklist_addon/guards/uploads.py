@@ -22,8 +22,9 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy import mode_specs
 
 from blocklist_addon.content import uploads
-from blocklist_addon.content.inflate import TooLarge, inflate
+from blocklist_addon.content.inflate import inflate
 from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, carries_body, header, respond
+from blocklist_addon.guards.uploadcheck import decoded_head
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.options import int_option
@@ -141,13 +142,15 @@ class UploadGuard:
         if blocklist is None or not body or len(body) > self.limit:
             return
         try:
+            coding = header(request.headers, b"content-encoding")
             try:
                 # Decoded in steps under the limit: a 1 MiB gzip body can inflate to 1 GiB.
-                content = inflate(body, header(request.headers, b"content-encoding"), self.limit)
-            except TooLarge:
-                return  # as a body over the limit: passes unchecked
-            except ValueError:  # a coding unknown or broken: the origin gets it as sent
-                content = body
+                content = inflate(body, coding, self.limit)
+            except ValueError:
+                # Inflating past the limit: its head is checked, the rest passes unchecked
+                # as a body over the limit does. Unknown or broken: as sent, and as a lenient
+                # decoder reads it (a gzip member cut short, or junk after it).
+                content = decoded_head(body, coding, self.limit) or body
             content_type = request.headers.get("content-type", "")
             match = uploads.listed_in_body(content, content_type, blocklist.match)
             if match is None and _unread_text(content, content_type):
