@@ -100,7 +100,7 @@ pytestmark = [
     pytest.mark.opt_in,
     pytest.mark.skipif(
         os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
-        reason="walks the ISP chapter's routed form (BGP, BIRD 2) on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
+        reason="walks the ISP chapter's routed form (BGP: BIRD 2, ExaBGP) on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
     ),
 ]
 
