@@ -294,6 +294,77 @@ def test_what_is_remembered_is_bounded() -> None:
     assert max(map(len, verdicts)) <= VERDICT_URL_CHARS
     assert 0 < len(links) <= VERDICTS_KEPT
     assert max(map(len, links)) <= VERDICT_URL_CHARS
+    assert 0 < len(kept.tags) <= VERDICTS_KEPT
+    assert max(map(len, kept.tags)) <= VERDICT_URL_CHARS
+
+
+RELATIVE = [url for url in URLS if resolve("http://a.test/", url) != url.strip()]
+
+
+@pytest.mark.parametrize("template", NAVIGATE_OR_RESOURCE)
+def test_a_tag_is_remembered_only_when_its_links_are_the_same_on_every_page(
+    template: str,
+) -> None:
+    """A tag seen unlisted on one page is not read again on the next (``Kept.tags``) only
+    when every URL in it is absolute (and ASCII): the same tag with a relative link, a
+    style or a refresh, on a page where it resolves to a listed URL, is still found."""
+    for url in [*RELATIVE, "http://site.example.org/x.html", TARGET]:
+        body = ("<p>" + template.format(u=url) + "</p>").encode()
+        kept = pages.Verdicts().of(BL)
+        splash = lambda match: f"{SPLASH}&id={match.entry_id}"  # noqa: E731
+        for page_url in [PAGE_URLS[0], PAGE_URLS[1], PAGE_URLS[0], PAGE_URLS[1]]:
+            for content_type in ["text/html", "text/html; charset=windows-1252"]:
+                fast = pages.neutralize(body, content_type, page_url, BL.match, splash, kept)
+                reference = pages._neutralize(
+                    body, content_type, page_url, BL.match, splash, fast=False
+                )
+                assert fast == reference, (url, page_url, content_type)
+
+
+def test_what_tags_are_remembered() -> None:
+    kept = pages.Verdicts().of(BL)
+    body = (
+        '<a href="http://site.example.org/a.html">'  # remembered
+        '<img alt="" src="https://img.example.org/photos/3.jpg" srcset="http://x.test/b 2x">'
+        '<a href="page.html">'  # relative: resolved on each page
+        f'<a href="{TARGET}">'  # listed
+        '<a href="http://listed.example.com/caf&eacute;.html">'  # not ASCII, once read
+        '<div style="background: url(http://site.example.org/x.png)">'
+        '<meta http-equiv="refresh" content="0; url=http://site.example.org/">'
+        '<img srcset="http://x.test/b 1x, /c 2x">'
+        "<script async></script>"  # no value: nothing to read, no link
+    ).encode()
+    pages.neutralize(body, "text/html", PAGE_URLS[0], BL.match, str, kept)
+    assert kept.tags == {
+        'a href="http://site.example.org/a.html"',
+        'img alt="" src="https://img.example.org/photos/3.jpg" srcset="http://x.test/b 2x"',
+        "script async",
+    }
+
+
+def test_a_tag_remembered_is_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    attributes = fast_scan.ATTRIBUTE_TEXTS
+
+    class Counting:
+        @staticmethod
+        def findall(text: str, start: int, end: int) -> list:
+            read.append(text[start:end])
+            return attributes.findall(text, start, end)
+
+    monkeypatch.setattr(fast_scan, "ATTRIBUTE_TEXTS", Counting)
+    kept = pages.Verdicts().of(BL)
+    body = b'<a href="http://site.example.org/a.html">x</a><a href="page.html">y</a>'
+    for _ in range(3):
+        assert pages.neutralize(body, "text/html", PAGE_URLS[0], BL.match, str, kept) == (
+            body,
+            [],
+        )
+    assert (
+        read
+        == [' href="http://site.example.org/a.html"', ' href="page.html"']
+        + [' href="page.html"'] * 2
+    )
 
 
 # Text of one byte a character, with what decides a token: tags (wanted or not, any case),

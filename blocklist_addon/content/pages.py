@@ -121,8 +121,8 @@ def _neutralize(
         return body, []
 
     if fast:
-        verdict, links = page_verdicts(check, charset if as_bytes else None, kept)
-        edits = listed_links(text, page_url, css, verdict, latin1=as_bytes, links=links)
+        verdict, links, tags = page_verdicts(check, charset if as_bytes else None, kept)
+        edits = listed_links(text, page_url, css, verdict, latin1=as_bytes, links=links, tags=tags)
     else:
         edits = []
         for found in find_links(text, page_url, css=css):

@@ -33,7 +33,13 @@ from blocklist_addon.content.links import (
     document_base,
     resolve,
 )
-from blocklist_addon.content.verdicts import VERDICT_URL_CHARS, VERDICTS_KEPT, Links, Verdict
+from blocklist_addon.content.verdicts import (
+    VERDICT_URL_CHARS,
+    VERDICTS_KEPT,
+    Links,
+    Tags,
+    Verdict,
+)
 from blocklist_addon.urls.matcher import Match
 
 __all__ = ["Hits", "listed_links"]
@@ -110,12 +116,16 @@ def listed_links(
     verdict: Verdict,
     latin1: bool = False,
     links: Links | None = None,
+    tags: Tags | None = None,
 ) -> Hits:
     """``[(found, match)]`` for the listed links of ``text``, in ``find_links``'s order;
     ``latin1``: ``text`` holds no character above U+00FF; ``links``: absolute links' verdicts
-    kept from earlier pages (``_value``)."""
+    kept from earlier pages (``_value``); ``tags``: tags kept from earlier pages whose every
+    URL is such a link and none listed (their attributes are not read again)."""
     if links is None:
         links = {}
+    if tags is None:
+        tags = set()
     hits: Hits = []
     if css:
         _scan_css(text, 0, len(text), page_url, verdict, hits, {})
@@ -131,11 +141,12 @@ def listed_links(
         pos = tag.end()
         name = tag.group(1).lower()
         start, end = tag.span(2)
-        if start != end:
+        if start != end and (written := text[tag.start(1) : end]) not in tags:
             # The attributes' texts first (one call, no match objects): their positions are
             # only needed for a tag that holds a listed link, read again by _tag_hits.
             wanted = _TAG_ATTRIBUTES.get(name, _STYLE_ONLY)
             listed = False
+            portable = True  # every URL an absolute link kept in links: the page's own not read
             seen: list[str] | None = None
             refresh: dict[str, str] | None = None
             for key, equals, double, single, unquoted in attributes(text, start, end):
@@ -156,6 +167,7 @@ def listed_links(
                     scratch: Hits = []
                     _scan_css(raw, 0, len(raw), base, verdict, scratch, styles, True)
                     listed = listed or bool(scratch)
+                    portable = False
                 elif what is _SRCSET:
                     for candidate in SRCSET_URL.finditer(raw):
                         url = candidate.group(1).rstrip(",")
@@ -163,12 +175,20 @@ def listed_links(
                             1
                         ] is not None:
                             listed = True
+                        if url not in links:
+                            portable = False
                 elif what is _CONTENT or what is _HTTP_EQUIV:
                     if refresh is None:
                         refresh = {}
                     refresh[what] = raw
-                elif (values.get(raw) or _value(raw, base, verdict, values, links))[1] is not None:
-                    listed = True
+                    portable = False
+                else:
+                    if (values.get(raw) or _value(raw, base, verdict, values, links))[
+                        1
+                    ] is not None:
+                        listed = True
+                    if raw not in links:
+                        portable = False
             if (
                 refresh is not None
                 and len(refresh) == 2
@@ -181,6 +201,10 @@ def listed_links(
                     listed = True
             if listed:
                 _tag_hits(text, start, end, wanted, base, verdict, hits, values, styles, links)
+            elif portable and len(written) <= VERDICT_URL_CHARS:
+                if len(tags) >= VERDICTS_KEPT:
+                    tags.clear()
+                tags.add(written)
         if name in raw_text:
             closed = END_TAGS[name].search(text, pos)
             close = len(text) if closed is None else closed.start()

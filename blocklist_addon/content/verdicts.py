@@ -14,6 +14,7 @@ __all__ = [
     "VERDICT_URL_CHARS",
     "Kept",
     "Links",
+    "Tags",
     "Verdict",
     "Verdicts",
     "page_verdicts",
@@ -23,6 +24,8 @@ __all__ = [
 Verdict = Callable[[str], "Match | None"]
 #: An absolute link as written in an attribute -> (the URL it resolves to, its match).
 Links = dict[str, tuple[str, "Match | None"]]
+#: Tags as written (name and attributes) whose every URL is such a link, none listed.
+Tags = set[str]
 
 #: Verdicts kept for the list in force (a URL costs the matcher about 4 us on average on the
 #: scan benchmark's page, more on a listed host; a remembered one a dict lookup): pages of a
@@ -35,16 +38,19 @@ VERDICT_URL_CHARS = 1024
 
 
 class Kept:
-    """One list's verdicts kept from page to page: ``urls`` (URL -> match) and ``links`` (an
-    absolute link as written in an attribute -> (URL, match)), each bounded by
-    ``VERDICTS_KEPT`` and ``VERDICT_URL_CHARS``. Only dict gets and sets: safe from the
-    threads that scan big pages (a clear loses verdicts, never mixes them up)."""
+    """One list's verdicts kept from page to page: ``urls`` (URL -> match), ``links`` (an
+    absolute link as written in an attribute -> (URL, match)) and ``tags`` (a tag as written
+    whose every URL is in ``links``, none listed: a site's pages repeat their navigation,
+    scripts and stylesheets tag for tag), each bounded by ``VERDICTS_KEPT`` and
+    ``VERDICT_URL_CHARS``. Only dict and set gets and sets: safe from the threads that scan
+    big pages (a clear loses verdicts, never mixes them up)."""
 
-    __slots__ = ("links", "urls")
+    __slots__ = ("links", "tags", "urls")
 
     def __init__(self) -> None:
         self.urls: dict[str, Match | None] = {}
         self.links: Links = {}
+        self.tags: Tags = set()
 
 
 class Verdicts:
@@ -67,7 +73,7 @@ _UNKNOWN = Match("", "", "", False)  # (a verdict not yet known)
 
 def page_verdicts(
     check: Callable[[str], Match | None], charset: str | None, kept: Kept | None
-) -> tuple[Verdict, Links]:
+) -> tuple[Verdict, Links, Tags]:
     """``check`` of a URL found in a page, as ``neutralize`` always called it: a URL with
     bytes >= 0x80 decoded in the page's ``charset`` first (None: it already is). Each
     distinct URL is checked once a page, and once while ``kept`` holds its verdict."""
@@ -86,4 +92,4 @@ def page_verdicts(
                 cache[url] = match
         return match
 
-    return verdict, kept.links
+    return verdict, kept.links, kept.tags
