@@ -52,6 +52,15 @@ def _scannable(response: http.Response) -> bool:
     return kind in _SCANNED_TYPES
 
 
+def _joined(headers: http.Headers, name: bytes) -> str | None:
+    """Every field ``name`` (lower case) of ``headers`` joined by ", ", as ``headers.get``
+    gives them (UTF-8, surrogate-escaped), read straight from the fields."""
+    values = [
+        value for key, value in headers.fields if len(key) == len(name) and key.lower() == name
+    ]
+    return b", ".join(values).decode("utf-8", "surrogateescape") if values else None
+
+
 @dataclass(eq=False)
 class PageScanner:
     lists: ActiveList
@@ -132,19 +141,26 @@ class PageScanner:
             or response.stream  # streamed: passed, or scanned by the collector
             or self.action == "off"
             or not _scannable(response)
-            or response.raw_content is None
+            or (raw := response.raw_content) is None
         ):
             return None
-        body = self._scannable_body(response.get_content)
+        # The body as Message.get_content decodes it, without its multidict lookups; a body
+        # with no Content-Encoding is the raw one, which goes out as it came unless a link in
+        # it is neutralized.
+        content_type = _joined(response.headers, b"content-type")
+        coding = _joined(response.headers, b"content-encoding")
+        body = self._scannable_body(lambda: _decoded(raw, coding) if coding else raw)
         if body is None:
             return None
         if len(body) > THREAD_BYTES:
-            return self._scan_in_thread(flow, body)
-        self._replace(flow, body, self._scan(flow, body))
+            return self._scan_in_thread(flow, body, content_type)
+        self._replace(flow, body, self._scan(flow, body, content_type))
         return None
 
-    async def _scan_in_thread(self, flow: http.HTTPFlow, body: bytes) -> None:
-        self._replace(flow, body, await asyncio.to_thread(self._scan, flow, body))
+    async def _scan_in_thread(
+        self, flow: http.HTTPFlow, body: bytes, content_type: str | None
+    ) -> None:
+        self._replace(flow, body, await asyncio.to_thread(self._scan, flow, body, content_type))
 
     @staticmethod
     def _replace(flow: http.HTTPFlow, body: bytes, scanned: bytes | None) -> None:
@@ -160,7 +176,7 @@ class PageScanner:
         body = self._scannable_body(lambda: encoding.decode(raw, coding) if coding else raw)
         if body is None:
             return raw
-        scanned = self._scan(flow, body)
+        scanned = self._scan(flow, body, flow.response.headers.get("content-type"))
         if scanned is None:
             # The scan failed and blocklist_on_error=closed; the status line has gone out
             # already: withhold the body.
@@ -181,13 +197,13 @@ class PageScanner:
             return None
         return body
 
-    def _scan(self, flow: http.HTTPFlow, body: bytes) -> bytes | None:
-        """``body`` with its listed links neutralized (the same object if none are; None
-        when the scan failed and ``blocklist_on_error`` says the page is not delivered)."""
+    def _scan(self, flow: http.HTTPFlow, body: bytes, content_type: str | None) -> bytes | None:
+        """``body`` (of ``content_type``) with its listed links neutralized (the same object
+        if none are; None when the scan failed and ``blocklist_on_error`` says the page is
+        not delivered)."""
         blocklist = self.lists.blocklist
         if blocklist is None:
             return body
-        assert flow.response is not None
         page_url = request_url(flow.request, by_host_header=True)
 
         def splash_url(match: Match) -> str:
@@ -199,7 +215,7 @@ class PageScanner:
         try:
             scanned, found = pages.neutralize(
                 body,
-                flow.response.headers.get("content-type"),
+                content_type,
                 page_url,
                 blocklist.match,
                 splash_url,
@@ -226,6 +242,15 @@ class PageScanner:
                 )
             )
         return scanned if self.action == "neutralize" else body
+
+
+def _decoded(raw: bytes, coding: str) -> bytes:
+    """``raw`` undone of its Content-Encoding ``coding``, as ``Message.get_content`` does:
+    ValueError when it cannot be."""
+    content = encoding.decode(raw, coding)
+    if not isinstance(content, bytes):  # a text codec named as a content encoding
+        raise ValueError(f"invalid Content-Encoding: {coding}")
+    return content
 
 
 class _Collector:
