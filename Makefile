@@ -110,12 +110,13 @@ test-container: venv
 	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="$(CONTAINER_PACKAGES)"
 	BLOCKLIST_CONTAINER_TESTS=1 $(PY) -m pytest -s tests/test_container.py $(PYTEST_ARGS)
 
-# `make test-walk`: the install steps and the school, hosting and ISP (sections 2 and 4)
-# chapters of the operator's guide, run as written on a fresh Debian 13 made by mmdebstrap
-# (about 15 minutes; root).
+# `make test-walk`: the install steps and the school, hosting and ISP (sections 2 and 4,
+# both its nftables and its BGP forms) chapters of the operator's guide, run as written on a
+# fresh Debian 13 made by mmdebstrap (about 25 minutes; root).
 test-walk: venv
 	@$(MAKE) --no-print-directory system DEBIAN_PACKAGES="mmdebstrap"
-	BLOCKLIST_WALK_TESTS=1 $(PY) -m pytest -s tests/test_walk.py tests/test_walk_isp.py $(PYTEST_ARGS)
+	BLOCKLIST_WALK_TESTS=1 $(PY) -m pytest -s tests/test_walk.py tests/test_walk_isp.py \
+	  tests/test_walk_bgp.py $(PYTEST_ARGS)
 
 run: venv
 	@BLOCKLIST_DATA_DIR="$(RUN_DIR)/blocklist" $(VENV)/bin/blocklist-sync \
