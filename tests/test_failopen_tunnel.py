@@ -11,7 +11,9 @@ Inside a tunnel (and in transparent and reverse mode) the URL's host is where th
 goes, and an HTTP/1 request line in absolute form is sent upstream as it is: a server that
 hosts both takes the listed host from ``GET http://listed.example/page`` and ignores the
 unlisted Host header (RFC 9112 section 3.2.2; aiohttp does), and only the tunnel's host and
-the Host header were checked.
+the Host header were checked. An HTTP/2 request's Host header that disagrees with its
+:authority (which mitmproxy lets through when validate_inbound_headers is off) was not
+checked either, and an HTTP/1 origin serves by it.
 
 The decision is driven through mitmproxy's own NextLayer addon and hook dispatch (the
 addon's corrector placed after it, as in mitmdump), and end to end through a real mitmdump
@@ -24,6 +26,9 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from mitmproxy.addons.next_layer import NextLayer
 from mitmproxy.proxy import context, events, layer, layers
@@ -307,3 +312,69 @@ def test_request_url_by_a_host_header_with_a_loose_port(header: str, url: str) -
     request = tflow.treq(host="unlisted.example.org", port=80, path=b"/page.html")
     request.headers["Host"] = header
     assert request_url(request, by_host_header=True) == url
+
+
+# -- HTTP/2: a Host header that disagrees with the :authority --------------------------------
+
+
+def h2_get(proxy: Proxy, connect: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """One HTTP/2 request, sent with ``headers`` as given (h2 would refuse to send a Host
+    that disagrees with :authority), through a decrypted CONNECT tunnel; status and body,
+    or 0 when the stream was reset."""
+    context = proxy.client_context()
+    context.set_alpn_protocols(["h2"])
+    raw = tunnel(proxy, connect)
+    with raw, context.wrap_socket(raw, server_hostname=connect.rsplit(":", 1)[0]) as sock:
+        config = h2.config.H2Configuration(
+            client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        conn = h2.connection.H2Connection(config)
+        conn.initiate_connection()
+        conn.send_headers(1, headers, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status, body = 0, b""
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    return status, body
+            sock.sendall(conn.data_to_send())
+        return status, body
+
+
+@pytest.fixture(scope="module")
+def lenient_proxy(proxy_with_entries: Callable[..., Proxy]) -> Proxy:
+    """Decrypting everything, with mitmproxy's header validation off (as an operator may
+    set it for clients that send malformed headers)."""
+    return proxy_with_entries(
+        "lenient", options={"blocklist_intercept": "all", "validate_inbound_headers": "false"}
+    )
+
+
+@pytest.mark.parametrize(("page", "status"), [("/page.html", 451), ("/other.html", 200)])
+def test_an_http2_host_header_that_disagrees_with_the_authority_is_checked(
+    lenient_proxy: Proxy, world: World, page: str, status: int
+) -> None:
+    """mitmproxy speaks HTTP/1 to the origin and keeps the Host header, which the origin
+    reads: the listed page was served, while only the :authority was checked."""
+    before = len(world.open_tls.requests)
+    got, body = h2_get(
+        lenient_proxy,
+        "unlisted.example.org:443",
+        [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "unlisted.example.org"),
+            (":path", page),
+            ("host", "blocked.example.com"),
+        ],
+    )
+    assert got == status, body[:200]
+    if status == 200:
+        assert world.open_tls.requests[before:] == [("GET", "blocked.example.com", page)]
+    else:
+        assert world.open_tls.requests[before:] == []

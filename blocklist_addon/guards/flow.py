@@ -22,6 +22,7 @@ __all__ = [
     "authority_url",
     "carries_body",
     "header",
+    "host_field_url",
     "names_another_host",
     "request_url",
     "respond",
@@ -102,11 +103,31 @@ def authority_url(request: http.Request) -> str | None:
     unlisted Host header, to a server that hosts both, is the listed page."""
     if not request.data.authority or request.is_http2 or request.is_http3:
         return None  # origin form (or regular mode, where it is the URL's), or HTTP/2's
-    authority = request.authority
-    host, port = _authority(authority)
-    if host.removeprefix("[").removesuffix("]").lower() == request.host.lower():
+    return _url_by(request, request.authority)
+
+
+def host_field_url(request: http.Request) -> str | None:
+    """The URL an HTTP/2 or HTTP/3 request names by a Host header that disagrees with its
+    :authority (else None), which the Host check does not read (``host_header`` is the
+    :authority). The h2 library refuses the disagreement, unless validate_inbound_headers is
+    off: mitmproxy then keeps the Host header when it speaks HTTP/1 upstream, and the server
+    serves the page of the host it names."""
+    if not (request.is_http2 or request.is_http3):
         return None
-    host = wire_host(host.removeprefix("[").removesuffix("]"))
+    value = header(request.headers, b"host")
+    if value is None or value == request.authority:
+        return None
+    return _url_by(request, value)
+
+
+def _url_by(request: http.Request, authority: str) -> str | None:
+    """The request's URL on the host (and port) ``authority`` names, None when that is the
+    URL's own host."""
+    host, port = _authority(authority)
+    host = host.removeprefix("[").removesuffix("]")
+    if host.lower() == request.host.lower():
+        return None
+    host = wire_host(host)
     if ":" in host:
         host = f"[{host}]"
     port = port or url.default_port(request.scheme) or request.port

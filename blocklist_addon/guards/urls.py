@@ -29,6 +29,7 @@ from blocklist_addon.guards.flow import (
     UNCHECKED,
     Check,
     authority_url,
+    host_field_url,
     names_another_host,
     request_url,
     respond,
@@ -368,7 +369,8 @@ class Enforcer:
 
     def _match(self, blocklist: Blocklist, request: http.Request, url: str) -> Match | None:
         """The match for ``url`` (the request's), else for the URL by Host header, else by an
-        HTTP/1 absolute-form request line (``authority_url``); each runs even when another
+        HTTP/1 absolute-form request line (``authority_url``), else by an HTTP/2 Host header
+        that disagrees with the :authority (``host_field_url``); each runs even when another
         raised. With no match and an error, the request is answered (refused) or
         passed as ``blocklist_on_error`` says."""
         self.metrics.inc("blocklist_lookups_total")
@@ -388,12 +390,14 @@ class Enforcer:
                 raise
             except Exception as exc:
                 error = error or exc
-        if found is None:
+        for other_url in (authority_url, host_field_url):
+            if found is not None:
+                break
             try:
-                if (by_authority := authority_url(request)) is not None:
-                    if len(by_authority) > self.max_url_length:
+                if (by_other := other_url(request)) is not None:
+                    if len(by_other) > self.max_url_length:
                         raise TooLong
-                    found = blocklist.match(by_authority, embedded_exempt=self.embedded_exempt)
+                    found = blocklist.match(by_other, embedded_exempt=self.embedded_exempt)
             except TooLong:
                 raise
             except Exception as exc:
