@@ -142,7 +142,8 @@ class BlocklistAddon:
         )
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        # images.request returns a coroutine when an image is checked off the event loop.
+        # uploads.request and images.request return a coroutine when a large post or an
+        # image is checked off the event loop.
         return self._each(flow, ("upload", self.uploads.request), ("image", self.images.request))
 
     def responseheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -152,14 +153,16 @@ class BlocklistAddon:
         # A coroutine when a big page is scanned off the event loop.
         return self._each(flow, ("page", self.pages.response))
 
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
+    def websocket_message(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # A post over a WebSocket (reverse mode). Its flow has its 101 already, so a check
-        # that raises drops the message itself under blocklist_on_error=closed.
+        # that raises drops the message itself under blocklist_on_error=closed. A coroutine
+        # when a large message is read off the event loop (it drops the message itself).
         try:
-            self.uploads.websocket_message(flow)
+            return self.uploads.websocket_message(flow)
         except Exception as exc:
             if self.enforcer.check_failed("upload", exc) and flow.websocket is not None:
                 flow.websocket.messages[-1].drop()
+        return None
 
     def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         return self._each(flow, ("connect", self.policy.http_connect), wait=True)

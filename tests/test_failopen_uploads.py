@@ -12,6 +12,9 @@
   compressed bytes, and one inflating past ``blocklist_upload_max_bytes`` not at all; the
   site's decoder reads the link in both.
 - A chat message over a WebSocket on a guarded path was never read at all.
+- A large text post was read on mitmproxy's event loop (about 0.8 s for 1 MB of dotted
+  tokens): while it was read, every other connection of the proxy stood still, so a few
+  concurrent posts held up everyone's pages.
 - mitmproxy's ``stream_large_bodies`` streamed a post past its size straight to the site
   as it arrived (after the ``requestheaders`` hooks, whatever they set, and before the
   ``request`` hook): a listed link in an 8 KB form post under ``stream_large_bodies=4k``
@@ -27,6 +30,8 @@ import asyncio
 import gzip
 import http.client
 import pathlib
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 
@@ -105,7 +110,11 @@ def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
             accepted.append(f"ws:{message.data}")
         return ws
 
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
     app = web.Application(client_max_size=8 * 1024 * 1024)  # it inflates codings
+    app.router.add_get("/hello", hello)
     app.router.add_get("/forum/socket", socket)
     app.router.add_route("*", "/forum/any", handler)  # a handler for every method
     app.router.add_post("/forum/{name}", handler)
@@ -242,13 +251,14 @@ async def test_a_listed_link_sent_over_a_websocket_never_reaches_the_site(
         await ws.send_str(UNLISTED_JSON)
         await ws.send_str(LISTED_JSON)
         await ws.send_bytes(LISTED_JSON.encode())
+        await ws.send_str("words " * 20_000 + LISTED_JSON)  # read off the event loop
         await ws.send_str("last")
         await asyncio.to_thread(
             wait_for, lambda: "ws:last" in accepted[before:], 15, "the last message"
         )
     assert accepted[before:] == [f"ws:{UNLISTED_JSON}", "ws:last"]
     blocks = [b for b in proxy.blocks() if b["where"] == "upload"]
-    assert len(blocks) >= 2
+    assert len(blocks) >= 3
 
 
 # -- a post by another method -------------------------------------------------------------------
@@ -301,3 +311,95 @@ def test_a_listed_link_in_a_gzip_post_the_check_could_not_inflate_is_refused(
         finally:
             conn.close()
     assert accepted[before:] == ["/forum/post"]
+
+
+# -- a large post read off the event loop ----------------------------------------------------
+
+#: Just under blocklist_upload_max_bytes (1 MiB) of tokens that each cost a lookup: about
+#: 0.8 s to read here.
+SLOW_TEXT = " ".join(f"a.b{i}" for i in range(120_000)).encode()[: 1024 * 1024 - 64]
+
+
+def test_a_large_post_being_checked_does_not_hold_up_other_requests(
+    proxy: Proxy, forum: tuple[int, list[str]]
+) -> None:
+    """Small requests sent one after another while a large post is read are answered in a
+    fraction of the time the post takes (its check was on the event loop: the request in
+    flight then waited for all of it)."""
+    assert len(SLOW_TEXT) > 64 * 1024
+    sent = threading.Event()
+    result: dict[str, float] = {}
+
+    def big() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+        try:
+            started = time.monotonic()
+            headers = {"Content-Type": "text/plain", "Host": "forum.test"}
+            conn.request("POST", "/forum/post", body=SLOW_TEXT, headers=headers)
+            sent.set()
+            response = conn.getresponse()
+            response.read()
+            result["status"] = response.status
+            result["took"] = time.monotonic() - started
+        finally:
+            sent.set()
+            conn.close()
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    latencies: list[float] = []
+    try:
+        assert sent.wait(30)
+        while thread.is_alive():  # one small request after another, until it is answered
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+            try:
+                started = time.monotonic()
+                conn.request("GET", "/hello", headers={"Host": "forum.test"})
+                response = conn.getresponse()
+                assert response.read() == b"hello"
+                latencies.append(time.monotonic() - started)
+            finally:
+                conn.close()
+    finally:
+        thread.join(60)
+    assert result["status"] == 200
+    assert max(latencies) < result["took"] / 3, (latencies, result)
+    assert len(latencies) >= 2, (latencies, result)  # answered while the post was read
+
+
+async def test_a_large_post_whose_check_raises_off_the_event_loop_never_reaches_the_site(
+    make_proxy, tmp_path: pathlib.Path, faults, forum: tuple[int, list[str]]
+) -> None:
+    """Read in a worker thread, a check that raises still refuses the post (503) and drops
+    the WebSocket message (blocklist_on_error=closed, the default)."""
+    faults(match="boom.example.net")
+    port, accepted = forum
+    target = f"127.0.0.1:{port}"
+    proxy = make_proxy(
+        synced_store(tmp_path),
+        faults=faults.path,  # type: ignore[attr-defined]
+        mode=f"reverse:http://{target}",
+        routes={target: port},
+        options={"blocklist_upload_paths": "/forum/*"},
+    )
+    text = "words " * 20_000 + "see http://boom.example.net/x"
+    assert len(text) > 64 * 1024
+    with running(proxy):
+        before = len(accepted)
+        status = await asyncio.to_thread(post_as, proxy, "text/plain", text.encode())
+        assert status == 503
+        url = f"http://127.0.0.1:{proxy.port}/forum/socket"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, headers={"Host": "forum.test"}) as ws,
+        ):
+            await ws.send_str(text)
+            await ws.send_str("last")
+            await asyncio.to_thread(
+                wait_for, lambda: "ws:last" in accepted[before:], 15, "the last message"
+            )
+        assert accepted[before:] == ["ws:last"]
+        assert (
+            proxy.metric_series("blocklist_lookup_errors_total", where="upload", action="refuse")
+            == 2
+        )

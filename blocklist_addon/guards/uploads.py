@@ -4,6 +4,11 @@ In reverse mode (the proxy in front of a platform), a post whose fields carry a 
 (``content.uploads.listed_in_body``) is refused with 451 before any of it reaches the
 platform; a body is read decoded (``content.inflate``) up to ``blocklist_upload_max_bytes``.
 
+A body (or WebSocket message) larger than ``THREAD_BYTES`` decoded, or in a content coding,
+is read in a worker thread as the page check reads a large page (about 0.8 s for 1 MB of
+dotted words, which would stall every other connection of the proxy): the hook then returns
+a coroutine, which mitmproxy awaits before anything goes upstream.
+
 A path is guarded as the site routes it (decoded, its dot segments resolved), not only as
 sent, and a text body is read as text whatever type it declares. mitmproxy's
 ``stream_large_bodies`` is refused: it streams a body past its size to the site as the body
@@ -13,21 +18,25 @@ neither this check nor the image hash check would read it.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import urllib.parse
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, http, websocket
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy import mode_specs
 
 from blocklist_addon.content import uploads
 from blocklist_addon.content.inflate import inflate
 from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, carries_body, header, respond
+from blocklist_addon.guards.pages import THREAD_BYTES
 from blocklist_addon.guards.uploadcheck import decoded_head
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.options import int_option
+from blocklist_addon.urls.matcher import Match
 
 __all__ = ["UploadGuard"]
 
@@ -133,55 +142,104 @@ class UploadGuard:
         if length.isdigit() and int(length) > self.limit:
             flow.request.stream = True  # passes unchecked, without sitting in memory
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         request = flow.request
         if request.stream or flow.response is not None or not self._guarded(flow):
-            return
+            return None
         blocklist = self.lists.blocklist
         body = request.raw_content
         if blocklist is None or not body or len(body) > self.limit:
-            return
-        try:
-            coding = header(request.headers, b"content-encoding")
+            return None
+        coding = header(request.headers, b"content-encoding")
+        content_type = request.headers.get("content-type", "")
+        limit = self.limit
+
+        def find() -> Match | None:
             try:
                 # Decoded in steps under the limit: a 1 MiB gzip body can inflate to 1 GiB.
-                content = inflate(body, coding, self.limit)
+                content = inflate(body, coding, limit)
             except ValueError:
                 # Inflating past the limit: its head is checked, the rest passes unchecked
                 # as a body over the limit does. Unknown or broken: as sent, and as a lenient
                 # decoder reads it (a gzip member cut short, or junk after it).
-                content = decoded_head(body, coding, self.limit) or body
-            content_type = request.headers.get("content-type", "")
+                content = decoded_head(body, coding, limit) or body
             match = uploads.listed_in_body(content, content_type, blocklist.match)
             if match is None and _unread_text(content, content_type):
                 match = uploads.listed_in_body(content, "text/plain", blocklist.match)
-        except Exception as exc:
-            if self.enforcer.check_failed("upload", exc):
-                respond(flow, UNCHECKED)
-            return
-        if match is None:
-            return
-        self.enforcer.refuse_upload(flow, match, where="upload")
+            return match
 
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if coding or len(body) > THREAD_BYTES:  # a small coded body may inflate to the limit
+            return self._post_in_thread(flow, find)
+        try:
+            match = find()
+        except Exception as exc:
+            self._post_failed(flow, exc)
+            return None
+        self._refuse_post(flow, match)
+        return None
+
+    async def _post_in_thread(self, flow: http.HTTPFlow, find: Callable[[], Match | None]) -> None:
+        try:
+            match = await asyncio.to_thread(find)
+        except Exception as exc:
+            self._post_failed(flow, exc)
+            return
+        self._refuse_post(flow, match)
+
+    def _post_failed(self, flow: http.HTTPFlow, exc: Exception) -> None:
+        if self.enforcer.check_failed("upload", exc) and flow.response is None:
+            respond(flow, UNCHECKED)
+
+    def _refuse_post(self, flow: http.HTTPFlow, match: Match | None) -> None:
+        if match is not None and flow.response is None:  # None: nothing answered meanwhile
+            self.enforcer.refuse_upload(flow, match, where="upload")
+
+    def websocket_message(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         """A message a client sends over a WebSocket opened on a guarded path (a post in a
         chat), read as a post's text: dropped when it carries a listed URL (a WebSocket has
         no answer to refuse it with, and mitmproxy cannot close one in transit), counted
-        and logged. A binary message is read when it is UTF-8."""
+        and logged. A binary message is read when it is UTF-8. One larger than
+        THREAD_BYTES is read in a worker thread (a coroutine), and dropped when that
+        fails under blocklist_on_error=closed."""
         socket = flow.websocket
         if socket is None or not socket.messages:
-            return
+            return None
         message = socket.messages[-1]
         if not message.from_client or not self._guarded_path(flow):
-            return
+            return None
         blocklist = self.lists.blocklist
         content = message.content
         if blocklist is None or not content or len(content) > self.limit:
-            return
+            return None
         if not message.is_text and not _utf8(content):
+            return None
+
+        def find() -> Match | None:
+            # As JSON when it is (every string, "\/" unescaped), else as text.
+            return uploads.listed_in_body(content, "application/json", blocklist.match)
+
+        if len(content) > THREAD_BYTES:
+            return self._message_in_thread(flow, message, find)
+        self._drop_message(flow, message, find())
+        return None
+
+    async def _message_in_thread(
+        self,
+        flow: http.HTTPFlow,
+        message: websocket.WebSocketMessage,
+        find: Callable[[], Match | None],
+    ) -> None:
+        try:
+            match = await asyncio.to_thread(find)
+        except Exception as exc:
+            if self.enforcer.check_failed("upload", exc):
+                message.drop()
             return
-        # As JSON when it is (every string, "\/" unescaped), else as text.
-        match = uploads.listed_in_body(content, "application/json", blocklist.match)
+        self._drop_message(flow, message, match)
+
+    def _drop_message(
+        self, flow: http.HTTPFlow, message: websocket.WebSocketMessage, match: Match | None
+    ) -> None:
         if match is not None:
             message.drop()
             self.enforcer.record_upload(flow, match, where="upload")
