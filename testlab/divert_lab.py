@@ -125,6 +125,13 @@ def divert_key(directory: pathlib.Path) -> pathlib.Path:
     return key
 
 
+def pages_feed(directory: pathlib.Path, *hosts: str) -> pathlib.Path:
+    """A text feed listing one page on each of ``hosts`` (what a sync gives ``resolve``)."""
+    path = directory / "feed.txt"
+    path.write_text("".join(f"http://{host}/page.html\n" for host in hosts))
+    return path
+
+
 def listed_store(directory: pathlib.Path, *entries: str) -> str:
     """A file store holding the sample feed plus ``entries`` (e.g. an IP-literal page)."""
     store = (directory / "store").as_uri()

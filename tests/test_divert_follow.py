@@ -20,7 +20,7 @@ import pytest
 from test_deploy import hardened_conf, password_file, write_acl
 from test_divert_run import HealthServer, eventually
 
-from testlab.divert_lab import divert_key, load_table, set_contents, start_run
+from testlab.divert_lab import divert_key, load_table, pages_feed, set_contents, start_run
 from testlab.dnsserver import DNSServer
 from testlab.harness import sync
 from testlab.netns import Lab, Namespace, unavailable
@@ -58,12 +58,6 @@ async def gateway() -> AsyncIterator[Gateway]:
             await health.stop()
 
 
-def feed(directory: pathlib.Path, *hosts: str) -> pathlib.Path:
-    path = directory / "feed.txt"
-    path.write_text("".join(f"http://{host}/page.html\n" for host in hosts))
-    return path
-
-
 async def test_a_newly_listed_host_is_diverted_seconds_after_the_sync(
     gateway: Gateway,
     tmp_path: pathlib.Path,
@@ -79,7 +73,7 @@ async def test_a_newly_listed_host_is_diverted_seconds_after_the_sync(
     monkeypatch.setenv("BLOCKLIST_REDIS_PASSWORD_FILE", str(sync_file))  # sync and run
     key = divert_key(tmp_path)
     env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
-    sync(store, feed(tmp_path, LISTED[0]), data_dir=tmp_path / "data", env=env)
+    sync(store, pages_feed(tmp_path, LISTED[0]), data_dir=tmp_path / "data", env=env)
 
     config = tmp_path / "divert.toml"
     config.write_text(
@@ -95,7 +89,7 @@ async def test_a_newly_listed_host_is_diverted_seconds_after_the_sync(
     # In a thread: the proxy's /healthz is served by this event loop, which must not stop
     # answering while the sync runs (run would withdraw the sets after withdraw_after).
     await asyncio.to_thread(
-        sync, store, feed(tmp_path, LISTED[0], ADDED[0]), data_dir=tmp_path / "data", env=env
+        sync, store, pages_feed(tmp_path, LISTED[0], ADDED[0]), data_dir=tmp_path / "data", env=env
     )
     synced = time.monotonic()
     both = first | {ADDED[1], ADDED[2]}

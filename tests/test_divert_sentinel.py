@@ -28,7 +28,7 @@ import pytest
 from conftest import find_redis_server
 from test_divert_run import HealthServer, eventually
 
-from testlab.divert_lab import divert_key, load_table, set_contents, start_run
+from testlab.divert_lab import divert_key, load_table, pages_feed, set_contents, start_run
 from testlab.dnsserver import DNSServer
 from testlab.harness import sync
 from testlab.netns import Lab, Namespace, unavailable
@@ -104,12 +104,6 @@ async def gateway(tmp_path: pathlib.Path) -> AsyncIterator[Gateway]:
             await health.stop()
 
 
-def feed(directory: pathlib.Path, *hosts: str) -> pathlib.Path:
-    path = directory / "feed.txt"
-    path.write_text("".join(f"http://{host}/page.html\n" for host in hosts))
-    return path
-
-
 @pytest.mark.parametrize(
     ("failover_timeout", "fault"),
     [
@@ -130,7 +124,7 @@ async def test_run_keeps_the_sets_through_a_failover_and_follows_the_new_primary
     key = divert_key(tmp_path)
     env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
     data = tmp_path / "data"
-    await gateway.inside(sync, store, feed(tmp_path, LISTED[0]), data_dir=data, env=env)
+    await gateway.inside(sync, store, pages_feed(tmp_path, LISTED[0]), data_dir=data, env=env)
 
     config = tmp_path / "divert.toml"
     config.write_text(
@@ -158,7 +152,9 @@ async def test_run_keeps_the_sets_through_a_failover_and_follows_the_new_primary
 
         nxt = tmp_path / "next"
         nxt.mkdir()
-        await gateway.inside(sync, store, feed(nxt, LISTED[0], ADDED[0]), data_dir=data, env=env)
+        await gateway.inside(
+            sync, store, pages_feed(nxt, LISTED[0], ADDED[0]), data_dir=data, env=env
+        )
         synced = time.monotonic()
         both = first | {ADDED[1], ADDED[2]}
         await eventually(lambda: gateway.sets() == both, "the new version applied", DEADLINE)
@@ -202,7 +198,7 @@ async def test_a_store_down_for_longer_than_a_tick_does_not_stop_the_health_watc
     key = divert_key(tmp_path)
     env = {"BLOCKLIST_DIVERT_KEY_FILE": str(key)}
     await gateway.inside(
-        sync, store, feed(tmp_path, LISTED[0]), data_dir=tmp_path / "data", env=env
+        sync, store, pages_feed(tmp_path, LISTED[0]), data_dir=tmp_path / "data", env=env
     )
     config = tmp_path / "divert.toml"
     withdraw_after = 2.0
