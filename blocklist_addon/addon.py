@@ -38,6 +38,7 @@ from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.blocklog import BlockLog, ConnectionLog
 from blocklist_addon.ops.metrics import Metrics
+from blocklist_addon.ops.options import refuse_unsafe
 from blocklist_addon.ops.status import StatusServer
 
 __all__ = ["BlocklistAddon"]
@@ -87,6 +88,7 @@ class BlocklistAddon:
 
     def configure(self, updated: set[str]) -> None:
         try:
+            refuse_unsafe(updated)  # validate_inbound_headers=false
             for part in self._concerns():
                 part.configure(updated)
         except OptionsError as exc:

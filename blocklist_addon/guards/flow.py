@@ -110,8 +110,9 @@ def host_field_url(request: http.Request) -> str | None:
     """The URL an HTTP/2 or HTTP/3 request names by a Host header that disagrees with its
     :authority (else None), which the Host check does not read (``host_header`` is the
     :authority). The h2 library refuses the disagreement, unless validate_inbound_headers is
-    off: mitmproxy then keeps the Host header when it speaks HTTP/1 upstream, and the server
-    serves the page of the host it names."""
+    off (which the addon refuses: ``ops.options.refuse_unsafe``): mitmproxy then keeps the
+    Host header when it speaks HTTP/1 upstream, and the server serves the page of the host
+    it names. Kept as a second line."""
     if not (request.is_http2 or request.is_http3):
         return None
     value = header(request.headers, b"host")

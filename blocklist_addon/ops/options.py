@@ -10,7 +10,21 @@ import math
 from mitmproxy import ctx
 from mitmproxy.exceptions import OptionsError
 
-__all__ = ["float_option", "int_option"]
+__all__ = ["float_option", "int_option", "refuse_unsafe"]
+
+
+def refuse_unsafe(updated: set[str]) -> None:
+    """Refuse mitmproxy options under which requests reach origins unchecked (OptionsError:
+    at start the proxy then exits with one line, at run time the change is rolled back)."""
+    if "validate_inbound_headers" in updated and not getattr(
+        ctx.options, "validate_inbound_headers", True
+    ):
+        raise OptionsError(
+            "validate_inbound_headers=false: mitmproxy then forwards a request with both "
+            "Content-Length and Transfer-Encoding as it came, and an origin that reads "
+            "Content-Length takes the rest of its body for a second request no check sees "
+            "(request smuggling); leave it on"
+        )
 
 
 def int_option(name: str, low: int, high: int | None = None) -> int:
