@@ -35,7 +35,7 @@ DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' tests/debian-packages.txt)
 
 # `make fuzz`: each atheris target for FUZZ_SECONDS (crash-* files name any failing input).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := canonical embedded matcher pages uploads feeds
+FUZZ_TARGETS := canonical embedded matcher pages plain uploads feeds
 
 # `make mutate`: mutmut over the security-critical modules (MUTATE: default, all of them in
 # mutate/mutate.py's table), each in a copy of the working tree (MUTATE_REV=HEAD: of a

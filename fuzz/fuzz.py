@@ -4,13 +4,16 @@
     .venv/bin/python fuzz/fuzz.py TARGET [libFuzzer flags, e.g. -max_total_time=300]
 
 Targets: canonical (canonicalize and expressions: total, idempotent, expressions agree),
-embedded (embedded_urls: total, every candidate ASCII and at most MAX_CANDIDATE_CHARS
-long, or three times that where bytes are written as %XX), matcher (Blocklist.match:
-total; a listed URL wrapped in the input, as a parameter or in base64, still matches),
-pages (neutralize: total; nothing listed means the body comes back unchanged;
-neutralizing twice changes nothing more), uploads (listed_in_body: total) and feeds
-(parse_feed in every format: a feed or a FeedError, nothing else). A failed invariant is an
-AssertionError, which libFuzzer reports as a crash with its input saved as crash-*.
+embedded (embedded_urls: total, every candidate ASCII and at most MAX_CANDIDATE_CHARS long,
+or three times that where bytes are written as %XX), matcher (Blocklist.match: total; a
+listed URL wrapped in the input, as a parameter or in base64, still matches), pages
+(neutralize: total; the fast scan finds what the reference scanner finds, cold and with the
+verdicts of the earlier inputs kept; nothing listed means the body comes back unchanged;
+neutralizing twice changes nothing more), plain (the embedded search's prefilter in C gives
+the regex's answer, and a text it calls plain holds no candidate), uploads (listed_in_body:
+total) and feeds (parse_feed in every format: a feed or a FeedError, nothing else). A failed
+invariant is an AssertionError, which libFuzzer reports as a crash with its input saved as
+crash-*.
 """
 
 from __future__ import annotations
@@ -27,9 +30,16 @@ import atheris
 
 with atheris.instrument_imports():
     from blocklist_addon import Blocklist, canonicalize, expressions
-    from blocklist_addon.content.pages import neutralize
+    from blocklist_addon.content import pages
+    from blocklist_addon.content.pages import Verdicts, neutralize
     from blocklist_addon.content.uploads import listed_in_body
-    from blocklist_addon.urls.embedded import MAX_CANDIDATE_CHARS, embedded_urls
+    from blocklist_addon.urls.embedded import (
+        MAX_CANDIDATE_CHARS,
+        _candidates,
+        _plain,
+        embedded_urls,
+    )
+    from blocklist_addon.urls.embedded.markers import PLAIN
     from sync.feeds import FORMATS, FeedError, parse_feed
 
 LISTED = "http://blocked.example.com/page.html"
@@ -37,6 +47,7 @@ BLOCKLIST = Blocklist.from_entries([LISTED, "whole-site.blocked.test/", "http://
 B64_LISTED = base64.b64encode(LISTED.encode()).decode()
 SPLASH = "http://site.example/.well-known/blocklist-proxy/blocked?list=default"
 PAGE = "http://site.example/a/b.html"
+VERDICTS = Verdicts()  # kept across inputs, as a proxy keeps them across pages
 
 
 def _text(data: bytes) -> str:
@@ -73,11 +84,26 @@ def fuzz_pages(data: bytes) -> None:
     content_type = provider.PickValueInList(["text/html", "text/css", "text/html; charset=utf-16"])
     body = provider.ConsumeBytes(len(data))
     out, found = neutralize(body, content_type, PAGE, BLOCKLIST.match, lambda m: SPLASH)
+    kept = VERDICTS.of(BLOCKLIST)
+    warm = neutralize(body, content_type, PAGE, BLOCKLIST.match, lambda m: SPLASH, kept)
+    reference = pages._neutralize(
+        body, content_type, PAGE, BLOCKLIST.match, lambda m: SPLASH, fast=False
+    )
+    assert (out, found) == warm == reference, body
     if not found:
         assert out == body
     else:
         again, _ = neutralize(out, content_type, PAGE, BLOCKLIST.match, lambda m: SPLASH)
         assert again == out
+
+
+def fuzz_plain(data: bytes) -> None:
+    text = _text(data)
+    plain = _plain.plain(text)
+    assert plain is (PLAIN.fullmatch(text) is not None), text
+    if plain:
+        found: dict[str, None] = {}
+        assert not _candidates(found, text, None) and not found, text
 
 
 def fuzz_uploads(data: bytes) -> None:
@@ -105,6 +131,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "embedded": fuzz_embedded,
     "matcher": fuzz_matcher,
     "pages": fuzz_pages,
+    "plain": fuzz_plain,
     "uploads": fuzz_uploads,
     "feeds": fuzz_feeds,
 }
