@@ -11,6 +11,8 @@
 - A post in a broken content coding (gzip cut short of its trailer) was read as its
   compressed bytes, and one inflating past ``blocklist_upload_max_bytes`` not at all; the
   site's decoder reads the link in both.
+- A multipart field without a file name but typed ``application/octet-stream`` was skipped
+  as a binary file; PHP, Django and aiohttp give it to the app as a form field.
 - A chat message over a WebSocket on a guarded path was never read at all.
 - A large text post was read on mitmproxy's event loop (about 0.8 s for 1 MB of dotted
   tokens): while it was read, every other connection of the proxy stood still, so a few
@@ -49,6 +51,7 @@ from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.blocklog import BlockLog
 from blocklist_addon.ops.metrics import Metrics
 from testlab.harness import Proxy, running, synced_store, wait_for
+from testlab.images import draw, encode
 from testlab.origins import Origins, TestCA
 
 LISTED_FORM = urllib.parse.urlencode({"message": "see http://blocked.example.com/page.html"})
@@ -113,8 +116,17 @@ def forum(ca: TestCA) -> Iterator[tuple[int, list[str]]]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
 
+    async def form(request: web.Request) -> web.Response:
+        fields = await request.post()  # aiohttp: a field's value is bytes when not text/*
+        message = fields["message"]
+        assert not isinstance(message, web.FileField)
+        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+        accepted.append(f"form:{text}")
+        return web.Response(text="accepted")
+
     app = web.Application(client_max_size=8 * 1024 * 1024)  # it inflates codings
     app.router.add_get("/hello", hello)
+    app.router.add_post("/forum/form", form)
     app.router.add_get("/forum/socket", socket)
     app.router.add_route("*", "/forum/any", handler)  # a handler for every method
     app.router.add_post("/forum/{name}", handler)
@@ -202,11 +214,11 @@ LISTED_JSON = '{"thread": 7, "text": "see http://blocked.example.com/page.html"}
 UNLISTED_JSON = '{"thread": 7, "text": "see http://blocked.example.com/x.html"}'
 
 
-def post_as(proxy: Proxy, content_type: str, body: bytes) -> int:
+def post_as(proxy: Proxy, content_type: str, body: bytes, path: str = "/forum/post") -> int:
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     try:
         headers = {"Content-Type": content_type, "Host": "forum.test"}
-        conn.request("POST", "/forum/post", body=body, headers=headers)
+        conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
         return response.status
@@ -230,6 +242,42 @@ def test_a_listed_link_in_a_body_of_an_unread_type_is_refused(
     before = len(accepted)
     assert post_as(proxy, content_type, UNLISTED_JSON.encode()) == 200
     assert post_as(proxy, content_type, LISTED_JSON.encode()) == 451
+    assert len(accepted) == before + 1
+
+
+# -- a multipart field typed as binary -------------------------------------------------------
+
+
+def multipart_post(proxy: Proxy, link: str) -> int:
+    """A form with a photo (a file: binary, so the body is no UTF-8) and a message field
+    with no file name, typed application/octet-stream, that holds ``link``."""
+    photo = encode(draw(3, (64, 48)), "PNG")
+    body = b"".join(
+        [
+            b"--B\r\n",
+            b'Content-Disposition: form-data; name="photo"; filename="me.png"\r\n',
+            b"Content-Type: image/png\r\n\r\n",
+            photo,
+            b"\r\n--B\r\n",
+            b'Content-Disposition: form-data; name="message"\r\n',
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            f"see {link}".encode(),
+            b"\r\n--B--\r\n",
+        ]
+    )
+    return post_as(proxy, "multipart/form-data; boundary=B", body, path="/forum/form")
+
+
+def test_a_listed_link_in_a_field_typed_as_binary_without_a_file_name_is_refused(
+    proxy: Proxy, forum: tuple[int, list[str]]
+) -> None:
+    """The site reads the field as a field (aiohttp: as bytes; PHP and Django: as text);
+    the check skipped it as a binary file."""
+    _, accepted = forum
+    before = len(accepted)
+    assert multipart_post(proxy, "http://blocked.example.com/x.html") == 200
+    assert accepted[before:] == ["form:see http://blocked.example.com/x.html"]
+    assert multipart_post(proxy, "http://blocked.example.com/page.html") == 451
     assert len(accepted) == before + 1
 
 

@@ -156,6 +156,25 @@ LISTED = b"see http://blocked.example.com/page.html"
 
 
 @pytest.mark.parametrize(
+    ("disposition", "read"),
+    [
+        (b'form-data; name="message"', True),  # no file name: a field, whatever its type
+        (b'form-data; name="message"; filename=""', True),
+        (b"form-data; name=\"message\"; filename*=UTF-8''a.bin", True),
+        (b'form-data; name="message"; filename="a.bin"; filename=""', True),
+        (b'form-data; name="message; filename=a.bin"', True),  # inside the name's quotes
+        (b'form-data; name="message"; filename="a.bin"', False),  # a file: not read
+    ],
+)
+def test_only_a_file_of_a_binary_type_goes_unread(disposition: bytes, read: bool) -> None:
+    """PHP, Django and aiohttp hand a part without a file name to the app as a field."""
+    headers = b"Content-Disposition: " + disposition + b"\r\nContent-Type: application/octet-stream"
+    body = _form(b"B", [(headers, LISTED)])
+    match = listed_in_body(body, "multipart/form-data; boundary=B", BL.match)
+    assert (found(match) == PAGE) is read
+
+
+@pytest.mark.parametrize(
     ("body", "content_type"),
     [
         (_form(b"B", [(FIELD, LISTED)]), 'multipart/form-data; x="boundary=zzz"; boundary=B'),

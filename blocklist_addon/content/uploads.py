@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_plus
 
+from python_multipart.multipart import parse_options_header
+
 from blocklist_addon.content import multipart
 from blocklist_addon.urls.matcher import Match
 
@@ -100,7 +102,7 @@ def texts(body: bytes, content_type: str) -> Iterator[str]:
     elif kind.startswith("multipart/"):
         for part in multipart.parts(body, content_type)[0]:
             yield part.header_text()  # the field's name and file name
-            if not _binary(part.headers.get(b"content-type", b"")):
+            if not (_file(part) and _binary(part.headers.get(b"content-type", b""))):
                 yield part.data.decode("utf-8", "replace")
     elif kind == "application/json" or kind.endswith("+json"):
         try:
@@ -124,8 +126,19 @@ def json_strings(value: object, depth: int = 0) -> Iterator[str]:
             yield from json_strings(item, depth + 1)
 
 
+def _file(part: multipart.Part) -> bool:
+    """Whether every parser hands ``part`` to the app as a file: its Content-Disposition
+    has one ``filename`` parameter, not empty (not ``filename*``, not given twice, not the
+    word inside another parameter's quotes). A part without one is a form field to PHP,
+    Django and aiohttp whatever type it declares: read as text."""
+    disposition = part.headers.get(b"content-disposition", b"")
+    if disposition.lower().count(b"filename") != 1:
+        return False
+    return bool(parse_options_header(disposition)[1].get(b"filename"))
+
+
 def _binary(content_type: bytes) -> bool:
-    """A part with a content type that is not text: an image, an archive (not read)."""
+    """A content type that is not text: an image, an archive (a file of it is not read)."""
     kind = content_type.split(b";", 1)[0].strip().lower()
     return bool(kind) and not (
         kind.startswith(b"text/") or kind in (b"application/json", b"application/xml")
