@@ -7,6 +7,10 @@ checked either way": a few slow uploads ahead of it (each may hold a thread for 
 request's budget) let a listed picture through by its MD5. The pool is held busy here by
 real tasks, not a mock, and the wait is shortened.
 
+A picture sent as a form field percent-encoded (``curl --data-urlencode photo@picture.jpg``,
+which PHP decodes into ``$_POST["photo"]``, the picture's bytes) was checked only as the
+encoded text: the picture itself was never hashed.
+
 Only POST, PUT and PATCH were checked: a listed picture sent by GET, DELETE or any other
 method with a body reached a handler that takes any method (a real mitmdump with the addon
 in reverse mode, in front of an aiohttp site).
@@ -20,6 +24,7 @@ import json
 import os
 import pathlib
 import threading
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -32,6 +37,7 @@ from blocklist_addon.guards import images
 from blocklist_addon.guards.images import INLINE_BYTES, ImageGuard
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.hashes import HashList
+from blocklist_addon.hashes.unwrap import unwrap
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.blocklog import BlockLog
 from blocklist_addon.ops.metrics import Metrics
@@ -237,3 +243,42 @@ def test_a_listed_picture_in_a_broken_coding_is_refused(
     assert send(image_proxy, "POST", broken(LISTED), **{"Content-Encoding": "gzip"}) == 451
     # Passed to the site, which answers itself (aiohttp refuses the junk with 500).
     assert send(image_proxy, "POST", broken(OTHER), **{"Content-Encoding": "gzip"}) in (200, 500)
+
+
+# -- a picture percent-encoded in a form field -------------------------------------------------
+
+
+def test_a_listed_picture_percent_encoded_in_a_form_field_is_refused(
+    image_proxy: Proxy, site: tuple[int, list[str]]
+) -> None:
+    """As ``curl --data-urlencode photo@picture.jpg`` sends it (every byte but the unreserved
+    ones percent-encoded): PHP hands the app the picture's bytes."""
+    form = "application/x-www-form-urlencoded"
+    listed, other = (
+        b"title=holiday&photo=" + urllib.parse.quote_from_bytes(image, safe="").encode()
+        for image in (LISTED, OTHER)
+    )
+    assert len(listed) < MAX_BYTES
+    _, stored = site
+    before = len(stored)
+    assert send(image_proxy, "POST", listed, **{"Content-Type": form}) == 451
+    assert send(image_proxy, "POST", other, **{"Content-Type": form}) == 200
+    assert stored[before:] == ["POST"]
+
+
+def test_a_file_percent_encoded_in_a_form_field_is_a_piece_to_check() -> None:
+    """Images and videos alike (a video's bytes by its container's head); a text value is
+    not a piece of its own."""
+    video = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2mp41" + bytes(range(256))
+    picture = encode(draw(5, (32, 24)), "PNG")
+    body = b"&".join(
+        [
+            b"title=holiday+pictures+%26+more",
+            b"photo=" + urllib.parse.quote_from_bytes(picture, safe="").encode(),
+            b"clip=" + urllib.parse.quote_from_bytes(video, safe="").encode(),
+        ]
+    )
+    pieces = unwrap(body, "application/x-www-form-urlencoded", max_bytes=1 << 20).files
+    assert picture in pieces
+    assert video in pieces
+    assert len(pieces) == 3  # and the body itself

@@ -6,7 +6,8 @@ the union of:
 - every part of every ``multipart/*`` body (``form-data``, ``related``, ``mixed``, nested
   ones too) as a strict RFC 2046 parser and a lenient split read it
   (``blocklist_addon.content.multipart``), transfer encodings undone;
-- the strings of a JSON body or a form: ``data:`` URLs and base64 strings, decoded;
+- the strings of a JSON body or a form: ``data:`` URLs and base64 strings, decoded, and a
+  form value that is an image or a video once percent-decoded;
 - as a net under all of them, images carved out of every piece by their signatures (JPEG,
   PNG, GIF, WebP, TIFF, BMP, ISO media ``ftyp``, JPEG 2000) and base64 runs that decode to
   an image, wherever they sit.
@@ -31,6 +32,7 @@ from blocklist_addon.content import multipart
 from blocklist_addon.content.multipart import b64decode
 from blocklist_addon.content.uploads import json_strings
 from blocklist_addon.hashes.images import sniff
+from blocklist_addon.hashes.video import sniff_video
 
 __all__ = ["MAX_FILES", "Unwrapped", "unwrap"]
 
@@ -144,7 +146,12 @@ def _container(
     elif kind == b"application/x-www-form-urlencoded":
         for pair in body.split(b"&"):
             for item in pair.split(b"=", 1):
-                _string(unquote_to_bytes(item.replace(b"+", b" ")), found)
+                value = unquote_to_bytes(item.replace(b"+", b" "))
+                if value != item and (sniff(value) or sniff_video(value)):
+                    # A file's bytes percent-encoded (curl --data-urlencode photo@x.jpg),
+                    # which PHP hands the app as they are.
+                    found.add(value)
+                _string(value, found)
     elif kind.endswith(b"json") or body.lstrip()[:1] in (b"{", b"["):
         try:
             document = json.loads(body)
