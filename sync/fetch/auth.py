@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,8 +29,11 @@ class Client:
     session: aiohttp.ClientSession
     source: FeedSource
     headers: dict[str, str]  # credentials: sent only to the feed's own origin
-    ssl: ssl.SSLContext | bool
+    ssl: ssl.SSLContext | bool  # with the client certificate: the feed's own origin only
     timeout: aiohttp.ClientTimeout
+    #: TLS for any other origin (a redirect's, a checksum file's): the same trust, no
+    #: client certificate.
+    ssl_elsewhere: ssl.SSLContext | bool = True
 
 
 def client_for(source: FeedSource, session: aiohttp.ClientSession) -> Client:
@@ -51,12 +54,17 @@ def client_for(source: FeedSource, session: aiohttp.ClientSession) -> Client:
             "use https://"
         )
     context: ssl.SSLContext | bool = True
+    elsewhere: ssl.SSLContext | bool = True
     if source.ca_file is not None or source.client_cert is not None:
         context = _ssl_context(source)
+        if source.client_cert is None:
+            elsewhere = context
+        elif source.ca_file is not None:
+            elsewhere = _ssl_context(replace(source, client_cert=None, client_key=None))
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=source.connect_timeout, sock_read=source.read_timeout
     )
-    return Client(session, source, headers, context, timeout)
+    return Client(session, source, headers, context, timeout, elsewhere)
 
 
 def _read_token(path: Path) -> str:

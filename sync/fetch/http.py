@@ -9,6 +9,7 @@ import random
 from collections.abc import Mapping
 
 import aiohttp
+import yarl
 
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from sync.fetch.auth import Client, client_for, origin
@@ -16,7 +17,7 @@ from sync.fetch.checksum import MAX_CHECKSUM_BYTES, header_digest, sidecar_diges
 from sync.fetch.errors import FetchError, Transient, reason, shown_url, too_big, truncated
 from sync.fetch.types import FeedSource, FetchResult, FetchState
 
-__all__ = ["MAX_BACKOFF", "USER_AGENT", "fetch_http"]
+__all__ = ["MAX_BACKOFF", "MAX_REDIRECTS", "USER_AGENT", "fetch_http"]
 
 log = logging.getLogger("blocklist.sync")
 
@@ -24,9 +25,25 @@ USER_AGENT = "blocklist-sync"
 #: Longest wait between two attempts, however many retries are configured.
 MAX_BACKOFF = 30.0
 _CHUNK = 64 * 1024
+#: Redirects one request follows (aiohttp's default).
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 async def fetch_http(
+    source: FeedSource, state: FetchState, session: aiohttp.ClientSession, progress: Progress
+) -> FetchResult:
+    """The feed within ``source.timeout``, every attempt and the checksum file included."""
+    try:
+        async with asyncio.timeout(source.timeout):
+            return await _fetch(source, state, session, progress)
+    except TimeoutError:
+        raise FetchError(
+            f"timed out: {shown_url(source.url)} did not finish within {source.timeout:g}s"
+        ) from None
+
+
+async def _fetch(
     source: FeedSource, state: FetchState, session: aiohttp.ClientSession, progress: Progress
 ) -> FetchResult:
     client = client_for(source, session)
@@ -103,23 +120,32 @@ async def _get(
 async def _attempt(
     client: Client, url: str, extra: dict[str, str], max_bytes: int, progress: Progress
 ) -> tuple[int, Mapping[str, str], bytes | None]:
+    """One GET, following redirects itself: credentials (the token, basic auth and the
+    client certificate) go to the feed's own origin only, and never from https:// down to
+    plain http://, where anyone on the path could read or change the list."""
     shown = shown_url(url)
-    same_origin = origin(url) == origin(client.source.url)
-    headers = {"User-Agent": USER_AGENT, **(client.headers if same_origin else {}), **extra}
     log.debug("GET %s%s", shown, " (conditional)" if extra else "")
     try:
-        async with client.session.get(
-            url,
-            headers=headers,
-            ssl=client.ssl,
-            timeout=client.timeout,
-        ) as resp:
-            status = resp.status
-            if status == 304:
-                return status, resp.headers, None
-            if not 200 <= status < 300 or status == 206:
-                raise _status_error(client.source, status, shown)
-            return status, resp.headers, await _read_body(resp, shown, max_bytes, progress)
+        for _ in range(MAX_REDIRECTS + 1):
+            same_origin = origin(url) == origin(client.source.url)
+            headers = {"User-Agent": USER_AGENT, **(client.headers if same_origin else {}), **extra}
+            async with client.session.get(
+                url,
+                headers=headers,
+                ssl=client.ssl if same_origin else client.ssl_elsewhere,
+                timeout=client.timeout,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                if status in _REDIRECTS:
+                    url = _redirect(url, resp.headers.get("Location"), status, shown)
+                    continue
+                if status == 304:
+                    return status, resp.headers, None
+                if not 200 <= status < 300 or status == 206:
+                    raise _status_error(client.source, status, shown)
+                return status, resp.headers, await _read_body(resp, shown, max_bytes, progress)
+        raise FetchError(f"too many redirects from {shown}")
     except FetchError:
         raise
     except aiohttp.ClientConnectorCertificateError:
@@ -140,8 +166,6 @@ async def _attempt(
         ) from None
     except aiohttp.ClientConnectorError as e:
         raise Transient(f"cannot connect to {shown}: {reason(e.os_error)}") from None
-    except aiohttp.TooManyRedirects:
-        raise FetchError(f"too many redirects from {shown}") from None
     except aiohttp.InvalidURL:
         raise FetchError(f"invalid feed URL {shown}") from None
     except aiohttp.ClientError as e:
@@ -178,6 +202,22 @@ async def _read_body(
     if expected is not None and received != expected:
         raise Transient(truncated(shown, received, expected))
     return b"".join(chunks)
+
+
+def _redirect(url: str, location: str | None, status: int, shown: str) -> str:
+    """Where a redirect from ``url`` goes: http(s) only, never from https:// to http://."""
+    if not location:
+        raise FetchError(f"HTTP {status} from {shown} without a Location")
+    try:
+        target = yarl.URL(url).join(yarl.URL(location))
+    except (ValueError, TypeError):
+        raise FetchError(f"HTTP {status} from {shown} to an invalid URL") from None
+    scheme = target.scheme.lower()
+    if scheme not in ("http", "https") or not target.host:
+        raise FetchError(f"HTTP {status} from {shown} to a URL that is not http(s)")
+    if scheme == "http" and yarl.URL(url).scheme.lower() == "https":
+        raise FetchError(f"refusing a redirect from {shown} to plain http://")
+    return str(target)
 
 
 def _status_error(source: FeedSource, status: int, shown: str) -> FetchError:

@@ -27,6 +27,10 @@ class FeedSource:
     checksum_header: str | None = None  # e.g. "X-Checksum-SHA256": SHA-256 of the body
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # no byte for this long -> timeout
+    #: The whole download (every attempt, the backoff between them and the checksum file)
+    #: ends within this: a server that sends a byte now and then never ends it otherwise,
+    #: and the sync's lock (``worker.lock_ttl``) must outlive it.
+    timeout: float = 600.0
     max_bytes: int = 256 * 1024 * 1024
     retries: int = 3  # extra attempts for connection errors, timeouts and 5xx; none for 4xx
     backoff: float = 1.0  # base seconds; exponential with full jitter, capped at MAX_BACKOFF
