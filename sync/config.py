@@ -18,6 +18,7 @@
     # basic_auth_env = "IWF"  # $IWF_USERNAME / $IWF_PASSWORD
     # client_cert = "/etc/blocklist-proxy/client.pem"
     # checksum_url = "https://feed.example.net/urllist.csv.sha256"
+    # timeout = 600           # seconds the whole download may take, retries included
 
     [feeds.hotline-hashes]    # an image hash list: its own list of kind "hashes"
     url = "https://feed.example.net/hashes.jsonl"
@@ -130,6 +131,13 @@ def validate_limits(config: SyncConfig) -> None:
         raise ConfigError("max_shrink and max_invalid_ratio are fractions between 0 and 1")
     if config.max_entries < max(config.min_entries, 1):
         raise ConfigError("max_entries must be at least min_entries and 1")
+    for feed in config.feeds:
+        source = feed.source
+        timeouts = (source.connect_timeout, source.read_timeout, source.timeout)
+        if not all(
+            isinstance(t, int | float) and not isinstance(t, bool) and t > 0 for t in timeouts
+        ):
+            raise ConfigError(f"feed {source.name}: timeouts must be positive numbers of seconds")
     if config.keep_versions < 2:
         raise ConfigError("keep_versions must be at least 2 (rollback needs the previous one)")
     if len({f.list_name for f in config.feeds}) > 255:

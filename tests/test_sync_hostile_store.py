@@ -1,0 +1,223 @@
+"""The machine under the sync breaking: a download that outlasts the lock, the disk filling
+up mid-publish, the sync killed mid-publish. The real ``blocklist-sync`` (in a process of
+its own where it is killed or limited) against a real file store or Redis; the active list
+must stay the old one or become the new one, whole, and the next run must recover by
+itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from conftest import RedisServer
+
+from blocklist_addon import Blocklist
+from blocklist_addon.lists.store import open_store
+from sync import cli
+from testlab.harness import VENV_BIN
+
+LIMIT = 20.0  # seconds any one sync may take here
+
+
+def entries(tag: str, count: int) -> list[str]:
+    return [f"http://{tag}{i}.example.com/gallery/{i}.html" for i in range(count)]
+
+
+def write_feed(path: pathlib.Path, urls: list[str]) -> pathlib.Path:
+    path.write_text("".join(f"{url}\n" for url in urls))
+    return path
+
+
+def write_config(tmp_path: pathlib.Path, store: str, feeds: dict[str, str]) -> pathlib.Path:
+    """``feeds``: name -> URL (text format); settings that keep failures quick."""
+    text = f'store = "{store}"\n'
+    for name, url in feeds.items():
+        text += f'[feeds.{name}]\nurl = "{url}"\nformat = "text"\nread_timeout = 5\nretries = 0\n'
+    path = tmp_path / "sync.toml"
+    path.write_text(text)
+    return path
+
+
+def run_sync(
+    config: pathlib.Path, *, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real command, as cron runs it (``preexec_fn``: a limit set in the child)."""
+    return subprocess.run(
+        [str(VENV_BIN / "blocklist-sync"), "--config", str(config), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        preexec_fn=preexec_fn,
+    )
+
+
+async def active(store_url: str) -> tuple[int, Blocklist] | None:
+    """The active version, loaded whole (a part missing or truncated raises)."""
+    store = open_store(store_url)
+    try:
+        pair = await store.load_active()
+        return None if pair is None else (pair[0].version, Blocklist.from_bytes(pair[1]))
+    finally:
+        await store.close()
+
+
+def lists(bl: Blocklist, urls: list[str]) -> bool:
+    return all(bl.match(url) is not None for url in urls)
+
+
+# -- the lock against a download that lasts ------------------------------------------------
+
+
+@pytest.fixture
+async def drip() -> AsyncIterator[str]:
+    """A feed that sends a byte every 50 ms and never ends."""
+    stop = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while not stop.is_set():
+            await response.write(b"e")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)  # the drip's pace
+        return response
+
+    app = web.Application()
+    app.router.add_get("/list.txt", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/list.txt"
+    stop.set()
+    await runner.cleanup()
+
+
+async def test_the_sync_lock_outlives_its_downloads(
+    tmp_path: pathlib.Path, redis_factory: Callable[..., RedisServer], drip: str
+) -> None:
+    """A Redis lock expires after its TTL whoever holds it: a sync still downloading then
+    overlaps the next cron run (two publishers, the older list activated last). Each
+    download ends by its feed's ``timeout``, so the lock must last longer than those."""
+    server = redis_factory()
+    config = write_config(tmp_path, server.url, {"slow": drip})
+    config.write_text(config.read_text() + "timeout = 1000\n")
+    args = cli.build_parser().parse_args(["--config", str(config), "--quiet"])
+    task = asyncio.create_task(cli.run(args))
+    client = aioredis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + LIMIT
+        while (ttl := await client.pttl("blocklist:lock:sync")) < 0:
+            assert time.monotonic() < deadline, "the sync never took its lock"
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.02)  # poll interval; the key is the condition
+        assert ttl > 1000 * 1000
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
+
+
+async def test_a_download_that_never_ends_fails_the_run_by_its_deadline(
+    tmp_path: pathlib.Path, drip: str
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    good = write_feed(tmp_path / "good.txt", entries("old", 50))
+    assert run_sync(write_config(tmp_path, store, {"iwf": good.as_uri()})).returncode == 0
+    config = write_config(tmp_path, store, {"iwf": drip})
+    config.write_text(config.read_text() + "timeout = 1\n")
+    started = time.monotonic()
+    done = await asyncio.to_thread(run_sync, config)
+    assert time.monotonic() - started < LIMIT / 2
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"iwf: FAILED: timed out: {drip} did not finish within 1s; "
+        "its last good entries stay in force\n"
+    )
+    found = await active(store)
+    assert found is not None and found[0] == 1
+
+
+# -- the disk filling up, the sync killed -----------------------------------------------------
+
+
+@pytest.fixture
+def two_feeds(tmp_path: pathlib.Path) -> tuple[str, pathlib.Path, list[str], list[str]]:
+    """A file store holding version 1 from feed ``big``; feed ``small`` added to the
+    config. Its entries (15 bytes each) fit any file limit the big feed's already do, the
+    union of both does not."""
+    store = (tmp_path / "store").as_uri()
+    big, small = entries("old", 20_000), entries("new", 1_000)
+    feeds = {"big": write_feed(tmp_path / "big.txt", big).as_uri()}
+    assert run_sync(write_config(tmp_path, store, feeds)).returncode == 0
+    feeds["small"] = write_feed(tmp_path / "small.txt", small).as_uri()
+    return store, write_config(tmp_path, store, feeds), big, small
+
+
+async def test_disk_full_mid_publish_keeps_the_old_list_and_the_next_run_recovers(
+    two_feeds: tuple[str, pathlib.Path, list[str], list[str]],
+) -> None:
+    store, config, big, small = two_feeds
+    path = pathlib.Path(store.removeprefix("file://"))
+    kept_blob = (path / "blob" / "feed:big").stat().st_size
+    snapshot = (path / "versions" / "1.snap").stat().st_size
+    limit = kept_blob + 2_000  # the small feed's entries fit, the new version does not
+    assert snapshot < limit < snapshot + len(small) * 14
+
+    def file_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = await asyncio.to_thread(run_sync, config, preexec_fn=file_limit)
+    assert done.returncode == 1
+    assert "File too large" in done.stderr and "previous list stays active" in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    found = await active(store)
+    assert found is not None and found[0] == 1 and lists(found[1], big[:100])
+    assert not lists(found[1], small[:1])
+    assert (path / "blob" / "feed:small").exists()  # its entries were kept, not published
+    assert not [p for p in (path / "versions").iterdir() if p.name.endswith(".tmp")]
+
+    again = await asyncio.to_thread(run_sync, config)  # disk space is back
+    assert again.returncode == 0, again.stderr
+    found = await active(store)
+    assert found is not None and lists(found[1], big[:100] + small)
+
+
+async def test_sigkill_between_saving_and_publishing_recovers_on_the_next_run(
+    two_feeds: tuple[str, pathlib.Path, list[str], list[str]],
+) -> None:
+    store, config, big, small = two_feeds
+    path = pathlib.Path(store.removeprefix("file://"))
+    process = subprocess.Popen(
+        [str(VENV_BIN / "blocklist-sync"), "--config", str(config), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + LIMIT
+        while not (path / "blob" / "feed:small").exists():
+            assert process.poll() is None, "the sync ended before it saved the feed"
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)  # poll interval; the blob is the condition
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(LIMIT)
+    found = await active(store)
+    assert found is not None and lists(found[1], big[:100])  # old or new, whole
+    again = await asyncio.to_thread(run_sync, config)
+    assert again.returncode == 0, again.stderr
+    found = await active(store)
+    assert found is not None and lists(found[1], big[:100] + small)
