@@ -342,7 +342,19 @@ class ActiveList:
         """Load ``data`` off the event loop, swap it in, then save the local copy.
         ``reload``: counted as a reload, together with the swap (not after the copy)."""
         kind = self.kind
-        blocklist = await asyncio.to_thread(lambda: kind.wrap(kind.parse(data)))
+
+        def load() -> Any:
+            snapshot = kind.parse(data)
+            # Whole and intact is not enough: the bytes must be the list the metadata names
+            # (else a mix, and a last-known-good copy this proxy would refuse at its start).
+            if snapshot.checksum != info.checksum:
+                raise SnapshotError(
+                    f"its bytes' checksum {snapshot.checksum[:16]}... is not the "
+                    f"{info.checksum[:16]}... its metadata names"
+                )
+            return kind.wrap(snapshot)
+
+        blocklist = await asyncio.to_thread(load)
         self._set(blocklist, info, origin)
         if reload:
             self.metrics.inc("blocklist_reloads_total", **self.kind.labels)
@@ -404,21 +416,27 @@ class ActiveList:
         store, backoff = self._store, 1.0
         while True:
             try:
+                first = True
                 async for number in store.watch(poll_interval=self.poll):
                     # A store that was away may have lost its data (Redis without
                     # persistence) and numbered a new list like the old one: after an
-                    # outage, compare contents, not numbers.
+                    # outage, compare contents, not numbers. So does every later answer of
+                    # the watch: it only answers again when the active version changed, if
+                    # only to a new list under the same number (a FLUSHDB the connection
+                    # never noticed, a store directory removed and synced again).
                     returned = not self.store_up
                     if returned:
                         log.info(f"blocklist: store {store.url} reachable again")
                     self.store_up, backoff = True, 1.0
                     if (
                         returned
+                        or not first
                         or self.info is None
                         or number != self.info.version
                         or self.origin != "store"
                     ):
                         await self._reload(store)
+                    first = False
                     self._working("follow")
             except StoreError as exc:
                 self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)

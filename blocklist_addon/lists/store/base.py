@@ -221,7 +221,10 @@ class Store(ABC):
 
     @abstractmethod
     def watch(self, *, poll_interval: float = 1.0) -> AsyncIterator[int]:
-        """Yield the active version number at start (if any) and each time it changes.
+        """Yield the active version number at start (if any) and each time it changes,
+        including to the same number: a store that lost its data (FLUSHDB, a Redis restarted
+        without persistence, a removed directory) numbers its next list like the one it lost,
+        so every yield after the first is a new list to read.
 
         Raises StoreError when the store becomes unreachable; callers retry.
         """

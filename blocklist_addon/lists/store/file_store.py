@@ -283,14 +283,32 @@ class FileStore(Store):
         self._dirs()
         write_atomic(path, data)
 
+    def _pointer_identity(self) -> tuple[int, int, int] | None:
+        """The active number and which pointer file holds it (inode, change time): every
+        flip is a new file, so a pointer rewritten with the same number (a store directory
+        removed and synced again) is a change too."""
+        try:
+            fd = os.open(self.path / "active", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            raw = os.read(fd, 64)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        try:
+            return int(raw), st.st_ino, st.st_ctime_ns
+        except ValueError:
+            raise StoreError(f"{self.url}: the active pointer is corrupt: {raw[:20]!r}") from None
+
     async def watch(self, *, poll_interval: float = 1.0) -> AsyncIterator[int]:
         # Polling the pointer is the notice: an atomic rename is all a reader can observe.
         last = None
         while True:
-            number = await self._run(self._read_pointer)
-            if number is not None and number != last:
-                last = number
-                yield number
+            found = await self._run(self._pointer_identity)
+            if found is not None and found != last:
+                last = found
+                yield found[0]
             await asyncio.sleep(poll_interval)
 
     async def close(self) -> None:

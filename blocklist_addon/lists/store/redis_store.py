@@ -434,12 +434,17 @@ class RedisStore(Store):
         try:
             with self._errors():
                 await pubsub.subscribe(self._channel)
-            last = None
+            last: tuple[int, bytes | None] | None = None
             while True:
                 number = await self._active_number(self._watcher)
-                if number is not None and number != last:
-                    last = number
-                    yield number
+                if number is not None:
+                    # The number and its metadata (created_at, checksum): a store that lost
+                    # its data numbers its next list like the one it lost (Store.watch).
+                    with self._errors():
+                        raw = await self._watcher.get(self._key("version", number, "info"))
+                    if (number, raw) != last:
+                        last = (number, raw)
+                        yield number
                 with self._errors():
                     await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_interval)
         finally:
