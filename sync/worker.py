@@ -26,7 +26,7 @@ from typing import Literal
 from blocklist_addon.hashes.records import HashRecords
 from blocklist_addon.hashes.snapshot import HashSnapshot
 from blocklist_addon.lists.hosts import HostStore
-from blocklist_addon.lists.store import SYNCED_STATE, Store, VersionInfo
+from blocklist_addon.lists.store import SYNCED_STATE, Store, StoreError, VersionInfo
 from blocklist_addon.ops.progress import NO_PROGRESS, Progress
 from blocklist_addon.urls.snapshot import Snapshot
 from sync import compiled
@@ -241,6 +241,7 @@ async def build(
     for feed in feeds:
         blob = await store.get_blob(feed_key(feed.source.name))
         if blob is None:
+            await _check_not_lost(store, feed)
             continue
         names.append(feed.source.name)
         if feed.kind == "hashes":
@@ -255,6 +256,27 @@ async def build(
     if hashes:
         return await asyncio.to_thread(HashSnapshot.build, records, meta)
     return await asyncio.to_thread(Snapshot.build, entries, meta)
+
+
+async def _check_not_lost(store: Store, feed: Feed) -> None:
+    """A feed with no kept entries is one never synced, unless its state counts entries:
+    then they were lost from the store (an evicting Redis, a restore from an older dump, a
+    hand-cleaned directory). A list built without them would drop all of that feed's
+    entries past every gate, so refuse (StoreError: the previous list stays active) and
+    forget its validators, so that the next run reads it again in full."""
+    name = feed.source.name
+    key = feed_key(name)
+    state = await store.get_state(key) or {}
+    if state.get("entries") is None:
+        return
+    state.pop("fetch", None)
+    message = (
+        f"feed {name}: its kept entries are missing from the store; "
+        "the next run reads the feed again in full"
+    )
+    state.update(last_error=message, last_error_at=time.time())
+    await store.set_state(key, state)
+    raise StoreError(message)
 
 
 async def activate(

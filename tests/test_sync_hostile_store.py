@@ -221,3 +221,49 @@ async def test_sigkill_between_saving_and_publishing_recovers_on_the_next_run(
     assert again.returncode == 0, again.stderr
     found = await active(store)
     assert found is not None and lists(found[1], big[:100] + small)
+
+
+# -- a feed's kept entries lost from the store -------------------------------------------------
+
+
+async def lose_blob(store_url: str, name: str) -> None:
+    """What an evicting Redis (maxmemory-policy allkeys-lru), a restore from an older dump
+    or a hand-cleaned directory does to a feed's kept entries."""
+    if store_url.startswith("file://"):
+        (pathlib.Path(store_url.removeprefix("file://")) / "blob" / f"feed:{name}").unlink()
+        return
+    client = aioredis.from_url(store_url)
+    try:
+        assert await client.delete(f"blocklist:blob:feed:{name}") == 1
+    finally:
+        await client.aclose()
+
+
+async def test_lost_kept_entries_never_leave_the_list_without_that_feed(
+    tmp_path: pathlib.Path, store_url: str
+) -> None:
+    """Feed a's kept entries vanish from the store while its feed is unchanged; feed b
+    changes. The list rebuilt for b must not silently drop every entry of a (no shrink
+    gate sees it: a's own state still counts its entries): a is read again in full."""
+    a, b = entries("a", 50), entries("b", 50)
+    feeds = {
+        "a": write_feed(tmp_path / "a.txt", a).as_uri(),
+        "b": write_feed(tmp_path / "b.txt", b).as_uri(),
+    }
+    config = write_config(tmp_path, store_url, feeds)
+    assert (await asyncio.to_thread(run_sync, config)).returncode == 0
+    await lose_blob(store_url, "a")
+    b = b + entries("b-new", 5)
+    write_feed(tmp_path / "b.txt", b)
+    for _ in range(2):  # at most one run may fail, with the old list in force
+        done = await asyncio.to_thread(run_sync, config)
+        found = await active(store_url)
+        assert found is not None and lists(found[1], a), done.stdout + done.stderr
+        if done.returncode == 0:
+            break
+        assert done.stderr == (
+            "blocklist-sync: feed a: its kept entries are missing from the store; the next "
+            "run reads the feed again in full; the previous list stays active\n"
+        )
+    assert done.returncode == 0, done.stderr
+    assert lists(found[1], a + b)
