@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ssl
 import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import brotli
@@ -288,3 +289,59 @@ async def test_a_compression_bomb_is_cut_off_in_bounded_memory(coding: str) -> N
         await server.close()
     assert f"over the {MAX_BYTES}-byte limit" in message
     assert peak < 32 * MAX_BYTES + 2 * len(bomb)
+
+
+# -- a body that ends only where the connection closes -----------------------------------------
+
+LISTED = (
+    b"http://listed.example.com/gallery/page.html\nhttp://site.example.org/users/a/photo.html\n"
+)
+
+
+@pytest.fixture
+async def close_delimited() -> AsyncIterator[Callable[[bytes, dict[str, str]], str]]:
+    """A server answering with neither Content-Length nor chunked encoding: its body ends
+    where the connection closes, as HTTP/1.0 servers (and some proxies) send it."""
+    servers: list[asyncio.Server] = []
+
+    async def start(body: bytes, headers: dict[str, str]) -> str:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(f"HTTP/1.1 200 OK\r\nConnection: close\r\n{head}\r\n".encode() + body)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/list.txt"
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_body_cut_where_only_the_close_ends_it_is_refused(
+    close_delimited: Callable[..., Awaitable[str]],
+) -> None:
+    """Cut mid-line (a reset path, an attacker's FIN), the last entry becomes a wider one:
+    http://site.example.org/users/a/photo.html read as http://site.example.org/, the whole
+    site. Without a length or chunks nothing tells the cut from the end, so such a body is
+    only taken with a checksum to hold it to."""
+    cut = LISTED[: LISTED.index(b"users")]
+    url = await close_delimited(cut, {})
+    message = await fetch_error(FeedSource("t", url, "text", retries=0))
+    assert "no Content-Length" in message and "checksum" in message
+
+
+async def test_a_close_delimited_body_is_taken_with_a_checksum(
+    close_delimited: Callable[..., Awaitable[str]],
+) -> None:
+    digest = hashlib.sha256(LISTED).hexdigest()
+    whole = await close_delimited(LISTED, {"X-Checksum-SHA256": digest})
+    source = FeedSource("t", whole, "text", retries=0, checksum_header="X-Checksum-SHA256")
+    assert await fetch(source) == LISTED
+    cut = await close_delimited(LISTED[:-30], {"X-Checksum-SHA256": digest})
+    message = await fetch_error(replace(source, url=cut))
+    assert message.startswith("checksum mismatch")

@@ -66,6 +66,12 @@ async def _fetch(
         )
         return FetchResult(True, None, new_state, status)
     assert data is not None
+    if not (source.checksum_header or source.checksum_url or _framed(headers)):
+        raise FetchError(
+            f"the body from {url} has no Content-Length and is not chunked: it ends where "
+            "the connection closed, and a cut download cannot be told from the whole list "
+            "(its last entry cut to a whole site); set checksum_url or checksum_header"
+        )
     if source.checksum_header:
         value = headers.get(source.checksum_header)
         if value is None:
@@ -202,6 +208,12 @@ async def _read_body(
     if expected is not None and received != expected:
         raise Transient(truncated(shown, received, expected))
     return b"".join(chunks)
+
+
+def _framed(headers: Mapping[str, str]) -> bool:
+    """Whether the body's end is marked (a length, or chunks), not just the connection's."""
+    coding = headers.get("Transfer-Encoding", "").rpartition(",")[2].strip().lower()
+    return "Content-Length" in headers or coding == "chunked"
 
 
 def _redirect(url: str, location: str | None, status: int, shown: str) -> str:
