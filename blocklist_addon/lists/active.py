@@ -100,6 +100,7 @@ class ActiveList:
         self.failing: set[str] = set()  # background tasks that failed and have not recovered
         self._store: Store | None = None
         self._incomplete = ""  # the last incomplete version logged (once each)
+        self._said = ""  # the store error already told during this outage
         self._tasks: list[asyncio.Task[None]] = []
         # Options, read in configure (these defaults are the options' own).
         self.poll = 1
@@ -282,12 +283,17 @@ class ActiveList:
     async def _start(self) -> None:
         assert self._store is not None
         store = self._store
+        # What the store and the copy were found to be, for the line refusing to start.
+        found_store = f"the store {store.url} has no active version"
+        found_copy = f"there is no last-known-good copy at {self._lastgood_path()}"
         try:
             async with asyncio.timeout(self.start_timeout):
                 pair = await store.load_active()
             self.store_up = True
         except (StoreError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {self.start_timeout} s"
+            found_store = f"the store {store.url} could not be read ({reason})"
+            self._said = str(exc)
             log.warning(
                 f"blocklist: {self.kind.what}store {store.url} unavailable at start: {reason}"
             )
@@ -298,6 +304,7 @@ class ActiveList:
                 await self._install(*pair, origin="store")
                 return
             except SnapshotError as exc:
+                found_store = f"the store {store.url}'s active version is unusable ({exc})"
                 log.warning(
                     f"blocklist: the {self.kind.what}store's active version is unusable: {exc}"
                 )
@@ -305,6 +312,7 @@ class ActiveList:
         try:
             copy = await asyncio.to_thread(lastgood.read, path, self.kind.parse)
         except lastgood.LastGoodError as exc:
+            found_copy = f"the last-known-good copy {path} is unusable ({exc.reason})"
             log.warning(f"blocklist: {exc}")
             copy = None
         if copy is not None:
@@ -331,9 +339,9 @@ class ActiveList:
             )
             return
         log.error(
-            f"blocklist: no list to enforce: the store {store.url} has no usable active version "
-            f"and there is no last-known-good copy at {path}. Run blocklist-sync first (or fix "
-            "the store), or set blocklist_allow_empty=true to start without a list."
+            f"blocklist: no list to enforce: {found_store} and {found_copy}. Run "
+            "blocklist-sync first (or fix the store), or set blocklist_allow_empty=true to "
+            "start without a list."
         )
 
     async def _install(
@@ -427,7 +435,7 @@ class ActiveList:
                     returned = not self.store_up
                     if returned:
                         log.info(f"blocklist: store {store.url} reachable again")
-                    self.store_up, backoff = True, 1.0
+                    self.store_up, backoff, self._said = True, 1.0, ""
                     if (
                         returned
                         or not first
@@ -440,7 +448,10 @@ class ActiveList:
                     self._working("follow")
             except StoreError as exc:
                 self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)
-                if self.store_up or backoff == 1.0:
+                # Once an outage and reason (the start-up line may have told it already),
+                # not at every retry: behind Sentinel they come every second.
+                if str(exc) != self._said:
+                    self._said = str(exc)
                     version = "no list" if self.info is None else f"version {self.info.version}"
                     log.warning(
                         f"blocklist: {exc}; still enforcing {version}, retrying in the background"

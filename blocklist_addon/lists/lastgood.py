@@ -20,7 +20,12 @@ __all__ = ["LastGoodError", "default_path", "read", "write"]
 
 
 class LastGoodError(Exception):
-    """The copy exists but cannot be used; one line naming the file and the reason."""
+    """The copy exists but cannot be used; one line naming the file and the reason
+    (``reason``: the reason alone)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def default_path(store_url: str) -> pathlib.Path:
@@ -48,7 +53,8 @@ def read[T](
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise LastGoodError(f"cannot read {path}: {exc.strerror or exc}") from None
+        reason = f"cannot read it: {exc.strerror or exc}"
+        raise LastGoodError(f"cannot read {path}: {exc.strerror or exc}", reason) from None
     header, sep, data = raw.partition(b"\n")
     try:
         if not sep:
@@ -60,5 +66,5 @@ def read[T](
         if snapshot.checksum != info.checksum:  # type: ignore[attr-defined]
             raise StoreError("checksum does not match its header")
     except (StoreError, SnapshotError) as exc:
-        raise LastGoodError(f"unusable last-known-good copy {path}: {exc}") from None
+        raise LastGoodError(f"unusable last-known-good copy {path}: {exc}", str(exc)) from None
     return info, snapshot

@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import secrets
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ _TMP_FILE = re.compile(r"\..+\.tmp")
 #: grace only covers the instant between a writer creating its file and locking it.
 _TMP_GRACE = 10.0
 _CHUNK = 1 << 20
+_SUBDIRS = ("versions", "state", "blob", "lock")
 
 
 class FileStore(Store):
@@ -64,16 +66,45 @@ class FileStore(Store):
     async def _run[T](self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking file work off the event loop, with OS errors as StoreError."""
         with self._errors():
-            return await asyncio.to_thread(func, *args)
+            return await asyncio.to_thread(self._trusted_then, func, *args)
+
+    def _trusted_then[T](self, func: Callable[..., T], *args: Any) -> T:
+        self._check_trusted()
+        return func(*args)
+
+    def _check_trusted(self) -> None:
+        """Refuse a store whose directories another user could write: whoever can write them
+        can replace the list (a whole, checksummed one of their own) or plant links where
+        the sync writes. As ssh's StrictModes: not writable by group or others, owned by
+        this user or root (root itself trusts the service user who owns the store)."""
+        euid = os.geteuid()
+        directories = [self.path, *(self.path / sub for sub in _SUBDIRS)]
+        if (self.path.parent / "versions").is_dir():  # a namespace ("hashes") in a store
+            directories.append(self.path.parent)
+        for directory in directories:
+            try:
+                st = os.stat(directory)
+            except FileNotFoundError:
+                continue
+            if st.st_mode & 0o022:
+                mode = stat.S_IMODE(st.st_mode)
+                raise StoreError(
+                    f"file store {self.path}: {directory} is writable by others "
+                    f"(mode {mode:04o}): anyone could replace the list; not read until "
+                    f"fixed (chmod go-w {directory})"
+                )
+            if euid != 0 and st.st_uid not in (euid, 0):
+                raise StoreError(
+                    f"file store {self.path}: {directory} belongs to uid {st.st_uid}, not "
+                    f"to this user (uid {euid}) or root: not read until fixed (chown it)"
+                )
 
     def _dirs(self) -> None:
         # The store directory itself is created 0700 too (its parents get the default mode).
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for directory in (
-            self.path,
-            *(self.path / sub for sub in ("versions", "state", "blob", "lock")),
-        ):
+        for directory in (self.path, *(self.path / sub for sub in _SUBDIRS)):
             directory.mkdir(mode=0o700, exist_ok=True)
+        self._check_trusted()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
