@@ -11,6 +11,7 @@ for what is typed differently from the guide, and why.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import re
@@ -31,6 +32,17 @@ BASE = WALK / "base-trixie.tar"
 MIRROR = "http://deb.debian.org/debian"
 HOST_CA = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
 SRC = "/opt/blocklist-proxy-src"  # where the guide puts the checkout
+
+
+def opt_in(walks: str) -> list[pytest.MarkDecorator]:
+    """A walk module's ``pytestmark``: opt-in (minutes, root), run with BLOCKLIST_WALK_TESTS=1."""
+    return [
+        pytest.mark.opt_in,
+        pytest.mark.skipif(
+            os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
+            reason=f"walks {walks} on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
+        ),
+    ]
 
 
 # -- the guide's own words ------------------------------------------------------------------
@@ -286,6 +298,17 @@ def report(chapter: str, figures: dict[str, float], not_run: list[str]) -> None:
         print(f"[walk] not run: {command}")
 
 
+def install_first(script: str) -> tuple[str, str]:
+    """A block's ``apt-get install`` line, typed with -y before the walk's network exists (it
+    needs the mirror), and the block with that line said done: (the line, the block)."""
+    line = re.search(r"^apt-get install .*$", script, re.MULTILINE)
+    assert line, f"the guide's block should install its packages: {script[:80]!r}"
+    return (
+        line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n",
+        script.replace(line.group(0), "# (walk) installed before: " + line.group(0)),
+    )
+
+
 def git_head() -> str:
     return subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -469,3 +492,251 @@ def write_systemctl(root: pathlib.Path) -> None:
     directory = root / "root" / "walk"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "systemctl.py").write_text(SYSTEMCTL)
+
+
+def systemctl_lines(script: str) -> tuple[str, list[str]]:
+    """The guide's systemctl lines as SYSTEMCTL does them: (script, lines not run)."""
+    not_run = []
+    out = []
+    for line in script.splitlines():
+        started = re.match(r"^systemctl daemon-reload && systemctl enable --now (.+)$", line)
+        restart = re.match(r"^systemctl (restart|start) (.+)$", line)
+        if started:
+            out.append(systemctl("start", *started.group(1).split()))
+        elif restart:
+            out.append(systemctl(restart.group(1), *restart.group(2).split()))
+        elif line.startswith("systemctl "):
+            not_run.append(f"{line}  # no systemd as PID 1 in a chroot")
+            out.append(f"# (walk, not run) {line}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n", not_run
+
+
+# -- the ISP walks: the Internet around the proxy's host, and what the subscriber checks ----
+#
+# tests/test_walk_isp.py (section 4 on a gateway; section 2) and tests/test_walk_bgp.py
+# (section 4's routed form) put a subscriber (network namespace ``sub``) and the Internet
+# (``inet``: the origins, a DNS server on the guide's resolvers) around the proxy's host, and
+# check the same working state from the subscriber; only the way between them differs.
+
+#: The subscriber's commands, in its namespace.
+SUB = "ip netns exec sub"
+#: The subscriber's IPv4 address, as an origin sees it when nothing diverts.
+SUBSCRIBER = "198.51.100.2"
+SUBSCRIBER6 = "2001:db8:1::2"
+LISTED, WHOLE, UNLISTED = "blocked.example.com", "whole-site.blocked.test", "unlisted.example.org"
+#: The host the hotline lists during the walk (in the zone once listed).
+NEWLY = "newly.example.net"
+#: What ``blocklist-divert export``/``status`` are given to read Redis.
+REDIS_PASSWORD = "BLOCKLIST_REDIS_PASSWORD_FILE=/etc/blocklist-proxy/redis-sync.password"
+#: curl's words for a connection closed at the TLS handshake (35, 52 or 56 by version).
+HANDSHAKE_REFUSED = r"curl: \((35|52|56)\)"
+
+Zone = dict[str, dict[str, list[str]]]
+
+
+def zone(v6: str) -> Zone:
+    """The names the walk's DNS server answers: the origins, IPv4 in 203.0.113.0/24 and IPv6
+    in the prefix ``v6`` (``"2001:db8:3"``)."""
+    return {
+        LISTED: {"a": ["203.0.113.20"], "aaaa": [f"{v6}::20"]},
+        WHOLE: {"a": ["203.0.113.21"]},
+        "www.example.org": {"a": ["203.0.113.22"]},
+        UNLISTED: {"a": ["203.0.113.30"], "aaaa": [f"{v6}::30"]},
+        NEWLY: {"a": ["203.0.113.40"]},
+    }
+
+
+def internet(names: Zone) -> str:
+    """(walk) The Internet's hosts in ``inet`` (whose eth0 is up and routed both ways): the
+    origins of ``names`` (every page exists; each request's peer is in
+    /tmp/origin-ADDRESS.log) and a DNS server on the resolvers divert.toml names, serving
+    them but NEWLY (listed later); the subscriber resolves through it. Returns once the
+    unlisted host's origin answers from here over both families."""
+    v4 = [a for records in names.values() for a in records.get("a", [])]
+    v6 = [a for records in names.values() for a in records.get("aaaa", [])]
+    unlisted, unlisted6 = names[UNLISTED]["a"][0], names[UNLISTED]["aaaa"][0]
+    return textwrap.dedent(f"""\
+        for a in {" ".join(v4)}; do ip -n inet addr add $a/32 dev lo; done
+        for a in {" ".join(v6)}; do ip -n inet addr add $a/128 dev lo; done
+        ip -n inet addr add 192.0.2.53/32 dev lo; ip -n inet addr add 2001:db8::53/128 dev lo
+        # the Internet answers "unreachable" for addresses no host has (the canary's, not diverted)
+        ip netns exec inet sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+        # DNS: the resolvers divert.toml names, serving the listed and unlisted hosts
+        cat > /srv/zone.json <<'EOF'
+        {json.dumps({k: v for k, v in names.items() if k != NEWLY})}
+        EOF
+        for listen in 192.0.2.53:53 '[2001:db8::53]:53'; do
+          ip netns exec inet /opt/blocklist-proxy/bin/python {SRC}/testlab/dnsserver.py --listen "$listen" --zone /srv/zone.json > /tmp/dns.log 2>&1 &
+        done
+        mkdir -p /etc/netns/sub && echo 'nameserver 192.0.2.53' > /etc/netns/sub/resolv.conf
+        # the origins: every page exists; each request's peer is in /tmp/origin-ADDRESS.log
+        mkdir -p /srv/www/gallery && for p in page.html other.html gallery/a.html index.html new.html; do echo "origin page $p" > /srv/www/$p; done
+        for a in {" ".join(v4 + v6)}; do
+          (cd /srv/www && exec ip netns exec inet python3 -m http.server 80 --bind $a > /tmp/origin-$a.log 2>&1) &
+        done
+        for n in $(seq 60); do curl -s -m 1 -o /dev/null http://{unlisted}/ && break; sleep 0.5; done
+        for n in $(seq 60); do curl -s -m 1 -o /dev/null -g 'http://[{unlisted6}]/' && break; sleep 0.5; done   # DAD
+        curl -sS -m 5 -g 'http://[{unlisted6}]/index.html' | grep -q 'origin page'
+        """)
+
+
+def list_newly(names: Zone, resolve: str) -> str:
+    """(walk) The hotline lists NEWLY: the licensee's feed gains a line (and the DNS the
+    name), then the sync by hand as the guide's step 2 (its ``resolve`` block) types it."""
+    sync_line = re.search(r"^runuser .*\n.*blocklist-sync --config .*$", resolve, re.MULTILINE)
+    assert sync_line, "step 2 should sync by hand"
+    return (
+        "# (walk) the hotline lists a new host: the licensee's feed gains a line\n"
+        f'python3 -c \'import json; z = json.load(open("/srv/zone.json")); z["{NEWLY}"] = {json.dumps(names[NEWLY])}; json.dump(z, open("/srv/zone.json", "w"))\'\n'
+        f"echo 'http://{NEWLY}/new.html' >> {SRC}/samples/sample-feed.txt\n"
+        + sync_line.group(0)
+        + "\n"
+    )
+
+
+def shell_quote(text: str) -> str:
+    """``text`` as one shell word, in single quotes."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def expect(name: str, command: str, pattern: str, *, tries: int = 1) -> str:
+    """Run ``command`` (up to ``tries`` times, a second apart) until its output (stdout and
+    stderr) matches the extended regular expression ``pattern``; print what it said."""
+    return textwrap.dedent(f"""\
+        # {name}
+        ok=; for n in $(seq {tries}); do
+          out=$({command} 2>&1) || true
+          if printf '%s\\n' "$out" | grep -Eq {shell_quote(pattern)}; then ok=1; break; fi
+          sleep 1
+        done
+        printf '%s\\n' "$out" | head -20
+        [ -n "$ok" ] || {{ echo "expected /{pattern}/ from: {command}"; exit 1; }}
+        """)
+
+
+def curl(url: str, *options: str) -> str:
+    """The subscriber's curl of ``url``, errors shown, 10 s at most."""
+    return f"{SUB} curl -sS -m 10 {' '.join((*options, url))}"
+
+
+def blocked(name: str, url: str, *options: str, tries: int = 1) -> str:
+    """Expect the splash page's 451 for ``url``, from the subscriber."""
+    return expect(name, curl(url, "-i", *options), "^HTTP/1.1 451", tries=tries)
+
+
+def reached(name: str, url: str, *options: str) -> str:
+    """Expect the origin's own page for ``url`` (http://HOST/PATH), from the subscriber."""
+    return expect(name, curl(url, *options), f"origin page {url.split('/', 3)[3]}")
+
+
+def origin_saw(peer: str, path: str, origin: str, note: str = "") -> str:
+    """The shell line that fails unless the origin on ``origin`` logged a GET of ``path``
+    from ``peer``."""
+    said = f"   # {note}" if note else ""
+    return f"grep -q '^{peer} .*GET {path}' /tmp/origin-{origin}.log || {{ tail -n 5 /tmp/origin-*.log; exit 1; }}{said}\n"
+
+
+def canary_lines(setup: str) -> list[str]:
+    """Step 6's two curl lines, the canary over IPv4 and IPv6, as the subscriber types them."""
+    found = [c for c in block(setup, "sh", "192.0.2.254").splitlines() if c.startswith("curl ")]
+    assert len(found) == 2
+    return found
+
+
+def canary_table(setup: str) -> tuple[list[str], str, str]:
+    """The guide's table of what the canary's answers mean: (the words of the first row,
+    which all appear when the whole path works; an extended regular expression for the
+    words of "no answer"; one for the proxy's port closed)."""
+    rows = [r for r in setup.splitlines() if r.startswith("   | ") and "---" not in r]
+    assert rows[0].startswith("   | what the subscriber gets |")
+    cells = [r.strip().removeprefix("| ").split(" | ")[0] for r in rows[1:]]
+    works = re.findall(r'`([^`]+)`|"([^"]+)"', cells[0])
+    assert "no answer" in cells[1] and "refused" in cells[2]
+
+    def words(cell: str) -> str:
+        found = re.findall(r"`([^`]+)`", cell)
+        assert found, cell
+        return "|".join(re.sub(r"([.^$*+?()[\]{}|\\])", r"\\\1", w) for w in found)
+
+    return [a or b for a, b in works], words(cells[1]), words(cells[2])
+
+
+def canary_works(canary: list[str], works: list[str], *, tries: int, every_word: bool) -> str:
+    """Each canary line, ``tries`` seconds at most, until it answers with the last words of
+    the table's first row (``works``); with ``every_word``, all of them then."""
+    return "".join(
+        expect("the canary: the whole path works", f"{SUB} {c}", works[-1], tries=tries)
+        + "".join(
+            f"printf '%s\\n' \"$out\" | grep -qF {shell_quote(w)}\n" for w in works if every_word
+        )
+        for c in canary
+    )
+
+
+def metrics(instance: str = "8081") -> str:
+    """The proxy instance's metrics (its status port: 1 before the proxy's)."""
+    return f"curl -s http://127.0.0.1:1{instance}/metrics"
+
+
+def connections(instance: str = "8081") -> str:
+    """The shell command that says how many client connections the instance has had."""
+    return f"{metrics(instance)} | awk '/^blocklist_client_connections_total/ {{print $2}}'"
+
+
+def packets(table: str) -> str:
+    """The shell command that says how many packets the prerouting chain of the nftables
+    table ``inet TABLE`` has counted (diverted)."""
+    return f"nft list chain inet {table} prerouting | grep -o 'packets [0-9]*' | awk '{{s+=$2}} END {{print s}}'"
+
+
+def withdrawn_metric(flag: int) -> str:
+    """The shell line that fails unless ``run``'s metrics say the set is withdrawn (1) or
+    not (0)."""
+    return f"grep -q '^blocklist_divert_withdrawn {flag}' /run/blocklist-divert/metrics.prom\n"
+
+
+def fails_open(names: Zone) -> str:
+    """(walk) The proxy gone and the set withdrawn: the listed page reached directly from the
+    subscriber (its origin sees the subscriber)."""
+    return reached(
+        "the listed page, reached directly (fail-open)", f"http://{LISTED}/page.html", "-4"
+    ) + origin_saw(SUBSCRIBER, "/page.html", names[LISTED]["a"][0])
+
+
+def working_state(names: Zone, *, proxy: str, proxy_is: str, table: str) -> str:
+    """(walk) The working state, from the subscriber, once ``run`` has put the set in place:
+    a listed page 451 over IPv4 and IPv6; a host listed whole refused at the TLS handshake;
+    an unlisted page on a diverted host fetched by the proxy (its origin sees ``proxy``, the
+    address of ``proxy_is``); an undiverted host reached directly over both (its origin sees
+    the subscriber; the proxy's connection count and the packets counted by the prerouting
+    chain of ``inet TABLE``, the diversion, do not move)."""
+    listed, unlisted = names[LISTED]["a"][0], names[UNLISTED]
+    return (
+        blocked(
+            "a listed page: the splash page",
+            f"http://{LISTED}/page.html",
+            "-4",
+            "-H 'Accept: text/html'",
+        )
+        + blocked("the same over IPv6", f"http://{LISTED}/gallery/a.html", "-6")
+        + expect(
+            "a host listed whole, over HTTPS: refused at the handshake, nothing decrypted",
+            curl(f"https://{WHOLE}/", "-k"),
+            HANDSHAKE_REFUSED,
+        )
+        + reached(
+            "an unlisted page on a diverted host passes, fetched by the proxy",
+            f"http://{LISTED}/other.html",
+            "-4",
+        )
+        + origin_saw(proxy, "/other.html", listed, f"seen from {proxy_is}")
+        + f'before=$({connections()}); counted=$({packets(table)}); test -n "$before"\n'
+        + reached("an undiverted host: reached directly", f"http://{UNLISTED}/index.html", "-4")
+        + reached("and over IPv6", f"http://{UNLISTED}/index.html", "-6")
+        + origin_saw(SUBSCRIBER, "/index.html", unlisted["a"][0], "seen from the subscriber")
+        + origin_saw(SUBSCRIBER6, "/index.html", unlisted["aaaa"][0])
+        + f'test "$({connections()})" = "$before"   # never proxied\n'
+        + f'test "$({packets(table)})" = "$counted"   # never diverted\n'
+    )

@@ -89,6 +89,7 @@ from testlab.walk import (
     Steps,
     block,
     installed_system,
+    opt_in,
     quoted,
     report,
     run_steps,
@@ -97,13 +98,7 @@ from testlab.walk import (
     wait_healthy,
 )
 
-pytestmark = [
-    pytest.mark.opt_in,
-    pytest.mark.skipif(
-        os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
-        reason="walks the install, school and hosting chapters on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
-    ),
-]
+pytestmark = opt_in("the install, school and hosting chapters")
 
 
 #: (walk) the origins: an unlisted host, and two hosts with listed entries, which the

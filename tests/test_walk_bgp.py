@@ -7,7 +7,8 @@ Opt-in like tests/test_walk.py (minutes; root, mmdebstrap, unshare, chroot):
 the install and the machinery are testlab/walk.py's (a fresh mmdebstrap'd trixie, the base
 tarball cached in var/walk/, the guide's install done in it); the steps the routed form
 shares with the gateway's (Redis, the sync, the key, divert.toml, the proxy) are taken from
-the guide as tests/test_walk_isp.py takes them.
+the guide as tests/test_walk_isp.py takes them, and the Internet around the proxy host and
+the subscriber's checks are testlab/walk.py's, as that walk's.
 
 - The networks: the walk's own network namespace is the proxy host (Redis, the sync, the
   transparent proxy, the BGP speaker from Debian's ``bird2`` or ``exabgp`` as the guide
@@ -74,54 +75,59 @@ the guide as tests/test_walk_isp.py takes them.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import textwrap
 
 import pytest
-from test_walk_isp import canary_table, expect, isp_steps, shell_quote, systemctl_lines
+from test_walk_isp import isp_steps
 
 from testlab.walk import (
     GUIDE,
+    LISTED,
+    NEWLY,
+    REDIS_PASSWORD,
     SRC,
+    SUB,
+    UNLISTED,
     Steps,
     block,
+    blocked,
+    canary_lines,
+    canary_table,
+    canary_works,
+    expect,
+    fails_open,
+    install_first,
     installed_system,
+    internet,
+    list_newly,
+    opt_in,
     plain_block,
+    reached,
     report,
     run_steps,
     section,
+    shell_quote,
     systemctl,
+    systemctl_lines,
+    withdrawn_metric,
+    working_state,
     write_systemctl,
+    zone,
 )
 
-pytestmark = [
-    pytest.mark.opt_in,
-    pytest.mark.skipif(
-        os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
-        reason="walks the ISP chapter's routed form (BGP: BIRD 2, ExaBGP) on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
-    ),
-]
+pytestmark = opt_in("the ISP chapter's routed form (BGP: BIRD 2, ExaBGP)")
 
-SUB = "ip netns exec sub"
 CORE = "ip netns exec core"
 CORE_CTL = "/run/core-bird.ctl"
-LISTED, WHOLE, UNLISTED = "blocked.example.com", "whole-site.blocked.test", "unlisted.example.org"
-NEWLY = "newly.example.net"
-ZONE = {
-    LISTED: {"a": ["203.0.113.20"], "aaaa": ["2001:db8:4::20"]},
-    WHOLE: {"a": ["203.0.113.21"]},
-    "www.example.org": {"a": ["203.0.113.22"]},
-    UNLISTED: {"a": ["203.0.113.30"], "aaaa": ["2001:db8:4::30"]},
-    NEWLY: {"a": ["203.0.113.40"]},
-}
+ZONE = zone("2001:db8:4")
 #: The set the core must learn: the listed hosts', the feed's IP literal, the canary.
 ROUTES4 = ["192.0.2.44", "192.0.2.254", "203.0.113.20", "203.0.113.21", "203.0.113.22"]
 ROUTES6 = ["2001:db8::254", "2001:db8:4::20"]
 
 #: (walk) the core router, the subscriber and the Internet around the proxy host.
-NETWORKS = textwrap.dedent(f"""\
+NETWORKS = (
+    textwrap.dedent("""\
     grep -q ' walk$' /etc/hosts || echo '127.0.1.1 walk' >> /etc/hosts   # as Debian's installer writes the host's name
     ip netns add core; ip netns add sub; ip netns add inet
     ip link add eth0 type veth peer name eth2 netns core
@@ -133,9 +139,6 @@ NETWORKS = textwrap.dedent(f"""\
     ip -n core addr add 203.0.113.1/24 dev eth0; ip -n core addr add 2001:db8:2::1/64 dev eth0 nodad
     ip -n sub addr add 198.51.100.2/24 dev eth0; ip -n sub addr add 2001:db8:1::2/64 dev eth0 nodad
     ip -n inet addr add 203.0.113.2/24 dev eth0; ip -n inet addr add 2001:db8:2::2/64 dev eth0 nodad
-    for a in 20 21 22 30 40; do ip -n inet addr add 203.0.113.$a/32 dev lo; done
-    for a in 20 30; do ip -n inet addr add 2001:db8:4::$a/128 dev lo; done
-    ip -n inet addr add 192.0.2.53/32 dev lo; ip -n inet addr add 2001:db8::53/128 dev lo
     ip link set eth0 up
     for i in eth0 eth1 eth2; do ip -n core link set $i up; done
     for ns in core sub inet; do ip -n $ns link set lo up; done
@@ -147,25 +150,13 @@ NETWORKS = textwrap.dedent(f"""\
     ip -n sub route add default via 198.51.100.1; ip -n sub -6 route add default via 2001:db8:1::1
     ip -n inet route add 198.51.100.0/24 via 203.0.113.1; ip -n inet route add 192.0.2.0/30 via 203.0.113.1
     ip -n inet -6 route add 2001:db8:1::/64 via 2001:db8:2::1; ip -n inet -6 route add 2001:db8:3::/64 via 2001:db8:2::1
-    # the Internet answers "unreachable" for addresses no host has (the canary's, not routed)
-    ip netns exec inet sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-    cat > /srv/zone.json <<'EOF'
-    {json.dumps({k: v for k, v in ZONE.items() if k != NEWLY})}
-    EOF
-    for listen in 192.0.2.53:53 '[2001:db8::53]:53'; do
-      ip netns exec inet /opt/blocklist-proxy/bin/python {SRC}/testlab/dnsserver.py --listen "$listen" --zone /srv/zone.json > /tmp/dns.log 2>&1 &
-    done
-    mkdir -p /etc/netns/sub && echo 'nameserver 192.0.2.53' > /etc/netns/sub/resolv.conf
-    mkdir -p /srv/www/gallery && for p in page.html other.html gallery/a.html index.html new.html; do echo "origin page $p" > /srv/www/$p; done
-    for a in 203.0.113.20 203.0.113.21 203.0.113.22 203.0.113.30 203.0.113.40 2001:db8:4::20 2001:db8:4::30; do
-      (cd /srv/www && exec ip netns exec inet python3 -m http.server 80 --bind $a > /tmp/origin-$a.log 2>&1) &
-    done
-    for n in $(seq 60); do curl -s -m 1 -o /dev/null http://203.0.113.30/ && break; sleep 0.5; done
-    for n in $(seq 60); do curl -s -m 1 -o /dev/null -g 'http://[2001:db8:4::30]/' && break; sleep 0.5; done   # DAD
-    curl -sS -m 5 -g 'http://[2001:db8:4::30]/index.html' | grep -q 'origin page'
+    """)
+    + internet(ZONE)
+    + textwrap.dedent(f"""\
     for n in $(seq 60); do {SUB} curl -s -m 1 -o /dev/null -g 'http://[2001:db8:4::30]/' && break; sleep 0.5; done
     {SUB} curl -sS -m 5 http://{UNLISTED}/index.html | grep -q 'origin page'   # the core routes
     """)
+)
 
 
 def until(name: str, condition: str, tries: int) -> str:
@@ -206,7 +197,6 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
     setup = section(scale, "### Setting it up")
     routed = section(scale, "### Routed networks")
     not_run: list[str] = []
-    password = "BLOCKLIST_REDIS_PASSWORD_FILE=/etc/blocklist-proxy/redis-sync.password"
 
     # What the routed form shares with the gateway: section 2's Redis and sync, the key,
     # divert.toml with its first sync and resolve, the proxy (step 0 of the routed form).
@@ -235,12 +225,8 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
         three = block(routed, "sh", "apt-get install exabgp")
         unit = "exabgp"
         log = "/tmp/exabgp.service.log"
-    install_line = re.search(r"^apt-get install .*$", three, re.MULTILINE)
-    assert install_line, "3a and 3b should install their speaker"
-    packages += install_line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n"
-    three = three.replace(
-        install_line.group(0), "# (walk) installed before: " + install_line.group(0)
-    )
+    speaker_packages, three = install_first(three)
+    packages += speaker_packages
     enable = re.search(
         r"^(systemctl daemon-reload && )?systemctl enable --now (\S+).*$", three, re.MULTILINE
     )
@@ -287,7 +273,7 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
         + f"{CORE} birdc -s {CORE_CTL} show protocols all blocklist_proxy | grep -q Established\n"
         + f"{CORE} {count_line} | tee /tmp/core-count\n"
         + f"{CORE} sh -c {shell_quote(checks[1])}\n"
-        + f"{password} blocklist-divert status | tee /tmp/status\n"
+        + f"{REDIS_PASSWORD} blocklist-divert status | tee /tmp/status\n"
         + "total=$(sed -n 's/^active set: version [0-9]*, \\([0-9]*\\) addresses.*/\\1/p' /tmp/status)\n"
         + 'grep -Eq "(^| )$total of [0-9]+ routes" /tmp/core-count || { echo "the router holds not the $total of status"; exit 1; }\n'
         + f"{CORE} birdc -s {CORE_CTL} show route table all all > /tmp/core-routes.txt\n"
@@ -295,53 +281,11 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
     )
 
     # The canary from a subscriber (step 6), and what the guide's table says it means.
-    canary = [c for c in block(setup, "sh", "192.0.2.254").splitlines() if c.startswith("curl ")]
-    assert len(canary) == 2
+    canary = canary_lines(setup)
     works, nothing, _refused = canary_table(setup)
-    canary_ok = "".join(
-        expect("the canary: the whole path works", f"{SUB} {c}", works[-1], tries=10)
-        for c in canary
-    )
-    metrics = "curl -s http://127.0.0.1:18081/metrics"
-    connections = f"{metrics} | awk '/^blocklist_client_connections_total/ {{print $2}}'"
-    counters = "nft list chain inet blocklist_routed prerouting | grep -o 'packets [0-9]*' | awk '{s+=$2} END {print s}'"
-    working = (
-        expect(
-            "a listed page: the splash page",
-            f"{SUB} curl -sS -m 10 -i -4 -H 'Accept: text/html' http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-        )
-        + expect(
-            "the same over IPv6",
-            f"{SUB} curl -sS -m 10 -i -6 http://{LISTED}/gallery/a.html",
-            "^HTTP/1.1 451",
-        )
-        + expect(
-            "a host listed whole, over HTTPS: refused at the handshake, nothing decrypted",
-            f"{SUB} curl -sS -m 10 -k https://{WHOLE}/",
-            r"curl: \((35|52|56)\)",
-        )
-        + expect(
-            "an unlisted page on a diverted host passes, fetched by the proxy",
-            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/other.html",
-            "origin page other.html",
-        )
-        + "grep -q '^192.0.2.2 .*GET /other.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the proxy host\n"
-        + f'before=$({connections}); counted=$({counters}); test -n "$before"\n'
-        + expect(
-            "an undiverted host: reached directly",
-            f"{SUB} curl -sS -m 10 -4 http://{UNLISTED}/index.html",
-            "origin page index.html",
-        )
-        + expect(
-            "and over IPv6",
-            f"{SUB} curl -sS -m 10 -6 http://{UNLISTED}/index.html",
-            "origin page index.html",
-        )
-        + "grep -q '^198.51.100.2 .*GET /index.html' /tmp/origin-203.0.113.30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the subscriber\n"
-        + "grep -q '^2001:db8:1::2 .*GET /index.html' /tmp/origin-2001:db8:4::30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
-        + f'test "$({connections})" = "$before"   # never proxied\n'
-        + f'test "$({counters})" = "$counted"   # never sent to the proxy host\n'
+    canary_ok = canary_works(canary, works, tries=10, every_word=False)
+    working = working_state(
+        ZONE, proxy="192.0.2.2", proxy_is="the proxy host", table="blocklist_routed"
     )
     if speaker == "bird":
         stop_run = (
@@ -369,21 +313,12 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
         + stop_run
         + f"{CORE} birdc -s {CORE_CTL} show protocols blocklist_proxy | grep -q Established\n"
         + f"{routes_are(ROUTES4, ROUTES6)} || {{ echo 'the routes left with run'; exit 1; }}\n"
-        + expect(
-            "a listed page: still the splash page",
-            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-        )
+        + blocked("a listed page: still the splash page", f"http://{LISTED}/page.html")
         + start_run
         + f"{routes_are(ROUTES4, ROUTES6)} || {{ echo 'the routes changed with run back'; exit 1; }}\n"
     )
-    metrics_file = "/run/blocklist-divert/metrics.prom"
-    withdrawn = (
-        f"grep -q '^blocklist_divert_withdrawn 1' {metrics_file}\n" if speaker == "bird" else ""
-    )
-    restored = (
-        f"grep -q '^blocklist_divert_withdrawn 0' {metrics_file}\n" if speaker == "bird" else ""
-    )
+    withdrawn = withdrawn_metric(1) if speaker == "bird" else ""
+    restored = withdrawn_metric(0) if speaker == "bird" else ""
     withdrawal = (
         TABLE100
         + systemctl("stop", "blocklist-proxy@8081")
@@ -393,12 +328,7 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
         )
         + withdrawn
         + f"grep -q WITHDRAWN {log}\n"
-        + expect(
-            "the listed page, reached directly (fail-open)",
-            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
-            "origin page page.html",
-        )
-        + "grep -q '^198.51.100.2 .*GET /page.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
+        + fails_open(ZONE)
         + expect(
             "the canary: the table's 'no answer' row",
             f"{SUB} {canary[0]}",
@@ -409,12 +339,7 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
         + until(
             "the proxy healthy again: the set announced again", routes_are(ROUTES4, ROUTES6), 60
         )
-        + expect(
-            "and the listed page blocked",
-            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-            tries=5,
-        )
+        + blocked("and the listed page blocked", f"http://{LISTED}/page.html", tries=5)
         + restored
     )
     name = {"bird": "BIRD", "exabgp": "ExaBGP"}[speaker]
@@ -425,30 +350,16 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
         + systemctl("stop", daemon)
         + "\n"
         + until(f"{name} stopped: the core drops every route", routes_are([], []), 30)
-        + expect(
-            "the listed page, reached directly",
-            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
-            "origin page page.html",
-        )
+        + reached("the listed page, reached directly", f"http://{LISTED}/page.html", "-4")
         + systemctl("start", daemon)
         + "\n"
         + until(f"{name} started: {back[speaker]}", routes_are(ROUTES4, ROUTES6), 300)
-        + expect(
-            "and the listed page blocked",
-            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-            tries=5,
-        )
+        + blocked("and the listed page blocked", f"http://{LISTED}/page.html", tries=5)
     )
     resolve = block(setup, "sh", "resolve")
-    sync_line = re.search(r"^runuser .*\n.*blocklist-sync --config .*$", resolve, re.MULTILINE)
-    assert sync_line, "step 2 should sync by hand"
     newly = (
-        TABLE100 + "# (walk) the hotline lists a new host: the licensee's feed gains a line\n"
-        f'python3 -c \'import json; z = json.load(open("/srv/zone.json")); z["{NEWLY}"] = {json.dumps(ZONE[NEWLY])}; json.dump(z, open("/srv/zone.json", "w"))\'\n'
-        f"echo 'http://{NEWLY}/new.html' >> {SRC}/samples/sample-feed.txt\n"
-        + sync_line.group(0)
-        + "\n"
+        TABLE100
+        + list_newly(ZONE, resolve)
         + (
             ""
             if speaker == "bird"
@@ -459,12 +370,7 @@ def bgp_steps(speaker: str) -> tuple[Steps, Steps, list[str]]:
             routes_are([*ROUTES4, "203.0.113.40"], ROUTES6),
             60,
         )
-        + expect(
-            "the new host's page: the splash page",
-            f"{SUB} curl -sS -m 10 -i http://{NEWLY}/new.html",
-            "^HTTP/1.1 451",
-            tries=5,
-        )
+        + blocked("the new host's page: the splash page", f"http://{NEWLY}/new.html", tries=5)
     )
 
     package_start: Steps = (

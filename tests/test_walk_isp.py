@@ -5,7 +5,8 @@ through two transparent proxies), walked on Debian 13.
 Opt-in like tests/test_walk.py (minutes; root, mmdebstrap, unshare, chroot):
 ``BLOCKLIST_WALK_TESTS=1 .venv/bin/python -m pytest -s tests/test_walk_isp.py``, or
 ``make test-walk``. The system, the install and the machinery are testlab/walk.py's: a fresh
-mmdebstrap'd trixie, the guide's install done in it, the chapter's steps run by chroot.
+mmdebstrap'd trixie, the guide's install done in it, the chapter's steps run by chroot; so
+are the Internet around the gateway and the subscriber's checks, shared with the BGP walk.
 
 - The guide's commands are taken from the guide itself (its ``sh``, ``toml`` and ``yaml``
   blocks, and the commands it quotes), not copied here. Debian's packages come from
@@ -71,8 +72,6 @@ mmdebstrap'd trixie, the guide's install done in it, the chapter's steps run by 
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import re
 import textwrap
@@ -82,39 +81,51 @@ import pytest
 
 from testlab.walk import (
     GUIDE,
+    HANDSHAKE_REFUSED,
+    LISTED,
+    NEWLY,
+    REDIS_PASSWORD,
     SRC,
+    SUB,
+    UNLISTED,
+    WHOLE,
     Steps,
     block,
+    blocked,
+    canary_lines,
+    canary_table,
+    canary_works,
+    connections,
+    curl,
+    expect,
+    fails_open,
+    install_first,
     installed_system,
+    internet,
+    list_newly,
+    metrics,
+    opt_in,
+    origin_saw,
     quoted,
+    reached,
     report,
     run_steps,
     section,
     systemctl,
+    systemctl_lines,
+    withdrawn_metric,
+    working_state,
     write_systemctl,
+    zone,
 )
 
-pytestmark = [
-    pytest.mark.opt_in,
-    pytest.mark.skipif(
-        os.environ.get("BLOCKLIST_WALK_TESTS") != "1",
-        reason="walks the ISP chapter (two-stage diversion) on a fresh Debian 13: BLOCKLIST_WALK_TESTS=1",
-    ),
-]
+pytestmark = opt_in("the ISP chapter (two-stage diversion)")
 
-SUB = "ip netns exec sub"
-LISTED, WHOLE, UNLISTED = "blocked.example.com", "whole-site.blocked.test", "unlisted.example.org"
-NEWLY = "newly.example.net"
-ZONE = {
-    LISTED: {"a": ["203.0.113.20"], "aaaa": ["2001:db8:3::20"]},
-    WHOLE: {"a": ["203.0.113.21"]},
-    "www.example.org": {"a": ["203.0.113.22"]},
-    UNLISTED: {"a": ["203.0.113.30"], "aaaa": ["2001:db8:3::30"]},
-    NEWLY: {"a": ["203.0.113.40"]},
-}
+ZONE = zone("2001:db8:3")
 
 #: (walk) the subscriber and the Internet around the gateway (the walk's namespace).
-NETWORKS = textwrap.dedent(f"""\
+NETWORKS = (
+    textwrap.dedent("""\
     ip netns add sub
     ip netns add inet
     ip link add eth1 type veth peer name eth0 netns sub
@@ -123,90 +134,17 @@ NETWORKS = textwrap.dedent(f"""\
     ip addr add 203.0.113.1/24 dev eth0; ip addr add 2001:db8:2::1/64 dev eth0 nodad
     ip -n sub addr add 198.51.100.2/24 dev eth0; ip -n sub addr add 2001:db8:1::2/64 dev eth0 nodad
     ip -n inet addr add 203.0.113.2/24 dev eth0; ip -n inet addr add 2001:db8:2::2/64 dev eth0 nodad
-    for a in 20 21 22 30 40; do ip -n inet addr add 203.0.113.$a/32 dev lo; done
-    for a in 20 30; do ip -n inet addr add 2001:db8:3::$a/128 dev lo; done
-    ip -n inet addr add 192.0.2.53/32 dev lo; ip -n inet addr add 2001:db8::53/128 dev lo
     ip link set eth1 up; ip link set eth0 up
     for ns in sub inet; do ip -n $ns link set lo up; ip -n $ns link set eth0 up; done
     ip route add default via 203.0.113.2; ip -6 route add default via 2001:db8:2::2
     ip -n sub route add default via 198.51.100.1; ip -n sub -6 route add default via 2001:db8:1::1
     ip -n inet route add 198.51.100.0/24 via 203.0.113.1; ip -n inet -6 route add 2001:db8:1::/64 via 2001:db8:2::1
-    # the Internet answers "unreachable" for addresses no host has (the canary's, undiverted)
-    ip netns exec inet sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-    # DNS: the resolvers divert.toml names, serving the listed and unlisted hosts
-    cat > /srv/zone.json <<'EOF'
-    {json.dumps({k: v for k, v in ZONE.items() if k != NEWLY})}
-    EOF
-    for listen in 192.0.2.53:53 '[2001:db8::53]:53'; do
-      ip netns exec inet /opt/blocklist-proxy/bin/python {SRC}/testlab/dnsserver.py --listen "$listen" --zone /srv/zone.json > /tmp/dns.log 2>&1 &
-    done
-    mkdir -p /etc/netns/sub && echo 'nameserver 192.0.2.53' > /etc/netns/sub/resolv.conf
-    # the origins: every page exists; each request's peer is in /tmp/origin-ADDRESS.log
-    mkdir -p /srv/www/gallery && for p in page.html other.html gallery/a.html index.html; do echo "origin page $p" > /srv/www/$p; done
-    for a in 203.0.113.20 203.0.113.21 203.0.113.22 203.0.113.30 203.0.113.40 2001:db8:3::20 2001:db8:3::30; do
-      (cd /srv/www && exec ip netns exec inet python3 -m http.server 80 --bind $a > /tmp/origin-$a.log 2>&1) &
-    done
-    for n in $(seq 60); do curl -s -m 1 -o /dev/null http://203.0.113.30/ && break; sleep 0.5; done
-    for n in $(seq 60); do curl -s -m 1 -o /dev/null -g 'http://[2001:db8:3::30]/' && break; sleep 0.5; done   # DAD
-    curl -sS -m 5 -g 'http://[2001:db8:3::30]/index.html' | grep -q 'origin page'
+    """)
+    + internet(ZONE)
+    + textwrap.dedent(f"""\
     for n in $(seq 60); do {SUB} ping -c1 -W1 2001:db8:1::1 > /dev/null && break; sleep 0.5; done
     """)
-
-
-def expect(name: str, command: str, pattern: str, *, tries: int = 1) -> str:
-    """Run ``command`` (up to ``tries`` times, a second apart) until its output (stdout and
-    stderr) matches the extended regular expression ``pattern``; print what it said."""
-    return textwrap.dedent(f"""\
-        # {name}
-        ok=; for n in $(seq {tries}); do
-          out=$({command} 2>&1) || true
-          if printf '%s\\n' "$out" | grep -Eq {shell_quote(pattern)}; then ok=1; break; fi
-          sleep 1
-        done
-        printf '%s\\n' "$out" | head -20
-        [ -n "$ok" ] || {{ echo "expected /{pattern}/ from: {command}"; exit 1; }}
-        """)
-
-
-def shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def canary_table(setup: str) -> tuple[list[str], str, str]:
-    """The guide's table of what the canary's answers mean: (the words of the first row,
-    which all appear when the whole path works; an extended regular expression for the
-    words of "no answer"; one for the proxy's port closed)."""
-    rows = [r for r in setup.splitlines() if r.startswith("   | ") and "---" not in r]
-    assert rows[0].startswith("   | what the subscriber gets |")
-    cells = [r.strip().removeprefix("| ").split(" | ")[0] for r in rows[1:]]
-    works = re.findall(r'`([^`]+)`|"([^"]+)"', cells[0])
-    assert "no answer" in cells[1] and "refused" in cells[2]
-
-    def words(cell: str) -> str:
-        found = re.findall(r"`([^`]+)`", cell)
-        assert found, cell
-        return "|".join(re.sub(r"([.^$*+?()[\]{}|\\])", r"\\\1", w) for w in found)
-
-    return [a or b for a, b in works], words(cells[1]), words(cells[2])
-
-
-def systemctl_lines(script: str) -> tuple[str, list[str]]:
-    """The guide's systemctl lines as SYSTEMCTL does them: (script, lines not run)."""
-    not_run = []
-    out = []
-    for line in script.splitlines():
-        started = re.match(r"^systemctl daemon-reload && systemctl enable --now (.+)$", line)
-        restart = re.match(r"^systemctl (restart|start) (.+)$", line)
-        if started:
-            out.append(systemctl("start", *started.group(1).split()))
-        elif restart:
-            out.append(systemctl(restart.group(1), *restart.group(2).split()))
-        elif line.startswith("systemctl "):
-            not_run.append(f"{line}  # no systemd as PID 1 in a chroot")
-            out.append(f"# (walk, not run) {line}")
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n", not_run
+)
 
 
 def isp_steps() -> tuple[Steps, Steps, list[str]]:
@@ -216,17 +154,11 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
     scale = section(guide, "## 4. An ISP at scale")
     setup = section(scale, "### Setting it up")
     not_run: list[str] = []
-    password = "BLOCKLIST_REDIS_PASSWORD_FILE=/etc/blocklist-proxy/redis-sync.password"
 
     # Section 2, step 1: Redis locked down. The package needs the mirror; the rest runs in
     # the walk's network, where Redis is started.
     redis = block(small, "sh", "apt-get install redis-server")
-    install_line = re.search(r"^apt-get install .*$", redis, re.MULTILINE)
-    assert install_line
-    packages = install_line.group(0).replace("apt-get install ", "apt-get install -y ") + "\n"
-    redis = redis.replace(
-        install_line.group(0), "# (walk) installed before: " + install_line.group(0)
-    )
+    packages, redis = install_first(redis)
     redis, skipped = systemctl_lines(redis)
     not_run += skipped
     assert "python3 /root/walk/systemctl.py restart redis-server" in redis, (
@@ -269,8 +201,7 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
     apply_line = block(setup, "sh", "blocklist-divert apply").strip()
 
     # Step 6: the canary, from a subscriber; what the table says each outcome means.
-    canary = [c for c in block(setup, "sh", "192.0.2.254").splitlines() if c.startswith("curl ")]
-    assert len(canary) == 2
+    canary = canary_lines(setup)
     works, nothing, refused = canary_table(setup)
     listing = quoted(setup, "blocklist-divert export --format json")
 
@@ -282,57 +213,8 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
         )
         for c in canary
     )
-    canary_ok = "".join(
-        expect(
-            "the canary: the whole path works",
-            f"{SUB} {c}",
-            works[-1],
-            tries=30,
-        )
-        + "".join(f"printf '%s\\n' \"$out\" | grep -qF {shell_quote(w)}\n" for w in works)
-        for c in canary
-    )
-    metrics = "curl -s http://127.0.0.1:18081/metrics"
-    connections = f"{metrics} | awk '/^blocklist_client_connections_total/ {{print $2}}'"
-    counters = "nft list chain inet blocklist prerouting | grep -o 'packets [0-9]*' | awk '{s+=$2} END {print s}'"
-    working = (
-        expect(
-            "a listed page: the splash page",
-            f"{SUB} curl -sS -m 10 -i -4 -H 'Accept: text/html' http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-        )
-        + expect(
-            "the same over IPv6",
-            f"{SUB} curl -sS -m 10 -i -6 http://{LISTED}/gallery/a.html",
-            "^HTTP/1.1 451",
-        )
-        + expect(
-            "a host listed whole, over HTTPS: refused at the handshake, nothing decrypted",
-            f"{SUB} curl -sS -m 10 -k https://{WHOLE}/",
-            r"curl: \((35|52|56)\)",
-        )
-        + expect(
-            "an unlisted page on a diverted host passes, fetched by the proxy",
-            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/other.html",
-            "origin page other.html",
-        )
-        + "grep -q '^203.0.113.1 .*GET /other.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the gateway\n"
-        + f'before=$({connections}); counted=$({counters}); test -n "$before"\n'
-        + expect(
-            "an undiverted host: reached directly",
-            f"{SUB} curl -sS -m 10 -4 http://{UNLISTED}/index.html",
-            "origin page index.html",
-        )
-        + expect(
-            "and over IPv6",
-            f"{SUB} curl -sS -m 10 -6 http://{UNLISTED}/index.html",
-            "origin page index.html",
-        )
-        + "grep -q '^198.51.100.2 .*GET /index.html' /tmp/origin-203.0.113.30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # seen from the subscriber\n"
-        + "grep -q '^2001:db8:1::2 .*GET /index.html' /tmp/origin-2001:db8:3::30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
-        + f'test "$({connections})" = "$before"   # never proxied\n'
-        + f'test "$({counters})" = "$counted"   # never diverted\n'
-    )
+    canary_ok = canary_works(canary, works, tries=30, every_word=True)
+    working = working_state(ZONE, proxy="203.0.113.1", proxy_is="the gateway", table="blocklist")
     withdrawal = (
         systemctl("stop", "blocklist-proxy@8081")
         + "\n"
@@ -347,14 +229,9 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
             nothing,
             tries=60,
         )
-        + "grep -q '^blocklist_divert_withdrawn 1' /run/blocklist-divert/metrics.prom\n"
+        + withdrawn_metric(1)
         + "grep -q WITHDRAWN /tmp/blocklist-divert.service.log\n"
-        + expect(
-            "the listed page, reached directly (fail-open)",
-            f"{SUB} curl -sS -m 10 -4 http://{LISTED}/page.html",
-            "origin page page.html",
-        )
-        + "grep -q '^198.51.100.2 .*GET /page.html' /tmp/origin-203.0.113.20.log || { tail -n 5 /tmp/origin-*.log; exit 1; }\n"
+        + fails_open(ZONE)
     )
     restore = (
         systemctl("start", "blocklist-proxy@8081")
@@ -365,12 +242,8 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
             works[-1],
             tries=60,
         )
-        + expect(
-            "and the listed page blocked",
-            f"{SUB} curl -sS -m 10 -i http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-        )
-        + "grep -q '^blocklist_divert_withdrawn 0' /run/blocklist-divert/metrics.prom\n"
+        + blocked("and the listed page blocked", f"http://{LISTED}/page.html")
+        + withdrawn_metric(0)
     )
     reboot = (
         "# (walk) a boot's load of /etc/nftables.conf (flush ruleset): the sets come back empty\n"
@@ -390,20 +263,10 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
             tries=10,
         )
     )
-    sync_line = re.search(r"^runuser .*\n.*blocklist-sync --config .*$", resolve, re.MULTILINE)
-    assert sync_line, "step 2 should sync by hand"
-    newly = (
-        "# (walk) the hotline lists a new host: the licensee's feed gains a line\n"
-        f'python3 -c \'import json; z = json.load(open("/srv/zone.json")); z["{NEWLY}"] = {json.dumps(ZONE[NEWLY])}; json.dump(z, open("/srv/zone.json", "w"))\'\n'
-        f"echo 'http://{NEWLY}/new.html' >> {SRC}/samples/sample-feed.txt\n"
-        + sync_line.group(0)
-        + "\n"
-        + expect(
-            "run resolves the new version at once: the new host is diverted",
-            f"{SUB} curl -sS -m 10 -i http://{NEWLY}/new.html",
-            "^HTTP/1.1 451",
-            tries=20,
-        )
+    newly = list_newly(ZONE, resolve) + blocked(
+        "run resolves the new version at once: the new host is diverted",
+        f"http://{NEWLY}/new.html",
+        tries=20,
     )
 
     steps: Steps = [
@@ -434,9 +297,9 @@ def isp_steps() -> tuple[Steps, Steps, list[str]]:
         ("4.6 the canary from a subscriber", canary_ok),
         (
             "4.6 status, block log, metric",
-            f"{password} {listing} | tee /tmp/set.json\ngrep -q '\"192.0.2.254\"' /tmp/set.json\ngrep -q '\"2001:db8::254\"' /tmp/set.json\n"
-            f"{password} blocklist-divert status\n"
-            f"{metrics} | grep 'blocklist_blocks_total{{.*selftest'\n",
+            f"{REDIS_PASSWORD} {listing} | tee /tmp/set.json\ngrep -q '\"192.0.2.254\"' /tmp/set.json\ngrep -q '\"2001:db8::254\"' /tmp/set.json\n"
+            f"{REDIS_PASSWORD} blocklist-divert status\n"
+            f"{metrics()} | grep 'blocklist_blocks_total{{.*selftest'\n",
         ),
         ("(walk) the working state", working),
         ("(walk) withdrawal", withdrawal),
@@ -463,41 +326,31 @@ def small_isp_steps() -> Steps:
     assert instances == ["8081", "8082"], units
     firewall = block(small, "sh", "blocklist-transparent.nft")
     assert "192.0.2.254" in check  # the check's canary address in transparent mode
-    metrics = [f"curl -s http://127.0.0.1:1{i}/metrics" for i in instances]
-    count = " | awk '/^blocklist_client_connections_total/ {print $2}'"
     checks = (
         expect(
             "the canary: through the proxy",
             f"{SUB} curl -sSv -m 10 http://192.0.2.254/",
             "Blocking works",
         )
-        + expect(
-            "a listed page: the splash page",
-            f"{SUB} curl -sS -m 10 -i -4 http://{LISTED}/page.html",
-            "^HTTP/1.1 451",
-        )
-        + expect(
-            "over IPv6",
-            f"{SUB} curl -sS -m 10 -i -6 http://{LISTED}/gallery/a.html",
-            "^HTTP/1.1 451",
-        )
+        + blocked("a listed page: the splash page", f"http://{LISTED}/page.html", "-4")
+        + blocked("over IPv6", f"http://{LISTED}/gallery/a.html", "-6")
         + expect(
             "a host listed whole, over HTTPS: refused at the handshake",
-            f"{SUB} curl -sS -m 10 -k https://{WHOLE}/",
-            r"curl: \((35|52|56)\)",
+            curl(f"https://{WHOLE}/", "-k"),
+            HANDSHAKE_REFUSED,
         )
         + "".join(
-            expect(
+            reached(
                 "an unlisted page passes, through the proxies",
-                f"{SUB} curl -sS -m 10 -4 http://{UNLISTED}/index.html",
-                "origin page index.html",
+                f"http://{UNLISTED}/index.html",
+                "-4",
             )
             for _ in range(4)
         )
-        + "grep -q '^203.0.113.1 .*GET /index.html' /tmp/origin-203.0.113.30.log || { tail -n 5 /tmp/origin-*.log; exit 1; }   # the proxy fetched it\n"
+        + origin_saw("203.0.113.1", "/index.html", ZONE[UNLISTED]["a"][0], "the proxy fetched it")
         + "".join(
-            f'test "$({m}{count})" != "" && test "$({m}{count})" != 0   # each instance had its share\n'
-            for m in metrics
+            f'test "$({connections(i)})" != "" && test "$({connections(i)})" != 0   # each instance had its share\n'
+            for i in instances
         )
         + f'grep -q \'"list":"selftest"\' {log_file.group(1)}\n'
     )
