@@ -18,6 +18,7 @@ rollback, for ``blocklist-divert resolve`` (see ``blocklist_addon.lists.hosts``)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +57,12 @@ async def known_feeds(store: Store) -> list[str]:
 
 def feed_key(name: str) -> str:
     return f"feed:{name}"
+
+
+def source_id(source: FeedSource) -> str:
+    """What a feed's validators belong to: its URL and format, as a digest (a signed URL
+    keeps secrets in its query; the state is shown by ``status``)."""
+    return hashlib.sha256(f"{source.format}\0{source.url}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,10 @@ async def sync_feed(
         # Kept by a release before the directory depths (or never): read the feed once more
         # in full to keep it with them. The kept entries stay in force until that succeeds.
         validators = False
+    if state.get("source") != source_id(feed.source):
+        # Validators are another URL's (or format's): they mean nothing to this one, whose
+        # server may answer an old If-Modified-Since with 304 for good.
+        validators = False
     fetch_state = FetchState.from_dict(state.get("fetch")) if validators else FetchState()
     state["last_attempt"] = now
     try:
@@ -205,6 +216,7 @@ async def sync_feed(
         state["compiled"] = compiled.FORMAT
     state.update(
         fetch=result.state.to_dict(),
+        source=source_id(feed.source),
         entries=entries,
         invalid=parsed.invalid_count,
         last_ok=now,
