@@ -1,0 +1,112 @@
+"""Redis misbehaving under a proxy, with a real redis-server, mitmdump and ``blocklist-sync``:
+connections reset in the middle of every large reply (the output buffer limit), and a server
+that answers nothing for a while (stopped: CLIENT PAUSE would block the unpause too) while
+the proxy starts. Both were safe when written: they pin what the review tried.
+
+Each test starts its own Redis and proxy: a few seconds each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+from collections.abc import Callable
+
+import redis
+from conftest import RedisServer
+
+from blocklist_addon import Blocklist
+from blocklist_addon.lists.store import open_store
+from blocklist_addon.urls.snapshot import Snapshot
+from testlab.harness import SAMPLE_FEED, Proxy, feed_entries, feed_with, running, sync, wait_for
+
+LISTED = "http://blocked.example.com/page.html"
+#: Enough entries that the version is far larger than the reset limit below.
+EXTRA = [f"http://bulk-{i}.example.net/page.html" for i in range(3000)]
+
+
+def admin(server: RedisServer) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=server.port)
+
+
+def publish(url: str, entries: list[str]) -> None:
+    """A version published as the sync does (the sync itself reads large replies back)."""
+    snapshot = Snapshot.from_bytes(Blocklist.from_entries(entries).to_bytes())
+
+    async def run() -> None:
+        async with open_store(url) as store:
+            await store.publish(
+                snapshot.to_bytes(), checksum=snapshot.checksum, entries=len(snapshot), source="big"
+            )
+
+    asyncio.run(run())
+
+
+def test_connections_reset_in_every_large_reply_keep_the_list_and_recover(
+    make_proxy: Callable[..., Proxy],
+    redis_factory: Callable[..., RedisServer],
+    tmp_path: pathlib.Path,
+) -> None:
+    """Redis closes a client's connection once a reply outgrows 16 KiB: every load of the
+    new version breaks off mid-reply, while the pointer (a few bytes) still answers. The
+    proxy keeps version 1 whole, says so once, and loads version 2 once replies get through;
+    a proxy started meanwhile starts from its last-known-good copy."""
+    server = redis_factory()
+    data = tmp_path / "data"
+    sync(server.url, SAMPLE_FEED, data_dir=data)
+    workdir = tmp_path / "proxy"
+    with running(make_proxy(server.url, workdir=workdir)) as proxy:
+        wait_for((workdir / "lastgood.bin").exists, 10, "the last-known-good copy")
+        with admin(server) as client:
+            client.config_set("client-output-buffer-limit", "normal 16kb 0 0")
+        publish(server.url, feed_entries(SAMPLE_FEED) + EXTRA)
+        wait_for(lambda: proxy.health()[1]["store"] == "down", 15, "the failed load")
+        assert proxy.get(EXTRA[0]).status == 200
+        assert proxy.get(LISTED).status == 451
+        status, doc = proxy.health()
+        assert (status, doc["status"], doc["version"]) == (200, "degraded", 1)
+        assert sum("Connection closed" in line for line in proxy.log().splitlines()) == 1
+
+        with running(make_proxy(server.url, workdir=workdir)) as second:
+            assert second.health()[1]["source"] == "last-good"
+            assert second.get(LISTED).status == 451
+
+        with admin(server) as client:
+            client.config_set("client-output-buffer-limit", "normal 0 0 0")
+        wait_for(lambda: proxy.get(EXTRA[0]).status == 451, 15, "version 2 once it gets through")
+        wait_for(lambda: proxy.health()[1]["status"] == "ok", 10, "health ok again")
+        assert proxy.health()[1]["version"] == 2
+
+
+def test_a_stalled_redis_at_start_gives_the_copy_then_the_store(
+    make_proxy: Callable[..., Proxy],
+    redis_factory: Callable[..., RedisServer],
+    tmp_path: pathlib.Path,
+) -> None:
+    """redis-server stopped (SIGSTOP): connections are accepted by the kernel, nothing is
+    answered. The proxy gives up after blocklist_start_timeout, enforces its copy, and
+    follows the store once it answers (the abandoned read must not leave a connection that
+    answers the next command with the old reply)."""
+    server = redis_factory()
+    data = tmp_path / "data"
+    sync(server.url, SAMPLE_FEED, data_dir=data)
+    workdir = tmp_path / "proxy"
+    with running(make_proxy(server.url, workdir=workdir)):
+        wait_for((workdir / "lastgood.bin").exists, 10, "the last-known-good copy")
+    sync(server.url, feed_with(tmp_path, "http://fresh.example.net/new.html"), data_dir=data)
+    assert server.process is not None
+    options = {"blocklist_start_timeout": "1"}
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        with running(make_proxy(server.url, workdir=workdir, options=options)) as proxy:
+            doc = proxy.health()[1]
+            assert (doc["source"], doc["version"], doc["store"]) == ("last-good", 1, "down")
+            assert proxy.get(LISTED).status == 451
+            os.kill(server.process.pid, signal.SIGCONT)
+            wait_for(lambda: proxy.health()[1]["source"] == "store", 30, "the store, answering")
+            assert proxy.get("http://fresh.example.net/new.html").status == 451
+            assert proxy.health()[1]["version"] == 2
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
