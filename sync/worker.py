@@ -196,7 +196,7 @@ async def sync_feed(
             parsed,
             min_entries=config.min_entries,
             max_invalid_ratio=config.max_invalid_ratio,
-            previous_entries=previous,
+            previous_entries=_shrink_baseline(state, previous, now),
             max_shrink=config.max_shrink,
             force=force,
         )
@@ -222,6 +222,8 @@ async def sync_feed(
         last_ok=now,
         last_changed=now,
     )
+    if force or entries >= (_shrink_baseline(state, None, now) or 0):
+        state.update(peak=entries, peak_at=now)
     state.pop("last_error", None)
     state.pop("last_error_at", None)
     await store.set_state(key, state)
@@ -232,6 +234,21 @@ async def sync_feed(
     if isinstance(parsed.entries, HashRecords) and (duplicates := parsed.entries.duplicates()):
         notes.append(f"{duplicates:,} duplicate hashes merged")
     return FeedOutcome(name, "updated", entries, "; ".join(notes))
+
+
+#: How long a feed's largest list counts for max_shrink: a drop is measured from the
+#: largest list it gave within this window, not from the last one, so that a list cannot be
+#: shrunk away a step at a time (each under the limit) between two cron runs.
+SHRINK_WINDOW = 24 * 3600.0
+
+
+def _shrink_baseline(state: dict, previous: int | None, now: float) -> int | None:
+    """What max_shrink measures a new list against: the last accepted count, or the
+    largest one within SHRINK_WINDOW if larger (reset by ``--force``)."""
+    peak, at = state.get("peak"), state.get("peak_at")
+    if isinstance(peak, int) and isinstance(at, int | float) and 0 <= now - at < SHRINK_WINDOW:
+        return max(peak, previous or 0)
+    return previous
 
 
 def _pack(feed: Feed, entries: list | HashRecords) -> bytes:

@@ -125,3 +125,26 @@ async def test_a_new_etag_on_the_same_content_makes_no_new_version(
     assert await sync(tmp_path, server.url) == 0
     found = await active(tmp_path)
     assert found is not None and found[0] == 1
+
+
+async def test_a_list_cannot_be_shrunk_away_a_step_at_a_time(
+    tmp_path: pathlib.Path, serve: Callable[..., Server], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """max_shrink (50%) refuses one big drop; a feed that loses 40% a run would otherwise
+    be down to 1% of the list in nine cron runs (under an hour), each one exit 0. The
+    drop is measured from the largest list the feed gave within the last day."""
+    urls = entries("a", 100)
+    server = await serve(urls)
+    assert await sync(tmp_path, server.url) == 0
+    for count, status in ((60, 0), (36, 1)):
+        server.body = "".join(f"{u}\n" for u in urls[:count]).encode()
+        server.etag = f'"{count}"'
+        assert await sync(tmp_path, server.url) == status
+    assert "shrank from 100 to 36 entries" in capsys.readouterr().err
+    found = await active(tmp_path)
+    assert found is not None and found[0] == 2 and found[1].match(urls[59])
+    config = ["--config", str(tmp_path / "sync.toml"), "--quiet", "--force"]
+    assert await cli.run(cli.build_parser().parse_args(config)) == 0  # the operator's call
+    server.body = "".join(f"{u}\n" for u in urls[:30]).encode()
+    server.etag = '"30"'
+    assert await sync(tmp_path, server.url) == 0  # 36 -> 30 from the forced list
