@@ -4,6 +4,7 @@ store."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -148,3 +149,32 @@ async def test_a_list_cannot_be_shrunk_away_a_step_at_a_time(
     server.body = "".join(f"{u}\n" for u in urls[:30]).encode()
     server.etag = '"30"'
     assert await sync(tmp_path, server.url) == 0  # 36 -> 30 from the forced list
+
+
+async def test_validators_a_server_garbles_cannot_break_later_runs(tmp_path: pathlib.Path) -> None:
+    """An ETag (or Last-Modified) holding a control byte or bytes that are not ASCII is
+    kept as it came; sent back next run, aiohttp refused it as a header injection: a
+    ValueError out of the sync, on every run after, for every feed after this one."""
+    body = "".join(f"{u}\n" for u in entries("a")).encode()
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(
+            b'HTTP/1.1 200 OK\r\nETag: "\x01\xff"\r\nLast-Modified: \x01\xe9\r\n'
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/list.txt"
+    try:
+        assert await sync(tmp_path, url) == 0
+        assert await sync(tmp_path, url) == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(requests) == 2 and b"If-None-Match" not in requests[1]
+    found = await active(tmp_path)
+    assert found is not None and found[0] == 1

@@ -3,11 +3,15 @@ validators kept between runs, and the result."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["FeedSource", "FetchResult", "FetchState"]
+
+#: An ETag or Last-Modified fit to send back: printable ASCII, short.
+_VALIDATOR = re.compile(r"[\x20-\x7e]{1,1024}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,14 @@ class FetchState:
 
     etag: str | None = None
     last_modified: str | None = None
+
+    def __post_init__(self) -> None:
+        # A validator is sent back as a header: one a server garbled (a control byte, bytes
+        # that are not ASCII, kilobytes) is dropped, not kept to fail every later request.
+        for name in ("etag", "last_modified"):
+            value = getattr(self, name)
+            if value is not None and not _VALIDATOR.fullmatch(value):
+                object.__setattr__(self, name, None)
 
     def to_dict(self) -> dict[str, str | None]:
         return {"etag": self.etag, "last_modified": self.last_modified}
