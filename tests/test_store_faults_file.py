@@ -8,12 +8,14 @@ The proxy tests start a proxy each (a second or two).
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 from collections.abc import Callable
 
 import pytest
 from conftest import build_snapshot
 
+from blocklist_addon.lists import lastgood
 from blocklist_addon.lists.store import FileStore, StoreError, VersionInfo
 from testlab.harness import SAMPLE_FEED, Proxy, running, sync, wait_for
 
@@ -73,3 +75,90 @@ async def test_a_store_others_can_write_is_not_written_either(tmp_path: pathlib.
         await store.get_state("feed:a")
     (store.path / "state").chmod(0o700)
     assert (await store.load_active())[0].version == 1
+
+
+def publish(store: pathlib.Path, tag: str) -> VersionInfo:
+    snap = build_snapshot(tag)
+
+    async def run() -> VersionInfo:
+        return await FileStore(store).publish(snap.data, **snap.publish_args(tag))
+
+    return asyncio.run(run())
+
+
+def damage(store: pathlib.Path, version: int, how: str, tmp_path: pathlib.Path) -> None:
+    snap = store / "versions" / f"{version}.snap"
+    raw = bytearray(snap.read_bytes())
+    if how == "bit flipped":
+        raw[len(raw) // 3] ^= 0x10
+        snap.write_bytes(bytes(raw))
+    elif how == "truncated":
+        snap.write_bytes(bytes(raw[:-1]))
+    elif how == "metadata garbled":
+        (store / "versions" / f"{version}.json").write_bytes(b'{"version": 2, "chec')
+    elif how == "a link to a fifo":  # planted by whoever could write versions/ once
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        snap.unlink()
+        snap.symlink_to(fifo)
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how", ["bit flipped", "truncated", "metadata garbled", "a link to a fifo"]
+)
+def test_a_damaged_active_version_gives_the_copy_then_the_next_version(
+    how: str, make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """The active version's files damaged on disk: the proxy starts from its copy (never
+    from the damage, never with nothing) and enforces the next whole version within
+    seconds; a file that is not a regular file is not read (a FIFO would hang the reader)."""
+    store = tmp_path / "store"
+    first = publish(store, "one")
+    workdir = tmp_path / "proxy"
+    workdir.mkdir()
+    lastgood.write(workdir / "lastgood.bin", first, build_snapshot("one").data)
+    publish(store, "two")
+    damage(store, 2, how, tmp_path)
+    options = {"blocklist_start_timeout": "2"}
+    with running(make_proxy(store.as_uri(), workdir=workdir, options=options)) as proxy:
+        doc = proxy.health()[1]
+        assert (doc["source"], doc["version"]) == ("last-good", 1)
+        assert proxy.get("http://one-0.listed.example/page.html").status == 451
+        assert proxy.get("http://two-0.listed.example/page.html").status == 200
+        assert "enforcing the last-known-good copy" in proxy.log()
+        publish(store, "three")
+        wait_for(
+            lambda: proxy.get("http://three-0.listed.example/page.html").status == 451,
+            5,
+            "the next whole version",
+        )
+        assert proxy.health()[1]["version"] == 3
+
+
+async def test_links_planted_where_the_sync_writes_are_never_written_through(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A link in place of the next version's file is replaced, not followed (the target
+    keeps its bytes); one in place of a lock file is refused (its target is not created)."""
+    store = FileStore(tmp_path / "store")
+    snap = build_snapshot("a")
+    await store.publish(snap.data, **snap.publish_args())
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (store.path / "versions" / "2.snap").symlink_to(victim)
+    (store.path / "versions" / "2.json").symlink_to(victim)
+    second = await store.publish(snap.data, **snap.publish_args())
+    assert victim.read_bytes() == b"precious"
+    assert await store.load_active() == (second, snap.data)
+    assert [v.version for v in await store.versions()] == [second.version, 1]
+    assert not any(p.is_symlink() for p in (store.path / "versions").iterdir())
+
+    created = tmp_path / "created-by-the-sync"
+    (store.path / "lock" / ".store").unlink()
+    (store.path / "lock" / ".store").symlink_to(created)
+    with pytest.raises(StoreError, match="symbolic links"):
+        await store.publish(snap.data, **snap.publish_args())
+    assert not created.exists()
+    assert (await store.load_active())[0] == second

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import pathlib
@@ -110,7 +111,8 @@ class FileStore(Store):
     def _exclusive(self) -> Iterator[None]:
         """Serialize a short critical section with every process using this directory."""
         self._dirs()
-        fd = os.open(self.path / "lock" / ".store", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path / "lock" / ".store", flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -119,7 +121,7 @@ class FileStore(Store):
 
     def _read_pointer(self) -> int | None:
         try:
-            raw = (self.path / "active").read_bytes()
+            raw = _read_regular(self.path / "active")
         except FileNotFoundError:
             return None
         try:
@@ -132,30 +134,35 @@ class FileStore(Store):
 
     def _read_version(self, version: int) -> tuple[VersionInfo, bytes] | None:
         try:
-            info, size = VersionInfo.from_json(self._version_path(version, "json").read_bytes())
-            data = self._version_path(version, "snap").read_bytes()
+            info, size = VersionInfo.from_json(_read_regular(self._version_path(version, "json")))
+            data = _read_regular(self._version_path(version, "snap"))
         except FileNotFoundError:
             return None
+        except _NotRegular as exc:
+            raise IncompleteVersion(f"{self.url}: version {version}: {exc}") from None
         if size is not None and size != len(data):
             raise IncompleteVersion(f"{self.url}: version {version} is truncated")
         return info, data
 
     def _read_info(self, version: int) -> VersionInfo | None:
         try:
-            raw = self._version_path(version, "json").read_bytes()
+            raw = _read_regular(self._version_path(version, "json"))
         except FileNotFoundError:
             return None
+        except _NotRegular as exc:
+            raise IncompleteVersion(f"{self.url}: version {version}: {exc}") from None
         return VersionInfo.from_json(raw)[0]
 
     def _on_disk(self) -> dict[int, set[str]]:
-        """Version numbers found in ``versions/``, with the suffixes present for each."""
+        """Version numbers found in ``versions/``, with the suffixes present for each (only
+        regular files: a link or FIFO planted there is nobody's version)."""
         found: dict[int, set[str]] = {}
         try:
-            names = os.listdir(self.path / "versions")
+            entries = list(os.scandir(self.path / "versions"))
         except FileNotFoundError:
             return found
-        for name in names:
-            if m := _VERSION_FILE.fullmatch(name):
+        for entry in entries:
+            if (m := _VERSION_FILE.fullmatch(entry.name)) and entry.is_file(follow_symlinks=False):
                 found.setdefault(int(m.group(1)), set()).add(m.group(2))
         return found
 
@@ -277,7 +284,7 @@ class FileStore(Store):
         path = self.path / "lock" / check_key(name, "lock name")
         with self._errors():
             await asyncio.to_thread(self._dirs)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -319,7 +326,7 @@ class FileStore(Store):
         flip is a new file, so a pointer rewritten with the same number (a store directory
         removed and synced again) is a change too."""
         try:
-            fd = os.open(self.path / "active", os.O_RDONLY | os.O_CLOEXEC)
+            fd = _open_regular(self.path / "active")
         except FileNotFoundError:
             return None
         try:
@@ -346,9 +353,39 @@ class FileStore(Store):
         """Nothing to release: every operation opens and closes its own files."""
 
 
+class _NotRegular(StoreError):
+    """A symbolic link, FIFO, device or directory where the store keeps a file."""
+
+
+def _open_regular(path: pathlib.Path) -> int:
+    """A descriptor of ``path`` if it is a regular file: a link is not followed and a FIFO
+    or device not waited on (one planted where a version goes would hang or flood the
+    reader); FileNotFoundError when it is not there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotRegular(f"{path} is a symbolic link, not followed") from None
+        raise
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise _NotRegular(f"{path} is not a regular file, not read")
+    return fd
+
+
+def _read_regular(path: pathlib.Path) -> bytes:
+    with open(_open_regular(path), "rb") as f:
+        return f.read()
+
+
 def _read_or_none(path: pathlib.Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return _read_regular(path)
     except FileNotFoundError:
         return None
 
