@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 
 import aiohttp
 import yarl
@@ -28,6 +29,9 @@ _CHUNK = 64 * 1024
 #: Redirects one request follows (aiohttp's default).
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Concatenated gzip members read in one body (aiohttp's limit too): each costs a new
+#: decompressor and a copy of the rest of its chunk.
+MAX_GZIP_MEMBERS = 1024
 
 
 async def fetch_http(
@@ -134,13 +138,19 @@ async def _attempt(
     try:
         for _ in range(MAX_REDIRECTS + 1):
             same_origin = origin(url) == origin(client.source.url)
-            headers = {"User-Agent": USER_AGENT, **(client.headers if same_origin else {}), **extra}
+            headers = {
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": "gzip, deflate",  # what _Inflater reads
+                **(client.headers if same_origin else {}),
+                **extra,
+            }
             async with client.session.get(
                 url,
                 headers=headers,
                 ssl=client.ssl if same_origin else client.ssl_elsewhere,
                 timeout=client.timeout,
                 allow_redirects=False,
+                auto_decompress=False,  # _read_body inflates, held to the stream's end
             ) as resp:
                 status = resp.status
                 if status in _REDIRECTS:
@@ -181,33 +191,88 @@ async def _attempt(
 async def _read_body(
     resp: aiohttp.ClientResponse, shown: str, max_bytes: int, progress: Progress
 ) -> bytes:
-    """The body, refusing more than ``max_bytes`` (decoded: a compressed bomb is cut off
-    too) and anything shorter than its Content-Length."""
-    encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-    expected = None if encoded else resp.content_length
-    if expected is not None and expected > max_bytes:
+    """The body, refusing more than ``max_bytes`` (decoded, as it is inflated: a
+    compressed bomb is cut off in bounded memory), anything shorter than its
+    Content-Length, and a compressed stream that stops before its end."""
+    coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    inflater = None if coding == "identity" else _Inflater(coding, shown)
+    expected = resp.content_length  # of the bytes on the wire
+    if inflater is None and expected is not None and expected > max_bytes:
         raise FetchError(too_big(shown, max_bytes, f" (Content-Length {expected})"))
     chunks: list[bytes] = []
-    received = 0
-    progress.phase("downloading", total=expected, unit="bytes")
+    received = wire = 0
+    progress.phase("downloading", total=None if inflater else expected, unit="bytes")
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK):
-            received += len(chunk)
-            if received > max_bytes:
-                raise FetchError(too_big(shown, max_bytes))
-            chunks.append(chunk)
-            progress.advance(len(chunk))
+            wire += len(chunk)
+            for piece in (chunk,) if inflater is None else inflater.feed(chunk):
+                received += len(piece)
+                if received > max_bytes:
+                    raise FetchError(too_big(shown, max_bytes))
+                chunks.append(piece)
+                progress.advance(len(piece))
     except TimeoutError:
         raise  # reported by the caller, like a timeout before the headers
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-        if expected is not None and received < expected:
-            raise Transient(truncated(shown, received, expected)) from None
-        raise Transient(
-            f"connection to {shown} dropped after {received} bytes of the body"
-        ) from None
-    if expected is not None and received != expected:
-        raise Transient(truncated(shown, received, expected))
+        if expected is not None and wire < expected:
+            raise Transient(truncated(shown, wire, expected)) from None
+        raise Transient(f"connection to {shown} dropped after {wire} bytes of the body") from None
+    if expected is not None and wire != expected:
+        raise Transient(truncated(shown, wire, expected))
+    if inflater is not None:
+        inflater.finish()
     return b"".join(chunks)
+
+
+class _Inflater:
+    """A gzip or deflate body inflated as it arrives, a piece of at most _CHUNK bytes at a
+    time, and held to its end: a stream cut before its end is refused, not taken as the
+    list (its last entry cut mid-URL). What the sync asks for (Accept-Encoding) is all it
+    reads; aiohttp's own decoding checks no gzip trailer."""
+
+    def __init__(self, coding: str, shown: str) -> None:
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise FetchError(f"unsupported Content-Encoding {coding[:32]!r} from {shown}")
+        self.gzip = coding != "deflate"
+        self.coding = "gzip" if self.gzip else "deflate"
+        self.shown = shown
+        self.z: zlib._Decompress | None = None
+        self.members = 0
+
+    def _error(self, what: str) -> FetchError:
+        return FetchError(f"the {self.coding} body from {self.shown} {what}")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            if data and (self.z is None or self.z.eof):  # a first member, or another
+                if self.z is not None and not self.gzip:
+                    raise self._error("has data after its end")
+                self.members += 1
+                if self.members > MAX_GZIP_MEMBERS:
+                    raise self._error(f"has over {MAX_GZIP_MEMBERS} gzip members")
+                # deflate: zlib-wrapped as RFC 9110 says, or raw as some servers send it
+                raw = not self.gzip and data[0] & 0x0F != 8
+                self.z = zlib.decompressobj(31 if self.gzip else -15 if raw else 15)
+            if self.z is None:
+                return
+            try:
+                out = self.z.decompress(data, _CHUNK)
+            except zlib.error:
+                raise self._error("is corrupt") from None
+            if out:
+                yield out
+            if self.z.eof:
+                data = self.z.unused_data
+                if not data:
+                    return
+                continue
+            data = self.z.unconsumed_tail
+            if not data and len(out) < _CHUNK:
+                return  # all of it read: the stream goes on in the next chunk
+
+    def finish(self) -> None:
+        if self.z is not None and not self.z.eof:
+            raise self._error("is cut short (the stream stops before its end)")
 
 
 def _framed(headers: Mapping[str, str]) -> bool:
