@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +19,7 @@ from conftest import build_snapshot
 
 from blocklist_addon.lists import lastgood
 from blocklist_addon.lists.store import FileStore, StoreError, VersionInfo
+from blocklist_addon.urls.snapshot import Snapshot
 from testlab.harness import SAMPLE_FEED, Proxy, running, sync, wait_for
 
 LISTED = "http://blocked.example.com/page.html"
@@ -162,3 +165,56 @@ async def test_links_planted_where_the_sync_writes_are_never_written_through(
         await store.publish(snap.data, **snap.publish_args())
     assert not created.exists()
     assert (await store.load_active())[0] == second
+
+
+_KILLED_AT = """
+import asyncio, os, signal, sys
+from blocklist_addon.lists.store import FileStore
+
+path, at, data = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.stdin.read())
+calls = 0
+
+def counted(real):
+    def call(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+
+for name in ("write", "fsync", "replace", "unlink", "rename"):
+    setattr(os, name, counted(getattr(os, name)))
+checksum, entries = sys.argv[3], int(sys.argv[4])
+asyncio.run(FileStore(path, keep=1).publish(data, checksum=checksum, entries=entries, source="k"))
+print(calls, flush=True)
+"""
+
+
+def test_a_publish_killed_at_any_step_leaves_one_whole_list_and_the_next_one_works(
+    tmp_path: pathlib.Path,
+) -> None:
+    """SIGKILL at each write, fsync, rename and unlink of a publish (keep=1, so it prunes):
+    the active list is always the old one or the new one, whole and matching its metadata,
+    never none and never a mix, and the next publish completes."""
+    store = FileStore(tmp_path / "store", keep=1)
+    old, new = build_snapshot("old"), build_snapshot("new")
+    step, completed = 0, False
+    while not completed:
+        step += 1
+        assert step < 100, "the publish never completed"
+        asyncio.run(store.publish(old.data, **old.publish_args()))
+        run = subprocess.run(
+            [sys.executable, "-c", _KILLED_AT, store.path, str(step), new.checksum, "3"],
+            input=new.data.hex(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        completed = run.returncode == 0
+        assert completed or run.returncode == -9, run.stderr
+        info, data = asyncio.run(store.load_active())
+        assert Snapshot.from_bytes(data).checksum == info.checksum
+        assert info.checksum in (old.checksum, new.checksum)
+        assert info.checksum == new.checksum or not completed
+        after = asyncio.run(store.publish(old.data, **old.publish_args()))
+        assert asyncio.run(store.load_active()) == (after, old.data)
+    assert step > 10, step  # every step of the publish was a kill point once
+    print(f"a publish killed at each of its {step - 1} steps")
