@@ -1,7 +1,8 @@
 """Redis misbehaving under a proxy, with a real redis-server, mitmdump and ``blocklist-sync``:
 connections reset in the middle of every large reply (the output buffer limit), and a server
 that answers nothing for a while (stopped: CLIENT PAUSE would block the unpause too) while
-the proxy starts. Both were safe when written: they pin what the review tried.
+the proxy starts (both were safe when written: they pin what the review tried); and a
+Sentinel store that is down, told once rather than at every retry (it was told every second).
 
 Each test starts its own Redis and proxy: a few seconds each.
 """
@@ -12,15 +13,26 @@ import asyncio
 import os
 import pathlib
 import signal
+import time
 from collections.abc import Callable
 
 import redis
 from conftest import RedisServer
 
 from blocklist_addon import Blocklist
-from blocklist_addon.lists.store import open_store
+from blocklist_addon.lists import lastgood
+from blocklist_addon.lists.store import VersionInfo, open_store
 from blocklist_addon.urls.snapshot import Snapshot
-from testlab.harness import SAMPLE_FEED, Proxy, feed_entries, feed_with, running, sync, wait_for
+from testlab.harness import (
+    SAMPLE_FEED,
+    Proxy,
+    feed_entries,
+    feed_with,
+    free_port,
+    running,
+    sync,
+    wait_for,
+)
 
 LISTED = "http://blocked.example.com/page.html"
 #: Enough entries that the version is far larger than the reset limit below.
@@ -110,3 +122,21 @@ def test_a_stalled_redis_at_start_gives_the_copy_then_the_store(
             assert proxy.health()[1]["version"] == 2
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
+
+
+def test_a_sentinel_store_down_is_told_once_not_at_every_retry(
+    make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """Behind Sentinel the follower retries every 0.5-1 s (a failover is over in seconds):
+    the outage is still one line in the log, not one a second."""
+    snapshot = Snapshot.from_bytes(Blocklist.from_entries([LISTED]).to_bytes())
+    info = VersionInfo(1, snapshot.checksum, 1, time.time(), "test")
+    workdir = tmp_path / "proxy"
+    lastgood.write(workdir / "lastgood.bin", info, snapshot.to_bytes())
+    nobody = f"redis+sentinel://127.0.0.1:{free_port()}/mymaster"
+    options = {"blocklist_start_timeout": "1"}
+    with running(make_proxy(nobody, workdir=workdir, options=options)) as proxy:
+        assert proxy.get(LISTED).status == 451
+        wait_for(lambda: proxy.metric("blocklist_store_errors_total") >= 5, 20, "5 retries")
+        told = [line for line in proxy.log().splitlines() if "no sentinel" in line]
+        assert 1 <= len(told) <= 2, "\n".join(told)  # the start's line, maybe the follower's
