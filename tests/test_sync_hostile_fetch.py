@@ -9,6 +9,7 @@ origin) is not repeated here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import ssl
@@ -209,6 +210,17 @@ async def test_redirect_on_the_same_origin_keeps_the_credentials(
     bearer = FeedSource("t", feed.url("/redirect"), "text", ca_file=pki.ca, token_file=token_file)
     assert await fetch(bearer) == BODY
     assert feed.seen[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+    # Credentials in the feed URL itself go along on the same origin too (and not beyond).
+    feed.redirect_to = feed.url("/moved/list.txt")  # absolute this time
+    userinfo = feed.url("/redirect").replace("https://", "https://operator:SECRET-pw@")
+    assert await fetch(FeedSource("t", userinfo, "text", ca_file=pki.ca)) == BODY
+    basic = "Basic " + base64.b64encode(b"operator:SECRET-pw").decode()
+    assert [s.headers.get("Authorization") for s in feed.seen[-2:]] == [basic, basic]
+    other = await serve(server_context(pki))
+    feed.redirect_to = other.url("/list")
+    assert await fetch(FeedSource("t", userinfo, "text", ca_file=pki.ca)) == BODY
+    assert feed.seen[-1].headers.get("Authorization") == basic
+    assert "Authorization" not in other.seen[-1].headers
 
 
 async def test_redirect_loop_and_odd_targets_fail_in_one_line(
@@ -222,6 +234,10 @@ async def test_redirect_loop_and_odd_targets_fail_in_one_line(
     feed.redirect_to = "file:///etc/passwd"
     assert (await fetch_error(FeedSource("t", feed.url("/redirect"), "text", retries=0))) != ""
     assert len(feed.seen) <= 12  # the loop was cut off
+    # A URL nothing can parse is one line too, not a ValueError out of the sync.
+    assert await fetch_error(FeedSource("t", "https://[feed.example.net/list", "text")) == (
+        "feed t: invalid feed URL"
+    )
 
 
 # -- slow bodies ---------------------------------------------------------------------------

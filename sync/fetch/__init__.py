@@ -42,7 +42,10 @@ async def fetch_feed(
     Raises FetchError for every failure, after the configured retries for transient ones.
     ``progress`` gets a "downloading" (file://: "reading") phase counting bytes.
     """
-    scheme = urlsplit(source.url).scheme.lower()
+    try:
+        scheme = urlsplit(source.url).scheme.lower()
+    except ValueError:  # "http://[bad": a ValueError out of every later step too
+        raise FetchError(f"feed {source.name}: invalid feed URL") from None
     if scheme == "file":
         if source.checksum_header:
             raise FetchError(f"feed {source.name}: checksum_header needs an http(s) feed URL")

@@ -47,6 +47,9 @@ def client_for(source: FeedSource, session: aiohttp.ClientSession) -> Client:
         headers["Authorization"] = f"Bearer {_read_token(source.token_file)}"
     if source.basic_auth_env:
         headers["Authorization"] = _basic_auth(source.basic_auth_env)
+    if parts.username:  # sent as a header, like the others: to the feed's own origin only
+        url = yarl.URL(source.url)
+        headers["Authorization"] = _basic(url.user or "", url.password or "")
     sends_credentials = bool(headers or parts.username)
     if sends_credentials and parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
         raise FetchError(
@@ -83,6 +86,10 @@ def _basic_auth(prefix: str) -> str:
         raise FetchError(f"basic auth needs ${user_var} and ${password_var} in the environment")
     if ":" in user:
         raise FetchError(f"${user_var} must not contain ':'")
+    return _basic(user, password)
+
+
+def _basic(user: str, password: str) -> str:
     credentials = f"{user}:{password}".encode("utf-8", "surrogateescape")
     return "Basic " + base64.b64encode(credentials).decode("ascii")
 

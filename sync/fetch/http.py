@@ -145,7 +145,7 @@ async def _attempt(
                 **extra,
             }
             async with client.session.get(
-                url,
+                yarl.URL(url).with_user(None),  # URL credentials: in the headers above
                 headers=headers,
                 ssl=client.ssl if same_origin else client.ssl_elsewhere,
                 timeout=client.timeout,
@@ -186,6 +186,8 @@ async def _attempt(
         raise FetchError(f"invalid feed URL {shown}") from None
     except aiohttp.ClientError as e:
         raise Transient(f"request to {shown} failed: {type(e).__name__}") from None
+    except ValueError:  # a URL yarl cannot parse, a header aiohttp will not send
+        raise FetchError(f"invalid request to {shown}") from None
 
 
 async def _read_body(
