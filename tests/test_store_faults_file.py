@@ -218,3 +218,17 @@ def test_a_publish_killed_at_any_step_leaves_one_whole_list_and_the_next_one_wor
         assert asyncio.run(store.load_active()) == (after, old.data)
     assert step > 10, step  # every step of the publish was a kill point once
     print(f"a publish killed at each of its {step - 1} steps")
+
+
+async def test_a_garbled_pointer_is_refused_by_readers_and_mended_by_the_next_publish(
+    tmp_path: pathlib.Path,
+) -> None:
+    store = FileStore(tmp_path / "store")
+    snap = build_snapshot("a")
+    await store.publish(snap.data, **snap.publish_args())
+    (store.path / "active").write_bytes(b"\x00garbage")
+    with pytest.raises(StoreError, match="the active pointer is corrupt"):
+        await store.load_active()
+    mended = await store.publish(snap.data, **snap.publish_args())
+    assert mended.version == 2
+    assert await store.load_active() == (mended, snap.data)

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 from conftest import RedisServer
 
@@ -140,3 +141,50 @@ def test_a_sentinel_store_down_is_told_once_not_at_every_retry(
         wait_for(lambda: proxy.metric("blocklist_store_errors_total") >= 5, 20, "5 retries")
         told = [line for line in proxy.log().splitlines() if "no sentinel" in line]
         assert 1 <= len(told) <= 2, "\n".join(told)  # the start's line, maybe the follower's
+
+
+def publish_snapshot(url: str, tag: str) -> None:
+    publish(url, [f"http://{tag}-{i}.listed.example/page.html" for i in range(3)])
+
+
+@pytest.mark.parametrize("what", ["bytes", "metadata", "pointer", "a hash as the bytes"])
+def test_garbage_under_the_lists_keys_keeps_the_list_and_the_next_publish_mends_it(
+    what: str,
+    make_proxy: Callable[..., Proxy],
+    redis_factory: Callable[..., RedisServer],
+    tmp_path: pathlib.Path,
+) -> None:
+    """Garbage written under the active version's keys (by hand, or by a bug): a running
+    proxy keeps version 1 whole and says so in one line; the next publish is enforced."""
+    server = redis_factory()
+    publish_snapshot(server.url, "one")
+    with running(make_proxy(server.url)) as proxy:
+        assert proxy.get("http://one-0.listed.example/page.html").status == 451
+        with admin(server) as client:
+            if what == "pointer":
+                client.set("blocklist:active", b"\x00garbage")
+            else:
+                two = Snapshot.from_bytes(
+                    Blocklist.from_entries(["http://two.example/"]).to_bytes()
+                )
+                info = VersionInfo(2, two.checksum, 1, time.time(), "by hand")
+                client.set("blocklist:version:2:info", info.to_json(len(two.to_bytes())))
+                client.set("blocklist:version:2", two.to_bytes())
+                if what == "bytes":
+                    client.setrange("blocklist:version:2", 40, b"\xff\xfe")
+                elif what == "metadata":
+                    client.set("blocklist:version:2:info", b'{"version": 2, "checks')
+                else:
+                    client.delete("blocklist:version:2")
+                    client.hset("blocklist:version:2", "data", b"x")
+                client.set("blocklist:active", 2)
+        wait_for(lambda: proxy.metric("blocklist_store_errors_total") >= 1, 10, "the damage seen")
+        assert proxy.get("http://one-0.listed.example/page.html").status == 451
+        assert proxy.health()[1]["version"] == 1
+        publish_snapshot(server.url, "three")
+        wait_for(
+            lambda: proxy.get("http://three-0.listed.example/page.html").status == 451,
+            10,
+            "the next version",
+        )
+        assert proxy.get("http://one-0.listed.example/page.html").status == 200

@@ -129,6 +129,14 @@ class FileStore(Store):
         except ValueError:
             raise StoreError(f"{self.url}: the active pointer is corrupt: {raw[:20]!r}") from None
 
+    def _pointer_or_none(self) -> int | None:
+        """The pointer for a publisher: one that is not a number counts as none, so that
+        the publish mends it (readers still refuse it)."""
+        try:
+            return self._read_pointer()
+        except StoreError:
+            return None
+
     def _version_path(self, version: int, suffix: str) -> pathlib.Path:
         return self.path / "versions" / f"{int(version)}.{suffix}"
 
@@ -181,7 +189,7 @@ class FileStore(Store):
                 seq = int(seq_path.read_bytes())
             except (FileNotFoundError, ValueError):
                 seq = 0
-            number = max(seq, self._read_pointer() or 0, *self._on_disk(), 0) + 1
+            number = max(seq, self._pointer_or_none() or 0, *self._on_disk(), 0) + 1
             write_atomic(seq_path, b"%d\n" % number)
             return number
 
@@ -203,7 +211,7 @@ class FileStore(Store):
 
     def _activate_sync(self, version: int) -> bool:
         with self._exclusive():
-            current = self._read_pointer()
+            current = self._pointer_or_none()
             if current is not None and version <= current:
                 return False
             if version not in self._kept():

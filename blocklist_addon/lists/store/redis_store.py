@@ -41,11 +41,12 @@ from blocklist_addon.lists.store.base import (
 from blocklist_addon.lists.store.sentinel import SENTINEL_SCHEMES, SentinelClients
 
 # Allocate a version number: INCR, but never at or below a number already stored or active
-# (a lost or reset `seq` key must not make two versions share a number).
+# (a lost or reset `seq` key must not make two versions share a number). A pointer that is
+# not a number counts as none: the publish that follows mends it.
 _NEXT_VERSION = """
 local n = redis.call('INCR', KEYS[1])
 local top = redis.call('ZREVRANGE', KEYS[2], 0, 0)
-local highest = tonumber(redis.call('GET', KEYS[3]) or '0')
+local highest = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 if top[1] and tonumber(top[1]) > highest then highest = tonumber(top[1]) end
 if n <= highest then
   n = highest + 1
@@ -57,7 +58,7 @@ return n
 # The one atomic flip: only forward, only to a stored version, announced in the same step.
 _ACTIVATE = """
 local n = tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if n <= current then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -68,7 +69,7 @@ return 1
 # Prune the given versions, re-checking the pointer in the same step: a version chosen as a
 # victim may have been activated meanwhile by a slow publisher.
 _PRUNE = """
-local active = tonumber(redis.call('GET', KEYS[1]) or '0')
+local active = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local removed = 0
 for i, n in ipairs(ARGV) do
   if tonumber(n) ~= active then
