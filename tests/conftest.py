@@ -467,6 +467,7 @@ PROCESS_MODULES = frozenset(
         "test_status_divert",
         "test_status_page",
         "test_sync",
+        "test_sync_hostile_store",
         "test_upstream_tls",
         "test_sync_depths",
         "test_walk",
