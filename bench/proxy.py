@@ -30,6 +30,13 @@ and other work), median of the per-round ratios. DESIGN's target for the URL che
 5% (goal 2%). A sample of listed URLs is checked to be blocked first (and in ``uploads`` a
 post carrying one to be refused): a proxy that blocks nothing would be fast too.
 
+The per-round ratios scatter on a loaded machine (1.13 to 1.51 in one run at load 6; no
+steadier with both proxies loaded at once, each with its own clients, which was tried): the
+addon's hooks' share of its proxy's CPU (``bench/hooktime_addon.py``) is the steady figure,
+and the addon's extra CPU a request is printed split into that and the rest, outside its
+hooks (mitmproxy's dispatch to its addons, and whatever else the process does more), each
+the median over the rounds.
+
     .venv/bin/python bench/proxy.py [--scenario url,pages,uploads,tls] [--entries 1000000]
         [--seconds 5] [--rounds 5]
 """
@@ -560,6 +567,18 @@ def report(
         + ", ".join(f"{s:.1%}" for s in shares)
         + f" (median {statistics.median(shares):.1%})"
     )
+    # The addon's extra CPU a request, split: in its own hooks, and outside them (mitmproxy's
+    # dispatch to its addons, and whatever else the process does more), per round.
+    hooks = [a.cpu_per_request * a.hook_share for a, _ in pairs if a.hook_share is not None]
+    outside = [
+        a.cpu_per_request - p.cpu_per_request - h for (a, p), h in zip(pairs, hooks, strict=True)
+    ]
+    if hooks:
+        print(
+            f"  the addon's extra CPU per {unit}: {statistics.median(hooks) * 1e6:.0f} us in its "
+            f"hooks, {statistics.median(outside) * 1e6:.0f} us outside them (medians; outside, "
+            f"per round: {', '.join(f'{o * 1e6:.0f}' for o in outside)})"
+        )
     # The proxy is CPU-bound, so its throughput is the inverse of its CPU time per request.
     cost = 1 - 1 / statistics.median(cpus)
     line = (
