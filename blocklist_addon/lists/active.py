@@ -433,9 +433,7 @@ class ActiveList:
                     # only to a new list under the same number (a FLUSHDB the connection
                     # never noticed, a store directory removed and synced again).
                     returned = not self.store_up
-                    if returned:
-                        log.info(f"blocklist: store {store.url} reachable again")
-                    self.store_up, backoff, self._said = True, 1.0, ""
+                    self.store_up = True
                     if (
                         returned
                         or not first
@@ -445,6 +443,10 @@ class ActiveList:
                     ):
                         await self._reload(store)
                     first = False
+                    if returned:  # only once the reload worked: else neither told nor reset
+                        if self._said:
+                            log.info(f"blocklist: store {store.url} reachable again")
+                        backoff, self._said = 1.0, ""
                     self._working("follow")
             except StoreError as exc:
                 self.metrics.inc("blocklist_store_errors_total", **self.kind.labels)

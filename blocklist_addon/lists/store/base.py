@@ -73,7 +73,8 @@ class VersionInfo:
             size = doc.get("size")
             return info, None if size is None else int(size)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StoreError(f"corrupt version metadata: {exc}") from None
+            # A damaged version, not a store in trouble: a reader keeps its list.
+            raise IncompleteVersion(f"corrupt version metadata: {exc}") from None
 
 
 def check_key(key: str, what: str = "key") -> str:
