@@ -6,6 +6,7 @@ Each test starts a proxy (about a second); the store is a Redis port nobody list
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 from collections.abc import Callable
@@ -40,11 +41,28 @@ def damage(copy: pathlib.Path, how: str) -> None:
     elif how == "unreadable":  # a directory where the file goes: EISDIR, as root gets no EACCES
         copy.unlink()
         copy.mkdir()
+    elif how == "another user's":  # whole and intact, but who wrote it?
+        os.chown(copy, 65534, 65534)
+    elif how == "writable by others":
+        copy.chmod(0o666)
+    elif how == "in a directory others can write":
+        copy.parent.chmod(0o777)
     else:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["bit flipped", "truncated", "no header", "unreadable"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "bit flipped",
+        "truncated",
+        "no header",
+        "unreadable",
+        "another user's",
+        "writable by others",
+        "in a directory others can write",
+    ],
+)
 def test_a_damaged_copy_with_the_store_down_refuses_to_start_saying_why(
     how: str, good_copy: pathlib.Path, make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
 ) -> None:

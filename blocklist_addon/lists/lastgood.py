@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import stat
 from collections.abc import Callable
 
 from blocklist_addon.lists.store import StoreError, VersionInfo, default_data_dir, write_atomic
@@ -49,9 +50,11 @@ def read[T](
     ``HashSnapshot.from_bytes``); None when there is no copy."""
     path = pathlib.Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_own(path)
     except FileNotFoundError:
         return None
+    except _Untrusted as exc:
+        raise LastGoodError(f"untrusted last-known-good copy {path}: {exc}", str(exc)) from None
     except OSError as exc:
         reason = f"cannot read it: {exc.strerror or exc}"
         raise LastGoodError(f"cannot read {path}: {exc.strerror or exc}", reason) from None
@@ -68,3 +71,30 @@ def read[T](
     except (StoreError, SnapshotError) as exc:
         raise LastGoodError(f"unusable last-known-good copy {path}: {exc}", str(exc)) from None
     return info, snapshot
+
+
+class _Untrusted(Exception):
+    """Someone else could have written the copy."""
+
+
+def _read_own(path: pathlib.Path) -> bytes:
+    """The copy's bytes, if nobody but this user (or root) could have written them: the
+    copy is enforced when the store is down, so whoever can replace it chooses the list."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        euid = os.geteuid()
+        if not stat.S_ISREG(st.st_mode):
+            raise _Untrusted("not a regular file")
+        if st.st_uid not in (euid, 0):
+            raise _Untrusted(f"it belongs to uid {st.st_uid}, not to this user (uid {euid})")
+        if st.st_mode & 0o022:
+            raise _Untrusted(f"others can write it (mode {stat.S_IMODE(st.st_mode):04o})")
+        parent = os.stat(path.parent)
+        if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+            mode = stat.S_IMODE(parent.st_mode)
+            raise _Untrusted(f"others can replace it: {path.parent} is mode {mode:04o}")
+        with open(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
