@@ -198,3 +198,23 @@ def test_garbage_under_the_lists_keys_keeps_the_list_and_the_next_publish_mends_
         )
         assert proxy.get("http://one-0.listed.example/page.html").status == 200
         assert len(said()) == 1, proxy.log()
+
+
+def test_a_sync_replaces_an_active_version_whose_metadata_is_garbage(
+    redis_factory: Callable[..., RedisServer], tmp_path: pathlib.Path
+) -> None:
+    """The real sync reads the active version first: garbage there must not stop it from
+    publishing the version that replaces it (as with the file store, where it did not)."""
+    server = redis_factory()
+    data = tmp_path / "data"
+    sync(server.url, SAMPLE_FEED, data_dir=data)
+    with admin(server) as client:
+        client.set("blocklist:version:1:info", b'{"version": 1, "chec')
+    sync(server.url, feed_with(tmp_path, "http://fresh.example.net/new.html"), data_dir=data)
+
+    async def active() -> VersionInfo | None:
+        async with open_store(server.url) as store:
+            return await store.active()
+
+    info = asyncio.run(active())
+    assert info is not None and info.version == 2 and info.entries == 6

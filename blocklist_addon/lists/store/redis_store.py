@@ -333,7 +333,10 @@ class RedisStore(Store):
             with self._errors():
                 raw = await self._redis.get(self._key("version", number, "info"))
             if raw is not None:
-                return VersionInfo.from_json(raw)[0]
+                try:
+                    return VersionInfo.from_json(raw)[0]
+                except IncompleteVersion:
+                    return None  # damaged: no whole version is active (Store.active)
             if await self._active_number() == number:
                 return None  # a lost write: no whole version is active (Store.active)
         raise StoreError(f"{self.url}: the active version kept changing while being read")
