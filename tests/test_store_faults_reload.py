@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import shutil
+import time
 from collections.abc import Callable
 
 import pytest
@@ -94,3 +95,28 @@ def test_a_version_whose_bytes_are_not_its_metadatas_is_refused(
         assert proxy.get("http://mixed-0.listed.example/page.html").status == 200
         assert proxy.get(LISTED).status == 451
         assert copy.read_bytes() == good
+
+
+def test_a_confirmation_of_another_list_under_the_same_number_is_not_freshness(
+    make_proxy: Callable[..., Proxy], tmp_path: pathlib.Path
+) -> None:
+    """The sync confirms "version 1 is current" (the synced state); when that state also
+    names the list's checksum and it is not the one this proxy enforces (a store that lost
+    its data numbered another list 1, which this proxy could not load), the proxy's list is
+    not made fresh by it: it turns stale as its age says."""
+    store = (tmp_path / "store").as_uri()
+    sync(store, SAMPLE_FEED, data_dir=tmp_path / "data")
+
+    async def confirm_another() -> None:
+        async with open_store(store) as target:
+            info = await target.active()
+            assert info is not None
+            await target.set_state(
+                "synced", {"version": info.version, "fresh_at": time.time() + 3600,
+                           "checksum": "0" * len(info.checksum)}
+            )  # fmt: skip
+
+    asyncio.run(confirm_another())
+    with running(make_proxy(store, options={"blocklist_max_age": "2"})) as proxy:
+        assert proxy.get(LISTED).status == 451
+        wait_for(lambda: proxy.health()[1]["status"] == "stale", 15, "the list to turn stale")

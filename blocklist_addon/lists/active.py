@@ -502,6 +502,9 @@ class ActiveList:
                     isinstance(confirmed, (int, float))
                     and self.info is not None
                     and state.get("version") == self.info.version
+                    # The number alone may name another list (a store that lost its data
+                    # numbers anew): when the sync names the checksum, it must be ours.
+                    and state.get("checksum", self.info.checksum) == self.info.checksum
                 ):
                     self.fresh_at = max(self.fresh_at or 0.0, float(confirmed))
                 self._working("freshness")
