@@ -8,12 +8,15 @@ and under `make mutate`, which sees only in-process tests."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.net.http import url
 from mitmproxy.test import tflow, tutils
 
 from blocklist_addon.guards.flow import (
     UNCHECKED,
+    _authority,
     header,
     names_another_host,
     request_url,
@@ -204,3 +207,9 @@ def test_what_could_not_be_checked_is_answered_503_and_not_cached() -> None:
     assert flow.response.text == (
         "The proxy could not check this request against the blocklist; try again later.\n"
     )
+
+
+@given(st.text(st.characters(exclude_characters=":["), max_size=80))
+def test_a_host_without_colon_or_bracket_is_read_as_parse_authority_reads_it(value: str) -> None:
+    """_authority's shortcut (no ":" or "[": the value whole) gives parse_authority's answer."""
+    assert _authority(value) == url.parse_authority(value, check=False)
