@@ -114,6 +114,7 @@ class Runner:
     gate: HealthGate = field(init=False)
     active: DiversionSet | None = None  # the store's active set, once read
     version: int | None = None
+    checksum: str | None = None  # the checksum the store's metadata names for ``version``
     applied: DiversionSet | None = None  # what this process last put into the sets
     applied_at: float | None = None
     found: DiversionSet | None = None  # what the plane held before this process applied
@@ -141,6 +142,7 @@ class Runner:
     _resolve_now: asyncio.Event = field(default_factory=asyncio.Event)  # a new list version
     _tick_now: asyncio.Event = field(default_factory=asyncio.Event)  # a resolution ended
     list_version: int | None = None  # the last list version announced (and followed)
+    list_checksum: str | None = None  # its checksum: a renumbered list has the same number
     _reading: asyncio.Task[None] | None = None  # a read of the store that outlasted its tick
 
     def __post_init__(self) -> None:
@@ -236,13 +238,17 @@ class Runner:
                     f"the store {self.store.url} holds no diversion set yet; leaving the sets "
                     "as they are"
                 )
-            if info is None or info.version == self.version:
+            # The number and the checksum: a store that lost its data (FLUSHDB, a Redis
+            # restarted without persistence, a removed directory) numbers its next set like
+            # the one applied, or lower.
+            if info is None or (info.version, info.checksum) == (self.version, self.checksum):
                 return
             loaded = await self.store.load_active()
             if loaded is None:
                 return
             info, data = loaded
-            self.active, self.version = DiversionSet.from_bytes(data), info.version
+            self.active = DiversionSet.from_bytes(data)
+            self.version, self.checksum = info.version, info.checksum
         except (StoreError, DivertError) as exc:
             self.store_down, self.store_error = True, str(exc)
             self._say(
@@ -383,12 +389,12 @@ class Runner:
                     info = await self.lists.active()
                     if info is None:
                         continue
-                    if self.list_version is None:
-                        self.list_version = info.version  # what the first resolution reads
+                    first = self.list_version is None  # what the first resolution reads
+                    if (info.version, info.checksum) == (self.list_version, self.list_checksum):
+                        continue  # also a list renumbered after the store lost its data
+                    self.list_version, self.list_checksum = info.version, info.checksum
+                    if first:
                         continue
-                    if info.version == self.list_version:
-                        continue
-                    self.list_version = info.version
                     await self._when_hosts_stored(info, stop)
             except Exception as exc:  # StoreError; a bug must not end the following either
                 if not isinstance(exc, StoreError):

@@ -82,6 +82,8 @@ def status(runner: Runner) -> dict[str, Any]:
         "store": "down" if runner.store_down else "up",
         "store_error": runner.store_error or None,
         "active_version": runner.version,
+        # What identifies the set: a store that lost its data numbers a new set like the last.
+        "active_checksum": runner.checksum,
         "applied": None
         if applied is None
         else {
