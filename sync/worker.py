@@ -97,18 +97,6 @@ class SyncResult:
         return any(o.status == "failed" for o in self.outcomes)
 
 
-#: Seconds a sync's lock lasts beyond its downloads: for parsing, building and publishing.
-LOCK_MARGIN = 900.0
-
-
-def lock_ttl(fetch: Iterable[Feed]) -> float:
-    """How long a sync of ``fetch`` holds its lock at most: a Redis lock expires after this
-    whoever holds it, and a sync that outlived it would overlap the next cron run (two
-    publishers, the older list possibly activated last). Each download ends within its
-    feed's ``timeout``; what follows is bounded by the list's size."""
-    return LOCK_MARGIN + sum(feed.source.timeout for feed in fetch)
-
-
 async def run_sync(
     store: Store,
     config: SyncConfig,
@@ -123,7 +111,7 @@ async def run_sync(
     by its name) and one for the active list; each job's line is erased when it ends.
     ``hosts``: also keep the hostnames for diversion (encrypted)."""
     fetch = list(fetch)
-    async with store.lock("sync", ttl=lock_ttl(fetch), wait=config.lock_wait) as acquired:
+    async with store.lock("sync", wait=config.lock_wait) as acquired:
         if not acquired:
             return SyncResult([], None, await store.active(), skipped=True)
         outcomes: list[FeedOutcome] = []

@@ -229,22 +229,96 @@ async def test_lock_is_released_when_the_body_raises(store: Store) -> None:
         assert again is True
 
 
-async def test_redis_lock_expires_and_a_stale_holder_cannot_release_it(
-    redis_store: RedisStore,
+_REDIS_LOCK_HOLDER = """
+import asyncio, sys
+from blocklist_addon.lists.store import open_store
+
+async def main():
+    async with open_store(sys.argv[1], prefix=sys.argv[2]).lock("sync", ttl=0.5) as held:
+        print(held, flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # hold until killed
+
+asyncio.run(main())
+"""
+
+
+async def test_a_redis_lock_outlives_a_dead_holder_by_its_ttl_only(
+    redis_store: RedisStore, redis_url: str
 ) -> None:
-    stale = redis_store.lock("sync", ttl=0.3)
-    assert await stale.__aenter__() is True
-    current = redis_store.lock("sync", ttl=60, wait=DEADLINE)
-    assert await current.__aenter__() is True  # taken once the stale holder's TTL ran out
-    await stale.__aexit__(None, None, None)  # the stale holder's release is a no-op
-    async with redis_store.lock("sync") as third:
-        assert third is False
-    assert await redis_store._release(redis_store._key("lock", "sync"), "not-the-token") is False
-    async with redis_store.lock("sync") as fourth:
-        assert fourth is False
-    await current.__aexit__(None, None, None)
-    async with redis_store.lock("sync") as fifth:
-        assert fifth is True
+    """A holder SIGKILLed (OOM killer, a reboot) renews its lock no more: the next holder
+    gets it once its ttl ran out, and the dead holder's token no longer releases it."""
+    key = redis_store._key("lock", "sync")
+    holder = await spawn(_REDIS_LOCK_HOLDER, redis_url, redis_store.prefix)
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), DEADLINE) == b"True\n"
+        async with redis_store.lock("sync") as held:
+            assert held is False
+    finally:
+        holder.kill()
+        await holder.wait()
+    async with aioredis.from_url(redis_url) as client:
+        dead = await client.get(key)
+        assert dead is not None and 0 < await client.pttl(key) <= 500
+        async with redis_store.lock("sync", wait=DEADLINE) as held:
+            assert held is True
+            assert await redis_store._release(key, dead.decode()) is False
+            assert await client.exists(key)
+        assert not await client.exists(key)
+
+
+async def test_a_long_running_holder_keeps_its_redis_lock_past_its_ttl(
+    redis_store: RedisStore, redis_url: str, make_snapshot: MakeSnapshot
+) -> None:
+    ttl = 0.5
+    key = redis_store._key("lock", "sync")
+    other = open_store(redis_url, prefix=redis_store.prefix)
+    async with aioredis.from_url(redis_url) as client:
+        async with redis_store.lock("sync", ttl=ttl) as held:
+            assert held is True
+            token = await client.get(key)
+            assert token is not None
+            # The condition: still this holder's, never longer than its ttl, three ttls on.
+            until = time.monotonic() + 3 * ttl
+            while time.monotonic() < until:
+                assert await client.get(key) == token
+                assert 0 < await client.pttl(key) <= ttl * 1000
+                await asyncio.sleep(0.02)  # poll interval
+            async with other.lock("sync") as taken:
+                assert taken is False
+            await publish(redis_store, make_snapshot("held"))
+        assert not await client.exists(key)  # released, and no renewal brings it back
+        assert redis_store._held == {} and redis_store._lost == {}
+    await other.close()
+    active = await redis_store.active()
+    assert active is not None and active.version == 1
+
+
+async def test_a_renewal_never_extends_a_redis_lock_another_holder_took(
+    redis_store: RedisStore, redis_url: str, make_snapshot: MakeSnapshot
+) -> None:
+    """A holder whose lock lapsed (it stalled past its ttl) and was taken by another: its
+    renewal leaves the other's lock alone, it cannot publish, and its exit says so."""
+    ttl = 0.5
+    key = redis_store._key("lock", "sync")
+    async with aioredis.from_url(redis_url) as client:
+        with pytest.raises(StoreError, match="lost the lock 'sync'"):
+            async with redis_store.lock("sync", ttl=ttl) as held:
+                assert held is True
+                await client.delete(key)  # as if it expired
+                assert await client.set(key, "another-holder", nx=True, px=60_000)
+                with pytest.raises(StoreError, match="lost the lock 'sync'"):
+                    await publish(redis_store, make_snapshot("late"))  # the flip refuses
+                deadline = time.monotonic() + DEADLINE
+                while key not in redis_store._lost:  # until a renewal found it taken
+                    assert time.monotonic() < deadline, "no renewal noticed the lock lost"
+                    await asyncio.sleep(0.02)  # poll interval; the renewal is the condition
+                assert await client.get(key) == b"another-holder"
+                assert await client.pttl(key) > ttl * 1000  # not renewed to this holder's ttl
+                with pytest.raises(StoreError, match="lost the lock 'sync'"):
+                    await publish(redis_store, make_snapshot("later"))
+        assert await client.get(key) == b"another-holder"  # its exit left the lock alone
+        assert await client.pttl(key) > ttl * 1000
+    assert await redis_store.active() is None
 
 
 _LOCK_HOLDER = """

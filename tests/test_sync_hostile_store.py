@@ -23,6 +23,8 @@ from conftest import RedisServer
 
 from blocklist_addon import Blocklist
 from blocklist_addon.lists.store import open_store
+from blocklist_addon.lists.store.base import LOCK_TTL
+from blocklist_addon.lists.store.redis_store import RedisStore
 from sync import cli
 from testlab.harness import VENV_BIN
 
@@ -104,12 +106,18 @@ async def drip() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_the_sync_lock_outlives_its_downloads(
-    tmp_path: pathlib.Path, redis_factory: Callable[..., RedisServer], drip: str
+async def test_the_sync_keeps_its_short_lock_while_its_downloads_last(
+    tmp_path: pathlib.Path,
+    redis_factory: Callable[..., RedisServer],
+    drip: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A Redis lock expires after its TTL whoever holds it: a sync still downloading then
-    overlaps the next cron run (two publishers, the older list activated last). Each
-    download ends by its feed's ``timeout``, so the lock must last longer than those."""
+    """A Redis lock expires after its ttl unless renewed: a sync still downloading past it
+    would overlap the next cron run (two publishers, the older list activated last). The
+    sync renews its lock, never longer than the short ttl, for as long as it runs."""
+    assert RedisStore.lock_ttl == LOCK_TTL <= 60  # what a sync killed holding it leaves
+    ttl = 0.5
+    monkeypatch.setattr(RedisStore, "lock_ttl", ttl)  # the lifetime, small to keep this quick
     server = redis_factory()
     config = write_config(tmp_path, server.url, {"slow": drip})
     config.write_text(config.read_text() + "timeout = 1000\n")
@@ -118,11 +126,16 @@ async def test_the_sync_lock_outlives_its_downloads(
     client = aioredis.from_url(server.url)
     try:
         deadline = time.monotonic() + LIMIT
-        while (ttl := await client.pttl("blocklist:lock:sync")) < 0:
+        while (token := await client.get("blocklist:lock:sync")) is None:
             assert time.monotonic() < deadline, "the sync never took its lock"
             assert not task.done(), task.result()
             await asyncio.sleep(0.02)  # poll interval; the key is the condition
-        assert ttl > 1000 * 1000
+        until = time.monotonic() + 3 * ttl  # the condition: still held, three ttls on
+        while time.monotonic() < until:
+            assert not task.done(), task.result()
+            assert await client.get("blocklist:lock:sync") == token
+            assert 0 < await client.pttl("blocklist:lock:sync") <= ttl * 1000
+            await asyncio.sleep(0.02)  # poll interval
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -306,7 +319,7 @@ async def test_redis_killed_mid_sync_keeps_the_old_list_and_the_next_run_recover
     found = await active(server.url)
     assert found is not None and found[0] == 1 and lists(found[1], big[:100])
     # The dead sync's lock came back with the append-only file: the next runs skip until
-    # its TTL ends (test_a_lock_left_by_a_dead_sync_does_not_hold_up_the_next_runs).
+    # its short ttl ends (test_a_lock_left_by_a_dead_sync_does_not_hold_up_the_next_runs).
     async with aioredis.from_url(server.url) as again_client:
         assert await again_client.delete("blocklist:lock:sync") == 1
     again = await asyncio.to_thread(run_sync, config)
@@ -315,21 +328,29 @@ async def test_redis_killed_mid_sync_keeps_the_old_list_and_the_next_run_recover
     assert found is not None and lists(found[1], big[:100] + small)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Redis lock is held for its whole TTL (900 s plus the feeds' deadlines) by a "
-    "sync that died: blocklist_addon/lists/store should renew a short TTL while its holder "
-    "lives",
-)
+#: The real command, its lock's lifetime made small (the default, LOCK_TTL, is 30 s).
+_SHORT_LOCK_SYNC = """
+import sys
+from blocklist_addon.lists.store.redis_store import RedisStore
+from sync.cli import main
+
+RedisStore.lock_ttl = float(sys.argv.pop(1))
+sys.argv[0] = "blocklist-sync"
+sys.exit(main())
+"""
+
+
 async def test_a_lock_left_by_a_dead_sync_does_not_hold_up_the_next_runs(
     tmp_path: pathlib.Path, redis_factory: Callable[..., RedisServer], drip: str
 ) -> None:
-    """A sync SIGKILLed (OOM killer, a reboot) while it holds the Redis lock: the next cron
-    runs print "skipped" (nothing with --quiet) and exit 0 while the list is not synced."""
+    """A sync SIGKILLed (OOM killer, a reboot) while it holds the Redis lock: no one renews
+    it, so it holds up the next runs ("skipped", nothing with --quiet, exit 0, the list not
+    synced) for its short ttl only, not for the longest a sync may take."""
+    ttl = 1.0
     server = redis_factory()
     config = write_config(tmp_path, server.url, {"iwf": drip})
     process = subprocess.Popen(
-        [str(VENV_BIN / "blocklist-sync"), "--config", str(config), "--quiet"],
+        [str(VENV_BIN / "python"), "-c", _SHORT_LOCK_SYNC, str(ttl), "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -341,13 +362,16 @@ async def test_a_lock_left_by_a_dead_sync_does_not_hold_up_the_next_runs(
             await asyncio.sleep(0.01)  # poll interval; the lock is the condition
         process.kill()
         process.wait(LIMIT)
+        assert 0 < await client.pttl("blocklist:lock:sync") <= ttl * 1000
     finally:
         process.kill()
         await client.aclose()
     good = write_feed(tmp_path / "good.txt", entries("good", 20))
-    done = await asyncio.to_thread(
-        run_sync, write_config(tmp_path, server.url, {"iwf": good.as_uri()})
-    )
+    config = write_config(tmp_path, server.url, {"iwf": good.as_uri()})
+    config.write_text(f"lock_wait = {LIMIT / 2}\n" + config.read_text())  # a later cron run
+    started = time.monotonic()
+    done = await asyncio.to_thread(run_sync, config)
     assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < LIMIT / 2
     found = await active(server.url)
     assert found is not None and lists(found[1], entries("good", 20))

@@ -29,6 +29,9 @@ _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
 _ROLLBACK_SOURCE = re.compile(r"rollback to (\d+)")
 #: How often a lock waiter retries; short enough that a handover feels immediate.
 LOCK_POLL = 0.05
+#: Seconds a Redis lock outlives a holder that died: the holder renews it every third of
+#: this while it lives, so a sync killed holding it holds up the next runs this long at most.
+LOCK_TTL = 30.0
 #: How many times a reader re-reads a pointer that moved while it was reading.
 READ_ATTEMPTS = 5
 
@@ -199,11 +202,14 @@ class Store(ABC):
 
     @abstractmethod
     def lock(
-        self, name: str = "sync", *, ttl: float = 900.0, wait: float = 0.0
+        self, name: str = "sync", *, ttl: float = LOCK_TTL, wait: float = 0.0
     ) -> AbstractAsyncContextManager[bool]:
         """Hold a named lock: yields True when acquired, False when another holder kept it
-        for ``wait`` seconds. Released on exit. ``ttl`` bounds a Redis lock whose holder
-        died; a file lock is released by the holder's death itself."""
+        for ``wait`` seconds. Released on exit. ``ttl`` bounds how long a Redis lock whose
+        holder died stays (its holder renews it while it lives, however long it holds it);
+        a file lock is released by the holder's death itself. A holder whose Redis lock was
+        lost meanwhile (it expired, another holder took it) cannot publish (StoreError),
+        and leaving the lock then raises StoreError."""
 
     @abstractmethod
     async def get_state(self, key: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import time
@@ -26,6 +27,7 @@ from redis.exceptions import (
 from blocklist_addon.lists.store import sentinel
 from blocklist_addon.lists.store.base import (
     LOCK_POLL,
+    LOCK_TTL,
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     READ_ATTEMPTS,
@@ -55,8 +57,12 @@ end
 return n
 """
 
-# The one atomic flip: only forward, only to a stored version, announced in the same step.
+# The one atomic flip: only forward, only to a stored version, announced in the same step,
+# and only while the publisher still holds its locks (KEYS[3..] holding tokens ARGV[3..]).
 _ACTIVATE = """
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[i] then return -2 end
+end
 local n = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if n <= current then return 0 end
@@ -87,6 +93,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Renew a lock only if it still holds our token: never extend one another holder took after
+# ours expired.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+log = logging.getLogger(__name__)
+
 
 #: Seconds a publish waits for a replica to confirm a version's parts and its activation.
 REPLICA_WAIT = 2.0
@@ -102,6 +117,10 @@ class RedisStore(Store):
     ``active`` (flipped by a Lua script that also PUBLISHes on ``announce``);
     ``state:<key>``, ``blob:<key>``, ``lock:<name>``.
     """
+
+    #: Seconds a lock outlives a holder that died (renewed every third of it while the
+    #: holder lives); behind Sentinel, long enough for a renewal to ride out a failover.
+    lock_ttl: float = LOCK_TTL
 
     def __init__(
         self,
@@ -137,6 +156,9 @@ class RedisStore(Store):
             self._where = spec.where
             self._service = spec.service
             self._failover_timeout = spec.failover_timeout
+            # A renewal rides out a failover for up to failover_timeout; the lock must last
+            # past that after its last renewal (a third of it earlier, at worst).
+            self.lock_ttl = max(LOCK_TTL, 2 * spec.failover_timeout)
             # Asking the sentinels is cheap and the primary may be back under a new address
             # within seconds: a proxy retries every 0.5-1 s, not at a dead server's pace.
             self.reconnect_cap = 1.0
@@ -163,6 +185,11 @@ class RedisStore(Store):
         self._activate_script = self._redis.register_script(_ACTIVATE)
         self._prune_script = self._redis.register_script(_PRUNE)
         self._unlock_script = self._redis.register_script(_UNLOCK)
+        self._renew_script = self._redis.register_script(_RENEW)
+        #: Locks this store holds (key -> token), checked by the pointer's flip, and why a
+        #: lock was lost (key -> message) while its holder still runs.
+        self._held: dict[str, str] = {}
+        self._lost: dict[str, str] = {}
 
     def _key(self, *parts: object) -> str:
         return self.prefix + ":".join(map(str, parts))
@@ -222,6 +249,7 @@ class RedisStore(Store):
         or the flip, the publish starts over there under a new number, so it either
         completes on the new primary or fails with the previous version still active.
         """
+        self._check_locks()
         if self._sentinel is None:
             return await super().publish(data, checksum=checksum, entries=entries, source=source)
         for _ in range(PUBLISH_ATTEMPTS):
@@ -283,11 +311,13 @@ class RedisStore(Store):
     async def _activate_durably(self, number: int) -> bool:
         """Flip the pointer and WAIT for a replica; False when the flip cannot stand (the
         parts, or the flip itself, were lost in a failover): the caller starts over."""
-        keys = [self._key("active"), self._key("version", number, "info")]
+        self._check_locks()
+        keys = [self._key("active"), self._key("version", number, "info"), *self._held]
+        args = [number, self._channel, *self._held.values()]
         # EVAL, not EVALSHA: a new primary after a failover has no script cache.
-        replicas, results = await self._pipeline(
-            ("EVAL", _ACTIVATE, 2, *keys, number, self._channel)
-        )
+        replicas, results = await self._pipeline(("EVAL", _ACTIVATE, len(keys), *keys, *args))
+        if int(results[0]) == -2:
+            raise self._lost_lock(number)
         if int(results[0]) < 0:
             return False  # the parts are not on this primary: a failover lost them
         if replicas and int(results[-1]) < 1:
@@ -298,9 +328,13 @@ class RedisStore(Store):
         return True
 
     async def _activate(self, version: int) -> bool:
+        self._check_locks()
         with self._errors():
-            keys = [self._key("active"), self._key("version", version, "info")]
-            result = int(await self._activate_script(keys=keys, args=[version, self._channel]))
+            keys = [self._key("active"), self._key("version", version, "info"), *self._held]
+            args = [version, self._channel, *self._held.values()]
+            result = int(await self._activate_script(keys=keys, args=args))
+        if result == -2:
+            raise self._lost_lock(version)
         if result < 0:
             raise StoreError(f"cannot activate version {version}: it is not in {self.url}")
         return result == 1
@@ -383,30 +417,90 @@ class RedisStore(Store):
 
     @asynccontextmanager
     async def lock(
-        self, name: str = "sync", *, ttl: float = 900.0, wait: float = 0.0
+        self, name: str = "sync", *, ttl: float | None = None, wait: float = 0.0
     ) -> AsyncIterator[bool]:
+        """As :meth:`Store.lock`. The lock lasts ``ttl`` (default :attr:`lock_ttl`) and is
+        renewed every third of it while the holder lives, so a holder that dies (SIGKILL, a
+        reboot, Redis restarted from its append-only file) holds up the next runs for at
+        most ``ttl``. A holder whose lock was lost (a renewal found it expired or taken)
+        cannot activate a version (StoreError), and its exit raises StoreError: another
+        sync may hold the lock."""
+        lifetime = self.lock_ttl if ttl is None else ttl
+        ms = max(1, int(lifetime * 1000))
         key = self._key("lock", check_key(name, "lock name"))
         token = secrets.token_hex(16)
         deadline = time.monotonic() + wait
         while True:
             with self._errors():
                 acquired = (
-                    bool(await self._redis.set(key, token, nx=True, px=max(1, int(ttl * 1000))))
+                    bool(await self._redis.set(key, token, nx=True, px=ms))
                     or (await self._redis.get(key)) == token.encode()
                 )  # a retried SET, first applied
             remaining = deadline - time.monotonic()
             if acquired or remaining <= 0:
                 break
             await asyncio.sleep(min(LOCK_POLL, remaining))
+        if not acquired:
+            yield False
+            return
+        self._held[key] = token
+        renewing = asyncio.create_task(self._renew(key, token, lifetime))
         try:
-            yield acquired
+            yield True
         except BaseException:
-            if acquired:
-                with contextlib.suppress(StoreError):  # the TTL frees it; keep the first error
-                    await self._release(key, token)
+            await self._unlock(key, token, renewing)
+            with contextlib.suppress(StoreError):  # the TTL frees it; keep the first error
+                await self._release(key, token)
             raise
-        if acquired:
-            await self._release(key, token)
+        lost = await self._unlock(key, token, renewing)
+        if not await self._release(key, token) and lost is None:
+            lost = f"{self.url}: the lock {name!r} expired while held"
+        if lost is not None:
+            raise StoreError(f"{lost}; another sync may have run meanwhile")
+
+    async def _renew(self, key: str, token: str, lifetime: float) -> None:
+        """Extend the lock to ``lifetime`` every third of it while it holds ``token``; when
+        it does not (expired, taken by another holder), note why and stop."""
+        ms = max(1, int(lifetime * 1000))
+        while True:
+            await asyncio.sleep(lifetime / 3)
+            try:
+                with self._errors():
+                    renewed = await self._renew_script(keys=[key], args=[token, ms])
+            except StoreError as exc:
+                # Unreachable for now: the lock may still stand; the next renewal tells.
+                log.warning("%s; lock not renewed, trying again", exc)
+                continue
+            if not renewed:
+                name = key.removeprefix(self._key("lock", ""))
+                self._lost[key] = (
+                    f"{self.url}: lost the lock {name!r} (it expired or another holder took it)"
+                )
+                log.warning("%s", self._lost[key])
+                return
+
+    async def _unlock(self, key: str, token: str, renewing: asyncio.Task[None]) -> str | None:
+        """Stop renewing the lock and forget it; why it was lost, if it was."""
+        renewing.cancel()
+        await asyncio.wait([renewing])  # a cancellation of the caller still propagates
+        if self._held.get(key) == token:
+            del self._held[key]
+        return self._lost.pop(key, None)
+
+    def _check_locks(self) -> None:
+        """StoreError when a lock this store holds was lost: activating now could overlap
+        another holder's run."""
+        if self._lost:
+            raise StoreError(
+                f"{next(iter(self._lost.values()))}; the new version was not activated"
+            )
+
+    def _lost_lock(self, version: int) -> StoreError:
+        names = ", ".join(repr(k.removeprefix(self._key("lock", ""))) for k in self._held)
+        return StoreError(
+            f"{self.url}: lost the lock {names} (it expired or another holder took it); "
+            f"version {version} was not activated"
+        )
 
     async def _release(self, key: str, token: str) -> bool:
         """Delete the lock only if ``token`` still holds it."""

@@ -9,7 +9,9 @@ of their own get ``sentinel_username`` from the query and the password from
 ``$BLOCKLIST_SENTINEL_PASSWORD`` or the file named by ``$BLOCKLIST_SENTINEL_PASSWORD_FILE``
 (or ``sentinel_password`` in the query). ``failover_timeout`` (seconds, default 30) is how
 long an operation waits for a new primary before it fails; set it above Sentinel's
-``down-after-milliseconds`` plus the failover's own time. The rest of the query is
+``down-after-milliseconds`` plus the failover's own time. It also sets how long a lock (the
+sync's) outlives a holder that died: twice it, at least ``LOCK_TTL``, so that a renewal
+riding out a failover still finds its lock on the new primary. The rest of the query is
 redis-py's (``socket_timeout``, ``ssl_ca_certs``, ``ssl_certfile``, ...).
 
 Two clients share one Sentinel manager: the *writer*, whose every command rides out a
