@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import os
 import pathlib
-import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -50,17 +50,23 @@ def write_config(tmp_path: pathlib.Path, store: str, feeds: dict[str, str]) -> p
     return path
 
 
+#: Sets RLIMIT_FSIZE, then becomes the command (argv[2:]). Not ``preexec_fn``: Python code
+#: between fork and exec deadlocks when another thread held a lock at the fork (this runs
+#: in a worker thread of the test's loop), and then the parent waits for good.
+WITH_FILE_LIMIT = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 def run_sync(
-    config: pathlib.Path, *, preexec_fn: Callable[[], None] | None = None
+    config: pathlib.Path, *, file_limit: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The real command, as cron runs it (``preexec_fn``: a limit set in the child)."""
-    return subprocess.run(
-        [str(VENV_BIN / "blocklist-sync"), "--config", str(config), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=LIMIT,
-        preexec_fn=preexec_fn,
-    )
+    """The real command, as cron runs it (``file_limit``: RLIMIT_FSIZE, a disk that fills)."""
+    command = [str(VENV_BIN / "blocklist-sync"), "--config", str(config), "--quiet"]
+    if file_limit is not None:
+        command = [sys.executable, "-c", WITH_FILE_LIMIT, str(file_limit), *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=LIMIT)
 
 
 async def active(store_url: str) -> tuple[int, Blocklist] | None:
@@ -189,10 +195,7 @@ async def test_disk_full_mid_publish_keeps_the_old_list_and_the_next_run_recover
     limit = kept_blob + 2_000  # the small feed's entries fit, the new version does not
     assert snapshot < limit < snapshot + len(small) * 14
 
-    def file_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    done = await asyncio.to_thread(run_sync, config, preexec_fn=file_limit)
+    done = await asyncio.to_thread(run_sync, config, file_limit=limit)
     assert done.returncode == 1
     assert "File too large" in done.stderr and "previous list stays active" in done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
