@@ -432,6 +432,7 @@ PROCESS_MODULES = frozenset(
         "test_divert_nft",
         "test_divert_planes",
         "test_divert_resolve",
+        "test_divert_renumbered",
         "test_divert_run",
         "test_divert_sentinel",
         "test_errors",
