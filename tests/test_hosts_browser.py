@@ -24,6 +24,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -46,6 +47,17 @@ RANGES = [(0xA0, 0x3000), (0x1F300, 0x1F700)]
 BATCH = 10_000
 
 
+#: Puts argv[1] and argv[2] on fds 3 and 4 (by way of copies, so that neither is lost if it
+#: was 3 or 4; a copy that is already 3 or 4 keeps dup's close-on-exec, hence
+#: set_inheritable), then becomes the command argv[3:].
+PIPES_THEN_EXEC = (
+    "import os, sys; commands, replies = os.dup(int(sys.argv[1])), os.dup(int(sys.argv[2])); "
+    "os.dup2(commands, 3); os.dup2(replies, 4); "
+    "os.set_inheritable(3, True); os.set_inheritable(4, True); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
 class Chromium:
     """Headless Chromium spoken to over the DevTools pipe (fds 3 and 4, NUL-separated
     JSON): one page, on which ``hosts`` evaluates ``new URL()`` for a list of hosts."""
@@ -55,13 +67,16 @@ class Chromium:
         to_child, self._write = os.pipe()
         self._read, from_child = os.pipe()
 
-        def pipes() -> None:  # in the child: the protocol's fds 3 (commands) and 4 (replies)
-            commands, replies = os.dup(to_child), os.dup(from_child)  # neither is 3 or 4 now
-            os.dup2(commands, 3)
-            os.dup2(replies, 4)
-
+        # The protocol's fds 3 (commands) and 4 (replies), put in place by a Python that
+        # becomes Chromium: no Python code between fork and exec (preexec_fn), which can
+        # deadlock in a child of a threaded process such as an xdist worker.
         self.process = subprocess.Popen(
             [
+                sys.executable,
+                "-c",
+                PIPES_THEN_EXEC,
+                str(to_child),
+                str(from_child),
                 CHROMIUM,
                 "--headless",
                 "--no-sandbox",  # root in CI; the sandbox needs a user namespace
@@ -77,8 +92,7 @@ class Chromium:
                 f"--user-data-dir={profile}",
                 "about:blank",
             ],
-            pass_fds=(3, 4),  # kept open in the child (made by pipes())
-            preexec_fn=pipes,
+            pass_fds=(to_child, from_child),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
