@@ -129,9 +129,12 @@ async def run_sync(
                 await refresh_hosts(store, config.feeds, hosts)
         active = await store.active()
         if active is not None and not any(o.status == "failed" for o in outcomes):
-            # Proxies measure the list's age from this, not from the version's creation.
+            # Proxies measure the list's age from this, not from the version's creation; the
+            # checksum tells them it is their list, also when a store that lost its data
+            # numbers its versions anew.
             await store.set_state(
-                SYNCED_STATE, {"version": active.version, "fresh_at": time.time()}
+                SYNCED_STATE,
+                {"version": active.version, "checksum": active.checksum, "fresh_at": time.time()},
             )
         return SyncResult(outcomes, activated, active)
 

@@ -32,8 +32,8 @@ class FeedSource:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # no byte for this long -> timeout
     #: The whole download (every attempt, the backoff between them and the checksum file)
-    #: ends within this: a server that sends a byte now and then never ends it otherwise,
-    #: and the sync's lock (``worker.lock_ttl``) must outlive it.
+    #: ends within this: a server that sends a byte now and then never ends it otherwise
+    #: (the sync's lock is renewed while it runs, so it outlives any download).
     timeout: float = 600.0
     max_bytes: int = 256 * 1024 * 1024
     retries: int = 3  # extra attempts for connection errors, timeouts and 5xx; none for 4xx
