@@ -167,9 +167,9 @@ async def resolve(
     progress: Progress = NO_PROGRESS,
     now: float | None = None,
 ) -> ResolveResult:
-    # The lock outlives a dead holder by ttl: at least the whole deadline of a run.
-    ttl = max(900.0, config.deadline + 300.0)
-    async with divert.lock(LOCK, ttl=ttl, wait=config.lock_wait) as acquired:
+    # The lock is renewed while this run lives: a dead resolver's lapses within its short
+    # lifetime (the store's LOCK_TTL), whatever the run's deadline.
+    async with divert.lock(LOCK, wait=config.lock_wait) as acquired:
         if not acquired:
             return ResolveResult("skipped", active=await divert.active())
         started = time.monotonic()
