@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import ssl
 import time
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from test_fetch import _issue, _pem
 
 from sync.fetch import FeedSource, FetchError, FetchState, fetch_feed
+from testlab.drip import drip
 
 try:  # aiohttp decodes zstd with the standard library's module (3.14) or its backport
     from compression import zstd  # type: ignore[import-not-found]
@@ -122,18 +122,8 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
                 raise web.HTTPFound(server.redirect_to)
             return web.Response(body=BODY)
 
-        async def drip(request: web.Request) -> web.StreamResponse:
-            """A byte every 50 ms, never the end: each read succeeds, the body never ends."""
-            response = web.StreamResponse()
-            await response.prepare(request)
-            while not stop.is_set():
-                await response.write(b"e")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.05)  # the drip's pace
-            return response
-
         app = web.Application()
-        app.router.add_get("/drip", drip)
+        app.router.add_get("/drip", drip(stop))
         app.router.add_get("/{tail:.*}", listing)
         server.server = TestServer(app, host="127.0.0.1")
         await server.server.start_server(ssl=ssl_context)

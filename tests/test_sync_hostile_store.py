@@ -26,6 +26,7 @@ from blocklist_addon.lists.store import open_store
 from blocklist_addon.lists.store.base import LOCK_TTL
 from blocklist_addon.lists.store.redis_store import RedisStore
 from sync import cli
+from testlab.drip import drip as dripping
 from testlab.harness import VENV_BIN
 
 LIMIT = 20.0  # seconds any one sync may take here
@@ -90,18 +91,8 @@ def lists(bl: Blocklist, urls: list[str]) -> bool:
 async def drip() -> AsyncIterator[str]:
     """A feed that sends a byte every 50 ms and never ends."""
     stop = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        while not stop.is_set():
-            await response.write(b"e")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.05)  # the drip's pace
-        return response
-
     app = web.Application()
-    app.router.add_get("/list.txt", handler)
+    app.router.add_get("/list.txt", dripping(stop))
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
