@@ -132,6 +132,29 @@ async def test_prune_never_removes_the_active_version(
     assert await store.load_active() == (active, make_snapshot("a").data)
 
 
+async def test_a_kept_version_with_garbage_metadata_is_left_out_of_versions_and_rollback(
+    store: Store, store_factory: StoreFactory, make_snapshot: MakeSnapshot
+) -> None:
+    """One damaged kept version must not break ``blocklist-sync status`` (versions) nor
+    rollback, which steps over it to the version before."""
+    a, b, c = [await publish(store, make_snapshot(tag)) for tag in "abc"]
+    if store_factory.backend == "file":
+        (
+            pathlib.Path(store_factory.url.removeprefix("file://"))
+            / "versions"
+            / f"{b.version}.json"
+        ).write_bytes(b"\x00garbage")
+    else:
+        client = aioredis.from_url(store_factory.url)
+        try:
+            await client.set(f"{store_factory.prefix}version:{b.version}:info", b"\x00garbage")
+        finally:
+            await client.aclose()
+    assert await store.versions() == [c, a]
+    back = await store.rollback()
+    assert (back.checksum, back.source) == (a.checksum, f"rollback to {a.version}")
+
+
 async def test_rollback_publishes_a_copy_under_a_new_number(
     store: Store, make_snapshot: MakeSnapshot
 ) -> None:

@@ -277,7 +277,14 @@ class FileStore(Store):
         return found[1]
 
     def _versions_sync(self) -> list[VersionInfo]:
-        return [info for n in self._kept() if (info := self._read_info(n)) is not None]
+        """The kept versions but one whose metadata is damaged: ``status`` shows the others,
+        and ``rollback`` steps over it."""
+        found = []
+        for n in self._kept():
+            with contextlib.suppress(IncompleteVersion):
+                if (info := self._read_info(n)) is not None:
+                    found.append(info)
+        return found
 
     async def versions(self) -> list[VersionInfo]:
         return await self._run(self._versions_sync)

@@ -411,7 +411,12 @@ class RedisStore(Store):
             if not numbers:
                 return []
             raws = await self._redis.mget([self._key("version", int(n), "info") for n in numbers])
-        return [VersionInfo.from_json(raw)[0] for raw in raws if raw is not None]
+        found = []  # but a version whose metadata is damaged: as the file store's
+        for raw in raws:
+            if raw is not None:
+                with contextlib.suppress(IncompleteVersion):
+                    found.append(VersionInfo.from_json(raw)[0])
+        return found
 
     # -- coordination and sync state -------------------------------------------------------
 
