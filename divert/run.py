@@ -247,7 +247,12 @@ class Runner:
             if loaded is None:
                 return
             info, data = loaded
-            self.active = DiversionSet.from_bytes(data)
+            dset = DiversionSet.from_bytes(data)
+            if dset.checksum != info.checksum:  # a whole set, but another one (a mixed-up store)
+                raise DivertError(
+                    f"version {info.version}'s bytes are not the set its metadata names"
+                )
+            self.active = dset
             self.version, self.checksum = info.version, info.checksum
         except (StoreError, DivertError) as exc:
             self.store_down, self.store_error = True, str(exc)

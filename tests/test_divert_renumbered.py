@@ -18,6 +18,7 @@ from conftest import RedisServer
 from test_divert_faults import Gateway
 from test_divert_run import HealthServer, eventually
 
+from blocklist_addon.lists.store import open_store
 from divert.dataset import DiversionSet
 from testlab.divert_lab import divert_key, load_table, pages_feed, publish
 from testlab.dnsserver import DNSServer
@@ -102,6 +103,26 @@ async def test_a_set_renumbered_after_the_store_lost_its_data_is_applied(
         await eventually(lambda d=dset: gateway.sets() == d.addresses, what, APPLY_DEADLINE)
         await eventually(lambda d=dset: consistent(gateway, d, 1), f"the status of {what}", 5)
     assert "WITHDRAWN" not in gateway.log.read_text()
+
+
+async def test_a_set_whose_bytes_are_not_its_metadatas_is_refused(
+    gateway: Gateway, tmp_path: pathlib.Path
+) -> None:
+    """A version whose bytes are a whole set, but not the one its metadata names (a store
+    mixed up by a restore or a hand): run keeps the set it applied and says why, as the
+    proxy does for its lists; the next good version is applied."""
+    store = (tmp_path / "store").as_uri()
+    await publish(store, A)
+    gateway.start_run(store)
+    await eventually(lambda: gateway.sets() == A.addresses, "A applied", timeout=30)
+    async with open_store(store, namespace="divert") as divert:
+        await divert.publish(B.to_bytes(), checksum=C.checksum, entries=len(B), source="test")
+    await eventually(
+        lambda: "not the set its metadata names" in gateway.log.read_text(), "the refusal", 5
+    )
+    assert gateway.sets() == A.addresses
+    await publish(store, C)
+    await eventually(lambda: gateway.sets() == C.addresses, "C applied", APPLY_DEADLINE)
 
 
 def consistent(gateway: Gateway, dset: DiversionSet, version: int) -> bool:
