@@ -18,7 +18,7 @@ try:  # Python 3.14
 except ImportError:  # pragma: no cover - the backport mitmproxy depends on
     from backports import zstd  # type: ignore[no-redef]
 
-__all__ = ["TooLarge", "inflate"]
+__all__ = ["TooLarge", "decoded_head", "inflate"]
 
 #: Compressed input fed to a decoder at a time.
 _STEP = 64 * 1024
@@ -31,11 +31,8 @@ class TooLarge(ValueError):
 def inflate(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     """``raw`` decoded from ``content_encoding``; TooLarge past ``limit`` bytes, ValueError
     for a coding that is unknown or broken."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
     body = raw
-    for coding in reversed(codings):
-        if coding == "identity":
-            continue
+    for coding in reversed(_codings(content_encoding)):
         decode = _DECODERS.get(coding)
         if decode is None:
             raise ValueError(f"unknown content-encoding {coding[:20]!r}")
@@ -43,6 +40,40 @@ def inflate(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     if len(body) > limit:
         raise TooLarge(f"more than {limit} bytes")
     return body
+
+
+def decoded_head(raw: bytes, coding: str | None, limit: int) -> bytes | None:
+    """The first ``limit`` bytes of ``raw`` decoded from its one content coding, as a
+    lenient streaming decoder reads them (None for none, several, or nothing decoded). The
+    head of a body that inflates past the limit is checked as a plain body's is (a listed
+    picture padded with zeros that gzip makes small passed as too-large), and so is what a
+    server's decoder makes of a broken coding (a gzip member cut short, or junk after it:
+    the picture whole, which passed as undecodable-encoding)."""
+    codings = _codings(coding)
+    if len(codings) != 1:
+        return None
+    try:
+        match codings[0]:
+            case "gzip" | "x-gzip":
+                return zlib.decompressobj(31).decompress(raw, limit)
+            case "deflate":
+                try:
+                    return zlib.decompressobj(15).decompress(raw, limit)
+                except zlib.error:
+                    return zlib.decompressobj(-15).decompress(raw, limit)  # raw, as some send it
+            case "br":
+                return brotli.Decompressor().process(raw, output_buffer_limit=limit)
+            case "zstd":
+                return zstd.ZstdDecompressor().decompress(raw, max_length=limit)
+    except (zlib.error, brotli.error, zstd.ZstdError):
+        return None
+    return None
+
+
+def _codings(content_encoding: str | None) -> list[str]:
+    """The codings of a Content-Encoding, in the order applied, ``identity`` left out."""
+    codings = (c.strip().lower() for c in (content_encoding or "").split(","))
+    return [c for c in codings if c and c != "identity"]
 
 
 def _zlib(wbits: int, name: str):

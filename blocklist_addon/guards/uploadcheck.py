@@ -10,24 +10,16 @@ until the request's budget is spent.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-import brotli
-
-from blocklist_addon.content.inflate import TooLarge, inflate
+from blocklist_addon.content.inflate import TooLarge, decoded_head, inflate
 from blocklist_addon.hashes.decoder import DecoderPool
 from blocklist_addon.hashes.images import Uncheckable, sniff
 from blocklist_addon.hashes.unwrap import MAX_FILES, unwrap
 from blocklist_addon.hashes.video import hash_video, sniff_video
 from blocklist_addon.ops.metrics import Metrics
-
-try:  # Python 3.14
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - the backport mitmproxy depends on
-    from backports import zstd  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from blocklist_addon.hashes import HashList, HashMatch
@@ -41,35 +33,6 @@ REQUEST_BUDGET = 4
 #: for minutes (the rest are reported as too-many-parts; their exact hashes are checked).
 #: Videos are capped the same way, apart.
 MAX_IMAGES = 256
-
-
-def decoded_head(raw: bytes, coding: str | None, limit: int) -> bytes | None:
-    """The first ``limit`` bytes of ``raw`` decoded from its one content coding, as a
-    lenient streaming decoder reads them (None for none, several, or nothing decoded). The
-    head of a body that inflates past the limit is checked as a plain body's is (a listed
-    picture padded with zeros that gzip makes small passed as too-large), and so is what a
-    server's decoder makes of a broken coding (a gzip member cut short, or junk after it:
-    the picture whole, which passed as undecodable-encoding)."""
-    codings = [c.strip().lower() for c in (coding or "").split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    if len(codings) != 1:
-        return None
-    try:
-        match codings[0]:
-            case "gzip" | "x-gzip":
-                return zlib.decompressobj(31).decompress(raw, limit)
-            case "deflate":
-                try:
-                    return zlib.decompressobj(15).decompress(raw, limit)
-                except zlib.error:
-                    return zlib.decompressobj(-15).decompress(raw, limit)  # raw, as some send it
-            case "br":
-                return brotli.Decompressor().process(raw, output_buffer_limit=limit)
-            case "zstd":
-                return zstd.ZstdDecompressor().decompress(raw, max_length=limit)
-    except (zlib.error, brotli.error, zstd.ZstdError):
-        return None
-    return None
 
 
 @dataclass
