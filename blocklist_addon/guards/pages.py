@@ -21,7 +21,7 @@ from mitmproxy import ctx, http
 from mitmproxy.net import encoding
 
 from blocklist_addon.content import pages
-from blocklist_addon.guards.flow import header, request_url, respond
+from blocklist_addon.guards.flow import THREAD_BYTES, header, request_url, respond
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops import splash
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 #: Where neutralized links point, on the page's own origin; the proxy answers it.
 SPLASH_PATH = "/.well-known/blocklist-proxy/blocked"
 _SCANNED_TYPES = ("text/html", "application/xhtml+xml", "text/css")
-#: Pages larger than this are scanned in a worker thread, not on the event loop.
-THREAD_BYTES = 64 * 1024
 #: A page whose scan failed, with blocklist_on_error=closed.
 UNCHECKED_PAGE = splash.SplashResponse(
     502,

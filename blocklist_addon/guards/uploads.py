@@ -30,8 +30,14 @@ from mitmproxy.proxy import mode_specs
 
 from blocklist_addon.content import uploads
 from blocklist_addon.content.inflate import decoded_head, inflate
-from blocklist_addon.guards.flow import UNCHECKED, UPLOAD_METHODS, carries_body, header, respond
-from blocklist_addon.guards.pages import THREAD_BYTES
+from blocklist_addon.guards.flow import (
+    THREAD_BYTES,
+    UNCHECKED,
+    UPLOAD_METHODS,
+    carries_body,
+    header,
+    respond,
+)
 from blocklist_addon.guards.urls import Enforcer
 from blocklist_addon.lists.active import ActiveList
 from blocklist_addon.ops.options import int_option
