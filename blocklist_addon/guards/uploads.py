@@ -165,8 +165,8 @@ class UploadGuard:
                 content = inflate(body, coding, limit)
             except ValueError:
                 # Inflating past the limit: its head is checked, the rest passes unchecked
-                # as a body over the limit does. Unknown or broken: as sent, and as a lenient
-                # decoder reads it (a gzip member cut short, or junk after it).
+                # as a body over the limit does. Broken: as a lenient decoder reads it (a
+                # gzip member cut short, or junk after it); unknown: as sent.
                 content = decoded_head(body, coding, limit) or body
             match = uploads.listed_in_body(content, content_type, blocklist.match)
             if match is None and _unread_text(content, content_type):
