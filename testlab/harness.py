@@ -42,15 +42,45 @@ START_TIMEOUT = 60.0
 _HANDED_OUT: set[int] = set()
 
 
+#: The ports handed out lie below the kernel's ephemeral range (ip_local_port_range, whose
+#: default starts at 32768), which bind(0) and every outgoing connection's source port take
+#: from: a port found free there was at times taken, between the check and the server's
+#: bind, as the source port of one of the suite's many connections ("Address already in
+#: use", a Sentinel that never started). Each xdist worker takes its own slice of them.
+PORTS_FROM = 10000
+
+
+def _port_slice() -> range:
+    """This process's ports: below the ephemeral range, its xdist worker's share of them."""
+    try:
+        low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    ports = range(PORTS_FROM, max(low, PORTS_FROM + 1000))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    share = len(ports) // max(count, 1)
+    return ports[index * share : (index + 1) * share] if count > 1 else ports
+
+
 def free_port() -> int:
-    """A loopback port free now and never handed out before by this process."""
-    for _ in range(1000):
+    """A loopback port free now, never handed out before by this process, and outside the
+    kernel's ephemeral range (``PORTS_FROM``), so that no connection takes it before the
+    server it is for binds it."""
+    ports = _port_slice()
+    start = os.getpid() % len(ports)  # two processes on one slice start apart
+    for offset in range(len(ports)):
+        port = ports[(start + offset) % len(ports)]
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use now (another suite, a service)
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no loopback port left that this process has not handed out")
 
 
